@@ -1,0 +1,29 @@
+# make demo: plan/profile a real model and print the result.  make test: the test suite.
+# Both create .venv on first use and reuse it afterwards.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m simplan demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check simplan tests benchmarks models
+	$(BIN)/ruff format --check simplan tests benchmarks models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

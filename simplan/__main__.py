@@ -1,0 +1,5 @@
+import sys
+
+from simplan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""Build torch modules from model sources and count them into a ModelGraph (imports torch)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from simplan.counting import count_layer, identity_key, own_parameters
+from simplan.errors import SimplanError
+from simplan.graph import Layer, ModelGraph
+from simplan.sources import ModelSource, factory_of
+from simplan.spec import TransformerSpec
+from simplan.tracing import LayerCall, tensors_in, trace
+from simplan.units import dtype_bytes
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def instantiate(source: ModelSource, tspec: TransformerSpec | None, *, batch: int,
+                seq_len: int | None, device: str, dtype: str) -> tuple[nn.Module, tuple[Any, ...]]:
+    """The module and an example input of `batch` samples on `device`, in `dtype`."""
+    if tspec is not None:
+        from simplan.nets.transformer import build
+
+        model, inputs = build(_with_seq(tspec, seq_len), batch=batch, device=device)
+    else:
+        model, inputs = _from_factory(source, batch, device)
+    return _cast(model, inputs, dtype)
+
+
+def _with_seq(tspec: TransformerSpec, seq_len: int | None) -> TransformerSpec:
+    return dataclasses.replace(tspec, seq_len=seq_len) if seq_len else tspec
+
+
+def _from_factory(source: ModelSource, batch: int, device: str) -> tuple[nn.Module, tuple]:
+    fn = factory_of(source)
+    try:
+        if source.kind == "preset-py":
+            with torch.device(device):
+                result = fn(batch=batch)
+        else:
+            result = fn()
+    except SimplanError:
+        raise
+    except Exception as exc:
+        raise SimplanError(f"{source.path}:{source.factory}() raised {type(exc).__name__}: "
+                           f"{exc}; fix the factory") from None
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
+        raise SimplanError(f"{source.path}:{source.factory}() must return "
+                           f"(nn.Module, example_input), got {type(result).__name__}")
+    model, example = result
+    inputs = example if isinstance(example, tuple) else (example,)
+    if source.kind == "factory":
+        model, inputs = model.to(device), tuple(_to(x, device) for x in inputs)
+    return model, inputs
+
+
+def _to(value: Any, device: str) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+def _cast(model: nn.Module, inputs: tuple[Any, ...], dtype: str) -> tuple[nn.Module, tuple]:
+    target = TORCH_DTYPES[dtype]
+    model = model.to(target)
+    cast = tuple(x.to(target) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                 for x in inputs)
+    return model, cast
+
+
+def batch_of(inputs: tuple[Any, ...]) -> int:
+    tensors = tensors_in(inputs)
+    if not tensors or tensors[0].dim() == 0:
+        raise SimplanError("the example input must be a tensor whose first dimension is the batch")
+    return int(tensors[0].shape[0])
+
+
+def graph_from_source(source: ModelSource, tspec: TransformerSpec | None, *,
+                      seq_len: int | None, dtype: str) -> ModelGraph:
+    if tspec is not None:
+        return graph_from_spec(_with_seq(tspec, seq_len), dtype=dtype, name=source.name,
+                               source=str(source.path))
+    model, inputs = instantiate(source, None, batch=1, seq_len=seq_len, device="meta",
+                                dtype=dtype)
+    return count_module(model, inputs, name=source.name, dtype=dtype, source=str(source.path))
+
+
+def graph_from_spec(tspec: TransformerSpec, *, dtype: str, name: str | None = None,
+                    source: str = "") -> ModelGraph:
+    """Count a transformer shape on the meta device."""
+    from simplan.nets.transformer import build
+
+    model, inputs = build(tspec, batch=1, device="meta")
+    model, inputs = _cast(model, inputs, dtype)
+    return count_module(model, inputs, name=name or tspec.name, dtype=dtype,
+                        source=source or "transformer spec", seq_len=tspec.seq_len,
+                        tokens_per_sample=tspec.seq_len,
+                        meta={"transformer": dataclasses.asdict(tspec)})
+
+
+def count_module(model: nn.Module, inputs: tuple[Any, ...], *, name: str, dtype: str,
+                 source: str, seq_len: int = 0, tokens_per_sample: int = 1,
+                 meta: dict[str, Any] | None = None) -> ModelGraph:
+    """Count a module (ideally on the meta device) into a ModelGraph, per sample."""
+    batch = batch_of(inputs)
+    model.train()
+    calls = trace(model, inputs)
+    owned = own_parameters(calls)
+    counts: dict[str, Any] = {}
+    layers = []
+    for call in calls:
+        key = identity_key(call)
+        if key not in counts:
+            counts[key] = _count(call, batch)
+        layers.append(_layer(call, key, counts[key], owned[call.name], dtype))
+    edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
+    return ModelGraph(name=name, layers=tuple(layers), edges=edges, seq_len=seq_len, dtype=dtype,
+                      tokens_per_sample=tokens_per_sample, source=source,
+                      meta={**(meta or {}), "counted_with": f"torch {torch.__version__}",
+                            "counted_on": str(next(iter(tensors_in(inputs))).device)})
+
+
+def _count(call: LayerCall, batch: int) -> Any:
+    try:
+        return count_layer(call, batch)
+    except SimplanError:
+        raise
+    except Exception as exc:
+        raise SimplanError(f"counting layer {call.name} failed: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _layer(call: LayerCall, key: str, count: Any, params: list[nn.Parameter],
+           dtype: str) -> Layer:
+    module = call.module
+    n_params = sum(p.numel() for p in params)
+    return Layer(
+        name=call.name,
+        kind=str(getattr(module, "simplan_kind", type(module).__name__.lower())),
+        params=n_params,
+        param_bytes=n_params * dtype_bytes(dtype),
+        fwd_flops=count.fwd_flops,
+        bwd_flops=count.bwd_flops,
+        activation_bytes=count.activation_bytes,
+        output_bytes=count.output_bytes,
+        input_bytes=count.input_bytes,
+        identity=key,
+        fwd_ops=count.fwd_ops,
+        bwd_ops=count.bwd_ops,
+        attrs=dict(getattr(module, "simplan_attrs", {})),
+    )

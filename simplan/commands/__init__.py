@@ -1,0 +1,1 @@
+"""One module per `simplan` verb; each defines `register(subparsers)`."""

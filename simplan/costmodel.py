@@ -1,0 +1,84 @@
+"""Compute time of layers: a measured profile where one matches, else the device model.
+
+Every LayerCost says where it came from: `measured` (a profile of this layer at this dtype and
+micro-batch), `measured-scaled` (a profile at another micro-batch, scaled by the ratio of the
+device model's times at the two micro-batches), or `model` (the device model's roofline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simplan.devices import DeviceModel
+from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.profiles import Profile
+
+MEASURED, SCALED, MODEL = "measured", "measured-scaled", "model"
+
+# Adam with mixed precision touches per parameter: fp32 master weight, fp32 grad (or 16-bit grad
+# upcast), two fp32 moments (read + write each) and the 16-bit weight copy written back:
+# reads 4+4+4+4 and writes 4+4+4+2 bytes = 30 bytes. Plain fp32 Adam: 16 read + 12 written = 28.
+ADAM_BYTES_PER_PARAM = {"bf16": 30.0, "fp16": 30.0, "fp32": 28.0}
+ADAM_KERNELS = 4  # multi-tensor (foreach) kernels per step, each paying the launch overhead
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCost:
+    fwd_s: float
+    bwd_s: float
+    source: str
+
+
+def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) -> float:
+    """Roofline time of one pass (forward or backward) of a layer for a micro-batch."""
+    gemm = sum(n * device.gemm_time_s(f * micro_batch, dtype) for f, n in ops.gemms)
+    if ops.mem_ops == 0:
+        return gemm
+    per_op = ops.mem_bytes * micro_batch / ops.mem_ops
+    return gemm + ops.mem_ops * device.memory_time_s(per_op)
+
+
+def model_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int) -> LayerCost:
+    return LayerCost(fwd_s=pass_time_s(layer.fwd_ops, device, dtype, micro_batch),
+                     bwd_s=pass_time_s(layer.bwd_ops, device, dtype, micro_batch), source=MODEL)
+
+
+def profile_matches(profile: Profile, graph: ModelGraph, dtype: str) -> bool:
+    return profile.dtype == dtype and profile.seq_len == graph.seq_len
+
+
+def layer_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int,
+               profile: Profile | None = None) -> LayerCost:
+    """The cost of one layer for a micro-batch: measured if possible, else modelled."""
+    modelled = model_cost(layer, device, dtype, micro_batch)
+    timing = profile.timings.get(layer.identity) if profile and profile.dtype == dtype else None
+    if timing is None or profile is None:
+        return modelled
+    if profile.micro_batch == micro_batch:
+        return LayerCost(fwd_s=timing.fwd_s, bwd_s=timing.bwd_s, source=MEASURED)
+    base = model_cost(layer, device, dtype, profile.micro_batch)
+    return LayerCost(fwd_s=timing.fwd_s * _ratio(modelled.fwd_s, base.fwd_s),
+                     bwd_s=timing.bwd_s * _ratio(modelled.bwd_s, base.bwd_s), source=SCALED)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else 1.0
+
+
+def layer_costs(graph: ModelGraph, device: DeviceModel, dtype: str, micro_batch: int,
+                profile: Profile | None = None) -> tuple[LayerCost, ...]:
+    usable = profile if profile is not None and profile_matches(profile, graph, dtype) else None
+    cache: dict[str, LayerCost] = {}
+    out = []
+    for layer in graph.layers:
+        if layer.identity not in cache:
+            cache[layer.identity] = layer_cost(layer, device, dtype, micro_batch, usable)
+        out.append(cache[layer.identity])
+    return tuple(out)
+
+
+def optimizer_step_s(params: float, device: DeviceModel, dtype: str) -> float:
+    """Adam step over `params` parameters held by one device (memory-bound)."""
+    nbytes = params * ADAM_BYTES_PER_PARAM.get(dtype, 28.0)
+    return nbytes / (device.memory_bandwidth_Bps * device.mem_efficiency) + \
+        ADAM_KERNELS * device.kernel_overhead_s

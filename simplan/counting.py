@@ -1,0 +1,155 @@
+"""Count each layer's FLOPs and bytes with torch, on the meta device (no memory needed).
+
+For every distinct layer (same structure, same input shapes) the layer runs alone, forward then
+backward, under torch.utils.flop_counter.FlopCounterMode (the FLOP count), a dispatch recorder
+(the roofline inputs: matrix operations and bytes moved by the others) and saved-tensor hooks
+(activation bytes kept for backward). Attention is counted by flop_counter's formula for
+scaled_dot_product_attention: the full s x s score matrix, no discount for the causal mask (as
+Megatron-LM's 24bsh^2 + 4bs^2h per layer does), so a causal model's FLOPs are those of its kernels
+without masking-aware skipping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+from simplan.graph import OpCost
+from simplan.tracing import LayerCall, tensors_in
+
+FREE_OPS = {"detach", "empty", "empty_like", "zeros_like", "ones_like", "lift_fresh", "alias",
+            "_to_copy_meta", "clone_meta", "full", "arange", "new_empty", "new_zeros",
+            "new_ones", "zeros", "ones", "fill_", "zero_"}
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records matrix-operation FLOPs and memory traffic of the other operations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gemms: Counter[float] = Counter()
+        self.mem_bytes = 0.0
+        self.mem_ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in flop_registry:
+            flops = flop_registry[packet](*args, **kwargs, out_val=out)
+            self.gemms[float(flops)] += 1
+        elif not func.is_view and packet.__name__ not in FREE_OPS:
+            moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
+            if moved:
+                self.mem_bytes += moved
+                self.mem_ops += 1
+        return out
+
+    def cost(self, per: int) -> OpCost:
+        gemms = tuple(sorted(((f / per, n) for f, n in self.gemms.items()), reverse=True))
+        return OpCost(gemms=gemms, mem_bytes=self.mem_bytes / per, mem_ops=self.mem_ops)
+
+
+class SavedBytes:
+    """Sums the bytes autograd saves for backward, excluding parameters and counting each
+    storage once."""
+
+    def __init__(self, params: set[int]) -> None:
+        self.params = params
+        self.seen: dict[int, torch.Tensor] = {}
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        base = t._base if t._base is not None else t
+        if id(base) not in self.params and id(t) not in self.params:
+            self.seen.setdefault(id(base), base)
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(t.nbytes for t in self.seen.values())
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    fwd_flops: float
+    bwd_flops: float
+    activation_bytes: float
+    output_bytes: float
+    input_bytes: float
+    fwd_ops: OpCost
+    bwd_ops: OpCost
+
+
+def identity_key(call: LayerCall) -> str:
+    """Layers with the same structure, parameter shapes and input shapes share one key."""
+    module = call.module
+    parts = [type(module).__qualname__, repr(module)]
+    parts += [f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in module.named_parameters()]
+    parts += [f"{tuple(t.shape)}:{t.dtype}" for t in tensors_in((call.args, call.kwargs))]
+    parts.append(f"input_grad:{bool(call.inputs_from)}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def grad_inputs(value: Any, requires_grad: bool = True) -> Any:
+    """A copy of captured inputs; floating-point tensors become leaves that require grad unless
+    the layer reads the model's own input (whose gradient nobody computes)."""
+    if isinstance(value, torch.Tensor):
+        leaf = value.detach().clone()
+        return leaf.requires_grad_(requires_grad and leaf.is_floating_point())
+    if isinstance(value, tuple):
+        return tuple(grad_inputs(v, requires_grad) for v in value)
+    if isinstance(value, list):
+        return [grad_inputs(v, requires_grad) for v in value]
+    if isinstance(value, dict):
+        return {k: grad_inputs(v, requires_grad) for k, v in value.items()}
+    return value
+
+
+def run_backward(outputs: list[torch.Tensor]) -> None:
+    grads = [t for t in outputs if t.requires_grad]
+    if grads:
+        torch.autograd.backward(grads, [torch.ones_like(t) for t in grads])
+
+
+def count_layer(call: LayerCall, batch: int) -> LayerCount:
+    """Count one layer alone (its module and captured inputs should be on the meta device)."""
+    module = call.module
+    params = {id(p) for p in module.parameters()}
+    needs = bool(call.inputs_from)
+    args, kwargs = grad_inputs(call.args, needs), grad_inputs(call.kwargs, needs)
+    saved = SavedBytes(params)
+    fwd_rec, bwd_rec = OpRecorder(), OpRecorder()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        with FlopCounterMode(display=False) as fwd_counter, fwd_rec:
+            outputs = tensors_in(module(*args, **kwargs))
+    with FlopCounterMode(display=False) as bwd_counter, bwd_rec:
+        run_backward(outputs)
+    module.zero_grad(set_to_none=True)
+    return LayerCount(
+        fwd_flops=fwd_counter.get_total_flops() / batch,
+        bwd_flops=bwd_counter.get_total_flops() / batch,
+        activation_bytes=saved.total / batch,
+        output_bytes=sum(t.nbytes for t in outputs) / batch,
+        input_bytes=sum(t.nbytes for t in tensors_in((call.args, call.kwargs))) / batch,
+        fwd_ops=fwd_rec.cost(batch),
+        bwd_ops=bwd_rec.cost(batch),
+    )
+
+
+def own_parameters(calls: list[LayerCall]) -> dict[str, list[nn.Parameter]]:
+    """Each layer's parameters; a parameter shared by two layers (tied embeddings) belongs to
+    the first."""
+    owned: dict[str, list[nn.Parameter]] = {}
+    taken: set[int] = set()
+    for call in calls:
+        mine = [p for p in call.module.parameters() if id(p) not in taken]
+        taken.update(id(p) for p in mine)
+        owned[call.name] = mine
+    return owned

@@ -1,0 +1,13 @@
+"""User-facing errors: one line that says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class SimplanError(Exception):
+    """Bad input or an impossible request. The CLI prints it on one line and exits with 2."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise SimplanError(message) unless condition holds (for user input, never `assert`)."""
+    if not condition:
+        raise SimplanError(message)

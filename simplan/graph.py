@@ -1,0 +1,188 @@
+"""The model graph: a DAG of layers with counted FLOPs, parameters and bytes.
+
+All per-layer quantities are per sample (one sequence or one image) at the graph's sequence
+length and dtype; costs for a micro-batch of b samples scale linearly with b (attention is
+quadratic in the sequence length, which is why the graph records the seq_len it was counted at).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+from simplan.errors import SimplanError
+
+GRAPH_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpCost:
+    """Roofline inputs of one pass of a layer, per sample.
+
+    gemms: (flops per call, calls) for matrix operations (mm, bmm, conv, attention);
+    mem_bytes: bytes read and written by the other operations; mem_ops: how many there are.
+    """
+
+    gemms: tuple[tuple[float, int], ...] = ()
+    mem_bytes: float = 0.0
+    mem_ops: int = 0
+
+    @property
+    def gemm_flops(self) -> float:
+        return sum(f * n for f, n in self.gemms)
+
+    @property
+    def gemm_calls(self) -> int:
+        return sum(n for _, n in self.gemms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gemms": [list(g) for g in self.gemms], "mem_bytes": self.mem_bytes,
+                "mem_ops": self.mem_ops}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> OpCost:
+        return OpCost(gemms=tuple((float(f), int(n)) for f, n in d.get("gemms", [])),
+                      mem_bytes=float(d.get("mem_bytes", 0.0)), mem_ops=int(d.get("mem_ops", 0)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layer:
+    """One layer of a model (a unit that can be placed on a pipeline stage)."""
+
+    name: str
+    kind: str
+    params: int
+    param_bytes: int
+    fwd_flops: float
+    bwd_flops: float
+    activation_bytes: float
+    output_bytes: float
+    input_bytes: float
+    identity: str
+    fwd_ops: OpCost = field(default_factory=OpCost)
+    bwd_ops: OpCost = field(default_factory=OpCost)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for attr in ("params", "param_bytes", "fwd_flops", "bwd_flops", "activation_bytes",
+                     "output_bytes", "input_bytes"):
+            if getattr(self, attr) < 0:
+                raise ValueError(f"layer {self.name}: {attr} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fwd_ops"] = self.fwd_ops.to_dict()
+        d["bwd_ops"] = self.bwd_ops.to_dict()
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Layer:
+        d = dict(d)
+        d["fwd_ops"] = OpCost.from_dict(d.get("fwd_ops", {}))
+        d["bwd_ops"] = OpCost.from_dict(d.get("bwd_ops", {}))
+        return Layer(**d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelGraph:
+    """A DAG of layers. `edges` are (producer, consumer) layer names."""
+
+    name: str
+    layers: tuple[Layer, ...]
+    edges: tuple[tuple[str, str], ...]
+    seq_len: int
+    dtype: str
+    tokens_per_sample: int
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.name}: layer names must be unique")
+        if not names:
+            raise ValueError(f"model {self.name}: a model needs at least one layer")
+        known = set(names)
+        for src, dst in self.edges:
+            if src not in known or dst not in known:
+                raise ValueError(f"model {self.name}: edge {src}->{dst} names an unknown layer")
+        self._check_acyclic_in_order()
+
+    def _check_acyclic_in_order(self) -> None:
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        for src, dst in self.edges:
+            if index[src] >= index[dst]:
+                raise ValueError(
+                    f"model {self.name}: layers must be listed in a topological order "
+                    f"({src} feeds {dst} but comes after it)"
+                )
+
+    @cached_property
+    def by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    def layer(self, name: str) -> Layer:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise SimplanError(f"model {self.name} has no layer {name!r}") from None
+
+    def predecessors(self, name: str) -> list[str]:
+        return [s for s, d in self.edges if d == name]
+
+    def successors(self, name: str) -> list[str]:
+        return [d for s, d in self.edges if s == name]
+
+    @property
+    def is_chain(self) -> bool:
+        names = [layer.name for layer in self.layers]
+        return set(self.edges) == set(zip(names, names[1:], strict=False))
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def param_bytes(self) -> int:
+        return sum(layer.param_bytes for layer in self.layers)
+
+    @property
+    def fwd_flops(self) -> float:
+        return sum(layer.fwd_flops for layer in self.layers)
+
+    @property
+    def bwd_flops(self) -> float:
+        return sum(layer.bwd_flops for layer in self.layers)
+
+    def cut_bytes(self, index: int) -> float:
+        """Bytes per sample that cross a pipeline cut placed after layers[index]."""
+        before = {layer.name for layer in self.layers[: index + 1]}
+        crossing = {s for s, d in self.edges if s in before and d not in before}
+        return sum(self.by_name[s].output_bytes for s in crossing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": {"kind": "model-graph", "version": GRAPH_SCHEMA_VERSION},
+            "name": self.name,
+            "seq_len": self.seq_len,
+            "dtype": self.dtype,
+            "tokens_per_sample": self.tokens_per_sample,
+            "source": self.source,
+            "meta": self.meta,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "edges": [list(e) for e in self.edges],
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> ModelGraph:
+        return ModelGraph(
+            name=d["name"],
+            layers=tuple(Layer.from_dict(x) for x in d["layers"]),
+            edges=tuple((s, t) for s, t in d["edges"]),
+            seq_len=int(d["seq_len"]),
+            dtype=d["dtype"],
+            tokens_per_sample=int(d["tokens_per_sample"]),
+            source=d["source"],
+            meta=dict(d.get("meta", {})),
+        )

@@ -1,0 +1,168 @@
+"""A decoder-only transformer LM (GPT-3 or Llama 3 style) built from a TransformerSpec.
+
+Layers for simplan are the top-level pieces: `embed`, each entry of `blocks`, and `head`.
+Attention uses scaled_dot_product_attention (causal); GQA through `enable_gqa`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from simplan.spec import TransformerSpec
+
+
+def _norm(spec: TransformerSpec) -> nn.Module:
+    if spec.norm_kind == "rmsnorm":
+        return nn.RMSNorm(spec.hidden_size)
+    return nn.LayerNorm(spec.hidden_size)
+
+
+def _rotate(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding on (batch, heads, seq, head_dim)."""
+    seq, dim = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, device=x.device, dtype=torch.float32) / dim))
+    angles = torch.outer(torch.arange(seq, device=x.device, dtype=torch.float32), inv)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Embedding(nn.Module):
+    simplan_kind = "embedding"
+
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        self.positions = (
+            nn.Embedding(spec.seq_len, spec.hidden_size)
+            if spec.position_kind == "learned" else None
+        )
+        self.simplan_attrs = {"vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size}
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(ids)
+        if self.positions is not None:
+            x = x + self.positions(torch.arange(ids.shape[-1], device=ids.device))
+        return x
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Fused causal attention, as GPUs and torch's CPU kernel run it.
+
+    On the meta device scaled_dot_product_attention would take the unfused math path (an s x s
+    score matrix written to memory and saved for backward), which no real device runs; there the
+    flash-attention op is called directly so that counting sees the fused kernel's FLOPs and the
+    tensors it saves (q, k, v, output, log-sum-exp).
+    """
+    gqa = k.shape[1] != q.shape[1]
+    if q.device.type != "meta":
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if gqa:
+        repeat = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True)[0]
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.kv_heads, spec.head_dim
+        qkv = (spec.num_heads + 2 * spec.kv_heads) * spec.head_dim
+        self.qkv = nn.Linear(spec.hidden_size, qkv, bias=spec.use_bias)
+        self.proj = nn.Linear(spec.hidden_size, spec.hidden_size, bias=spec.use_bias)
+        self.rope = spec.position_kind == "rope"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.heads * self.head_dim, self.kv_heads * self.head_dim,
+             self.kv_heads * self.head_dim], dim=-1)
+        q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.rope:
+            q, k = _rotate(q), _rotate(k)
+        y = causal_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, s, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.swiglu = spec.activation == "swiglu"
+        width = 2 * spec.ffn if self.swiglu else spec.ffn
+        self.up = nn.Linear(spec.hidden_size, width, bias=spec.use_bias)
+        self.down = nn.Linear(spec.ffn, spec.hidden_size, bias=spec.use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h)
+        return self.down(h)
+
+
+class Block(nn.Module):
+    simplan_kind = "transformer_block"
+
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.norm1, self.attn = _norm(spec), Attention(spec)
+        self.norm2, self.mlp = _norm(spec), MLP(spec)
+        self.simplan_attrs = spec.block_attrs()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Head(nn.Module):
+    simplan_kind = "lm_head"
+
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.norm = _norm(spec)
+        self.out = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.simplan_attrs = {"vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size,
+                              "tied_to": "embed" if spec.tie_embeddings else ""}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(x))
+
+
+class TransformerLM(nn.Module):
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embed = Embedding(spec)
+        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.num_layers))
+        self.head = Head(spec)
+        if spec.tie_embeddings:
+            self.head.out.weight = self.embed.tokens.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def build(spec: TransformerSpec, *, batch: int = 1, seq_len: int | None = None,
+          device: str | torch.device = "cpu") -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The module and an example input (token ids) of shape (batch, seq_len)."""
+    seq = seq_len or spec.seq_len
+    with torch.device(device):
+        model = TransformerLM(spec if seq <= spec.seq_len else _longer(spec, seq))
+        ids = torch.randint(0, spec.vocab_size, (batch, seq)) if str(device) != "meta" else \
+            torch.empty((batch, seq), dtype=torch.long)
+    return model, (ids,)
+
+
+def _longer(spec: TransformerSpec, seq: int) -> TransformerSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, seq_len=seq)

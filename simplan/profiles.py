@@ -1,0 +1,105 @@
+"""Profiles: per-layer forward and backward times measured on a device, with their metadata.
+
+A Profile belongs to one model, device, dtype, micro-batch and sequence length. It is keyed by the
+layers' identity keys, so identical layers (every block of a GPT) are measured once. Profiles are
+JSON files under traces/profiles/<device-name>/ and never need torch to be read.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.graph import ModelGraph
+from simplan.io import read_versioned_json, schema_header, write_json_atomic
+
+PROFILE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerTiming:
+    """Median forward and backward time of one layer at the profile's micro-batch."""
+
+    fwd_s: float
+    bwd_s: float
+    repeats: int
+
+    def __post_init__(self) -> None:
+        if self.fwd_s < 0 or self.bwd_s < 0:
+            raise ValueError("layer times must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    model: ModelGraph
+    device: str  # 'cpu' or 'cuda'
+    device_name: str  # e.g. 'NVIDIA H200' or the CPU's model name
+    dtype: str
+    micro_batch: int
+    seq_len: int
+    timings: dict[str, LayerTiming]  # by layer identity key
+    whole_model: LayerTiming | None = None  # the whole model's fwd/bwd in the same run
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def timing(self, layer_name: str) -> LayerTiming | None:
+        return self.timings.get(self.model.layer(layer_name).identity)
+
+    @property
+    def layer_sum_s(self) -> float:
+        """Sum over all layers (identical layers counted as often as they occur) of fwd+bwd."""
+        total = 0.0
+        for layer in self.model.layers:
+            t = self.timings.get(layer.identity)
+            if t is not None:
+                total += t.fwd_s + t.bwd_s
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": schema_header("profile", PROFILE_SCHEMA_VERSION),
+            "device": self.device,
+            "device_name": self.device_name,
+            "dtype": self.dtype,
+            "micro_batch": self.micro_batch,
+            "seq_len": self.seq_len,
+            "meta": self.meta,
+            "whole_model": None if self.whole_model is None else vars(self.whole_model),
+            "timings": {k: vars(v) for k, v in self.timings.items()},
+            "model": self.model.to_dict(),
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Profile:
+        whole = d.get("whole_model")
+        return Profile(
+            model=ModelGraph.from_dict(d["model"]),
+            device=d["device"], device_name=d["device_name"], dtype=d["dtype"],
+            micro_batch=int(d["micro_batch"]), seq_len=int(d["seq_len"]),
+            timings={k: LayerTiming(**v) for k, v in d["timings"].items()},
+            whole_model=None if whole is None else LayerTiming(**whole),
+            meta=dict(d.get("meta", {})),
+        )
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "device"
+
+
+def default_profile_path(profile: Profile, root: str | Path = "traces/profiles") -> Path:
+    name = f"{profile.model.name}-{profile.dtype}-mb{profile.micro_batch}-s{profile.seq_len}.json"
+    return Path(root) / slug(profile.device_name) / name
+
+
+def write_profile(profile: Profile, path: str | Path | None = None) -> Path:
+    return write_json_atomic(profile.to_dict(), path or default_profile_path(profile))
+
+
+def read_profile(path: str | Path) -> Profile:
+    data = read_versioned_json(path, "profile", PROFILE_SCHEMA_VERSION)
+    try:
+        return Profile.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SimplanError(f"{path}: damaged profile ({exc}); profile the model again") from None

@@ -1,0 +1,263 @@
+"""Measure per-layer forward and backward times on the local device (imports torch).
+
+The model trains for real: `warmup` untimed forward+backward passes, then `repeats` timed pairs
+of passes, one with per-layer hooks (the layer times) and one without (the whole model's time, so
+the sum of the layer times can be checked against it). Identical layers (every block of a GPT)
+pool their samples and are stored once, as the median. A transformer too large for the device is
+timed as a one-block stand-in with the same embedding, block and head shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from simplan.build import instantiate
+from simplan.counting import run_backward
+from simplan.errors import SimplanError
+from simplan.graph import ModelGraph
+from simplan.profiles import LayerTiming, Profile
+from simplan.sources import load_model, resolve, transformer_spec
+from simplan.tracing import tensors_in, trace
+from simplan.units import GiB, check_dtype
+
+Advance = Callable[[str], None]
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def available_memory_bytes(device: str) -> float:
+    if device.startswith("cuda"):
+        return float(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * GiB
+
+
+def training_bytes(graph: ModelGraph, micro_batch: int) -> float:
+    """Rough footprint of timing the whole model: weights, grads and the activations."""
+    acts = sum(layer.activation_bytes + layer.output_bytes for layer in graph.layers)
+    return 3 * graph.param_bytes + 2 * micro_batch * acts
+
+
+class InSituTimer:
+    """Times every layer inside real forward+backward passes of the whole model.
+
+    Forward: from a layer's forward pre-hook to its forward hook. Backward: from the moment the
+    gradient of a layer's output is ready (its backward pre-hook) to the moment the next layer's
+    is, or to the end of backward for the last one; on one device the autograd engine runs one
+    layer at a time, so these intervals tile the backward pass (the first one starts when
+    backward starts: seeding the output gradient is charged to the layer that made the output).
+    """
+
+    def __init__(self, model: nn.Module, calls: list[Any], device: str) -> None:
+        self.device, self.active = device, False
+        self.names_by_module: dict[int, list[str]] = {}
+        for call in calls:
+            self.names_by_module.setdefault(id(call.module), []).append(call.name)
+        self.fwd: dict[str, list[float]] = {c.name: [] for c in calls}
+        self.bwd: dict[str, list[float]] = {c.name: [] for c in calls}
+        self._handles = []
+        for module in {id(c.module): c.module for c in calls}.values():
+            self._handles += [
+                module.register_forward_pre_hook(self._fwd_pre),
+                module.register_forward_hook(self._fwd_post),
+                module.register_full_backward_pre_hook(self._bwd_pre),
+            ]
+        self._reset()
+
+    def _reset(self) -> None:
+        self._fwd_idx: dict[int, int] = {}
+        self._bwd_idx: dict[int, int] = {}
+        self._fwd_start: dict[str, float] = {}
+        self._bwd_starts: list[tuple[float, str]] = []
+
+    def _now(self) -> float:
+        _sync(self.device)
+        return time.perf_counter()
+
+    def _name(self, module: nn.Module, counter: dict[int, int]) -> str:
+        names = self.names_by_module[id(module)]
+        i = counter.get(id(module), 0)
+        counter[id(module)] = i + 1
+        return names[min(i, len(names) - 1)]
+
+    def _fwd_pre(self, module: nn.Module, args: Any) -> None:
+        if self.active:
+            self._fwd_start[self._name(module, self._fwd_idx)] = self._now()
+
+    def _fwd_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.active:
+            names = self.names_by_module[id(module)]
+            name = names[min(self._fwd_idx[id(module)] - 1, len(names) - 1)]
+            self.fwd[name].append(self._now() - self._fwd_start[name])
+
+    def _bwd_pre(self, module: nn.Module, grad_output: Any) -> None:
+        if self.active:
+            self._bwd_starts.append((self._now(), self._name(module, self._bwd_idx)))
+
+    def step(self, model: nn.Module, inputs: tuple[Any, ...]) -> tuple[float, float]:
+        """One timed forward+backward of the whole model; returns (fwd_s, bwd_s)."""
+        self._reset()
+        t0 = self._now()
+        outputs = tensors_in(model(*inputs))
+        t1 = self._now()
+        run_backward(outputs)
+        t2 = self._now()
+        if self.active:
+            starts = sorted(self._bwd_starts)
+            if starts:  # seeding the output gradient belongs to the layer that made the output
+                starts[0] = (t1, starts[0][1])
+            starts.append((t2, ""))
+            for (t, name), (t_next, _) in zip(starts, starts[1:], strict=False):
+                self.bwd[name].append(t_next - t)
+        model.zero_grad(set_to_none=True)
+        return t1 - t0, t2 - t1
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _median_timing(samples_fwd: list[float], samples_bwd: list[float], repeats: int
+                   ) -> LayerTiming:
+    return LayerTiming(fwd_s=statistics.median(samples_fwd or [0.0]),
+                       bwd_s=statistics.median(samples_bwd or [0.0]), repeats=repeats)
+
+
+def time_model(model: nn.Module, inputs: tuple[Any, ...], calls: list[Any], device: str,
+               warmup: int, repeats: int, advance: Advance | None = None,
+               ) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming]:
+    """Alternate hooked iterations (per-layer times) and plain ones (the whole model's time)."""
+    timer = InSituTimer(model, calls, device)
+    whole_fwd, whole_bwd = [], []
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for i in range(warmup + repeats):
+                timer.active = False
+                fwd, bwd = timer.step(model, inputs)
+                if i >= warmup:
+                    whole_fwd.append(fwd)
+                    whole_bwd.append(bwd)
+                    timer.active = True
+                    timer.step(model, inputs)
+                    if advance:
+                        advance(f"repeat {i - warmup + 1}")
+    finally:
+        timer.close()
+    return timer.fwd, timer.bwd, _median_timing(whole_fwd, whole_bwd, repeats)
+
+
+def measure(spec: str, *, device: str = "cpu", micro_batch: int = 1, seq_len: int | None = None,
+            dtype: str = "fp32", warmup: int = 2, repeats: int = 5,
+            advance: Advance | None = None, on_start: Callable[[int], None] | None = None,
+            ) -> Profile:
+    """Profile a model: count it, then time each distinct layer and the whole model."""
+    check_dtype(dtype)
+    _check_device(device)
+    if micro_batch <= 0 or repeats <= 0 or warmup < 0:
+        raise SimplanError("micro-batch and repeats must be positive, warm-up >= 0")
+    graph = load_model(spec, seq_len=seq_len, dtype=dtype)
+    model, inputs, whole = _timing_model(spec, graph, device, micro_batch, seq_len, dtype)
+    torch.manual_seed(0)
+    calls = trace(model, inputs)
+    if on_start:
+        on_start(repeats)
+    fwd, bwd, whole_timing = time_model(model, inputs, calls, device, warmup, repeats, advance)
+    timings = _by_identity(graph, calls, fwd, bwd, repeats)
+    if not whole:
+        whole_timing = None
+    return Profile(model=graph, device="cuda" if device.startswith("cuda") else "cpu",
+                   device_name=device_name(device), dtype=dtype, micro_batch=micro_batch,
+                   seq_len=graph.seq_len, timings=timings, whole_model=whole_timing,
+                   meta=_metadata(device, dtype, warmup, repeats))
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SimplanError("--device cuda: no CUDA device here; use --device cpu, or a "
+                               "device model such as --device h200 for an estimate")
+        return
+    raise SimplanError(f"unknown device {device!r}: use cpu or cuda (or a device model name)")
+
+
+def _timing_model(spec: str, graph: ModelGraph, device: str, micro_batch: int,
+                  seq_len: int | None, dtype: str) -> tuple[nn.Module, tuple, bool]:
+    """The module to time on; a one-block stand-in when a big transformer does not fit."""
+    source = resolve(spec)
+    tspec = transformer_spec(source) if source.kind == "toml" else None
+    need, have = training_bytes(graph, micro_batch), 0.8 * available_memory_bytes(device)
+    if need <= have:
+        model, inputs = instantiate(source, tspec, batch=micro_batch, seq_len=seq_len,
+                                    device=device, dtype=dtype)
+        return model.train(), inputs, True
+    if tspec is None or tspec.num_layers < 2:
+        raise SimplanError(f"{graph.name} needs about {need / GiB:.1f} GiB to time on {device}, "
+                           f"{have / GiB:.1f} GiB are free; use a smaller micro-batch or model")
+    small = dataclasses.replace(tspec, num_layers=1)
+    model, inputs = instantiate(source, small, batch=micro_batch, seq_len=seq_len, device=device,
+                                dtype=dtype)
+    return model.train(), inputs, False
+
+
+def _metadata(device: str, dtype: str, warmup: int, repeats: int) -> dict[str, Any]:
+    return {
+        "torch_version": torch.__version__,
+        "device_name": device_name(device),
+        "dtype": dtype,
+        "threads": torch.get_num_threads(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "warmup": warmup,
+        "repeats": repeats,
+        "statistic": "median",
+    }
+
+
+def _by_identity(graph: ModelGraph, calls: list[Any], fwd: dict[str, list[float]],
+                 bwd: dict[str, list[float]], repeats: int) -> dict[str, LayerTiming]:
+    """Pool the samples of identical layers and keep one median per identity key."""
+    pooled_f: dict[str, list[float]] = {}
+    pooled_b: dict[str, list[float]] = {}
+    for call in calls:
+        key = graph.layer(call.name).identity
+        pooled_f.setdefault(key, []).extend(fwd[call.name])
+        pooled_b.setdefault(key, []).extend(bwd[call.name])
+    return {k: _median_timing(pooled_f[k], pooled_b[k], repeats) for k in pooled_f}

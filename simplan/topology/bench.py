@@ -1,0 +1,257 @@
+"""bench-comm: measure collectives with torch.distributed and fit an alpha-beta model.
+
+N worker processes (spawned, one thread each) meet on 127.0.0.1 at a free port. For every op
+and size each rank runs `warmup` untimed calls, then `repeats` timed calls each preceded by a
+barrier; a repeat's time is the slowest rank's, the reported time the median over repeats.
+The all-reduce medians are fitted with t = alpha_s + beta_s_per_byte · size (least squares of
+relative error). The parent watches the ranks' progress: a rank that crashes, or stops making
+progress for `timeout_s`, ends the run with a one-line error naming it, and every child is
+terminated (then killed) in all cases. torch is imported only inside this module's functions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import queue
+import socket
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.topology.calibration import bench_document
+from simplan.units import KiB, MiB
+
+DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+STAGES = ("alive", "init", "ready")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _call(dist: Any, op: str, buf: Any, out: Any, world: int) -> None:
+    if op == "all_reduce":
+        dist.all_reduce(buf)
+    elif op == "broadcast":
+        dist.broadcast(buf, src=0)
+    elif op == "all_gather":
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+        gather(out, buf[: buf.numel() // world])
+    else:
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        scatter(out[: buf.numel() // world], buf)
+
+
+def _worker(rank: int, world: int, backend: str, port: int, ops: Sequence[str],
+            sizes: Sequence[int], warmup: int, repeats: int, timeout_s: float,
+            events: Any, hang_rank: int | None) -> None:
+    """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error."""
+    events.put(("stage", rank, 0))
+    if hang_rank == rank:  # test hook: a rank that never joins
+        time.sleep(10**6)
+    try:
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(1)
+        events.put(("stage", rank, 1))
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
+        if backend == "nccl":
+            torch.cuda.set_device(device)
+        sync = torch.cuda.synchronize if backend == "nccl" else (lambda: None)
+        events.put(("stage", rank, 2))
+        step = 0
+        for op in ops:
+            for size in sizes:
+                n = max(world, size // 4 // world * world)
+                buf = torch.ones(n, dtype=torch.float32, device=device)
+                out = torch.empty(n, dtype=torch.float32, device=device)
+                times = []
+                for k in range(warmup + repeats):
+                    dist.barrier()
+                    sync()
+                    t0 = time.perf_counter()
+                    _call(dist, op, buf, out, world)
+                    sync()
+                    if k >= warmup:
+                        times.append(time.perf_counter() - t0)
+                step += 1
+                events.put(("step", rank, step))
+                events.put(("result", rank, (op, n * 4, times)))
+        dist.destroy_process_group()
+        events.put(("done", rank, None))
+    except Exception as exc:  # reported to the parent, which names the rank
+        events.put(("error", rank, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+
+
+def run_bench(*, backend: str = "gloo", nprocs: int = 2, sizes: Sequence[int] = DEFAULT_SIZES,
+              ops: Sequence[str] = ("all_reduce",), warmup: int = 3, repeats: int = 20,
+              timeout_s: float = 60.0, hang_rank: int | None = None) -> dict[str, Any]:
+    """Measure; return the calibration document (see `bench_document`)."""
+    _check_args(backend, nprocs, sizes, ops)
+    import torch
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_worker, daemon=True,
+                         args=(r, nprocs, backend, port, tuple(ops), tuple(sizes), warmup,
+                               repeats, timeout_s, events, hang_rank))
+             for r in range(nprocs)]
+    try:
+        for p in procs:
+            p.start()
+        results = _collect(procs, events, nprocs, timeout_s, len(ops) * len(sizes))
+    finally:
+        _reap(procs)
+    measurements = _summarise(results, nprocs)
+    return bench_document(_metadata(torch.__version__, backend, nprocs, warmup, repeats),
+                          fit_alpha_beta(measurements, nprocs), measurements)
+
+
+def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[str]) -> None:
+    if backend not in ("gloo", "nccl"):
+        raise SimplanError(f"--backend {backend!r}: use gloo (CPU) or nccl (CUDA GPUs)")
+    if nprocs < 2:
+        raise SimplanError(f"--nprocs {nprocs}: a collective needs at least 2 processes")
+    if not sizes or min(sizes) < 4 * nprocs:
+        raise SimplanError(f"--sizes: every size must be >= {4 * nprocs} bytes")
+    bad = [op for op in ops if op not in OPS]
+    if bad or "all_reduce" not in ops:
+        raise SimplanError(f"--ops: use all_reduce plus any of {', '.join(OPS[1:])}")
+    if backend == "nccl":
+        import torch
+
+        if torch.cuda.device_count() < nprocs:
+            raise SimplanError(f"--backend nccl needs {nprocs} CUDA GPUs; this machine has "
+                               f"{torch.cuda.device_count()} (use --backend gloo)")
+
+
+def _collect(procs: list[Any], events: Any, world: int, timeout_s: float,
+             steps: int) -> list[tuple[int, tuple[str, int, list[float]]]]:
+    progress = [-1] * world  # stage index, then 2 + steps done
+    done = [False] * world
+    results = []
+    last = time.monotonic()
+    while not all(done):
+        try:
+            kind, rank, payload = events.get(timeout=0.5)
+        except queue.Empty:
+            _check_alive(procs, done, progress)
+            if time.monotonic() - last > timeout_s:
+                rank = min(range(world), key=lambda r: progress[r])
+                raise SimplanError(f"rank {rank} hung: no progress for {timeout_s:.0f} s "
+                                   f"(stuck at {_stage_name(progress[rank], steps)}); all ranks "
+                                   "were stopped") from None
+            continue
+        last = time.monotonic()
+        if kind == "stage":
+            progress[rank] = max(progress[rank], payload)
+        elif kind == "step":
+            progress[rank] = 2 + payload
+        elif kind == "result":
+            results.append((rank, payload))
+        elif kind == "error":
+            raise SimplanError(f"rank {rank} failed: {payload}")
+        elif kind == "done":
+            done[rank] = True
+    return results
+
+
+def _stage_name(progress: int, steps: int) -> str:
+    if progress < 0:
+        return "start-up"
+    if progress < len(STAGES):
+        return {"alive": "start-up", "init": "init_process_group",
+                "ready": "the first measurement"}[STAGES[progress]]
+    return f"measurement {progress - 2 + 1} of {steps}"
+
+
+def _check_alive(procs: list[Any], done: list[bool], progress: list[int]) -> None:
+    for rank, p in enumerate(procs):
+        if not done[rank] and p.exitcode is not None:
+            raise SimplanError(f"rank {rank} died with exit code {p.exitcode}; all ranks "
+                               "were stopped")
+
+
+def _reap(procs: list[Any]) -> None:
+    """Terminate, then kill, every child still alive; wait for all of them."""
+    started = [p for p in procs if p.pid is not None]
+    for p in started:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + 5
+    for p in started:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+def _summarise(results: list[tuple[int, tuple[str, int, list[float]]]],
+               world: int) -> list[dict[str, Any]]:
+    per: dict[tuple[str, int], list[list[float]]] = {}
+    for _, (op, size, times) in results:
+        per.setdefault((op, size), []).append(times)
+    out = []
+    for (op, size), ranks in sorted(per.items()):
+        slowest = [max(ts) for ts in zip(*ranks, strict=True)]
+        out.append({"op": op, "size_B": size, "median_s": statistics.median(slowest),
+                    "min_s": min(slowest), "max_s": max(slowest), "repeats": len(slowest),
+                    "ranks": len(ranks)})
+    return out
+
+
+def fit_alpha_beta(measurements: list[dict[str, Any]], nprocs: int) -> dict[str, Any]:
+    """Least squares of relative error for t = alpha + beta·size over the all-reduce medians."""
+    import numpy as np
+
+    rows = [(m["size_B"], m["median_s"]) for m in measurements if m["op"] == "all_reduce"]
+    a = np.array([[1 / t, s / t] for s, t in rows])
+    (alpha, beta), *_ = np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)
+    alpha, beta = max(0.0, float(alpha)), float(beta)
+    if beta <= 0:
+        raise SimplanError("all-reduce times do not grow with size; measure larger --sizes")
+    return {"op": "all_reduce", "model": "t = alpha_s + beta_s_per_byte * size_B",
+            "alpha_s": alpha, "beta_s_per_byte": beta, "bandwidth_Bps": 1 / beta,
+            "step_latency_s": alpha / (2 * (nprocs - 1)),
+            "link_bandwidth_Bps": 2 * (nprocs - 1) / nprocs / beta,
+            "rows": len(rows)}
+
+
+def _metadata(torch_version: str, backend: str, nprocs: int, warmup: int,
+              repeats: int) -> dict[str, Any]:
+    return {"torch": torch_version, "backend": backend, "nprocs": nprocs,
+            "host": platform.node(), "cpus": os.cpu_count(), "threads_per_rank": 1,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "warmup": warmup, "repeats": repeats, "python": platform.python_version(),
+            "timing": "barrier, then one call; slowest rank per repeat; median over repeats"}
+
+
+def default_output(backend: str, nprocs: int, device: str | None = None) -> Path:
+    where = device or platform.node() or "localhost"
+    return Path("traces/collectives") / where / f"{backend}-{nprocs}ranks.json"
+
+
+def parse_size(text: str) -> int:
+    """'64K', '4M', '1G', '65536', '64KiB' → bytes (binary units)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": KiB, "M": MiB, "G": 1024 * MiB}
+    try:
+        if t and t[-1] in scale:
+            return int(float(t[:-1]) * scale[t[-1]])
+        return int(t)
+    except ValueError:
+        raise SimplanError(f"--sizes: cannot read {text!r}; write sizes like 64K,4M,1G") from None

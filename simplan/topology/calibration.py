@@ -1,0 +1,154 @@
+"""Calibrated constants of the collective cost model, and bench-comm calibration files.
+
+The constants live in `collective_constants.json` next to this module. That file is written by
+`benchmarks/calibrate_collectives.py`, which derives every value from the reference CSVs and
+records where it came from; tests re-derive it and compare. Never edit the numbers by hand.
+
+Per link class ('nvlink', 'pcie', 'network', 'loopback'):
+  latency_s   the time of one algorithm step over a link of that class (software + wire);
+  efficiency  the fraction of the link's line rate that a collective achieves.
+For GPU groups every collective also pays `launch_s` once and a local memory term
+`memory_passes * nbytes / memory_bandwidth` (reading, reducing and writing the buffers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.io import read_versioned_json
+
+CONSTANTS_FILE = Path(__file__).parent / "collective_constants.json"
+CONSTANTS_KIND = "collective-constants"
+BENCH_KIND = "collective-calibration"
+SCHEMA_VERSION = 1
+LINK_CLASSES = ("nvlink", "pcie", "network", "loopback")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkClass:
+    latency_s: float
+    efficiency: float
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.latency_s < 0:
+            raise ValueError("latency_s must be >= 0")
+        if not 0 < self.efficiency <= 1.5:
+            raise ValueError("efficiency must be in (0, 1.5]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectiveConstants:
+    """The constants of the alpha-beta model (see the module docstring)."""
+
+    launch_s: float
+    memory_passes: float
+    tree_efficiency: float
+    links: dict[str, LinkClass]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in LINK_CLASSES if c not in self.links]
+        if missing:
+            raise ValueError(f"links: missing link class(es) {missing}")
+        if self.launch_s < 0 or self.memory_passes < 0:
+            raise ValueError("launch_s and memory_passes must be >= 0")
+        if not 0 < self.tree_efficiency <= 1:
+            raise ValueError("tree_efficiency must be in (0, 1]")
+
+    def link(self, kind: str) -> LinkClass:
+        return self.links[kind]
+
+    def with_link(self, kind: str, **changes: float) -> CollectiveConstants:
+        links = dict(self.links)
+        links[kind] = dataclasses.replace(links[kind], **changes)  # type: ignore[arg-type]
+        return dataclasses.replace(self, links=links)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "launch_s": {"value": self.launch_s, "source": self.sources.get("launch_s", "")},
+            "memory_passes": {"value": self.memory_passes,
+                              "source": self.sources.get("memory_passes", "")},
+            "tree_efficiency": {"value": self.tree_efficiency,
+                                "source": self.sources.get("tree_efficiency", "")},
+            "links": {k: dataclasses.asdict(v) for k, v in self.links.items()},
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> CollectiveConstants:
+        return CollectiveConstants(
+            launch_s=float(data["launch_s"]["value"]),
+            memory_passes=float(data["memory_passes"]["value"]),
+            tree_efficiency=float(data["tree_efficiency"]["value"]),
+            links={k: LinkClass(**v) for k, v in data["links"].items()},
+            sources={k: data[k]["source"] for k in ("launch_s", "memory_passes", "tree_efficiency")},
+        )
+
+
+@cache
+def default_constants() -> CollectiveConstants:
+    """The constants written by benchmarks/calibrate_collectives.py."""
+    data = read_versioned_json(CONSTANTS_FILE, CONSTANTS_KIND, SCHEMA_VERSION)
+    return CollectiveConstants.from_dict(data["constants"])
+
+
+def constants_document(constants: CollectiveConstants, notes: str) -> dict[str, Any]:
+    return {"schema": {"kind": CONSTANTS_KIND, "version": SCHEMA_VERSION}, "notes": notes,
+            "constants": constants.to_dict()}
+
+
+# ---------------------------------------------------------------- bench-comm files
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkCalibration:
+    """What a bench-comm file says about the fabric it ran on (an all-reduce fit
+    t = alpha_s + beta_s_per_byte * nbytes with `nprocs` ranks, read as a ring)."""
+
+    path: str
+    nprocs: int
+    alpha_s: float
+    beta_s_per_byte: float
+
+    @property
+    def step_latency_s(self) -> float:
+        return self.alpha_s / (2 * (self.nprocs - 1))
+
+    @property
+    def link_bandwidth_Bps(self) -> float:
+        return 2 * (self.nprocs - 1) / self.nprocs / self.beta_s_per_byte
+
+
+def read_link_calibration(path: str | Path) -> LinkCalibration:
+    """Read a bench-comm calibration file (one-line SimplanError if it is not one)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SimplanError(f"calibration = {str(path)!r}: no such file; run "
+                           "`simplan bench-comm` or fix the path")
+    data = read_versioned_json(p, BENCH_KIND, SCHEMA_VERSION)
+    fit = data.get("fit", {})
+    try:
+        cal = LinkCalibration(path=str(p), nprocs=int(data["metadata"]["nprocs"]),
+                              alpha_s=float(fit["alpha_s"]),
+                              beta_s_per_byte=float(fit["beta_s_per_byte"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SimplanError(f"{p}: calibration field {exc} is missing or malformed") from None
+    if cal.nprocs < 2 or cal.beta_s_per_byte <= 0 or cal.alpha_s < 0:
+        raise SimplanError(f"{p}: fit needs nprocs >= 2, beta_s_per_byte > 0, alpha_s >= 0")
+    return cal
+
+
+def bench_document(metadata: dict[str, Any], fit: dict[str, Any],
+                   measurements: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"schema": {"kind": BENCH_KIND, "version": SCHEMA_VERSION}, "metadata": metadata,
+            "fit": fit, "measurements": measurements}
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=1)

@@ -1,0 +1,213 @@
+"""Cluster: the public, cached query object over a topology graph."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from simplan.devices import DeviceModel
+from simplan.errors import SimplanError
+from simplan.topology import collectives as coll
+from simplan.topology.calibration import (
+    CollectiveConstants,
+    LinkCalibration,
+    default_constants,
+    read_link_calibration,
+)
+from simplan.topology.graph import Device, Link, Topology
+from simplan.topology.spec import ClusterSpec, load_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cluster:
+    """A cluster: devices (global index 0..N-1, node-major), the networkx graph, and cached
+    cost queries. Treat it as immutable; build a new one to change the topology."""
+
+    def __init__(self, spec: ClusterSpec, constants: CollectiveConstants | None = None) -> None:
+        self.spec = spec
+        self.constants = constants or default_constants()
+        self.calibration: LinkCalibration | None = (
+            read_link_calibration(resolve_calibration(spec.calibration))
+            if spec.calibration else None)
+        self.topology = Topology(spec, self.constants, self.calibration)
+        self._shapes: dict[tuple[str, str, tuple[int, ...]], coll.ShapeList] = {}
+
+    # ------------------------------------------------------------ structure
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def graph(self) -> nx.Graph:
+        return self.topology.graph
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        return self.topology.devices
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.topology.devices)
+
+    @property
+    def nodes(self) -> int:
+        return len(self.topology.node_group)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """Devices per node (the largest, for a heterogeneous cluster)."""
+        return max(g.devices_per_node for g in self.spec.groups)
+
+    @property
+    def links(self) -> dict[str, Link]:
+        return self.topology.links
+
+    def device_model(self, i: int) -> DeviceModel:
+        return self.topology.devices[self._index(i)].model
+
+    def device(self, i: int | str) -> Device:
+        if isinstance(i, str):
+            return self._by_name.get(i) or self._missing(i)
+        return self.topology.devices[self._index(i)]
+
+    @cached_property
+    def _by_name(self) -> dict[str, Device]:
+        return {d.name: d for d in self.devices}
+
+    def _missing(self, name: str) -> Device:
+        raise SimplanError(f"no device {name!r} in {self.name}; devices are n0.g0 .. "
+                           f"{self.devices[-1].name}")
+
+    def _index(self, i: int) -> int:
+        if not isinstance(i, int) or not 0 <= i < self.num_devices:
+            raise SimplanError(f"device {i!r} does not exist in {self.name}: use 0.."
+                               f"{self.num_devices - 1}")
+        return i
+
+    def node_devices(self, node: int) -> tuple[int, ...]:
+        return tuple(d.index for d in self.devices if d.node == node)
+
+    def rail_devices(self, local: int) -> tuple[int, ...]:
+        """One device per node: the local-th device of every node that has one (a rail)."""
+        return tuple(d.index for d in self.devices if d.local == local)
+
+    def link(self, link_id: str) -> Link:
+        """A link by id ("n0.g0--n0.nvswitch") or by a channel of it ("n0.g0>n0.nvswitch")."""
+        return self.topology.link_by_id(link_id)
+
+    # ------------------------------------------------------------ transfers
+
+    def path(self, src: int, dst: int) -> tuple[str, ...]:
+        """Vertices on the route from device src to device dst."""
+        return self.topology.device_path(self._index(src), self._index(dst))
+
+    def transfer_links(self, src: int, dst: int) -> tuple[str, ...]:
+        """Directed channel ids ("u>v") a transfer src → dst crosses, in order."""
+        return self.topology.path_channels(self.path(src, dst))
+
+    def bottleneck_bandwidth(self, src: int, dst: int) -> float:
+        """Smallest effective bandwidth (bytes/s) on the route src → dst."""
+        links = self.topology.path_links(self.path(src, dst))
+        return min((x.effective_bandwidth_Bps for x in links), default=float("inf"))
+
+    def transfer_time(self, src: int, dst: int, nbytes: float) -> float:
+        """Seconds to send nbytes from src to dst over an idle network."""
+        if src == dst:
+            return 0.0
+        return self.collective_time("p2p", nbytes, (src, dst))
+
+    # ------------------------------------------------------------ collectives
+
+    def collective_time(self, op: str, nbytes: float, devices: Sequence[int]) -> float:
+        """Seconds for collective `op` on `devices`, nbytes = per-rank buffer (nccl-tests size),
+        with the algorithm the selection rule picks (see simplan.topology.collectives)."""
+        return self._best(op, float(nbytes), self._group(op, devices))[1]
+
+    def algorithm(self, op: str, nbytes: float, devices: Sequence[int]) -> str:
+        return self._best(op, float(nbytes), self._group(op, devices))[0]
+
+    def collective_plan(self, op: str, nbytes: float, devices: Sequence[int],
+                        algorithm: str | None = None) -> coll.CollectivePlan:
+        """The phases of a collective and the bytes each crosses on each directed channel
+        (`plan.phases[i].channel_bytes`); look channels up with `cluster.link(channel_id)`."""
+        group = self._group(op, devices)
+        algo = algorithm or self._best(op, float(nbytes), group)[0]
+        if algo not in coll.eligible_algorithms(self.topology, op, group):
+            raise SimplanError(f"algorithm {algo!r} does not apply to {op} on this group; use "
+                               f"{', '.join(coll.eligible_algorithms(self.topology, op, group))}")
+        return coll.make_plan(self.topology, op, algo, float(nbytes), group,
+                              self._shape(op, algo, group))
+
+    def algorithm_times(self, op: str, nbytes: float, devices: Sequence[int]) -> dict[str, float]:
+        group = self._group(op, devices)
+        over = coll.overhead_s(self.topology, op, float(nbytes), group)
+        mem = coll.memory_seconds_per_byte(self.topology, op, group)
+        return {a: over + coll.shapes_time(self._shape(op, a, group), float(nbytes), mem)
+                for a in coll.eligible_algorithms(self.topology, op, group)}
+
+    @lru_cache(maxsize=1 << 16)  # noqa: B019
+    def _best(self, op: str, nbytes: float, group: tuple[int, ...]) -> tuple[str, float]:
+        if len(group) < 2 or nbytes <= 0:
+            return ("none", 0.0)
+        times = self.algorithm_times(op, nbytes, group)
+        algo = min(times, key=lambda a: (times[a], coll.ALGORITHMS.index(a)))
+        return algo, times[algo]
+
+    def _shape(self, op: str, algo: str, group: tuple[int, ...]) -> coll.ShapeList:
+        key = (op, algo, group)
+        if key not in self._shapes:
+            self._shapes[key] = coll.algorithm_shapes(self.topology, op, algo, group)
+        return self._shapes[key]
+
+    def _group(self, op: str, devices: Sequence[int]) -> tuple[int, ...]:
+        coll.check_op(op)
+        group = tuple(self._index(int(i)) for i in devices)
+        if len(set(group)) != len(group):
+            raise SimplanError(f"{op}: device list {list(devices)} repeats a device")
+        if op == "p2p" and len(group) != 2:
+            raise SimplanError(f"p2p takes two devices (src, dst), not {len(group)}")
+        if op != "p2p":
+            group = tuple(sorted(group))
+        return group
+
+    # ------------------------------------------------------------ summary
+
+    def summary(self) -> dict[str, Any]:
+        kinds: dict[str, list[float]] = {}
+        for link in self.links.values():
+            kinds.setdefault(link.kind, []).append(link.bandwidth_Bps)
+        return {
+            "name": self.name, "nodes": self.nodes, "devices": self.num_devices,
+            "groups": [{"name": g.name, "count": g.count, "devices_per_node": g.devices_per_node,
+                        "device": g.device.name, "fabric": g.fabric.kind,
+                        "nics": g.nics.count} for g in self.spec.groups],
+            "network": self.spec.network.kind,
+            "vertices": self.graph.number_of_nodes(), "links": len(self.links),
+            "link_bandwidths_Bps": {k: sorted(set(v)) for k, v in kinds.items()},
+            "calibration": self.spec.calibration,
+        }
+
+
+def resolve_calibration(path: str) -> Path:
+    """A calibration path as written (absolute, or relative to the working directory or to
+    the simplan checkout, where presets' traces live)."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p
+
+
+def load_cluster(spec: str | Path | dict[str, Any] | ClusterSpec, nodes: int | None = None,
+                 gpus_per_node: int | None = None,
+                 constants: CollectiveConstants | None = None) -> Cluster:
+    """A Cluster from a preset name, a TOML path, a dict or a ClusterSpec.
+
+    nodes=N scales the preset to N nodes; gpus_per_node=G keeps G devices per node."""
+    return Cluster(load_spec(spec, nodes=nodes, gpus_per_node=gpus_per_node), constants)

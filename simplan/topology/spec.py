@@ -1,0 +1,333 @@
+"""Cluster specs: TOML (or a dict, or a preset name) → validated, frozen spec values.
+
+The schema is documented in docs/cluster-spec.md. Units at the file boundary are the ones people
+read on datasheets (GB/s for device fabrics, Gb/s for NICs, µs for latencies); inside simplan
+everything is SI (bytes/s, seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simplan.devices import DeviceModel, get_device
+from simplan.errors import SimplanError
+from simplan.io import read_toml
+from simplan.units import GB, GBIT_PER_S_IN_BPS, GiB
+
+PRESET_DIR = Path(__file__).parent / "presets"
+FABRIC_KINDS = ("nvswitch", "nvlink-mesh", "pcie-switch", "loopback")
+NETWORK_KINDS = ("none", "single-switch", "leaf-spine", "rail-optimized")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FabricSpec:
+    """Intra-node fabric. bandwidth_Bps: per device per direction (nvswitch: device↔switch;
+    nvlink-mesh: each device↔device link; pcie-switch: device↔switch; loopback: per process)."""
+
+    kind: str
+    bandwidth_Bps: float
+    latency_s: float | None = None  # None: the calibrated step latency of this link kind
+    devices_per_switch: int = 2  # pcie-switch only
+    uplink_bandwidth_Bps: float | None = None  # pcie-switch only: switch↔host root
+
+    def __post_init__(self) -> None:
+        if self.kind not in FABRIC_KINDS:
+            raise ValueError(f"fabric.kind must be one of {', '.join(FABRIC_KINDS)}, "
+                             f"not {self.kind!r}")
+        _positive("fabric.bandwidth", self.bandwidth_Bps)
+        if self.latency_s is not None and self.latency_s < 0:
+            raise ValueError("fabric.latency_us must be >= 0")
+        if self.devices_per_switch < 1:
+            raise ValueError("fabric.devices_per_switch must be >= 1")
+        if self.uplink_bandwidth_Bps is not None:
+            _positive("fabric.uplink_bandwidth", self.uplink_bandwidth_Bps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NicSpec:
+    """NICs per node; NIC k serves devices k*D/count .. (k+1)*D/count-1 (its rail)."""
+
+    count: int
+    bandwidth_Bps: float
+    latency_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError("nics.count must be >= 0")
+        _positive("nics.bandwidth", self.bandwidth_Bps)
+        if self.latency_s is not None and self.latency_s < 0:
+            raise ValueError("nics.latency_us must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeGroupSpec:
+    name: str
+    count: int
+    devices_per_node: int
+    device: DeviceModel
+    fabric: FabricSpec
+    nics: NicSpec
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"node_group {self.name!r}: count must be >= 1")
+        if self.devices_per_node < 1:
+            raise ValueError(f"node_group {self.name!r}: devices_per_node must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkSpec:
+    """Inter-node network. leaf-spine: nodes_per_leaf nodes under a leaf, `spines` spines,
+    uplinks sized (downlink bandwidth / oversubscription). rail-optimized: NIC k of every node on
+    rail switch k, rail switches joined by `spines` spines (same oversubscription rule)."""
+
+    kind: str = "single-switch"
+    oversubscription: float = 1.0
+    nodes_per_leaf: int = 16
+    spines: int = 1
+    latency_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in NETWORK_KINDS:
+            raise ValueError(f"network.kind must be one of {', '.join(NETWORK_KINDS)}, "
+                             f"not {self.kind!r}")
+        if self.oversubscription < 1:
+            raise ValueError("network.oversubscription must be >= 1 (1 = non-blocking)")
+        if self.nodes_per_leaf < 1 or self.spines < 1:
+            raise ValueError("network.nodes_per_leaf and network.spines must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSpec:
+    name: str
+    description: str
+    groups: tuple[NodeGroupSpec, ...]
+    network: NetworkSpec
+    calibration: str | None = None  # path of a bench-comm calibration JSON
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise ValueError("a cluster needs at least one [[node_group]]")
+        nodes = sum(g.count for g in self.groups)
+        if nodes > 1 and self.network.kind == "none":
+            raise ValueError(f"network.kind = 'none' but the cluster has {nodes} nodes: "
+                             "choose single-switch, leaf-spine or rail-optimized")
+        if nodes > 1 and any(g.nics.count == 0 for g in self.groups):
+            raise ValueError("nics.count = 0 on a multi-node cluster leaves nodes disconnected")
+
+    @property
+    def num_nodes(self) -> int:
+        return sum(g.count for g in self.groups)
+
+
+def _positive(field_name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{field_name} must be > 0, not {value}")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_spec(spec: str | Path | dict[str, Any] | ClusterSpec, nodes: int | None = None,
+              gpus_per_node: int | None = None) -> ClusterSpec:
+    """A ClusterSpec from a preset name, a TOML path, a dict or a spec; then scale it."""
+    if isinstance(spec, ClusterSpec):
+        base = spec
+    else:
+        data, origin = _raw(spec)
+        base = parse_spec(data, origin=origin)
+    return scale_spec(base, nodes=nodes, gpus_per_node=gpus_per_node)
+
+
+def _raw(spec: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if isinstance(spec, dict):
+        return spec, "cluster spec"
+    text = str(spec)
+    if text in preset_names():
+        return read_toml(PRESET_DIR / f"{text}.toml"), f"preset {text}"
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        return read_toml(path), str(path)
+    raise SimplanError(f"unknown cluster {text!r}: use a preset ({', '.join(preset_names())}) "
+                       "or the path of a .toml file")
+
+
+def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpec:
+    """Validate a raw dict; any problem becomes a one-line SimplanError naming the field."""
+    try:
+        _check_keys(data, {"name", "description", "calibration", "node_group", "network"}, "")
+        groups = data.get("node_group")
+        if not isinstance(groups, list) or not groups:
+            raise ValueError("[[node_group]] is missing: add at least one node group")
+        return ClusterSpec(
+            name=str(data.get("name", origin)),
+            description=str(data.get("description", "")),
+            groups=tuple(_group(g, i) for i, g in enumerate(groups)),
+            network=_network(data.get("network", {})),
+            calibration=data.get("calibration"),
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SimplanError(f"{origin}: {exc}") from None
+
+
+def _check_keys(table: Any, allowed: set[str], where: str) -> None:
+    if not isinstance(table, dict):
+        raise ValueError(f"{where or 'spec'} must be a table")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown field {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
+
+
+def _number(table: dict[str, Any], key: str, where: str, default: float | None = None) -> float:
+    value = table.get(key, default)
+    if value is None:
+        raise ValueError(f"{where}.{key} is required")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}.{key} must be a number, not {value!r}")
+    return float(value)
+
+
+def _bandwidth(table: dict[str, Any], where: str, required: bool = True) -> float | None:
+    """bandwidth_GBps (bytes) or bandwidth_Gbps (bits) → bytes/s; must be > 0."""
+    if "bandwidth_GBps" in table:
+        value = _number(table, "bandwidth_GBps", where) * GB
+    elif "bandwidth_Gbps" in table:
+        value = _number(table, "bandwidth_Gbps", where) * GBIT_PER_S_IN_BPS
+    elif required:
+        raise ValueError(f"{where}.bandwidth_GBps (or bandwidth_Gbps) is required")
+    else:
+        return None
+    if not value > 0:
+        raise ValueError(f"{where}.bandwidth must be > 0, not {value / GB:g} GB/s")
+    return value
+
+
+def _latency(table: dict[str, Any], where: str) -> float | None:
+    if "latency_us" not in table:
+        return None
+    value = _number(table, "latency_us", where)
+    if value < 0:
+        raise ValueError(f"{where}.latency_us must be >= 0")
+    return value * 1e-6
+
+
+def _device(value: Any, where: str) -> DeviceModel:
+    if isinstance(value, str):
+        return preset_device(value)
+    _check_keys(value, {"name", "peak_tflops", "memory_gib", "memory_bandwidth_gbps", "kind"},
+                where)
+    tflops = _number(value, "peak_tflops", where)
+    return DeviceModel(
+        name=str(value.get("name", "custom")), kind=str(value.get("kind", "gpu")),
+        peak_flops={"bf16": tflops * 1e12, "fp16": tflops * 1e12, "fp32": tflops * 1e12},
+        memory_bytes=_number(value, "memory_gib", where) * GiB,
+        memory_bandwidth_Bps=_number(value, "memory_bandwidth_gbps", where) * GB,
+        sources={"peak_flops": "cluster spec (inline device)"},
+    )
+
+
+def preset_device(name: str) -> DeviceModel:
+    try:
+        return get_device(name)
+    except ImportError:  # the measured local-CPU model is optional
+        return DeviceModel(name="cpu", kind="cpu", peak_flops={"fp32": 1e11},
+                           memory_bytes=8 * GiB, memory_bandwidth_Bps=1e10,
+                           sources={"all": "placeholder: no local CPU measurement available"})
+
+
+def _group(raw: Any, index: int) -> NodeGroupSpec:
+    where = f"node_group[{index}]"
+    _check_keys(raw, {"name", "count", "devices_per_node", "device", "fabric", "nics"}, where)
+    if "device" not in raw:
+        raise ValueError(f"{where}.device is required (a preset name or an inline table)")
+    fabric = raw.get("fabric", {"kind": "loopback", "bandwidth_GBps": 10})
+    _check_keys(fabric, {"kind", "bandwidth_GBps", "bandwidth_Gbps", "latency_us",
+                         "devices_per_switch", "uplink_bandwidth_GBps"}, f"{where}.fabric")
+    up = fabric.get("uplink_bandwidth_GBps")
+    nics = raw.get("nics", {"count": 0, "bandwidth_Gbps": 1})
+    _check_keys(nics, {"count", "bandwidth_GBps", "bandwidth_Gbps", "latency_us"},
+                f"{where}.nics")
+    return NodeGroupSpec(
+        name=str(raw.get("name", f"group{index}")),
+        count=int(_number(raw, "count", where, 1)),
+        devices_per_node=int(_number(raw, "devices_per_node", where, 1)),
+        device=_device(raw["device"], f"{where}.device"),
+        fabric=FabricSpec(
+            kind=str(fabric.get("kind", "nvswitch")),
+            bandwidth_Bps=_bandwidth(fabric, f"{where}.fabric") or 0.0,
+            latency_s=_latency(fabric, f"{where}.fabric"),
+            devices_per_switch=int(_number(fabric, "devices_per_switch", where, 2)),
+            uplink_bandwidth_Bps=None if up is None else _number(
+                fabric, "uplink_bandwidth_GBps", f"{where}.fabric") * GB,
+        ),
+        nics=NicSpec(count=int(_number(nics, "count", f"{where}.nics", 0)),
+                     bandwidth_Bps=_bandwidth(nics, f"{where}.nics") or 0.0,
+                     latency_s=_latency(nics, f"{where}.nics")),
+    )
+
+
+def _network(raw: Any) -> NetworkSpec:
+    _check_keys(raw, {"kind", "oversubscription", "nodes_per_leaf", "spines", "latency_us"},
+                "network")
+    return NetworkSpec(
+        kind=str(raw.get("kind", "single-switch")),
+        oversubscription=_number(raw, "oversubscription", "network", 1.0),
+        nodes_per_leaf=int(_number(raw, "nodes_per_leaf", "network", 16)),
+        spines=int(_number(raw, "spines", "network", 1)),
+        latency_s=_latency(raw, "network"),
+    )
+
+
+# ---------------------------------------------------------------- scaling
+
+
+def scale_spec(spec: ClusterSpec, nodes: int | None = None,
+               gpus_per_node: int | None = None) -> ClusterSpec:
+    """`nodes=N` spreads N nodes over the groups in proportion to their counts;
+    `gpus_per_node=G` keeps the first G devices of every node (and the NICs that serve them)."""
+    groups = list(spec.groups)
+    if nodes is not None:
+        if nodes < len(groups):
+            raise SimplanError(f"--nodes {nodes}: {spec.name} has {len(groups)} node groups; "
+                               f"use at least {len(groups)} nodes")
+        groups = [dataclasses.replace(g, count=c) for g, c in zip(groups,
+                  _split(nodes, [g.count for g in groups]), strict=True)]
+    if gpus_per_node is not None:
+        groups = [_narrow(g, gpus_per_node) for g in groups]
+    network = spec.network
+    if sum(g.count for g in groups) > 1 and network.kind == "none":
+        network = dataclasses.replace(network, kind="single-switch")
+    try:
+        return dataclasses.replace(spec, groups=tuple(groups), network=network)
+    except ValueError as exc:
+        raise SimplanError(f"{spec.name}: {exc}") from None
+
+
+def _split(total: int, weights: list[int]) -> list[int]:
+    """Split total into len(weights) parts >= 1, proportional to weights (largest remainder)."""
+    extra = total - len(weights)
+    wsum = sum(weights)
+    parts = [1 + extra * w // wsum for w in weights]
+    order = sorted(range(len(weights)), key=lambda i: -(extra * weights[i] % wsum))
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def _narrow(group: NodeGroupSpec, gpus: int) -> NodeGroupSpec:
+    if not 1 <= gpus <= group.devices_per_node:
+        raise SimplanError(f"--gpus-per-node {gpus}: node group {group.name!r} has "
+                           f"{group.devices_per_node} devices per node; use 1..{group.devices_per_node}")
+    nics = group.nics
+    if nics.count:
+        per_nic = max(1, group.devices_per_node // nics.count)
+        nics = dataclasses.replace(nics, count=max(1, -(-gpus // per_nic)))
+    return dataclasses.replace(group, devices_per_node=gpus, nics=nics)
