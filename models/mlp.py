@@ -11,7 +11,11 @@ DESCRIPTION = "MNIST MLP 784-128-10 (ReLU)"
 
 
 def build(batch: int = 1) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    model = nn.Sequential(OrderedDict(
-        fc1=nn.Linear(784, 128), relu=nn.ReLU(), fc2=nn.Linear(128, 10),
-    ))
+    model = nn.Sequential(
+        OrderedDict(
+            fc1=nn.Linear(784, 128),
+            relu=nn.ReLU(),
+            fc2=nn.Linear(128, 10),
+        )
+    )
     return model, (torch.randn(batch, 784),)

@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from simplan.profiles import Profile
 
 __all__ = [
-    "DeviceModel", "Layer", "ModelGraph", "Profile", "SimplanError", "get_device",
-    "load_model", "profile", "read_profile", "write_profile",
+    "DeviceModel",
+    "Layer",
+    "ModelGraph",
+    "Profile",
+    "SimplanError",
+    "get_device",
+    "load_model",
+    "profile",
+    "read_profile",
+    "write_profile",
 ]
 
 _LAZY = {
@@ -37,14 +45,29 @@ _LAZY = {
 }
 
 
-def profile(model: str, *, device: str = "cpu", micro_batch: int = 1, seq_len: int | None = None,
-            dtype: str = "fp32", warmup: int = 2, repeats: int = 10) -> Profile:
+def profile(
+    model: str,
+    *,
+    device: str = "cpu",
+    micro_batch: int = 1,
+    seq_len: int | None = None,
+    dtype: str = "fp32",
+    warmup: int = 2,
+    repeats: int = 10,
+) -> Profile:
     """Count and time every layer of `model` (preset, TOML path or file.py:factory) on the local
     `device` ('cpu' or 'cuda'); returns a Profile (write it with simplan.write_profile)."""
     from simplan.timing import measure
 
-    return measure(model, device=device, micro_batch=micro_batch, seq_len=seq_len, dtype=dtype,
-                   warmup=warmup, repeats=repeats)
+    return measure(
+        model,
+        device=device,
+        micro_batch=micro_batch,
+        seq_len=seq_len,
+        dtype=dtype,
+        warmup=warmup,
+        repeats=repeats,
+    )
 
 
 def __getattr__(name: str) -> Any:

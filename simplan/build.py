@@ -19,8 +19,15 @@ from simplan.units import dtype_bytes
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def instantiate(source: ModelSource, tspec: TransformerSpec | None, *, batch: int,
-                seq_len: int | None, device: str, dtype: str) -> tuple[nn.Module, tuple[Any, ...]]:
+def instantiate(
+    source: ModelSource,
+    tspec: TransformerSpec | None,
+    *,
+    batch: int,
+    seq_len: int | None,
+    device: str,
+    dtype: str,
+) -> tuple[nn.Module, tuple[Any, ...]]:
     """The module and an example input of `batch` samples on `device`, in `dtype`."""
     if tspec is not None:
         from simplan.nets.transformer import build
@@ -46,11 +53,14 @@ def _from_factory(source: ModelSource, batch: int, device: str) -> tuple[nn.Modu
     except SimplanError:
         raise
     except Exception as exc:
-        raise SimplanError(f"{source.path}:{source.factory}() raised {type(exc).__name__}: "
-                           f"{exc}; fix the factory") from None
+        raise SimplanError(
+            f"{source.path}:{source.factory}() raised {type(exc).__name__}: {exc}; fix the factory"
+        ) from None
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
-        raise SimplanError(f"{source.path}:{source.factory}() must return "
-                           f"(nn.Module, example_input), got {type(result).__name__}")
+        raise SimplanError(
+            f"{source.path}:{source.factory}() must return "
+            f"(nn.Module, example_input), got {type(result).__name__}"
+        )
     model, example = result
     inputs = example if isinstance(example, tuple) else (example,)
     if source.kind == "factory":
@@ -65,8 +75,9 @@ def _to(value: Any, device: str) -> Any:
 def _cast(model: nn.Module, inputs: tuple[Any, ...], dtype: str) -> tuple[nn.Module, tuple]:
     target = TORCH_DTYPES[dtype]
     model = model.to(target)
-    cast = tuple(x.to(target) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-                 for x in inputs)
+    cast = tuple(
+        x.to(target) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs
+    )
     return model, cast
 
 
@@ -77,32 +88,48 @@ def batch_of(inputs: tuple[Any, ...]) -> int:
     return int(tensors[0].shape[0])
 
 
-def graph_from_source(source: ModelSource, tspec: TransformerSpec | None, *,
-                      seq_len: int | None, dtype: str) -> ModelGraph:
+def graph_from_source(
+    source: ModelSource, tspec: TransformerSpec | None, *, seq_len: int | None, dtype: str
+) -> ModelGraph:
     if tspec is not None:
-        return graph_from_spec(_with_seq(tspec, seq_len), dtype=dtype, name=source.name,
-                               source=str(source.path))
-    model, inputs = instantiate(source, None, batch=1, seq_len=seq_len, device="meta",
-                                dtype=dtype)
+        return graph_from_spec(
+            _with_seq(tspec, seq_len), dtype=dtype, name=source.name, source=str(source.path)
+        )
+    model, inputs = instantiate(source, None, batch=1, seq_len=seq_len, device="meta", dtype=dtype)
     return count_module(model, inputs, name=source.name, dtype=dtype, source=str(source.path))
 
 
-def graph_from_spec(tspec: TransformerSpec, *, dtype: str, name: str | None = None,
-                    source: str = "") -> ModelGraph:
+def graph_from_spec(
+    tspec: TransformerSpec, *, dtype: str, name: str | None = None, source: str = ""
+) -> ModelGraph:
     """Count a transformer shape on the meta device."""
     from simplan.nets.transformer import build
 
     model, inputs = build(tspec, batch=1, device="meta")
     model, inputs = _cast(model, inputs, dtype)
-    return count_module(model, inputs, name=name or tspec.name, dtype=dtype,
-                        source=source or "transformer spec", seq_len=tspec.seq_len,
-                        tokens_per_sample=tspec.seq_len,
-                        meta={"transformer": dataclasses.asdict(tspec)})
+    return count_module(
+        model,
+        inputs,
+        name=name or tspec.name,
+        dtype=dtype,
+        source=source or "transformer spec",
+        seq_len=tspec.seq_len,
+        tokens_per_sample=tspec.seq_len,
+        meta={"transformer": dataclasses.asdict(tspec)},
+    )
 
 
-def count_module(model: nn.Module, inputs: tuple[Any, ...], *, name: str, dtype: str,
-                 source: str, seq_len: int = 0, tokens_per_sample: int = 1,
-                 meta: dict[str, Any] | None = None) -> ModelGraph:
+def count_module(
+    model: nn.Module,
+    inputs: tuple[Any, ...],
+    *,
+    name: str,
+    dtype: str,
+    source: str,
+    seq_len: int = 0,
+    tokens_per_sample: int = 1,
+    meta: dict[str, Any] | None = None,
+) -> ModelGraph:
     """Count a module (ideally on the meta device) into a ModelGraph, per sample."""
     batch = batch_of(inputs)
     model.train()
@@ -116,10 +143,20 @@ def count_module(model: nn.Module, inputs: tuple[Any, ...], *, name: str, dtype:
             counts[key] = _count(call, batch)
         layers.append(_layer(call, key, counts[key], owned[call.name], dtype))
     edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
-    return ModelGraph(name=name, layers=tuple(layers), edges=edges, seq_len=seq_len, dtype=dtype,
-                      tokens_per_sample=tokens_per_sample, source=source,
-                      meta={**(meta or {}), "counted_with": f"torch {torch.__version__}",
-                            "counted_on": str(next(iter(tensors_in(inputs))).device)})
+    return ModelGraph(
+        name=name,
+        layers=tuple(layers),
+        edges=edges,
+        seq_len=seq_len,
+        dtype=dtype,
+        tokens_per_sample=tokens_per_sample,
+        source=source,
+        meta={
+            **(meta or {}),
+            "counted_with": f"torch {torch.__version__}",
+            "counted_on": str(next(iter(tensors_in(inputs))).device),
+        },
+    )
 
 
 def _count(call: LayerCall, batch: int) -> Any:
@@ -128,12 +165,13 @@ def _count(call: LayerCall, batch: int) -> Any:
     except SimplanError:
         raise
     except Exception as exc:
-        raise SimplanError(f"counting layer {call.name} failed: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise SimplanError(
+            f"counting layer {call.name} failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
 
 
-def _layer(call: LayerCall, key: str, count: Any, params: list[nn.Parameter],
-           dtype: str) -> Layer:
+def _layer(call: LayerCall, key: str, count: Any, params: list[nn.Parameter], dtype: str) -> Layer:
     module = call.module
     n_params = sum(p.numel() for p in params)
     return Layer(

@@ -55,10 +55,16 @@ def single_a100_row() -> dict[str, str]:
 
 
 def spec_of(row: dict[str, str]) -> TransformerSpec:
-    return TransformerSpec(name=f"gpt2-{row['case'].lower()}", hidden_size=int(row["hidden_size"]),
-                           num_heads=int(row["attention_heads"]),
-                           num_layers=int(row["num_layers"]), seq_len=int(row["seq_len"]),
-                           vocab_size=51200, activation="gelu", tie_embeddings=True)
+    return TransformerSpec(
+        name=f"gpt2-{row['case'].lower()}",
+        hidden_size=int(row["hidden_size"]),
+        num_heads=int(row["attention_heads"]),
+        num_layers=int(row["num_layers"]),
+        seq_len=int(row["seq_len"]),
+        vocab_size=51200,
+        activation="gelu",
+        tie_embeddings=True,
+    )
 
 
 def _gemm_only(ops: OpCost) -> OpCost:
@@ -69,8 +75,9 @@ def _mem_only(ops: OpCost) -> OpCost:
     return dataclasses.replace(ops, gemms=())
 
 
-def recompute_step_parts(graph: ModelGraph, device: DeviceModel, dtype: str, batch: int
-                         ) -> tuple[float, float]:
+def recompute_step_parts(
+    graph: ModelGraph, device: DeviceModel, dtype: str, batch: int
+) -> tuple[float, float]:
     """(G, R): matrix work at peak (efficiency 1) and everything else, for one step."""
     ideal = dataclasses.replace(device, gemm_efficiency=1.0, kernel_overhead_s=0.0)
     g = r = 0.0
@@ -95,10 +102,12 @@ def derive_gemm_efficiency(a100: DeviceModel) -> dict[str, Any]:
     efficiency = g / (measured - r)
     return {
         "gemm_efficiency": round(efficiency, 4),
-        "source": (f"../shared/reference/{REFERENCE_FILE}: DGX-A100 1 GPU, GPT-2 {row['case']} "
-                   f"(h {row['hidden_size']}, {row['num_layers']} layers, seq {row['seq_len']}, "
-                   f"batch {batch}), {row['iteration_time_ms']} ms/iteration with activation "
-                   f"recomputation; e = G/(T - R) with G = {g * 1e3:.1f} ms of GEMM at peak and "
-                   f"R = {r * 1e3:.1f} ms of memory-bound work, kernel overhead and Adam"),
+        "source": (
+            f"../shared/reference/{REFERENCE_FILE}: DGX-A100 1 GPU, GPT-2 {row['case']} "
+            f"(h {row['hidden_size']}, {row['num_layers']} layers, seq {row['seq_len']}, "
+            f"batch {batch}), {row['iteration_time_ms']} ms/iteration with activation "
+            f"recomputation; e = G/(T - R) with G = {g * 1e3:.1f} ms of GEMM at peak and "
+            f"R = {r * 1e3:.1f} ms of memory-bound work, kernel overhead and Adam"
+        ),
         "derived_by": "benchmarks/calibrate_devices.py (simplan.calibration)",
     }

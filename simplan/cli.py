@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from simplan.errors import SimplanError
 
 # One module per verb under simplan/commands/, each with `register(subparsers)`.
-COMMANDS = ("models", "profile", "demo")
+COMMANDS = ("models", "profile", "demo", "clusters", "bench_comm")
 
 DESCRIPTION = """\
 simplan plans and simulates distributed deep-learning training: it profiles a model's layers,
@@ -32,11 +32,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="simplan", description=DESCRIPTION,
+        prog="simplan",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                       parser_class=OneLineParser)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=OneLineParser
+    )
     for name in COMMANDS:
         module = importlib.import_module(f"simplan.commands.{name}")
         module.register(subparsers)

@@ -39,16 +39,20 @@ def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) 
 
 
 def model_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int) -> LayerCost:
-    return LayerCost(fwd_s=pass_time_s(layer.fwd_ops, device, dtype, micro_batch),
-                     bwd_s=pass_time_s(layer.bwd_ops, device, dtype, micro_batch), source=MODEL)
+    return LayerCost(
+        fwd_s=pass_time_s(layer.fwd_ops, device, dtype, micro_batch),
+        bwd_s=pass_time_s(layer.bwd_ops, device, dtype, micro_batch),
+        source=MODEL,
+    )
 
 
 def profile_matches(profile: Profile, graph: ModelGraph, dtype: str) -> bool:
     return profile.dtype == dtype and profile.seq_len == graph.seq_len
 
 
-def layer_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int,
-               profile: Profile | None = None) -> LayerCost:
+def layer_cost(
+    layer: Layer, device: DeviceModel, dtype: str, micro_batch: int, profile: Profile | None = None
+) -> LayerCost:
     """The cost of one layer for a micro-batch: measured if possible, else modelled."""
     modelled = model_cost(layer, device, dtype, micro_batch)
     timing = profile.timings.get(layer.identity) if profile and profile.dtype == dtype else None
@@ -57,16 +61,24 @@ def layer_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int,
     if profile.micro_batch == micro_batch:
         return LayerCost(fwd_s=timing.fwd_s, bwd_s=timing.bwd_s, source=MEASURED)
     base = model_cost(layer, device, dtype, profile.micro_batch)
-    return LayerCost(fwd_s=timing.fwd_s * _ratio(modelled.fwd_s, base.fwd_s),
-                     bwd_s=timing.bwd_s * _ratio(modelled.bwd_s, base.bwd_s), source=SCALED)
+    return LayerCost(
+        fwd_s=timing.fwd_s * _ratio(modelled.fwd_s, base.fwd_s),
+        bwd_s=timing.bwd_s * _ratio(modelled.bwd_s, base.bwd_s),
+        source=SCALED,
+    )
 
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else 1.0
 
 
-def layer_costs(graph: ModelGraph, device: DeviceModel, dtype: str, micro_batch: int,
-                profile: Profile | None = None) -> tuple[LayerCost, ...]:
+def layer_costs(
+    graph: ModelGraph,
+    device: DeviceModel,
+    dtype: str,
+    micro_batch: int,
+    profile: Profile | None = None,
+) -> tuple[LayerCost, ...]:
     usable = profile if profile is not None and profile_matches(profile, graph, dtype) else None
     cache: dict[str, LayerCost] = {}
     out = []
@@ -80,5 +92,7 @@ def layer_costs(graph: ModelGraph, device: DeviceModel, dtype: str, micro_batch:
 def optimizer_step_s(params: float, device: DeviceModel, dtype: str) -> float:
     """Adam step over `params` parameters held by one device (memory-bound)."""
     nbytes = params * ADAM_BYTES_PER_PARAM.get(dtype, 28.0)
-    return nbytes / (device.memory_bandwidth_Bps * device.mem_efficiency) + \
-        ADAM_KERNELS * device.kernel_overhead_s
+    return (
+        nbytes / (device.memory_bandwidth_Bps * device.mem_efficiency)
+        + ADAM_KERNELS * device.kernel_overhead_s
+    )

@@ -24,9 +24,26 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from simplan.graph import OpCost
 from simplan.tracing import LayerCall, tensors_in
 
-FREE_OPS = {"detach", "empty", "empty_like", "zeros_like", "ones_like", "lift_fresh", "alias",
-            "_to_copy_meta", "clone_meta", "full", "arange", "new_empty", "new_zeros",
-            "new_ones", "zeros", "ones", "fill_", "zero_"}
+FREE_OPS = {
+    "detach",
+    "empty",
+    "empty_like",
+    "zeros_like",
+    "ones_like",
+    "lift_fresh",
+    "alias",
+    "_to_copy_meta",
+    "clone_meta",
+    "full",
+    "arange",
+    "new_empty",
+    "new_zeros",
+    "new_ones",
+    "zeros",
+    "ones",
+    "fill_",
+    "zero_",
+}
 
 
 class OpRecorder(TorchDispatchMode):
@@ -126,9 +143,12 @@ def count_layer(call: LayerCall, batch: int) -> LayerCount:
     args, kwargs = grad_inputs(call.args, needs), grad_inputs(call.kwargs, needs)
     saved = SavedBytes(params)
     fwd_rec, bwd_rec = OpRecorder(), OpRecorder()
-    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-        with FlopCounterMode(display=False) as fwd_counter, fwd_rec:
-            outputs = tensors_in(module(*args, **kwargs))
+    with (
+        torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t),
+        FlopCounterMode(display=False) as fwd_counter,
+        fwd_rec,
+    ):
+        outputs = tensors_in(module(*args, **kwargs))
     with FlopCounterMode(display=False) as bwd_counter, bwd_rec:
         run_backward(outputs)
     module.zero_grad(set_to_none=True)

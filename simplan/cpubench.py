@@ -87,9 +87,13 @@ def run_cpu_bench() -> dict[str, Any]:
         "memory_bandwidth_Bps": bandwidth,
         "kernel_overhead_s": statistics.median(samples),
         "details": results,
-        "meta": {"torch_version": torch.__version__, "host": platform.node(),
-                 "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                 "cpu_count": os.cpu_count(), "method": __doc__.split("\n\n")[1]},
+        "meta": {
+            "torch_version": torch.__version__,
+            "host": platform.node(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "cpu_count": os.cpu_count(),
+            "method": __doc__.split("\n\n")[1],
+        },
     }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simplan.errors import SimplanError
-from simplan.units import GiB, TB, TFLOP, check_dtype
+from simplan.units import TB, TFLOP, GiB, check_dtype
 
 REF = "../shared/reference/README.md (vendor peak numbers quoted there)"
 DATASHEET_A100 = "NVIDIA A100 datasheet (HBM2e 2,039 GB/s for 80GB SXM, 1,555 GB/s for 40GB)"
@@ -76,20 +76,33 @@ class DeviceModel:
         names = {f.name for f in dataclasses.fields(DeviceModel)}
         unknown = set(data) - names
         if unknown:
-            raise SimplanError(f"device model: unknown field(s) {sorted(unknown)}; known: {sorted(names)}")
+            raise SimplanError(
+                f"device model: unknown field(s) {sorted(unknown)}; known: {sorted(names)}"
+            )
         try:
             return DeviceModel(**data)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise SimplanError(f"device model: {exc}") from None
 
 
-def _gpu(name: str, *, bf16_tflops: float, fp32_tflops: float, memory_GiB: float,
-         bandwidth_TBps: float, sm_count: int, sheet: str) -> DeviceModel:
+def _gpu(
+    name: str,
+    *,
+    bf16_tflops: float,
+    fp32_tflops: float,
+    memory_GiB: float,
+    bandwidth_TBps: float,
+    sm_count: int,
+    sheet: str,
+) -> DeviceModel:
     return DeviceModel(
         name=name,
         kind="gpu",
-        peak_flops={"bf16": bf16_tflops * TFLOP, "fp16": bf16_tflops * TFLOP,
-                    "fp32": fp32_tflops * TFLOP},
+        peak_flops={
+            "bf16": bf16_tflops * TFLOP,
+            "fp16": bf16_tflops * TFLOP,
+            "fp32": fp32_tflops * TFLOP,
+        },
         memory_bytes=memory_GiB * GiB,
         memory_bandwidth_Bps=bandwidth_TBps * TB,
         sm_count=sm_count,
@@ -121,22 +134,54 @@ GPU_EFFICIENCY: dict[str, float] = {
     "kernel_overhead_s": 5e-6,
 }
 GEMM_EFFICIENCY_SOURCE = str(_CAL["source"])
-MEM_EFFICIENCY_SOURCE = ("assumed, not calibrated: fraction of HBM bandwidth reached by "
-                         "streaming element-wise kernels; to be replaced by a GPU profile")
-OVERHEAD_SOURCE = ("assumed, not calibrated: per-kernel launch and ramp time on a GPU; "
-                   "to be replaced by a GPU profile")
+MEM_EFFICIENCY_SOURCE = (
+    "assumed, not calibrated: fraction of HBM bandwidth reached by "
+    "streaming element-wise kernels; to be replaced by a GPU profile"
+)
+OVERHEAD_SOURCE = (
+    "assumed, not calibrated: per-kernel launch and ramp time on a GPU; "
+    "to be replaced by a GPU profile"
+)
 
 
 def gpu_presets() -> dict[str, DeviceModel]:
     return {
-        "a100-40gb": _gpu("a100-40gb", bf16_tflops=312, fp32_tflops=19.5, memory_GiB=40,
-                          bandwidth_TBps=1.555, sm_count=108, sheet=DATASHEET_A100),
-        "a100-80gb": _gpu("a100-80gb", bf16_tflops=312, fp32_tflops=19.5, memory_GiB=80,
-                          bandwidth_TBps=2.039, sm_count=108, sheet=DATASHEET_A100),
-        "h100-sxm": _gpu("h100-sxm", bf16_tflops=989.5, fp32_tflops=67, memory_GiB=80,
-                         bandwidth_TBps=3.35, sm_count=132, sheet=DATASHEET_H100),
-        "h200": _gpu("h200", bf16_tflops=989.5, fp32_tflops=67, memory_GiB=140,
-                     bandwidth_TBps=4.8, sm_count=132, sheet=DATASHEET_H200),
+        "a100-40gb": _gpu(
+            "a100-40gb",
+            bf16_tflops=312,
+            fp32_tflops=19.5,
+            memory_GiB=40,
+            bandwidth_TBps=1.555,
+            sm_count=108,
+            sheet=DATASHEET_A100,
+        ),
+        "a100-80gb": _gpu(
+            "a100-80gb",
+            bf16_tflops=312,
+            fp32_tflops=19.5,
+            memory_GiB=80,
+            bandwidth_TBps=2.039,
+            sm_count=108,
+            sheet=DATASHEET_A100,
+        ),
+        "h100-sxm": _gpu(
+            "h100-sxm",
+            bf16_tflops=989.5,
+            fp32_tflops=67,
+            memory_GiB=80,
+            bandwidth_TBps=3.35,
+            sm_count=132,
+            sheet=DATASHEET_H100,
+        ),
+        "h200": _gpu(
+            "h200",
+            bf16_tflops=989.5,
+            fp32_tflops=67,
+            memory_GiB=140,
+            bandwidth_TBps=4.8,
+            sm_count=132,
+            sheet=DATASHEET_H200,
+        ),
     }
 
 

@@ -7,6 +7,7 @@ quadratic in the sequence length, which is why the graph records the seq_len it 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
@@ -37,13 +38,19 @@ class OpCost:
         return sum(n for _, n in self.gemms)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"gemms": [list(g) for g in self.gemms], "mem_bytes": self.mem_bytes,
-                "mem_ops": self.mem_ops}
+        return {
+            "gemms": [list(g) for g in self.gemms],
+            "mem_bytes": self.mem_bytes,
+            "mem_ops": self.mem_ops,
+        }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> OpCost:
-        return OpCost(gemms=tuple((float(f), int(n)) for f, n in d.get("gemms", [])),
-                      mem_bytes=float(d.get("mem_bytes", 0.0)), mem_ops=int(d.get("mem_ops", 0)))
+        return OpCost(
+            gemms=tuple((float(f), int(n)) for f, n in d.get("gemms", [])),
+            mem_bytes=float(d.get("mem_bytes", 0.0)),
+            mem_ops=int(d.get("mem_ops", 0)),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +72,15 @@ class Layer:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for attr in ("params", "param_bytes", "fwd_flops", "bwd_flops", "activation_bytes",
-                     "output_bytes", "input_bytes"):
+        for attr in (
+            "params",
+            "param_bytes",
+            "fwd_flops",
+            "bwd_flops",
+            "activation_bytes",
+            "output_bytes",
+            "input_bytes",
+        ):
             if getattr(self, attr) < 0:
                 raise ValueError(f"layer {self.name}: {attr} must be >= 0")
 
@@ -137,7 +151,7 @@ class ModelGraph:
     @property
     def is_chain(self) -> bool:
         names = [layer.name for layer in self.layers]
-        return set(self.edges) == set(zip(names, names[1:], strict=False))
+        return set(self.edges) == set(itertools.pairwise(names))
 
     @property
     def params(self) -> int:

@@ -76,8 +76,11 @@ class Profile:
         whole = d.get("whole_model")
         return Profile(
             model=ModelGraph.from_dict(d["model"]),
-            device=d["device"], device_name=d["device_name"], dtype=d["dtype"],
-            micro_batch=int(d["micro_batch"]), seq_len=int(d["seq_len"]),
+            device=d["device"],
+            device_name=d["device_name"],
+            dtype=d["dtype"],
+            micro_batch=int(d["micro_batch"]),
+            seq_len=int(d["seq_len"]),
             timings={k: LayerTiming(**v) for k, v in d["timings"].items()},
             whole_model=None if whole is None else LayerTiming(**whole),
             meta=dict(d.get("meta", {})),

@@ -9,8 +9,9 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, total: int, label: str, *, stream: TextIO | None = None,
-                 enabled: bool | None = None) -> None:
+    def __init__(
+        self, total: int, label: str, *, stream: TextIO | None = None, enabled: bool | None = None
+    ) -> None:
         self.total = max(total, 1)
         self.label = label
         self.done = 0
@@ -26,15 +27,21 @@ class Progress:
         filled = int(width * self.done / self.total)
         elapsed = time.perf_counter() - self._start
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {note[:30]:<30}")
+        self.stream.write(
+            f"\r{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {note[:30]:<30}"
+        )
         self.stream.flush()
 
     def __enter__(self) -> Progress:
         self.advance(0)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()

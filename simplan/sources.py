@@ -85,8 +85,10 @@ def resolve(spec: str) -> ModelSource:
         return ModelSource(name=spec, kind="toml", path=toml)
     if py.is_file() and not spec.startswith("_"):
         return ModelSource(name=spec, kind="preset-py", path=py, factory="build")
-    raise SimplanError(f"unknown model {spec!r}: use a preset ({', '.join(preset_names())}), "
-                       f"a .toml model file, or path/to/file.py:factory")
+    raise SimplanError(
+        f"unknown model {spec!r}: use a preset ({', '.join(preset_names())}), "
+        f"a .toml model file, or path/to/file.py:factory"
+    )
 
 
 def transformer_spec(source: ModelSource) -> TransformerSpec:
@@ -104,8 +106,9 @@ def describe(source: ModelSource) -> str:
     return ""
 
 
-def load_model(spec: str, *, seq_len: int | None = None, dtype: str = "fp32",
-               use_cache: bool = True) -> ModelGraph:
+def load_model(
+    spec: str, *, seq_len: int | None = None, dtype: str = "fp32", use_cache: bool = True
+) -> ModelGraph:
     """The ModelGraph of a preset name, a TOML file or `file.py:factory`, counted per sample."""
     check_dtype(dtype)
     if seq_len is not None and seq_len <= 0:
@@ -136,8 +139,13 @@ def _cache_key(source: ModelSource, seq_len: int | None, dtype: str) -> str:
     extra = b""
     if source.kind == "preset-py":  # presets may import each other
         extra = b"".join(p.read_bytes() for p in sorted(source.path.parent.glob("*.py")))
-    digest = hashlib.sha256(text + extra + repr((source.name, seq_len, dtype, torch_version,
-                            GRAPH_SCHEMA_VERSION, COUNTING_VERSION)).encode()).hexdigest()
+    digest = hashlib.sha256(
+        text
+        + extra
+        + repr(
+            (source.name, seq_len, dtype, torch_version, GRAPH_SCHEMA_VERSION, COUNTING_VERSION)
+        ).encode()
+    ).hexdigest()
     return f"{source.name}-{dtype}-{digest[:16]}"
 
 
@@ -179,6 +187,8 @@ def factory_of(source: ModelSource) -> Any:
     module = import_file(source.path, package)
     fn = getattr(module, source.factory, None)
     if not callable(fn):
-        raise SimplanError(f"{source.path}: has no function {source.factory!r}; "
-                           f"define {source.factory}() returning (nn.Module, example_input)")
+        raise SimplanError(
+            f"{source.path}: has no function {source.factory!r}; "
+            f"define {source.factory}() returning (nn.Module, example_input)"
+        )
     return fn

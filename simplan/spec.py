@@ -37,14 +37,19 @@ class TransformerSpec:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"[transformer] {name} must be a positive integer, got {value!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"[transformer] activation must be one of {ACTIVATIONS}, "
-                             f"got {self.activation!r}")
+            raise ValueError(
+                f"[transformer] activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"[transformer] hidden_size {self.hidden_size} must be divisible by "
-                             f"num_heads {self.num_heads}")
+            raise ValueError(
+                f"[transformer] hidden_size {self.hidden_size} must be divisible by "
+                f"num_heads {self.num_heads}"
+            )
         if self.kv_heads <= 0 or self.num_heads % self.kv_heads:
-            raise ValueError(f"[transformer] num_heads {self.num_heads} must be a multiple of "
-                             f"num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"[transformer] num_heads {self.num_heads} must be a multiple of "
+                f"num_kv_heads {self.num_kv_heads}"
+            )
         if self.ffn_hidden_size < 0:
             raise ValueError("[transformer] ffn_hidden_size must be positive")
         if self.norm and self.norm not in NORMS:
@@ -78,9 +83,12 @@ class TransformerSpec:
 
     def block_attrs(self) -> dict[str, Any]:
         return {
-            "hidden_size": self.hidden_size, "num_heads": self.num_heads,
-            "num_kv_heads": self.kv_heads, "ffn_hidden_size": self.ffn,
-            "activation": self.activation, "seq_len": self.seq_len,
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.kv_heads,
+            "ffn_hidden_size": self.ffn,
+            "activation": self.activation,
+            "seq_len": self.seq_len,
         }
 
 
@@ -90,13 +98,17 @@ def spec_from_table(table: Any, *, name: str, where: str) -> TransformerSpec:
         raise SimplanError(f"{where}: missing table [transformer]; see README 'Model files'")
     missing = [k for k in REQUIRED if k not in table]
     if missing:
-        raise SimplanError(f"{where}: [transformer] is missing {', '.join(missing)}; "
-                           f"add it (see README 'Model files')")
+        raise SimplanError(
+            f"{where}: [transformer] is missing {', '.join(missing)}; "
+            f"add it (see README 'Model files')"
+        )
     known = {f.name for f in fields(TransformerSpec)} - {"name"}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise SimplanError(f"{where}: [transformer] has unknown key(s) {', '.join(unknown)}; "
-                           f"known keys: {', '.join(sorted(known))}")
+        raise SimplanError(
+            f"{where}: [transformer] has unknown key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
     try:
         return TransformerSpec(name=str(table.get("name", name)), **table)
     except (TypeError, ValueError) as exc:

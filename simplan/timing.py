@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import os
 import platform
 import statistics
@@ -140,7 +141,7 @@ class InSituTimer:
             if starts:  # seeding the output gradient belongs to the layer that made the output
                 starts[0] = (t1, starts[0][1])
             starts.append((t2, ""))
-            for (t, name), (t_next, _) in zip(starts, starts[1:], strict=False):
+            for (t, name), (t_next, _) in itertools.pairwise(starts):
                 self.bwd[name].append(t_next - t)
         model.zero_grad(set_to_none=True)
         return t1 - t0, t2 - t1
@@ -150,15 +151,23 @@ class InSituTimer:
             handle.remove()
 
 
-def _median_timing(samples_fwd: list[float], samples_bwd: list[float], repeats: int
-                   ) -> LayerTiming:
-    return LayerTiming(fwd_s=statistics.median(samples_fwd or [0.0]),
-                       bwd_s=statistics.median(samples_bwd or [0.0]), repeats=repeats)
+def _median_timing(samples_fwd: list[float], samples_bwd: list[float], repeats: int) -> LayerTiming:
+    return LayerTiming(
+        fwd_s=statistics.median(samples_fwd or [0.0]),
+        bwd_s=statistics.median(samples_bwd or [0.0]),
+        repeats=repeats,
+    )
 
 
-def time_model(model: nn.Module, inputs: tuple[Any, ...], calls: list[Any], device: str,
-               warmup: int, repeats: int, advance: Advance | None = None,
-               ) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming]:
+def time_model(
+    model: nn.Module,
+    inputs: tuple[Any, ...],
+    calls: list[Any],
+    device: str,
+    warmup: int,
+    repeats: int,
+    advance: Advance | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming]:
     """Alternate hooked iterations (per-layer times) and plain ones (the whole model's time)."""
     timer = InSituTimer(model, calls, device)
     whole_fwd, whole_bwd = [], []
@@ -180,10 +189,18 @@ def time_model(model: nn.Module, inputs: tuple[Any, ...], calls: list[Any], devi
     return timer.fwd, timer.bwd, _median_timing(whole_fwd, whole_bwd, repeats)
 
 
-def measure(spec: str, *, device: str = "cpu", micro_batch: int = 1, seq_len: int | None = None,
-            dtype: str = "fp32", warmup: int = 2, repeats: int = 5,
-            advance: Advance | None = None, on_start: Callable[[int], None] | None = None,
-            ) -> Profile:
+def measure(
+    spec: str,
+    *,
+    device: str = "cpu",
+    micro_batch: int = 1,
+    seq_len: int | None = None,
+    dtype: str = "fp32",
+    warmup: int = 2,
+    repeats: int = 5,
+    advance: Advance | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> Profile:
     """Profile a model: count it, then time each distinct layer and the whole model."""
     check_dtype(dtype)
     _check_device(device)
@@ -199,10 +216,17 @@ def measure(spec: str, *, device: str = "cpu", micro_batch: int = 1, seq_len: in
     timings = _by_identity(graph, calls, fwd, bwd, repeats)
     if not whole:
         whole_timing = None
-    return Profile(model=graph, device="cuda" if device.startswith("cuda") else "cpu",
-                   device_name=device_name(device), dtype=dtype, micro_batch=micro_batch,
-                   seq_len=graph.seq_len, timings=timings, whole_model=whole_timing,
-                   meta=_metadata(device, dtype, warmup, repeats))
+    return Profile(
+        model=graph,
+        device="cuda" if device.startswith("cuda") else "cpu",
+        device_name=device_name(device),
+        dtype=dtype,
+        micro_batch=micro_batch,
+        seq_len=graph.seq_len,
+        timings=timings,
+        whole_model=whole_timing,
+        meta=_metadata(device, dtype, warmup, repeats),
+    )
 
 
 def _check_device(device: str) -> None:
@@ -210,28 +234,35 @@ def _check_device(device: str) -> None:
         return
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise SimplanError("--device cuda: no CUDA device here; use --device cpu, or a "
-                               "device model such as --device h200 for an estimate")
+            raise SimplanError(
+                "--device cuda: no CUDA device here; use --device cpu, or a "
+                "device model such as --device h200 for an estimate"
+            )
         return
     raise SimplanError(f"unknown device {device!r}: use cpu or cuda (or a device model name)")
 
 
-def _timing_model(spec: str, graph: ModelGraph, device: str, micro_batch: int,
-                  seq_len: int | None, dtype: str) -> tuple[nn.Module, tuple, bool]:
+def _timing_model(
+    spec: str, graph: ModelGraph, device: str, micro_batch: int, seq_len: int | None, dtype: str
+) -> tuple[nn.Module, tuple, bool]:
     """The module to time on; a one-block stand-in when a big transformer does not fit."""
     source = resolve(spec)
     tspec = transformer_spec(source) if source.kind == "toml" else None
     need, have = training_bytes(graph, micro_batch), 0.8 * available_memory_bytes(device)
     if need <= have:
-        model, inputs = instantiate(source, tspec, batch=micro_batch, seq_len=seq_len,
-                                    device=device, dtype=dtype)
+        model, inputs = instantiate(
+            source, tspec, batch=micro_batch, seq_len=seq_len, device=device, dtype=dtype
+        )
         return model.train(), inputs, True
     if tspec is None or tspec.num_layers < 2:
-        raise SimplanError(f"{graph.name} needs about {need / GiB:.1f} GiB to time on {device}, "
-                           f"{have / GiB:.1f} GiB are free; use a smaller micro-batch or model")
+        raise SimplanError(
+            f"{graph.name} needs about {need / GiB:.1f} GiB to time on {device}, "
+            f"{have / GiB:.1f} GiB are free; use a smaller micro-batch or model"
+        )
     small = dataclasses.replace(tspec, num_layers=1)
-    model, inputs = instantiate(source, small, batch=micro_batch, seq_len=seq_len, device=device,
-                                dtype=dtype)
+    model, inputs = instantiate(
+        source, small, batch=micro_batch, seq_len=seq_len, device=device, dtype=dtype
+    )
     return model.train(), inputs, False
 
 
@@ -251,8 +282,13 @@ def _metadata(device: str, dtype: str, warmup: int, repeats: int) -> dict[str, A
     }
 
 
-def _by_identity(graph: ModelGraph, calls: list[Any], fwd: dict[str, list[float]],
-                 bwd: dict[str, list[float]], repeats: int) -> dict[str, LayerTiming]:
+def _by_identity(
+    graph: ModelGraph,
+    calls: list[Any],
+    fwd: dict[str, list[float]],
+    bwd: dict[str, list[float]],
+    repeats: int,
+) -> dict[str, LayerTiming]:
     """Pool the samples of identical layers and keep one median per identity key."""
     pooled_f: dict[str, list[float]] = {}
     pooled_b: dict[str, list[float]] = {}

@@ -75,8 +75,10 @@ def trace(root: nn.Module, inputs: tuple[Any, ...]) -> list[LayerCall]:
             sources = [producer[id(t)] for t in tensors_in((args, kwargs)) if id(t) in producer]
             if not sources and calls:
                 sources = [calls[-1].name]
-            calls.append(LayerCall(label, module, args, kwargs,
-                                   inputs_from=list(dict.fromkeys(sources))))
+            calls.append(
+                LayerCall(label, module, args, kwargs, inputs_from=list(dict.fromkeys(sources)))
+            )
+
         return hook
 
     def post_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -95,13 +97,17 @@ def trace(root: nn.Module, inputs: tuple[Any, ...]) -> list[LayerCall]:
     except SimplanError:
         raise
     except Exception as exc:  # a user's model failing is bad input, not a crash
-        raise SimplanError(f"the model's forward pass failed: {type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}; check the example "
-                           f"input the factory returns") from None
+        raise SimplanError(
+            f"the model's forward pass failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}; check the example "
+            f"input the factory returns"
+        ) from None
     finally:
         for h in handles:
             h.remove()
     if not calls:
-        raise SimplanError("the model's forward pass called none of its child modules; "
-                           "build it from nn.Module children (layers)")
+        raise SimplanError(
+            "the model's forward pass called none of its child modules; "
+            "build it from nn.Module children (layers)"
+        )
     return calls

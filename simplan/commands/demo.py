@@ -18,8 +18,7 @@ STEPS = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="run the main job on bundled inputs",
-                              description=HELP)
+    p = subparsers.add_parser("demo", help="run the main job on bundled inputs", description=HELP)
     p.set_defaults(func=run)
 
 

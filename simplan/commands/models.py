@@ -21,8 +21,12 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("models", help="list the model presets", description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "models",
+        help="list the model presets",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -35,15 +39,35 @@ def run(args: argparse.Namespace) -> int:
             graph = load_model(name)
         except SimplanError as exc:
             raise SimplanError(f"preset {name} in {models_dir()} is broken: {exc}") from None
-        rows.append({"name": name, "params": graph.params, "layers": len(graph.layers),
-                     "seq_len": graph.seq_len or None, "kind": source.kind,
-                     "description": describe(source)})
+        rows.append(
+            {
+                "name": name,
+                "params": graph.params,
+                "layers": len(graph.layers),
+                "seq_len": graph.seq_len or None,
+                "kind": source.kind,
+                "description": describe(source),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(render(["model", "params", "layers", "seq", "description"],
-                 [[r["name"], _params(r["params"]), r["layers"], r["seq_len"] or "-",
-                   r["description"]] for r in rows], align="lrrrl"))
+    print(
+        render(
+            ["model", "params", "layers", "seq", "description"],
+            [
+                [
+                    r["name"],
+                    _params(r["params"]),
+                    r["layers"],
+                    r["seq_len"] or "-",
+                    r["description"],
+                ]
+                for r in rows
+            ],
+            align="lrrrl",
+        )
+    )
     return 0
 
 

@@ -35,17 +35,29 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("profile", help="count and time a model's layers",
-                              description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "profile",
+        help="count and time a model's layers",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", metavar="MODEL", help="preset name, model.toml or file.py:factory")
-    p.add_argument("--device", default="cpu",
-                   help=f"cpu or cuda to measure; or a device model: {', '.join(device_names())}")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help=f"cpu or cuda to measure; or a device model: {', '.join(device_names())}",
+    )
     p.add_argument("--micro-batch", type=int, default=1, metavar="N", help="samples per pass")
-    p.add_argument("--seq-len", type=int, default=None, metavar="N",
-                   help="sequence length (default: the model's own)")
-    p.add_argument("--dtype", default=None,
-                   help="fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on GPUs)")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sequence length (default: the model's own)",
+    )
+    p.add_argument(
+        "--dtype", default=None, help="fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on GPUs)"
+    )
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed steps first")
     p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed steps (median)")
     p.add_argument("--out", default=None, metavar="FILE", help="where to write the profile")
@@ -116,36 +128,66 @@ def _measure(args: argparse.Namespace, dtype: str) -> tuple[Any, ModelGraph, Any
 
     bar = Progress(1, f"profiling {args.model}")
     with bar:
+
         def start(total: int) -> None:
             bar.total = total
 
-        profile = measure(args.model, device=args.device, micro_batch=args.micro_batch,
-                          seq_len=args.seq_len, dtype=dtype, warmup=args.warmup,
-                          repeats=args.repeats, advance=lambda note: bar.advance(1, note),
-                          on_start=start)
+        profile = measure(
+            args.model,
+            device=args.device,
+            micro_batch=args.micro_batch,
+            seq_len=args.seq_len,
+            dtype=dtype,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            advance=lambda note: bar.advance(1, note),
+            on_start=start,
+        )
     device = local_cpu_device() if args.device == "cpu" else get_device("h200")
     return profile, profile.model, device
 
 
-def _document(graph: ModelGraph, costs: tuple[LayerCost, ...], args: argparse.Namespace,
-              dtype: str, profile: Any, path: Any) -> dict[str, Any]:
+def _document(
+    graph: ModelGraph,
+    costs: tuple[LayerCost, ...],
+    args: argparse.Namespace,
+    dtype: str,
+    profile: Any,
+    path: Any,
+) -> dict[str, Any]:
     b = args.micro_batch
-    layers = [{
-        "name": layer.name, "kind": layer.kind, "params": layer.params,
-        "fwd_flops": layer.fwd_flops * b, "bwd_flops": layer.bwd_flops * b,
-        "activation_bytes": layer.activation_bytes * b, "output_bytes": layer.output_bytes * b,
-        "fwd_s": cost.fwd_s, "bwd_s": cost.bwd_s, "source": cost.source,
-        "identity": layer.identity,
-    } for layer, cost in zip(graph.layers, costs, strict=True)]
+    layers = [
+        {
+            "name": layer.name,
+            "kind": layer.kind,
+            "params": layer.params,
+            "fwd_flops": layer.fwd_flops * b,
+            "bwd_flops": layer.bwd_flops * b,
+            "activation_bytes": layer.activation_bytes * b,
+            "output_bytes": layer.output_bytes * b,
+            "fwd_s": cost.fwd_s,
+            "bwd_s": cost.bwd_s,
+            "source": cost.source,
+            "identity": layer.identity,
+        }
+        for layer, cost in zip(graph.layers, costs, strict=True)
+    ]
     total_s = sum(c.fwd_s + c.bwd_s for c in costs)
     whole = profile.whole_model if profile is not None else None
     return {
-        "model": graph.name, "device": args.device, "dtype": dtype, "micro_batch": b,
-        "seq_len": graph.seq_len, "params": graph.params,
+        "model": graph.name,
+        "device": args.device,
+        "dtype": dtype,
+        "micro_batch": b,
+        "seq_len": graph.seq_len,
+        "params": graph.params,
         "layers": layers,
-        "total": {"fwd_flops": graph.fwd_flops * b, "bwd_flops": graph.bwd_flops * b,
-                  "layer_sum_s": total_s,
-                  "activation_bytes": sum(x["activation_bytes"] for x in layers)},
+        "total": {
+            "fwd_flops": graph.fwd_flops * b,
+            "bwd_flops": graph.bwd_flops * b,
+            "layer_sum_s": total_s,
+            "activation_bytes": sum(x["activation_bytes"] for x in layers),
+        },
         "whole_model_s": None if whole is None else whole.fwd_s + whole.bwd_s,
         "profile_path": None if path is None else str(path),
         "meta": {} if profile is None else profile.meta,
@@ -157,22 +199,59 @@ def _print_table(graph: ModelGraph, costs: tuple[LayerCost, ...], doc: dict[str,
     rows = []
     for row in group_rows(graph, costs):
         layer, cost = row.layer, row.cost
-        rows.append([_label(row, graph), layer.kind, f"{layer.params:,}",
-                     f"{layer.fwd_flops * b / 1e9:.3f}", f"{layer.bwd_flops * b / 1e9:.3f}",
-                     f"{layer.activation_bytes * b / MiB:.2f}", f"{cost.fwd_s * 1e3:.3f}",
-                     f"{cost.bwd_s * 1e3:.3f}", cost.source])
+        rows.append(
+            [
+                _label(row, graph),
+                layer.kind,
+                f"{layer.params:,}",
+                f"{layer.fwd_flops * b / 1e9:.3f}",
+                f"{layer.bwd_flops * b / 1e9:.3f}",
+                f"{layer.activation_bytes * b / MiB:.2f}",
+                f"{cost.fwd_s * 1e3:.3f}",
+                f"{cost.bwd_s * 1e3:.3f}",
+                cost.source,
+            ]
+        )
     total = doc["total"]
-    rows.append(["total", "", f"{graph.params:,}", f"{total['fwd_flops'] / 1e9:.3f}",
-                 f"{total['bwd_flops'] / 1e9:.3f}", f"{total['activation_bytes'] / MiB:.2f}",
-                 f"{sum(c.fwd_s for c in costs) * 1e3:.3f}",
-                 f"{sum(c.bwd_s for c in costs) * 1e3:.3f}", ""])
-    print(f"{graph.name}: micro-batch {b}, seq {graph.seq_len or '-'}, {doc['dtype']} "
-          f"({DTYPE_BYTES[doc['dtype']]} B), device {doc['device']}")
-    print(render(["layer", "kind", "params", "fwd GFLOP", "bwd GFLOP", "act MiB", "fwd ms",
-                  "bwd ms", "source"], rows, align="llrrrrrrl"))
+    rows.append(
+        [
+            "total",
+            "",
+            f"{graph.params:,}",
+            f"{total['fwd_flops'] / 1e9:.3f}",
+            f"{total['bwd_flops'] / 1e9:.3f}",
+            f"{total['activation_bytes'] / MiB:.2f}",
+            f"{sum(c.fwd_s for c in costs) * 1e3:.3f}",
+            f"{sum(c.bwd_s for c in costs) * 1e3:.3f}",
+            "",
+        ]
+    )
+    print(
+        f"{graph.name}: micro-batch {b}, seq {graph.seq_len or '-'}, {doc['dtype']} "
+        f"({DTYPE_BYTES[doc['dtype']]} B), device {doc['device']}"
+    )
+    print(
+        render(
+            [
+                "layer",
+                "kind",
+                "params",
+                "fwd GFLOP",
+                "bwd GFLOP",
+                "act MiB",
+                "fwd ms",
+                "bwd ms",
+                "source",
+            ],
+            rows,
+            align="llrrrrrrl",
+        )
+    )
     if doc["whole_model_s"] is not None:
         s, w = total["layer_sum_s"], doc["whole_model_s"]
-        print(f"sum of layer fwd+bwd {s * 1e3:.2f} ms; whole model fwd+bwd measured in the same "
-              f"run {w * 1e3:.2f} ms ({(s - w) / w:+.1%})")
+        print(
+            f"sum of layer fwd+bwd {s * 1e3:.2f} ms; whole model fwd+bwd measured in the same "
+            f"run {w * 1e3:.2f} ms ({(s - w) / w:+.1%})"
+        )
     if doc["profile_path"]:
         print(f"profile written to {doc['profile_path']}")

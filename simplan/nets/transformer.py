@@ -37,7 +37,8 @@ class Embedding(nn.Module):
         self.tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.positions = (
             nn.Embedding(spec.seq_len, spec.hidden_size)
-            if spec.position_kind == "learned" else None
+            if spec.position_kind == "learned"
+            else None
         )
         self.simplan_attrs = {"vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size}
 
@@ -77,8 +78,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         q, k, v = self.qkv(x).split(
-            [self.heads * self.head_dim, self.kv_heads * self.head_dim,
-             self.kv_heads * self.head_dim], dim=-1)
+            [
+                self.heads * self.head_dim,
+                self.kv_heads * self.head_dim,
+                self.kv_heads * self.head_dim,
+            ],
+            dim=-1,
+        )
         q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -127,8 +133,11 @@ class Head(nn.Module):
         super().__init__()
         self.norm = _norm(spec)
         self.out = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
-        self.simplan_attrs = {"vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size,
-                              "tied_to": "embed" if spec.tie_embeddings else ""}
+        self.simplan_attrs = {
+            "vocab_size": spec.vocab_size,
+            "hidden_size": spec.hidden_size,
+            "tied_to": "embed" if spec.tie_embeddings else "",
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.norm(x))
@@ -151,14 +160,22 @@ class TransformerLM(nn.Module):
         return self.head(x)
 
 
-def build(spec: TransformerSpec, *, batch: int = 1, seq_len: int | None = None,
-          device: str | torch.device = "cpu") -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+def build(
+    spec: TransformerSpec,
+    *,
+    batch: int = 1,
+    seq_len: int | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The module and an example input (token ids) of shape (batch, seq_len)."""
     seq = seq_len or spec.seq_len
     with torch.device(device):
         model = TransformerLM(spec if seq <= spec.seq_len else _longer(spec, seq))
-        ids = torch.randint(0, spec.vocab_size, (batch, seq)) if str(device) != "meta" else \
-            torch.empty((batch, seq), dtype=torch.long)
+        ids = (
+            torch.randint(0, spec.vocab_size, (batch, seq))
+            if str(device) != "meta"
+            else torch.empty((batch, seq), dtype=torch.long)
+        )
     return model, (ids,)
 
 

@@ -1,0 +1,75 @@
+"""FLOP and byte counting against closed forms a person can check by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from simplan.sources import load_model
+
+
+def test_mlp_forward_flops_are_exact() -> None:
+    graph = load_model("mlp")
+    assert graph.fwd_flops == 2 * (784 * 128 + 128 * 10)
+    # backward: weight gradients of both linears, input gradient of fc2 only (fc1 reads the
+    # model's input, whose gradient nobody computes)
+    assert graph.bwd_flops == 2 * 784 * 128 + 2 * (2 * 128 * 10)
+    assert [layer.name for layer in graph.layers] == ["fc1", "relu", "fc2"]
+    assert graph.params == 784 * 128 + 128 + 128 * 10 + 10
+
+
+@pytest.mark.parametrize("name,h", [("gpt3-125m", 768), ("gpt3-1.3b", 2048)])
+def test_gpt_block_forward_flops_match_closed_form(name: str, h: int) -> None:
+    graph = load_model(name, seq_len=1024)
+    s = 1024
+    block = graph.layer("blocks.0")
+    closed = 24 * s * h * h + 4 * s * s * h  # per sample (b = 1); full s^2 attention
+    assert abs(block.fwd_flops - closed) / closed < 0.01
+    # backward of the matmuls is twice the forward; flash attention's backward recomputes
+    # the score matrix, adding one more s^2 product (5 instead of 4 attention matmuls)
+    assert block.bwd_flops == pytest.approx(2 * 24 * s * h * h + 10 * s * s * h, rel=0.01)
+
+
+def test_gpt_parameter_count_closed_form() -> None:
+    g = load_model("gpt3-125m")
+    h, v, s, n = 768, 51200, 2048, 12
+    expected = v * h + s * h + n * (12 * h * h + 13 * h) + 2 * h  # tied output embedding
+    assert g.params == expected
+
+
+def test_llama_gqa_swiglu_parameters() -> None:
+    g = load_model("llama3-8b", seq_len=128)
+    h, kv_dim, ffn = 4096, 8 * 128, 14336
+    block = g.layer("blocks.0")
+    assert block.params == h * (h + 2 * kv_dim) + h * h + 3 * h * ffn + 2 * h
+    assert g.params == pytest.approx(8.03e9, rel=0.002)
+
+
+def test_identical_layers_share_identity() -> None:
+    g = load_model("gpt3-350m", seq_len=256)
+    keys = {layer.identity for layer in g.layers if layer.kind == "transformer_block"}
+    assert len(keys) == 1
+    assert len({layer.identity for layer in g.layers}) == 3
+
+
+def test_multitask_model_is_a_dag_with_two_heads() -> None:
+    g = load_model("mtl-vision")
+    assert not g.is_chain
+    trunk_end = "trunk.12"
+    assert sorted(g.successors(trunk_end)) == ["cls_head", "det_neck"]
+    assert sorted(g.successors("det_neck")) == ["det_box", "det_cls"]
+    assert g.cut_bytes(g.layers.index(g.layer(trunk_end))) == g.layer(trunk_end).output_bytes
+
+
+def test_resnet50_shape() -> None:
+    g = load_model("resnet50")
+    assert g.params == 25_557_032  # the ResNet-50 parameter count
+    assert len(g.layers) == 18
+    # about 4.1 GMACs per 224x224 image, i.e. 8.2 GFLOP
+    assert g.fwd_flops == pytest.approx(8.2e9, rel=0.02)
+
+
+def test_activation_bytes_scale_with_dtype() -> None:
+    a = load_model("gpt3-125m", seq_len=256, dtype="fp32").layer("blocks.0")
+    b = load_model("gpt3-125m", seq_len=256, dtype="bf16").layer("blocks.0")
+    assert b.activation_bytes == pytest.approx(a.activation_bytes / 2, rel=0.01)
+    assert b.param_bytes * 2 == a.param_bytes
