@@ -17,18 +17,26 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from simplan.devices import DeviceModel
     from simplan.graph import Layer, ModelGraph
+    from simplan.parallel import ParallelConfig
     from simplan.profiles import Profile
+    from simplan.sim.result import SimResult
+    from simplan.topology import Cluster
 
 __all__ = [
+    "Cluster",
     "DeviceModel",
     "Layer",
     "ModelGraph",
+    "ParallelConfig",
     "Profile",
+    "SimResult",
     "SimplanError",
     "get_device",
+    "load_cluster",
     "load_model",
     "profile",
     "read_profile",
+    "simulate",
     "write_profile",
 ]
 
@@ -42,6 +50,11 @@ _LAZY = {
     "DeviceModel": "simplan.devices",
     "get_device": "simplan.devices",
     "SimplanError": "simplan.errors",
+    "ParallelConfig": "simplan.parallel",
+    "simulate": "simplan.sim.run",
+    "SimResult": "simplan.sim.result",
+    "load_cluster": "simplan.topology",
+    "Cluster": "simplan.topology",
 }
 
 

@@ -1,0 +1,185 @@
+"""How a training job is split: the parallel degrees and the knobs of one training step."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.units import MiB, check_dtype
+
+SCHEDULES = ("gpipe", "1f1b", "interleaved")
+RECOMPUTE = ("none", "selective", "full")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelConfig:
+    """One training configuration.
+
+    dp, tp, pp: data-, tensor- and pipeline-parallel degrees (world size = dp * tp * pp).
+    micro_batch: samples per micro-batch per data-parallel replica.
+    global_batch: samples per optimizer step over all replicas.
+    seq_len: tokens per sample (0: the model's own).
+    schedule: pipeline schedule, 'gpipe', '1f1b' or 'interleaved' (needs virtual_stages > 1).
+    virtual_stages: model chunks per pipeline rank for the interleaved schedule.
+    zero: 0 (DDP), 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters, FSDP).
+    recompute: activation recomputation, 'none', 'selective' (attention core) or 'full'.
+    dtype: 'bf16', 'fp16' (mixed precision with fp32 master weights) or 'fp32'.
+    sequence_parallel: Megatron sequence parallelism inside TP groups.
+    bucket_bytes: DDP gradient bucket size (torch's default is 25 MiB).
+    stages: optional layer-index boundaries: stage i holds layers [stages[i], stages[i+1]).
+    """
+
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    micro_batch: int = 1
+    global_batch: int = 1
+    seq_len: int = 0
+    schedule: str = "1f1b"
+    virtual_stages: int = 1
+    zero: int = 0
+    recompute: str = "none"
+    dtype: str = "bf16"
+    sequence_parallel: bool = False
+    bucket_bytes: int = 25 * MiB
+    stages: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in (
+            "dp",
+            "tp",
+            "pp",
+            "micro_batch",
+            "global_batch",
+            "virtual_stages",
+            "bucket_bytes",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SimplanError(f"{name} must be a positive integer, got {value!r}")
+        if self.seq_len < 0:
+            raise SimplanError(f"seq_len must be >= 0, got {self.seq_len}")
+        if self.schedule not in SCHEDULES:
+            raise SimplanError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
+        if self.recompute not in RECOMPUTE:
+            raise SimplanError(
+                f"recompute must be one of {', '.join(RECOMPUTE)}, got {self.recompute!r}"
+            )
+        if self.zero not in (0, 1, 2, 3):
+            raise SimplanError(f"zero must be 0, 1, 2 or 3, got {self.zero!r}")
+        check_dtype(self.dtype)
+        if self.schedule == "interleaved" and self.virtual_stages < 2:
+            raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
+        if self.schedule != "interleaved" and self.virtual_stages != 1:
+            raise SimplanError("--virtual-stages > 1 needs --schedule interleaved")
+        per_replica, rest = divmod(self.global_batch, self.dp)
+        if rest:
+            raise SimplanError(
+                f"global batch {self.global_batch} is not divisible by "
+                f"dp {self.dp}; choose a multiple of {self.dp}"
+            )
+        if per_replica % self.micro_batch:
+            raise SimplanError(
+                f"micro-batch {self.micro_batch} does not divide the per-replica "
+                f"batch {per_replica} (global batch {self.global_batch} / dp "
+                f"{self.dp})"
+            )
+        if self.schedule == "interleaved" and self.num_microbatches % self.pp:
+            raise SimplanError(
+                f"the interleaved schedule needs the number of micro-batches "
+                f"({self.num_microbatches}) to be a multiple of pp {self.pp}"
+            )
+
+    @property
+    def world_size(self) -> int:
+        return self.dp * self.tp * self.pp
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def chunks(self) -> int:
+        """Model chunks in the pipeline: pp * virtual_stages."""
+        return self.pp * self.virtual_stages
+
+    def describe(self) -> str:
+        parts = [
+            f"dp{self.dp} tp{self.tp} pp{self.pp}",
+            f"mb{self.micro_batch}",
+            f"gb{self.global_batch}",
+            self.schedule,
+        ]
+        if self.virtual_stages > 1:
+            parts.append(f"v{self.virtual_stages}")
+        if self.zero:
+            parts.append(f"zero{self.zero}")
+        if self.recompute != "none":
+            parts.append(f"recompute-{self.recompute}")
+        if self.sequence_parallel:
+            parts.append("sp")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["stages"] = list(self.stages)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> ParallelConfig:
+        known = {f.name for f in dataclasses.fields(ParallelConfig)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SimplanError(f"unknown configuration field(s) {', '.join(unknown)}")
+        d = dict(d)
+        d["stages"] = tuple(d.get("stages", ()))
+        try:
+            return ParallelConfig(**d)
+        except TypeError as exc:
+            raise SimplanError(f"bad configuration: {exc}") from None
+
+    def replace(self, **changes: Any) -> ParallelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def check_world(config: ParallelConfig, devices: int) -> None:
+    """The degrees must use exactly the cluster's devices."""
+    if config.world_size != devices:
+        raise SimplanError(
+            f"dp {config.dp} x tp {config.tp} x pp {config.pp} = {config.world_size} ranks, but "
+            f"the cluster has {devices} devices; change the degrees or use --nodes / "
+            f"--gpus-per-node to size the cluster"
+        )
+
+
+def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:
+    """Contiguous split of layers into `chunks` parts minimizing the largest part's weight
+    (exact dynamic program; ties go to the earliest boundary). Returns boundaries of length
+    chunks + 1, starting with 0 and ending with len(weights)."""
+    n = len(weights)
+    if chunks > n:
+        raise SimplanError(
+            f"{chunks} pipeline chunks (pp x virtual stages) but the model has "
+            f"only {n} layers; lower pp or the virtual stages"
+        )
+    prefix = [0.0]
+    for w in weights:
+        prefix.append(prefix[-1] + w)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(chunks + 1)]
+    cut = [[0] * (n + 1) for _ in range(chunks + 1)]
+    best[0][0] = 0.0
+    for k in range(1, chunks + 1):
+        for j in range(k, n - (chunks - k) + 1):
+            for i in range(k - 1, j):
+                cost = max(best[k - 1][i], prefix[j] - prefix[i])
+                if cost < best[k][j] - 1e-12:
+                    best[k][j], cut[k][j] = cost, i
+    bounds = [n]
+    for k in range(chunks, 0, -1):
+        bounds.append(cut[k][bounds[-1]])
+    return tuple(reversed(bounds))

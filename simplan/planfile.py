@@ -1,0 +1,77 @@
+"""Plan files: a configuration with its model, cluster and placement, as versioned JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.io import read_versioned_json, schema_header, write_json_atomic
+from simplan.parallel import ParallelConfig
+
+PLAN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterRef:
+    spec: str
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+
+    def load(self) -> Any:
+        from simplan.topology import load_cluster
+
+        return load_cluster(self.spec, nodes=self.nodes, gpus_per_node=self.gpus_per_node)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanFile:
+    model: str
+    cluster: ClusterRef
+    config: ParallelConfig
+    placement: tuple[int, ...] = ()
+    predicted: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": schema_header("plan", PLAN_SCHEMA_VERSION),
+            "model": self.model,
+            "cluster": {
+                "spec": self.cluster.spec,
+                "nodes": self.cluster.nodes,
+                "gpus_per_node": self.cluster.gpus_per_node,
+            },
+            "config": self.config.to_dict(),
+            "placement": list(self.placement),
+            "predicted": self.predicted,
+            **self.extra,
+        }
+
+
+def write_plan(plan: PlanFile, path: str | Path) -> Path:
+    return write_json_atomic(plan.to_dict(), path)
+
+
+def read_plan(path: str | Path) -> PlanFile:
+    data = read_versioned_json(path, "plan", PLAN_SCHEMA_VERSION)
+    try:
+        cluster = data["cluster"]
+        known = {"schema", "model", "cluster", "config", "placement", "predicted"}
+        return PlanFile(
+            model=str(data["model"]),
+            cluster=ClusterRef(
+                spec=str(cluster["spec"]),
+                nodes=cluster.get("nodes"),
+                gpus_per_node=cluster.get("gpus_per_node"),
+            ),
+            config=ParallelConfig.from_dict(data["config"]),
+            placement=tuple(int(x) for x in data.get("placement", [])),
+            predicted=dict(data.get("predicted", {})),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise SimplanError(
+            f"{path}: damaged plan file (missing {exc}); regenerate it with simplan plan"
+        ) from None

@@ -1,0 +1,285 @@
+"""From (model, cluster, configuration) to the engine's plan: chunk costs, buckets, memory."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from simplan.costmodel import optimizer_step_s
+from simplan.devices import DeviceModel
+from simplan.errors import SimplanError
+from simplan.graph import ModelGraph
+from simplan.parallel import ParallelConfig, balanced_stages
+from simplan.profiles import Profile, slug
+from simplan.sim.contention import sharing_factor
+from simplan.sim.costs import LayerStep, full_activation_peak, layer_steps
+from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
+from simplan.sim.placement import Grid, dp_groups, tp_group
+from simplan.units import dtype_bytes
+
+# Bytes per parameter (ZeRO paper's accounting): weights, gradients, optimizer state (Adam).
+MIXED = {"weights": 2.0, "grads": 2.0, "optimizer": 12.0}  # fp32 master + two moments
+FP32 = {"weights": 4.0, "grads": 4.0, "optimizer": 8.0}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryParts:
+    weights: float
+    grads: float
+    optimizer: float
+    buffers: float
+
+    @property
+    def static(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.buffers
+
+
+def chunk_bounds(
+    graph: ModelGraph, config: ParallelConfig, weights: list[float]
+) -> tuple[int, ...]:
+    """Layer boundaries of the pipeline chunks: given, Megatron-style (blocks evenly, the
+    embedding with the first and the head with the last) when the blocks divide evenly, else
+    balanced by compute time."""
+    chunks, n = config.chunks, len(graph.layers)
+    if config.stages:
+        bounds = tuple(config.stages)
+        if (
+            len(bounds) != chunks + 1
+            or bounds[0] != 0
+            or bounds[-1] != n
+            or any(a >= b for a, b in itertools.pairwise(bounds))
+        ):
+            raise SimplanError(
+                f"stages must be {chunks + 1} increasing layer indices from 0 to "
+                f"{n}, got {list(bounds)}"
+            )
+        return bounds
+    if chunks > n:
+        raise SimplanError(
+            f"pp x virtual stages = {chunks} exceeds the model's {n} layers; "
+            f"lower pp or --virtual-stages"
+        )
+    blocks = [i for i, layer in enumerate(graph.layers) if layer.kind == "transformer_block"]
+    if blocks and len(blocks) % chunks == 0 and blocks == list(range(1, n - 1)):
+        per = len(blocks) // chunks
+        return (0, *[1 + per * k for k in range(1, chunks)], n)
+    return balanced_stages(weights, chunks)
+
+
+def match_profile(profile: Profile | None, device: DeviceModel) -> Profile | None:
+    if profile is None:
+        return None
+    if device.kind == "cpu":
+        return profile if profile.device == "cpu" else None
+    family = device.name.split("-")[0]
+    return profile if profile.device == "cuda" and family in slug(profile.device_name) else None
+
+
+def slowest_device(cluster: Any, devices: list[int]) -> DeviceModel:
+    models = {cluster.device_model(d).name: cluster.device_model(d) for d in devices}
+    return min(models.values(), key=lambda m: (m.peak("bf16"), m.memory_bandwidth_Bps))
+
+
+class Assembler:
+    def __init__(
+        self,
+        graph: ModelGraph,
+        cluster: Any,
+        config: ParallelConfig,
+        grid: Grid,
+        profile: Profile | None,
+    ) -> None:
+        self.graph, self.cluster, self.config, self.grid = graph, cluster, config, grid
+        self.profile = profile
+        self.devices = [
+            slowest_device(cluster, [d for rep in grid[s] for d in rep]) for s in range(config.pp)
+        ]
+        self.steps = [
+            layer_steps(graph, dev, config, match_profile(profile, dev)) for dev in self.devices
+        ]
+        self.dp_factor = [
+            sharing_factor(cluster, "all_reduce", dp_groups(grid, s)) if config.dp > 1 else 1.0
+            for s in range(config.pp)
+        ]
+        self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
+
+    def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
+        return self.cluster.collective_time(op, nbytes, group)
+
+    def collective(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
+        if len(group) < 2 or nbytes <= 0:
+            return 0.0
+        return self._coll(op, float(nbytes), group)
+
+    def bounds(self) -> tuple[int, ...]:
+        weights = [s.fwd_s + s.bwd_s for s in self.steps[0]]
+        return chunk_bounds(self.graph, self.config, weights)
+
+    def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
+        group = tp_group(self.grid, stage)
+        total = 0.0
+        for step in steps:
+            for op, nbytes in step.tp_fwd if forward else step.tp_bwd:
+                total += self.collective(op, nbytes, group)
+        return total
+
+    def grad_sync(self, nbytes: float, stage: int) -> float:
+        op = "reduce_scatter" if self.config.zero == 2 else "all_reduce"
+        group = dp_groups(self.grid, stage)[0]
+        return self.collective(op, nbytes, group) * self.dp_factor[stage]
+
+    def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
+        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
+        if self.config.dp == 1 or self.config.zero == 3:
+            return ()
+        grad_b = dtype_bytes(self.config.dtype)
+        cap = self.config.bucket_bytes
+        out: list[Bucket] = []
+        compute, filled = 0.0, 0.0
+        for step in reversed(steps):
+            compute += step.bwd_s
+            filled += step.params * grad_b
+            while filled >= cap:
+                out.append(Bucket(compute_s=compute, comm_s=self.grad_sync(cap, stage)))
+                compute, filled = 0.0, filled - cap
+        if filled > 0 or compute > 0:
+            out.append(Bucket(compute_s=compute, comm_s=self.grad_sync(filled, stage)))
+        return tuple(out)
+
+    def fsdp_layers(
+        self, steps: tuple[LayerStep, ...], stage: int
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        group = dp_groups(self.grid, stage)[0]
+        nbytes = [s.params * dtype_bytes(self.config.dtype) for s in steps]
+        gather = tuple(
+            self.collective("all_gather", b, group) * self.dp_factor[stage] for b in nbytes
+        )
+        scatter = tuple(
+            self.collective("reduce_scatter", b, group) * self.dp_factor[stage] for b in nbytes
+        )
+        return gather, scatter
+
+    def chunk(self, index: int, lo: int, hi: int, bounds: tuple[int, ...]) -> ChunkPlan:
+        cfg = self.config
+        rank = index % cfg.pp
+        steps = self.steps[rank][lo:hi]
+        fsdp = cfg.zero == 3 and cfg.dp > 1
+        gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
+        fwd_tp = self.tp_time(steps, rank, True)
+        return ChunkPlan(
+            index=index,
+            rank=rank,
+            fwd_s=sum(s.fwd_s for s in steps),
+            fwd_tp_s=fwd_tp,
+            bwd_s=sum(s.bwd_s for s in steps),
+            bwd_tp_s=self.tp_time(steps, rank, False),
+            recompute_s=sum(s.recompute_s for s in steps),
+            recompute_tp_s=fwd_tp if cfg.recompute == "full" else 0.0,
+            send_fwd_s=self.send_time(index, hi, forward=True),
+            send_bwd_s=self.send_time(index, lo, forward=False),
+            activation_bytes=sum(s.activation_bytes for s in steps),
+            transient_bytes=full_activation_peak(steps, self.graph, cfg),
+            buckets=self.buckets(steps, rank),
+            layer_fwd_s=tuple(s.fwd_s for s in steps) if fsdp else (),
+            layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
+            layer_gather_s=gathers,
+            layer_scatter_s=scatters,
+        )
+
+    def send_time(self, index: int, cut: int, forward: bool) -> float:
+        """p2p of the activations (forward) or their gradients (backward) across a cut;
+        with TP, each rank sends its 1/tp slice (Megatron's scatter/gather optimization)."""
+        cfg = self.config
+        other = index + 1 if forward else index - 1
+        if other < 0 or other >= cfg.chunks or cut <= 0 or cut >= len(self.graph.layers):
+            return 0.0
+        src = self.grid[index % cfg.pp][0][0]
+        dst = self.grid[other % cfg.pp][0][0]
+        nbytes = self.graph.cut_bytes(cut - 1) * cfg.micro_batch / cfg.tp
+        return self.cluster.transfer_time(src, dst, nbytes) if src != dst else 0.0
+
+    def memory(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> MemoryParts:
+        cfg = self.config
+        params = sum(
+            s.params
+            for c in chunks
+            for s in self.steps[rank][bounds[c.index] : bounds[c.index + 1]]
+        )
+        params += self._tied_copy(rank, chunks, bounds)
+        per = MIXED if cfg.dtype in ("bf16", "fp16") else FP32
+        dp = cfg.dp
+        weights = params * per["weights"] / (dp if cfg.zero >= 3 else 1)
+        grads = params * per["grads"] / (dp if cfg.zero >= 2 else 1)
+        optimizer = params * per["optimizer"] / (dp if cfg.zero >= 1 else 1)
+        buffers = 0.0
+        if cfg.zero >= 3 and dp > 1:  # the gathered layer and the prefetched one
+            largest = max((s.params for s in self.steps[rank]), default=0.0)
+            buffers += 2 * largest * dtype_bytes(cfg.dtype)
+        if cfg.pp > 1:  # receive buffers for activations and gradients
+            cut = max(self.graph.cut_bytes(b - 1) for b in bounds[1:-1]) if len(bounds) > 2 else 0.0
+            buffers += 2 * cut * cfg.micro_batch / cfg.tp
+        return MemoryParts(weights=weights, grads=grads, optimizer=optimizer, buffers=buffers)
+
+    def _tied_copy(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
+        """A head tied to the embedding keeps its own copy of the weights on another stage."""
+        extra = 0.0
+        for c in chunks:
+            for layer in self.graph.layers[bounds[c.index] : bounds[c.index + 1]]:
+                tied = layer.attrs.get("tied_to")
+                if tied and self._rank_of_layer(tied, bounds) != rank:
+                    split = self.config.tp if self.config.tp > 1 else 1
+                    extra += self.graph.layer(tied).params / split
+        return extra
+
+    def _rank_of_layer(self, name: str, bounds: tuple[int, ...]) -> int:
+        index = self.graph.layers.index(self.graph.layer(name))
+        for c in range(len(bounds) - 1):
+            if bounds[c] <= index < bounds[c + 1]:
+                return c % self.config.pp
+        return 0
+
+    def build(self) -> tuple[EnginePlan, list[MemoryParts], tuple[int, ...]]:
+        cfg = self.config
+        bounds = self.bounds()
+        chunks = [self.chunk(i, bounds[i], bounds[i + 1], bounds) for i in range(cfg.chunks)]
+        ranks, memory = [], []
+        for r in range(cfg.pp):
+            mine = [c for c in chunks if c.rank == r]
+            parts = self.memory(r, mine, bounds)
+            memory.append(parts)
+            ranks.append(self.rank_plan(r, mine, bounds))
+        plan = EnginePlan(
+            pp=cfg.pp,
+            microbatches=cfg.num_microbatches,
+            schedule=cfg.schedule,
+            virtual_stages=cfg.virtual_stages,
+            chunks=tuple(chunks),
+            ranks=tuple(ranks),
+            fsdp=cfg.zero == 3 and cfg.dp > 1,
+        )
+        return plan, memory, bounds
+
+    def rank_plan(self, r: int, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> RankPlan:
+        cfg = self.config
+        device = self.devices[r]
+        params = sum(
+            s.params for c in mine for s in self.steps[r][bounds[c.index] : bounds[c.index + 1]]
+        )
+        shard = cfg.dp if cfg.zero >= 1 else 1
+        after = 0.0
+        if cfg.zero in (1, 2) and cfg.dp > 1:
+            group = dp_groups(self.grid, r)[0]
+            after = (
+                self.collective("all_gather", params * dtype_bytes(cfg.dtype), group)
+                * self.dp_factor[r]
+            )
+        return RankPlan(
+            rank=r,
+            device=self.grid[r][0][0],
+            static_bytes=0.0,
+            optimizer_s=optimizer_step_s(params / shard, device, cfg.dtype),
+            after_optimizer_comm_s=after,
+            overlap=device.kind == "gpu",
+        )

@@ -1,0 +1,205 @@
+"""Per-layer costs of one device of a parallel configuration, for one micro-batch.
+
+Tensor parallelism follows Megatron-LM: a transformer block's matrix multiplications are split
+column- then row-wise over the TP group, with two all-reduces of the block's activations in the
+forward pass and two in the backward pass (with sequence parallelism: an all-gather and a
+reduce-scatter in place of each all-reduce, and the element-wise work split too). The vocabulary
+of the embedding and the output head is split as well. Plain `linear` layers split in
+column/row pairs (one all-reduce forward, one backward per pair). Other layers are replicated.
+
+Measured times are scaled to a TP shard by the device model's ratio of the sharded to the whole
+layer's time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from simplan.costmodel import LayerCost, layer_cost, pass_time_s
+from simplan.devices import DeviceModel
+from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.parallel import ParallelConfig
+from simplan.profiles import Profile
+from simplan.units import dtype_bytes
+
+TP_KINDS = ("transformer_block", "lm_head", "embedding", "linear")
+
+Collective = tuple[str, float]  # (op, nbytes per rank)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerStep:
+    """One layer on one device for one micro-batch."""
+
+    name: str
+    fwd_s: float
+    bwd_s: float
+    recompute_s: float
+    tp_fwd: tuple[Collective, ...]
+    tp_bwd: tuple[Collective, ...]
+    params: float  # parameters held by this device (before ZeRO sharding)
+    activation_bytes: float  # kept for backward, per micro-batch, on this device
+    input_bytes: float  # the layer's input, per micro-batch, on this device
+    output_bytes: float  # the layer's output (what crosses a pipeline cut), per micro-batch
+    source: str
+
+
+def _tp_split(layer: Layer, tp: int) -> bool:
+    return tp > 1 and layer.kind in TP_KINDS
+
+
+def _replicated_elems(layer: Layer, config: ParallelConfig) -> float:
+    """Elements per sample of element-wise work that TP does not split (layer norms and residual
+    adds of a block: about 10 s*h reads+writes forward); sequence parallelism splits them."""
+    if layer.kind != "transformer_block" or config.sequence_parallel:
+        return 0.0
+    return 10.0 * layer.attrs.get("seq_len", 0) * layer.attrs.get("hidden_size", 0)
+
+
+def shard_ops(ops: OpCost, tp: int, replicated_bytes: float) -> OpCost:
+    kept = min(replicated_bytes, ops.mem_bytes)
+    return OpCost(
+        gemms=tuple((f / tp, n) for f, n in ops.gemms),
+        mem_bytes=(ops.mem_bytes - kept) / tp + kept,
+        mem_ops=ops.mem_ops,
+    )
+
+
+def _sharded_cost(
+    layer: Layer, device: DeviceModel, config: ParallelConfig, b: int, profile: Profile | None
+) -> LayerCost:
+    whole = layer_cost(layer, device, config.dtype, b, profile)
+    if not _tp_split(layer, config.tp):
+        return whole
+    rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
+    tp = config.tp
+    fwd = shard_ops(layer.fwd_ops, tp, rep)
+    bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
+    base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
+    base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)
+    part_f = pass_time_s(fwd, device, config.dtype, b)
+    part_b = pass_time_s(bwd, device, config.dtype, b)
+    return LayerCost(
+        fwd_s=whole.fwd_s * _ratio(part_f, base_f),
+        bwd_s=whole.bwd_s * _ratio(part_b, base_b),
+        source=whole.source,
+    )
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else 1.0
+
+
+def tp_collectives(
+    layer: Layer, config: ParallelConfig, b: int, index_in_linears: int
+) -> tuple[tuple[Collective, ...], tuple[Collective, ...]]:
+    """(forward, backward) collectives of one layer inside its TP group, for b samples."""
+    if not _tp_split(layer, config.tp):
+        return (), ()
+    act = layer.output_bytes * b
+    if layer.kind == "transformer_block":
+        if config.sequence_parallel:
+            pair = (("all_gather", act), ("reduce_scatter", act))
+            return pair * 2, pair * 2
+        return (("all_reduce", act),) * 2, (("all_reduce", act),) * 2
+    if layer.kind == "embedding":
+        return (("all_reduce", act),), ()
+    if layer.kind == "lm_head":
+        return (), (("all_reduce", layer.input_bytes * b),)
+    # plain linear layers alternate column- and row-parallel
+    if index_in_linears % 2 == 0:
+        return (), (("all_reduce", layer.input_bytes * b),)
+    return (("all_reduce", act),), ()
+
+
+def _attention_core(layer: Layer, config: ParallelConfig, device: DeviceModel, b: int) -> float:
+    """Forward time of the attention core (scores, softmax, context) for selective recompute."""
+    s, h = layer.attrs.get("seq_len", 0), layer.attrs.get("hidden_size", 0)
+    flops = 4.0 * s * s * h * b / config.tp
+    return device.gemm_time_s(flops, config.dtype) if flops else 0.0
+
+
+def _activations(layer: Layer, config: ParallelConfig, b: int) -> float:
+    """Bytes kept for backward per micro-batch on one device, before recomputation."""
+    total = layer.activation_bytes * b
+    if not _tp_split(layer, config.tp):
+        return total
+    if layer.kind != "transformer_block" or config.sequence_parallel:
+        return total / config.tp
+    # the inputs of the two layer norms are replicated across the TP group
+    replicated = min(2 * layer.input_bytes * b, total)
+    return (total - replicated) / config.tp + replicated
+
+
+def _attention_core_bytes(layer: Layer, config: ParallelConfig, b: int) -> float:
+    """What selective recomputation frees: the attention kernel's saved q, k, v and output."""
+    if layer.kind != "transformer_block":
+        return 0.0
+    return 4 * layer.input_bytes * b / config.tp
+
+
+def layer_steps(
+    graph: ModelGraph, device: DeviceModel, config: ParallelConfig, profile: Profile | None = None
+) -> tuple[LayerStep, ...]:
+    """Every layer's costs on one device of the configuration, per micro-batch."""
+    b = config.micro_batch
+    steps = []
+    linear_index = 0
+    cache: dict[tuple[str, int], LayerStep] = {}
+    for layer in graph.layers:
+        key = (layer.identity, linear_index % 2 if layer.kind == "linear" else 0)
+        if key not in cache:
+            cache[key] = _step(layer, device, config, b, profile, linear_index)
+        steps.append(dataclasses.replace(cache[key], name=layer.name))
+        if layer.kind == "linear":
+            linear_index += 1
+    return tuple(steps)
+
+
+def _step(
+    layer: Layer,
+    device: DeviceModel,
+    config: ParallelConfig,
+    b: int,
+    profile: Profile | None,
+    linear_index: int,
+) -> LayerStep:
+    cost = _sharded_cost(layer, device, config, b, profile)
+    fwd_c, bwd_c = tp_collectives(layer, config, b, linear_index)
+    split = _tp_split(layer, config.tp)
+    acts = _activations(layer, config, b)
+    recompute = 0.0
+    shard_in = config.tp if split and config.sequence_parallel else 1
+    if config.recompute == "full":
+        recompute = cost.fwd_s
+        acts = layer.input_bytes * b / shard_in
+    elif config.recompute == "selective" and layer.kind == "transformer_block":
+        recompute = _attention_core(layer, config, device, b)
+        acts = max(acts - _attention_core_bytes(layer, config, b), 0.0)
+    return LayerStep(
+        name=layer.name,
+        fwd_s=cost.fwd_s,
+        bwd_s=cost.bwd_s,
+        recompute_s=recompute,
+        tp_fwd=fwd_c,
+        tp_bwd=bwd_c,
+        params=layer.params / config.tp if split else float(layer.params),
+        activation_bytes=acts,
+        input_bytes=layer.input_bytes * b / shard_in,
+        output_bytes=layer.output_bytes * b / shard_in,
+        source=cost.source,
+    )
+
+
+def full_activation_peak(
+    layers: tuple[LayerStep, ...], graph: ModelGraph, config: ParallelConfig
+) -> float:
+    """With full recomputation, the largest single layer's activations, live while its
+    backward runs."""
+    if config.recompute != "full":
+        return 0.0
+    by_name = graph.by_name
+    return max(
+        (_activations(by_name[s.name], config, config.micro_batch) for s in layers), default=0.0
+    )

@@ -1,0 +1,324 @@
+"""The SimPy engine: pipeline ranks run their schedules on compute and communication streams.
+
+One representative device per pipeline rank is simulated (data-parallel replicas and the ranks of
+a tensor-parallel group do the same work at the same time, so one stands for all; their
+collectives are costed on the real groups of the topology). Each rank has a compute stream and a
+communication stream (SimPy resources); pipeline sends hold the channel between two ranks, so
+concurrent transfers on it queue. On devices without a separate communication engine (CPU ranks
+of gloo), collectives and sends take the compute stream: nothing overlaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import simpy
+
+from simplan.sim.schedules import Op, schedule
+
+Event = tuple[int, str, str, str, float, float]  # rank, stream, name, category, start, end
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bucket:
+    """A slice of the last micro-batch's backward: compute these seconds, then sync this."""
+
+    compute_s: float
+    comm_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkPlan:
+    index: int
+    rank: int
+    fwd_s: float
+    fwd_tp_s: float
+    bwd_s: float
+    bwd_tp_s: float
+    recompute_s: float
+    recompute_tp_s: float
+    send_fwd_s: float  # p2p of this chunk's output to the next chunk
+    send_bwd_s: float  # p2p of the input gradient to the previous chunk
+    activation_bytes: float
+    transient_bytes: float  # live during this chunk's backward (full recomputation)
+    buckets: tuple[Bucket, ...]  # gradient sync during the last backward (DDP / ZeRO-1/2)
+    layer_fwd_s: tuple[float, ...] = ()  # FSDP: per-layer compute and collectives
+    layer_bwd_s: tuple[float, ...] = ()
+    gather_s: float = 0.0  # FSDP all-gather of one layer's parameters (per layer, mean)
+    scatter_s: float = 0.0  # FSDP reduce-scatter of one layer's gradients
+    layer_gather_s: tuple[float, ...] = ()
+    layer_scatter_s: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankPlan:
+    rank: int
+    device: int
+    static_bytes: float
+    optimizer_s: float
+    after_optimizer_comm_s: float  # ZeRO-1/2 all-gather of updated parameters
+    overlap: bool  # a communication stream separate from compute
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnginePlan:
+    pp: int
+    microbatches: int
+    schedule: str
+    virtual_stages: int
+    chunks: tuple[ChunkPlan, ...]
+    ranks: tuple[RankPlan, ...]
+    fsdp: bool
+
+
+@dataclass
+class RankStats:
+    compute_s: float = 0.0
+    recompute_s: float = 0.0
+    optimizer_s: float = 0.0
+    exposed_comm_s: float = 0.0
+    finish_s: float = 0.0
+    act_bytes: float = 0.0
+    peak_act_bytes: float = 0.0
+    memory_series: list[tuple[float, float]] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, plan: EnginePlan, record: bool = True) -> None:
+        self.plan = plan
+        self.env = simpy.Environment()
+        self.record = record
+        self.events: list[Event] = []
+        self.compute = [simpy.Resource(self.env, 1) for _ in plan.ranks]
+        self.comm = [
+            simpy.Resource(self.env, 1) if r.overlap else self.compute[r.rank] for r in plan.ranks
+        ]
+        self.channels: dict[tuple[int, int], simpy.Resource] = {}
+        self.arrived: dict[tuple[str, int, int], simpy.Event] = {}
+        self.pending: list[list[simpy.Event]] = [[] for _ in plan.ranks]
+        self.stats = [RankStats() for _ in plan.ranks]
+        self.ops = [
+            schedule(plan.schedule, r, plan.pp, plan.microbatches, plan.virtual_stages)
+            for r in range(plan.pp)
+        ]
+        self.last_b = [self._last_backward(ops) for ops in self.ops]
+        self.event_count = 0
+
+    @staticmethod
+    def _last_backward(ops: list[Op]) -> dict[int, int]:
+        last: dict[int, int] = {}
+        for kind, mb, chunk in ops:
+            if kind == "B":
+                last[chunk] = mb
+        return last
+
+    def run(self) -> float:
+        for r in range(self.plan.pp):
+            self.env.process(self._rank(r))
+        self.env.run()
+        return max(s.finish_s for s in self.stats)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _log(self, rank: int, stream: str, name: str, cat: str, start: float, end: float) -> None:
+        self.event_count += 1
+        if self.record and end > start:
+            self.events.append((rank, stream, name, cat, start, end))
+
+    def _arrival(self, key: tuple[str, int, int]) -> simpy.Event:
+        if key not in self.arrived:
+            self.arrived[key] = self.env.event()
+        return self.arrived[key]
+
+    def _hold(self, rank: int, segments: list[tuple[str, str, float]]) -> Generator:
+        """Run (name, category, seconds) segments back to back on the compute stream."""
+        with self.compute[rank].request() as req:
+            yield req
+            for name, cat, seconds in segments:
+                if seconds <= 0:
+                    continue
+                start = self.env.now
+                yield self.env.timeout(seconds)
+                self._log(rank, "compute", name, cat, start, self.env.now)
+                self._account(rank, cat, seconds)
+
+    def _account(self, rank: int, cat: str, seconds: float) -> None:
+        s = self.stats[rank]
+        if cat in ("forward", "backward"):
+            s.compute_s += seconds
+        elif cat == "recompute":
+            s.recompute_s += seconds
+        elif cat == "optimizer":
+            s.optimizer_s += seconds
+        else:
+            s.exposed_comm_s += seconds
+
+    def _collective(self, rank: int, name: str, seconds: float) -> simpy.Event:
+        """Queue a collective on the rank's communication stream; returns its completion."""
+        done = self.env.event()
+        self.env.process(self._run_collective(rank, name, seconds, done))
+        return done
+
+    def _run_collective(self, rank: int, name: str, seconds: float, done: simpy.Event) -> Generator:
+        with self.comm[rank].request() as req:
+            yield req
+            start = self.env.now
+            yield self.env.timeout(seconds)
+            stream = "comm" if self.plan.ranks[rank].overlap else "compute"
+            self._log(rank, stream, name, "comm", start, self.env.now)
+            if not self.plan.ranks[rank].overlap:
+                self.stats[rank].exposed_comm_s += seconds
+        done.succeed()
+
+    def _send(
+        self, src: int, dst: int, key: tuple[str, int, int], seconds: float, name: str
+    ) -> Generator:
+        channel = self.channels.setdefault((src, dst), simpy.Resource(self.env, 1))
+        with channel.request() as req:
+            yield req
+            start = self.env.now
+            yield self.env.timeout(seconds)
+            self._log(src, "p2p", name, "p2p", start, self.env.now)
+        self._arrival(key).succeed()
+
+    def _memory(self, rank: int, delta: float) -> None:
+        s = self.stats[rank]
+        s.act_bytes += delta
+        s.peak_act_bytes = max(s.peak_act_bytes, s.act_bytes)
+        if self.record:
+            s.memory_series.append((self.env.now, s.act_bytes))
+
+    # ---------------------------------------------------------------- a rank
+
+    def _rank(self, r: int) -> Generator:
+        for kind, mb, c in self.ops[r]:
+            chunk = self.plan.chunks[c]
+            if kind == "F":
+                yield from self._forward(r, mb, chunk)
+            else:
+                yield from self._backward(r, mb, chunk)
+        yield from self._finish(r)
+
+    def _forward(self, r: int, mb: int, chunk: ChunkPlan) -> Generator:
+        if chunk.index > 0:
+            yield self._arrival(("F", mb, chunk.index))
+        label = f"F{mb} c{chunk.index}"
+        if self.plan.fsdp:
+            yield from self._fsdp_pass(
+                r, label, "forward", chunk.layer_fwd_s, chunk.layer_gather_s, ()
+            )
+        else:
+            yield from self._hold(
+                r, [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)]
+            )
+        self._memory(r, chunk.activation_bytes)
+        self._forward_send(r, mb, chunk)
+
+    def _forward_send(self, r: int, mb: int, chunk: ChunkPlan) -> None:
+        nxt = chunk.index + 1
+        if nxt >= len(self.plan.chunks):
+            return
+        dst = self.plan.chunks[nxt].rank
+        key = ("F", mb, nxt)
+        if dst == r or chunk.send_fwd_s <= 0:
+            self._arrival(key).succeed()
+        else:
+            self.env.process(self._send(r, dst, key, chunk.send_fwd_s, f"send F{mb}"))
+
+    def _backward(self, r: int, mb: int, chunk: ChunkPlan) -> Generator:
+        if chunk.index < len(self.plan.chunks) - 1:
+            yield self._arrival(("B", mb, chunk.index))
+        label = f"B{mb} c{chunk.index}"
+        self._memory(r, chunk.transient_bytes)
+        if chunk.recompute_s > 0:
+            yield from self._hold(
+                r,
+                [
+                    (f"R{mb} c{chunk.index}", "recompute", chunk.recompute_s),
+                    (f"R{mb} tp", "tp-comm", chunk.recompute_tp_s),
+                ],
+            )
+        last = self.last_b[r][chunk.index] == mb
+        if self.plan.fsdp:
+            yield from self._fsdp_pass(
+                r, label, "backward", chunk.layer_bwd_s, chunk.layer_gather_s, chunk.layer_scatter_s
+            )
+        elif last and chunk.buckets:
+            yield from self._bucketed_backward(r, label, chunk)
+        else:
+            yield from self._hold(
+                r, [(label, "backward", chunk.bwd_s), (f"{label} tp", "tp-comm", chunk.bwd_tp_s)]
+            )
+        self._memory(r, -chunk.activation_bytes - chunk.transient_bytes)
+        if chunk.index > 0:
+            dst = self.plan.chunks[chunk.index - 1].rank
+            key = ("B", mb, chunk.index - 1)
+            if dst == r or chunk.send_bwd_s <= 0:
+                self._arrival(key).succeed()
+            else:
+                self.env.process(self._send(r, dst, key, chunk.send_bwd_s, f"send B{mb}"))
+
+    def _bucketed_backward(self, r: int, label: str, chunk: ChunkPlan) -> Generator:
+        """The last backward of a chunk: gradients become ready bucket by bucket (reverse
+        layer order) and each bucket's sync starts at once on the communication stream."""
+        tp_share = chunk.bwd_tp_s / max(len(chunk.buckets), 1)
+        for i, bucket in enumerate(chunk.buckets):
+            yield from self._hold(
+                r,
+                [
+                    (f"{label} b{i}", "backward", bucket.compute_s),
+                    (f"{label} tp", "tp-comm", tp_share),
+                ],
+            )
+            if bucket.comm_s > 0:
+                self.pending[r].append(self._collective(r, f"grad sync b{i}", bucket.comm_s))
+
+    def _fsdp_pass(
+        self,
+        r: int,
+        label: str,
+        cat: str,
+        compute: tuple[float, ...],
+        gathers: tuple[float, ...],
+        scatters: tuple[float, ...],
+    ) -> Generator:
+        """ZeRO-3 / FSDP: gather each layer's parameters (queued ahead, so the next layer's
+        gather overlaps this layer's compute), compute, then reduce-scatter its gradients."""
+        ready = [self._collective(r, f"all-gather {label} l{i}", g) for i, g in enumerate(gathers)]
+        for i, seconds in enumerate(compute):
+            if not ready[i].triggered:
+                start = self.env.now
+                yield ready[i]
+                self._log(r, "compute", f"wait gather l{i}", "wait", start, self.env.now)
+                self.stats[r].exposed_comm_s += self.env.now - start
+            yield from self._hold(r, [(f"{label} l{i}", cat, seconds)])
+            if scatters:
+                self.pending[r].append(
+                    self._collective(r, f"reduce-scatter {label} l{i}", scatters[i])
+                )
+
+    def _finish(self, r: int) -> Generator:
+        plan = self.plan.ranks[r]
+        if self.pending[r]:
+            start = self.env.now
+            yield simpy.AllOf(self.env, self.pending[r])
+            if plan.overlap:
+                self._log(r, "compute", "wait grad sync", "wait", start, self.env.now)
+                self.stats[r].exposed_comm_s += self.env.now - start
+        yield from self._hold(
+            r,
+            [
+                ("optimizer", "optimizer", plan.optimizer_s),
+                ("all-gather params", "zero-comm", plan.after_optimizer_comm_s),
+            ],
+        )
+        self.stats[r].finish_s = self.env.now
+
+
+def run_engine(
+    plan: EnginePlan, record: bool = True
+) -> tuple[float, list[RankStats], list[Event], int]:
+    engine = Engine(plan, record)
+    step = engine.run()
+    return step, engine.stats, engine.events, engine.event_count

@@ -1,0 +1,159 @@
+"""SimResult: what one simulated training step costs, and why; JSON and Chrome-trace export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simplan.io import write_json_atomic
+from simplan.sim.engine import Event
+
+RESULT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceStats:
+    """One pipeline stage's representative device (every TP rank and DP replica of the stage
+    behaves the same)."""
+
+    stage: int
+    device: int
+    device_name: str
+    compute_s: float
+    recompute_s: float
+    optimizer_s: float
+    exposed_comm_s: float
+    bubble_s: float
+    busy_s: float
+    memory: dict[str, float]  # weights, grads, optimizer, activations, buffers
+    peak_memory_bytes: float
+    capacity_bytes: float
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_memory_bytes <= self.capacity_bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    model: str
+    cluster: str
+    config: dict[str, Any]
+    step_time_s: float
+    samples_per_s: float
+    tokens_per_s: float
+    model_flops_per_step: float
+    tflops_per_device: float
+    mfu: float
+    breakdown: dict[str, float]
+    devices: tuple[DeviceStats, ...]
+    stage_layers: tuple[tuple[int, int], ...]  # per chunk: [first, last) layer index
+    critical_path: tuple[str, ...]
+    event_count: int
+    sim_wall_s: float
+    cost_sources: dict[str, int]
+    events: tuple[Event, ...] = field(default=(), repr=False, compare=False)
+    memory_series: tuple[tuple[tuple[float, float], ...], ...] = field(
+        default=(), repr=False, compare=False
+    )
+
+    @property
+    def peak_memory_bytes(self) -> float:
+        return max(d.peak_memory_bytes for d in self.devices)
+
+    @property
+    def fits_memory(self) -> bool:
+        return all(d.fits for d in self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document; deterministic (no wall-clock time in it)."""
+        return {
+            "schema": {"kind": "sim-result", "version": RESULT_SCHEMA_VERSION},
+            "model": self.model,
+            "cluster": self.cluster,
+            "config": self.config,
+            "step_time_s": self.step_time_s,
+            "samples_per_s": self.samples_per_s,
+            "tokens_per_s": self.tokens_per_s,
+            "tflops_per_device": self.tflops_per_device,
+            "mfu": self.mfu,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "fits_memory": self.fits_memory,
+            "breakdown": self.breakdown,
+            "stage_layers": [list(x) for x in self.stage_layers],
+            "devices": [_device_dict(d) for d in self.devices],
+            "critical_path": list(self.critical_path),
+            "event_count": self.event_count,
+            "cost_sources": self.cost_sources,
+        }
+
+
+def _device_dict(d: DeviceStats) -> dict[str, Any]:
+    return {
+        "stage": d.stage,
+        "device": d.device,
+        "device_name": d.device_name,
+        "compute_s": d.compute_s,
+        "recompute_s": d.recompute_s,
+        "optimizer_s": d.optimizer_s,
+        "exposed_comm_s": d.exposed_comm_s,
+        "bubble_s": d.bubble_s,
+        "busy_s": d.busy_s,
+        "memory": d.memory,
+        "peak_memory_bytes": d.peak_memory_bytes,
+        "capacity_bytes": d.capacity_bytes,
+        "fits": d.fits,
+    }
+
+
+def chrome_trace(result: SimResult) -> dict[str, Any]:
+    """Chrome trace format (opens in Perfetto): a process per stage's representative device,
+    a thread per stream; events named by layer chunk, stage and micro-batch."""
+    streams = {"compute": 0, "comm": 1, "p2p": 2}
+    events: list[dict[str, Any]] = []
+    for d in result.devices:
+        events.append(
+            {
+                "ph": "M",
+                "name": "process_name",
+                "pid": d.stage,
+                "args": {"name": f"stage {d.stage} (device {d.device}, {d.device_name})"},
+            }
+        )
+        for stream, tid in streams.items():
+            events.append(
+                {
+                    "ph": "M",
+                    "name": "thread_name",
+                    "pid": d.stage,
+                    "tid": tid,
+                    "args": {"name": stream},
+                }
+            )
+    for rank, stream, name, cat, start, end in result.events:
+        events.append(
+            {
+                "ph": "X",
+                "name": name,
+                "cat": cat,
+                "pid": rank,
+                "tid": streams.get(stream, 3),
+                "ts": start * 1e6,
+                "dur": (end - start) * 1e6,
+            }
+        )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "model": result.model,
+            "cluster": result.cluster,
+            "config": result.config,
+            "step_time_s": result.step_time_s,
+        },
+    }
+
+
+def write_trace(result: SimResult, path: str | Path) -> Path:
+    return write_json_atomic(chrome_trace(result), path)

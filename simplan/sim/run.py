@@ -1,0 +1,172 @@
+"""simulate(model, cluster, config) -> SimResult."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.graph import ModelGraph
+from simplan.parallel import ParallelConfig, check_world
+from simplan.profiles import Profile
+from simplan.sim.assemble import Assembler, MemoryParts
+from simplan.sim.engine import RankStats, run_engine
+from simplan.sim.placement import grid
+from simplan.sim.result import DeviceStats, SimResult
+
+
+def resolve_model(model: ModelGraph | str, config: ParallelConfig) -> ModelGraph:
+    if isinstance(model, ModelGraph):
+        if config.seq_len and model.seq_len and config.seq_len != model.seq_len:
+            raise SimplanError(
+                f"the model graph was counted at seq_len {model.seq_len}, the "
+                f"configuration asks for {config.seq_len}; load it at that length"
+            )
+        return model
+    from simplan.sources import load_model
+
+    return load_model(model, seq_len=config.seq_len or None, dtype=config.dtype)
+
+
+def resolve_cluster(cluster: Any) -> Any:
+    if isinstance(cluster, str):
+        from simplan.topology import load_cluster
+
+        return load_cluster(cluster)
+    return cluster
+
+
+def simulate(
+    model: ModelGraph | str,
+    cluster: Any,
+    config: ParallelConfig,
+    *,
+    profile: Profile | None = None,
+    placement: list[int] | None = None,
+    record: bool = True,
+) -> SimResult:
+    """Simulate one training step of `config` for `model` on `cluster`.
+
+    model: a ModelGraph or a model spec; cluster: a Cluster or a preset name; profile: measured
+    layer times to use where they match the device; placement: the device of each rank (default:
+    rank i on device i); record: keep the timeline (for traces and reports)."""
+    started = time.perf_counter()
+    cluster = resolve_cluster(cluster)
+    graph = resolve_model(model, config)
+    check_world(config, cluster.num_devices)
+    g = grid(config, placement)
+    assembler = Assembler(graph, cluster, config, g, profile)
+    plan, memory, bounds = assembler.build()
+    step, stats, events, count = run_engine(plan, record)
+    devices = tuple(
+        _device(r, assembler, stats[r], memory[r], step, plan.ranks[r].device)
+        for r in range(config.pp)
+    )
+    return _result(
+        graph,
+        cluster,
+        config,
+        assembler,
+        step,
+        devices,
+        bounds,
+        stats,
+        events,
+        count,
+        time.perf_counter() - started,
+    )
+
+
+def _device(
+    r: int, assembler: Assembler, s: RankStats, mem: MemoryParts, step: float, device: int
+) -> DeviceStats:
+    busy = s.compute_s + s.recompute_s + s.optimizer_s
+    model = assembler.devices[r]
+    parts = {
+        "weights": mem.weights,
+        "grads": mem.grads,
+        "optimizer": mem.optimizer,
+        "activations": s.peak_act_bytes,
+        "buffers": mem.buffers,
+    }
+    return DeviceStats(
+        stage=r,
+        device=device,
+        device_name=model.name,
+        compute_s=s.compute_s,
+        recompute_s=s.recompute_s,
+        optimizer_s=s.optimizer_s,
+        exposed_comm_s=s.exposed_comm_s,
+        bubble_s=max(step - busy - s.exposed_comm_s, 0.0),
+        busy_s=busy,
+        memory=parts,
+        peak_memory_bytes=sum(parts.values()),
+        capacity_bytes=min(
+            assembler.cluster.device_model(d).memory_bytes for rep in assembler.grid[r] for d in rep
+        ),
+    )
+
+
+def _result(
+    graph: ModelGraph,
+    cluster: Any,
+    config: ParallelConfig,
+    assembler: Assembler,
+    step: float,
+    devices: tuple[DeviceStats, ...],
+    bounds: tuple[int, ...],
+    stats: list[RankStats],
+    events: list,
+    count: int,
+    wall: float,
+) -> SimResult:
+    samples = config.global_batch
+    flops = (graph.fwd_flops + graph.bwd_flops) * samples
+    world = config.world_size
+    peak = sum(cluster.device_model(d).peak(config.dtype) for d in range(cluster.num_devices))
+    n = len(devices)
+    breakdown = {
+        key: sum(getattr(d, key) for d in devices) / n
+        for key in ("compute_s", "exposed_comm_s", "bubble_s", "recompute_s", "optimizer_s")
+    }
+    sources = Counter(s.source for steps in assembler.steps for s in steps)
+    return SimResult(
+        model=graph.name,
+        cluster=cluster.name,
+        config=config.to_dict()
+        | {"seq_len": graph.seq_len, "num_microbatches": config.num_microbatches},
+        step_time_s=step,
+        samples_per_s=samples / step,
+        tokens_per_s=samples * graph.tokens_per_sample / step,
+        model_flops_per_step=flops,
+        tflops_per_device=flops / step / world / 1e12,
+        mfu=flops / step / peak,
+        breakdown=breakdown,
+        devices=devices,
+        stage_layers=tuple((bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)),
+        critical_path=critical_path(devices, step),
+        event_count=count,
+        sim_wall_s=wall,
+        cost_sources=dict(sorted(sources.items())),
+        events=tuple(events),
+        memory_series=tuple(tuple(s.memory_series) for s in stats),
+    )
+
+
+def critical_path(devices: tuple[DeviceStats, ...], step: float) -> tuple[str, ...]:
+    """A few sentences: the bottleneck stage and where the step's time goes."""
+    worst = max(devices, key=lambda d: (d.busy_s + d.exposed_comm_s, -d.stage))
+    lines = [
+        f"stage {worst.stage} is the busiest: {worst.busy_s / step:.0%} computing, "
+        f"{worst.exposed_comm_s / step:.0%} waiting on communication"
+    ]
+    bubble = sum(d.bubble_s for d in devices) / len(devices)
+    if bubble > 0.005 * step:
+        lines.append(f"pipeline bubble: {bubble / step:.1%} of the step on average")
+    full = max(devices, key=lambda d: d.peak_memory_bytes / d.capacity_bytes)
+    lines.append(
+        f"fullest device: stage {full.stage} at "
+        f"{full.peak_memory_bytes / full.capacity_bytes:.0%} of its memory"
+    )
+    return tuple(lines)
