@@ -13,9 +13,9 @@ Writes simplan/topology/collective_constants.json (the only place the constants 
    NVLink efficiency. The other 7,091 rows are left for checking (collectives_accuracy.py).
 2. Network (collective_bandwidth_measurements.csv, "4 nodes x 8 B200 (32 ranks)", 20 sizes
    32 KiB .. 16 GiB, busbw): with the NVLink constants fixed, a grid search over the network
-   step latency and efficiency (coarse to fine) minimises the squared relative error of the full model (the
-   selection rule included) on a 4-node, 8-GPU-per-node cluster with that machine's numbers
-   (NVLink 5: 900 GB/s, HBM3e 8 TB/s, 8x 400 Gb/s EFA per node).
+   step latency and efficiency (coarse to fine) minimises the squared relative error of the
+   full model (the selection rule included) on a 4-node, 8-GPU-per-node cluster with that
+   machine's numbers (NVLink 5: 900 GB/s, HBM3e 8 TB/s, 8x 400 Gb/s EFA per node).
 3. PCIe: no reference measurement; it takes the NVLink step latency and efficiency.
 4. Loopback: placeholders; a bench-comm calibration file replaces them for a real machine.
 5. tree_efficiency: not separable in the reference data; 0.8 from NCCL's tuning model.
@@ -50,9 +50,11 @@ A100_HBM_Bps = 2.039e12  # simplan.devices a100-80gb
 NVLINK3_Bps = 300e9
 B200_HARDWARE = "4 nodes x 8 B200 (32 ranks)"
 TREE_EFFICIENCY = 0.8
-TREE_SOURCE = ("NCCL src/graph/tuning.cc: tree bus bandwidth x0.92 (LL128) and a size-dependent "
-               "treeCorrectionFactor of 0.5-1.0 for large sizes; 0.8 taken as a representative "
-               "product (no reference row isolates the tree algorithm)")
+TREE_SOURCE = (
+    "NCCL src/graph/tuning.cc: tree bus bandwidth x0.92 (LL128) and a size-dependent "
+    "treeCorrectionFactor of 0.5-1.0 for large sizes; 0.8 taken as a representative "
+    "product (no reference row isolates the tree algorithm)"
+)
 
 
 def read_csv(name: str) -> list[dict[str, str]]:
@@ -66,11 +68,17 @@ def fit_nvlink() -> dict[str, float]:
     a, b = [], []
     for r in rows:
         n, s, t = int(r["num_gpus"]), float(r["size_B"]), float(r["oop_time_ns"]) * 1e-9
-        a.append([1 / t, 2 * (n - 1) / t, s / A100_HBM_Bps / t, 2 * (n - 1) / n * s / NVLINK3_Bps / t])
+        ring_bytes = 2 * (n - 1) / n * s
+        a.append([1 / t, 2 * (n - 1) / t, s / A100_HBM_Bps / t, ring_bytes / NVLINK3_Bps / t])
         b.append(1.0)
     x, *_ = np.linalg.lstsq(np.array(a), np.array(b), rcond=None)
-    return {"launch_s": float(x[0]), "latency_s": float(x[1]), "memory_passes": float(x[2]),
-            "efficiency": float(1 / x[3]), "rows": len(rows)}
+    return {
+        "launch_s": float(x[0]),
+        "latency_s": float(x[1]),
+        "memory_passes": float(x[2]),
+        "efficiency": float(1 / x[3]),
+        "rows": len(rows),
+    }
 
 
 def b200_rows() -> list[tuple[float, float]]:
@@ -85,13 +93,21 @@ def b200_rows() -> list[tuple[float, float]]:
 
 B200_SPEC = {
     "name": "b200-4x8",
-    "node_group": [{
-        "name": "b200", "count": 4, "devices_per_node": 8,
-        "device": {"name": "b200", "peak_tflops": 2250, "memory_gib": 180,
-                   "memory_bandwidth_gbps": 8000},
-        "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
-        "nics": {"count": 8, "bandwidth_Gbps": 400},
-    }],
+    "node_group": [
+        {
+            "name": "b200",
+            "count": 4,
+            "devices_per_node": 8,
+            "device": {
+                "name": "b200",
+                "peak_tflops": 2250,
+                "memory_gib": 180,
+                "memory_bandwidth_gbps": 8000,
+            },
+            "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
+            "nics": {"count": 8, "bandwidth_Gbps": 400},
+        }
+    ],
     "network": {"kind": "single-switch"},
 }
 
@@ -122,51 +138,76 @@ def fit_network(base: CollectiveConstants, rounds: int = 4, points: int = 9) -> 
         log_lat = (centre - step_l, centre + step_l)
         eff_range = (max(0.05, best[2] - step_e), min(1.0, best[2] + step_e))
     err, lat, eff = best
-    return {"latency_s": lat, "efficiency": eff, "rms_rel_error": (err / len(rows)) ** 0.5,
-            "rows": len(rows)}
+    return {
+        "latency_s": lat,
+        "efficiency": eff,
+        "rms_rel_error": (err / len(rows)) ** 0.5,
+        "rows": len(rows),
+    }
 
 
 def derive() -> tuple[CollectiveConstants, dict[str, object]]:
     nv = fit_nvlink()
-    lut_src = (f"../shared/reference/{LUT}: {nv['rows']} rows with power-of-two sizes "
-               "(1 MiB..1 GiB, 2..8 GPUs, oop_time_ns), weighted least squares of "
-               "t = launch + 2(n-1)·latency + passes·S/2.039 TB/s + 2(n-1)/n·S/(eff·300 GB/s)")
+    lut_src = (
+        f"../shared/reference/{LUT}: {nv['rows']} rows with power-of-two sizes "
+        "(1 MiB..1 GiB, 2..8 GPUs, oop_time_ns), weighted least squares of "
+        "t = launch + 2(n-1)·latency + passes·S/2.039 TB/s + 2(n-1)/n·S/(eff·300 GB/s)"
+    )
     nvlink = LinkClass(latency_s=nv["latency_s"], efficiency=nv["efficiency"], source=lut_src)
     placeholder_net = LinkClass(latency_s=5e-6, efficiency=0.9, source="")
     base = CollectiveConstants(
-        launch_s=nv["launch_s"], memory_passes=nv["memory_passes"],
+        launch_s=nv["launch_s"],
+        memory_passes=nv["memory_passes"],
         tree_efficiency=TREE_EFFICIENCY,
-        links={"nvlink": nvlink,
-               "pcie": LinkClass(latency_s=nvlink.latency_s, efficiency=nvlink.efficiency,
-                                 source="no reference measurement; equal to the nvlink fit"),
-               "network": placeholder_net,
-               "loopback": LinkClass(latency_s=50e-6, efficiency=1.0,
-                                     source="placeholder; a bench-comm calibration file "
-                                            "replaces loopback links' bandwidth and latency")},
+        links={
+            "nvlink": nvlink,
+            "pcie": LinkClass(
+                latency_s=nvlink.latency_s,
+                efficiency=nvlink.efficiency,
+                source="no reference measurement; equal to the nvlink fit",
+            ),
+            "network": placeholder_net,
+            "loopback": LinkClass(
+                latency_s=50e-6,
+                efficiency=1.0,
+                source="placeholder; a bench-comm calibration file "
+                "replaces loopback links' bandwidth and latency",
+            ),
+        },
         sources={"launch_s": lut_src, "memory_passes": lut_src, "tree_efficiency": TREE_SOURCE},
     )
     net = fit_network(base)
-    net_src = (f"../shared/reference/{BW}: the {net['rows']} rows '{B200_HARDWARE}' (all_reduce, "
-               "32 KiB..16 GiB, busbw), coarse-to-fine grid search (4 rounds of 9x9) of latency "
-               "(0.5..50 us, log scale) and efficiency (0.50..1.00) minimising squared relative error of the full "
-               "model on 4 nodes x 8 B200 (NVLink 900 GB/s, HBM 8 TB/s, 8x 400 Gb/s NICs)")
-    constants = base.with_link("network", latency_s=net["latency_s"],
-                               efficiency=net["efficiency"])
+    net_src = (
+        f"../shared/reference/{BW}: the {net['rows']} rows '{B200_HARDWARE}' (all_reduce, "
+        "32 KiB..16 GiB, busbw), coarse-to-fine grid search (4 rounds of 9x9) of latency "
+        "(0.5..50 us, log scale) and efficiency (0.50..1.00) minimising squared relative "
+        "error of the full "
+        "model on 4 nodes x 8 B200 (NVLink 900 GB/s, HBM 8 TB/s, 8x 400 Gb/s NICs)"
+    )
+    constants = base.with_link("network", latency_s=net["latency_s"], efficiency=net["efficiency"])
     links = dict(constants.links)
-    links["network"] = LinkClass(latency_s=net["latency_s"], efficiency=net["efficiency"],
-                                 source=net_src)
-    constants = CollectiveConstants(launch_s=constants.launch_s,
-                                    memory_passes=constants.memory_passes,
-                                    tree_efficiency=constants.tree_efficiency, links=links,
-                                    sources=constants.sources)
+    links["network"] = LinkClass(
+        latency_s=net["latency_s"], efficiency=net["efficiency"], source=net_src
+    )
+    constants = CollectiveConstants(
+        launch_s=constants.launch_s,
+        memory_passes=constants.memory_passes,
+        tree_efficiency=constants.tree_efficiency,
+        links=links,
+        sources=constants.sources,
+    )
     return constants, {"nvlink_fit": nv, "network_fit": net}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true",
-                        help="compare with the stored constants instead of writing them")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compare with the stored constants instead of writing them",
+    )
     args = parser.parse_args()
     constants, report = derive()
     print(json.dumps(report, indent=1))
@@ -179,7 +220,9 @@ def main() -> int:
     if args.check:
         stored = json.loads(CONSTANTS_FILE.read_text())
         same = stored["constants"] == json.loads(json.dumps(document["constants"]))
-        print("stored constants match" if same else "stored constants DIFFER: rerun without --check")
+        print(
+            "stored constants match" if same else "stored constants DIFFER: rerun without --check"
+        )
         return 0 if same else 1
     write_json_atomic(document, CONSTANTS_FILE)
     print(f"wrote {CONSTANTS_FILE.relative_to(ROOT)}")

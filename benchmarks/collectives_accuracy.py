@@ -1,6 +1,6 @@
 """Predicted vs measured collective times against the reference CSVs.
 
-    .venv/bin/python benchmarks/collectives_accuracy.py [--out benchmarks/results/collectives_accuracy.json]
+    .venv/bin/python benchmarks/collectives_accuracy.py [--out FILE.json]
 
 Main check: ../shared/reference/vtrain_a100_allreduce_lut.csv, every row with size >= 8 MiB
 (2..8 A100 GPUs in one DGX A100, out-of-place time), predicted with
@@ -52,26 +52,55 @@ def vtrain_errors() -> dict[int, list[tuple[int, float, float]]]:
 def busbw_rows(hardware_prefix: str, tool: str | None = None) -> list[tuple[int, int, float]]:
     rows = []
     for r in read_csv("collective_bandwidth_measurements.csv"):
-        if (r["hardware"].startswith(hardware_prefix) and r["collective"] == "all_reduce"
-                and r["busbw_GBps"] and r["payload_bytes"]
-                and (tool is None or r["tool"].startswith(tool))):
+        if (
+            r["hardware"].startswith(hardware_prefix)
+            and r["collective"] == "all_reduce"
+            and r["busbw_GBps"]
+            and r["payload_bytes"]
+            and (tool is None or r["tool"].startswith(tool))
+        ):
             rows.append((int(r["num_gpus"]), int(r["payload_bytes"]), float(r["busbw_GBps"])))
     return rows
 
 
 def other_checks() -> list[dict[str, object]]:
-    b200 = {"name": "b200-4x8", "node_group": [{
-        "name": "b200", "count": 4, "devices_per_node": 8,
-        "device": {"name": "b200", "peak_tflops": 2250, "memory_gib": 180,
-                   "memory_bandwidth_gbps": 8000},
-        "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
-        "nics": {"count": 8, "bandwidth_Gbps": 400}}], "network": {"kind": "single-switch"}}
+    b200 = {
+        "name": "b200-4x8",
+        "node_group": [
+            {
+                "name": "b200",
+                "count": 4,
+                "devices_per_node": 8,
+                "device": {
+                    "name": "b200",
+                    "peak_tflops": 2250,
+                    "memory_gib": 180,
+                    "memory_bandwidth_gbps": 8000,
+                },
+                "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
+                "nics": {"count": 8, "bandwidth_Gbps": 400},
+            }
+        ],
+        "network": {"kind": "single-switch"},
+    }
     cases = [
         ("8x A100 nccl-tests (stas00)", "dgx-a100", busbw_rows("single 8x A100 node")),
-        ("8x H200 ring, NVLS off", {"name": "h200x8", "node_group": [{
-            "count": 1, "devices_per_node": 8, "device": "h200",
-            "fabric": {"kind": "nvswitch", "bandwidth_GBps": 450}}], "network": {"kind": "none"}},
-         [r for r in busbw_rows("8x H200 SXM node, NVLink 4 (450") if r[2] < 400]),
+        (
+            "8x H200 ring, NVLS off",
+            {
+                "name": "h200x8",
+                "node_group": [
+                    {
+                        "count": 1,
+                        "devices_per_node": 8,
+                        "device": "h200",
+                        "fabric": {"kind": "nvswitch", "bandwidth_GBps": 450},
+                    }
+                ],
+                "network": {"kind": "none"},
+            },
+            [r for r in busbw_rows("8x H200 SXM node, NVLink 4 (450") if r[2] < 400],
+        ),
         ("4 nodes x 8 B200 (fit data)", b200, busbw_rows("4 nodes x 8 B200")),
     ]
     out = []
@@ -83,15 +112,21 @@ def other_checks() -> list[dict[str, object]]:
                 continue
             measured = 2 * (n - 1) / n * size / (busbw * 1e9)
             errs.append(cluster.collective_time("all_reduce", size, range(n)) / measured - 1)
-        out.append({"case": label, "rows": len(errs),
-                    "median_abs_error": statistics.median(abs(e) for e in errs),
-                    "max_abs_error": max(abs(e) for e in errs)})
+        out.append(
+            {
+                "case": label,
+                "rows": len(errs),
+                "median_abs_error": statistics.median(abs(e) for e in errs),
+                "max_abs_error": max(abs(e) for e in errs),
+            }
+        )
     return out
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/collectives_accuracy.json"))
     args = parser.parse_args()
     data = vtrain_errors()
@@ -103,24 +138,41 @@ def main() -> int:
         errs = [abs(p / m - 1) for _, m, p in data[n]]
         all_errs += errs
         shown = {s: p / m - 1 for s, m, p in data[n] if s in SHOW_SIZES}
-        table.append({"num_gpus": n, "rows": len(errs), "median_abs_error": statistics.median(errs),
-                      "max_abs_error": max(errs),
-                      "signed_error_at": {str(s): shown[s] for s in SHOW_SIZES if s in shown}})
+        table.append(
+            {
+                "num_gpus": n,
+                "rows": len(errs),
+                "median_abs_error": statistics.median(errs),
+                "max_abs_error": max(errs),
+                "signed_error_at": {str(s): shown[s] for s in SHOW_SIZES if s in shown},
+            }
+        )
         cols = "".join(f"{shown.get(s, float('nan')):+10.3f}" for s in SHOW_SIZES)
         print(f"{n:>4} {len(errs):>5} {statistics.median(errs):7.3f} {max(errs):7.3f} {cols}")
-    overall = {"median_abs_error": statistics.median(all_errs), "max_abs_error": max(all_errs),
-               "rows": len(all_errs)}
-    print(f"all  {overall['rows']:>5} {overall['median_abs_error']:7.3f} "
-          f"{overall['max_abs_error']:7.3f}   (gate: median <= 0.10, max <= 0.25)")
+    overall = {
+        "median_abs_error": statistics.median(all_errs),
+        "max_abs_error": max(all_errs),
+        "rows": len(all_errs),
+    }
+    print(
+        f"all  {overall['rows']:>5} {overall['median_abs_error']:7.3f} "
+        f"{overall['max_abs_error']:7.3f}   (gate: median <= 0.10, max <= 0.25)"
+    )
     others = other_checks()
     print("\nother reference rows (sizes >= 8 MiB, not gated)")
     for o in others:
-        print(f"  {o['case']:32s} rows {o['rows']:3d}  median {o['median_abs_error']:.3f}  "
-              f"max {o['max_abs_error']:.3f}")
+        print(
+            f"  {o['case']:32s} rows {o['rows']:3d}  median {o['median_abs_error']:.3f}  "
+            f"max {o['max_abs_error']:.3f}"
+        )
     passed = overall["median_abs_error"] <= 0.10 and overall["max_abs_error"] <= 0.25
-    write_json_atomic({"vtrain_a100_allreduce": {"per_gpu_count": table, "overall": overall,
-                                                 "passed": passed},
-                       "other": others}, args.out)
+    write_json_atomic(
+        {
+            "vtrain_a100_allreduce": {"per_gpu_count": table, "overall": overall, "passed": passed},
+            "other": others,
+        },
+        args.out,
+    )
     print(f"wrote {args.out}")
     return 0 if passed else 1
 

@@ -3,10 +3,10 @@
 N worker processes (spawned, one thread each) meet on 127.0.0.1 at a free port. For every op
 and size each rank runs `warmup` untimed calls, then `repeats` timed calls each preceded by a
 barrier; a repeat's time is the slowest rank's, the reported time the median over repeats.
-The all-reduce medians are fitted with t = alpha_s + beta_s_per_byte · size (least squares of
-relative error). The parent watches the ranks' progress: a rank that crashes, or stops making
-progress for `timeout_s`, ends the run with a one-line error naming it, and every child is
-terminated (then killed) in all cases. torch is imported only inside this module's functions.
+The all-reduce medians are fitted with t = alpha_s + beta_s_per_byte · size (least squares,
+rows weighted by 1/sqrt(t)). The parent watches the ranks' progress: a rank that crashes, or
+stops making progress for `timeout_s`, ends the run with a one-line error naming it, and every
+child is terminated (then killed) in all cases. torch is imported only inside functions.
 """
 
 from __future__ import annotations
@@ -50,10 +50,22 @@ def _call(dist: Any, op: str, buf: Any, out: Any, world: int) -> None:
         scatter(out[: buf.numel() // world], buf)
 
 
-def _worker(rank: int, world: int, backend: str, port: int, ops: Sequence[str],
-            sizes: Sequence[int], warmup: int, repeats: int, timeout_s: float,
-            events: Any, hang_rank: int | None) -> None:
-    """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error."""
+def _worker(
+    rank: int,
+    world: int,
+    backend: str,
+    port: int,
+    ops: Sequence[str],
+    sizes: Sequence[int],
+    warmup: int,
+    repeats: int,
+    timeout_s: float,
+    events: Any,
+    hang_rank: int | None,
+) -> None:
+    """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error.
+    Its own collective timeout is longer than the parent's, so that the parent, which sees
+    every rank's progress, is the one to name a hung rank."""
     events.put(("stage", rank, 0))
     if hang_rank == rank:  # test hook: a rank that never joins
         time.sleep(10**6)
@@ -63,9 +75,13 @@ def _worker(rank: int, world: int, backend: str, port: int, ops: Sequence[str],
 
         torch.set_num_threads(1)
         events.put(("stage", rank, 1))
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=2 * timeout_s + 30),
+        )
         device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
         if backend == "nccl":
             torch.cuda.set_device(device)
@@ -95,9 +111,17 @@ def _worker(rank: int, world: int, backend: str, port: int, ops: Sequence[str],
         events.put(("error", rank, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
 
 
-def run_bench(*, backend: str = "gloo", nprocs: int = 2, sizes: Sequence[int] = DEFAULT_SIZES,
-              ops: Sequence[str] = ("all_reduce",), warmup: int = 3, repeats: int = 20,
-              timeout_s: float = 60.0, hang_rank: int | None = None) -> dict[str, Any]:
+def run_bench(
+    *,
+    backend: str = "gloo",
+    nprocs: int = 2,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    ops: Sequence[str] = ("all_reduce",),
+    warmup: int = 3,
+    repeats: int = 20,
+    timeout_s: float = 60.0,
+    hang_rank: int | None = None,
+) -> dict[str, Any]:
     """Measure; return the calibration document (see `bench_document`)."""
     _check_args(backend, nprocs, sizes, ops)
     import torch
@@ -106,10 +130,26 @@ def run_bench(*, backend: str = "gloo", nprocs: int = 2, sizes: Sequence[int] = 
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, daemon=True,
-                         args=(r, nprocs, backend, port, tuple(ops), tuple(sizes), warmup,
-                               repeats, timeout_s, events, hang_rank))
-             for r in range(nprocs)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            daemon=True,
+            args=(
+                r,
+                nprocs,
+                backend,
+                port,
+                tuple(ops),
+                tuple(sizes),
+                warmup,
+                repeats,
+                timeout_s,
+                events,
+                hang_rank,
+            ),
+        )
+        for r in range(nprocs)
+    ]
     try:
         for p in procs:
             p.start()
@@ -117,8 +157,11 @@ def run_bench(*, backend: str = "gloo", nprocs: int = 2, sizes: Sequence[int] = 
     finally:
         _reap(procs)
     measurements = _summarise(results, nprocs)
-    return bench_document(_metadata(torch.__version__, backend, nprocs, warmup, repeats),
-                          fit_alpha_beta(measurements, nprocs), measurements)
+    return bench_document(
+        _metadata(torch.__version__, backend, nprocs, warmup, repeats),
+        fit_alpha_beta(measurements, nprocs),
+        measurements,
+    )
 
 
 def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[str]) -> None:
@@ -135,12 +178,15 @@ def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[s
         import torch
 
         if torch.cuda.device_count() < nprocs:
-            raise SimplanError(f"--backend nccl needs {nprocs} CUDA GPUs; this machine has "
-                               f"{torch.cuda.device_count()} (use --backend gloo)")
+            raise SimplanError(
+                f"--backend nccl needs {nprocs} CUDA GPUs; this machine has "
+                f"{torch.cuda.device_count()} (use --backend gloo)"
+            )
 
 
-def _collect(procs: list[Any], events: Any, world: int, timeout_s: float,
-             steps: int) -> list[tuple[int, tuple[str, int, list[float]]]]:
+def _collect(
+    procs: list[Any], events: Any, world: int, timeout_s: float, steps: int
+) -> list[tuple[int, tuple[str, int, list[float]]]]:
     progress = [-1] * world  # stage index, then 2 + steps done
     done = [False] * world
     results = []
@@ -152,9 +198,11 @@ def _collect(procs: list[Any], events: Any, world: int, timeout_s: float,
             _check_alive(procs, done, progress)
             if time.monotonic() - last > timeout_s:
                 rank = min(range(world), key=lambda r: progress[r])
-                raise SimplanError(f"rank {rank} hung: no progress for {timeout_s:.0f} s "
-                                   f"(stuck at {_stage_name(progress[rank], steps)}); all ranks "
-                                   "were stopped") from None
+                raise SimplanError(
+                    f"rank {rank} hung: no progress for {timeout_s:.0f} s "
+                    f"(stuck at {_stage_name(progress[rank], steps)}); all ranks "
+                    "were stopped"
+                ) from None
             continue
         last = time.monotonic()
         if kind == "stage":
@@ -174,16 +222,20 @@ def _stage_name(progress: int, steps: int) -> str:
     if progress < 0:
         return "start-up"
     if progress < len(STAGES):
-        return {"alive": "start-up", "init": "init_process_group",
-                "ready": "the first measurement"}[STAGES[progress]]
+        return {
+            "alive": "start-up",
+            "init": "init_process_group",
+            "ready": "the first measurement",
+        }[STAGES[progress]]
     return f"measurement {progress - 2 + 1} of {steps}"
 
 
 def _check_alive(procs: list[Any], done: list[bool], progress: list[int]) -> None:
     for rank, p in enumerate(procs):
         if not done[rank] and p.exitcode is not None:
-            raise SimplanError(f"rank {rank} died with exit code {p.exitcode}; all ranks "
-                               "were stopped")
+            raise SimplanError(
+                f"rank {rank} died with exit code {p.exitcode}; all ranks were stopped"
+            )
 
 
 def _reap(procs: list[Any]) -> None:
@@ -200,44 +252,72 @@ def _reap(procs: list[Any]) -> None:
             p.join(5)
 
 
-def _summarise(results: list[tuple[int, tuple[str, int, list[float]]]],
-               world: int) -> list[dict[str, Any]]:
+def _summarise(
+    results: list[tuple[int, tuple[str, int, list[float]]]], world: int
+) -> list[dict[str, Any]]:
     per: dict[tuple[str, int], list[list[float]]] = {}
     for _, (op, size, times) in results:
         per.setdefault((op, size), []).append(times)
     out = []
     for (op, size), ranks in sorted(per.items()):
         slowest = [max(ts) for ts in zip(*ranks, strict=True)]
-        out.append({"op": op, "size_B": size, "median_s": statistics.median(slowest),
-                    "min_s": min(slowest), "max_s": max(slowest), "repeats": len(slowest),
-                    "ranks": len(ranks)})
+        out.append(
+            {
+                "op": op,
+                "size_B": size,
+                "median_s": statistics.median(slowest),
+                "min_s": min(slowest),
+                "max_s": max(slowest),
+                "repeats": len(slowest),
+                "ranks": len(ranks),
+            }
+        )
     return out
 
 
 def fit_alpha_beta(measurements: list[dict[str, Any]], nprocs: int) -> dict[str, Any]:
-    """Least squares of relative error for t = alpha + beta·size over the all-reduce medians."""
+    """Weighted least squares for t = alpha + beta·size over the all-reduce medians, each row
+    weighted by 1/sqrt(t): a median's scatter grows about like sqrt(t) (many independent chunk
+    transfers), so this is the maximum-likelihood weighting; plain relative weighting lets the
+    smallest, cache-resident sizes pull the bandwidth away from the large ones."""
     import numpy as np
 
     rows = [(m["size_B"], m["median_s"]) for m in measurements if m["op"] == "all_reduce"]
-    a = np.array([[1 / t, s / t] for s, t in rows])
-    (alpha, beta), *_ = np.linalg.lstsq(a, np.ones(len(rows)), rcond=None)
+    a = np.array([[t**-0.5, s * t**-0.5] for s, t in rows])
+    b = np.array([t**0.5 for _, t in rows])
+    (alpha, beta), *_ = np.linalg.lstsq(a, b, rcond=None)
     alpha, beta = max(0.0, float(alpha)), float(beta)
     if beta <= 0:
         raise SimplanError("all-reduce times do not grow with size; measure larger --sizes")
-    return {"op": "all_reduce", "model": "t = alpha_s + beta_s_per_byte * size_B",
-            "alpha_s": alpha, "beta_s_per_byte": beta, "bandwidth_Bps": 1 / beta,
-            "step_latency_s": alpha / (2 * (nprocs - 1)),
-            "link_bandwidth_Bps": 2 * (nprocs - 1) / nprocs / beta,
-            "rows": len(rows)}
+    return {
+        "op": "all_reduce",
+        "model": "t = alpha_s + beta_s_per_byte * size_B",
+        "method": "least squares, rows weighted by 1/sqrt(median_s)",
+        "alpha_s": alpha,
+        "beta_s_per_byte": beta,
+        "bandwidth_Bps": 1 / beta,
+        "step_latency_s": alpha / (2 * (nprocs - 1)),
+        "link_bandwidth_Bps": 2 * (nprocs - 1) / nprocs / beta,
+        "rows": len(rows),
+    }
 
 
-def _metadata(torch_version: str, backend: str, nprocs: int, warmup: int,
-              repeats: int) -> dict[str, Any]:
-    return {"torch": torch_version, "backend": backend, "nprocs": nprocs,
-            "host": platform.node(), "cpus": os.cpu_count(), "threads_per_rank": 1,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "warmup": warmup, "repeats": repeats, "python": platform.python_version(),
-            "timing": "barrier, then one call; slowest rank per repeat; median over repeats"}
+def _metadata(
+    torch_version: str, backend: str, nprocs: int, warmup: int, repeats: int
+) -> dict[str, Any]:
+    return {
+        "torch": torch_version,
+        "backend": backend,
+        "nprocs": nprocs,
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "threads_per_rank": 1,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "warmup": warmup,
+        "repeats": repeats,
+        "python": platform.python_version(),
+        "timing": "barrier, then one call; slowest rank per repeat; median over repeats",
+    }
 
 
 def default_output(backend: str, nprocs: int, device: str | None = None) -> Path:

@@ -73,10 +73,14 @@ class CollectiveConstants:
     def to_dict(self) -> dict[str, Any]:
         return {
             "launch_s": {"value": self.launch_s, "source": self.sources.get("launch_s", "")},
-            "memory_passes": {"value": self.memory_passes,
-                              "source": self.sources.get("memory_passes", "")},
-            "tree_efficiency": {"value": self.tree_efficiency,
-                                "source": self.sources.get("tree_efficiency", "")},
+            "memory_passes": {
+                "value": self.memory_passes,
+                "source": self.sources.get("memory_passes", ""),
+            },
+            "tree_efficiency": {
+                "value": self.tree_efficiency,
+                "source": self.sources.get("tree_efficiency", ""),
+            },
             "links": {k: dataclasses.asdict(v) for k, v in self.links.items()},
         }
 
@@ -87,7 +91,9 @@ class CollectiveConstants:
             memory_passes=float(data["memory_passes"]["value"]),
             tree_efficiency=float(data["tree_efficiency"]["value"]),
             links={k: LinkClass(**v) for k, v in data["links"].items()},
-            sources={k: data[k]["source"] for k in ("launch_s", "memory_passes", "tree_efficiency")},
+            sources={
+                k: data[k]["source"] for k in ("launch_s", "memory_passes", "tree_efficiency")
+            },
         )
 
 
@@ -99,8 +105,11 @@ def default_constants() -> CollectiveConstants:
 
 
 def constants_document(constants: CollectiveConstants, notes: str) -> dict[str, Any]:
-    return {"schema": {"kind": CONSTANTS_KIND, "version": SCHEMA_VERSION}, "notes": notes,
-            "constants": constants.to_dict()}
+    return {
+        "schema": {"kind": CONSTANTS_KIND, "version": SCHEMA_VERSION},
+        "notes": notes,
+        "constants": constants.to_dict(),
+    }
 
 
 # ---------------------------------------------------------------- bench-comm files
@@ -129,14 +138,18 @@ def read_link_calibration(path: str | Path) -> LinkCalibration:
     """Read a bench-comm calibration file (one-line SimplanError if it is not one)."""
     p = Path(path)
     if not p.is_file():
-        raise SimplanError(f"calibration = {str(path)!r}: no such file; run "
-                           "`simplan bench-comm` or fix the path")
+        raise SimplanError(
+            f"calibration = {str(path)!r}: no such file; run `simplan bench-comm` or fix the path"
+        )
     data = read_versioned_json(p, BENCH_KIND, SCHEMA_VERSION)
     fit = data.get("fit", {})
     try:
-        cal = LinkCalibration(path=str(p), nprocs=int(data["metadata"]["nprocs"]),
-                              alpha_s=float(fit["alpha_s"]),
-                              beta_s_per_byte=float(fit["beta_s_per_byte"]))
+        cal = LinkCalibration(
+            path=str(p),
+            nprocs=int(data["metadata"]["nprocs"]),
+            alpha_s=float(fit["alpha_s"]),
+            beta_s_per_byte=float(fit["beta_s_per_byte"]),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise SimplanError(f"{p}: calibration field {exc} is missing or malformed") from None
     if cal.nprocs < 2 or cal.beta_s_per_byte <= 0 or cal.alpha_s < 0:
@@ -144,10 +157,15 @@ def read_link_calibration(path: str | Path) -> LinkCalibration:
     return cal
 
 
-def bench_document(metadata: dict[str, Any], fit: dict[str, Any],
-                   measurements: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"schema": {"kind": BENCH_KIND, "version": SCHEMA_VERSION}, "metadata": metadata,
-            "fit": fit, "measurements": measurements}
+def bench_document(
+    metadata: dict[str, Any], fit: dict[str, Any], measurements: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "schema": {"kind": BENCH_KIND, "version": SCHEMA_VERSION},
+        "metadata": metadata,
+        "fit": fit,
+        "measurements": measurements,
+    }
 
 
 def dumps(data: Any) -> str:

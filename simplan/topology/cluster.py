@@ -29,13 +29,20 @@ class Cluster:
     """A cluster: devices (global index 0..N-1, node-major), the networkx graph, and cached
     cost queries. Treat it as immutable; build a new one to change the topology."""
 
-    def __init__(self, spec: ClusterSpec, constants: CollectiveConstants | None = None) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        constants: CollectiveConstants | None = None,
+        bandwidth_scale: dict[str, float] | None = None,
+    ) -> None:
         self.spec = spec
         self.constants = constants or default_constants()
         self.calibration: LinkCalibration | None = (
             read_link_calibration(resolve_calibration(spec.calibration))
-            if spec.calibration else None)
-        self.topology = Topology(spec, self.constants, self.calibration)
+            if spec.calibration
+            else None
+        )
+        self.topology = Topology(spec, self.constants, self.calibration, bandwidth_scale)
         self._shapes: dict[tuple[str, str, tuple[int, ...]], coll.ShapeList] = {}
 
     # ------------------------------------------------------------ structure
@@ -82,13 +89,15 @@ class Cluster:
         return {d.name: d for d in self.devices}
 
     def _missing(self, name: str) -> Device:
-        raise SimplanError(f"no device {name!r} in {self.name}; devices are n0.g0 .. "
-                           f"{self.devices[-1].name}")
+        raise SimplanError(
+            f"no device {name!r} in {self.name}; devices are n0.g0 .. {self.devices[-1].name}"
+        )
 
     def _index(self, i: int) -> int:
         if not isinstance(i, int) or not 0 <= i < self.num_devices:
-            raise SimplanError(f"device {i!r} does not exist in {self.name}: use 0.."
-                               f"{self.num_devices - 1}")
+            raise SimplanError(
+                f"device {i!r} does not exist in {self.name}: use 0..{self.num_devices - 1}"
+            )
         return i
 
     def node_devices(self, node: int) -> tuple[int, ...]:
@@ -133,24 +142,30 @@ class Cluster:
     def algorithm(self, op: str, nbytes: float, devices: Sequence[int]) -> str:
         return self._best(op, float(nbytes), self._group(op, devices))[0]
 
-    def collective_plan(self, op: str, nbytes: float, devices: Sequence[int],
-                        algorithm: str | None = None) -> coll.CollectivePlan:
+    def collective_plan(
+        self, op: str, nbytes: float, devices: Sequence[int], algorithm: str | None = None
+    ) -> coll.CollectivePlan:
         """The phases of a collective and the bytes each crosses on each directed channel
         (`plan.phases[i].channel_bytes`); look channels up with `cluster.link(channel_id)`."""
         group = self._group(op, devices)
         algo = algorithm or self._best(op, float(nbytes), group)[0]
         if algo not in coll.eligible_algorithms(self.topology, op, group):
-            raise SimplanError(f"algorithm {algo!r} does not apply to {op} on this group; use "
-                               f"{', '.join(coll.eligible_algorithms(self.topology, op, group))}")
-        return coll.make_plan(self.topology, op, algo, float(nbytes), group,
-                              self._shape(op, algo, group))
+            raise SimplanError(
+                f"algorithm {algo!r} does not apply to {op} on this group; use "
+                f"{', '.join(coll.eligible_algorithms(self.topology, op, group))}"
+            )
+        return coll.make_plan(
+            self.topology, op, algo, float(nbytes), group, self._shape(op, algo, group)
+        )
 
     def algorithm_times(self, op: str, nbytes: float, devices: Sequence[int]) -> dict[str, float]:
         group = self._group(op, devices)
         over = coll.overhead_s(self.topology, op, float(nbytes), group)
         mem = coll.memory_seconds_per_byte(self.topology, op, group)
-        return {a: over + coll.shapes_time(self._shape(op, a, group), float(nbytes), mem)
-                for a in coll.eligible_algorithms(self.topology, op, group)}
+        return {
+            a: over + coll.shapes_time(self._shape(op, a, group), float(nbytes), mem)
+            for a in coll.eligible_algorithms(self.topology, op, group)
+        }
 
     @lru_cache(maxsize=1 << 16)  # noqa: B019
     def _best(self, op: str, nbytes: float, group: tuple[int, ...]) -> tuple[str, float]:
@@ -177,6 +192,21 @@ class Cluster:
             group = tuple(sorted(group))
         return group
 
+    def with_bandwidth(
+        self, factor: float, *, links: Sequence[str] = (), kinds: Sequence[str] = ()
+    ) -> Cluster:
+        """A new cluster whose named links (ids "u--v" or channels "u>v") and/or link classes
+        ('nvlink', 'pcie', 'network', 'loopback') have factor times the bandwidth."""
+        if factor <= 0:
+            raise SimplanError(f"bandwidth factor must be > 0, not {factor}")
+        scale = dict(self.topology.bandwidth_scale)
+        for link_id in links:
+            key = self.link(link_id).id
+            scale[key] = scale.get(key, 1.0) * factor
+        for kind in kinds:
+            scale[kind] = scale.get(kind, 1.0) * factor
+        return Cluster(self.spec, self.constants, scale)
+
     # ------------------------------------------------------------ summary
 
     def summary(self) -> dict[str, Any]:
@@ -184,12 +214,23 @@ class Cluster:
         for link in self.links.values():
             kinds.setdefault(link.kind, []).append(link.bandwidth_Bps)
         return {
-            "name": self.name, "nodes": self.nodes, "devices": self.num_devices,
-            "groups": [{"name": g.name, "count": g.count, "devices_per_node": g.devices_per_node,
-                        "device": g.device.name, "fabric": g.fabric.kind,
-                        "nics": g.nics.count} for g in self.spec.groups],
+            "name": self.name,
+            "nodes": self.nodes,
+            "devices": self.num_devices,
+            "groups": [
+                {
+                    "name": g.name,
+                    "count": g.count,
+                    "devices_per_node": g.devices_per_node,
+                    "device": g.device.name,
+                    "fabric": g.fabric.kind,
+                    "nics": g.nics.count,
+                }
+                for g in self.spec.groups
+            ],
             "network": self.spec.network.kind,
-            "vertices": self.graph.number_of_nodes(), "links": len(self.links),
+            "vertices": self.graph.number_of_nodes(),
+            "links": len(self.links),
             "link_bandwidths_Bps": {k: sorted(set(v)) for k, v in kinds.items()},
             "calibration": self.spec.calibration,
         }
@@ -204,9 +245,12 @@ def resolve_calibration(path: str) -> Path:
     return REPO_ROOT / p
 
 
-def load_cluster(spec: str | Path | dict[str, Any] | ClusterSpec, nodes: int | None = None,
-                 gpus_per_node: int | None = None,
-                 constants: CollectiveConstants | None = None) -> Cluster:
+def load_cluster(
+    spec: str | Path | dict[str, Any] | ClusterSpec,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    constants: CollectiveConstants | None = None,
+) -> Cluster:
     """A Cluster from a preset name, a TOML path, a dict or a ClusterSpec.
 
     nodes=N scales the preset to N nodes; gpus_per_node=G keeps G devices per node."""

@@ -47,6 +47,7 @@ Selection rule (what NCCL's tuner does: predict each eligible algorithm, take th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -59,8 +60,14 @@ if TYPE_CHECKING:
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_to_all", "p2p")
 ALGORITHMS = ("ring", "tree", "hierarchical", "direct")
-MEMORY_FACTOR = {"all_reduce": 1.0, "reduce_scatter": 0.5, "all_gather": 0.5, "broadcast": 0.5,
-                 "all_to_all": 0.5, "p2p": 0.0}
+MEMORY_FACTOR = {
+    "all_reduce": 1.0,
+    "reduce_scatter": 0.5,
+    "all_gather": 0.5,
+    "broadcast": 0.5,
+    "all_to_all": 0.5,
+    "p2p": 0.0,
+}
 
 Flow = tuple[int, int, "int | None", float]  # src index, dst index, rail (None: src's), weight
 
@@ -103,9 +110,14 @@ class CollectivePlan:
 
 def bytes_factor(op: str, n: int) -> float:
     """Bytes each rank sends, as a multiple of nbytes, for a ring of n ranks."""
-    return {"all_reduce": 2 * (n - 1) / n, "reduce_scatter": (n - 1) / n,
-            "all_gather": (n - 1) / n, "broadcast": 1.0, "all_to_all": (n - 1) / n,
-            "p2p": 1.0}[op]
+    return {
+        "all_reduce": 2 * (n - 1) / n,
+        "reduce_scatter": (n - 1) / n,
+        "all_gather": (n - 1) / n,
+        "broadcast": 1.0,
+        "all_to_all": (n - 1) / n,
+        "p2p": 1.0,
+    }[op]
 
 
 def ring_steps(op: str, n: int) -> int:
@@ -121,8 +133,14 @@ def check_op(op: str) -> str:
 # ---------------------------------------------------------------- flows → phase shapes
 
 
-def phase_shape(topo: Topology, name: str, steps: int, flows: list[Flow],
-                latency_s: float | None = None, memory_share: float | None = None) -> PhaseShape:
+def phase_shape(
+    topo: Topology,
+    name: str,
+    steps: int,
+    flows: list[Flow],
+    latency_s: float | None = None,
+    memory_share: float | None = None,
+) -> PhaseShape:
     """Loads and costs of a set of concurrent flows. Latency (unless given): steps times the
     mean hop latency (a hop's latency: the largest on its path), so a ring pays
     2(n-1)/n · Σ hop latencies per all-reduce as in NCCL's tuning model. The local memory term
@@ -143,8 +161,14 @@ def phase_shape(topo: Topology, name: str, steps: int, flows: list[Flow],
     spb = max((load / eff[c] for c, load in loads.items()), default=0.0)
     lat = steps * hop_latency / max(1, len(flows)) if latency_s is None else latency_s
     share = (0.0 if network else 1.0) if memory_share is None else memory_share
-    return PhaseShape(name=name, steps=steps, latency_s=lat, loads=dict(loads),
-                      seconds_per_byte=spb, memory_share=share)
+    return PhaseShape(
+        name=name,
+        steps=steps,
+        latency_s=lat,
+        loads=dict(loads),
+        seconds_per_byte=spb,
+        memory_share=share,
+    )
 
 
 def flows_latency(topo: Topology, flows: list[Flow]) -> float:
@@ -187,7 +211,7 @@ def ring_flows(topo: Topology, devices: tuple[int, ...]) -> list[Flow]:
         for members in nodes:
             leader = node_leaders(members, k)[c]
             at = members.index(leader)
-            rotated = members[at + 1:] + members[:at + 1]  # ends at the leader
+            rotated = members[at + 1 :] + members[: at + 1]  # ends at the leader
             order.extend((d.index, leader.rail) for d in rotated)
         for (a, rail), (b, _) in zip(order, order[1:] + order[:1], strict=True):
             flows.append((a, b, rail, 1.0 / k))
@@ -207,8 +231,7 @@ def _single_node_rings(topo: Topology, members: list[int]) -> list[Flow]:
     return flows
 
 
-def tree_flows(topo: Topology, devices: tuple[int, ...], up: bool) -> tuple[list[Flow],
-                                                                            list[Flow]]:
+def tree_flows(topo: Topology, devices: tuple[int, ...], up: bool) -> tuple[list[Flow], list[Flow]]:
     """(intra-node chain flows, inter-node double-binary-tree flows), both directions
     (reduce up, broadcast down) unless up=False (broadcast only)."""
     nodes = by_node(topo, devices)
@@ -220,8 +243,8 @@ def tree_flows(topo: Topology, devices: tuple[int, ...], up: bool) -> tuple[list
         leaders = [node_leaders(members, k)[c] for members in nodes]
         for members, leader in zip(nodes, leaders, strict=True):
             at = members.index(leader)
-            chain = members[at + 1:] + members[:at + 1]
-            for a, b in zip(chain, chain[1:], strict=False):
+            chain = members[at + 1 :] + members[: at + 1]
+            for a, b in itertools.pairwise(chain):
                 intra.append((b.index, a.index, None, 1.0 / k))
                 if up:
                     intra.append((a.index, b.index, None, 1.0 / k))
@@ -245,8 +268,7 @@ def hierarchical_eligible(topo: Topology, devices: tuple[int, ...]) -> bool:
     return len(nodes) > 1 and len({len(m) for m in nodes}) == 1 and len(nodes[0]) > 1
 
 
-def hierarchical_flows(topo: Topology, devices: tuple[int, ...]) -> tuple[list[Flow],
-                                                                          list[Flow]]:
+def hierarchical_flows(topo: Topology, devices: tuple[int, ...]) -> tuple[list[Flow], list[Flow]]:
     """(rings inside every node at once, g rings between nodes at once — one per position)."""
     nodes = by_node(topo, devices)
     intra: list[Flow] = []
@@ -265,13 +287,14 @@ def hierarchical_flows(topo: Topology, devices: tuple[int, ...]) -> tuple[list[F
 ShapeList = list[tuple[PhaseShape, float]]  # (phase, bytes per rank as a multiple of nbytes)
 
 
-def algorithm_shapes(topo: Topology, op: str, algorithm: str,
-                     devices: tuple[int, ...]) -> ShapeList:
+def algorithm_shapes(
+    topo: Topology, op: str, algorithm: str, devices: tuple[int, ...]
+) -> ShapeList:
     """The size-independent phases of `algorithm` for `op` over `devices`."""
     n = len(devices)
     if algorithm == "direct":
-        flows = direct_flows(devices) if op == "all_to_all" else [(devices[0], devices[1],
-                                                                    None, 1.0)]
+        pair: list[Flow] = [(devices[0], devices[1], None, 1.0)]
+        flows = direct_flows(devices) if op == "all_to_all" else pair
         return [(phase_shape(topo, "direct", n - 1, flows), 1.0)]
     if algorithm == "ring":
         flows = ring_flows(topo, devices)
@@ -289,8 +312,9 @@ def _tree_shape(topo: Topology, op: str, devices: tuple[int, ...]) -> tuple[Phas
     depth = max(1, math.floor(math.log2(len(nodes))))
     g = max(len(m) for m in nodes)
     latency = 2 * (depth * flows_latency(topo, inter) + (g - 1) * flows_latency(topo, intra))
-    tree = phase_shape(topo, "tree", 2 * (depth + g - 1), intra + inter, latency_s=latency,
-                       memory_share=0.0)
+    tree = phase_shape(
+        topo, "tree", 2 * (depth + g - 1), intra + inter, latency_s=latency, memory_share=0.0
+    )
     ring = phase_shape(topo, "ring", 1, ring_flows(topo, devices))
     spb = 2 * ring.seconds_per_byte / topo.constants.tree_efficiency
     return dataclasses.replace(tree, seconds_per_byte=spb), 1.0
@@ -322,8 +346,9 @@ def eligible_algorithms(topo: Topology, op: str, devices: tuple[int, ...]) -> tu
     algos = ["ring"]
     if op == "all_reduce":
         algos.append("tree")
-    if op in ("all_reduce", "reduce_scatter", "all_gather") and hierarchical_eligible(topo,
-                                                                                      devices):
+    if op in ("all_reduce", "reduce_scatter", "all_gather") and hierarchical_eligible(
+        topo, devices
+    ):
         algos.append("hierarchical")
     return tuple(algos)
 
@@ -345,24 +370,42 @@ def memory_seconds_per_byte(topo: Topology, op: str, devices: tuple[int, ...]) -
 
 
 def phase_time(shape: PhaseShape, per_rank: float, nbytes: float, mem_spb: float) -> float:
-    return (shape.latency_s + per_rank * shape.seconds_per_byte
-            + shape.memory_share * nbytes * mem_spb)
+    return (
+        shape.latency_s + per_rank * shape.seconds_per_byte + shape.memory_share * nbytes * mem_spb
+    )
 
 
 def shapes_time(shapes: ShapeList, nbytes: float, mem_spb: float) -> float:
     return sum(phase_time(s, f * nbytes, nbytes, mem_spb) for s, f in shapes)
 
 
-def make_plan(topo: Topology, op: str, algorithm: str, nbytes: float, devices: tuple[int, ...],
-              shapes: ShapeList) -> CollectivePlan:
+def make_plan(
+    topo: Topology,
+    op: str,
+    algorithm: str,
+    nbytes: float,
+    devices: tuple[int, ...],
+    shapes: ShapeList,
+) -> CollectivePlan:
     mem_spb = memory_seconds_per_byte(topo, op, devices)
     phases = []
     for shape, factor in shapes:
         per_rank = factor * nbytes
-        phases.append(Phase(
-            name=shape.name, steps=shape.steps, latency_s=shape.latency_s,
-            bytes_per_rank=per_rank,
-            channel_bytes={c: w * per_rank for c, w in shape.loads.items()},
-            time_s=phase_time(shape, per_rank, nbytes, mem_spb)))
-    return CollectivePlan(op=op, algorithm=algorithm, nbytes=nbytes, devices=devices,
-                          overhead_s=overhead_s(topo, op, nbytes, devices), phases=tuple(phases))
+        phases.append(
+            Phase(
+                name=shape.name,
+                steps=shape.steps,
+                latency_s=shape.latency_s,
+                bytes_per_rank=per_rank,
+                channel_bytes={c: w * per_rank for c, w in shape.loads.items()},
+                time_s=phase_time(shape, per_rank, nbytes, mem_spb),
+            )
+        )
+    return CollectivePlan(
+        op=op,
+        algorithm=algorithm,
+        nbytes=nbytes,
+        devices=devices,
+        overhead_s=overhead_s(topo, op, nbytes, devices),
+        phases=tuple(phases),
+    )

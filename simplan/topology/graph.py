@@ -24,8 +24,12 @@ from simplan.errors import SimplanError
 from simplan.topology.calibration import CollectiveConstants, LinkCalibration
 from simplan.topology.spec import ClusterSpec, NodeGroupSpec
 
-FABRIC_LINK_CLASS = {"nvswitch": "nvlink", "nvlink-mesh": "nvlink", "pcie-switch": "pcie",
-                     "loopback": "loopback"}
+FABRIC_LINK_CLASS = {
+    "nvswitch": "nvlink",
+    "nvlink-mesh": "nvlink",
+    "pcie-switch": "pcie",
+    "loopback": "loopback",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,11 +61,17 @@ class Device:
 class Topology:
     """The graph and cached path queries. Build with `build_topology(spec, constants)`."""
 
-    def __init__(self, spec: ClusterSpec, constants: CollectiveConstants,
-                 calibration: LinkCalibration | None = None) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        constants: CollectiveConstants,
+        calibration: LinkCalibration | None = None,
+        bandwidth_scale: dict[str, float] | None = None,
+    ) -> None:
         self.spec = spec
         self.constants = constants
         self.calibration = calibration
+        self.bandwidth_scale = dict(bandwidth_scale or {})  # link id or link class → factor
         self.graph = nx.Graph()
         self.links: dict[str, Link] = {}
         self._channel: dict[tuple[str, str], Link] = {}
@@ -83,18 +93,49 @@ class Topology:
                 node += 1
         self.devices = tuple(devices)
         self._add_network()
-        self._templates = {g.name: _node_paths(self._node_subgraph(self._first_node(g)))
-                           for g in self.spec.groups}
+        touched = self._add_extra_links()
+        self._templates = {
+            g.name: _node_paths(self._node_subgraph(self._template_node(g, touched)))
+            for g in self.spec.groups
+        }
+        self._node_templates = {n: _node_paths(self._node_subgraph(n)) for n in touched}
         if not nx.is_connected(self.graph):
             parts = nx.number_connected_components(self.graph)
-            raise SimplanError(f"{self.spec.name}: the topology graph is disconnected "
-                               f"({parts} parts); give every node NICs and a network")
+            raise SimplanError(
+                f"{self.spec.name}: the topology graph is disconnected "
+                f"({parts} parts); give every node NICs and a network"
+            )
 
-    def _first_node(self, group: NodeGroupSpec) -> int:
-        return next(i for i, g in enumerate(self.node_group) if g is group)
+    def _add_extra_links(self) -> set[int]:
+        """The spec's [[link]] entries; returns the nodes whose internal paths they change."""
+        touched: set[int] = set()
+        for i, extra in enumerate(self.spec.links):
+            ends = []
+            for field, name in (("a", extra.a), ("b", extra.b)):
+                if name not in self.graph:
+                    raise SimplanError(
+                        f"{self.spec.name}: link[{i}].{field} = {name!r} does not "
+                        "exist; use a vertex name such as 'n0.g1' or 'leaf0'"
+                    )
+                ends.append(self.graph.nodes[name].get("node"))
+            if ends[0] != ends[1]:
+                raise SimplanError(
+                    f"{self.spec.name}: link[{i}] joins {extra.a} and {extra.b}; "
+                    "a link must stay inside one node or join two switches"
+                )
+            if ends[0] is not None:
+                touched.add(ends[0])
+            self._add_link(extra.a, extra.b, extra.kind, extra.bandwidth_Bps, extra.latency_s)
+        return touched
 
-    def _add_link(self, u: str, v: str, kind: str, bandwidth_Bps: float,
-                  latency_s: float | None) -> None:
+    def _template_node(self, group: NodeGroupSpec, touched: set[int]) -> int:
+        """A node of the group without extra links (all of them are then identical)."""
+        nodes = [i for i, g in enumerate(self.node_group) if g is group]
+        return next((i for i in nodes if i not in touched), nodes[0])
+
+    def _add_link(
+        self, u: str, v: str, kind: str, bandwidth_Bps: float, latency_s: float | None
+    ) -> None:
         cls = self.constants.link(kind)
         if self.calibration is not None and kind in ("loopback", "pcie", "nvlink"):
             bandwidth_Bps = self.calibration.link_bandwidth_Bps
@@ -103,13 +144,22 @@ class Topology:
         else:
             efficiency = cls.efficiency
         a, b = sorted((u, v))
-        link = Link(id=f"{a}--{b}", u=a, v=b, kind=kind, bandwidth_Bps=bandwidth_Bps,
-                    latency_s=cls.latency_s if latency_s is None else latency_s,
-                    efficiency=efficiency)
+        scale = self.bandwidth_scale
+        factor = scale.get(f"{a}--{b}", 1.0) * scale.get(kind, 1.0)
+        link = Link(
+            id=f"{a}--{b}",
+            u=a,
+            v=b,
+            kind=kind,
+            bandwidth_Bps=bandwidth_Bps * factor,
+            latency_s=cls.latency_s if latency_s is None else latency_s,
+            efficiency=efficiency,
+        )
         self.links[link.id] = link
         self._channel[(a, b)] = self._channel[(b, a)] = link
-        self.graph.add_edge(a, b, id=link.id, kind=kind, bandwidth_Bps=bandwidth_Bps,
-                            latency_s=link.latency_s)
+        self.graph.add_edge(
+            a, b, id=link.id, kind=kind, bandwidth_Bps=link.bandwidth_Bps, latency_s=link.latency_s
+        )
 
     def _add_node(self, node: int, group: NodeGroupSpec, first: int) -> list[Device]:
         fab, nics, n = group.fabric, group.nics, group.devices_per_node
@@ -118,7 +168,8 @@ class Topology:
         for name in names:
             self.graph.add_node(name, kind="device", node=node)
         host = f"n{node}.host"
-        self.graph.add_node(host, kind="host", node=node)
+        if fab.kind in ("pcie-switch", "loopback"):
+            self.graph.add_node(host, kind="host", node=node)
         if fab.kind == "nvswitch":
             self.graph.add_node(f"n{node}.nvswitch", kind="node-switch", node=node)
             for name in names:
@@ -136,19 +187,30 @@ class Topology:
         else:
             for name in names:
                 self._add_link(name, host, kind, fab.bandwidth_Bps, fab.latency_s)
-        if fab.kind in ("nvswitch", "nvlink-mesh"):
-            self._add_link(names[0], host, "pcie", fab.bandwidth_Bps, fab.latency_s)
         for k in range(nics.count):
             nic = f"n{node}.nic{k}"
             self.graph.add_node(nic, kind="nic", node=node)
             served = [x for x in range(n) if _rail(x, n, nics.count) == k]
             mesh = fab.kind in ("nvswitch", "nvlink-mesh")
             for x in (served or [0]) if mesh else (served or [0])[:1]:
-                attach = (names[x] if fab.kind in ("nvswitch", "nvlink-mesh")
-                          else _pcie_attach(fab.kind, node, x, fab.devices_per_switch))
+                attach = (
+                    names[x]
+                    if fab.kind in ("nvswitch", "nvlink-mesh")
+                    else _pcie_attach(fab.kind, node, x, fab.devices_per_switch)
+                )
                 self._add_link(attach, nic, "network", nics.bandwidth_Bps, nics.latency_s)
-        return [Device(index=first + k, name=names[k], node=node, local=k, group=group.name,
-                       model=group.device, rail=_rail(k, n, nics.count)) for k in range(n)]
+        return [
+            Device(
+                index=first + k,
+                name=names[k],
+                node=node,
+                local=k,
+                group=group.name,
+                model=group.device,
+                rail=_rail(k, n, nics.count),
+            )
+            for k in range(n)
+        ]
 
     def _add_network(self) -> None:
         net = self.spec.network
@@ -183,8 +245,9 @@ class Topology:
             for s in range(net.spines):
                 spine = f"spine{s}"
                 self.graph.add_node(spine, kind="switch")
-                self._add_link(sw, spine, "network",
-                               total / net.oversubscription / net.spines, net.latency_s)
+                self._add_link(
+                    sw, spine, "network", total / net.oversubscription / net.spines, net.latency_s
+                )
 
     def _node_subgraph(self, node: int) -> nx.Graph:
         prefix = f"n{node}."
@@ -197,7 +260,8 @@ class Topology:
 
     def node_path(self, node: int, a: str, b: str) -> list[str]:
         """Path between two vertices of one node, given by their suffixes ("g3", "nic1")."""
-        suffixes = self._templates[self.node_group[node].name][(a, b)]
+        table = self._node_templates.get(node) or self._templates[self.node_group[node].name]
+        suffixes = table[(a, b)]
         return [f"n{node}.{s}" for s in suffixes]
 
     def device_path(self, src: int, dst: int, rail: int | None = None) -> tuple[str, ...]:
@@ -214,7 +278,7 @@ class Topology:
         ra = r % max(1, self.node_group[a.node].nics.count)
         rb = r % max(1, self.node_group[b.node].nics.count)
         out = self.node_path(a.node, f"g{a.local}", f"nic{ra}")
-        net = self._network_path(f"n{a.node}.nic{ra}", f"n{b.node}.nic{rb}", a.node + b.node)
+        net = self._network_path(f"n{a.node}.nic{ra}", f"n{b.node}.nic{rb}", a.node + b.node + ra)
         inn = self.node_path(b.node, f"nic{rb}", f"g{b.local}")
         return tuple(out[:-1] + net + inn[1:])
 
@@ -230,7 +294,8 @@ class Topology:
             return ((sa,),)
         if self._switches is None:
             self._switches = self.graph.subgraph(
-                v for v, d in self.graph.nodes(data=True) if d.get("kind") == "switch").copy()
+                v for v, d in self.graph.nodes(data=True) if d.get("kind") == "switch"
+            ).copy()
         switches = self._switches
         return tuple(tuple(p) for p in sorted(nx.all_shortest_paths(switches, sa, sb)))
 
@@ -249,8 +314,10 @@ class Topology:
         u, sep, v = link_id.partition(">")
         if sep and (u, v) in self._channel:
             return self._channel[(u, v)]
-        raise SimplanError(f"no link {link_id!r} in {self.spec.name}; links look like "
-                           "'n0.g0--n0.nvswitch' and channels like 'n0.g0>n0.nvswitch'")
+        raise SimplanError(
+            f"no link {link_id!r} in {self.spec.name}; links look like "
+            "'n0.g0--n0.nvswitch' and channels like 'n0.g0>n0.nvswitch'"
+        )
 
 
 def _rail(local: int, devices: int, nics: int) -> int:

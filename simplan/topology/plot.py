@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from simplan.topology.cluster import Cluster
 
-COLOURS = {"nvlink": "tab:green", "pcie": "tab:orange", "network": "tab:blue",
-           "loopback": "tab:gray"}
+COLOURS = {
+    "nvlink": "tab:green",
+    "pcie": "tab:orange",
+    "network": "tab:blue",
+    "loopback": "tab:gray",
+}
 ROW = {"nic": 2.0, "device": 1.0, "node-switch": 0.0, "host": -0.8}
 
 
@@ -30,8 +34,9 @@ def _positions(cluster: Cluster, shown: int) -> dict[str, tuple[float, float]]:
             for i, v in enumerate(names):
                 offset = (cluster.gpus_per_node - len(names)) / 2
                 pos[v] = (x0 + offset + i, level)
-    switches = sorted((v for v, d in cluster.graph.nodes(data=True) if d.get("kind") == "switch"),
-                      key=_natural)
+    switches = sorted(
+        (v for v, d in cluster.graph.nodes(data=True) if d.get("kind") == "switch"), key=_natural
+    )
     span = shown * width
     spines = [s for s in switches if s.startswith("spine")]
     lower = [s for s in switches if s not in spines]
@@ -71,8 +76,13 @@ def plot_cluster(cluster: Cluster, path: str | Path, max_nodes: int = 8) -> Path
     for link in cluster.links.values():
         if link.u in pos and link.v in pos:
             (x1, y1), (x2, y2) = pos[link.u], pos[link.v]
-            ax.plot([x1, x2], [y1, y2], color=COLOURS.get(link.kind, "black"), alpha=0.6,
-                    linewidth=0.5 + 0.6 * max(0.0, math.log10(link.bandwidth_Bps / 1e9) + 1))
+            ax.plot(
+                [x1, x2],
+                [y1, y2],
+                color=COLOURS.get(link.kind, "black"),
+                alpha=0.6,
+                linewidth=0.5 + 0.6 * max(0.0, math.log10(link.bandwidth_Bps / 1e9) + 1),
+            )
     for v, (x, y) in pos.items():
         kind = cluster.graph.nodes[v].get("kind")
         marker = {"device": "s", "nic": "o", "switch": "D"}.get(kind or "", "^")

@@ -35,8 +35,9 @@ class FabricSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in FABRIC_KINDS:
-            raise ValueError(f"fabric.kind must be one of {', '.join(FABRIC_KINDS)}, "
-                             f"not {self.kind!r}")
+            raise ValueError(
+                f"fabric.kind must be one of {', '.join(FABRIC_KINDS)}, not {self.kind!r}"
+            )
         _positive("fabric.bandwidth", self.bandwidth_Bps)
         if self.latency_s is not None and self.latency_s < 0:
             raise ValueError("fabric.latency_us must be >= 0")
@@ -92,12 +93,35 @@ class NetworkSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in NETWORK_KINDS:
-            raise ValueError(f"network.kind must be one of {', '.join(NETWORK_KINDS)}, "
-                             f"not {self.kind!r}")
+            raise ValueError(
+                f"network.kind must be one of {', '.join(NETWORK_KINDS)}, not {self.kind!r}"
+            )
         if self.oversubscription < 1:
             raise ValueError("network.oversubscription must be >= 1 (1 = non-blocking)")
         if self.nodes_per_leaf < 1 or self.spines < 1:
             raise ValueError("network.nodes_per_leaf and network.spines must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkSpec:
+    """An extra link between two vertices of one node (e.g. an NVLink bridge between two PCIe
+    GPUs: a = "n0.g0", b = "n0.g1") or between two network switches."""
+
+    a: str
+    b: str
+    kind: str
+    bandwidth_Bps: float
+    latency_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("nvlink", "pcie", "network", "loopback"):
+            raise ValueError(
+                f"link {self.a}--{self.b}: kind must be nvlink, pcie, network or "
+                f"loopback, not {self.kind!r}"
+            )
+        _positive(f"link {self.a}--{self.b}: bandwidth", self.bandwidth_Bps)
+        if self.a == self.b:
+            raise ValueError(f"link {self.a}--{self.b}: a link needs two different ends")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +130,7 @@ class ClusterSpec:
     description: str
     groups: tuple[NodeGroupSpec, ...]
     network: NetworkSpec
+    links: tuple[LinkSpec, ...] = ()
     calibration: str | None = None  # path of a bench-comm calibration JSON
 
     def __post_init__(self) -> None:
@@ -113,10 +138,15 @@ class ClusterSpec:
             raise ValueError("a cluster needs at least one [[node_group]]")
         nodes = sum(g.count for g in self.groups)
         if nodes > 1 and self.network.kind == "none":
-            raise ValueError(f"network.kind = 'none' but the cluster has {nodes} nodes: "
-                             "choose single-switch, leaf-spine or rail-optimized")
+            raise ValueError(
+                f"network.kind = 'none' leaves the {nodes} nodes disconnected: "
+                "choose single-switch, leaf-spine or rail-optimized"
+            )
         if nodes > 1 and any(g.nics.count == 0 for g in self.groups):
-            raise ValueError("nics.count = 0 on a multi-node cluster leaves nodes disconnected")
+            raise ValueError(
+                "nics.count = 0 on a multi-node cluster leaves the graph "
+                "disconnected: give every node group at least one NIC"
+            )
 
     @property
     def num_nodes(self) -> int:
@@ -135,8 +165,11 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def load_spec(spec: str | Path | dict[str, Any] | ClusterSpec, nodes: int | None = None,
-              gpus_per_node: int | None = None) -> ClusterSpec:
+def load_spec(
+    spec: str | Path | dict[str, Any] | ClusterSpec,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+) -> ClusterSpec:
     """A ClusterSpec from a preset name, a TOML path, a dict or a spec; then scale it."""
     if isinstance(spec, ClusterSpec):
         base = spec
@@ -155,14 +188,18 @@ def _raw(spec: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
     path = Path(text)
     if path.suffix == ".toml" or path.exists():
         return read_toml(path), str(path)
-    raise SimplanError(f"unknown cluster {text!r}: use a preset ({', '.join(preset_names())}) "
-                       "or the path of a .toml file")
+    raise SimplanError(
+        f"unknown cluster {text!r}: use a preset ({', '.join(preset_names())}) "
+        "or the path of a .toml file"
+    )
 
 
 def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpec:
     """Validate a raw dict; any problem becomes a one-line SimplanError naming the field."""
     try:
-        _check_keys(data, {"name", "description", "calibration", "node_group", "network"}, "")
+        _check_keys(
+            data, {"name", "description", "calibration", "node_group", "network", "link"}, ""
+        )
         groups = data.get("node_group")
         if not isinstance(groups, list) or not groups:
             raise ValueError("[[node_group]] is missing: add at least one node group")
@@ -171,6 +208,7 @@ def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpe
             description=str(data.get("description", "")),
             groups=tuple(_group(g, i) for i, g in enumerate(groups)),
             network=_network(data.get("network", {})),
+            links=tuple(_link(x, i) for i, x in enumerate(data.get("link", []))),
             calibration=data.get("calibration"),
         )
     except (ValueError, TypeError, KeyError) as exc:
@@ -183,7 +221,8 @@ def _check_keys(table: Any, allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ValueError(f"unknown field {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
+        known = ", ".join(sorted(allowed))
+        raise ValueError(f"unknown field {prefix}{unknown[0]} (known: {known})")
 
 
 def _number(table: dict[str, Any], key: str, where: str, default: float | None = None) -> float:
@@ -222,11 +261,13 @@ def _latency(table: dict[str, Any], where: str) -> float | None:
 def _device(value: Any, where: str) -> DeviceModel:
     if isinstance(value, str):
         return preset_device(value)
-    _check_keys(value, {"name", "peak_tflops", "memory_gib", "memory_bandwidth_gbps", "kind"},
-                where)
+    _check_keys(
+        value, {"name", "peak_tflops", "memory_gib", "memory_bandwidth_gbps", "kind"}, where
+    )
     tflops = _number(value, "peak_tflops", where)
     return DeviceModel(
-        name=str(value.get("name", "custom")), kind=str(value.get("kind", "gpu")),
+        name=str(value.get("name", "custom")),
+        kind=str(value.get("kind", "gpu")),
         peak_flops={"bf16": tflops * 1e12, "fp16": tflops * 1e12, "fp32": tflops * 1e12},
         memory_bytes=_number(value, "memory_gib", where) * GiB,
         memory_bandwidth_Bps=_number(value, "memory_bandwidth_gbps", where) * GB,
@@ -238,9 +279,14 @@ def preset_device(name: str) -> DeviceModel:
     try:
         return get_device(name)
     except ImportError:  # the measured local-CPU model is optional
-        return DeviceModel(name="cpu", kind="cpu", peak_flops={"fp32": 1e11},
-                           memory_bytes=8 * GiB, memory_bandwidth_Bps=1e10,
-                           sources={"all": "placeholder: no local CPU measurement available"})
+        return DeviceModel(
+            name="cpu",
+            kind="cpu",
+            peak_flops={"fp32": 1e11},
+            memory_bytes=8 * GiB,
+            memory_bandwidth_Bps=1e10,
+            sources={"all": "placeholder: no local CPU measurement available"},
+        )
 
 
 def _group(raw: Any, index: int) -> NodeGroupSpec:
@@ -249,12 +295,21 @@ def _group(raw: Any, index: int) -> NodeGroupSpec:
     if "device" not in raw:
         raise ValueError(f"{where}.device is required (a preset name or an inline table)")
     fabric = raw.get("fabric", {"kind": "loopback", "bandwidth_GBps": 10})
-    _check_keys(fabric, {"kind", "bandwidth_GBps", "bandwidth_Gbps", "latency_us",
-                         "devices_per_switch", "uplink_bandwidth_GBps"}, f"{where}.fabric")
+    _check_keys(
+        fabric,
+        {
+            "kind",
+            "bandwidth_GBps",
+            "bandwidth_Gbps",
+            "latency_us",
+            "devices_per_switch",
+            "uplink_bandwidth_GBps",
+        },
+        f"{where}.fabric",
+    )
     up = fabric.get("uplink_bandwidth_GBps")
     nics = raw.get("nics", {"count": 0, "bandwidth_Gbps": 1})
-    _check_keys(nics, {"count", "bandwidth_GBps", "bandwidth_Gbps", "latency_us"},
-                f"{where}.nics")
+    _check_keys(nics, {"count", "bandwidth_GBps", "bandwidth_Gbps", "latency_us"}, f"{where}.nics")
     return NodeGroupSpec(
         name=str(raw.get("name", f"group{index}")),
         count=int(_number(raw, "count", where, 1)),
@@ -265,18 +320,37 @@ def _group(raw: Any, index: int) -> NodeGroupSpec:
             bandwidth_Bps=_bandwidth(fabric, f"{where}.fabric") or 0.0,
             latency_s=_latency(fabric, f"{where}.fabric"),
             devices_per_switch=int(_number(fabric, "devices_per_switch", where, 2)),
-            uplink_bandwidth_Bps=None if up is None else _number(
-                fabric, "uplink_bandwidth_GBps", f"{where}.fabric") * GB,
+            uplink_bandwidth_Bps=None
+            if up is None
+            else _number(fabric, "uplink_bandwidth_GBps", f"{where}.fabric") * GB,
         ),
-        nics=NicSpec(count=int(_number(nics, "count", f"{where}.nics", 0)),
-                     bandwidth_Bps=_bandwidth(nics, f"{where}.nics") or 0.0,
-                     latency_s=_latency(nics, f"{where}.nics")),
+        nics=NicSpec(
+            count=int(_number(nics, "count", f"{where}.nics", 0)),
+            bandwidth_Bps=_bandwidth(nics, f"{where}.nics") or 0.0,
+            latency_s=_latency(nics, f"{where}.nics"),
+        ),
+    )
+
+
+def _link(raw: Any, index: int) -> LinkSpec:
+    where = f"link[{index}]"
+    _check_keys(raw, {"a", "b", "kind", "bandwidth_GBps", "bandwidth_Gbps", "latency_us"}, where)
+    for end in ("a", "b"):
+        if not isinstance(raw.get(end), str):
+            raise ValueError(f"{where}.{end} is required: a vertex name such as 'n0.g1'")
+    return LinkSpec(
+        a=raw["a"],
+        b=raw["b"],
+        kind=str(raw.get("kind", "nvlink")),
+        bandwidth_Bps=_bandwidth(raw, where) or 0.0,
+        latency_s=_latency(raw, where),
     )
 
 
 def _network(raw: Any) -> NetworkSpec:
-    _check_keys(raw, {"kind", "oversubscription", "nodes_per_leaf", "spines", "latency_us"},
-                "network")
+    _check_keys(
+        raw, {"kind", "oversubscription", "nodes_per_leaf", "spines", "latency_us"}, "network"
+    )
     return NetworkSpec(
         kind=str(raw.get("kind", "single-switch")),
         oversubscription=_number(raw, "oversubscription", "network", 1.0),
@@ -289,17 +363,22 @@ def _network(raw: Any) -> NetworkSpec:
 # ---------------------------------------------------------------- scaling
 
 
-def scale_spec(spec: ClusterSpec, nodes: int | None = None,
-               gpus_per_node: int | None = None) -> ClusterSpec:
+def scale_spec(
+    spec: ClusterSpec, nodes: int | None = None, gpus_per_node: int | None = None
+) -> ClusterSpec:
     """`nodes=N` spreads N nodes over the groups in proportion to their counts;
     `gpus_per_node=G` keeps the first G devices of every node (and the NICs that serve them)."""
     groups = list(spec.groups)
     if nodes is not None:
         if nodes < len(groups):
-            raise SimplanError(f"--nodes {nodes}: {spec.name} has {len(groups)} node groups; "
-                               f"use at least {len(groups)} nodes")
-        groups = [dataclasses.replace(g, count=c) for g, c in zip(groups,
-                  _split(nodes, [g.count for g in groups]), strict=True)]
+            raise SimplanError(
+                f"--nodes {nodes}: {spec.name} has {len(groups)} node groups; "
+                f"use at least {len(groups)} nodes"
+            )
+        groups = [
+            dataclasses.replace(g, count=c)
+            for g, c in zip(groups, _split(nodes, [g.count for g in groups]), strict=True)
+        ]
     if gpus_per_node is not None:
         groups = [_narrow(g, gpus_per_node) for g in groups]
     network = spec.network
@@ -324,8 +403,11 @@ def _split(total: int, weights: list[int]) -> list[int]:
 
 def _narrow(group: NodeGroupSpec, gpus: int) -> NodeGroupSpec:
     if not 1 <= gpus <= group.devices_per_node:
-        raise SimplanError(f"--gpus-per-node {gpus}: node group {group.name!r} has "
-                           f"{group.devices_per_node} devices per node; use 1..{group.devices_per_node}")
+        most = group.devices_per_node
+        raise SimplanError(
+            f"--gpus-per-node {gpus}: node group {group.name!r} has {most} "
+            f"devices per node; use 1..{most}"
+        )
     nics = group.nics
     if nics.count:
         per_nic = max(1, group.devices_per_node // nics.count)

@@ -67,5 +67,5 @@ def test_dict_spec_with_inline_device() -> None:
 def test_unknown_preset_and_field() -> None:
     with pytest.raises(SimplanError, match="unknown cluster 'dgx-z'"):
         load_cluster("dgx-z")
-    with pytest.raises(SimplanError, match="unknown field network.color"):
+    with pytest.raises(SimplanError, match=r"unknown field network\.color"):
         load_cluster({"node_group": [{"device": "h200"}], "network": {"color": "red"}})

@@ -1,0 +1,102 @@
+"""`simplan bench-comm`: measure collectives with torch.distributed, write a calibration."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """\
+Measure collective communication on this machine with torch.distributed and write a
+calibration file: medians over repeats (after warm-up) of all_reduce (and optionally
+all_gather, reduce_scatter, broadcast) for a range of message sizes, and an alpha-beta fit
+t = alpha + beta * size of the all-reduce. Ranks are spawned processes on 127.0.0.1 with one
+thread each; a rank that fails or hangs stops the run with an error naming it.
+
+A cluster spec uses the file with `calibration = "traces/collectives/<host>/<file>.json"`
+(see docs/cluster-spec.md); the localhost-cpu preset points at one measured on this machine.
+
+examples:
+  simplan bench-comm --backend gloo --nprocs 2
+  simplan bench-comm --backend gloo --nprocs 2 --sizes 64K,1M,16M,64M --repeats 30
+  simplan bench-comm --backend gloo --nprocs 2 --ops all_reduce,all_gather,broadcast
+  simplan bench-comm --backend nccl --nprocs 8 --sizes 1M,64M,1G \\
+      --out traces/collectives/dgx-h100/nccl-8ranks.json
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench-comm",
+        help="measure collectives, write a calibration",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--backend",
+        choices=("gloo", "nccl"),
+        default="gloo",
+        help="gloo (CPU processes) or nccl (one CUDA GPU per process)",
+    )
+    p.add_argument("--nprocs", type=int, default=2, help="number of ranks (default 2)")
+    p.add_argument(
+        "--sizes",
+        default="64K,256K,1M,4M,16M,64M",
+        help="comma-separated message sizes per rank, K/M/G = KiB/MiB/GiB (default 64K..64M)",
+    )
+    p.add_argument(
+        "--ops",
+        default="all_reduce",
+        help="comma-separated: all_reduce plus any of all_gather, reduce_scatter, "
+        "broadcast (default all_reduce)",
+    )
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds without progress before a rank counts as hung (default 60)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output JSON (default traces/collectives/<host>/<backend>-<N>ranks.json)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simplan.errors import SimplanError
+    from simplan.io import write_json_atomic
+    from simplan.topology.bench import default_output, parse_size, run_bench
+
+    if args.repeats < 3 or args.warmup < 0:
+        raise SimplanError("--repeats must be >= 3 and --warmup >= 0 (medians need repeats)")
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    doc = run_bench(
+        backend=args.backend,
+        nprocs=args.nprocs,
+        sizes=sizes,
+        ops=ops,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        timeout_s=args.timeout,
+    )
+    print(
+        f"{'op':15s} {'size':>10s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} "
+        f"{'algbw GB/s':>10s}"
+    )
+    for m in doc["measurements"]:
+        print(
+            f"{m['op']:15s} {m['size_B']:10d} {m['median_s'] * 1e3:10.3f} "
+            f"{m['min_s'] * 1e3:8.3f} {m['max_s'] * 1e3:8.3f} "
+            f"{m['size_B'] / m['median_s'] / 1e9:10.3f}"
+        )
+    fit = doc["fit"]
+    print(
+        f"fit: alpha {fit['alpha_s'] * 1e6:.1f} us, beta {fit['beta_s_per_byte'] * 1e9:.4f} ns/B "
+        f"({fit['bandwidth_Bps'] / 1e9:.3f} GB/s)"
+    )
+    out = write_json_atomic(doc, args.out or default_output(args.backend, args.nprocs))
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,92 @@
+"""Real gloo runs (2 CPU processes). Marked `distributed`; about 30 s in all."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+
+import pytest
+
+from simplan.cli import main
+from simplan.errors import SimplanError
+from simplan.topology import load_cluster
+from simplan.topology.bench import run_bench
+from simplan.topology.calibration import read_link_calibration
+from simplan.units import KiB, MiB
+
+pytestmark = pytest.mark.distributed
+
+
+def _children() -> list[str]:
+    """Command lines of this process's live children (multiprocessing's helper excluded)."""
+    me, out = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and "resource_tracker" not in cmd and "forkserver" not in cmd:
+            out.append(cmd)
+    return out
+
+
+def test_localhost_cpu_predicts_fresh_gloo_all_reduce() -> None:
+    cluster = load_cluster("localhost-cpu")
+    sizes = (4 * MiB, 64 * MiB)
+    runs = []
+    for _ in range(3):
+        doc = run_bench(backend="gloo", nprocs=2, sizes=sizes, repeats=30, warmup=3)
+        runs.append({m["size_B"]: m["median_s"] for m in doc["measurements"]})
+    measured = {s: statistics.median(r[s] for r in runs) for s in runs[0]}
+    errors = {}
+    for size, seconds in measured.items():
+        errors[size] = cluster.collective_time("all_reduce", size, [0, 1]) / seconds - 1
+    assert all(abs(e) <= 0.15 for e in errors.values()), errors
+    assert not _children()
+
+
+def test_hung_rank_is_named_and_every_process_is_stopped() -> None:
+    with pytest.raises(SimplanError, match="rank 1 hung"):
+        run_bench(backend="gloo", nprocs=2, sizes=(64 * KiB,), repeats=3, timeout_s=6, hang_rank=1)
+    assert not _children()
+
+
+def test_bench_comm_writes_a_calibration_a_spec_can_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gloo.json"
+    argv = [
+        "bench-comm",
+        "--nprocs",
+        "2",
+        "--sizes",
+        "64K,1M,4M",
+        "--repeats",
+        "5",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["metadata"]["backend"] == "gloo" and data["metadata"]["threads_per_rank"] == 1
+    assert read_link_calibration(out).link_bandwidth_Bps > 0
+    spec = {
+        "name": "mine",
+        "calibration": str(out),
+        "node_group": [
+            {
+                "devices_per_node": 2,
+                "device": "cpu",
+                "fabric": {"kind": "loopback", "bandwidth_GBps": 1},
+            }
+        ],
+    }
+    assert load_cluster(spec).collective_time("all_reduce", MiB, [0, 1]) > 0
+    assert not _children()
