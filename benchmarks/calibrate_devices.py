@@ -1,31 +1,125 @@
-"""Derive the GPU device models' GEMM efficiency from ../shared/reference and store it.
+"""Fit the GPU device models' efficiencies to published throughput and check held-out rows.
 
-Prints the derivation and writes simplan/data/gpu_calibration.json (what simplan.devices reads)
-and benchmarks/results/calibrate_devices.json.
+For each family (A100, H100) fits gemm_efficiency and mem_efficiency on the family's 8-GPU,
+seq-2048 MPT rows of ../shared/reference/llmfoundry_mpt_throughput.csv (see
+simplan/calibration.py), then predicts the rows it did not see: the other sequence lengths and GPU
+counts of the same section, and the A100 40GB section with the A100 fit. Prints tables and writes
+simplan/data/gpu_calibration.json (what simplan.devices reads) and
+benchmarks/results/calibrate_devices.json.
+
+    python benchmarks/calibrate_devices.py            # fit, check, write
+    python benchmarks/calibrate_devices.py --check    # check the stored constants only
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
-from simplan.calibration import CALIBRATION_FILE, derive_gemm_efficiency
+from simplan.calibration import (
+    CALIBRATION_FILE,
+    FITS,
+    RowSimulator,
+    ThroughputRow,
+    fit_efficiencies,
+    mpt_rows,
+)
 from simplan.devices import get_device
 from simplan.io import write_json_atomic
 
+CONSTANTS = ("gemm_efficiency", "mem_efficiency", "kernel_overhead_s")
+HELD_OUT = {  # family: (section, cluster, device preset)
+    "a100": [
+        (FITS["a100"][0], "dgx-a100", "a100-80gb"),
+        ("A100 40GB with 1600 Gbps node-node interconnect (RoCE)", "dgx-a100", "a100-40gb"),
+    ],
+    "h100": [(FITS["h100"][0], "dgx-h100", "h100-sxm")],
+}
 
-def main() -> int:
-    result = derive_gemm_efficiency(get_device("a100-80gb"))
-    print(f"{'constant':<18} {'value':>8}  source")
-    print(f"{'gemm_efficiency':<18} {result['gemm_efficiency']:>8.4f}  {result['source']}")
-    write_json_atomic(result, CALIBRATION_FILE)
+
+def evaluate(
+    rows: list[ThroughputRow], cluster: str, device_name: str, fit: dict[str, object]
+) -> list[dict[str, object]]:
+    sim = RowSimulator(rows, cluster)
+    device = get_device(device_name).with_(**{k: float(fit[k]) for k in CONSTANTS})  # type: ignore[arg-type]
+    return [
+        {
+            "model": r.model,
+            "gpus": r.gpus,
+            "seq_len": r.seq_len,
+            "micro_batch": r.micro_batch,
+            "checkpointing": r.checkpointing,
+            "measured_samples_per_s": r.samples_per_s,
+            "predicted_samples_per_s": sim.predict(r, device),
+        }
+        for r in rows
+    ]
+
+
+def print_rows(title: str, rows: list[dict[str, object]], limit: int = 12) -> dict[str, float]:
+    errors = [
+        float(r["predicted_samples_per_s"]) / float(r["measured_samples_per_s"]) - 1 for r in rows
+    ]
+    print(title)
+    print(
+        f"{'model':>6} {'gpus':>5} {'seq':>6} {'mb':>3} {'ckpt':>5} {'measured':>9} "
+        f"{'predicted':>9} {'error':>7}"
+    )
+    for r, e in list(zip(rows, errors, strict=True))[:limit]:
+        print(
+            f"{r['model']:>6} {r['gpus']:>5} {r['seq_len']:>6} {r['micro_batch']:>3} "
+            f"{r['checkpointing']!s:>5} {float(r['measured_samples_per_s']):>9.2f} "
+            f"{float(r['predicted_samples_per_s']):>9.2f} {e:>+7.1%}"
+        )
+    if len(rows) > limit:
+        print(f"   ... {len(rows) - limit} more rows in the JSON")
+    summary = {
+        "rows": len(rows),
+        "median_abs_error": statistics.median(abs(e) for e in errors),
+        "max_abs_error": max(abs(e) for e in errors),
+    }
+    print(
+        f"rows {summary['rows']}, median |error| {summary['median_abs_error']:.1%}, "
+        f"max {summary['max_abs_error']:.1%}\n"
+    )
+    return summary
+
+
+def held_out(family: str, fit: dict[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for section, cluster, device in HELD_OUT[family]:
+        rows = [
+            r
+            for r in mpt_rows(section, gpus=None, seq_len=None)
+            if not (section == FITS[family][0] and r.gpus == 8 and r.seq_len == 2048)
+        ]
+        table = evaluate(rows, cluster, device, fit)
+        summary = print_rows(f"held out, {family} fit on '{section}' ({device}):", table)
+        out[section] = {"summary": summary, "rows": table}
+    return out
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stored = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.is_file() else {}
+    calibration: dict[str, object] = {}
+    report: dict[str, object] = {}
+    for family in FITS:
+        fit = stored[family] if check else fit_efficiencies(family)
+        print(f"{family}: " + ", ".join(f"{k} {fit[k]}" for k in CONSTANTS))
+        print(f"  source: {fit['source']}")
+        print_rows(f"fit rows ({family}):", fit["rows"])
+        calibration[family] = fit
+        report[family] = {"fit": fit, "held_out": held_out(family, fit)}
+    if not check:
+        write_json_atomic(calibration, CALIBRATION_FILE)
     out = Path(__file__).resolve().parent / "results" / "calibrate_devices.json"
-    write_json_atomic(result, out)
-    print(f"wrote {CALIBRATION_FILE} and {out}")
-    json.dumps(result)
+    write_json_atomic(report, out)
+    print(f"wrote {out}" + ("" if check else f" and {CALIBRATION_FILE}"))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,39 +1,55 @@
-"""Derive the GPU device models' GEMM efficiency from a published single-GPU measurement.
+"""Derive the GPU device models' efficiencies from published training throughput.
 
-Reference: ../shared/reference/megatron_2020_gpt2_model_parallel_scaling.csv, the row
-`model-parallel weak scaling, 1B, DGX-A100, 1 GPU`: GPT-2 with hidden 1920, 15 heads, 24 layers,
-seq 1024, vocab 51200, batch 16 on one A100, 1076 ms per iteration, trained with activation
-checkpointing (Megatron-LM's GPT-2 scripts of 2020), i.e. per sample a forward pass, a recomputed
-forward pass and a backward pass, plus the optimizer step. With the memory-bound operations and
-per-kernel overhead taken from the device model, the step time is G / e + R, where G is the time
-of the matrix work at peak and R the rest; e = G / (1076 ms - R). The A100's e is used for every
-GPU preset (the same cuBLAS/CUTLASS kernel families run on Hopper) until a profile of the target
-GPU replaces the model.
+Fit data: ../shared/reference/llmfoundry_mpt_throughput.csv, the rows of section "A100 80GB"
+with 8 GPUs (one node) and sequence length 2048: MPT models of 125M to 30B parameters trained
+with FSDP (FULL_SHARD, bf16 compute, fp32 gradient reduction: llm-foundry's DEFAULT mixed
+precision) at the listed micro-batch, gradient accumulation and activation checkpointing. Shapes
+come from llmfoundry_mpt_model_configs.csv (ALiBi, so no position embedding; no biases; tied
+embeddings; vocab 50368).
 
-Run `python benchmarks/calibrate_devices.py` to re-derive and store it in
+Each row is simulated on one node (`dgx-a100`, or `dgx-h100` for the H100 fit of the section
+"H100 80GB BF16"); the three constants of the device model (`gemm_efficiency`: matrix work,
+`mem_efficiency`: memory-bound work, and `kernel_overhead_s`: the fixed cost of each operation,
+launch and dispatch included) are chosen on a grid to minimise the squared log error of the predicted samples per
+second over the rows. The A100 fit serves a100-80gb and a100-40gb; the H100 fit serves h100-sxm and
+h200 (same chip, faster memory) until a profile of the target GPU replaces the model. The other
+rows of the same sections (other sequence lengths and GPU counts, and the A100 40GB section) and
+Megatron-LM's tables are held out as checks (benchmarks/calibrate_devices.py prints them).
+
+Run `python benchmarks/calibrate_devices.py` to re-derive and store the result in
 simplan/data/gpu_calibration.json.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
+import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simplan.costmodel import optimizer_step_s, pass_time_s
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph, OpCost
+from simplan.graph import ModelGraph
+from simplan.parallel import ParallelConfig
 from simplan.spec import TransformerSpec
 
-REFERENCE_FILE = "megatron_2020_gpt2_model_parallel_scaling.csv"
+FIT_FILE = "llmfoundry_mpt_throughput.csv"
+SHAPES_FILE = "llmfoundry_mpt_model_configs.csv"
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
+GEMM_GRID = tuple(round(0.50 + 0.02 * i, 2) for i in range(23))  # 0.50 .. 0.94
+MEM_GRID = tuple(round(0.30 + 0.1 * i, 2) for i in range(8))  # 0.3 .. 1.0
+OVERHEAD_GRID = (2e-6, 5e-6, 10e-6, 20e-6)  # seconds per operation
+# family: (section of the fit table, cluster preset, device preset)
+FITS = {
+    "a100": ("A100 80GB with 1600 Gbps node-node interconnect (RoCE)", "dgx-a100", "a100-80gb"),
+    "h100": ("H100 80GB BF16", "dgx-h100", "h100-sxm"),
+}
+FAMILY_OF = {"a100-40gb": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200": "h100"}
 
 
 def reference_dir() -> Path:
-    import os
-
     env = os.environ.get("SIMPLAN_REFERENCE_DIR")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "reference"
 
@@ -47,67 +63,156 @@ def read_reference_csv(name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(lines))
 
 
-def single_a100_row() -> dict[str, str]:
-    for row in read_reference_csv(REFERENCE_FILE):
-        if row["system"] == "DGX-A100" and row["num_gpus"] == "1":
-            return row
-    raise SimplanError(f"{REFERENCE_FILE}: no single DGX-A100 row")
+@dataclass(frozen=True, kw_only=True)
+class ThroughputRow:
+    """One published training run: what was run and how many samples per second it reached."""
+
+    section: str
+    model: str
+    gpus: int
+    seq_len: int
+    micro_batch: int
+    global_batch: int
+    checkpointing: bool
+    samples_per_s: float
 
 
-def spec_of(row: dict[str, str]) -> TransformerSpec:
-    return TransformerSpec(
-        name=f"gpt2-{row['case'].lower()}",
-        hidden_size=int(row["hidden_size"]),
-        num_heads=int(row["attention_heads"]),
-        num_layers=int(row["num_layers"]),
-        seq_len=int(row["seq_len"]),
-        vocab_size=51200,
-        activation="gelu",
-        tie_embeddings=True,
+def mpt_rows(section: str, gpus: int | None = 8, seq_len: int | None = 2048) -> list[ThroughputRow]:
+    """Rows of one section; gpus / seq_len None keep every value."""
+    rows = []
+    for r in read_reference_csv(FIT_FILE):
+        if r["section"] != section:
+            continue
+        if gpus is not None and int(r["# GPUs"]) != gpus:
+            continue
+        if seq_len is not None and int(r["SeqLen (T)"]) != seq_len:
+            continue
+        rows.append(
+            ThroughputRow(
+                section=r["section"],
+                model=r["Model"],
+                gpus=int(r["# GPUs"]),
+                seq_len=int(r["SeqLen (T)"]),
+                micro_batch=int(r["MicroBatchSize"]),
+                global_batch=int(r["GlobalBatchSize"]),
+                checkpointing=r["Activation Checkpointing"] == "True",
+                samples_per_s=float(r["Throughput (T/s)"]) / int(r["SeqLen (T)"]),
+            )
+        )
+    return [r for r in rows if r.samples_per_s > 0]
+
+
+def mpt_spec(model: str, seq_len: int) -> TransformerSpec:
+    for r in read_reference_csv(SHAPES_FILE):
+        if r["model"] == model:
+            h = int(r["d_model"])
+            return TransformerSpec(
+                name=f"mpt-{model}",
+                hidden_size=h,
+                num_heads=int(r["n_heads"]),
+                num_layers=int(r["n_layers"]),
+                seq_len=seq_len,
+                vocab_size=int(r["vocab_size"]),
+                ffn_hidden_size=int(r["expansion_ratio"]) * h,
+                activation="gelu",
+                tie_embeddings=True,
+                position="none",
+                bias=False,
+            )
+    raise SimplanError(f"{SHAPES_FILE}: no MPT model {model!r}")
+
+
+def row_config(row: ThroughputRow) -> ParallelConfig:
+    return ParallelConfig(
+        dp=row.gpus,
+        micro_batch=row.micro_batch,
+        global_batch=row.global_batch,
+        zero=3,
+        dtype="bf16",
+        reduce_dtype="fp32",
+        recompute="full" if row.checkpointing else "none",
     )
 
 
-def _gemm_only(ops: OpCost) -> OpCost:
-    return OpCost(gemms=ops.gemms)
+class RowSimulator:
+    """Simulates published rows under candidate device models (graphs counted once)."""
+
+    def __init__(self, rows: list[ThroughputRow], cluster_spec: str) -> None:
+        from simplan.build import graph_from_spec
+        from simplan.topology import load_cluster
+
+        self.rows = rows
+        self.graphs: dict[tuple[str, int], ModelGraph] = {}
+        self.clusters: dict[int, Any] = {}
+        for row in rows:
+            key = (row.model, row.seq_len)
+            if key not in self.graphs:
+                self.graphs[key] = graph_from_spec(mpt_spec(row.model, row.seq_len), dtype="bf16")
+            if row.gpus not in self.clusters:
+                nodes, per = (row.gpus // 8, None) if row.gpus >= 8 else (1, row.gpus)
+                self.clusters[row.gpus] = load_cluster(cluster_spec, nodes=nodes, gpus_per_node=per)
+
+    def predict(self, row: ThroughputRow, device: DeviceModel) -> float:
+        from simplan.sim.run import simulate
+
+        result = simulate(
+            self.graphs[(row.model, row.seq_len)],
+            self.clusters[row.gpus],
+            row_config(row),
+            record=False,
+            device=device,
+        )
+        return result.samples_per_s
+
+    def loss(self, device: DeviceModel) -> float:
+        return sum(math.log(self.predict(r, device) / r.samples_per_s) ** 2 for r in self.rows)
 
 
-def _mem_only(ops: OpCost) -> OpCost:
-    return dataclasses.replace(ops, gemms=())
+def fit_efficiencies(family: str) -> dict[str, Any]:
+    """Fit one device family ('a100' or 'h100') on its section's 8-GPU, seq-2048 rows."""
+    from simplan.devices import get_device
 
-
-def recompute_step_parts(
-    graph: ModelGraph, device: DeviceModel, dtype: str, batch: int
-) -> tuple[float, float]:
-    """(G, R): matrix work at peak (efficiency 1) and everything else, for one step."""
-    ideal = dataclasses.replace(device, gemm_efficiency=1.0, kernel_overhead_s=0.0)
-    g = r = 0.0
-    for layer in graph.layers:
-        for ops, passes in ((layer.fwd_ops, 2), (layer.bwd_ops, 1)):
-            g += passes * pass_time_s(_gemm_only(ops), ideal, dtype, batch)
-            calls = ops.gemm_calls * device.kernel_overhead_s
-            r += passes * (pass_time_s(_mem_only(ops), device, dtype, batch) + calls)
-    return g, r + optimizer_step_s(graph.params, device, dtype)
-
-
-def derive_gemm_efficiency(a100: DeviceModel) -> dict[str, Any]:
-    from simplan.build import graph_from_spec
-
-    row = single_a100_row()
-    graph = graph_from_spec(spec_of(row), dtype="fp16")
-    batch = int(row["global_batch_size"])
-    measured = float(row["iteration_time_ms"]) / 1e3
-    g, r = recompute_step_parts(graph, a100, "fp16", batch)
-    if measured <= r:
-        raise SimplanError("calibration: the non-GEMM time alone exceeds the measured step")
-    efficiency = g / (measured - r)
+    section, cluster, preset = FITS[family]
+    base = get_device(preset)
+    rows = mpt_rows(section)
+    sim = RowSimulator(rows, cluster)
+    best: tuple[float, float, float, float] | None = None
+    for overhead in OVERHEAD_GRID:
+        for mem in MEM_GRID:
+            for gemm in GEMM_GRID:
+                candidate = base.with_(
+                    gemm_efficiency=gemm, mem_efficiency=mem, kernel_overhead_s=overhead
+                )
+                loss = sim.loss(candidate)
+                if best is None or loss < best[0] - 1e-12:
+                    best = (loss, gemm, mem, overhead)
+    assert best is not None
+    loss, gemm, mem, overhead = best
+    fitted = base.with_(gemm_efficiency=gemm, mem_efficiency=mem, kernel_overhead_s=overhead)
+    table = [
+        {
+            "model": r.model,
+            "gpus": r.gpus,
+            "seq_len": r.seq_len,
+            "micro_batch": r.micro_batch,
+            "checkpointing": r.checkpointing,
+            "measured_samples_per_s": r.samples_per_s,
+            "predicted_samples_per_s": round(sim.predict(r, fitted), 4),
+        }
+        for r in rows
+    ]
     return {
-        "gemm_efficiency": round(efficiency, 4),
+        "gemm_efficiency": gemm,
+        "mem_efficiency": mem,
+        "kernel_overhead_s": overhead,
         "source": (
-            f"../shared/reference/{REFERENCE_FILE}: DGX-A100 1 GPU, GPT-2 {row['case']} "
-            f"(h {row['hidden_size']}, {row['num_layers']} layers, seq {row['seq_len']}, "
-            f"batch {batch}), {row['iteration_time_ms']} ms/iteration with activation "
-            f"recomputation; e = G/(T - R) with G = {g * 1e3:.1f} ms of GEMM at peak and "
-            f"R = {r * 1e3:.1f} ms of memory-bound work, kernel overhead and Adam"
+            f"../shared/reference/{FIT_FILE}: least-squares (log) fit over the {len(rows)} "
+            f"'{section}', 8-GPU, seq-2048 MPT rows (FSDP FULL_SHARD, bf16, fp32 "
+            f"reduction), simulated on one {cluster} node; grid {GEMM_GRID[0]}-"
+            f"{GEMM_GRID[-1]} x {MEM_GRID[0]}-{MEM_GRID[-1]} x overhead "
+            f"{OVERHEAD_GRID[0] * 1e6:g}-{OVERHEAD_GRID[-1] * 1e6:g} us"
         ),
-        "derived_by": "benchmarks/calibrate_devices.py (simplan.calibration)",
+        "rms_log_error": round(math.sqrt(loss / len(rows)), 5),
+        "rows": table,
+        "derived_by": "benchmarks/calibrate_devices.py (simplan.calibration.fit_efficiencies)",
     }

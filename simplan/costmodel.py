@@ -31,7 +31,8 @@ class LayerCost:
 
 def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) -> float:
     """Roofline time of one pass (forward or backward) of a layer for a micro-batch."""
-    gemm = sum(n * device.gemm_time_s(f * micro_batch, dtype) for f, n in ops.gemms)
+    b = micro_batch
+    gemm = sum(n * device.roofline_time_s(f * b, nbytes * b, dtype) for f, nbytes, n in ops.gemms)
     if ops.mem_ops == 0:
         return gemm
     per_op = ops.mem_bytes * micro_batch / ops.mem_ops

@@ -51,7 +51,7 @@ class OpRecorder(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.gemms: Counter[float] = Counter()
+        self.gemms: Counter[tuple[float, float]] = Counter()
         self.mem_bytes = 0.0
         self.mem_ops = 0
 
@@ -61,7 +61,8 @@ class OpRecorder(TorchDispatchMode):
         packet = func._overloadpacket
         if packet in flop_registry:
             flops = flop_registry[packet](*args, **kwargs, out_val=out)
-            self.gemms[float(flops)] += 1
+            moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
+            self.gemms[(float(flops), float(moved))] += 1
         elif not func.is_view and packet.__name__ not in FREE_OPS:
             moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
             if moved:
@@ -70,7 +71,9 @@ class OpRecorder(TorchDispatchMode):
         return out
 
     def cost(self, per: int) -> OpCost:
-        gemms = tuple(sorted(((f / per, n) for f, n in self.gemms.items()), reverse=True))
+        gemms = tuple(
+            sorted(((f / per, b / per, n) for (f, b), n in self.gemms.items()), reverse=True)
+        )
         return OpCost(gemms=gemms, mem_bytes=self.mem_bytes / per, mem_ops=self.mem_ops)
 
 

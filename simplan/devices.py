@@ -62,6 +62,12 @@ class DeviceModel:
     def gemm_time_s(self, flops: float, dtype: str) -> float:
         return flops / (self.peak(dtype) * self.gemm_efficiency) + self.kernel_overhead_s
 
+    def roofline_time_s(self, flops: float, nbytes: float, dtype: str) -> float:
+        """A matrix operation: bound by compute or by moving its operands, plus the overhead."""
+        compute = flops / (self.peak(dtype) * self.gemm_efficiency)
+        memory = nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency)
+        return max(compute, memory) + self.kernel_overhead_s
+
     def memory_time_s(self, nbytes: float) -> float:
         return nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency) + self.kernel_overhead_s
 
@@ -95,6 +101,7 @@ def _gpu(
     sm_count: int,
     sheet: str,
 ) -> DeviceModel:
+    efficiency, efficiency_sources = _efficiency(name)
     return DeviceModel(
         name=name,
         kind="gpu",
@@ -109,39 +116,47 @@ def _gpu(
         sources={
             "peak_flops": f"{REF}; fp32 (no TF32) from {sheet}",
             "memory": sheet,
-            "gemm_efficiency": GEMM_EFFICIENCY_SOURCE,
-            "mem_efficiency": MEM_EFFICIENCY_SOURCE,
-            "kernel_overhead_s": OVERHEAD_SOURCE,
+            **efficiency_sources,
         },
-        **GPU_EFFICIENCY,
+        **efficiency,
     )
 
 
-def _calibration() -> dict[str, object]:
+def _calibration() -> dict[str, dict[str, object]]:
     path = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
     try:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
-        return {"gemm_efficiency": 0.7, "source": f"{path} missing: uncalibrated default"}
+        return {}
 
 
 _CAL = _calibration()
-# Efficiency constants shared by the GPU presets. gemm_efficiency is derived from a published
-# single-A100 iteration time by simplan/calibration.py (benchmarks/calibrate_devices.py).
-GPU_EFFICIENCY: dict[str, float] = {
-    "gemm_efficiency": float(_CAL["gemm_efficiency"]),  # type: ignore[arg-type]
-    "mem_efficiency": 0.85,
-    "kernel_overhead_s": 5e-6,
-}
-GEMM_EFFICIENCY_SOURCE = str(_CAL["source"])
-MEM_EFFICIENCY_SOURCE = (
-    "assumed, not calibrated: fraction of HBM bandwidth reached by "
-    "streaming element-wise kernels; to be replaced by a GPU profile"
-)
+_FAMILY = {"a100-40gb": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200": "h100"}
+KERNEL_OVERHEAD_S = 5e-6
 OVERHEAD_SOURCE = (
-    "assumed, not calibrated: per-kernel launch and ramp time on a GPU; "
-    "to be replaced by a GPU profile"
+    "assumed, not calibrated: per-kernel launch and ramp time on a GPU; to be replaced by a "
+    "GPU profile"
 )
+
+
+def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
+    """gemm/mem efficiency of a GPU preset from simplan/data/gpu_calibration.json (written by
+    benchmarks/calibrate_devices.py; see simplan/calibration.py)."""
+    fit = _CAL.get(_FAMILY[name], {})
+    source = str(fit.get("source", "simplan/data/gpu_calibration.json missing: uncalibrated"))
+    if name == "h200":
+        source = f"the H100 fit (same chip; the H200 has faster memory): {source}"
+    values = {
+        "gemm_efficiency": float(fit.get("gemm_efficiency", 0.7)),  # type: ignore[arg-type]
+        "mem_efficiency": float(fit.get("mem_efficiency", 0.7)),  # type: ignore[arg-type]
+        "kernel_overhead_s": float(fit.get("kernel_overhead_s", KERNEL_OVERHEAD_S)),  # type: ignore[arg-type]
+    }
+    sources = {
+        "gemm_efficiency": source,
+        "mem_efficiency": source,
+        "kernel_overhead_s": source if "kernel_overhead_s" in fit else OVERHEAD_SOURCE,
+    }
+    return values, sources
 
 
 def gpu_presets() -> dict[str, DeviceModel]:

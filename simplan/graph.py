@@ -21,21 +21,22 @@ GRAPH_SCHEMA_VERSION = 1
 class OpCost:
     """Roofline inputs of one pass of a layer, per sample.
 
-    gemms: (flops per call, calls) for matrix operations (mm, bmm, conv, attention);
+    gemms: (flops per call, bytes per call, calls) for matrix operations (mm, bmm, conv,
+        attention); bytes are the operands read and the result written;
     mem_bytes: bytes read and written by the other operations; mem_ops: how many there are.
     """
 
-    gemms: tuple[tuple[float, int], ...] = ()
+    gemms: tuple[tuple[float, float, int], ...] = ()
     mem_bytes: float = 0.0
     mem_ops: int = 0
 
     @property
     def gemm_flops(self) -> float:
-        return sum(f * n for f, n in self.gemms)
+        return sum(f * n for f, _, n in self.gemms)
 
     @property
     def gemm_calls(self) -> int:
-        return sum(n for _, n in self.gemms)
+        return sum(n for _, _, n in self.gemms)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,7 +48,7 @@ class OpCost:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> OpCost:
         return OpCost(
-            gemms=tuple((float(f), int(n)) for f, n in d.get("gemms", [])),
+            gemms=tuple((float(f), float(b), int(n)) for f, b, n in d.get("gemms", [])),
             mem_bytes=float(d.get("mem_bytes", 0.0)),
             mem_ops=int(d.get("mem_ops", 0)),
         )

@@ -28,6 +28,11 @@ class ParallelConfig:
     dtype: 'bf16', 'fp16' (mixed precision with fp32 master weights) or 'fp32'.
     sequence_parallel: Megatron sequence parallelism inside TP groups.
     bucket_bytes: DDP gradient bucket size (torch's default is 25 MiB).
+    overlap_grad_reduce: start each bucket's gradient sync as soon as its gradients exist, during
+        the last backward pass (torch DDP); False syncs after the whole backward (Megatron-LM's
+        2021 local DDP).
+    reduce_dtype: dtype of gradient reductions ('' = dtype; Megatron-LM and FSDP's default mixed
+        precision reduce in 'fp32').
     stages: optional layer-index boundaries: stage i holds layers [stages[i], stages[i+1]).
     """
 
@@ -44,6 +49,8 @@ class ParallelConfig:
     dtype: str = "bf16"
     sequence_parallel: bool = False
     bucket_bytes: int = 25 * MiB
+    overlap_grad_reduce: bool = True
+    reduce_dtype: str = ""
     stages: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -72,6 +79,8 @@ class ParallelConfig:
         if self.zero not in (0, 1, 2, 3):
             raise SimplanError(f"zero must be 0, 1, 2 or 3, got {self.zero!r}")
         check_dtype(self.dtype)
+        if self.reduce_dtype:
+            check_dtype(self.reduce_dtype)
         if self.schedule == "interleaved" and self.virtual_stages < 2:
             raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
@@ -93,6 +102,10 @@ class ParallelConfig:
                 f"the interleaved schedule needs the number of micro-batches "
                 f"({self.num_microbatches}) to be a multiple of pp {self.pp}"
             )
+
+    @property
+    def grad_reduce_dtype(self) -> str:
+        return self.reduce_dtype or self.dtype
 
     @property
     def world_size(self) -> int:

@@ -1,4 +1,20 @@
-"""Plan files: a configuration with its model, cluster and placement, as versioned JSON."""
+"""Plan files: a configuration with its model, cluster and placement, as versioned JSON.
+
+Schema (kind "plan", version 1; `simplan plan` writes every field, `simplan simulate --plan`
+needs only the first five):
+  model            model spec (preset, TOML path or file.py:factory)
+  cluster          {"spec", "nodes", "gpus_per_node"}: how to load the cluster
+  config           ParallelConfig: dp, tp, pp, micro_batch, global_batch, schedule,
+                   virtual_stages, zero, recompute, dtype, sequence_parallel, stages (layer
+                   boundaries per pipeline chunk)
+  placement        placement[rank] = device (empty: rank i on device i)
+  predicted        the simulated step: step_time_s, tokens_per_s, mfu, peak_memory_bytes, ...
+  role, layout     "plan" / "baseline:pure-dp" / "baseline:megatron"; the nodes used
+  degrees          {"dp", "tp", "pp"}
+  stage_layers     per chunk: stage, [first, last) layer indices, first and last layer names
+  estimate         the planner's analytic estimate
+  solver           one record per ILP solve: solver, status, sol_status, objective, gap, time
+"""
 
 from __future__ import annotations
 
@@ -59,7 +75,7 @@ def read_plan(path: str | Path) -> PlanFile:
     try:
         cluster = data["cluster"]
         known = {"schema", "model", "cluster", "config", "placement", "predicted"}
-        return PlanFile(
+        plan = PlanFile(
             model=str(data["model"]),
             cluster=ClusterRef(
                 spec=str(cluster["spec"]),
@@ -71,7 +87,18 @@ def read_plan(path: str | Path) -> PlanFile:
             predicted=dict(data.get("predicted", {})),
             extra={k: v for k, v in data.items() if k not in known},
         )
+        _check_placement(path, plan)
+        return plan
     except (KeyError, TypeError, AttributeError) as exc:
         raise SimplanError(
             f"{path}: damaged plan file (missing {exc}); regenerate it with simplan plan"
         ) from None
+
+
+def _check_placement(path: str | Path, plan: PlanFile) -> None:
+    world = plan.config.world_size
+    if plan.placement and len(plan.placement) != world:
+        raise SimplanError(
+            f"{path}: placement lists {len(plan.placement)} devices for {world} ranks; "
+            f"regenerate it with simplan plan"
+        )

@@ -10,7 +10,8 @@ from simplan.errors import SimplanError
 REQUIRED = ("hidden_size", "num_layers", "num_heads", "seq_len", "vocab_size")
 ACTIVATIONS = ("gelu", "swiglu")
 NORMS = ("layernorm", "rmsnorm")
-POSITIONS = ("learned", "rope")
+POSITIONS = ("learned", "rope", "none")
+ATTENTIONS = ("flash", "math")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,8 @@ class TransformerSpec:
     norm: str = ""  # default: layernorm for gelu, rmsnorm for swiglu
     position: str = ""  # default: learned for gelu, rope for swiglu
     bias: bool | None = None  # default: True for gelu, False for swiglu
+    attention: str = "flash"  # "flash" (fused kernel) or "math" (scores materialised)
+    dropout: float = 0.0  # hidden and attention dropout probability
 
     def __post_init__(self) -> None:
         for name in REQUIRED:
@@ -56,6 +59,12 @@ class TransformerSpec:
             raise ValueError(f"[transformer] norm must be one of {NORMS}, got {self.norm!r}")
         if self.position and self.position not in POSITIONS:
             raise ValueError(f"[transformer] position must be one of {POSITIONS}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"[transformer] attention must be one of {ATTENTIONS}, got {self.attention!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"[transformer] dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def ffn(self) -> int:
@@ -89,6 +98,8 @@ class TransformerSpec:
             "ffn_hidden_size": self.ffn,
             "activation": self.activation,
             "seq_len": self.seq_len,
+            "attention": self.attention,
+            "dropout": self.dropout,
         }
 
 

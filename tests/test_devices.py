@@ -33,9 +33,17 @@ def test_cpu_device_is_measured() -> None:
 
 def test_small_gemms_run_less_efficiently_than_large() -> None:
     a100 = get_device("a100-80gb")
-    small, large = 2 * 256**3, 2 * 8192**3
-    eff = [f / (a100.gemm_time_s(f, "bf16") * a100.peak("bf16")) for f in (small, large)]
+    eff = []
+    for n in (256, 8192):
+        flops, nbytes = 2 * n**3, 3 * n * n * 2
+        eff.append(flops / (a100.roofline_time_s(flops, nbytes, "bf16") * a100.peak("bf16")))
     assert eff[0] < eff[1] <= a100.gemm_efficiency
+    # a thin matrix product (k = 64) is bound by memory traffic, not by the tensor cores
+    thin = 2 * 4096 * 4096 * 64
+    assert (
+        a100.roofline_time_s(thin, 2 * (2 * 4096 * 64 + 4096 * 4096), "bf16")
+        > thin / (a100.peak("bf16") * a100.gemm_efficiency) + a100.kernel_overhead_s
+    )
 
 
 def test_faster_device_is_faster_for_every_layer() -> None:
@@ -47,10 +55,24 @@ def test_faster_device_is_faster_for_every_layer() -> None:
 
 
 @pytest.mark.skipif(not reference_dir().is_dir(), reason="../shared/reference not present")
-def test_stored_calibration_rederives() -> None:
-    from simplan.calibration import derive_gemm_efficiency
+def test_stored_calibration_reproduces_its_fit() -> None:
+    """The stored constants predict the fit rows they were fitted on as recorded, and the
+    presets carry them (benchmarks/calibrate_devices.py re-derives the whole fit)."""
+    from simplan.calibration import FITS, RowSimulator, mpt_rows
 
     stored = json.loads(CALIBRATION_FILE.read_text())
-    derived = derive_gemm_efficiency(get_device("a100-80gb"))
-    assert derived["gemm_efficiency"] == stored["gemm_efficiency"]
-    assert get_device("a100-80gb").gemm_efficiency == stored["gemm_efficiency"]
+    for family, (section, cluster, preset) in FITS.items():
+        fit = stored[family]
+        device = get_device(preset)
+        assert device.gemm_efficiency == fit["gemm_efficiency"]
+        assert device.mem_efficiency == fit["mem_efficiency"]
+        assert device.kernel_overhead_s == fit["kernel_overhead_s"]
+        rows = mpt_rows(section)[:3]
+        sim = RowSimulator(rows, cluster)
+        recorded = {
+            (r["model"], r["micro_batch"]): r["predicted_samples_per_s"] for r in fit["rows"]
+        }
+        for row in rows:
+            predicted = sim.predict(row, device)
+            assert predicted == pytest.approx(recorded[(row.model, row.micro_batch)], rel=1e-3)
+            assert abs(predicted / row.samples_per_s - 1) < 0.25

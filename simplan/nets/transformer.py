@@ -66,6 +66,27 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True)[0]
 
 
+def math_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, training: bool
+) -> torch.Tensor:
+    """Unfused causal attention, as Megatron-LM ran before fused attention kernels: the s x s
+    scores are written to memory by one matmul, scaled, masked and soft-maxed by one fused kernel,
+    dropped out, and read back by a second matmul. On the meta device the fused
+    scale-mask-softmax kernel is counted as the one softmax it is (the mask changes values, not
+    costs)."""
+    if k.shape[1] != q.shape[1]:
+        repeat = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    scores = torch.matmul(q, k.transpose(-2, -1))
+    if q.device.type != "meta":
+        s = q.shape[-2]
+        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+        scores = (scores * q.shape[-1] ** -0.5).masked_fill(mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    probs = F.dropout(probs, dropout, training)
+    return torch.matmul(probs, v)
+
+
 class Attention(nn.Module):
     def __init__(self, spec: TransformerSpec) -> None:
         super().__init__()
@@ -74,6 +95,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(spec.hidden_size, qkv, bias=spec.use_bias)
         self.proj = nn.Linear(spec.hidden_size, spec.hidden_size, bias=spec.use_bias)
         self.rope = spec.position_kind == "rope"
+        self.math, self.dropout = spec.attention == "math", spec.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
@@ -90,7 +112,10 @@ class Attention(nn.Module):
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:
             q, k = _rotate(q), _rotate(k)
-        y = causal_attention(q, k, v)
+        if self.math:
+            y = math_attention(q, k, v, self.dropout, self.training)
+        else:
+            y = causal_attention(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, s, -1))
 
 
@@ -119,11 +144,12 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.attn = _norm(spec), Attention(spec)
         self.norm2, self.mlp = _norm(spec), MLP(spec)
+        self.drop = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.simplan_attrs = spec.block_attrs()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
 
 
 class Head(nn.Module):

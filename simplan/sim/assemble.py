@@ -90,11 +90,13 @@ class Assembler:
         config: ParallelConfig,
         grid: Grid,
         profile: Profile | None,
+        device: DeviceModel | None = None,
     ) -> None:
         self.graph, self.cluster, self.config, self.grid = graph, cluster, config, grid
         self.profile = profile
         self.devices = [
-            slowest_device(cluster, [d for rep in grid[s] for d in rep]) for s in range(config.pp)
+            device or slowest_device(cluster, [d for rep in grid[s] for d in rep])
+            for s in range(config.pp)
         ]
         self.steps = [
             layer_steps(graph, dev, config, match_profile(profile, dev)) for dev in self.devices
@@ -134,7 +136,7 @@ class Assembler:
         """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
         if self.config.dp == 1 or self.config.zero == 3:
             return ()
-        grad_b = dtype_bytes(self.config.dtype)
+        grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes
         out: list[Bucket] = []
         compute, filled = 0.0, 0.0
@@ -146,18 +148,25 @@ class Assembler:
                 compute, filled = 0.0, filled - cap
         if filled > 0 or compute > 0:
             out.append(Bucket(compute_s=compute, comm_s=self.grad_sync(filled, stage)))
+        if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
+            total = sum(b.compute_s for b in out)
+            out = [Bucket(compute_s=total, comm_s=0.0)] + [
+                Bucket(compute_s=0.0, comm_s=b.comm_s) for b in out
+            ]
         return tuple(out)
 
     def fsdp_layers(
         self, steps: tuple[LayerStep, ...], stage: int
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         group = dp_groups(self.grid, stage)[0]
-        nbytes = [s.params * dtype_bytes(self.config.dtype) for s in steps]
+        factor = self.dp_factor[stage]
+        weight_b = dtype_bytes(self.config.dtype)
+        grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         gather = tuple(
-            self.collective("all_gather", b, group) * self.dp_factor[stage] for b in nbytes
+            self.collective("all_gather", s.params * weight_b, group) * factor for s in steps
         )
         scatter = tuple(
-            self.collective("reduce_scatter", b, group) * self.dp_factor[stage] for b in nbytes
+            self.collective("reduce_scatter", s.params * grad_b, group) * factor for s in steps
         )
         return gather, scatter
 

@@ -60,7 +60,7 @@ def _replicated_elems(layer: Layer, config: ParallelConfig) -> float:
 def shard_ops(ops: OpCost, tp: int, replicated_bytes: float) -> OpCost:
     kept = min(replicated_bytes, ops.mem_bytes)
     return OpCost(
-        gemms=tuple((f / tp, n) for f, n in ops.gemms),
+        gemms=tuple((f / tp, nbytes / tp, n) for f, nbytes, n in ops.gemms),
         mem_bytes=(ops.mem_bytes - kept) / tp + kept,
         mem_ops=ops.mem_ops,
     )
@@ -133,9 +133,16 @@ def _activations(layer: Layer, config: ParallelConfig, b: int) -> float:
 
 
 def _attention_core_bytes(layer: Layer, config: ParallelConfig, b: int) -> float:
-    """What selective recomputation frees: the attention kernel's saved q, k, v and output."""
+    """What selective recomputation frees: the attention core's saved tensors. Unfused ('math')
+    attention keeps the soft-maxed scores (and, with dropout, its mask and output); the fused
+    kernel keeps q, k, v and its output."""
     if layer.kind != "transformer_block":
         return 0.0
+    if layer.attrs.get("attention") == "math":
+        s, heads = layer.attrs.get("seq_len", 0), layer.attrs.get("num_heads", 0)
+        elem = layer.input_bytes / max(s * layer.attrs.get("hidden_size", 1), 1)
+        per = 2 * elem + 1 if layer.attrs.get("dropout") else elem
+        return heads * s * s * per * b / config.tp
     return 4 * layer.input_bytes * b / config.tp
 
 

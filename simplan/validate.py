@@ -1,0 +1,245 @@
+"""Validate the simulator against a real run: profile, simulate, execute, compare, record.
+
+    record = validate("mlp", config_for("ddp", 2, micro_batch=64))
+    record["predicted_step_s"], record["measured_step_s"], record["rel_error"]
+
+The prediction uses a profile of the model measured on this machine with the ranks' thread count
+(one per rank: recorded under traces/profiles/<cpu>/..., reused while torch and the thread count
+match) and the localhost-cpu cluster calibrated by `simplan bench-comm`. The pipeline's stage
+boundaries are the simulator's, so both split the model alike. Every validation appends one
+record (JSON, unique name, written atomically) to traces/runs/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import uuid
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.io import read_versioned_json, schema_header, write_json_atomic
+from simplan.parallel import ParallelConfig
+from simplan.profiles import Profile, default_profile_path, read_profile, write_profile
+
+RECORD_SCHEMA_VERSION = 1
+RUNS_DIR = Path("traces/runs")
+PROFILE_WARMUP, PROFILE_REPEATS = 5, 30
+
+
+def profile_for(
+    model: str, config: ParallelConfig, *, threads: int = 1, refresh: bool = False
+) -> tuple[Profile, Path]:
+    """This machine's profile of `model` at the configuration's micro-batch, measured with
+    `threads` torch threads (reused if one exists for this torch version and thread count)."""
+    import torch
+
+    from simplan.timing import measure
+
+    seq = config.seq_len or None
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        path = _profile_path(model, config, threads)
+        cached = _cached_profile(path) if not refresh else None
+        if cached is not None and cached.meta.get("torch_version") == torch.__version__:
+            return cached, path
+        profile = measure(
+            model,
+            device="cpu",
+            micro_batch=config.micro_batch,
+            seq_len=seq,
+            dtype=config.dtype,
+            warmup=PROFILE_WARMUP,
+            repeats=PROFILE_REPEATS,
+        )
+    finally:
+        torch.set_num_threads(old)
+    path = _threads_path(default_profile_path(profile), threads)
+    return profile, write_profile(profile, path)
+
+
+def _cached_profile(path: Path) -> Profile | None:
+    """A stored profile, or None when there is none or it no longer reads (measured again)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_profile(path)
+    except SimplanError:
+        return None
+
+
+def _threads_path(path: Path, threads: int) -> Path:
+    return path.with_name(f"{path.stem}-t{threads}{path.suffix}")
+
+
+def _profile_path(model: str, config: ParallelConfig, threads: int) -> Path:
+    """Where profile_for keeps the profile (found without measuring)."""
+    from simplan.sources import load_model
+    from simplan.timing import device_name
+
+    graph = load_model(model, seq_len=config.seq_len or None, dtype=config.dtype)
+    stub = Profile(
+        model=graph,
+        device="cpu",
+        device_name=device_name("cpu"),
+        dtype=config.dtype,
+        micro_batch=config.micro_batch,
+        seq_len=graph.seq_len,
+        timings={},
+    )
+    return _threads_path(default_profile_path(stub), threads)
+
+
+def predict(model: str, config: ParallelConfig, profile: Profile, cluster: Any) -> Any:
+    from simplan.sim.run import simulate
+
+    return simulate(profile.model, cluster, config, profile=profile, record=False)
+
+
+def with_stages(config: ParallelConfig, result: Any) -> ParallelConfig:
+    """The configuration with the simulator's pipeline split written in."""
+    if config.pp == 1:
+        return config
+    bounds = (result.stage_layers[0][0], *(hi for _, hi in result.stage_layers))
+    return config.replace(stages=tuple(bounds))
+
+
+def local_cluster(world: int, name: str = "localhost-cpu") -> Any:
+    from simplan.topology import load_cluster
+
+    return load_cluster(name, nodes=1, gpus_per_node=world)
+
+
+PROFILE_SOURCES = ("in-run", "standalone")
+
+
+def validate(
+    model: str,
+    config: ParallelConfig,
+    *,
+    steps: int = 30,
+    warmup: int = 5,
+    comm_hook: str = "",
+    threads: int = 1,
+    timeout_s: float = 120.0,
+    profile_source: str = "in-run",
+    refresh_profile: bool = False,
+    runs_dir: str | Path = RUNS_DIR,
+    fault: str = "",
+) -> dict[str, Any]:
+    """Predict and measure one configuration; write and return the validation record.
+
+    profile_source 'in-run': the prediction uses the profile every rank measured at the start
+    of the run, side by side (the conditions of the run); 'standalone': the profile measured in
+    this process alone (cached). Both predictions are recorded."""
+    from simplan.runtime import JobSpec, run_job
+
+    if profile_source not in PROFILE_SOURCES:
+        raise SimplanError(f"profile source must be one of {', '.join(PROFILE_SOURCES)}")
+    job = JobSpec(
+        model=model,
+        config=config,
+        steps=steps,
+        warmup=warmup,
+        comm_hook=comm_hook,
+        threads=threads,
+        timeout_s=timeout_s,
+        fault=fault,
+        profile_repeats=PROFILE_REPEATS if profile_source == "in-run" else 0,
+    )  # checks the strategy before anything slow
+    alone, alone_path = profile_for(model, config, threads=threads, refresh=refresh_profile)
+    cluster = local_cluster(config.world_size)
+    standalone = predict(model, config, alone, cluster)
+    job = dataclasses.replace(job, config=with_stages(config, standalone))
+    measured = run_job(job)
+    result, profile_path = standalone, alone_path
+    if measured.profile is not None:
+        name = f"{alone_path.stem}-x{config.world_size}-in-run.json"
+        profile_path = write_profile(measured.profile, alone_path.with_name(name))
+        result = predict(model, job.config, measured.profile, cluster)
+    record = make_record(job, result, measured, profile_path)
+    record["predicted_standalone_step_s"] = standalone.step_time_s
+    record["profile_source"] = profile_source
+    record["profiles"] = {
+        "standalone": _profile_summary(alone, alone_path),
+        "in_run": None
+        if measured.profile is None
+        else _profile_summary(measured.profile, profile_path),
+    }
+    record["path"] = str(write_record(record, runs_dir))
+    return record
+
+
+def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:
+    whole = profile.whole_model
+    return {
+        "path": str(path),
+        "layer_sum_s": profile.layer_sum_s,
+        "whole_model_s": None if whole is None else whole.fwd_s + whole.bwd_s,
+        "date": profile.meta.get("date"),
+        "threads": profile.meta.get("threads"),
+    }
+
+
+def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dict[str, Any]:
+    from simplan.runtime import job_to_dict
+
+    pred, meas = result.step_time_s, measured.step_time_s
+    return {
+        "schema": schema_header("validation-record", RECORD_SCHEMA_VERSION),
+        "model": job.model,
+        "strategy": job.strategy,
+        "configuration": config_label(job),
+        "job": job_to_dict(job),
+        "environment": environment(job.threads),
+        "profile": str(profile_path),
+        "predicted_step_s": pred,
+        "measured_step_s": meas,
+        "rel_error": (pred - meas) / meas,
+        "predicted": result.to_dict(),
+        "measured": measured.to_dict(),
+        "per_rank_step_s": [r["median_step_s"] for r in measured.to_dict()["ranks"]],
+    }
+
+
+def config_label(job: Any) -> str:
+    cfg = job.config
+    extra = f" {cfg.schedule}" + (f" v{cfg.virtual_stages}" if cfg.virtual_stages > 1 else "")
+    hook = f" {job.comm_hook}-compressed" if job.comm_hook else ""
+    return (
+        f"{job.model} {job.strategy}{extra if cfg.pp > 1 else ''}{hook} x{cfg.world_size} "
+        f"mb{cfg.micro_batch} gb{cfg.global_batch}"
+    )
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import torch
+
+    from simplan.timing import device_name
+
+    return {
+        "torch_version": torch.__version__,
+        "host": platform.node(),
+        "cpu": device_name("cpu"),
+        "cpu_count": os.cpu_count(),
+        "threads_per_rank": threads,
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def write_record(record: dict[str, Any], runs_dir: str | Path = RUNS_DIR) -> Path:
+    """A new file per record (timestamp + random suffix): earlier records are never touched."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    slug = record["configuration"].replace(" ", "-").replace("/", "-")
+    path = Path(runs_dir) / f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}.json"
+    return write_json_atomic(record, path)
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    return read_versioned_json(path, "validation-record", RECORD_SCHEMA_VERSION)

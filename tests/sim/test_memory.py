@@ -1,0 +1,62 @@
+"""Memory through the step: in-flight micro-batches per schedule, recomputation, ZeRO."""
+
+from __future__ import annotations
+
+import pytest
+
+from simplan.parallel import ParallelConfig
+from simplan.sim.run import simulate
+from simplan.sources import load_model
+from simplan.topology import load_cluster
+from tests.sim.test_oracles import h100s, uniform_chain
+
+
+@pytest.mark.parametrize("schedule,expected", [("1f1b", "p"), ("gpipe", "m")])
+def test_first_stage_holds_p_or_m_microbatches(schedule: str, expected: str) -> None:
+    p, m = 4, 12
+    graph = uniform_chain(8)
+    result = simulate(
+        graph, h100s(p), ParallelConfig(pp=p, micro_batch=1, global_batch=m, schedule=schedule)
+    )
+    per_mb = sum(layer.activation_bytes for layer in graph.layers[:2])  # stage 0: 2 layers
+    held = result.devices[0].memory["activations"] / per_mb
+    assert held == pytest.approx(p if expected == "p" else m)
+    last = result.devices[-1].memory["activations"] / per_mb
+    assert last == pytest.approx(1 if schedule == "1f1b" else m)
+
+
+def test_full_recompute_keeps_only_layer_inputs() -> None:
+    graph = load_model("gpt3-125m", seq_len=512, dtype="bf16")
+    cluster = h100s(1)
+    base = ParallelConfig(micro_batch=4, global_batch=4, dtype="bf16")
+    none = simulate(graph, cluster, base)
+    full = simulate(graph, cluster, base.replace(recompute="full"))
+    inputs = 4 * sum(layer.input_bytes for layer in graph.layers)
+    largest = 4 * max(layer.activation_bytes for layer in graph.layers)
+    assert none.devices[0].memory["activations"] == pytest.approx(
+        4 * sum(layer.activation_bytes for layer in graph.layers)
+    )
+    assert full.devices[0].memory["activations"] == pytest.approx(inputs + largest)
+    assert full.devices[0].recompute_s > 0 and none.devices[0].recompute_s == 0
+
+
+def test_zero3_divides_model_states_by_dp() -> None:
+    graph = load_model("gpt3-350m", seq_len=512, dtype="bf16")
+    cluster = load_cluster("dgx-a100", nodes=1)
+    ddp = simulate(graph, cluster, ParallelConfig(dp=8, global_batch=8, dtype="bf16"))
+    z3 = simulate(graph, cluster, ParallelConfig(dp=8, global_batch=8, zero=3, dtype="bf16"))
+    z1 = simulate(graph, cluster, ParallelConfig(dp=8, global_batch=8, zero=1, dtype="bf16"))
+    for part in ("weights", "grads", "optimizer"):
+        assert z3.devices[0].memory[part] == pytest.approx(ddp.devices[0].memory[part] / 8)
+    assert z1.devices[0].memory["optimizer"] == pytest.approx(
+        ddp.devices[0].memory["optimizer"] / 8
+    )
+    assert z1.devices[0].memory["weights"] == ddp.devices[0].memory["weights"]
+    assert ddp.devices[0].memory["weights"] == pytest.approx(2 * graph.params)
+
+
+def test_model_that_does_not_fit_is_flagged() -> None:
+    graph = load_model("gpt3-13b", seq_len=2048, dtype="bf16")
+    result = simulate(graph, h100s(1), ParallelConfig(global_batch=1, dtype="bf16"))
+    assert not result.fits_memory
+    assert result.peak_memory_bytes > 80 * 2**30
