@@ -2,11 +2,13 @@
 
 Reference: ../shared/reference/megatron_a100_weak_scaling_2021.csv (Narayanan et al., SC'21,
 Table 1; DGX A100 80GB, seq 2048, vocab 51200). Each row runs on `dgx-a100` with the table's TP,
-PP, DP = GPUs / (TP * PP) and global batch, the 1F1B schedule, full activation recomputation and
+PP, DP = GPUs / (TP * PP) and global batch, the 1F1B schedule, full activation recomputation,
 bf16, and the gradient synchronisation Megatron-LM ran then: its local DDP all-reduces the fp32
-main-gradient buffer once the backward passes of all micro-batches are done (no overlap); its
-attention is unfused (scores written, masked, soft-maxed and dropped out in memory, fused only
-in the softmax kernel) with dropout 0.1 (GPT-3's setting, Megatron-LM's default). Throughput is counted as the paper counts it (four passes, with recomputation):
+main-gradient buffer once the backward passes of all micro-batches are done (no overlap).
+Attention is counted as the fused kernel (ATTENTION below; "math" materialises the scores, as
+Megatron-LM's 2021 kernels did, and is kept for comparison).
+
+Throughput is counted as the paper counts it (four passes, with recomputation):
 F = 96 B s l h^2 (1 + s / 6h + V / 16 l h) per step.
 
 The micro-batch is not given in the table; the script simulates 1, 2, 4 and 8 and reports the one
