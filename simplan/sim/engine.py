@@ -79,6 +79,7 @@ class RankStats:
     optimizer_s: float = 0.0
     exposed_comm_s: float = 0.0
     finish_s: float = 0.0
+    finished: bool = False
     act_bytes: float = 0.0
     peak_act_bytes: float = 0.0
     memory_series: list[tuple[float, float]] = field(default_factory=list)
@@ -117,6 +118,9 @@ class Engine:
         for r in range(self.plan.pp):
             self.env.process(self._rank(r))
         self.env.run()
+        unfinished = [r for r, s in enumerate(self.stats) if not s.finished]
+        if unfinished:  # a schedule whose dependencies cannot be met: a bug, not bad input
+            raise RuntimeError(f"simulation stalled: pipeline ranks {unfinished} never finished")
         return max(s.finish_s for s in self.stats)
 
     # ---------------------------------------------------------------- helpers
@@ -314,6 +318,7 @@ class Engine:
             ],
         )
         self.stats[r].finish_s = self.env.now
+        self.stats[r].finished = True
 
 
 def run_engine(
