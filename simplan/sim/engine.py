@@ -212,6 +212,7 @@ class Engine:
             yield from self._fsdp_pass(
                 r, label, "forward", chunk.layer_fwd_s, chunk.layer_gather_s, ()
             )
+            yield from self._hold(r, [(f"{label} tp", "tp-comm", chunk.fwd_tp_s)])
         else:
             yield from self._hold(
                 r, [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)]
@@ -248,6 +249,7 @@ class Engine:
             yield from self._fsdp_pass(
                 r, label, "backward", chunk.layer_bwd_s, chunk.layer_gather_s, chunk.layer_scatter_s
             )
+            yield from self._hold(r, [(f"{label} tp", "tp-comm", chunk.bwd_tp_s)])
         elif last and chunk.buckets:
             yield from self._bucketed_backward(r, label, chunk)
         else:

@@ -149,3 +149,13 @@ def test_cli_json_fields(tmp_path: Path) -> None:
         assert key in doc
     assert set(doc["breakdown"]) >= {"compute_s", "exposed_comm_s", "bubble_s", "recompute_s"}
     assert doc["config"]["tp"] == 2 and trace.is_file()
+
+
+def test_tp_communication_is_kept_under_zero3() -> None:
+    graph = load_model("gpt3-125m", seq_len=512, dtype="bf16")
+    cluster = load_cluster("pcie-a100", nodes=1)
+    base = ParallelConfig(dp=2, tp=4, micro_batch=4, global_batch=8, dtype="bf16")
+    ddp = simulate(graph, cluster, base, record=False)
+    fsdp = simulate(graph, cluster, base.replace(zero=3), record=False)
+    # ZeRO-3 adds parameter gathers; it cannot remove the tensor-parallel all-reduces
+    assert fsdp.breakdown["exposed_comm_s"] >= 0.9 * ddp.breakdown["exposed_comm_s"]
