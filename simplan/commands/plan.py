@@ -1,0 +1,156 @@
+"""`simplan plan`: search the splits of a training job and print the ranked plans."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.table import render
+from simplan.units import GiB
+
+HELP = """\
+Search how to split MODEL's training over CLUSTER: data/tensor/pipeline degrees, micro-batch,
+schedule, virtual stages, ZeRO stage, recomputation, which layers each pipeline stage holds (an
+ILP sized to each device's speed and memory) and which device each rank runs on. Every candidate
+gets a fast analytic estimate; the best are simulated, beside two baselines (pure data parallel,
+and Megatron's rule: TP = GPUs per node, the smallest PP that fits). The winner is never worse
+than the baselines under the simulator.
+
+examples:
+  simplan plan --model gpt3-1.3b --cluster dgx-a100 --nodes 2 --global-batch 64
+  simplan plan --model gpt3-175b --cluster dgx-a100 --nodes 128 --global-batch 1536 --explain
+  simplan plan --model gpt3-6.7b --cluster mixed-a100-h100 --global-batch 128 --out plans/
+      # writes plans/plan.json (the best) and plans/plans.json (the top K and baselines)
+  simplan plan --model llama3-8b --cluster h200 --global-batch 256 --export megatron
+  simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
+  simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "plan",
+        help="search for the best parallel split and placement",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
+    p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
+    p.add_argument("--nodes", type=int, help="scale the cluster to N nodes")
+    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
+    p.add_argument("--global-batch", type=int, required=True, help="samples per optimizer step")
+    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
+    p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
+    p.add_argument("--top", type=int, default=3, help="plans to simulate and show (default 3)")
+    p.add_argument(
+        "--time-limit", type=float, default=10.0, help="seconds for the search's ILP solves"
+    )
+    p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
+    p.add_argument("--explain", action="store_true", help="why the winner beat the others")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--export", choices=("torchrun", "megatron", "torchtitan"), help="print launch arguments"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simplan.planner import search
+    from simplan.progress import Progress
+
+    for name in ("nodes", "gpus_per_node", "seq_len"):
+        value = getattr(args, name)
+        if (value is not None and value < 0) or (name != "seq_len" and value == 0):
+            raise SimplanError(f"--{name.replace('_', '-')} must be a positive integer")
+    bars: dict[str, Progress] = {}
+
+    def progress(label: str, done: int, total: int) -> None:
+        bar = bars.get(label)
+        if bar is None:
+            for old in bars.values():
+                old.__exit__(None, None, None)
+            bars.clear()
+            bar = bars[label] = Progress(total, label)
+        bar.advance(done - bar.done)
+
+    result = search(
+        args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len or None,
+        top=args.top, time_limit_s=args.time_limit, nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node, dtype=args.dtype, progress=progress,
+    )  # fmt: skip
+    for bar in bars.values():
+        bar.__exit__(None, None, None)
+    if args.out:
+        write_outputs(result, Path(args.out))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print_result(result)
+        if args.explain:
+            from simplan.planner.explain import explain
+
+            print("\nwhy:")
+            for line in explain(list(result.plans), list(result.baselines)):
+                print(f"- {line}")
+        if args.out:
+            print(f"\nwrote {Path(args.out) / 'plan.json'} and {Path(args.out) / 'plans.json'}")
+    if args.export:
+        print(result.plans[0].export(args.export))
+    return 0
+
+
+def write_outputs(result: Any, out: Path) -> None:
+    from simplan.io import schema_header, write_json_atomic
+
+    result.plans[0].write(out / "plan.json")
+    doc = {
+        "schema": schema_header("plans", 1),
+        **result.to_dict(),
+        "plans": [p.to_planfile().to_dict() for p in result.plans],
+        "baselines": [p.to_planfile().to_dict() for p in result.baselines],
+    }
+    write_json_atomic(doc, out / "plans.json")
+
+
+def print_result(result: Any) -> None:
+    best = result.plans[0]
+    print(
+        f"{best.model} on {best.cluster.spec}: {result.candidates} candidates, "
+        f"{result.evaluated} estimated, {result.simulated} simulated, "
+        f"{len(result.solves)} ILP solves in {result.search_time_s:.1f} s"
+    )
+    rows = []
+    for i, p in enumerate(list(result.plans) + list(result.baselines)):
+        rank = str(i + 1) if i < len(result.plans) else "-"
+        rows.append(
+            [
+                rank,
+                p.role,
+                p.config.describe(),
+                f"{p.step_time_s:.4g}",
+                f"{(p.predicted.get('tokens_per_s') or 0):,.0f}",
+                f"{(p.predicted.get('mfu') or 0):.1%}",
+                f"{(p.predicted.get('peak_memory_bytes') or 0) / GiB:.1f}",
+                p.layout,
+            ]
+        )
+    print(
+        render(
+            ["#", "role", "configuration", "step s", "tokens/s", "MFU", "peak GiB", "nodes"],
+            rows,
+        )
+    )
+    stages = best.config.stages
+    print(f"best plan's stages (layer boundaries): {list(stages)}")
+    if result.infeasible:
+        fell = ", ".join(f"{k}: {v}" for k, v in sorted(result.infeasible.items()))
+        print(f"pruned: {fell}")
+    for s in result.solves[:3]:
+        gap = f", gap {s['gap']:.2%}" if s.get("gap") is not None else ""
+        print(
+            f"ILP {s['problem']}: {s['solver']} {s['status']} (sol_status {s['sol_status']}"
+            f"{gap}) in {s['solve_s'] * 1e3:.0f} ms"
+        )

@@ -1,0 +1,86 @@
+"""The planner: search space, PuLP ILPs (partition, placement), baselines, ranked plans.
+
+from simplan.planner import plan
+plans = plan("gpt3-1.3b", "dgx-a100", global_batch=64, nodes=2)
+best = plans[0]
+best.predicted["step_time_s"], best.config.describe(), best.placement
+best.write("plan.json"); best.export("megatron"); best.simulate()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simplan.graph import ModelGraph
+from simplan.planfile import ClusterRef
+from simplan.planner.driver import ProgressFn, SearchResult, run_search
+from simplan.planner.plan import Plan
+from simplan.planner.search import SearchSpace
+
+__all__ = ["Plan", "SearchResult", "SearchSpace", "plan", "search"]
+
+
+def search(
+    model: ModelGraph | str,
+    cluster: Any,
+    *,
+    global_batch: int,
+    seq_len: int | None = None,
+    top: int = 3,
+    time_limit_s: float = 10.0,
+    nodes: int | None = None,
+    gpus_per_node: int | None = None,
+    dtype: str = "bf16",
+    space: SearchSpace | None = None,
+    progress: ProgressFn | None = None,
+) -> SearchResult:
+    """Search every split of `model` over `cluster` (a preset, TOML path or Cluster) and
+    return the top plans, the baselines and the search's record."""
+    from dataclasses import replace
+
+    from simplan.errors import SimplanError
+
+    if not isinstance(global_batch, int) or global_batch <= 0:
+        raise SimplanError(f"global batch must be a positive integer, got {global_batch!r}")
+    if top <= 0:
+        raise SimplanError(f"--top must be a positive integer, got {top}")
+    if time_limit_s <= 0:
+        raise SimplanError(f"--time-limit must be positive, got {time_limit_s}")
+    if isinstance(cluster, str):
+        from simplan.topology import load_cluster
+
+        ref = ClusterRef(spec=cluster, nodes=nodes, gpus_per_node=gpus_per_node)
+        cluster_obj = load_cluster(cluster, nodes=nodes, gpus_per_node=gpus_per_node)
+    else:
+        cluster_obj = cluster
+        ref = ClusterRef(spec=cluster.name, nodes=cluster.nodes)
+    if isinstance(model, ModelGraph):
+        graph, name = model, model.meta.get("spec", model.name)
+    else:
+        from simplan.sources import load_model
+
+        graph, name = load_model(model, seq_len=seq_len, dtype=dtype), model
+    space = replace(space or SearchSpace(), dtype=dtype)
+    return run_search(
+        graph, cluster_obj, str(name), ref, global_batch=global_batch, top=top,
+        time_limit_s=time_limit_s, space=space, progress=progress,
+    )  # fmt: skip
+
+
+def plan(
+    model: ModelGraph | str,
+    cluster: Any,
+    *,
+    global_batch: int,
+    seq_len: int | None = None,
+    top: int = 3,
+    time_limit_s: float = 10.0,
+    **kwargs: Any,
+) -> list[Plan]:
+    """The best plans, best first (never worse than the pure-DP and Megatron baselines under
+    the simulator: a baseline that wins is returned as the plan)."""
+    result = search(
+        model, cluster, global_batch=global_batch, seq_len=seq_len, top=top,
+        time_limit_s=time_limit_s, **kwargs,
+    )  # fmt: skip
+    return list(result.plans)

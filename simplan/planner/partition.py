@@ -1,0 +1,88 @@
+"""From a candidate to the partition ILP's arrays, and back: stage boundaries sized to each
+stage's device speed, memory and the links its cuts cross."""
+
+from __future__ import annotations
+
+from simplan.parallel import ParallelConfig
+from simplan.planner.estimate import CostContext, inflight, megatron_bounds
+from simplan.planner.ilp import PartitionProblem, SolveRecord, solve_partition
+from simplan.planner.placement import Layout, boundary_scale, slowest
+from simplan.units import MiB
+
+
+def default_bounds(ctx: CostContext, config: ParallelConfig, layout: Layout) -> tuple[int, ...]:
+    """The first guess: Megatron's even split of the blocks when it applies, else cuts where
+    stage 0's cumulative layer time crosses k / chunks of the total (O(n))."""
+    bounds = megatron_bounds(ctx.graph, config.chunks)
+    if bounds is not None:
+        return bounds
+    return quantile_bounds(ctx.prefix(config, layout, 0).time, config.chunks)
+
+
+def quantile_bounds(prefix: tuple[float, ...], chunks: int) -> tuple[int, ...]:
+    """Boundaries at the k/chunks quantiles of a prefix sum, each chunk non-empty."""
+    n = len(prefix) - 1
+    total = prefix[-1]
+    bounds = [0]
+    j = 1
+    for k in range(1, chunks):
+        target = total * k / chunks
+        j = max(j, bounds[-1] + 1)
+        while j < n - (chunks - k) and prefix[j] < target:
+            j += 1
+        if j > bounds[-1] + 1 and target - prefix[j - 1] < prefix[j] - target:
+            j -= 1
+        bounds.append(j)
+    bounds.append(n)
+    return tuple(bounds)
+
+
+def partition_problem(ctx: CostContext, config: ParallelConfig, layout: Layout) -> PartitionProblem:
+    """Rows per pipeline stage: layer times (TP collectives included) on the stage's devices,
+    static + in-flight activation memory per layer, the capacity less the receive buffers."""
+    pp, n = config.pp, len(ctx.graph.layers)
+    dp, z, per = config.dp, config.zero, ctx.per
+    per_param = (
+        per["weights"] / (dp if z >= 3 else 1)
+        + per["grads"] / (dp if z >= 2 else 1)
+        + per["optimizer"] / (dp if z >= 1 else 1)
+    )
+    times, mems, caps = [], [], []
+    buffers = 2 * max(ctx.cut_bytes[:-1], default=0.0) * config.micro_batch / config.tp
+    for s in range(pp):
+        model = slowest(ctx.cluster, layout.stage_devices(s))
+        table = ctx.table(
+            model, config.tp, config.micro_batch, config.recompute, config.sequence_parallel
+        )
+        times.append(tuple(ctx.layer_times(config, layout, s)))
+        flight = inflight(config, s)
+        mems.append(
+            tuple(table.params[i] * per_param + table.act_bytes[i] * flight for i in range(n))
+        )
+        extra = buffers + (2 * max(table.params) * ctx.grad_bytes if z >= 3 and dp > 1 else 0.0)
+        if config.recompute == "full":
+            extra += max(table.raw_act_bytes)
+        caps.append(model.memory_bytes - extra - 64 * MiB)
+    cut = ctx.cut_seconds(config, layout)
+    mean_cut = sum(ctx.cut_bytes) / max(n, 1) * config.micro_batch / config.tp
+    scale, _ = boundary_scale(ctx.cluster, layout, mean_cut)
+    return PartitionProblem(
+        time=tuple(times),
+        cut=(*cut[:-1], 0.0),
+        mem=tuple(mems),
+        cap=tuple(caps),
+        microbatches=config.num_microbatches,
+        cut_scale=scale,
+    )
+
+
+def ilp_bounds(
+    ctx: CostContext,
+    config: ParallelConfig,
+    layout: Layout,
+    time_limit_s: float,
+    solver: str = "highs",
+) -> tuple[tuple[int, ...] | None, SolveRecord]:
+    """The ILP's stage boundaries for a GPipe/1F1B candidate (one chunk per rank)."""
+    problem = partition_problem(ctx, config, layout)
+    return solve_partition(problem, time_limit_s=time_limit_s, solver=solver)

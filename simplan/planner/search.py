@@ -1,0 +1,167 @@
+"""The search space: degrees, micro-batch, schedule, virtual stages, ZeRO, recomputation.
+
+Candidates are pruned by divisibility and by a cheap memory lower bound before anything is
+costed; each pruned candidate is counted under the reason it fell (a Counter), never raised.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from simplan.graph import ModelGraph
+from simplan.parallel import ParallelConfig
+from simplan.sim.assemble import FP32, MIXED
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """What the planner may choose. Empty tuples mean the defaults below."""
+
+    micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    schedules: tuple[str, ...] = ("1f1b", "interleaved", "gpipe")
+    virtual_stages: tuple[int, ...] = (2, 4)
+    zero: tuple[int, ...] = (0, 1, 2, 3)
+    recompute: tuple[str, ...] = ("none", "selective", "full")
+    sequence_parallel: tuple[bool, ...] = (False, True)
+    fewer_nodes: int = 2  # also try 1/2, 1/4 ... of the nodes, this many halvings
+    dtype: str = "bf16"
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def world_sizes(cluster: Any, space: SearchSpace) -> list[int]:
+    """All devices first, then whole-node fractions (or divisors of a single node)."""
+    per, nodes = cluster.gpus_per_node, cluster.nodes
+    if nodes == 1:
+        return sorted(divisors(cluster.num_devices), reverse=True)
+    sizes = [cluster.num_devices]
+    k = nodes
+    for _ in range(space.fewer_nodes):
+        if k % 2:
+            break
+        k //= 2
+        sizes.append(k * per)
+    return sizes
+
+
+def tp_options(graph: ModelGraph, per_node: int) -> tuple[list[int], dict[int, str]]:
+    """TP degrees inside a node that divide heads, KV heads and hidden (and why others fail)."""
+    block = next((layer for layer in graph.layers if layer.kind == "transformer_block"), None)
+    ok, why = [], {}
+    for tp in divisors(per_node):
+        if block is not None and tp > 1:
+            a = block.attrs
+            dims = (a.get("num_heads", 0), a.get("num_kv_heads") or a.get("num_heads", 0))
+            if any(d and d % tp for d in (*dims, a.get("hidden_size", 0))):
+                why[tp] = "tp does not divide heads/hidden"
+                continue
+        ok.append(tp)
+    return ok, why
+
+
+def degrees(
+    graph: ModelGraph, cluster: Any, global_batch: int, space: SearchSpace, reasons: Counter
+) -> Iterator[tuple[int, int, int]]:
+    """(dp, tp, pp) over the world sizes; TP within a node; pp at most the layer count."""
+    tps, why = tp_options(graph, cluster.gpus_per_node)
+    reasons.update(why.values())
+    n = len(graph.layers)
+    for world in world_sizes(cluster, space):
+        for tp in tps:
+            if world % tp:
+                continue
+            for pp in divisors(world // tp):
+                dp = world // (tp * pp)
+                if pp > n:
+                    reasons["pp exceeds the layer count"] += 1
+                elif global_batch % dp:
+                    reasons["dp does not divide the global batch"] += 1
+                elif world < cluster.num_devices and dp * tp * pp != world:
+                    continue
+                else:
+                    yield dp, tp, pp
+
+
+def knob_configs(
+    graph: ModelGraph, dp: int, tp: int, pp: int, global_batch: int, space: SearchSpace,
+    reasons: Counter,
+) -> Iterator[ParallelConfig]:  # fmt: skip
+    """Micro-batch, schedule, virtual stages, ZeRO, recompute, SP for fixed degrees."""
+    per_replica = global_batch // dp
+    transformer = any(layer.kind == "transformer_block" for layer in graph.layers)
+    for mb in space.micro_batches:
+        if per_replica % mb:
+            reasons["micro-batch does not divide the per-replica batch"] += 1
+            continue
+        m = per_replica // mb
+        for schedule, v in _schedules(pp, m, len(graph.layers), space, reasons):
+            for zero in space.zero if dp > 1 else (0,):
+                for recompute in space.recompute:
+                    if recompute == "selective" and not transformer:
+                        continue
+                    for sp in space.sequence_parallel if tp > 1 and transformer else (False,):
+                        yield ParallelConfig(
+                            dp=dp, tp=tp, pp=pp, micro_batch=mb, global_batch=global_batch,
+                            seq_len=graph.seq_len, schedule=schedule, virtual_stages=v,
+                            zero=zero, recompute=recompute, dtype=space.dtype,
+                            sequence_parallel=sp,
+                        )  # fmt: skip
+
+
+def _schedules(
+    pp: int, m: int, layers: int, space: SearchSpace, reasons: Counter
+) -> Iterator[tuple[str, int]]:
+    if pp == 1:
+        yield "1f1b", 1
+        return
+    for schedule in space.schedules:
+        if schedule != "interleaved":
+            yield schedule, 1
+            continue
+        for v in space.virtual_stages:
+            if m % pp:
+                reasons["interleaved needs micro-batches divisible by pp"] += 1
+            elif pp * v > layers:
+                reasons["pp x virtual stages exceeds the layer count"] += 1
+            else:
+                yield "interleaved", v
+
+
+def memory_floor_bytes(graph: ModelGraph, config: ParallelConfig) -> float:
+    """A lower bound on the fullest device's memory: the weights, gradients and optimizer
+    state of an equal share of the parameters (with ZeRO sharding); no activations."""
+    per = MIXED if config.dtype in ("bf16", "fp16") else FP32
+    dp, z = config.dp, config.zero
+    share = graph.params / (config.tp * config.pp)
+    return share * (
+        per["weights"] / (dp if z >= 3 else 1)
+        + per["grads"] / (dp if z >= 2 else 1)
+        + per["optimizer"] / (dp if z >= 1 else 1)
+    )
+
+
+def minimum_memory_bytes(graph: ModelGraph, devices: int, dtype: str) -> float:
+    """The least memory per device any plan needs: everything sharded over all devices."""
+    per = MIXED if dtype in ("bf16", "fp16") else FP32
+    return graph.params * sum(per.values()) / devices
+
+
+def candidates(
+    graph: ModelGraph, cluster: Any, global_batch: int, space: SearchSpace
+) -> tuple[list[ParallelConfig], Counter]:
+    """Every configuration that passes divisibility and the memory floor; the others counted."""
+    reasons: Counter = Counter()
+    capacity = max(cluster.device_model(d).memory_bytes for d in range(cluster.num_devices))
+    out = []
+    for dp, tp, pp in degrees(graph, cluster, global_batch, space, reasons):
+        for config in knob_configs(graph, dp, tp, pp, global_batch, space, reasons):
+            if memory_floor_bytes(graph, config) > capacity:
+                reasons["memory (parameters and optimizer state)"] += 1
+            else:
+                out.append(config)
+    return out, reasons
