@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from simplan.devices import DeviceModel
     from simplan.graph import Layer, ModelGraph
     from simplan.parallel import ParallelConfig
+    from simplan.planner import Plan
     from simplan.profiles import Profile
     from simplan.sim.result import SimResult
     from simplan.topology import Cluster
@@ -28,12 +29,14 @@ __all__ = [
     "Layer",
     "ModelGraph",
     "ParallelConfig",
+    "Plan",
     "Profile",
     "SimResult",
     "SimplanError",
     "get_device",
     "load_cluster",
     "load_model",
+    "plan",
     "profile",
     "read_profile",
     "simulate",
@@ -55,6 +58,8 @@ _LAZY = {
     "SimResult": "simplan.sim.result",
     "load_cluster": "simplan.topology",
     "Cluster": "simplan.topology",
+    "plan": "simplan.planner",
+    "Plan": "simplan.planner",
 }
 
 

@@ -43,7 +43,7 @@ SHAPES_FILE = "llmfoundry_mpt_model_configs.csv"
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
 GEMM_GRID = tuple(round(0.50 + 0.02 * i, 2) for i in range(23))  # 0.50 .. 0.94
 MEM_GRID = tuple(round(0.30 + 0.1 * i, 2) for i in range(8))  # 0.3 .. 1.0
-OVERHEAD_GRID = (2e-6, 5e-6, 10e-6, 20e-6)  # seconds per operation
+OVERHEAD_GRID = (2e-6, 5e-6, 10e-6, 20e-6, 40e-6)  # seconds per operation
 # family: (section of the fit table, cluster preset, device preset)
 FITS = {
     "a100": ("A100 80GB with 1600 Gbps node-node interconnect (RoCE)", "dgx-a100", "a100-80gb"),

@@ -1,10 +1,12 @@
 """Device models: what one accelerator (or the local CPU) can do, for layers nobody profiled.
 
 A layer's time on a device model is a roofline per operation: matrix operations run at
-`peak_flops * gemm_efficiency`, memory-bound operations at `memory_bandwidth * mem_efficiency`,
-and every operation pays `kernel_overhead_s` (launch and ramp). The efficiency therefore
-depends on the operation's shape: small GEMMs are dominated by the fixed overhead, large ones
-approach `gemm_efficiency`. Every constant carries its source.
+`peak_flops * gemm_efficiency` (or at the memory's pace when their operands are large for their
+arithmetic), memory-bound operations at `memory_bandwidth * mem_efficiency`, and no operation
+takes less than `kernel_overhead_s`, the time to issue one (launches are asynchronous: issuing the
+next operation overlaps the current one, so the overhead is a floor, not a surcharge). The
+efficiency therefore depends on the operation's shape: tiny operations are bound by the issue
+rate, large ones approach `gemm_efficiency`. Every constant carries its source.
 """
 
 from __future__ import annotations
@@ -60,16 +62,18 @@ class DeviceModel:
         return self.peak_flops["fp32"]
 
     def gemm_time_s(self, flops: float, dtype: str) -> float:
-        return flops / (self.peak(dtype) * self.gemm_efficiency) + self.kernel_overhead_s
+        return max(flops / (self.peak(dtype) * self.gemm_efficiency), self.kernel_overhead_s)
 
     def roofline_time_s(self, flops: float, nbytes: float, dtype: str) -> float:
         """A matrix operation: bound by compute or by moving its operands, plus the overhead."""
         compute = flops / (self.peak(dtype) * self.gemm_efficiency)
         memory = nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency)
-        return max(compute, memory) + self.kernel_overhead_s
+        return max(compute, memory, self.kernel_overhead_s)
 
     def memory_time_s(self, nbytes: float) -> float:
-        return nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency) + self.kernel_overhead_s
+        return max(
+            nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency), self.kernel_overhead_s
+        )
 
     def with_(self, **changes: object) -> DeviceModel:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

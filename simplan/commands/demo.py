@@ -7,13 +7,28 @@ import argparse
 from simplan.cli import main as cli_main
 
 HELP = """\
-Run simplan's main job on bundled inputs and print the result: count GPT-3 1.3B and estimate its
-layer times on an A100 80GB device model, then measure the MNIST MLP on this CPU.
+Run simplan's main job on bundled inputs and print the result: plan GPT-3 1.3B (global batch 512,
+seq 2048) on two DGX A100 nodes (16 GPUs) and explain why the winner beats the runners-up and the
+baselines, then simulate the winning plan step by step.
 """
 
+PLAN_DIR = ".cache/demo"
 STEPS = (
-    ["profile", "gpt3-1.3b", "--device", "a100-80gb", "--micro-batch", "4"],
-    ["profile", "mlp", "--device", "cpu", "--micro-batch", "64", "--no-save"],
+    [
+        "plan",
+        "--model",
+        "gpt3-1.3b",
+        "--cluster",
+        "dgx-a100",
+        "--nodes",
+        "2",
+        "--global-batch",
+        "512",
+        "--explain",
+        "--out",
+        PLAN_DIR,
+    ],
+    ["simulate", "--plan", f"{PLAN_DIR}/plan.json"],
 )
 
 
