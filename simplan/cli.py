@@ -10,7 +10,17 @@ from collections.abc import Sequence
 from simplan.errors import SimplanError
 
 # One module per verb under simplan/commands/, each with `register(subparsers)`.
-COMMANDS = ("models", "profile", "simulate", "plan", "demo", "clusters", "bench_comm", "validate")
+COMMANDS = (
+    "models",
+    "profile",
+    "simulate",
+    "plan",
+    "demo",
+    "clusters",
+    "bench_comm",
+    "validate",
+    "report",
+)
 
 DESCRIPTION = """\
 simplan plans and simulates distributed deep-learning training: it profiles a model's layers,

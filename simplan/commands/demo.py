@@ -9,27 +9,16 @@ from simplan.cli import main as cli_main
 HELP = """\
 Run simplan's main job on bundled inputs and print the result: plan GPT-3 1.3B (global batch 512,
 seq 2048) on two DGX A100 nodes (16 GPUs) and explain why the winner beats the runners-up and the
-baselines, then simulate the winning plan step by step.
+baselines (with figures under .cache/demo/report/), then simulate the winning plan step by step.
 """
 
 PLAN_DIR = ".cache/demo"
+REPORT_DIR = ".cache/demo/report"
 STEPS = (
-    [
-        "plan",
-        "--model",
-        "gpt3-1.3b",
-        "--cluster",
-        "dgx-a100",
-        "--nodes",
-        "2",
-        "--global-batch",
-        "512",
-        "--explain",
-        "--out",
-        PLAN_DIR,
-    ],
+    ["plan", "--model", "gpt3-1.3b", "--cluster", "dgx-a100", "--nodes", "2", "--global-batch",
+     "512", "--explain", "--out", PLAN_DIR, "--report", REPORT_DIR],
     ["simulate", "--plan", f"{PLAN_DIR}/plan.json"],
-)
+)  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

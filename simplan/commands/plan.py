@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md")
     p.add_argument(
         "--export", choices=("torchrun", "megatron", "torchtitan"), help="print launch arguments"
     )
@@ -97,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"- {line}")
         if args.out:
             print(f"\nwrote {Path(args.out) / 'plan.json'} and {Path(args.out) / 'plans.json'}")
+    if args.report:
+        from simplan.report import write_plan_report
+
+        path = write_plan_report(result.plans, result.baselines, args.report)
+        print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
     if args.export:
         print(result.plans[0].export(args.export))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from simplan.errors import SimplanError
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
     p.set_defaults(func=run)
 
 
@@ -106,10 +108,15 @@ def run(args: argparse.Namespace) -> int:
         config,
         profile=profile,
         placement=placement or None,
-        record=bool(args.trace),
+        record=bool(args.trace or args.report),
     )
     if args.trace:
         write_trace(result, args.trace)
+    if args.report:
+        from simplan.report import write_simulation_report
+
+        index = write_simulation_report(result, args.report)
+        print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:

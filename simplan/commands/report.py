@@ -1,0 +1,203 @@
+"""`simplan report`: figures and a markdown index from plans, sweeps and validation records."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from simplan.errors import SimplanError
+
+HELP = """\
+Write a report directory (PNG and SVG figures plus index.md) under reports/<name>/, or --out DIR.
+
+  plan PLAN.json     the ranked plans and baselines of `simplan plan --out` (plans.json), or one
+                     plan (plan.json): comparison, breakdown per plan, the best plan's timeline,
+                     per-stage breakdown and memory
+  sweep              predicted throughput against nodes, link bandwidth or micro-batch
+  validation         predicted vs measured step time of the records in traces/runs/
+
+examples:
+  simplan report plan plans/plans.json
+  simplan report sweep --model gpt3-1.3b --cluster dgx-a100 --global-batch 512 --tp 8 \\
+      --vary nodes --values 1 2 4 8
+  simplan report sweep --model gpt3-1.3b --cluster dgx-a100 --nodes 4 --global-batch 256 \\
+      --tp 8 --pp 2 --vary bandwidth --values 0.25 0.5 1 2 4
+  simplan report validation --runs traces/runs
+  simplan simulate --model gpt3-1.3b --cluster dgx-a100 --nodes 2 --global-batch 64 --tp 8 \\
+      --report reports/demo                        # a simulated step's report in one go
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="report_kind", metavar="KIND", parser_class=type(p))
+    plan = sub.add_parser("plan", help="report a plan.json or plans.json")
+    plan.add_argument("file", metavar="PLAN.json", help="written by `simplan plan --out DIR`")
+    sweep = sub.add_parser("sweep", help="throughput against nodes, bandwidth or micro-batch")
+    _sweep_arguments(sweep)
+    val = sub.add_parser("validation", help="predicted vs measured from traces/runs/")
+    val.add_argument("--runs", default="traces/runs", help="directory of validation records")
+    for q in (plan, sweep, val):
+        q.add_argument("--out", metavar="DIR", help="report directory (default reports/<name>)")
+        q.add_argument("--format", default="png,svg", help="figure formats (default png,svg)")
+    plan.set_defaults(func=run_plan)
+    sweep.set_defaults(func=run_sweep)
+    val.set_defaults(func=run_validation)
+    p.set_defaults(func=lambda args: _no_kind(p))
+
+
+def _sweep_arguments(p: argparse.ArgumentParser) -> None:
+    from simplan.commands.simulate import add_config_arguments
+    from simplan.report.sweep import VARY
+
+    p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
+    p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
+    p.add_argument("--nodes", type=int, help="nodes of the cluster (when not swept)")
+    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
+    p.add_argument("--vary", required=True, choices=VARY, help="the knob to sweep")
+    p.add_argument("--values", required=True, nargs="+", type=float, help="its values")
+    p.add_argument(
+        "--link-kind",
+        action="append",
+        choices=("network", "nvlink", "pcie", "loopback"),
+        help="links scaled by --vary bandwidth (repeatable; default network)",
+    )
+    add_config_arguments(p)
+
+
+def _no_kind(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return 2
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad or not formats:
+        raise SimplanError(f"--format takes png, svg and/or pdf (comma separated), not {bad}")
+    return formats
+
+
+def _command() -> str:
+    """The command line as typed (for the report's 'regenerate with' note)."""
+    import shlex
+    import sys
+
+    return "simplan " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else ""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "report"
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from simplan.report import write_plan_report
+
+    plans, baselines = read_plans(args.file)
+    best = plans[0]
+    nodes = f"-{best.cluster.nodes}n" if best.cluster.nodes else ""
+    name = slug(f"{Path(best.model).stem}-{Path(best.cluster.spec).stem}{nodes}")
+    out = Path(args.out or Path("reports") / name)
+    index = write_plan_report(plans, baselines, out, formats=_formats(args), command=_command())
+    print(f"report written to {index}")
+    return 0
+
+
+def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
+    """(plans, baselines) from a plan file (kind 'plan') or a plans file (kind 'plans')."""
+    from simplan.io import read_json
+    from simplan.planfile import PLAN_SCHEMA_VERSION, read_plan
+
+    data = read_json(path)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    kind = schema.get("kind") if isinstance(schema, dict) else None
+    if kind == "plan":
+        return [read_plan(path)], []
+    if kind != "plans":
+        raise SimplanError(
+            f"{path}: not a simplan plan or plans file (schema.kind is {kind!r}); "
+            f"write one with simplan plan --out DIR"
+        )
+    if schema.get("version") != 1:
+        raise SimplanError(f"{path}: plans schema version {schema.get('version')!r} unsupported")
+    plans = [_planfile(d, path, PLAN_SCHEMA_VERSION) for d in data.get("plans") or []]
+    if not plans:
+        raise SimplanError(f"{path}: lists no plans; rerun simplan plan --out DIR")
+    return plans, [_planfile(d, path, PLAN_SCHEMA_VERSION) for d in data.get("baselines") or []]
+
+
+def _planfile(doc: Any, path: str | Path, version: int) -> Any:
+    """One plan document embedded in a plans file, with the checks of read_plan."""
+    from simplan.parallel import ParallelConfig
+    from simplan.planfile import ClusterRef, PlanFile
+
+    try:
+        if doc["schema"]["kind"] != "plan" or doc["schema"]["version"] != version:
+            raise SimplanError(f"{path}: an embedded plan has schema {doc['schema']}")
+        cluster = doc["cluster"]
+        known = {"schema", "model", "cluster", "config", "placement", "predicted"}
+        return PlanFile(
+            model=str(doc["model"]),
+            cluster=ClusterRef(
+                spec=str(cluster["spec"]),
+                nodes=cluster.get("nodes"),
+                gpus_per_node=cluster.get("gpus_per_node"),
+            ),
+            config=ParallelConfig.from_dict(doc["config"]),
+            placement=tuple(int(x) for x in doc.get("placement", [])),
+            predicted=dict(doc.get("predicted", {})),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise SimplanError(
+            f"{path}: damaged plans file (missing {exc}); rerun simplan plan"
+        ) from None
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from simplan.commands.simulate import config_from_args
+    from simplan.report import run_sweep as sweep
+    from simplan.report import write_sweep_report
+    from simplan.topology import load_cluster
+
+    kinds = tuple(args.link_kind or ("network",))
+    first_nodes = int(args.values[0]) if args.vary == "nodes" else args.nodes
+    cluster = load_cluster(args.cluster, nodes=first_nodes, gpus_per_node=args.gpus_per_node)
+    config = config_from_args(args, cluster.num_devices)
+    points = sweep(
+        args.model, args.cluster, config, vary=args.vary, values=args.values,
+        nodes=args.nodes, gpus_per_node=args.gpus_per_node, link_kinds=kinds,
+    )  # fmt: skip
+    name = slug(f"sweep-{Path(args.model).stem}-{Path(args.cluster).stem}-{args.vary}")
+    out = Path(args.out or Path("reports") / name)
+    title = f"{args.model} on {args.cluster}: {config.describe()}, sweep over {args.vary}"
+    index = write_sweep_report(
+        points,
+        out,
+        vary=args.vary,
+        title=title,
+        link_kinds=kinds,
+        formats=_formats(args),
+        command=_command(),
+    )
+    for p in points:
+        state = p.error or f"{p.tokens_per_s:,.0f} tokens/s, MFU {p.mfu:.1%}"
+        print(f"{args.vary} {p.value:g}: {state}")
+    print(f"report written to {index}")
+    return 0
+
+
+def run_validation(args: argparse.Namespace) -> int:
+    from simplan.report import write_validation_report
+
+    out = Path(args.out or "reports/validation")
+    index = write_validation_report(args.runs, out, formats=_formats(args), command=_command())
+    print(f"report written to {index}")
+    return 0
