@@ -25,6 +25,7 @@ from torch import nn
 
 from simplan.build import instantiate
 from simplan.counting import run_backward
+from simplan.cpubench import cpu_name
 from simplan.errors import SimplanError
 from simplan.graph import ModelGraph
 from simplan.profiles import LayerTiming, Profile
@@ -38,14 +39,7 @@ Advance = Callable[[str], None]
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
+    return cpu_name()
 
 
 def _sync(device: str) -> None:
