@@ -1,0 +1,150 @@
+"""`simplan validate`: run a configuration for real and compare it with the simulation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.parallel import SCHEDULES, ParallelConfig
+
+HELP = """\
+Profile MODEL on this machine (one torch thread per rank, cached under traces/profiles/),
+simulate a configuration on the local cluster calibrated by `simplan bench-comm` (localhost-cpu
+with NPROCS ranks), run the same configuration for real on NPROCS torch.distributed ranks (gloo;
+DDP, FSDP2, DTensor tensor parallel or torch.distributed.pipelining), and print the predicted and
+measured step time with the relative error. Each run appends a record to traces/runs/.
+
+examples:
+  simplan validate --model mlp --nprocs 2
+  simplan validate --model gpt-tiny --nprocs 2 --strategy pp --schedule gpipe --micro-batch 2
+  simplan validate --model mlp --nprocs 2 --strategy ddp --compress fp16 --json
+  simplan validate --plan plan.json --steps 50
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "validate",
+        help="run a configuration for real and compare it with the simulation",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", help="preset, model.toml or file.py:factory")
+    p.add_argument("--nprocs", type=int, help="local ranks (default 2, or the plan's world size)")
+    p.add_argument("--strategy", default="ddp", help="ddp, fsdp, tp or pp (default ddp)")
+    p.add_argument("--plan", help="validate a plan file's configuration instead")
+    p.add_argument("--micro-batch", type=int, default=64, help="samples per micro-batch (64)")
+    p.add_argument(
+        "--global-batch",
+        type=int,
+        help="samples per step (default: one or, for pp, 2 x pp micro-batches per replica)",
+    )
+    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
+    p.add_argument("--schedule", default="1f1b", choices=SCHEDULES, help="pipeline schedule")
+    p.add_argument("--virtual-stages", type=int, default=1, help="chunks per rank (interleaved)")
+    p.add_argument(
+        "--compress", default="none", choices=("none", "fp16"), help="DDP gradient compression hook"
+    )
+    p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds a rank may go without progress before the run is stopped",
+    )
+    p.add_argument("--reprofile", action="store_true", help="measure the standalone profile again")
+    p.add_argument(
+        "--profile-source",
+        default="in-run",
+        choices=("in-run", "standalone"),
+        help="predict from the profile the ranks measure side by side at the start of the run "
+        "(default), or from one measured in this process alone (cached)",
+    )
+    p.add_argument("--runs-dir", default="traces/runs", help="where records go (traces/runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
+    from simplan.runtime import config_for
+
+    if args.nprocs is not None and args.nprocs < 1:
+        raise SimplanError(f"--nprocs must be >= 1, got {args.nprocs}")
+    if args.plan:
+        from simplan.planfile import read_plan
+
+        plan = read_plan(args.plan)
+        world = plan.config.world_size
+        if args.nprocs is not None and args.nprocs != world:
+            raise SimplanError(
+                f"the plan runs on {world} ranks ({plan.config.describe()}), not --nprocs "
+                f"{args.nprocs}; drop --nprocs or use another plan"
+            )
+        return plan.model, plan.config
+    if not args.model:
+        raise SimplanError("give --model (or --plan PLAN.json)")
+    if args.micro_batch < 1:
+        raise SimplanError(f"--micro-batch must be >= 1, got {args.micro_batch}")
+    config = config_for(
+        args.strategy,
+        2 if args.nprocs is None else args.nprocs,
+        micro_batch=args.micro_batch,
+        global_batch=args.global_batch,
+        schedule=args.schedule,
+        virtual_stages=args.virtual_stages,
+        seq_len=args.seq_len,
+    )
+    return args.model, config
+
+
+def run(args: argparse.Namespace) -> int:
+    from simplan.validate import validate
+
+    model, config = _inputs(args)
+    record = validate(
+        model,
+        config,
+        steps=args.steps,
+        warmup=args.warmup,
+        comm_hook="" if args.compress == "none" else args.compress,
+        timeout_s=args.timeout,
+        refresh_profile=args.reprofile,
+        profile_source=args.profile_source,
+        runs_dir=args.runs_dir,
+    )
+    if args.json:
+        print(json.dumps(record, indent=1))
+    else:
+        print_record(record)
+    return 0
+
+
+def print_record(record: dict[str, Any]) -> None:
+    meas, pred = record["measured"], record["predicted"]
+    env = record["environment"]
+    ranks = ", ".join(f"{t * 1e3:.2f}" for t in record["per_rank_step_s"])
+    print(
+        f"{record['configuration']}: fp32, {env['threads_per_rank']} thread per rank, "
+        f"{record['job']['steps']} timed steps after {record['job']['warmup']}"
+    )
+    print(
+        f"predicted {record['predicted_step_s'] * 1e3:.2f} ms   measured "
+        f"{record['measured_step_s'] * 1e3:.2f} ms   error {record['rel_error']:+.1%}"
+    )
+    print(
+        f"measured: median of the slowest rank per step; per rank {ranks} ms; p10-p90 spread "
+        f"{meas['spread']['p10_p90']:.0%}; optimizer {meas['optimizer_s'] * 1e3:.2f} ms; "
+        f"unsplit fwd+bwd {meas['baseline_fwd_bwd_s'] * 1e3:.2f} ms (slower rank "
+        f"+{meas['baseline_straggler_s'] * 1e3:.2f}); peak "
+        f"memory {meas['peak_memory_bytes'] / 2**20:.0f} MiB ({meas['ranks'][0]['memory_method']})"
+    )
+    parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.2f}" for k, v in pred["breakdown"].items())
+    print(f"predicted breakdown (ms, mean over stages): {parts}")
+    print(
+        f"prediction from the {record['profile_source']} profile {record['profile']}; "
+        f"from the standalone profile: {record['predicted_standalone_step_s'] * 1e3:.2f} ms"
+    )
+    print(f"record {record['path']}")

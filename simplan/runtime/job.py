@@ -1,0 +1,217 @@
+"""What a real run executes (JobSpec) and what it measured (RankResult, Measurement).
+
+Plain values, no torch: the launcher pickles a JobSpec to every rank, and every rank writes its
+RankResult as JSON for the launcher to gather.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.parallel import ParallelConfig
+from simplan.profiles import Profile
+
+STRATEGIES = ("ddp", "fsdp", "tp", "pp")
+COMM_HOOKS = ("", "fp16")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """One real training run.
+
+    model: a model spec (preset, TOML file or file.py:factory).
+    config: the parallel configuration; its degrees decide the strategy (see `strategy_of`).
+    steps: timed optimizer steps, after `warmup` untimed ones.
+    comm_hook: DDP gradient compression: '' (none) or 'fp16' (fp16_compress_hook).
+    optimizer: 'adam' (what the simulator models) or 'sgd'.
+    threads: torch intra-op threads per rank (the profile must be measured with as many).
+    timeout_s: the longest any rank may go without progress (start-up or one step).
+    baseline_steps: after the run, time this many forward+backward passes of the unsplit model
+        on every rank at once, without communication (0: skip); see RankResult.baseline_s.
+    profile_repeats: before training, every rank profiles the model at the same time
+        (simplan.timing.measure with this many repeats; 0: skip), so that the profile sees the
+        conditions of the run: the other ranks on the same cores, the machine's load.
+    fault: 'crash@RANK:STEP' or 'hang@RANK:STEP' makes a rank fail on purpose (tests failure
+        handling).
+    """
+
+    model: str
+    config: ParallelConfig
+    steps: int = 30
+    warmup: int = 5
+    comm_hook: str = ""
+    optimizer: str = "adam"
+    threads: int = 1
+    timeout_s: float = 120.0
+    fault: str = ""
+    baseline_steps: int = 10
+    profile_repeats: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup < 0:
+            raise SimplanError(
+                f"steps must be >= 1 and warm-up >= 0, got {self.steps}, {self.warmup}"
+            )
+        if self.comm_hook not in COMM_HOOKS:
+            raise SimplanError(f"unknown gradient compression {self.comm_hook!r}: use fp16 or none")
+        if self.optimizer not in OPTIMIZERS:
+            raise SimplanError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.threads < 1 or self.timeout_s <= 0:
+            raise SimplanError("threads and the timeout must be positive")
+        if self.comm_hook and strategy_of(self.config) != "ddp":
+            raise SimplanError("gradient compression (--compress) applies to DDP only")
+        strategy_of(self.config)
+
+    @property
+    def strategy(self) -> str:
+        return strategy_of(self.config)
+
+
+def strategy_of(config: ParallelConfig) -> str:
+    """The torch.distributed strategy that executes a configuration (one parallel axis)."""
+    axes = [n for n in ("dp", "tp", "pp") if getattr(config, n) > 1]
+    if len(axes) > 1:
+        raise SimplanError(
+            f"the runtime executes one parallel axis at a time; {config.describe()} combines "
+            f"{' and '.join(axes)}"
+        )
+    if config.zero in (1, 2):
+        raise SimplanError(f"ZeRO-{config.zero} has no runtime here; use zero 0 (DDP) or 3 (FSDP)")
+    if config.recompute != "none" or config.sequence_parallel:
+        raise SimplanError("the runtime does not run recomputation or sequence parallelism")
+    if config.tp > 1:
+        return "tp"
+    if config.pp > 1:
+        return "pp"
+    return "fsdp" if config.zero == 3 else "ddp"
+
+
+def config_for(
+    strategy: str,
+    nprocs: int,
+    *,
+    micro_batch: int,
+    global_batch: int | None = None,
+    schedule: str = "1f1b",
+    virtual_stages: int = 1,
+    seq_len: int = 0,
+) -> ParallelConfig:
+    """The ParallelConfig of `strategy` over `nprocs` ranks, in fp32 (what CPUs train in)."""
+    if strategy not in STRATEGIES:
+        raise SimplanError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if nprocs < 1:
+        raise SimplanError(f"--nprocs must be >= 1, got {nprocs}")
+    dp = nprocs if strategy in ("ddp", "fsdp") else 1
+    tp = nprocs if strategy == "tp" else 1
+    pp = nprocs if strategy == "pp" else 1
+    microbatches = 2 * pp if pp > 1 else 1
+    return ParallelConfig(
+        dp=dp,
+        tp=tp,
+        pp=pp,
+        micro_batch=micro_batch,
+        global_batch=global_batch or dp * micro_batch * microbatches,
+        seq_len=seq_len,
+        schedule=schedule if pp > 1 else "1f1b",
+        virtual_stages=virtual_stages if pp > 1 else 1,
+        zero=3 if strategy == "fsdp" else 0,
+        dtype="fp32",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankResult:
+    """What one rank measured: per timed step, the whole step and its optimizer part."""
+
+    rank: int
+    step_s: tuple[float, ...]
+    optimizer_s: tuple[float, ...]
+    peak_memory_bytes: float
+    memory_method: str
+    device: str
+    baseline_s: tuple[float, ...] = ()  # the unsplit model's forward+backward, side by side
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {
+            "step_s": list(self.step_s),
+            "optimizer_s": list(self.optimizer_s),
+            "baseline_s": list(self.baseline_s),
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RankResult:
+        return RankResult(
+            rank=int(d["rank"]),
+            step_s=tuple(d["step_s"]),
+            optimizer_s=tuple(d["optimizer_s"]),
+            peak_memory_bytes=float(d["peak_memory_bytes"]),
+            memory_method=str(d["memory_method"]),
+            device=str(d["device"]),
+            baseline_s=tuple(d.get("baseline_s", ())),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """A real run's result. step_time_s: median over the timed steps of the slowest rank's
+    step (each step starts after a barrier)."""
+
+    job: JobSpec
+    ranks: tuple[RankResult, ...]
+    wall_s: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    profile: Profile | None = None  # rank 0's in-run profile (job.profile_repeats > 0)
+
+    @property
+    def per_step_s(self) -> tuple[float, ...]:
+        return tuple(max(times) for times in zip(*(r.step_s for r in self.ranks), strict=True))
+
+    @property
+    def step_time_s(self) -> float:
+        return statistics.median(self.per_step_s)
+
+    @property
+    def optimizer_s(self) -> float:
+        return statistics.median(statistics.median(r.optimizer_s) for r in self.ranks)
+
+    @property
+    def baseline_s(self) -> float:
+        """The unsplit model's forward+backward: median per rank, the slowest rank's."""
+        return max((statistics.median(r.baseline_s) for r in self.ranks if r.baseline_s), default=0)
+
+    @property
+    def baseline_straggler_s(self) -> float:
+        """How much later the slower rank finishes the same compute: median over steps of
+        (max over ranks) minus baseline_s; what a synchronizing collective waits for."""
+        if not all(r.baseline_s for r in self.ranks):
+            return 0.0
+        per_step = [max(t) for t in zip(*(r.baseline_s for r in self.ranks), strict=True)]
+        return statistics.median(per_step) - self.baseline_s
+
+    @property
+    def spread(self) -> dict[str, float]:
+        """Relative spread of the step times: (p90 - p10) / median and the IQR / median."""
+        q = statistics.quantiles(self.per_step_s, n=20) if len(self.per_step_s) > 1 else [0.0] * 19
+        med = self.step_time_s
+        return {"p10_p90": (q[17] - q[1]) / med, "iqr": (q[14] - q[4]) / med}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.job.strategy,
+            "step_time_s": self.step_time_s,
+            "optimizer_s": self.optimizer_s,
+            "baseline_fwd_bwd_s": self.baseline_s,
+            "baseline_straggler_s": self.baseline_straggler_s,
+            "spread": self.spread,
+            "per_step_s": list(self.per_step_s),
+            "ranks": [
+                r.to_dict() | {"median_step_s": statistics.median(r.step_s)} for r in self.ranks
+            ],
+            "peak_memory_bytes": max(r.peak_memory_bytes for r in self.ranks),
+            "wall_s": self.wall_s,
+            "meta": self.meta,
+        }

@@ -1,0 +1,284 @@
+"""One rank of a real run (imports torch): set up torch.distributed, build the model and its
+strategy, train on synthetic data, time every step, write the result as JSON.
+
+Started by the launcher (torch.multiprocessing, spawn), or by torchrun:
+    torchrun --standalone --nproc_per_node=2 -m simplan.runtime.worker JOB.json OUT_DIR
+reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from simplan.io import write_json_atomic
+from simplan.runtime.job import JobSpec, RankResult
+
+
+def rank_entry(rank: int, world: int, init_method: str, job: JobSpec, out_dir: str) -> None:
+    """The spawned process's target: its own process group (so the launcher can kill it and
+    anything it starts), one line of error on failure."""
+    os.setpgid(0, 0)
+    _die_with_parent()
+    try:
+        result = train(rank, world, init_method, job, Path(out_dir))
+        write_json_atomic(result.to_dict(), Path(out_dir) / f"rank{rank}.json")
+    except BaseException as exc:  # the launcher reports it; nothing else will
+        _write_error(Path(out_dir), rank, exc)
+        sys.exit(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this rank when the launcher dies, however it dies."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _write_error(out_dir: Path, rank: int, exc: BaseException) -> None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    (out_dir / f"rank{rank}.error").write_text(text[:400] + where)
+
+
+def heartbeat(out_dir: Path, rank: int, progress: int) -> None:
+    """Progress marker read by the launcher to find a rank that stopped advancing."""
+    tmp = out_dir / f".hb{rank}"
+    tmp.write_text(str(progress))
+    os.replace(tmp, out_dir / f"hb{rank}")
+
+
+def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) -> RankResult:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(job.threads)
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        "nccl" if cuda else "gloo",
+        init_method=init_method,
+        rank=rank,
+        world_size=world,
+        # longer than the launcher's no-progress limit, which names the rank that stalled
+        timeout=dt.timedelta(seconds=2 * job.timeout_s + 30),
+    )
+    try:
+        if job.profile_repeats:
+            _profile_in_run(job, device, rank, out_dir)
+        rss0 = _rss_bytes()
+        trainer = build_trainer(job, device, rank)
+        step_s, opt_s = _timed_steps(job, trainer, device, rank, out_dir)
+        peak, method = _peak_memory(device, rss0)
+        baseline = baseline_steps(job, device) if job.baseline_steps else []
+    finally:
+        dist.destroy_process_group()
+    return RankResult(
+        rank=rank,
+        step_s=tuple(step_s),
+        optimizer_s=tuple(opt_s),
+        peak_memory_bytes=peak,
+        memory_method=method,
+        device=str(device),
+        baseline_s=tuple(baseline),
+    )
+
+
+def _profile_in_run(job: JobSpec, device: Any, rank: int, out_dir: Path) -> None:
+    """Every rank profiles the whole model at once (barrier-aligned start), one thread each."""
+    import torch.distributed as dist
+
+    from simplan.profiles import write_profile
+    from simplan.timing import measure
+
+    cfg = job.config
+    dist.barrier()
+    profile = measure(
+        job.model,
+        device=str(device),
+        micro_batch=cfg.micro_batch,
+        seq_len=cfg.seq_len or None,
+        dtype=cfg.dtype,
+        warmup=5,
+        repeats=job.profile_repeats,
+    )
+    write_profile(profile, out_dir / f"profile{rank}.json")
+    dist.barrier()
+
+
+def _rss_bytes() -> float:
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _peak_memory(device: Any, rss0: float) -> tuple[float, str]:
+    import torch
+
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    return _rss_bytes() - rss0, "ru_maxrss delta"
+
+
+def _timed_steps(
+    job: JobSpec, trainer: Any, device: Any, rank: int, out_dir: Path
+) -> tuple[list[float], list[float]]:
+    """warm-up + timed steps; each starts after a barrier; the optimizer part timed too."""
+    import torch
+    import torch.distributed as dist
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    step_s, opt_s = [], []
+    for i in range(job.warmup + job.steps):
+        _maybe_fail(job.fault, rank, i)
+        heartbeat(out_dir, rank, 2 * i)
+        dist.barrier()
+        sync()
+        t0 = time.perf_counter()
+        trainer.forward_backward()
+        sync()
+        t1 = time.perf_counter()
+        trainer.optimizer_step()
+        sync()
+        t2 = time.perf_counter()
+        heartbeat(out_dir, rank, 2 * i + 1)
+        if i >= job.warmup:
+            step_s.append(t2 - t0)
+            opt_s.append(t2 - t1)
+    return step_s, opt_s
+
+
+def _maybe_fail(fault: str, rank: int, step: int) -> None:
+    if not fault:
+        return
+    kind, _, where = fault.partition("@")
+    at_rank, _, at_step = where.partition(":")
+    if int(at_rank) != rank or int(at_step) != step:
+        return
+    if kind == "crash":
+        raise RuntimeError(f"injected crash at step {step}")
+    while kind == "hang":
+        time.sleep(1.0)
+
+
+def _model_and_data(job: JobSpec, device: Any) -> tuple[Any, Any, tuple[Any, ...], Any]:
+    """(graph, module, one replica's inputs for a step, targets), the same on every rank."""
+    import torch
+
+    from simplan.build import instantiate
+    from simplan.sources import load_model, resolve, transformer_spec
+
+    cfg = job.config
+    graph = load_model(job.model, seq_len=cfg.seq_len or None, dtype=cfg.dtype)
+    source = resolve(job.model)
+    tspec = transformer_spec(source) if source.kind == "toml" else None
+    per_replica = cfg.micro_batch * cfg.num_microbatches
+    torch.manual_seed(0)
+    model, inputs = instantiate(
+        source,
+        tspec,
+        batch=per_replica,
+        seq_len=cfg.seq_len or None,
+        device=str(device),
+        dtype=cfg.dtype,
+    )
+    model.train()
+    return graph, model, inputs, _targets(model, inputs, per_replica)
+
+
+def build_trainer(job: JobSpec, device: Any, rank: int) -> Any:
+    """The model of the job on this rank, wrapped by its strategy, with synthetic data."""
+    from simplan.runtime import pipeline, strategies
+
+    graph, model, inputs, target = _model_and_data(job, device)
+    if job.strategy == "pp":
+        return pipeline.pp_trainer(job, model, graph, inputs, target, device, rank)
+    batches = _micro_batches(inputs, target, job.config.num_microbatches)
+    if job.strategy == "ddp":
+        return strategies.ddp_trainer(job, model, batches, device)
+    if job.strategy == "fsdp":
+        return strategies.fsdp_trainer(job, model, batches, device, graph)
+    return strategies.tp_trainer(job, model, batches, device, graph)
+
+
+def baseline_steps(job: JobSpec, device: Any) -> list[float]:
+    """Median forward+backward (with the loss) of the whole unsplit model over one replica's
+    micro-batches, on every rank at once (barrier-aligned), with no communication: the compute
+    the ranks manage side by side on this machine, to compare with the profile's."""
+    import torch
+    import torch.distributed as dist
+
+    from simplan.runtime.strategies import Trainer, make_optimizer
+
+    _, model, inputs, target = _model_and_data(job, device)
+    batches = _micro_batches(inputs, target, job.config.num_microbatches)
+    plain = Trainer(
+        model=model,
+        optimizer=make_optimizer(job, list(model.parameters())),
+        batches=batches,
+        sync_context=lambda _: contextlib.nullcontext(),
+    )
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    for i in range(2 + job.baseline_steps):
+        dist.barrier()
+        sync()
+        t0 = time.perf_counter()
+        plain.forward_backward()
+        sync()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    return times
+
+
+def _targets(model: Any, inputs: tuple[Any, ...], batch: int) -> Any:
+    """Random class indices shaped like the model's output without its class dimension."""
+    import torch
+
+    with torch.no_grad():
+        out = model(*(x[:1] for x in inputs))
+    gen = torch.Generator().manual_seed(1)
+    shape = (batch, *out.shape[1:-1])
+    return torch.randint(0, out.shape[-1], shape, generator=gen).to(out.device)
+
+
+def _micro_batches(inputs: tuple[Any, ...], target: Any, n: int) -> list[tuple[tuple, Any]]:
+    split = [x.chunk(n) for x in inputs]
+    return [(tuple(s[i] for s in split), t) for i, t in enumerate(target.chunk(n))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """torchrun entry: JOB.json (a validation record's or `JobSpec` JSON) and an output folder."""
+    from simplan.io import read_json
+    from simplan.runtime.launch import job_from_dict
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m simplan.runtime.worker JOB.json OUT_DIR", file=sys.stderr)
+        return 2
+    job = job_from_dict(read_json(args[0]))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    Path(args[1]).mkdir(parents=True, exist_ok=True)
+    result = train(rank, world, "env://", job, Path(args[1]))
+    write_json_atomic(result.to_dict(), Path(args[1]) / f"rank{rank}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

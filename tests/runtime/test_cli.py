@@ -1,0 +1,63 @@
+"""`simplan validate` on bad input: one line, exit 2, no ranks started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import assert_one_line_error, run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--strategy", "zero9"], "unknown strategy 'zero9'"),
+        (["--nprocs", "0"], "--nprocs must be >= 1"),
+        (["--micro-batch", "0"], "--micro-batch must be >= 1"),
+        (["--strategy", "tp", "--compress", "fp16"], "DDP only"),
+    ],
+)
+def test_bad_arguments(args: list[str], needle: str) -> None:
+    result = run_cli("validate", "--model", "mlp", *args, timeout=120)
+    assert_one_line_error(result, needle)
+
+
+def test_plan_of_another_schema(tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"schema": {"kind": "profile", "version": 1}}))
+    assert_one_line_error(run_cli("validate", "--plan", str(path)), "not a simplan plan file")
+
+
+def test_plan_of_another_version(tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"schema": {"kind": "plan", "version": 99}}))
+    assert_one_line_error(run_cli("validate", "--plan", str(path)), "version 99")
+
+
+def test_unknown_model() -> None:
+    assert_one_line_error(run_cli("validate", "--model", "nosuch"), "unknown model 'nosuch'")
+
+
+def _plan(tmp_path: Path, **config: object) -> Path:
+    from simplan.parallel import ParallelConfig
+    from simplan.planfile import ClusterRef, PlanFile, write_plan
+
+    plan = PlanFile(
+        model="mlp",
+        cluster=ClusterRef(spec="localhost-cpu", nodes=1, gpus_per_node=4),
+        config=ParallelConfig(dtype="fp32", **config),  # type: ignore[arg-type]
+    )
+    return write_plan(plan, tmp_path / "plan.json")
+
+
+def test_plan_with_two_parallel_axes(tmp_path: Path) -> None:
+    path = _plan(tmp_path, dp=2, tp=2, global_batch=4)
+    assert_one_line_error(run_cli("validate", "--plan", str(path)), "one parallel axis")
+
+
+def test_plan_on_other_world_size(tmp_path: Path) -> None:
+    path = _plan(tmp_path, dp=4, global_batch=4)
+    result = run_cli("validate", "--plan", str(path), "--nprocs", "2")
+    assert_one_line_error(result, "the plan runs on 4 ranks")

@@ -1,0 +1,94 @@
+"""The runtime's plain values and the launcher's messages (no processes started)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from simplan.errors import SimplanError
+from simplan.parallel import ParallelConfig
+from simplan.runtime import JobSpec, Measurement, RankResult, config_for, strategy_of
+from simplan.runtime.launch import _failure_message, _hang_message, job_from_dict, job_to_dict
+from simplan.validate import read_record, write_record
+
+
+def test_config_for_each_strategy() -> None:
+    assert config_for("ddp", 2, micro_batch=8).dp == 2
+    fsdp = config_for("fsdp", 2, micro_batch=8)
+    assert (fsdp.dp, fsdp.zero) == (2, 3)
+    assert config_for("tp", 2, micro_batch=8).tp == 2
+    pp = config_for("pp", 2, micro_batch=8, schedule="interleaved", virtual_stages=2)
+    assert (pp.pp, pp.num_microbatches, pp.chunks) == (2, 4, 4)
+    assert [strategy_of(c) for c in (fsdp, pp)] == ["fsdp", "pp"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "nprocs", "needle"),
+    [("zero2", 2, "unknown strategy 'zero2'"), ("ddp", 0, "--nprocs must be >= 1")],
+)
+def test_config_for_rejects_bad_input(strategy: str, nprocs: int, needle: str) -> None:
+    with pytest.raises(SimplanError, match=needle):
+        config_for(strategy, nprocs, micro_batch=1)
+
+
+def test_runtime_rejects_what_it_cannot_run() -> None:
+    with pytest.raises(SimplanError, match="one parallel axis"):
+        strategy_of(ParallelConfig(dp=2, tp=2, global_batch=2, dtype="fp32"))
+    with pytest.raises(SimplanError, match="ZeRO-1"):
+        strategy_of(ParallelConfig(dp=2, zero=1, global_batch=2, dtype="fp32"))
+    with pytest.raises(SimplanError, match="DDP only"):
+        JobSpec(model="mlp", config=config_for("tp", 2, micro_batch=1), comm_hook="fp16")
+
+
+def test_job_round_trips_through_json() -> None:
+    job = JobSpec(model="mlp", config=config_for("pp", 2, micro_batch=4), steps=7)
+    assert job_from_dict(job_to_dict(job)) == job
+
+
+def test_measurement_takes_the_slowest_rank_per_step() -> None:
+    job = JobSpec(model="mlp", config=config_for("ddp", 2, micro_batch=4))
+    ranks = tuple(
+        RankResult(
+            rank=r,
+            step_s=s,
+            optimizer_s=(0.1,) * 3,
+            peak_memory_bytes=1.0,
+            memory_method="m",
+            device="cpu",
+        )
+        for r, s in enumerate([(1.0, 5.0, 2.0), (3.0, 1.0, 2.5)])
+    )
+    m = Measurement(job=job, ranks=ranks, wall_s=1.0)
+    assert m.per_step_s == (3.0, 5.0, 2.5)
+    assert m.step_time_s == 3.0
+    assert m.to_dict()["ranks"][1]["median_step_s"] == 2.5
+
+
+def _procs(*codes: int | None) -> list[SimpleNamespace]:
+    return [SimpleNamespace(exitcode=c) for c in codes]
+
+
+def test_failure_message_prefers_the_root_cause(tmp_path: Path) -> None:
+    (tmp_path / "rank0.error").write_text("RuntimeError: Connection closed by peer")
+    (tmp_path / "rank1.error").write_text("RuntimeError: injected crash at step 3")
+    msg = _failure_message(_procs(1, 1), tmp_path)
+    assert msg == "rank 1 failed: RuntimeError: injected crash at step 3; stopped all 2 ranks"
+    killed = _failure_message(_procs(1, -signal.SIGKILL), tmp_path)
+    assert killed.startswith("rank 1 was killed by SIGKILL")
+
+
+def test_hang_message_names_the_rank_behind() -> None:
+    assert _hang_message({0: ("6", 0.0), 1: ("5", 0.0)}, 5).startswith(
+        "rank 1 made no progress for 5 s (at step 2)"
+    )
+    assert "during start-up" in _hang_message({0: ("", 0.0), 1: ("", 0.0)}, 5)
+
+
+def test_records_are_never_overwritten(tmp_path: Path) -> None:
+    record = {"schema": {"kind": "validation-record", "version": 1}, "configuration": "mlp ddp"}
+    a, b = write_record(record, tmp_path), write_record(record, tmp_path)
+    assert a != b and len(list(tmp_path.iterdir())) == 2
+    assert read_record(a)["configuration"] == "mlp ddp"
