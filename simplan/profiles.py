@@ -42,10 +42,36 @@ class Profile:
     seq_len: int
     timings: dict[str, LayerTiming]  # by layer identity key
     whole_model: LayerTiming | None = None  # the whole model's fwd/bwd in the same run
+    optimizer_s: float | None = None  # one Adam step over all the model's parameters
+    optimizer_fixed_s: float | None = None  # one Adam step over a single-element tensor
     meta: dict[str, Any] = field(default_factory=dict)
 
     def timing(self, layer_name: str) -> LayerTiming | None:
         return self.timings.get(self.model.layer(layer_name).identity)
+
+    def optimizer_step_s(self, fraction: float) -> float | None:
+        """Measured Adam step for `fraction` of the model's parameters: the fixed cost plus the
+        share of the rest; None when the profile has no optimizer measurement."""
+        if self.optimizer_s is None or self.optimizer_fixed_s is None:
+            return None
+        return self.optimizer_fixed_s + fraction * (self.optimizer_s - self.optimizer_fixed_s)
+
+    def glue_s(self) -> tuple[float, float]:
+        """(forward, backward) seconds of the whole model outside its layers (the loss, work in
+        the parent module between layers), per micro-batch of the profile; never negative."""
+        if self.whole_model is None:
+            return 0.0, 0.0
+        fwd = sum(
+            self.timings[layer.identity].fwd_s
+            for layer in self.model.layers
+            if layer.identity in self.timings
+        )
+        bwd = sum(
+            self.timings[layer.identity].bwd_s
+            for layer in self.model.layers
+            if layer.identity in self.timings
+        )
+        return max(self.whole_model.fwd_s - fwd, 0.0), max(self.whole_model.bwd_s - bwd, 0.0)
 
     @property
     def layer_sum_s(self) -> float:
@@ -67,6 +93,8 @@ class Profile:
             "seq_len": self.seq_len,
             "meta": self.meta,
             "whole_model": None if self.whole_model is None else vars(self.whole_model),
+            "optimizer_s": self.optimizer_s,
+            "optimizer_fixed_s": self.optimizer_fixed_s,
             "timings": {k: vars(v) for k, v in self.timings.items()},
             "model": self.model.to_dict(),
         }
@@ -83,6 +111,8 @@ class Profile:
             seq_len=int(d["seq_len"]),
             timings={k: LayerTiming(**v) for k, v in d["timings"].items()},
             whole_model=None if whole is None else LayerTiming(**whole),
+            optimizer_s=d.get("optimizer_s"),
+            optimizer_fixed_s=d.get("optimizer_fixed_s"),
             meta=dict(d.get("meta", {})),
         )
 

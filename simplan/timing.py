@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from simplan.build import instantiate
-from simplan.counting import run_backward
 from simplan.cpubench import cpu_name
 from simplan.errors import SimplanError
 from simplan.graph import ModelGraph
@@ -122,13 +121,15 @@ class InSituTimer:
         if self.active:
             self._bwd_starts.append((self._now(), self._name(module, self._bwd_idx)))
 
-    def step(self, model: nn.Module, inputs: tuple[Any, ...]) -> tuple[float, float]:
-        """One timed forward+backward of the whole model; returns (fwd_s, bwd_s)."""
+    def step(
+        self, model: nn.Module, inputs: tuple[Any, ...], targets: list[Any]
+    ) -> tuple[float, float]:
+        """One timed forward+backward (with the loss) of the whole model; (fwd_s, bwd_s)."""
         self._reset()
         t0 = self._now()
-        outputs = tensors_in(model(*inputs))
+        loss = training_loss(tensors_in(model(*inputs)), targets)
         t1 = self._now()
-        run_backward(outputs)
+        loss.backward()
         t2 = self._now()
         if self.active:
             starts = sorted(self._bwd_starts)
@@ -153,6 +154,65 @@ def _median_timing(samples_fwd: list[float], samples_bwd: list[float], repeats: 
     )
 
 
+def loss_targets(model: nn.Module, inputs: tuple[Any, ...]) -> list[Any]:
+    """Random class indices for every output that looks like logits (float, >= 2 dims), so the
+    profile trains with a real cross-entropy loss, as training does; None for other outputs."""
+    with torch.no_grad():
+        outputs = tensors_in(model(*inputs))
+    gen = torch.Generator().manual_seed(1)
+    targets: list[Any] = []
+    for out in outputs:
+        if out.is_floating_point() and out.dim() >= 2:
+            idx = torch.randint(0, out.shape[-1], tuple(out.shape[:-1]), generator=gen)
+            targets.append(idx.to(out.device))
+        else:
+            targets.append(None)
+    return targets
+
+
+def training_loss(outputs: list[torch.Tensor], targets: list[Any]) -> torch.Tensor:
+    """Cross-entropy of each logits output against its targets (a mean for other outputs)."""
+    total = None
+    for out, target in zip(outputs, targets, strict=False):
+        if not out.requires_grad:
+            continue
+        if target is None:
+            term = out.float().mean()
+        else:
+            term = nn.functional.cross_entropy(out.flatten(0, -2).float(), target.flatten())
+        total = term if total is None else total + term
+    if total is None:
+        raise SimplanError("the model's outputs do not depend on its parameters; nothing to time")
+    return total
+
+
+def time_optimizer(model: nn.Module, device: str, repeats: int) -> tuple[float, float]:
+    """Median time of one Adam step (the fused kernel where torch has one) over all parameters,
+    and over one single-element tensor (the fixed cost of a step)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    tiny = [torch.zeros(1, device=params[0].device, requires_grad=True)] if params else []
+    times = []
+    for group in (params, tiny):
+        if not group:
+            times.append(0.0)
+            continue
+        for p in group:
+            p.grad = torch.zeros_like(p)
+        optimizer = torch.optim.Adam(group, lr=1e-4, fused=True)
+        samples = []
+        for i in range(2 + repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            optimizer.step()
+            _sync(device)
+            if i >= 2:
+                samples.append(time.perf_counter() - t0)
+        times.append(statistics.median(samples))
+        for p in group:
+            p.grad = None
+    return times[0], min(times[1], times[0])
+
+
 def time_model(
     model: nn.Module,
     inputs: tuple[Any, ...],
@@ -164,18 +224,19 @@ def time_model(
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming]:
     """Alternate hooked iterations (per-layer times) and plain ones (the whole model's time)."""
     timer = InSituTimer(model, calls, device)
+    targets = loss_targets(model, inputs)
     whole_fwd, whole_bwd = [], []
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for i in range(warmup + repeats):
                 timer.active = False
-                fwd, bwd = timer.step(model, inputs)
+                fwd, bwd = timer.step(model, inputs, targets)
                 if i >= warmup:
                     whole_fwd.append(fwd)
                     whole_bwd.append(bwd)
                     timer.active = True
-                    timer.step(model, inputs)
+                    timer.step(model, inputs, targets)
                     if advance:
                         advance(f"repeat {i - warmup + 1}")
     finally:
@@ -208,6 +269,7 @@ def measure(
         on_start(repeats)
     fwd, bwd, whole_timing = time_model(model, inputs, calls, device, warmup, repeats, advance)
     timings = _by_identity(graph, calls, fwd, bwd, repeats)
+    optimizer_s, optimizer_fixed_s = time_optimizer(model, device, repeats) if whole else (0, 0)
     if not whole:
         whole_timing = None
     return Profile(
@@ -219,6 +281,8 @@ def measure(
         seq_len=graph.seq_len,
         timings=timings,
         whole_model=whole_timing,
+        optimizer_s=optimizer_s if whole else None,
+        optimizer_fixed_s=optimizer_fixed_s if whole else None,
         meta=_metadata(device, dtype, warmup, repeats),
     )
 

@@ -270,6 +270,16 @@ class Assembler:
         )
         return plan, memory, bounds
 
+    def optimizer_time(self, params: float, device: DeviceModel) -> float:
+        """The Adam step over `params` parameters: measured in the profile when it matches the
+        device, else the device model's memory-bound estimate."""
+        profile = match_profile(self.profile, device)
+        if profile is not None and profile.dtype == self.config.dtype and self.graph.params:
+            measured = profile.optimizer_step_s(params / self.graph.params)
+            if measured is not None:
+                return measured
+        return optimizer_step_s(params, device, self.config.dtype)
+
     def rank_plan(self, r: int, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> RankPlan:
         cfg = self.config
         device = self.devices[r]
@@ -288,7 +298,7 @@ class Assembler:
             rank=r,
             device=self.grid[r][0][0],
             static_bytes=0.0,
-            optimizer_s=optimizer_step_s(params / shard, device, cfg.dtype),
+            optimizer_s=self.optimizer_time(params / shard, device),
             after_optimizer_comm_s=after,
             overlap=device.kind == "gpu",
         )

@@ -161,6 +161,22 @@ def layer_steps(
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
             linear_index += 1
+    return _with_glue(steps, config, profile)
+
+
+def _with_glue(
+    steps: list[LayerStep], config: ParallelConfig, profile: Profile | None
+) -> tuple[LayerStep, ...]:
+    """Charge the measured time outside the layers (the loss, the parent module's own work) to
+    the last layer, where the loss is, scaled to the micro-batch."""
+    if profile is None or profile.dtype != config.dtype or not steps:
+        return tuple(steps)
+    glue_f, glue_b = profile.glue_s()
+    scale = config.micro_batch / profile.micro_batch
+    last = steps[-1]
+    steps[-1] = dataclasses.replace(
+        last, fwd_s=last.fwd_s + glue_f * scale, bwd_s=last.bwd_s + glue_b * scale
+    )
     return tuple(steps)
 
 
