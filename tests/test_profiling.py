@@ -76,3 +76,31 @@ def test_profile_cli_writes_under_traces(tmp_path: Path) -> None:
     assert (tmp_path / path).is_file()
     assert doc["total"]["fwd_flops"] == 16 * 2 * (784 * 128 + 128 * 10)
     assert {row["source"] for row in doc["layers"]} == {"measured"}
+
+
+def test_profile_measures_the_optimizer_and_the_time_outside_layers(
+    mlp_profile: simplan.Profile,
+) -> None:
+    p = mlp_profile
+    assert p.optimizer_s is not None and p.optimizer_fixed_s is not None
+    assert 0 < p.optimizer_fixed_s <= p.optimizer_s
+    assert p.optimizer_step_s(0.5) == pytest.approx(
+        p.optimizer_fixed_s + 0.5 * (p.optimizer_s - p.optimizer_fixed_s)
+    )
+    glue_f, glue_b = p.glue_s()
+    assert glue_f >= 0 and glue_b >= 0
+
+
+def test_simulation_with_a_profile_adds_its_measurements(mlp_profile: simplan.Profile) -> None:
+    """One CPU rank: the step is the measured layers, the time outside them (the loss) and the
+    measured optimizer step, nothing else."""
+    cluster = simplan.load_cluster("localhost-cpu", gpus_per_node=1)
+    config = simplan.ParallelConfig(micro_batch=32, global_batch=64, dtype="fp32")
+    result = simplan.simulate(mlp_profile.model, cluster, config, profile=mlp_profile)
+    layers = sum(
+        mlp_profile.timing(layer.name).fwd_s + mlp_profile.timing(layer.name).bwd_s
+        for layer in mlp_profile.model.layers
+    )
+    glue = sum(mlp_profile.glue_s())
+    expected = 2 * (layers + glue) + mlp_profile.optimizer_step_s(1.0)
+    assert result.step_time_s == pytest.approx(expected, rel=1e-9)
