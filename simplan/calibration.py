@@ -49,7 +49,6 @@ FITS = {
     "a100": ("A100 80GB with 1600 Gbps node-node interconnect (RoCE)", "dgx-a100", "a100-80gb"),
     "h100": ("H100 80GB BF16", "dgx-h100", "h100-sxm"),
 }
-FAMILY_OF = {"a100-40gb": "a100", "a100-80gb": "a100", "h100-sxm": "h100", "h200": "h100"}
 
 
 def reference_dir() -> Path:

@@ -63,13 +63,14 @@ def layer_cost(
         return LayerCost(fwd_s=timing.fwd_s, bwd_s=timing.bwd_s, source=MEASURED)
     base = model_cost(layer, device, dtype, profile.micro_batch)
     return LayerCost(
-        fwd_s=timing.fwd_s * _ratio(modelled.fwd_s, base.fwd_s),
-        bwd_s=timing.bwd_s * _ratio(modelled.bwd_s, base.bwd_s),
+        fwd_s=timing.fwd_s * ratio(modelled.fwd_s, base.fwd_s),
+        bwd_s=timing.bwd_s * ratio(modelled.bwd_s, base.bwd_s),
         source=SCALED,
     )
 
 
-def _ratio(a: float, b: float) -> float:
+def ratio(a: float, b: float) -> float:
+    """a / b, or 1 when b is 0 (a cost that is 0 either way scales by nothing)."""
     return a / b if b > 0 else 1.0
 
 

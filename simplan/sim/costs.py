@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from simplan.costmodel import LayerCost, layer_cost, pass_time_s
+from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
 from simplan.graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
@@ -81,14 +81,10 @@ def _sharded_cost(
     part_f = pass_time_s(fwd, device, config.dtype, b)
     part_b = pass_time_s(bwd, device, config.dtype, b)
     return LayerCost(
-        fwd_s=whole.fwd_s * _ratio(part_f, base_f),
-        bwd_s=whole.bwd_s * _ratio(part_b, base_b),
+        fwd_s=whole.fwd_s * ratio(part_f, base_f),
+        bwd_s=whole.bwd_s * ratio(part_b, base_b),
         source=whole.source,
     )
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else 1.0
 
 
 def tp_collectives(
