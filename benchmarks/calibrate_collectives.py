@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.topology import load_cluster  # noqa: E402
 from simplan.topology.calibration import (  # noqa: E402
+    B200_4X8_SPEC,
     CONSTANTS_FILE,
     CollectiveConstants,
     LinkClass,
@@ -91,29 +92,8 @@ def b200_rows() -> list[tuple[float, float]]:
     return out
 
 
-B200_SPEC = {
-    "name": "b200-4x8",
-    "node_group": [
-        {
-            "name": "b200",
-            "count": 4,
-            "devices_per_node": 8,
-            "device": {
-                "name": "b200",
-                "peak_tflops": 2250,
-                "memory_gib": 180,
-                "memory_bandwidth_gbps": 8000,
-            },
-            "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
-            "nics": {"count": 8, "bandwidth_Gbps": 400},
-        }
-    ],
-    "network": {"kind": "single-switch"},
-}
-
-
 def network_error(constants: CollectiveConstants, rows: list[tuple[float, float]]) -> float:
-    cluster = load_cluster(B200_SPEC, constants=constants)
+    cluster = load_cluster(B200_4X8_SPEC, constants=constants)
     devices = range(cluster.num_devices)
     return sum((cluster.collective_time("all_reduce", s, devices) / t - 1) ** 2 for s, t in rows)
 

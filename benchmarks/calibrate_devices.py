@@ -44,18 +44,7 @@ def evaluate(
 ) -> list[dict[str, object]]:
     sim = RowSimulator(rows, cluster)
     device = get_device(device_name).with_(**{k: float(fit[k]) for k in CONSTANTS})  # type: ignore[arg-type]
-    return [
-        {
-            "model": r.model,
-            "gpus": r.gpus,
-            "seq_len": r.seq_len,
-            "micro_batch": r.micro_batch,
-            "checkpointing": r.checkpointing,
-            "measured_samples_per_s": r.samples_per_s,
-            "predicted_samples_per_s": sim.predict(r, device),
-        }
-        for r in rows
-    ]
+    return sim.table(device)
 
 
 def print_rows(title: str, rows: list[dict[str, object]], limit: int = 12) -> dict[str, float]:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.topology import load_cluster  # noqa: E402
+from simplan.topology.calibration import B200_4X8_SPEC  # noqa: E402
 from simplan.units import MiB  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -64,25 +65,6 @@ def busbw_rows(hardware_prefix: str, tool: str | None = None) -> list[tuple[int,
 
 
 def other_checks() -> list[dict[str, object]]:
-    b200 = {
-        "name": "b200-4x8",
-        "node_group": [
-            {
-                "name": "b200",
-                "count": 4,
-                "devices_per_node": 8,
-                "device": {
-                    "name": "b200",
-                    "peak_tflops": 2250,
-                    "memory_gib": 180,
-                    "memory_bandwidth_gbps": 8000,
-                },
-                "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
-                "nics": {"count": 8, "bandwidth_Gbps": 400},
-            }
-        ],
-        "network": {"kind": "single-switch"},
-    }
     cases = [
         ("8x A100 nccl-tests (stas00)", "dgx-a100", busbw_rows("single 8x A100 node")),
         (
@@ -101,7 +83,7 @@ def other_checks() -> list[dict[str, object]]:
             },
             [r for r in busbw_rows("8x H200 SXM node, NVLink 4 (450") if r[2] < 400],
         ),
-        ("4 nodes x 8 B200 (fit data)", b200, busbw_rows("4 nodes x 8 B200")),
+        ("4 nodes x 8 B200 (fit data)", B200_4X8_SPEC, busbw_rows("4 nodes x 8 B200")),
     ]
     out = []
     for label, spec, rows in cases:

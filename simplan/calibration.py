@@ -166,6 +166,21 @@ class RowSimulator:
         )
         return result.samples_per_s
 
+    def table(self, device: DeviceModel) -> list[dict[str, Any]]:
+        """Each row: what was run, measured and predicted samples per second."""
+        return [
+            {
+                "model": r.model,
+                "gpus": r.gpus,
+                "seq_len": r.seq_len,
+                "micro_batch": r.micro_batch,
+                "checkpointing": r.checkpointing,
+                "measured_samples_per_s": r.samples_per_s,
+                "predicted_samples_per_s": round(self.predict(r, device), 4),
+            }
+            for r in self.rows
+        ]
+
     def loss(self, device: DeviceModel) -> float:
         return sum(math.log(self.predict(r, device) / r.samples_per_s) ** 2 for r in self.rows)
 
@@ -191,18 +206,7 @@ def fit_efficiencies(family: str) -> dict[str, Any]:
     assert best is not None
     loss, gemm, mem, overhead = best
     fitted = base.with_(gemm_efficiency=gemm, mem_efficiency=mem, kernel_overhead_s=overhead)
-    table = [
-        {
-            "model": r.model,
-            "gpus": r.gpus,
-            "seq_len": r.seq_len,
-            "micro_batch": r.micro_batch,
-            "checkpointing": r.checkpointing,
-            "measured_samples_per_s": r.samples_per_s,
-            "predicted_samples_per_s": round(sim.predict(r, fitted), 4),
-        }
-        for r in rows
-    ]
+    table = sim.table(fitted)
     return {
         "gemm_efficiency": gemm,
         "mem_efficiency": mem,

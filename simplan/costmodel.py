@@ -47,10 +47,6 @@ def model_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int) 
     )
 
 
-def profile_matches(profile: Profile, graph: ModelGraph, dtype: str) -> bool:
-    return profile.dtype == dtype and profile.seq_len == graph.seq_len
-
-
 def layer_cost(
     layer: Layer, device: DeviceModel, dtype: str, micro_batch: int, profile: Profile | None = None
 ) -> LayerCost:
@@ -81,12 +77,13 @@ def layer_costs(
     micro_batch: int,
     profile: Profile | None = None,
 ) -> tuple[LayerCost, ...]:
-    usable = profile if profile is not None and profile_matches(profile, graph, dtype) else None
+    """Every layer's cost. A profile applies layer by layer through the identity keys, which
+    include input shapes and dtypes: a profile at another sequence length matches no layer."""
     cache: dict[str, LayerCost] = {}
     out = []
     for layer in graph.layers:
         if layer.identity not in cache:
-            cache[layer.identity] = layer_cost(layer, device, dtype, micro_batch, usable)
+            cache[layer.identity] = layer_cost(layer, device, dtype, micro_batch, profile)
         out.append(cache[layer.identity])
     return tuple(out)
 

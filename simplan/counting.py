@@ -32,8 +32,6 @@ FREE_OPS = {
     "ones_like",
     "lift_fresh",
     "alias",
-    "_to_copy_meta",
-    "clone_meta",
     "full",
     "arange",
     "new_empty",

@@ -211,6 +211,20 @@ def device_names() -> list[str]:
     return [*gpu_presets(), "cpu"]
 
 
+def describes(device: DeviceModel, measured_name: str) -> bool:
+    """Whether a device model stands for a device reported as `measured_name` (the CPU, or a GPU
+    whose name contains the preset's family, e.g. 'h200' in 'NVIDIA H200')."""
+    if device.kind == "cpu":
+        return not any(word in measured_name.lower() for word in ("nvidia", "amd instinct"))
+    family = device.name.split("-")[0]
+    return family in measured_name.lower().replace(" ", "-")
+
+
+def preset_for(measured_name: str) -> DeviceModel | None:
+    """The GPU preset that stands for a measured device name, if any."""
+    return next((d for d in gpu_presets().values() if describes(d, measured_name)), None)
+
+
 def get_device(name: str) -> DeviceModel:
     """A device-model preset by name: a100-40gb, a100-80gb, h100-sxm, h200, or cpu (measured)."""
     key = DEVICE_ALIASES.get(name.lower(), name.lower())

@@ -5,9 +5,3 @@ from __future__ import annotations
 
 class SimplanError(Exception):
     """Bad input or an impossible request. The CLI prints it on one line and exits with 2."""
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise SimplanError(message) unless condition holds (for user input, never `assert`)."""
-    if not condition:
-        raise SimplanError(message)

@@ -56,32 +56,23 @@ class Profile:
             return None
         return self.optimizer_fixed_s + fraction * (self.optimizer_s - self.optimizer_fixed_s)
 
+    def layer_sums_s(self) -> tuple[float, float]:
+        """(forward, backward) summed over all layers, identical layers counted as often as they
+        occur."""
+        timed = [self.timings[x.identity] for x in self.model.layers if x.identity in self.timings]
+        return sum(t.fwd_s for t in timed), sum(t.bwd_s for t in timed)
+
+    @property
+    def layer_sum_s(self) -> float:
+        return sum(self.layer_sums_s())
+
     def glue_s(self) -> tuple[float, float]:
         """(forward, backward) seconds of the whole model outside its layers (the loss, work in
         the parent module between layers), per micro-batch of the profile; never negative."""
         if self.whole_model is None:
             return 0.0, 0.0
-        fwd = sum(
-            self.timings[layer.identity].fwd_s
-            for layer in self.model.layers
-            if layer.identity in self.timings
-        )
-        bwd = sum(
-            self.timings[layer.identity].bwd_s
-            for layer in self.model.layers
-            if layer.identity in self.timings
-        )
+        fwd, bwd = self.layer_sums_s()
         return max(self.whole_model.fwd_s - fwd, 0.0), max(self.whole_model.bwd_s - bwd, 0.0)
-
-    @property
-    def layer_sum_s(self) -> float:
-        """Sum over all layers (identical layers counted as often as they occur) of fwd+bwd."""
-        total = 0.0
-        for layer in self.model.layers:
-            t = self.timings.get(layer.identity)
-            if t is not None:
-                total += t.fwd_s + t.bwd_s
-        return total
 
     def to_dict(self) -> dict[str, Any]:
         return {

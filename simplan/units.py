@@ -27,17 +27,3 @@ def check_dtype(dtype: str) -> str:
 
 def dtype_bytes(dtype: str) -> int:
     return DTYPE_BYTES[check_dtype(dtype)]
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
-
-
-def human_flops(n: float) -> str:
-    for unit, size in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} FLOP"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from simplan.graph import Layer, ModelGraph, OpCost
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,3 +35,36 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def chain_graph(
+    n: int, *, params: int, io_bytes: float, fwd_ops: OpCost, bwd_ops: OpCost
+) -> ModelGraph:
+    """n identical synthetic layers in a chain (8 TFLOP forward, 16 backward per sample)."""
+    layers = tuple(
+        Layer(
+            name=f"l{i}",
+            kind="block",
+            params=params,
+            param_bytes=2 * params,
+            fwd_flops=8e12,
+            bwd_flops=1.6e13,
+            activation_bytes=1e6,
+            output_bytes=io_bytes,
+            input_bytes=io_bytes,
+            identity="same",
+            fwd_ops=fwd_ops,
+            bwd_ops=bwd_ops,
+        )
+        for i in range(n)
+    )
+    edges = tuple((f"l{i}", f"l{i + 1}") for i in range(n - 1))
+    return ModelGraph(
+        name="chain",
+        layers=layers,
+        edges=edges,
+        seq_len=0,
+        dtype="bf16",
+        tokens_per_sample=1,
+        source="test",
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.costmodel import LayerCost, layer_costs
-from simplan.devices import device_names, get_device
+from simplan.devices import device_names, get_device, preset_for
 from simplan.errors import SimplanError
 from simplan.graph import Layer, ModelGraph
 from simplan.progress import Progress
@@ -143,7 +143,12 @@ def _measure(args: argparse.Namespace, dtype: str) -> tuple[Any, ModelGraph, Any
             advance=lambda note: bar.advance(1, note),
             on_start=start,
         )
-    device = local_cpu_device() if args.device == "cpu" else get_device("h200")
+    # the device model only scales layers the profile lacks; every layer is measured here
+    device = (
+        local_cpu_device()
+        if args.device == "cpu"
+        else (preset_for(profile.device_name) or get_device("h100-sxm"))
+    )
     return profile, profile.model, device
 
 

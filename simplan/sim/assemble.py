@@ -8,11 +8,11 @@ from functools import lru_cache
 from typing import Any
 
 from simplan.costmodel import optimizer_step_s
-from simplan.devices import DeviceModel
+from simplan.devices import DeviceModel, describes
 from simplan.errors import SimplanError
 from simplan.graph import ModelGraph
 from simplan.parallel import ParallelConfig, balanced_stages
-from simplan.profiles import Profile, slug
+from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import LayerStep, full_activation_peak, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
@@ -69,12 +69,10 @@ def chunk_bounds(
 
 
 def match_profile(profile: Profile | None, device: DeviceModel) -> Profile | None:
-    if profile is None:
+    """The profile, if it was measured on the kind of device the model describes."""
+    if profile is None or (profile.device == "cpu") != (device.kind == "cpu"):
         return None
-    if device.kind == "cpu":
-        return profile if profile.device == "cpu" else None
-    family = device.name.split("-")[0]
-    return profile if profile.device == "cuda" and family in slug(profile.device_name) else None
+    return profile if describes(device, profile.device_name) else None
 
 
 def slowest_device(cluster: Any, devices: list[int]) -> DeviceModel:
@@ -297,7 +295,6 @@ class Assembler:
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],
-            static_bytes=0.0,
             optimizer_s=self.optimizer_time(params / shard, device),
             after_optimizer_comm_s=after,
             overlap=device.kind == "gpu",

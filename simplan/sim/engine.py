@@ -45,8 +45,6 @@ class ChunkPlan:
     buckets: tuple[Bucket, ...]  # gradient sync during the last backward (DDP / ZeRO-1/2)
     layer_fwd_s: tuple[float, ...] = ()  # FSDP: per-layer compute and collectives
     layer_bwd_s: tuple[float, ...] = ()
-    gather_s: float = 0.0  # FSDP all-gather of one layer's parameters (per layer, mean)
-    scatter_s: float = 0.0  # FSDP reduce-scatter of one layer's gradients
     layer_gather_s: tuple[float, ...] = ()
     layer_scatter_s: tuple[float, ...] = ()
 
@@ -55,7 +53,6 @@ class ChunkPlan:
 class RankPlan:
     rank: int
     device: int
-    static_bytes: float
     optimizer_s: float
     after_optimizer_comm_s: float  # ZeRO-1/2 all-gather of updated parameters
     overlap: bool  # a communication stream separate from compute

@@ -170,3 +170,26 @@ def bench_document(
 
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=1)
+
+
+# The hardware behind ../shared/reference/collective_bandwidth_measurements.csv's "4 nodes x 8
+# B200" rows, as a cluster spec: the network constants are fitted on it and checked against it.
+B200_4X8_SPEC: dict[str, object] = {
+    "name": "b200-4x8",
+    "node_group": [
+        {
+            "name": "b200",
+            "count": 4,
+            "devices_per_node": 8,
+            "device": {
+                "name": "b200",
+                "peak_tflops": 2250,
+                "memory_gib": 180,
+                "memory_bandwidth_gbps": 8000,
+            },
+            "fabric": {"kind": "nvswitch", "bandwidth_GBps": 900},
+            "nics": {"count": 8, "bandwidth_Gbps": 400},
+        }
+    ],
+    "network": {"kind": "single-switch"},
+}

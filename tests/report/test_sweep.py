@@ -4,42 +4,17 @@ from __future__ import annotations
 
 from matplotlib.colors import to_rgba
 
-from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.graph import ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.report.style import CAPACITY_COLOR
 from simplan.report.sweep import SweepPoint, run_sweep, sweep_figure, sweep_table
+from tests.helpers import chain_graph
 
 OPS = OpCost(gemms=((2e12, 1e8, 4),), mem_bytes=1e7, mem_ops=4)
 
 
 def chain(n: int = 4) -> ModelGraph:
-    layers = tuple(
-        Layer(
-            name=f"l{i}",
-            kind="block",
-            params=10**8,
-            param_bytes=2 * 10**8,
-            fwd_flops=8e12,
-            bwd_flops=1.6e13,
-            activation_bytes=1e6,
-            output_bytes=1e6,
-            input_bytes=1e6,
-            identity="same",
-            fwd_ops=OPS,
-            bwd_ops=OPS,
-        )
-        for i in range(n)
-    )
-    edges = tuple((f"l{i}", f"l{i + 1}") for i in range(n - 1))
-    return ModelGraph(
-        name="chain",
-        layers=layers,
-        edges=edges,
-        seq_len=0,
-        dtype="bf16",
-        tokens_per_sample=1,
-        source="test",
-    )
+    return chain_graph(n, params=10**8, io_bytes=1e6, fwd_ops=OPS, bwd_ops=OPS)
 
 
 def test_sweeps_through_the_simulator() -> None:

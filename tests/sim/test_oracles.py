@@ -5,45 +5,21 @@ from __future__ import annotations
 import pytest
 
 from simplan.costmodel import layer_costs, optimizer_step_s
-from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.graph import ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.sim.run import simulate
 from simplan.sources import load_model
 from simplan.topology import load_cluster
+from tests.helpers import chain_graph
 
 BLOCK = OpCost(gemms=((2e12, 1e8, 4),), mem_bytes=1e7, mem_ops=4)
+BLOCK_BWD = OpCost(gemms=((2e12, 1e8, 8),), mem_bytes=2e7, mem_ops=4)
 
 
 def uniform_chain(n: int = 8, params: int = 0, output_bytes: float = 1.0) -> ModelGraph:
     """n identical layers (about 10 ms each on an H100) whose activations barely cost anything
     to send (a send still pays the collective launch latency, tens of microseconds)."""
-    layers = tuple(
-        Layer(
-            name=f"l{i}",
-            kind="block",
-            params=params,
-            param_bytes=2 * params,
-            fwd_flops=8e12,
-            bwd_flops=1.6e13,
-            activation_bytes=1e6,
-            output_bytes=output_bytes,
-            input_bytes=output_bytes,
-            identity="same",
-            fwd_ops=BLOCK,
-            bwd_ops=OpCost(gemms=((2e12, 1e8, 8),), mem_bytes=2e7, mem_ops=4),
-        )
-        for i in range(n)
-    )
-    edges = tuple((f"l{i}", f"l{i + 1}") for i in range(n - 1))
-    return ModelGraph(
-        name="chain",
-        layers=layers,
-        edges=edges,
-        seq_len=0,
-        dtype="bf16",
-        tokens_per_sample=1,
-        source="test",
-    )
+    return chain_graph(n, params=params, io_bytes=output_bytes, fwd_ops=BLOCK, bwd_ops=BLOCK_BWD)
 
 
 def h100s(n: int):
