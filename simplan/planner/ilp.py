@@ -113,9 +113,15 @@ def quiet_stdout() -> Iterator[None]:
 
 
 def make_solver(time_limit_s: float, prefer: str = "highs") -> Any:
-    """HiGHS through PuLP by default; CBC when HiGHS is unavailable (or asked for)."""
+    """HiGHS through PuLP by default; CBC when HiGHS is unavailable (or asked for).
+
+    HiGHS runs without presolve: on these partition models HiGHS 1.16's presolve returned a
+    wrong "optimal" solution (objective 26 where 16 is feasible, an 18-layer chain on 7 stages)
+    and called feasible ones infeasible; without presolve it agrees with the exact dynamic
+    program and with CBC (tests/planner/test_ilp.py). The models are small (tens to hundreds of
+    variables), so presolve buys little."""
     if prefer == "highs":
-        highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
+        highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s, presolve="off")
         if highs.available():
             return highs
     if prefer not in ("highs", "cbc"):
