@@ -6,16 +6,21 @@ import argparse
 
 HELP = """\
 Measure collective communication on this machine with torch.distributed and write a
-calibration file: medians over repeats (after warm-up) of all_reduce (and optionally
-all_gather, reduce_scatter, broadcast) for a range of message sizes, and an alpha-beta fit
-t = alpha + beta * size of the all-reduce. Ranks are spawned processes on 127.0.0.1 with one
-thread each; a rank that fails or hangs stops the run with an error naming it.
+calibration file: medians over repeats (after warm-up) of all_reduce, all_gather,
+reduce_scatter and p2p send/recv (and optionally broadcast) for a range of message sizes, and an
+alpha-beta fit t = alpha + beta * size of each. Then small probe models measure what DDP (per
+step, per bucket, per byte), FSDP2 (per all-gather/reduce-scatter, per byte) and DTensor tensor
+parallelism (per collective, per pass) add to their raw collectives (simplan/topology/probes.py);
+clusters using the file charge these framework costs in the simulator. Ranks are spawned
+processes on 127.0.0.1 with one thread each; a rank that fails or hangs stops the run with an
+error naming it.
 
 A cluster spec uses the file with `calibration = "traces/collectives/<host>/<file>.json"`
 (see docs/cluster-spec.md); the localhost-cpu preset points at one measured on this machine.
 
 examples:
-  simplan bench-comm --backend gloo --nprocs 2
+  simplan bench-comm --backend gloo --nprocs 2 \
+      --out traces/collectives/localhost-cpu/gloo-2ranks.json
   simplan bench-comm --backend gloo --nprocs 2 --sizes 64K,1M,16M,64M --repeats 30
   simplan bench-comm --backend gloo --nprocs 2 --ops all_reduce,all_gather,broadcast
   simplan bench-comm --backend nccl --nprocs 8 --sizes 1M,64M,1G \\
@@ -44,9 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ops",
-        default="all_reduce",
-        help="comma-separated: all_reduce plus any of all_gather, reduce_scatter, "
-        "broadcast (default all_reduce)",
+        default="all_reduce,all_gather,reduce_scatter,p2p",
+        help="comma-separated: all_reduce plus any of all_gather, reduce_scatter, broadcast, "
+        "p2p (send/recv between ranks 0 and 1); each gets its own fit "
+        "(default all_reduce,all_gather,reduce_scatter,p2p)",
+    )
+    p.add_argument(
+        "--no-framework",
+        dest="framework",
+        action="store_false",
+        help="skip the probes of DDP, FSDP2 and DTensor framework costs (run by default; "
+        "FSDP2 and DTensor probes on gloo only)",
     )
     p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
@@ -81,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         repeats=args.repeats,
         timeout_s=args.timeout,
+        framework=args.framework,
     )
     print(
         f"{'op':15s} {'size':>10s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} "
@@ -97,6 +111,15 @@ def run(args: argparse.Namespace) -> int:
         f"fit: alpha {fit['alpha_s'] * 1e6:.1f} us, beta {fit['beta_s_per_byte'] * 1e9:.4f} ns/B "
         f"({fit['bandwidth_Bps'] / 1e9:.3f} GB/s)"
     )
+    for op, f in doc.get("fits", {}).items():
+        print(f"fit {op}: alpha {f['alpha_s'] * 1e6:.1f} us, {f['bandwidth_Bps'] / 1e9:.3f} GB/s")
+    for name, costs in doc.get("framework", {}).items():
+        parts = ", ".join(
+            f"{k} {v * (1e9 if 'per_byte' in k else 1e6):.3f} {'ns/B' if 'per_byte' in k else 'us'}"
+            for k, v in costs.items()
+            if isinstance(v, float)
+        )
+        print(f"framework {name}: {parts}")
     out = write_json_atomic(doc, args.out or default_output(args.backend, args.nprocs))
     print(f"wrote {out}")
     return 0

@@ -17,6 +17,7 @@ from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import LayerStep, full_activation_peak, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
 from simplan.sim.placement import Grid, dp_groups, tp_group
+from simplan.topology.calibration import NO_FRAMEWORK_COSTS, FrameworkCosts
 from simplan.units import dtype_bytes
 
 # Bytes per parameter (ZeRO paper's accounting): weights, gradients, optimizer state (Adam).
@@ -80,6 +81,11 @@ def slowest_device(cluster: Any, devices: list[int]) -> DeviceModel:
     return min(models.values(), key=lambda m: (m.peak("bf16"), m.memory_bandwidth_Bps))
 
 
+def cluster_framework(cluster: Any) -> FrameworkCosts:
+    """The cluster's framework costs (zero for a cluster object that carries none)."""
+    return getattr(cluster, "framework", NO_FRAMEWORK_COSTS)
+
+
 class Assembler:
     def __init__(
         self,
@@ -104,6 +110,7 @@ class Assembler:
             for s in range(config.pp)
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
+        self.framework = cluster_framework(cluster)
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         return self.cluster.collective_time(op, nbytes, group)
@@ -118,17 +125,26 @@ class Assembler:
         return chunk_bounds(self.graph, self.config, weights)
 
     def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
+        """The TP collectives of these layers, each with DTensor's per-collective cost."""
         group = tp_group(self.grid, stage)
+        per_op = self.framework.tp_collective_s if len(group) > 1 else 0.0
         total = 0.0
         for step in steps:
             for op, nbytes in step.tp_fwd if forward else step.tp_bwd:
-                total += self.collective(op, nbytes, group)
+                total += self.collective(op, nbytes, group) + per_op
         return total
 
     def grad_sync(self, nbytes: float, stage: int) -> float:
         op = "reduce_scatter" if self.config.zero == 2 else "all_reduce"
         group = dp_groups(self.grid, stage)[0]
         return self.collective(op, nbytes, group) * self.dp_factor[stage]
+
+    def bucket_sync(self, nbytes: float, stage: int) -> float:
+        """One bucket's gradient sync; DDP (ZeRO 0) adds its per-bucket framework cost."""
+        if nbytes <= 0:
+            return 0.0
+        extra = self.framework.ddp_bucket_cost_s(nbytes) if self.config.zero == 0 else 0.0
+        return self.grad_sync(nbytes, stage) + extra
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
         """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
@@ -142,10 +158,15 @@ class Assembler:
             compute += step.bwd_s
             filled += step.params * grad_b
             while filled >= cap:
-                out.append(Bucket(compute_s=compute, comm_s=self.grad_sync(cap, stage)))
+                out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(cap, stage)))
                 compute, filled = 0.0, filled - cap
         if filled > 0 or compute > 0:
-            out.append(Bucket(compute_s=compute, comm_s=self.grad_sync(filled, stage)))
+            out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(filled, stage)))
+        if self.config.zero == 0 and out:  # DDP's reducer: once per synchronisation, at the end
+            last = out[-1]
+            out[-1] = Bucket(
+                compute_s=last.compute_s, comm_s=last.comm_s + self.framework.ddp_step_s
+            )
         if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
             total = sum(b.compute_s for b in out)
             out = [Bucket(compute_s=total, comm_s=0.0)] + [
@@ -160,13 +181,27 @@ class Assembler:
         factor = self.dp_factor[stage]
         weight_b = dtype_bytes(self.config.dtype)
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
+        fw = self.framework
         gather = tuple(
-            self.collective("all_gather", s.params * weight_b, group) * factor for s in steps
+            self._fsdp_collective("all_gather", s.params * weight_b, group, factor) for s in steps
         )
-        scatter = tuple(
-            self.collective("reduce_scatter", s.params * grad_b, group) * factor for s in steps
+        scatter = [
+            self._fsdp_collective("reduce_scatter", s.params * grad_b, group, factor) for s in steps
+        ]
+        units = [i for i, s in enumerate(steps) if s.params > 0]
+        if units and fw.fsdp_step_s:  # the root's per-pass work, with the backward's last unit
+            scatter[units[0]] += fw.fsdp_step_s
+        return gather, tuple(scatter)
+
+    def _fsdp_collective(
+        self, op: str, nbytes: float, group: tuple[int, ...], factor: float
+    ) -> float:
+        """One FSDP unit's all-gather or reduce-scatter with FSDP2's copy-in/copy-out."""
+        if nbytes <= 0 or len(group) < 2:
+            return 0.0
+        return self.collective(op, nbytes, group) * factor + self.framework.fsdp_collective_cost_s(
+            nbytes
         )
-        return gather, scatter
 
     def chunk(self, index: int, lo: int, hi: int, bounds: tuple[int, ...]) -> ChunkPlan:
         cfg = self.config
@@ -175,6 +210,8 @@ class Assembler:
         fsdp = cfg.zero == 3 and cfg.dp > 1
         gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
         fwd_tp = self.tp_time(steps, rank, True)
+        if index == 0 and cfg.tp > 1:  # DTensor's per-pass work (its inputs' redistribution)
+            fwd_tp += self.framework.tp_step_s
         return ChunkPlan(
             index=index,
             rank=rank,

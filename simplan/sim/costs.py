@@ -157,7 +157,17 @@ def layer_steps(
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
             linear_index += 1
-    return _with_glue(steps, config, profile)
+    return _with_glue(_without_data_gradient(graph, steps), config, profile)
+
+
+def _without_data_gradient(graph: ModelGraph, steps: list[LayerStep]) -> list[LayerStep]:
+    """The first layer with parameters needs no gradient of its input (the data, or param-less
+    layers over it): a column-parallel linear or head there has no backward all-reduce."""
+    first = next((i for i, s in enumerate(steps) if s.params > 0), None)
+    if first is None or graph.layers[first].kind not in ("linear", "lm_head"):
+        return steps
+    steps[first] = dataclasses.replace(steps[first], tp_bwd=())
+    return steps
 
 
 def _with_glue(

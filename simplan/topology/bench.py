@@ -12,6 +12,7 @@ child is terminated (then killed) in all cases. torch is imported only inside fu
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import queue
@@ -23,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.topology import probes
 from simplan.topology.calibration import bench_document
 from simplan.units import KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
-OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "p2p")
+DEFAULT_OPS = ("all_reduce", "all_gather", "reduce_scatter", "p2p")
 STAGES = ("alive", "init", "ready")
 
 
@@ -42,6 +45,11 @@ def _call(dist: Any, op: str, buf: Any, out: Any, world: int) -> None:
         dist.all_reduce(buf)
     elif op == "broadcast":
         dist.broadcast(buf, src=0)
+    elif op == "p2p":  # rank 0 sends to rank 1; the other ranks wait at the next barrier
+        if dist.get_rank() == 0:
+            dist.send(buf, dst=1)
+        elif dist.get_rank() == 1:
+            dist.recv(buf, src=0)
     elif op == "all_gather":
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
         gather(out, buf[: buf.numel() // world])
@@ -62,6 +70,7 @@ def _worker(
     timeout_s: float,
     events: Any,
     hang_rank: int | None,
+    framework: bool = False,
 ) -> None:
     """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error.
     Its own collective timeout is longer than the parent's, so that the parent, which sees
@@ -104,7 +113,14 @@ def _worker(
                         times.append(time.perf_counter() - t0)
                 step += 1
                 events.put(("step", rank, step))
-                events.put(("result", rank, (op, n * 4, times)))
+                events.put(("result", rank, (op, n * 4, times, {})))
+        if framework:
+            for result in probes.run_probes(
+                torch, dist, world, warmup, max(repeats, 40), backend == "gloo"
+            ):
+                step += 1
+                events.put(("step", rank, step))
+                events.put(("result", rank, result))
         dist.destroy_process_group()
         events.put(("done", rank, None))
     except Exception as exc:  # reported to the parent, which names the rank
@@ -121,8 +137,10 @@ def run_bench(
     repeats: int = 20,
     timeout_s: float = 60.0,
     hang_rank: int | None = None,
+    framework: bool = False,
 ) -> dict[str, Any]:
-    """Measure; return the calibration document (see `bench_document`)."""
+    """Measure; return the calibration document (see `bench_document`). framework: also run
+    the probes of simplan.topology.probes (DDP, FSDP2, DTensor costs) and fit them."""
     _check_args(backend, nprocs, sizes, ops)
     import torch
     import torch.multiprocessing as mp
@@ -146,6 +164,7 @@ def run_bench(
                 timeout_s,
                 events,
                 hang_rank,
+                framework,
             ),
         )
         for r in range(nprocs)
@@ -153,15 +172,25 @@ def run_bench(
     try:
         for p in procs:
             p.start()
-        results = _collect(procs, events, nprocs, timeout_s, len(ops) * len(sizes))
+        steps = len(ops) * len(sizes) + (probes.probe_steps(backend == "gloo") if framework else 0)
+        results = _collect(procs, events, nprocs, timeout_s, steps)
     finally:
         _reap(procs)
     measurements = _summarise(results, nprocs)
+    fits = {op: fit_alpha_beta(measurements, nprocs, op) for op in ops if op != "broadcast"}
+    costs = probes.fit_framework(measurements, lambda op, b: _fit_time(fits, op, b))
     return bench_document(
         _metadata(torch.__version__, backend, nprocs, warmup, repeats),
-        fit_alpha_beta(measurements, nprocs),
+        fits["all_reduce"],
         measurements,
+        fits=fits,
+        framework=costs,
     )
+
+
+def _fit_time(fits: dict[str, dict[str, Any]], op: str, nbytes: float) -> float:
+    fit = fits.get(op, fits["all_reduce"])
+    return float(fit["alpha_s"] + fit["beta_s_per_byte"] * nbytes)
 
 
 def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[str]) -> None:
@@ -186,7 +215,7 @@ def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[s
 
 def _collect(
     procs: list[Any], events: Any, world: int, timeout_s: float, steps: int
-) -> list[tuple[int, tuple[str, int, list[float]]]]:
+) -> list[tuple[int, probes.Result]]:
     progress = [-1] * world  # stage index, then 2 + steps done
     done = [False] * world
     results = []
@@ -252,54 +281,58 @@ def _reap(procs: list[Any]) -> None:
             p.join(5)
 
 
-def _summarise(
-    results: list[tuple[int, tuple[str, int, list[float]]]], world: int
-) -> list[dict[str, Any]]:
-    per: dict[tuple[str, int], list[list[float]]] = {}
-    for _, (op, size, times) in results:
-        per.setdefault((op, size), []).append(times)
+def _summarise(results: list[tuple[int, probes.Result]], world: int) -> list[dict[str, Any]]:
+    per: dict[tuple[str, int, str], list[list[float]]] = {}
+    extras: dict[str, dict[str, Any]] = {}
+    for _, (op, size, times, extra) in sorted(results, key=lambda r: r[0]):
+        key = json.dumps(extra, sort_keys=True)
+        extras.setdefault(key, extra)  # rank 0's (DDP bucket sizes are the same on every rank)
+        per.setdefault((op, size, key), []).append(times)
     out = []
-    for (op, size), ranks in sorted(per.items()):
+    for (op, size, key), ranks in per.items():
         slowest = [max(ts) for ts in zip(*ranks, strict=True)]
-        out.append(
-            {
-                "op": op,
-                "size_B": size,
-                "median_s": statistics.median(slowest),
-                "min_s": min(slowest),
-                "max_s": max(slowest),
-                "repeats": len(slowest),
-                "ranks": len(ranks),
-            }
-        )
-    return out
+        row = {
+            "op": op,
+            "size_B": size,
+            "median_s": statistics.median(slowest),
+            "min_s": min(slowest),
+            "max_s": max(slowest),
+            "repeats": len(slowest),
+            "ranks": len(ranks),
+        }
+        out.append(row | ({"extra": extras[key]} if extras[key] else {}))
+    return sorted(out, key=lambda m: (m["op"] not in OPS, m["op"], m["size_B"]))
 
 
-def fit_alpha_beta(measurements: list[dict[str, Any]], nprocs: int) -> dict[str, Any]:
-    """Weighted least squares for t = alpha + beta·size over the all-reduce medians, each row
+def fit_alpha_beta(
+    measurements: list[dict[str, Any]], nprocs: int, op: str = "all_reduce"
+) -> dict[str, Any]:
+    """Weighted least squares for t = alpha + beta·size over the medians of `op`, each row
     weighted by 1/sqrt(t): a median's scatter grows about like sqrt(t) (many independent chunk
     transfers), so this is the maximum-likelihood weighting; plain relative weighting lets the
     smallest, cache-resident sizes pull the bandwidth away from the large ones."""
     import numpy as np
 
-    rows = [(m["size_B"], m["median_s"]) for m in measurements if m["op"] == "all_reduce"]
+    rows = [(m["size_B"], m["median_s"]) for m in measurements if m["op"] == op]
     a = np.array([[t**-0.5, s * t**-0.5] for s, t in rows])
     b = np.array([t**0.5 for _, t in rows])
     (alpha, beta), *_ = np.linalg.lstsq(a, b, rcond=None)
     alpha, beta = max(0.0, float(alpha)), float(beta)
     if beta <= 0:
-        raise SimplanError("all-reduce times do not grow with size; measure larger --sizes")
-    return {
-        "op": "all_reduce",
+        raise SimplanError(f"{op} times do not grow with size; measure larger --sizes")
+    fit = {
+        "op": op,
         "model": "t = alpha_s + beta_s_per_byte * size_B",
         "method": "least squares, rows weighted by 1/sqrt(median_s)",
         "alpha_s": alpha,
         "beta_s_per_byte": beta,
         "bandwidth_Bps": 1 / beta,
-        "step_latency_s": alpha / (2 * (nprocs - 1)),
-        "link_bandwidth_Bps": 2 * (nprocs - 1) / nprocs / beta,
         "rows": len(rows),
     }
+    if op == "all_reduce":  # read as a ring: 2(n-1) steps over links of this bandwidth
+        fit["step_latency_s"] = alpha / (2 * (nprocs - 1))
+        fit["link_bandwidth_Bps"] = 2 * (nprocs - 1) / nprocs / beta
+    return fit
 
 
 def _metadata(

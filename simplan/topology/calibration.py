@@ -116,14 +116,74 @@ def constants_document(constants: CollectiveConstants, notes: str) -> dict[str, 
 
 
 @dataclass(frozen=True, kw_only=True)
+class OpFit:
+    """A measured collective: t = alpha_s + beta_s_per_byte * nbytes (nccl-tests sizes)."""
+
+    alpha_s: float
+    beta_s_per_byte: float
+
+    def __post_init__(self) -> None:
+        if self.alpha_s < 0 or self.beta_s_per_byte <= 0:
+            raise ValueError("an op fit needs alpha_s >= 0 and beta_s_per_byte > 0")
+
+    def time_s(self, nbytes: float) -> float:
+        return self.alpha_s + self.beta_s_per_byte * nbytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameworkCosts:
+    """What torch.distributed's wrappers add to their raw collectives (measured by bench-comm's
+    probes, simplan.topology.probes); all zero where nothing was measured.
+
+    ddp_step_s: once per gradient synchronisation (the reducer's set-up, finalize and wait).
+    ddp_bucket_s, ddp_s_per_byte: per DDP bucket, plus per byte of it (copy-in/copy-out).
+    fsdp_step_s: once per FSDP2 forward+backward (the root's pre-forward and final callback).
+    fsdp_collective_s, fsdp_s_per_byte: per FSDP2 all-gather or reduce-scatter of a unit, plus
+        per byte of the unit (copy-in/copy-out of the flat buffers).
+    tp_step_s: once per DTensor tensor-parallel forward+backward of a micro-batch.
+    tp_collective_s: per tensor-parallel collective (the sharded module's DTensor dispatch,
+        redistribute and wait).
+    source: where the numbers came from.
+    """
+
+    ddp_step_s: float = 0.0
+    ddp_bucket_s: float = 0.0
+    ddp_s_per_byte: float = 0.0
+    fsdp_step_s: float = 0.0
+    fsdp_collective_s: float = 0.0
+    fsdp_s_per_byte: float = 0.0
+    tp_step_s: float = 0.0
+    tp_collective_s: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        negative = [f.name for f in dataclasses.fields(self) if f.name != "source"]
+        negative = [n for n in negative if getattr(self, n) < 0]
+        if negative:
+            raise ValueError(f"framework costs must be >= 0: {', '.join(negative)}")
+
+    def ddp_bucket_cost_s(self, nbytes: float) -> float:
+        return self.ddp_bucket_s + self.ddp_s_per_byte * nbytes
+
+    def fsdp_collective_cost_s(self, nbytes: float) -> float:
+        return self.fsdp_collective_s + self.fsdp_s_per_byte * nbytes
+
+
+NO_FRAMEWORK_COSTS = FrameworkCosts()
+
+
+@dataclass(frozen=True, kw_only=True)
 class LinkCalibration:
     """What a bench-comm file says about the fabric it ran on (an all-reduce fit
-    t = alpha_s + beta_s_per_byte * nbytes with `nprocs` ranks, read as a ring)."""
+    t = alpha_s + beta_s_per_byte * nbytes with `nprocs` ranks, read as a ring), the fits of the
+    other ops it measured, and the framework costs of its probes."""
 
     path: str
     nprocs: int
     alpha_s: float
     beta_s_per_byte: float
+    op_fits: dict[str, OpFit] = field(default_factory=dict)
+    framework: FrameworkCosts = NO_FRAMEWORK_COSTS
 
     @property
     def step_latency_s(self) -> float:
@@ -149,23 +209,69 @@ def read_link_calibration(path: str | Path) -> LinkCalibration:
             nprocs=int(data["metadata"]["nprocs"]),
             alpha_s=float(fit["alpha_s"]),
             beta_s_per_byte=float(fit["beta_s_per_byte"]),
+            op_fits=_op_fits(data.get("fits", {})),
+            framework=framework_costs(data.get("framework", {}), f"{p} ({_when(data)})"),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SimplanError(f"{p}: calibration field {exc} is missing or malformed") from None
+    except KeyError as exc:
+        raise SimplanError(f"{p}: calibration field {exc} is missing") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise SimplanError(f"{p}: malformed calibration: {' '.join(str(exc).split())}") from None
     if cal.nprocs < 2 or cal.beta_s_per_byte <= 0 or cal.alpha_s < 0:
         raise SimplanError(f"{p}: fit needs nprocs >= 2, beta_s_per_byte > 0, alpha_s >= 0")
     return cal
 
 
-def bench_document(
-    metadata: dict[str, Any], fit: dict[str, Any], measurements: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _when(data: dict[str, Any]) -> str:
+    meta = data.get("metadata", {})
+    return f"measured {meta.get('date', '?')}, torch {meta.get('torch', '?')}"
+
+
+def _op_fits(fits: dict[str, Any]) -> dict[str, OpFit]:
     return {
+        op: OpFit(alpha_s=float(f["alpha_s"]), beta_s_per_byte=float(f["beta_s_per_byte"]))
+        for op, f in fits.items()
+    }
+
+
+def framework_costs(data: dict[str, Any], source: str) -> FrameworkCosts:
+    """FrameworkCosts from a calibration file's "framework" section (absent parts: zero)."""
+    if not data:
+        return NO_FRAMEWORK_COSTS
+    ddp, fsdp, tp = data.get("ddp", {}), data.get("fsdp", {}), data.get("tp", {})
+    return FrameworkCosts(
+        ddp_step_s=float(ddp.get("step_s", 0.0)),
+        ddp_bucket_s=float(ddp.get("bucket_s", 0.0)),
+        ddp_s_per_byte=float(ddp.get("s_per_byte", 0.0)),
+        fsdp_step_s=float(fsdp.get("step_s", 0.0)),
+        fsdp_collective_s=float(fsdp.get("collective_s", 0.0)),
+        fsdp_s_per_byte=float(fsdp.get("s_per_byte", 0.0)),
+        tp_step_s=float(tp.get("step_s", 0.0)),
+        tp_collective_s=float(tp.get("collective_s", 0.0)),
+        source=source,
+    )
+
+
+def bench_document(
+    metadata: dict[str, Any],
+    fit: dict[str, Any],
+    measurements: list[dict[str, Any]],
+    *,
+    fits: dict[str, dict[str, Any]] | None = None,
+    framework: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """fit: the all-reduce fit (read as the links' latency and bandwidth); fits: one fit per
+    measured op; framework: the probes' framework costs (simplan.topology.probes)."""
+    doc = {
         "schema": {"kind": BENCH_KIND, "version": SCHEMA_VERSION},
         "metadata": metadata,
         "fit": fit,
         "measurements": measurements,
     }
+    if fits:
+        doc["fits"] = fits
+    if framework:
+        doc["framework"] = framework
+    return doc
 
 
 def dumps(data: Any) -> str:

@@ -14,8 +14,11 @@ from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.topology import collectives as coll
 from simplan.topology.calibration import (
+    NO_FRAMEWORK_COSTS,
     CollectiveConstants,
+    FrameworkCosts,
     LinkCalibration,
+    OpFit,
     default_constants,
     read_link_calibration,
 )
@@ -34,8 +37,10 @@ class Cluster:
         spec: ClusterSpec,
         constants: CollectiveConstants | None = None,
         bandwidth_scale: dict[str, float] | None = None,
+        framework: FrameworkCosts | None = None,
     ) -> None:
         self.spec = spec
+        self._framework = framework
         self.constants = constants or default_constants()
         self.calibration: LinkCalibration | None = (
             read_link_calibration(resolve_calibration(spec.calibration))
@@ -50,6 +55,19 @@ class Cluster:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def framework(self) -> FrameworkCosts:
+        """What DDP, FSDP2 and DTensor add to their raw collectives on this cluster: measured by
+        `simplan bench-comm` where the calibration has them, else zero."""
+        if self._framework is not None:
+            return self._framework
+        return self.calibration.framework if self.calibration else NO_FRAMEWORK_COSTS
+
+    def with_framework(self, costs: FrameworkCosts) -> Cluster:
+        """A new cluster whose DDP / FSDP2 / DTensor framework costs are `costs` (what-if
+        studies: `cluster.with_framework(FrameworkCosts())` simulates without them)."""
+        return Cluster(self.spec, self.constants, self.topology.bandwidth_scale, costs)
 
     @property
     def graph(self) -> nx.Graph:
@@ -136,8 +154,13 @@ class Cluster:
 
     def collective_time(self, op: str, nbytes: float, devices: Sequence[int]) -> float:
         """Seconds for collective `op` on `devices`, nbytes = per-rank buffer (nccl-tests size),
-        with the algorithm the selection rule picks (see simplan.topology.collectives)."""
-        return self._best(op, float(nbytes), self._group(op, devices))[1]
+        with the algorithm the selection rule picks (see simplan.topology.collectives), or the
+        calibration's own fit of the op where it measured this kind of group."""
+        group = self._group(op, devices)
+        fit = self._measured_fit(op, group)
+        if fit is not None and nbytes > 0:
+            return fit.time_s(float(nbytes) * self._bandwidth_ratio(group))
+        return self._best(op, float(nbytes), group)[1]
 
     def algorithm(self, op: str, nbytes: float, devices: Sequence[int]) -> str:
         return self._best(op, float(nbytes), self._group(op, devices))[0]
@@ -175,6 +198,22 @@ class Cluster:
         algo = min(times, key=lambda a: (times[a], coll.ALGORITHMS.index(a)))
         return algo, times[algo]
 
+    def _measured_fit(self, op: str, group: tuple[int, ...]) -> OpFit | None:
+        """The calibration's own fit of `op` when the group is what it measured: as many ranks,
+        all in one node (where the calibrated links are). The all-reduce fit is the links'
+        latency and bandwidth already, so the algorithms reproduce it."""
+        cal = self.calibration
+        if cal is None or op == "all_reduce" or op not in cal.op_fits or len(group) != cal.nprocs:
+            return None
+        nodes = {self.topology.devices[d].node for d in group}
+        return cal.op_fits[op] if len(nodes) == 1 else None
+
+    def _bandwidth_ratio(self, group: tuple[int, ...]) -> float:
+        """Calibrated over present link bandwidth on the group's route (1 unless scaled)."""
+        assert self.calibration is not None
+        present = self.bottleneck_bandwidth(group[0], group[1])
+        return self.calibration.link_bandwidth_Bps / present
+
     def _shape(self, op: str, algo: str, group: tuple[int, ...]) -> coll.ShapeList:
         key = (op, algo, group)
         if key not in self._shapes:
@@ -205,7 +244,7 @@ class Cluster:
             scale[key] = scale.get(key, 1.0) * factor
         for kind in kinds:
             scale[kind] = scale.get(kind, 1.0) * factor
-        return Cluster(self.spec, self.constants, scale)
+        return Cluster(self.spec, self.constants, scale, self._framework)
 
     # ------------------------------------------------------------ summary
 

@@ -1,0 +1,249 @@
+"""Framework costs of torch.distributed's wrappers, measured with small generic probe models.
+
+A probe is a chain of bias-free `nn.Linear(h, h)` layers trained on a batch of 8 (loss: the
+output's sum), timed forward+backward with a barrier before each step. Each wrapper is compared
+with the same chain trained plainly on every rank at once (no communication), and the time of its
+raw collectives (the op fits of the same bench-comm run) is taken away; what remains is the
+framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor dispatch):
+
+  DDP      extra = step_s + buckets * bucket_s + bytes * s_per_byte        (per gradient sync)
+  FSDP2    extra = step_s + calls * collective_s + bytes * s_per_byte      (calls: 2 all-gathers
+           and 1 reduce-scatter per unit and step, each of the unit's bytes)
+  DTensor  extra = step_s + collectives * collective_s                     (per forward+backward;
+           one collective per sharded linear: row-wise forward, column-wise backward, none for
+           the gradient of the first layer's input, the data)
+
+fitted by least squares over the probe rows, coefficients kept >= 0. Worker-side functions
+import torch; the fitting does not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Result = tuple[str, int, list[float], dict[str, Any]]  # op, size_B, times, what the probe was
+
+BATCH = 8
+# (hidden, layers, bucket cap in bytes or 0 for one bucket): bucket count and bytes both vary
+DDP_PROBES = ((64, 8, 0), (64, 8, 64 * 64 * 4), (256, 3, 0), (256, 3, 256 * 256 * 4), (512, 4, 0))
+FSDP_PROBES = ((64, 2), (64, 6), (512, 2), (512, 4))  # (hidden, units)
+TP_PROBES = (1, 2, 4)  # column/row pairs of Linear(64, 64)
+TP_HIDDEN = 64
+
+
+def _chain(torch: Any, hidden: int, layers: int) -> Any:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        *[torch.nn.Linear(hidden, hidden, bias=False) for _ in range(layers)]
+    )
+
+
+def _timed(dist: Any, step: Callable[[], None], warmup: int, repeats: int) -> list[float]:
+    times = []
+    for k in range(warmup + repeats):
+        dist.barrier()
+        t0 = time.perf_counter()
+        step()
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _trainer(torch: Any, model: Any, hidden: int) -> Callable[[], None]:
+    x = torch.randn(BATCH, hidden)  # data: no gradient flows into it
+
+    def step() -> None:
+        model(x).sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _plain(torch: Any, dist: Any, hidden: int, layers: int, warmup: int, repeats: int) -> list:
+    return _timed(dist, _trainer(torch, _chain(torch, hidden, layers), hidden), warmup, repeats)
+
+
+def ddp_probes(torch: Any, dist: Any, warmup: int, repeats: int) -> list[Result]:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    out: list[Result] = []
+    for hidden, layers, cap in DDP_PROBES:
+        nbytes = hidden * hidden * layers * 4
+        plain = _plain(torch, dist, hidden, layers, warmup, repeats)
+        model = DDP(_chain(torch, hidden, layers), bucket_cap_mb=(cap or 2 * nbytes) / 2**20)
+        times = _timed(dist, _trainer(torch, model, hidden), warmup, repeats)
+        sizes = model._get_ddp_logging_data().get("rebuilt_bucket_sizes", "")
+        buckets = [int(s) for s in str(sizes).split(",") if s.strip()]
+        extra = {"hidden": hidden, "layers": layers}
+        out.append(("ddp-plain", nbytes, plain, extra))
+        out.append(("ddp-sync", nbytes, times, extra | {"bucket_sizes_B": buckets or [nbytes]}))
+    return out
+
+
+def fsdp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> list[Result]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    out: list[Result] = []
+    for hidden, units in FSDP_PROBES:
+        nbytes = hidden * hidden * 4  # one unit's parameters, unsharded
+        plain = _plain(torch, dist, hidden, units, warmup, repeats)
+        model = _chain(torch, hidden, units)
+        for layer in model:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        times = _timed(dist, _trainer(torch, model, hidden), warmup, repeats)
+        extra = {"hidden": hidden, "units": units}
+        out.append(("fsdp-plain", nbytes, plain, extra))
+        out.append(("fsdp-step", nbytes, times, extra))
+    return out
+
+
+def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> list[Result]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        parallelize_module,
+    )
+
+    mesh = init_device_mesh("cpu", (world,))
+    out: list[Result] = []
+    for pairs in TP_PROBES:
+        layers = 2 * pairs
+        nbytes = BATCH * TP_HIDDEN * 4  # each collective: the activations of one linear
+        plain = _plain(torch, dist, TP_HIDDEN, layers, warmup, repeats)
+        model = _chain(torch, TP_HIDDEN, layers)
+        styles = {
+            str(i): ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i in range(layers)
+        }
+        parallelize_module(model, mesh, styles)
+        times = _timed(dist, _trainer(torch, model, TP_HIDDEN), warmup, repeats)
+        extra = {"pairs": pairs, "collectives": layers - 1}  # none for the data's gradient
+        out.append(("tp-plain", nbytes, plain, extra))
+        out.append(("tp-step", nbytes, times, extra))
+    return out
+
+
+def run_probes(
+    torch: Any, dist: Any, world: int, warmup: int, repeats: int, cpu: bool
+) -> list[Result]:
+    """Every probe on this rank. FSDP and DTensor probes build CPU meshes (gloo) only."""
+    out = ddp_probes(torch, dist, warmup, repeats)
+    if cpu:
+        out += fsdp_probes(torch, dist, world, warmup, repeats)
+        out += tp_probes(torch, dist, world, warmup, repeats)
+    return out
+
+
+def probe_steps(cpu: bool) -> int:
+    """Results run_probes reports (one plain and one wrapped per probe)."""
+    return 2 * (len(DDP_PROBES) + (len(FSDP_PROBES) + len(TP_PROBES) if cpu else 0))
+
+
+# ---------------------------------------------------------------- fitting (no torch)
+
+
+def _nonneg_lstsq(rows: list[list[float]], target: list[float]) -> list[float]:
+    """Least squares with every coefficient >= 0 (a negative one is fixed at 0 and the rest
+    refitted), so that noise never makes a framework cost negative."""
+    import numpy as np
+
+    free = list(range(len(rows[0])))
+    coef = [0.0] * len(rows[0])
+    while free:
+        a = np.array([[r[j] for j in free] for r in rows])
+        sol, *_ = np.linalg.lstsq(a, np.array(target), rcond=None)
+        if all(s >= 0 for s in sol):
+            for j, s in zip(free, sol, strict=True):
+                coef[j] = float(s)
+            return coef
+        free.pop(int(np.argmin(sol)))
+    return coef
+
+
+def _pairs(measurements: list[dict[str, Any]], plain: str, wrapped: str) -> list[tuple[dict, dict]]:
+    base = {_key(m): m for m in measurements if m["op"] == plain}
+    return [(base[_key(m)], m) for m in measurements if m["op"] == wrapped and _key(m) in base]
+
+
+def _key(m: dict[str, Any]) -> tuple:
+    extra = m.get("extra", {})
+    return (m["size_B"], extra.get("hidden"), extra.get("layers"), extra.get("units"),
+            extra.get("pairs"))  # fmt: skip
+
+
+METHOD = (
+    "probes: chains of bias-free Linear(h, h) on a batch of 8, forward+backward, barrier before "
+    "each step, slowest rank per step, median over steps; extra = wrapped - plain chain - raw "
+    "collectives (this file's op fits); least squares over the probe rows, coefficients >= 0 "
+    "(simplan/topology/probes.py)"
+)
+
+
+def fit_framework(
+    measurements: list[dict[str, Any]], op_time: Callable[[str, float], float]
+) -> dict[str, Any]:
+    """The framework costs (module docstring) from the probe rows; op_time(op, nbytes) is the
+    raw collective's fitted time."""
+    out: dict[str, Any] = {"method": METHOD}
+    ddp = _pairs(measurements, "ddp-plain", "ddp-sync")
+    if ddp:
+        rows, extra = [], []
+        for base, m in ddp:
+            sizes = m["extra"]["bucket_sizes_B"]
+            n = len(sizes)
+            raw = sum(op_time("all_reduce", s) for s in sizes)
+            rows.append([1.0, float(n), float(m["size_B"])])
+            extra.append(m["median_s"] - base["median_s"] - raw)
+        step, bucket, per_byte = _nonneg_lstsq(rows, extra)
+        out["ddp"] = {
+            "model": "extra_s = step_s + buckets * bucket_s + bytes * s_per_byte",
+            "step_s": step,
+            "bucket_s": bucket,
+            "s_per_byte": per_byte,
+            **_residual(rows, extra, (step, bucket, per_byte)),
+        }
+    fsdp = _pairs(measurements, "fsdp-plain", "fsdp-step")
+    if fsdp:
+        rows, extra = [], []
+        for base, m in fsdp:
+            units, b = m["extra"]["units"], m["size_B"]
+            raw = units * (2 * op_time("all_gather", b) + op_time("reduce_scatter", b))
+            rows.append([1.0, 3.0 * units, 3.0 * units * b])
+            extra.append(m["median_s"] - base["median_s"] - raw)
+        step, call, per_byte = _nonneg_lstsq(rows, extra)
+        out["fsdp"] = {
+            "model": "extra_s = step_s + collectives * collective_s + bytes * s_per_byte",
+            "step_s": step,
+            "collective_s": call,
+            "s_per_byte": per_byte,
+            **_residual(rows, extra, (step, call, per_byte)),
+        }
+    tp = _pairs(measurements, "tp-plain", "tp-step")
+    if tp:
+        rows, extra = [], []
+        for base, m in tp:
+            n = m["extra"]["collectives"]
+            rows.append([1.0, float(n)])
+            extra.append(m["median_s"] - base["median_s"] - n * op_time("all_reduce", m["size_B"]))
+        step, call = _nonneg_lstsq(rows, extra)
+        out["tp"] = {
+            "model": "extra_s = step_s + collectives * collective_s",
+            "step_s": step,
+            "collective_s": call,
+            **_residual(rows, extra, (step, call)),
+        }
+    return out
+
+
+def _residual(rows: list[list[float]], extra: list[float], coef: Sequence[float]) -> dict:
+    fitted = [sum(c * x for c, x in zip(coef, r, strict=True)) for r in rows]
+    return {
+        "rows": len(rows),
+        "measured_extra_s": extra,
+        "fitted_extra_s": fitted,
+    }

@@ -1,0 +1,73 @@
+"""Framework costs (DDP buckets, FSDP2 units, DTensor collectives) in the simulator: each adds
+exactly what it costs where its mechanism runs. CPU ranks overlap nothing, so the step grows by
+the sum of the costs charged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from simplan.parallel import ParallelConfig
+from simplan.sim.run import simulate
+from simplan.topology import load_cluster
+from simplan.topology.calibration import FrameworkCosts
+from simplan.units import KiB
+
+MLP_GRAD_BYTES = (784 * 128 + 128 + 128 * 10 + 10) * 4  # 407,080 bytes of fp32 gradients
+NONE = FrameworkCosts()
+
+
+def _step(config: ParallelConfig, costs: FrameworkCosts) -> float:
+    cluster = load_cluster("localhost-cpu").with_framework(costs)
+    return simulate("mlp", cluster, config, record=False).step_time_s
+
+
+def _added(config: ParallelConfig, **costs: float) -> float:
+    return _step(config, FrameworkCosts(**costs)) - _step(config, NONE)
+
+
+DDP = ParallelConfig(dp=2, micro_batch=64, global_batch=128, dtype="fp32", bucket_bytes=100 * KiB)
+
+
+def test_ddp_charges_each_bucket_and_each_sync_once() -> None:
+    buckets = 4  # 407,080 bytes in 102,400-byte buckets: three full ones and the rest
+    assert _added(DDP, ddp_bucket_s=1e-3) == pytest.approx(buckets * 1e-3, rel=1e-9)
+    assert _added(DDP, ddp_step_s=1e-3) == pytest.approx(1e-3, rel=1e-9)
+    assert _added(DDP, ddp_s_per_byte=1e-9) == pytest.approx(MLP_GRAD_BYTES * 1e-9, rel=1e-9)
+
+
+def test_ddp_costs_follow_the_bucket_count() -> None:
+    one = dataclasses.replace(DDP, bucket_bytes=25 * 2**20)
+    assert _added(one, ddp_bucket_s=1e-3) == pytest.approx(1e-3, rel=1e-9)
+
+
+def test_fsdp_charges_two_gathers_and_one_scatter_per_unit() -> None:
+    fsdp = ParallelConfig(dp=2, zero=3, micro_batch=64, global_batch=128, dtype="fp32")
+    units = 2  # fc1 and fc2 hold parameters; relu is no unit
+    assert _added(fsdp, fsdp_collective_s=1e-3) == pytest.approx(3 * units * 1e-3, rel=1e-9)
+    assert _added(fsdp, fsdp_step_s=1e-3) == pytest.approx(1e-3, rel=1e-9)
+    # each all-gather and reduce-scatter moves its unit's bytes: 3 x all the parameters
+    assert _added(fsdp, fsdp_s_per_byte=1e-9) == pytest.approx(3 * MLP_GRAD_BYTES * 1e-9, rel=1e-9)
+
+
+def test_tp_charges_each_collective_and_each_pass() -> None:
+    """fc1 (column-parallel) needs no backward all-reduce, its input is the data; fc2
+    (row-parallel) all-reduces its output in the forward pass: one collective per micro-batch."""
+    tp = ParallelConfig(tp=2, micro_batch=64, global_batch=128, dtype="fp32")  # 2 micro-batches
+    assert _added(tp, tp_collective_s=1e-3) == pytest.approx(2 * 1e-3, rel=1e-9)
+    assert _added(tp, tp_step_s=1e-3) == pytest.approx(2 * 1e-3, rel=1e-9)
+
+
+def test_costs_of_other_strategies_change_nothing() -> None:
+    others = FrameworkCosts(fsdp_collective_s=1.0, tp_collective_s=1.0, tp_step_s=1.0)
+    assert _step(DDP, others) == _step(DDP, NONE)
+
+
+def test_zero_costs_leave_gpu_results_unchanged() -> None:
+    cluster = load_cluster("dgx-h100", nodes=1)
+    config = ParallelConfig(dp=2, tp=2, pp=2, micro_batch=1, global_batch=16, dtype="bf16")
+    plain = simulate("gpt3-125m", cluster, config, record=False)
+    zero = simulate("gpt3-125m", cluster.with_framework(NONE), config, record=False)
+    assert zero.step_time_s == plain.step_time_s
+    assert zero.breakdown == plain.breakdown
