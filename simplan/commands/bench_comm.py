@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     for op, f in doc.get("fits", {}).items():
         print(f"fit {op}: alpha {f['alpha_s'] * 1e6:.1f} us, {f['bandwidth_Bps'] / 1e9:.3f} GB/s")
     for name, costs in doc.get("framework", {}).items():
+        if not isinstance(costs, dict):
+            continue
         parts = ", ".join(
             f"{k} {v * (1e9 if 'per_byte' in k else 1e6):.3f} {'ns/B' if 'per_byte' in k else 'us'}"
             for k, v in costs.items()

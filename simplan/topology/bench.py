@@ -116,7 +116,7 @@ def _worker(
                 events.put(("result", rank, (op, n * 4, times, {})))
         if framework:
             for result in probes.run_probes(
-                torch, dist, world, warmup, max(repeats, 40), backend == "gloo"
+                torch, dist, world, warmup, repeats, backend == "gloo"
             ):
                 step += 1
                 events.put(("step", rank, step))
