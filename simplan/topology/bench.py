@@ -115,9 +115,7 @@ def _worker(
                 events.put(("step", rank, step))
                 events.put(("result", rank, (op, n * 4, times, {})))
         if framework:
-            for result in probes.run_probes(
-                torch, dist, world, warmup, repeats, backend == "gloo"
-            ):
+            for result in probes.run_probes(torch, dist, world, warmup, repeats, backend == "gloo"):
                 step += 1
                 events.put(("step", rank, step))
                 events.put(("result", rank, result))
