@@ -135,13 +135,15 @@ def count_module(
     model.train()
     calls = trace(model, inputs)
     owned = own_parameters(calls)
-    counts: dict[str, Any] = {}
+    read = {src for call in calls for src in call.inputs_from}
+    counts: dict[tuple[str, bool], Any] = {}
     layers = []
     for call in calls:
         key = identity_key(call)
-        if key not in counts:
-            counts[key] = _count(call, batch)
-        layers.append(_layer(call, key, counts[key], owned[call.name], dtype))
+        is_output = call.name not in read
+        if (key, is_output) not in counts:
+            counts[(key, is_output)] = _count(call, batch, is_output)
+        layers.append(_layer(call, key, counts[(key, is_output)], owned[call.name], dtype))
     edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
     return ModelGraph(
         name=name,
@@ -159,9 +161,9 @@ def count_module(
     )
 
 
-def _count(call: LayerCall, batch: int) -> Any:
+def _count(call: LayerCall, batch: int, is_output: bool) -> Any:
     try:
-        return count_layer(call, batch)
+        return count_layer(call, batch, is_output)
     except SimplanError:
         raise
     except Exception as exc:

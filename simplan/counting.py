@@ -136,8 +136,23 @@ def run_backward(outputs: list[torch.Tensor]) -> None:
         torch.autograd.backward(grads, [torch.ones_like(t) for t in grads])
 
 
-def count_layer(call: LayerCall, batch: int) -> LayerCount:
-    """Count one layer alone (its module and captured inputs should be on the meta device)."""
+def loss_of(outputs: list[torch.Tensor]) -> torch.Tensor | None:
+    """The training loss on a model output, as Megatron-LM and mixed-precision autocast compute
+    it: cross-entropy over the output's last dimension in fp32 (the logits are up-cast). None
+    for an output that holds no class scores."""
+    logits = next((t for t in outputs if t.is_floating_point() and t.requires_grad), None)
+    if logits is None or logits.dim() < 2 or logits.shape[-1] < 2:
+        return None
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    targets = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
+    return torch.nn.functional.cross_entropy(flat, targets)
+
+
+def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCount:
+    """Count one layer alone (its module and captured inputs should be on the meta device).
+    An output layer (one no other layer reads) also carries its loss: the loss's forward is
+    counted with the layer's forward, its backward with the layer's backward, and what it saves
+    with the layer's activations."""
     module = call.module
     params = {id(p) for p in module.parameters()}
     needs = bool(call.inputs_from)
@@ -150,8 +165,9 @@ def count_layer(call: LayerCall, batch: int) -> LayerCount:
         fwd_rec,
     ):
         outputs = tensors_in(module(*args, **kwargs))
+        loss = loss_of(outputs) if is_output else None
     with FlopCounterMode(display=False) as bwd_counter, bwd_rec:
-        run_backward(outputs)
+        run_backward([loss] if loss is not None else outputs)
     module.zero_grad(set_to_none=True)
     return LayerCount(
         fwd_flops=fwd_counter.get_total_flops() / batch,

@@ -158,7 +158,7 @@ def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
     sources = {
         "gemm_efficiency": source,
         "mem_efficiency": source,
-        "kernel_overhead_s": source if "kernel_overhead_s" in fit else OVERHEAD_SOURCE,
+        "kernel_overhead_s": source if fit.get("kernel_overhead_identified") else OVERHEAD_SOURCE,
     }
     return values, sources
 

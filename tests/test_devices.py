@@ -37,13 +37,13 @@ def test_small_gemms_run_less_efficiently_than_large() -> None:
     for n in (256, 8192):
         flops, nbytes = 2 * n**3, 3 * n * n * 2
         eff.append(flops / (a100.roofline_time_s(flops, nbytes, "bf16") * a100.peak("bf16")))
-    assert eff[0] < eff[1] <= a100.gemm_efficiency
+    assert eff[0] < eff[1] <= a100.gemm_efficiency * (1 + 1e-12)
     # a thin matrix product (k = 64) is bound by memory traffic, not by the tensor cores
-    thin = 2 * 4096 * 4096 * 64
-    assert (
-        a100.roofline_time_s(thin, 2 * (2 * 4096 * 64 + 4096 * 4096), "bf16")
-        > thin / (a100.peak("bf16") * a100.gemm_efficiency) + a100.kernel_overhead_s
-    )
+    n = 16384
+    thin = 2 * n * n * 64
+    compute_s = thin / (a100.peak("bf16") * a100.gemm_efficiency)
+    assert compute_s > a100.kernel_overhead_s
+    assert a100.roofline_time_s(thin, 2 * (2 * n * 64 + n * n), "bf16") > 1.5 * compute_s
 
 
 def test_faster_device_is_faster_for_every_layer() -> None:
