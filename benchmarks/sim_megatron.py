@@ -197,9 +197,7 @@ def main() -> int:
         f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%} "
         f"(target: every row within 15%)"
     )
-    rows_2020 = [
-        run_2020_row(r) for r in read_reference_csv(TABLE_2020) if "A100" in r["system"]
-    ]
+    rows_2020 = [run_2020_row(r) for r in read_reference_csv(TABLE_2020) if "A100" in r["system"]]
     print_2020(rows_2020)
     out = Path(__file__).resolve().parent / "results" / "sim_megatron.json"
     write_json_atomic(
