@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from simplan.build import graph_from_spec
 from simplan.sources import load_model
+from simplan.spec import TransformerSpec
 
 
 def test_mlp_forward_flops_are_exact() -> None:
@@ -73,3 +75,35 @@ def test_activation_bytes_scale_with_dtype() -> None:
     b = load_model("gpt3-125m", seq_len=256, dtype="bf16").layer("blocks.0")
     assert b.activation_bytes == pytest.approx(a.activation_bytes / 2, rel=0.01)
     assert b.param_bytes * 2 == a.param_bytes
+
+
+def _tiny_spec(**kw: object) -> TransformerSpec:
+    base = dict(name="t", hidden_size=64, num_layers=2, num_heads=4, seq_len=128, vocab_size=1000)
+    return TransformerSpec(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_output_layer_carries_the_fp32_loss() -> None:
+    """The head's forward streams at least the fp32 up-cast of the logits (read 2 bytes, write 4
+    per logit) beyond its matmul, and saves the fp32 log-probabilities for backward; no other
+    layer gains anything."""
+    s, v = 128, 1000
+    head = graph_from_spec(_tiny_spec(), dtype="bf16").layer("head")
+    logits = s * v
+    assert head.fwd_ops.mem_bytes >= logits * (2 + 4) + logits * (4 + 4)  # up-cast, log-softmax
+    assert head.activation_bytes >= logits * 4
+    block = graph_from_spec(_tiny_spec(), dtype="bf16").layer("blocks.1")
+    assert block.fwd_ops.mem_bytes < logits * 6
+
+
+def test_dropout_counts_as_the_fused_kernel() -> None:
+    """Attention dropout on the s x s probabilities reads them and writes the output (bf16) and
+    a one-byte mask: 5 bytes per score, where torch's composite path on meta would count 14."""
+    s, heads = 128, 4
+    scores = heads * s * s
+    plain = graph_from_spec(_tiny_spec(attention="math"), dtype="bf16").layer("blocks.0")
+    dropped = graph_from_spec(_tiny_spec(attention="math", dropout=0.1), dtype="bf16")
+    block = dropped.layer("blocks.0")
+    hidden = s * 64  # the two hidden dropouts on (s, h) activations, 5 bytes per element each
+    extra = block.fwd_ops.mem_bytes - plain.fwd_ops.mem_bytes
+    assert extra == pytest.approx(5 * scores + 2 * 5 * hidden)
+    assert block.fwd_ops.mem_ops - plain.fwd_ops.mem_ops == 3
