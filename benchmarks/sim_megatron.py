@@ -45,6 +45,7 @@ from pathlib import Path
 
 from simplan.build import graph_from_spec
 from simplan.calibration import read_reference_csv
+from simplan.graph import ModelGraph
 from simplan.io import write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.sim.run import simulate
@@ -64,22 +65,27 @@ def paper_flops(batch: int, s: int, layers: int, h: int, vocab: int) -> float:
     return 96 * batch * s * layers * h * h * (1 + s / (6 * h) + vocab / (16 * layers * h))
 
 
+def megatron_gpt(name: str, h: int, layers: int, heads: int, seq: int, dtype: str) -> ModelGraph:
+    """A GPT of Megatron-LM's tables as Megatron-LM ran it (vocab 51200, ATTENTION, DROPOUT)."""
+    spec = TransformerSpec(
+        name=name,
+        hidden_size=h,
+        num_layers=layers,
+        num_heads=heads,
+        seq_len=seq,
+        vocab_size=51200,
+        attention=ATTENTION,
+        dropout=DROPOUT,
+    )
+    return graph_from_spec(spec, dtype=dtype)
+
+
 def run_row(row: dict[str, str]) -> dict[str, object]:
     h, layers = int(row["hidden_size[R]"]), int(row["num_layers[R]"])
     heads, gpus = int(row["attention_heads[P]"]), int(row["num_gpus[R]"])
     tp, pp = int(row["tensor_parallel[P]"]), int(row["pipeline_parallel[P]"])
     batch = int(row["global_batch_size_sequences[R]"])
-    spec = TransformerSpec(
-        name=f"gpt-{row['model_size_label[R]']}",
-        hidden_size=h,
-        num_layers=layers,
-        num_heads=heads,
-        seq_len=2048,
-        vocab_size=51200,
-        attention=ATTENTION,
-        dropout=DROPOUT,
-    )
-    graph = graph_from_spec(spec, dtype="bf16")
+    graph = megatron_gpt(f"gpt-{row['model_size_label[R]']}", h, layers, heads, 2048, "bf16")
     cluster = load_cluster("dgx-a100", nodes=gpus // 8)
     dp = gpus // (tp * pp)
     results = {}
@@ -133,17 +139,8 @@ def run_2020_row(row: dict[str, str]) -> dict[str, object]:
     h, layers = int(row["hidden_size"]), int(row["num_layers"])
     tp, gpus = int(row["model_parallel_partitions"]), int(row["num_gpus"])
     batch, seq = int(row["global_batch_size"]), int(row["seq_len"])
-    spec = TransformerSpec(
-        name=f"gpt2-{row['case']}",
-        hidden_size=h,
-        num_layers=layers,
-        num_heads=int(row["attention_heads"]),
-        seq_len=seq,
-        vocab_size=51200,
-        attention=ATTENTION,
-        dropout=DROPOUT,
-    )
-    graph = graph_from_spec(spec, dtype="fp16")
+    heads = int(row["attention_heads"])
+    graph = megatron_gpt(f"gpt2-{row['case']}", h, layers, heads, seq, "fp16")
     nodes, per = (gpus // 8, None) if gpus >= 8 else (1, gpus)
     cluster = load_cluster("dgx-a100", nodes=nodes, gpus_per_node=per)
     dp = gpus // tp
@@ -202,16 +199,6 @@ def run_table2_row(row: dict[str, str]) -> dict[str, object]:
     zero3 = row["scheme"].startswith("ZeRO")
     tp = 1 if zero3 else int(row["tp_llm_analysis"])
     pp = 1 if zero3 else int(row["pp_llm_analysis"])
-    spec = TransformerSpec(
-        name=f"gpt-{row['params_billion']}b",
-        hidden_size=h,
-        num_layers=layers,
-        num_heads=heads,
-        seq_len=2048,
-        vocab_size=51200,
-        attention=ATTENTION,
-        dropout=DROPOUT,
-    )
     config = ParallelConfig(
         dp=gpus // (tp * pp),
         tp=tp,
@@ -225,7 +212,7 @@ def run_table2_row(row: dict[str, str]) -> dict[str, object]:
         overlap_grad_reduce=zero3,
         reduce_dtype="fp32",
     )
-    graph = graph_from_spec(spec, dtype="bf16")
+    graph = megatron_gpt(f"gpt-{row['params_billion']}b", h, layers, heads, 2048, "bf16")
     r = simulate(graph, load_cluster("dgx-a100", nodes=gpus // 8), config, record=False)
     tflops = paper_flops(batch, 2048, layers, h, 51200) / r.step_time_s / gpus / 1e12
     published = float(row["achieved_tflops_per_gpu"])
