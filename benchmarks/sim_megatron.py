@@ -65,6 +65,11 @@ def paper_flops(batch: int, s: int, layers: int, h: int, vocab: int) -> float:
     return 96 * batch * s * layers * h * h * (1 + s / (6 * h) + vocab / (16 * layers * h))
 
 
+def paper_tflops(step_s: float, batch: int, s: int, layers: int, h: int, gpus: int) -> float:
+    """TFLOP/s per GPU of one step, counted as the paper counts it (vocab 51200)."""
+    return paper_flops(batch, s, layers, h, 51200) / step_s / gpus / 1e12
+
+
 def megatron_gpt(name: str, h: int, layers: int, heads: int, seq: int, dtype: str) -> ModelGraph:
     """A GPT of Megatron-LM's tables as Megatron-LM ran it (vocab 51200, ATTENTION, DROPOUT)."""
     spec = TransformerSpec(
@@ -106,7 +111,7 @@ def run_row(row: dict[str, str]) -> dict[str, object]:
         )
         t0 = time.perf_counter()
         r = simulate(graph, cluster, config, record=False)
-        tflops = paper_flops(batch, 2048, layers, h, 51200) / r.step_time_s / gpus / 1e12
+        tflops = paper_tflops(r.step_time_s, batch, 2048, layers, h, gpus)
         results[mb] = {
             "tflops": tflops,
             "fits": r.fits_memory,
@@ -155,7 +160,7 @@ def run_2020_row(row: dict[str, str]) -> dict[str, object]:
         reduce_dtype="fp16",
     )
     r = simulate(graph, cluster, config, record=False)
-    tflops = paper_flops(batch, seq, layers, h, 51200) / r.step_time_s / gpus / 1e12
+    tflops = paper_tflops(r.step_time_s, batch, seq, layers, h, gpus)
     published = float(row["tflops_per_gpu"])
     return {
         "table": row["table"],
@@ -214,7 +219,7 @@ def run_table2_row(row: dict[str, str]) -> dict[str, object]:
     )
     graph = megatron_gpt(f"gpt-{row['params_billion']}b", h, layers, heads, 2048, "bf16")
     r = simulate(graph, load_cluster("dgx-a100", nodes=gpus // 8), config, record=False)
-    tflops = paper_flops(batch, 2048, layers, h, 51200) / r.step_time_s / gpus / 1e12
+    tflops = paper_tflops(r.step_time_s, batch, 2048, layers, h, gpus)
     published = float(row["achieved_tflops_per_gpu"])
     return {
         "scheme": row["scheme"],

@@ -17,7 +17,7 @@ from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import LayerStep, full_activation_peak, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
 from simplan.sim.placement import Grid, dp_groups, tp_group
-from simplan.topology.calibration import NO_FRAMEWORK_COSTS, FrameworkCosts
+from simplan.topology.calibration import FrameworkCosts
 from simplan.units import dtype_bytes
 
 # Bytes per parameter (ZeRO paper's accounting): weights, gradients, optimizer state (Adam).
@@ -81,11 +81,6 @@ def slowest_device(cluster: Any, devices: list[int]) -> DeviceModel:
     return min(models.values(), key=lambda m: (m.peak("bf16"), m.memory_bandwidth_Bps))
 
 
-def cluster_framework(cluster: Any) -> FrameworkCosts:
-    """The cluster's framework costs (zero for a cluster object that carries none)."""
-    return getattr(cluster, "framework", NO_FRAMEWORK_COSTS)
-
-
 class Assembler:
     def __init__(
         self,
@@ -110,7 +105,7 @@ class Assembler:
             for s in range(config.pp)
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
-        self.framework = cluster_framework(cluster)
+        self.framework: FrameworkCosts = cluster.framework
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         return self.cluster.collective_time(op, nbytes, group)
