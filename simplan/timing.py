@@ -122,9 +122,14 @@ class InSituTimer:
             self._bwd_starts.append((self._now(), self._name(module, self._bwd_idx)))
 
     def step(
-        self, model: nn.Module, inputs: tuple[Any, ...], targets: list[Any]
-    ) -> tuple[float, float]:
-        """One timed forward+backward (with the loss) of the whole model; (fwd_s, bwd_s)."""
+        self,
+        model: nn.Module,
+        inputs: tuple[Any, ...],
+        targets: list[Any],
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> tuple[float, float, float]:
+        """One timed forward+backward (with the loss) of the whole model, then the optimizer
+        step with its zero_grad if one is given; (fwd_s, bwd_s, optimizer_s)."""
         self._reset()
         t0 = self._now()
         loss = training_loss(tensors_in(model(*inputs)), targets)
@@ -138,8 +143,13 @@ class InSituTimer:
             starts.append((t2, ""))
             for (t, name), (t_next, _) in itertools.pairwise(starts):
                 self.bwd[name].append(t_next - t)
+        opt_s = 0.0
+        if optimizer is not None:  # as training runs it: fresh gradients, then zero_grad
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            opt_s = self._now() - t2
         model.zero_grad(set_to_none=True)
-        return t1 - t0, t2 - t1
+        return t1 - t0, t2 - t1, opt_s
 
     def close(self) -> None:
         for handle in self._handles:
@@ -186,31 +196,26 @@ def training_loss(outputs: list[torch.Tensor], targets: list[Any]) -> torch.Tens
     return total
 
 
-def time_optimizer(model: nn.Module, device: str, repeats: int) -> tuple[float, float]:
-    """Median time of one Adam step (the fused kernel where torch has one) over all parameters,
-    and over one single-element tensor (the fixed cost of a step)."""
+def make_adam(model: nn.Module) -> torch.optim.Optimizer | None:
+    """Adam with the fused kernel where torch has one (what the runtime trains with)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    tiny = [torch.zeros(1, device=params[0].device, requires_grad=True)] if params else []
-    times = []
-    for group in (params, tiny):
-        if not group:
-            times.append(0.0)
-            continue
-        for p in group:
-            p.grad = torch.zeros_like(p)
-        optimizer = torch.optim.Adam(group, lr=1e-4, fused=True)
-        samples = []
-        for i in range(2 + repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            optimizer.step()
-            _sync(device)
-            if i >= 2:
-                samples.append(time.perf_counter() - t0)
-        times.append(statistics.median(samples))
-        for p in group:
-            p.grad = None
-    return times[0], min(times[1], times[0])
+    return torch.optim.Adam(params, lr=1e-4, fused=True) if params else None
+
+
+def time_fixed_optimizer(device: str, repeats: int) -> float:
+    """Median time of one Adam step over a single-element tensor: the fixed cost of a step."""
+    tiny = torch.zeros(1, device=device, requires_grad=True)
+    tiny.grad = torch.zeros_like(tiny)
+    optimizer = torch.optim.Adam([tiny], lr=1e-4, fused=True)
+    samples = []
+    for i in range(2 + repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        optimizer.step()
+        _sync(device)
+        if i >= 2:
+            samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
 
 
 def time_model(
@@ -221,27 +226,32 @@ def time_model(
     warmup: int,
     repeats: int,
     advance: Advance | None = None,
-) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming]:
-    """Alternate hooked iterations (per-layer times) and plain ones (the whole model's time)."""
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming, float]:
+    """Alternate hooked iterations (per-layer times) and plain ones (the whole model's time,
+    and the optimizer step after it, as training runs it); the last value is the optimizer
+    step's median (0 without an optimizer)."""
     timer = InSituTimer(model, calls, device)
     targets = loss_targets(model, inputs)
-    whole_fwd, whole_bwd = [], []
+    whole_fwd, whole_bwd, opt = [], [], []
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for i in range(warmup + repeats):
                 timer.active = False
-                fwd, bwd = timer.step(model, inputs, targets)
+                fwd, bwd, opt_s = timer.step(model, inputs, targets, optimizer)
                 if i >= warmup:
                     whole_fwd.append(fwd)
                     whole_bwd.append(bwd)
+                    opt.append(opt_s)
                     timer.active = True
                     timer.step(model, inputs, targets)
                     if advance:
                         advance(f"repeat {i - warmup + 1}")
     finally:
         timer.close()
-    return timer.fwd, timer.bwd, _median_timing(whole_fwd, whole_bwd, repeats)
+    whole = _median_timing(whole_fwd, whole_bwd, repeats)
+    return timer.fwd, timer.bwd, whole, statistics.median(opt or [0.0])
 
 
 def measure(
@@ -267,9 +277,12 @@ def measure(
     calls = trace(model, inputs)
     if on_start:
         on_start(repeats)
-    fwd, bwd, whole_timing = time_model(model, inputs, calls, device, warmup, repeats, advance)
+    optimizer = make_adam(model) if whole else None
+    fwd, bwd, whole_timing, optimizer_s = time_model(
+        model, inputs, calls, device, warmup, repeats, advance, optimizer
+    )
     timings = _by_identity(graph, calls, fwd, bwd, repeats)
-    optimizer_s, optimizer_fixed_s = time_optimizer(model, device, repeats) if whole else (0, 0)
+    optimizer_fixed_s = min(time_fixed_optimizer(device, repeats), optimizer_s) if whole else 0
     if not whole:
         whole_timing = None
     return Profile(

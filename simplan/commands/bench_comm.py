@@ -12,8 +12,10 @@ alpha-beta fit t = alpha + beta * size of each. Then small probe models measure 
 step, per bucket, per byte), FSDP2 (per all-gather/reduce-scatter, per byte) and DTensor tensor
 parallelism (per collective, per pass) add to their raw collectives (simplan/topology/probes.py);
 clusters using the file charge these framework costs in the simulator. Ranks are spawned
-processes on 127.0.0.1 with one thread each; a rank that fails or hangs stops the run with an
-error naming it.
+processes on 127.0.0.1 with one thread each; on gloo they run real-time (SCHED_FIFO, where
+permitted; --default-scheduling to leave them), as the ranks of `simplan validate` run, so that
+the calibration and the runs it predicts are measured alike. A rank that
+fails or hangs stops the run with an error naming it.
 
 A cluster spec uses the file with `calibration = "traces/collectives/<host>/<file>.json"`
 (see docs/cluster-spec.md); the localhost-cpu preset points at one measured on this machine.
@@ -61,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="skip the probes of DDP, FSDP2 and DTensor framework costs (run by default; "
         "FSDP2 and DTensor probes on gloo only)",
     )
+    p.add_argument(
+        "--default-scheduling",
+        dest="realtime",
+        action="store_false",
+        help="run gloo ranks under the default scheduler (by default they run real-time, "
+        "SCHED_FIFO where permitted, as the ranks of `simplan validate` do; simplan/sched.py)",
+    )
     p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     p.add_argument(
@@ -95,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         timeout_s=args.timeout,
         framework=args.framework,
+        realtime=args.realtime,
     )
     print(
         f"{'op':15s} {'size':>10s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} "

@@ -35,6 +35,9 @@ class JobSpec:
     profile_repeats: before training, every rank profiles the model at the same time
         (simplan.timing.measure with this many repeats; 0: skip), so that the profile sees the
         conditions of the run: the other ranks on the same cores, the machine's load.
+    realtime: CPU ranks run under SCHED_FIFO where permitted, so that a thread woken by a
+        collective runs at once (simplan.sched; bench-comm calibrates the same way). False:
+        the default scheduler.
     fault: 'crash@RANK:STEP' or 'hang@RANK:STEP' makes a rank fail on purpose (tests failure
         handling).
     """
@@ -50,6 +53,7 @@ class JobSpec:
     fault: str = ""
     baseline_steps: int = 10
     profile_repeats: int = 0
+    realtime: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup < 0:
@@ -134,6 +138,7 @@ class RankResult:
     memory_method: str
     device: str
     baseline_s: tuple[float, ...] = ()  # the unsplit model's forward+backward, side by side
+    scheduling: str = ""  # the policy the rank ran under (simplan.sched)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
@@ -152,6 +157,7 @@ class RankResult:
             memory_method=str(d["memory_method"]),
             device=str(d["device"]),
             baseline_s=tuple(d.get("baseline_s", ())),
+            scheduling=str(d.get("scheduling", "")),
         )
 
 

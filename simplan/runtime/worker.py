@@ -20,6 +20,7 @@ from typing import Any
 
 from simplan.io import write_json_atomic
 from simplan.runtime.job import JobSpec, RankResult
+from simplan.sched import enter_realtime
 
 
 def rank_entry(rank: int, world: int, init_method: str, job: JobSpec, out_dir: str) -> None:
@@ -69,6 +70,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
 
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
+    scheduling = enter_realtime(job.realtime and not cuda)  # before any thread starts
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -98,6 +100,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         memory_method=method,
         device=str(device),
         baseline_s=tuple(baseline),
+        scheduling=scheduling,
     )
 
 

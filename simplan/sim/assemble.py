@@ -225,7 +225,21 @@ class Assembler:
             layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
             layer_gather_s=gathers,
             layer_scatter_s=scatters,
+            fwd_p2p_cpu_s=self.p2p_cpu_time(index),
+            bwd_p2p_cpu_s=self.p2p_cpu_time(index),
         )
+
+    def p2p_cpu_time(self, index: int) -> float:
+        """The pipeline framework's work for one forward (or backward) of a chunk: per
+        receive of its input (its output's gradient) and per send of its output (its input's
+        gradient) to a chunk on another rank."""
+        cfg, per = self.config, self.framework.pp_action_s
+        if cfg.pp == 1 or per <= 0:
+            return 0.0
+        rank = index % cfg.pp
+        before = index > 0 and (index - 1) % cfg.pp != rank
+        after = index < cfg.chunks - 1 and (index + 1) % cfg.pp != rank
+        return per * (before + after)
 
     def send_time(self, index: int, cut: int, forward: bool) -> float:
         """p2p of the activations (forward) or their gradients (backward) across a cut;
@@ -330,4 +344,5 @@ class Assembler:
             optimizer_s=self.optimizer_time(params / shard, device),
             after_optimizer_comm_s=after,
             overlap=device.kind == "gpu",
+            framework_s=self.framework.pp_step_s if cfg.pp > 1 else 0.0,
         )

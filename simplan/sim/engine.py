@@ -47,6 +47,8 @@ class ChunkPlan:
     layer_bwd_s: tuple[float, ...] = ()
     layer_gather_s: tuple[float, ...] = ()
     layer_scatter_s: tuple[float, ...] = ()
+    fwd_p2p_cpu_s: float = 0.0  # the pipeline framework's work for this chunk's forward
+    bwd_p2p_cpu_s: float = 0.0  # sends and receives (per micro-batch, on the compute stream)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +58,7 @@ class RankPlan:
     optimizer_s: float
     after_optimizer_comm_s: float  # ZeRO-1/2 all-gather of updated parameters
     overlap: bool  # a communication stream separate from compute
+    framework_s: float = 0.0  # once per step: the pipeline schedule's own work
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -214,6 +217,7 @@ class Engine:
             yield from self._hold(
                 r, [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)]
             )
+        yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.fwd_p2p_cpu_s)])
         self._memory(r, chunk.activation_bytes)
         self._forward_send(r, mb, chunk)
 
@@ -253,6 +257,7 @@ class Engine:
             yield from self._hold(
                 r, [(label, "backward", chunk.bwd_s), (f"{label} tp", "tp-comm", chunk.bwd_tp_s)]
             )
+        yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.bwd_p2p_cpu_s)])
         self._memory(r, -chunk.activation_bytes - chunk.transient_bytes)
         if chunk.index > 0:
             dst = self.plan.chunks[chunk.index - 1].rank
@@ -312,6 +317,7 @@ class Engine:
         yield from self._hold(
             r,
             [
+                ("pipeline schedule", "pp-comm", plan.framework_s),
                 ("optimizer", "optimizer", plan.optimizer_s),
                 ("all-gather params", "zero-comm", plan.after_optimizer_comm_s),
             ],

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.sched import enter_realtime
 from simplan.topology import probes
 from simplan.topology.calibration import bench_document
 from simplan.units import KiB, MiB
@@ -71,6 +72,7 @@ def _worker(
     events: Any,
     hang_rank: int | None,
     framework: bool = False,
+    realtime: bool = True,
 ) -> None:
     """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error.
     Its own collective timeout is longer than the parent's, so that the parent, which sees
@@ -83,6 +85,7 @@ def _worker(
         import torch.distributed as dist
 
         torch.set_num_threads(1)
+        scheduling = enter_realtime(realtime and backend == "gloo")  # before any thread starts
         events.put(("stage", rank, 1))
         dist.init_process_group(
             backend,
@@ -120,7 +123,7 @@ def _worker(
                 events.put(("step", rank, step))
                 events.put(("result", rank, result))
         dist.destroy_process_group()
-        events.put(("done", rank, None))
+        events.put(("done", rank, scheduling))
     except Exception as exc:  # reported to the parent, which names the rank
         events.put(("error", rank, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
 
@@ -136,9 +139,12 @@ def run_bench(
     timeout_s: float = 60.0,
     hang_rank: int | None = None,
     framework: bool = False,
+    realtime: bool = True,
 ) -> dict[str, Any]:
     """Measure; return the calibration document (see `bench_document`). framework: also run
-    the probes of simplan.topology.probes (DDP, FSDP2, DTensor costs) and fit them."""
+    the probes of simplan.topology.probes (DDP, FSDP2, DTensor costs) and fit them.
+    realtime: gloo ranks run under SCHED_FIFO where permitted (simplan.sched), as the
+    runtime's ranks do by default."""
     _check_args(backend, nprocs, sizes, ops)
     import torch
     import torch.multiprocessing as mp
@@ -163,6 +169,7 @@ def run_bench(
                 events,
                 hang_rank,
                 framework,
+                realtime,
             ),
         )
         for r in range(nprocs)
@@ -171,14 +178,15 @@ def run_bench(
         for p in procs:
             p.start()
         steps = len(ops) * len(sizes) + (probes.probe_steps(backend == "gloo") if framework else 0)
-        results = _collect(procs, events, nprocs, timeout_s, steps)
+        results, scheduling = _collect(procs, events, nprocs, timeout_s, steps)
     finally:
         _reap(procs)
     measurements = _summarise(results, nprocs)
     fits = {op: fit_alpha_beta(measurements, nprocs, op) for op in ops if op != "broadcast"}
     costs = probes.fit_framework(measurements, lambda op, b: _fit_time(fits, op, b))
+    meta = _metadata(torch.__version__, backend, nprocs, warmup, repeats)
     return bench_document(
-        _metadata(torch.__version__, backend, nprocs, warmup, repeats),
+        meta | {"scheduling": scheduling},
         fits["all_reduce"],
         measurements,
         fits=fits,
@@ -213,10 +221,13 @@ def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[s
 
 def _collect(
     procs: list[Any], events: Any, world: int, timeout_s: float, steps: int
-) -> list[tuple[int, probes.Result]]:
+) -> tuple[list[tuple[int, probes.Result]], str]:
+    """Every rank's results, and the scheduling policy the ranks ran under (joined when they
+    differ)."""
     progress = [-1] * world  # stage index, then 2 + steps done
     done = [False] * world
     results = []
+    scheduling: set[str] = set()
     last = time.monotonic()
     while not all(done):
         try:
@@ -242,7 +253,8 @@ def _collect(
             raise SimplanError(f"rank {rank} failed: {payload}")
         elif kind == "done":
             done[rank] = True
-    return results
+            scheduling.add(str(payload))
+    return results, "/".join(sorted(scheduling))
 
 
 def _stage_name(progress: int, steps: int) -> str:

@@ -143,6 +143,10 @@ class FrameworkCosts:
     tp_step_s: once per DTensor tensor-parallel forward+backward of a micro-batch.
     tp_collective_s: per tensor-parallel collective (the sharded module's DTensor dispatch,
         redistribute and wait).
+    pp_step_s: once per step on every pipeline rank (torch.distributed.pipelining's schedule:
+        splitting the batch, building its actions, merging the losses).
+    pp_action_s: per send or receive a pipeline stage issues (its P2POp, batched isend/irecv
+        and wait), on the rank's compute stream.
     source: where the numbers came from.
     """
 
@@ -154,6 +158,8 @@ class FrameworkCosts:
     fsdp_s_per_byte: float = 0.0
     tp_step_s: float = 0.0
     tp_collective_s: float = 0.0
+    pp_step_s: float = 0.0
+    pp_action_s: float = 0.0
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -238,6 +244,7 @@ def framework_costs(data: dict[str, Any], source: str) -> FrameworkCosts:
     if not data:
         return NO_FRAMEWORK_COSTS
     ddp, fsdp, tp = data.get("ddp", {}), data.get("fsdp", {}), data.get("tp", {})
+    pp = data.get("pp", {})
     return FrameworkCosts(
         ddp_step_s=float(ddp.get("step_s", 0.0)),
         ddp_bucket_s=float(ddp.get("bucket_s", 0.0)),
@@ -247,6 +254,8 @@ def framework_costs(data: dict[str, Any], source: str) -> FrameworkCosts:
         fsdp_s_per_byte=float(fsdp.get("s_per_byte", 0.0)),
         tp_step_s=float(tp.get("step_s", 0.0)),
         tp_collective_s=float(tp.get("collective_s", 0.0)),
+        pp_step_s=float(pp.get("step_s", 0.0)),
+        pp_action_s=float(pp.get("action_s", 0.0)),
         source=source,
     )
 

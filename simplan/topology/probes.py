@@ -12,6 +12,8 @@ framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor d
   DTensor  extra = step_s + collectives * collective_s                     (per forward+backward;
            one collective per sharded linear: row-wise forward, column-wise backward, none for
            the gradient of the first layer's input, the data)
+  pipeline extra = step_s + actions * action_s                             (per step: one stage
+           per rank under Schedule1F1B; actions: the sends and receives of the busiest rank)
 
 fitted by least squares over the probe rows, coefficients kept >= 0. Worker-side functions
 import torch; the fitting does not.
@@ -31,6 +33,8 @@ DDP_PROBES = ((64, 8, 0), (64, 8, 64 * 64 * 4), (256, 3, 0), (256, 3, 256 * 256 
 FSDP_PROBES = ((64, 2), (64, 6), (512, 2), (512, 4))  # (hidden, units)
 TP_PROBES = (1, 2, 4)  # column/row pairs of Linear(64, 64)
 TP_HIDDEN = 64
+PP_PROBES = (2, 4, 8)  # micro-batches (of BATCH rows) through one stage per rank, 1F1B
+PP_HIDDEN, PP_LAYERS = 64, 2  # each stage: a chain of PP_LAYERS Linear(PP_HIDDEN, PP_HIDDEN)
 
 
 def _chain(torch: Any, hidden: int, layers: int) -> Any:
@@ -128,6 +132,45 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
     return out
 
 
+def pp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> list[Result]:
+    """One stage per rank under Schedule1F1B, against the same stage's micro-batches trained
+    plainly on every rank at once. A stage with neighbours on both sides (world > 2) sends and
+    receives twice per micro-batch and direction; the step is the slowest rank's."""
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+    rank = dist.get_rank()
+    nbytes = BATCH * PP_HIDDEN * 4  # one micro-batch's activations (or their gradient)
+    out: list[Result] = []
+    for m in PP_PROBES:
+        x = torch.randn(m * BATCH, PP_HIDDEN)
+        chain = _chain(torch, PP_HIDDEN, PP_LAYERS)
+
+        def plain_step(chain: Any = chain, x: Any = x, m: int = m) -> None:
+            for part in x.chunk(m):
+                chain(part.detach().requires_grad_(rank > 0)).sum().backward()
+            chain.zero_grad(set_to_none=True)
+
+        plain = _timed(dist, plain_step, warmup, repeats)
+        stage = PipelineStage(chain, rank, world, torch.device("cpu"))
+        schedule = Schedule1F1B(stage, m, loss_fn=lambda out, _target: out.sum())
+
+        def step(schedule: Any = schedule, chain: Any = chain, x: Any = x) -> None:
+            if rank == 0:
+                schedule.step(x)
+            elif rank == world - 1:
+                schedule.step(target=torch.zeros(len(x)), losses=[])
+            else:
+                schedule.step()
+            chain.zero_grad(set_to_none=True)
+
+        times = _timed(dist, step, warmup, repeats)
+        actions = 2 * m * (2 if world > 2 else 1)  # sends + receives of the busiest rank
+        extra = {"microbatches": m, "actions": actions}
+        out.append(("pp-plain", nbytes, plain, extra))
+        out.append(("pp-step", nbytes, times, extra))
+    return out
+
+
 def run_probes(
     torch: Any, dist: Any, world: int, warmup: int, repeats: int, cpu: bool
 ) -> list[Result]:
@@ -136,12 +179,14 @@ def run_probes(
     if cpu:
         out += fsdp_probes(torch, dist, world, warmup, repeats)
         out += tp_probes(torch, dist, world, warmup, repeats)
+        out += pp_probes(torch, dist, world, warmup, repeats)
     return out
 
 
 def probe_steps(cpu: bool) -> int:
     """Results run_probes reports (one plain and one wrapped per probe)."""
-    return 2 * (len(DDP_PROBES) + (len(FSDP_PROBES) + len(TP_PROBES) if cpu else 0))
+    gloo_only = len(FSDP_PROBES) + len(TP_PROBES) + len(PP_PROBES)
+    return 2 * (len(DDP_PROBES) + (gloo_only if cpu else 0))
 
 
 # ---------------------------------------------------------------- fitting (no torch)
@@ -173,7 +218,7 @@ def _pairs(measurements: list[dict[str, Any]], plain: str, wrapped: str) -> list
 def _key(m: dict[str, Any]) -> tuple:
     extra = m.get("extra", {})
     return (m["size_B"], extra.get("hidden"), extra.get("layers"), extra.get("units"),
-            extra.get("pairs"))  # fmt: skip
+            extra.get("pairs"), extra.get("microbatches"))  # fmt: skip
 
 
 METHOD = (
@@ -236,6 +281,21 @@ def fit_framework(
             "step_s": step,
             "collective_s": call,
             **_residual(rows, extra, (step, call)),
+        }
+    pp = _pairs(measurements, "pp-plain", "pp-step")
+    if pp:
+        rows, extra = [], []
+        for base, m in pp:
+            n = m["extra"]["actions"]
+            rows.append([1.0, float(n)])
+            sends = n / 2 * op_time("p2p", m["size_B"])
+            extra.append(m["median_s"] - base["median_s"] - sends)
+        step, action = _nonneg_lstsq(rows, extra)
+        out["pp"] = {
+            "model": "extra_s = step_s + actions * action_s",
+            "step_s": step,
+            "action_s": action,
+            **_residual(rows, extra, (step, action)),
         }
     return out
 
