@@ -1,18 +1,20 @@
 """CPU validation suite: the simulator's predicted step time against real torch.distributed runs.
 
-    .venv/bin/python benchmarks/validate_cpu.py [--nprocs 2] [--steps 30] [--repeat 1]
-        [--models mlp,gpt-tiny,cnn-small] [--strategies ddp,fsdp,tp,pp] [--out FILE.json]
+    .venv/bin/python benchmarks/validate_cpu.py [--nprocs 2] [--steps 30] [--min-time 1]
+        [--repeat 1] [--default-scheduling] [--models mlp,gpt-tiny,cnn-small]
+        [--strategies ddp,fsdp,tp,pp] [--out FILE.json]
 
-Models: `mlp` (784-128-10), `gpt-tiny` (models/gpt-tiny.toml: 4 layers, hidden 256, seq 128,
-vocab 8192) and `cnn-small` (models/cnn_small.py: a small ResNet-style CNN on 32x32 images;
-ResNet-50 at 224x224 is too slow for 2 CPU cores). Each model x strategy (DDP, FSDP2, DTensor
-TP, pipelining 1F1B) x two micro-batch sizes runs on `--nprocs` gloo ranks with one thread each
-through simplan.validate (one record per run under traces/runs/). Combinations torch cannot run
-are listed as skipped with the reason. Writes reports/validation.md and
-benchmarks/results/validate_cpu.json. With --repeat N each configuration runs N times and the
-table shows the median measurement and the run-to-run range. A hand-written section of the
-report from its "## Analysis" heading on is kept when the table is regenerated.
-"""
+Models: `mlp` (784-128-10), `gpt-tiny` (models/gpt-tiny.toml: 4 layers, hidden 256, seq 128, vocab
+8192) and `cnn-small` (models/cnn_small.py: a small ResNet-style CNN on 32x32 images; ResNet-50 at
+224x224 is too slow for 2 CPU cores). Each model x strategy (DDP, FSDP2, DTensor TP, pipelining
+1F1B) x two micro-batch sizes runs on `--nprocs` gloo ranks with one thread each through
+simplan.validate (one record per run under traces/runs/): at least --steps timed steps, more for
+short steps so that they last --min-time seconds; ranks under SCHED_FIFO where permitted
+(--default-scheduling: the default scheduler; calibrate bench-comm the same way). Combinations
+torch cannot run are listed as skipped with the reason. Writes reports/validation.md and
+benchmarks/results/validate_cpu.json. With --repeat N each configuration runs N times and the table
+shows the median measurement and the run-to-run range. A hand-written section of the report from
+its "## Analysis" heading on is kept when the table is regenerated."""
 
 from __future__ import annotations
 
@@ -46,7 +48,16 @@ def run_row(model: str, strategy: str, mb: int, args: argparse.Namespace) -> dic
     records = []
     for _ in range(args.repeat):
         try:
-            records.append(validate(model, config, steps=args.steps, warmup=args.warmup))
+            records.append(
+                validate(
+                    model,
+                    config,
+                    steps=args.steps,
+                    min_timed_s=args.min_time,
+                    warmup=args.warmup,
+                    realtime=args.realtime,
+                )
+            )
         except SimplanError as exc:
             return row | {"status": "failed", "reason": str(exc), "records": records}
     measured = [r["measured_step_s"] for r in records]
@@ -126,8 +137,13 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], args: argparse.Na
     lines = [
         "# Simulator validation on this CPU",
         "",
-        f"`benchmarks/validate_cpu.py --nprocs {args.nprocs} --steps {args.steps} --repeat "
-        f"{args.repeat}`: {args.nprocs} gloo ranks, one torch thread each, fp32, Adam (fused). "
+        f"`benchmarks/validate_cpu.py --nprocs {args.nprocs} --steps {args.steps} --min-time "
+        f"{args.min_time:g} --repeat {args.repeat}"
+        f"{'' if args.realtime else ' --default-scheduling'}`: {args.nprocs} gloo ranks, one "
+        "torch thread each, "
+        f"{'SCHED_FIFO where permitted' if args.realtime else 'the default scheduler'}, "
+        "fp32, Adam (fused); at least --steps timed steps, more for short steps so that they "
+        "last --min-time seconds. "
         "Predicted: `simplan.sim.run.simulate` with the profile the ranks measured side by side "
         "(one thread each) at the start of each run, and the "
         "localhost-cpu cluster calibrated by `simplan bench-comm`. Measured: median over the "
@@ -177,6 +193,8 @@ def main() -> int:
     )
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--min-time", type=float, default=1.0)
+    parser.add_argument("--default-scheduling", dest="realtime", action="store_false")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--models", default=",".join(MICRO_BATCHES))

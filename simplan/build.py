@@ -180,6 +180,7 @@ def _layer(call: LayerCall, key: str, count: Any, params: list[nn.Parameter], dt
         name=call.name,
         kind=str(getattr(module, "simplan_kind", type(module).__name__.lower())),
         params=n_params,
+        param_tensors=len(params),
         param_bytes=n_params * dtype_bytes(dtype),
         fwd_flops=count.fwd_flops,
         bwd_flops=count.bwd_flops,

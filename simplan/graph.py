@@ -71,10 +71,12 @@ class Layer:
     fwd_ops: OpCost = field(default_factory=OpCost)
     bwd_ops: OpCost = field(default_factory=OpCost)
     attrs: dict[str, Any] = field(default_factory=dict)
+    param_tensors: int = 0  # how many parameter tensors hold the params (0: not counted)
 
     def __post_init__(self) -> None:
         for attr in (
             "params",
+            "param_tensors",
             "param_bytes",
             "fwd_flops",
             "bwd_flops",

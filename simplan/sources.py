@@ -24,7 +24,7 @@ from simplan.io import read_json, read_toml, write_json_atomic
 from simplan.spec import TransformerSpec, spec_from_table
 from simplan.units import check_dtype
 
-COUNTING_VERSION = 3  # bump when counting changes, to invalidate cached graphs
+COUNTING_VERSION = 4  # bump when counting changes, to invalidate cached graphs
 PRESET_PACKAGE = "simplan_presets"
 
 

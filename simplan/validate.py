@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import platform
 import uuid
@@ -28,6 +29,15 @@ from simplan.profiles import Profile, default_profile_path, read_profile, write_
 RECORD_SCHEMA_VERSION = 1
 RUNS_DIR = Path("traces/runs")
 PROFILE_WARMUP, PROFILE_REPEATS = 5, 30
+MAX_STEPS = 2000  # the most timed steps a short step is given to fill the minimum time
+
+
+def timed_steps(steps: int, min_timed_s: float, predicted_step_s: float) -> int:
+    """At least `steps`; more when steps are short, so that the timed steps last about
+    `min_timed_s` (by the prediction) and their median is steady; at most MAX_STEPS."""
+    if min_timed_s <= 0 or predicted_step_s <= 0:
+        return steps
+    return max(steps, min(MAX_STEPS, math.ceil(min_timed_s / predicted_step_s)))
 
 
 def profile_for(
@@ -122,8 +132,10 @@ def validate(
     config: ParallelConfig,
     *,
     steps: int = 30,
+    min_timed_s: float = 1.0,
     warmup: int = 5,
     comm_hook: str = "",
+    realtime: bool = True,
     threads: int = 1,
     timeout_s: float = 120.0,
     profile_source: str = "in-run",
@@ -135,7 +147,9 @@ def validate(
 
     profile_source 'in-run': the prediction uses the profile every rank measured at the start
     of the run, side by side (the conditions of the run); 'standalone': the profile measured in
-    this process alone (cached). Both predictions are recorded."""
+    this process alone (cached). Both predictions are recorded. The run times at least `steps`
+    steps, and more if they would last less than `min_timed_s` (see `timed_steps`). realtime:
+    the ranks run under SCHED_FIFO where permitted (simplan.sched), as bench-comm calibrates."""
     from simplan.runtime import JobSpec, run_job
 
     if profile_source not in PROFILE_SOURCES:
@@ -150,11 +164,16 @@ def validate(
         timeout_s=timeout_s,
         fault=fault,
         profile_repeats=PROFILE_REPEATS if profile_source == "in-run" else 0,
+        realtime=realtime,
     )  # checks the strategy before anything slow
     alone, alone_path = profile_for(model, config, threads=threads, refresh=refresh_profile)
     cluster = local_cluster(config.world_size)
     standalone = predict(model, config, alone, cluster)
-    job = dataclasses.replace(job, config=with_stages(config, standalone))
+    job = dataclasses.replace(
+        job,
+        config=with_stages(config, standalone),
+        steps=timed_steps(steps, min_timed_s, standalone.step_time_s),
+    )
     measured = run_job(job)
     result, profile_path = standalone, alone_path
     if measured.profile is not None:

@@ -47,13 +47,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--compress", default="none", choices=("none", "fp16"), help="DDP gradient compression hook"
     )
-    p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps, at least (default 30)")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=1.0,
+        help="seconds the timed steps should last at least: short steps are run more often, up "
+        "to 2000, so that their median is steady (default 1; 0: exactly --steps)",
+    )
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument(
         "--timeout",
         type=float,
         default=120.0,
         help="seconds a rank may go without progress before the run is stopped",
+    )
+    p.add_argument(
+        "--default-scheduling",
+        dest="realtime",
+        action="store_false",
+        help="run the ranks under the default scheduler (by default they run SCHED_FIFO where "
+        "permitted, as `simplan bench-comm` calibrates; see simplan/sched.py)",
     )
     p.add_argument("--reprofile", action="store_true", help="measure the standalone profile again")
     p.add_argument(
@@ -73,6 +87,8 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
 
     if args.nprocs is not None and args.nprocs < 1:
         raise SimplanError(f"--nprocs must be >= 1, got {args.nprocs}")
+    if args.min_time < 0:
+        raise SimplanError(f"--min-time must be >= 0 seconds, got {args.min_time}")
     if args.plan:
         from simplan.planfile import read_plan
 
@@ -108,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
         model,
         config,
         steps=args.steps,
+        min_timed_s=args.min_time,
         warmup=args.warmup,
+        realtime=args.realtime,
         comm_hook="" if args.compress == "none" else args.compress,
         timeout_s=args.timeout,
         refresh_profile=args.reprofile,

@@ -14,7 +14,7 @@ from simplan.graph import ModelGraph
 from simplan.parallel import ParallelConfig, balanced_stages
 from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
-from simplan.sim.costs import LayerStep, full_activation_peak, layer_steps
+from simplan.sim.costs import TP_KINDS, LayerStep, full_activation_peak, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
 from simplan.sim.placement import Grid, dp_groups, tp_group
 from simplan.topology.calibration import FrameworkCosts
@@ -324,6 +324,20 @@ class Assembler:
                 return measured
         return optimizer_step_s(params, device, self.config.dtype)
 
+    def dtensor_optimizer(self, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
+        """What DTensor parameters add to the optimizer step: per step, and per parameter
+        tensor of the rank's tensor-parallel layers (every tensor of such a layer counts)."""
+        fw = self.framework
+        if self.config.tp == 1 or not (fw.tp_optimizer_step_s or fw.tp_optimizer_tensor_s):
+            return 0.0
+        tensors = sum(
+            layer.param_tensors
+            for c in mine
+            for layer in self.graph.layers[bounds[c.index] : bounds[c.index + 1]]
+            if layer.kind in TP_KINDS
+        )
+        return fw.tp_optimizer_step_s + tensors * fw.tp_optimizer_tensor_s
+
     def rank_plan(self, r: int, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> RankPlan:
         cfg = self.config
         device = self.devices[r]
@@ -338,10 +352,13 @@ class Assembler:
                 self.collective("all_gather", params * dtype_bytes(cfg.dtype), group)
                 * self.dp_factor[r]
             )
+        optimizer = self.optimizer_time(params / shard, device) + self.dtensor_optimizer(
+            mine, bounds
+        )
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],
-            optimizer_s=self.optimizer_time(params / shard, device),
+            optimizer_s=optimizer,
             after_optimizer_comm_s=after,
             overlap=device.kind == "gpu",
             framework_s=self.framework.pp_step_s if cfg.pp > 1 else 0.0,

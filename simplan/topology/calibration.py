@@ -13,6 +13,7 @@ For GPU groups every collective also pays `launch_s` once and a local memory ter
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -117,17 +118,31 @@ def constants_document(constants: CollectiveConstants, notes: str) -> dict[str, 
 
 @dataclass(frozen=True, kw_only=True)
 class OpFit:
-    """A measured collective: t = alpha_s + beta_s_per_byte * nbytes (nccl-tests sizes)."""
+    """A measured collective (nccl-tests sizes): t = alpha_s + beta_s_per_byte * nbytes, or,
+    where the file has them, its measured medians `points` (size_B, median_s), interpolated
+    linearly between the measured sizes and continued with beta_s_per_byte below the smallest
+    and the last segment's slope above the largest (the medians bend: caches, copies)."""
 
     alpha_s: float
     beta_s_per_byte: float
+    points: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.alpha_s < 0 or self.beta_s_per_byte <= 0:
             raise ValueError("an op fit needs alpha_s >= 0 and beta_s_per_byte > 0")
+        sizes = [n for n, _ in self.points]
+        if sizes != sorted(set(sizes)) or any(n <= 0 or t <= 0 for n, t in self.points):
+            raise ValueError("measured points need distinct sizes > 0, ascending, times > 0")
 
     def time_s(self, nbytes: float) -> float:
-        return self.alpha_s + self.beta_s_per_byte * nbytes
+        pts = self.points
+        if len(pts) < 2:
+            return self.alpha_s + self.beta_s_per_byte * nbytes
+        if nbytes <= pts[0][0]:
+            return max(pts[0][1] - self.beta_s_per_byte * (pts[0][0] - nbytes), self.alpha_s)
+        k = bisect.bisect_left([n for n, _ in pts], nbytes)
+        (n0, t0), (n1, t1) = pts[min(k, len(pts) - 1) - 1], pts[min(k, len(pts) - 1)]
+        return t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +158,8 @@ class FrameworkCosts:
     tp_step_s: once per DTensor tensor-parallel forward+backward of a micro-batch.
     tp_collective_s: per tensor-parallel collective (the sharded module's DTensor dispatch,
         redistribute and wait).
+    tp_optimizer_step_s, tp_optimizer_tensor_s: what an Adam step over DTensor parameters adds
+        per step, and per parameter tensor of the tensor-parallel layers.
     pp_step_s: once per step on every pipeline rank (torch.distributed.pipelining's schedule:
         splitting the batch, building its actions, merging the losses).
     pp_action_s: per send or receive a pipeline stage issues (its P2POp, batched isend/irecv
@@ -158,6 +175,8 @@ class FrameworkCosts:
     fsdp_s_per_byte: float = 0.0
     tp_step_s: float = 0.0
     tp_collective_s: float = 0.0
+    tp_optimizer_step_s: float = 0.0
+    tp_optimizer_tensor_s: float = 0.0
     pp_step_s: float = 0.0
     pp_action_s: float = 0.0
     source: str = ""
@@ -215,7 +234,7 @@ def read_link_calibration(path: str | Path) -> LinkCalibration:
             nprocs=int(data["metadata"]["nprocs"]),
             alpha_s=float(fit["alpha_s"]),
             beta_s_per_byte=float(fit["beta_s_per_byte"]),
-            op_fits=_op_fits(data.get("fits", {})),
+            op_fits=_op_fits(data.get("fits", {}), data.get("measurements", [])),
             framework=framework_costs(data.get("framework", {}), f"{p} ({_when(data)})"),
         )
     except KeyError as exc:
@@ -232,9 +251,19 @@ def _when(data: dict[str, Any]) -> str:
     return f"measured {meta.get('date', '?')}, torch {meta.get('torch', '?')}"
 
 
-def _op_fits(fits: dict[str, Any]) -> dict[str, OpFit]:
+def _op_fits(fits: dict[str, Any], measurements: list[dict[str, Any]]) -> dict[str, OpFit]:
     return {
-        op: OpFit(alpha_s=float(f["alpha_s"]), beta_s_per_byte=float(f["beta_s_per_byte"]))
+        op: OpFit(
+            alpha_s=float(f["alpha_s"]),
+            beta_s_per_byte=float(f["beta_s_per_byte"]),
+            points=tuple(
+                sorted(
+                    (float(m["size_B"]), float(m["median_s"]))
+                    for m in measurements
+                    if m.get("op") == op
+                )
+            ),
+        )
         for op, f in fits.items()
     }
 
@@ -254,6 +283,8 @@ def framework_costs(data: dict[str, Any], source: str) -> FrameworkCosts:
         fsdp_s_per_byte=float(fsdp.get("s_per_byte", 0.0)),
         tp_step_s=float(tp.get("step_s", 0.0)),
         tp_collective_s=float(tp.get("collective_s", 0.0)),
+        tp_optimizer_step_s=float(tp.get("optimizer_step_s", 0.0)),
+        tp_optimizer_tensor_s=float(tp.get("optimizer_tensor_s", 0.0)),
         pp_step_s=float(pp.get("step_s", 0.0)),
         pp_action_s=float(pp.get("action_s", 0.0)),
         source=source,

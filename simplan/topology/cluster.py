@@ -199,11 +199,14 @@ class Cluster:
         return algo, times[algo]
 
     def _measured_fit(self, op: str, group: tuple[int, ...]) -> OpFit | None:
-        """The calibration's own fit of `op` when the group is what it measured: as many ranks,
-        all in one node (where the calibrated links are). The all-reduce fit is the links'
-        latency and bandwidth already, so the algorithms reproduce it."""
+        """The calibration's own measurement of `op` when the group is what it measured: as
+        many ranks, all in one node (where the calibrated links are). The all-reduce fit is the
+        links' latency and bandwidth too (what the algorithms use for other groups); its
+        measured medians, where the file has them, price the measured group itself."""
         cal = self.calibration
-        if cal is None or op == "all_reduce" or op not in cal.op_fits or len(group) != cal.nprocs:
+        if cal is None or op not in cal.op_fits or len(group) != cal.nprocs:
+            return None
+        if op == "all_reduce" and len(cal.op_fits[op].points) < 2:
             return None
         nodes = {self.topology.devices[d].node for d in group}
         return cal.op_fits[op] if len(nodes) == 1 else None

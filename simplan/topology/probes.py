@@ -1,7 +1,8 @@
 """Framework costs of torch.distributed's wrappers, measured with small generic probe models.
 
-A probe is a chain of bias-free `nn.Linear(h, h)` layers trained on a batch of 8 (loss: the
-output's sum), timed forward+backward with a barrier before each step. Each wrapper is compared
+A probe is a chain of `nn.Linear(h, h)` layers (bias-free, but with nn.Linear's default bias for
+DTensor, whose bias of a row-wise layer is an operation of its own) trained on a batch of 8 (loss:
+the output's sum), timed forward+backward with a barrier before each step. Each wrapper is compared
 with the same chain trained plainly on every rank at once (no communication), and the time of its
 raw collectives (the op fits of the same bench-comm run) is taken away; what remains is the
 framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor dispatch):
@@ -14,6 +15,8 @@ framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor d
            the gradient of the first layer's input, the data)
   pipeline extra = step_s + actions * action_s                             (per step: one stage
            per rank under Schedule1F1B; actions: the sends and receives of the busiest rank)
+  DTensor's optimizer: the fused Adam step over the DTensor chain against the plain chain,
+           extra = optimizer_step_s + tensors * optimizer_tensor_s
 
 fitted by least squares over the probe rows, coefficients kept >= 0. Worker-side functions
 import torch; the fitting does not.
@@ -31,17 +34,15 @@ BATCH = 8
 # (hidden, layers, bucket cap in bytes or 0 for one bucket): bucket count and bytes both vary
 DDP_PROBES = ((64, 8, 0), (64, 8, 64 * 64 * 4), (256, 3, 0), (256, 3, 256 * 256 * 4), (512, 4, 0))
 FSDP_PROBES = ((64, 2), (64, 6), (512, 2), (512, 4))  # (hidden, units)
-TP_PROBES = (1, 2, 4)  # column/row pairs of Linear(64, 64)
+TP_PROBES = (1, 2, 4)  # column/row pairs of Linear(64, 64), with biases as nn.Linear's default
 TP_HIDDEN = 64
 PP_PROBES = (2, 4, 8)  # micro-batches (of BATCH rows) through one stage per rank, 1F1B
 PP_HIDDEN, PP_LAYERS = 64, 2  # each stage: a chain of PP_LAYERS Linear(PP_HIDDEN, PP_HIDDEN)
 
 
-def _chain(torch: Any, hidden: int, layers: int) -> Any:
+def _chain(torch: Any, hidden: int, layers: int, bias: bool = False) -> Any:
     torch.manual_seed(0)
-    return torch.nn.Sequential(
-        *[torch.nn.Linear(hidden, hidden, bias=False) for _ in range(layers)]
-    )
+    return torch.nn.Sequential(*[torch.nn.Linear(hidden, hidden, bias=bias) for _ in range(layers)])
 
 
 def _timed(dist: Any, step: Callable[[], None], warmup: int, repeats: int) -> list[float]:
@@ -65,8 +66,34 @@ def _trainer(torch: Any, model: Any, hidden: int) -> Callable[[], None]:
     return step
 
 
-def _plain(torch: Any, dist: Any, hidden: int, layers: int, warmup: int, repeats: int) -> list:
-    return _timed(dist, _trainer(torch, _chain(torch, hidden, layers), hidden), warmup, repeats)
+def _optimizer_times(
+    torch: Any, dist: Any, model: Any, hidden: int, warmup: int, repeats: int
+) -> list[float]:
+    """One fused Adam step with its zero_grad after each forward+backward, as the runtime
+    trains (DTensor parameters in their own group)."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(model.parameters())
+    groups = [[p for p in params if isinstance(p, DTensor) == dt] for dt in (True, False)]
+    optimizer = torch.optim.Adam([{"params": g} for g in groups if g], lr=1e-4, fused=True)
+    x = torch.randn(BATCH, hidden)
+    times = []
+    for k in range(warmup + repeats):
+        dist.barrier()
+        model(x).sum().backward()
+        t0 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def _plain(
+    torch: Any, dist: Any, hidden: int, layers: int, warmup: int, repeats: int, bias: bool = False
+) -> list:
+    chain = _chain(torch, hidden, layers, bias)
+    return _timed(dist, _trainer(torch, chain, hidden), warmup, repeats)
 
 
 def ddp_probes(torch: Any, dist: Any, warmup: int, repeats: int) -> list[Result]:
@@ -119,16 +146,23 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
     for pairs in TP_PROBES:
         layers = 2 * pairs
         nbytes = BATCH * TP_HIDDEN * 4  # each collective: the activations of one linear
-        plain = _plain(torch, dist, TP_HIDDEN, layers, warmup, repeats)
-        model = _chain(torch, TP_HIDDEN, layers)
+        plain = _plain(torch, dist, TP_HIDDEN, layers, warmup, repeats, bias=True)
+        plain_opt = _optimizer_times(
+            torch, dist, _chain(torch, TP_HIDDEN, layers, True), TP_HIDDEN, warmup, repeats
+        )
+        model = _chain(torch, TP_HIDDEN, layers, bias=True)
         styles = {
             str(i): ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i in range(layers)
         }
         parallelize_module(model, mesh, styles)
         times = _timed(dist, _trainer(torch, model, TP_HIDDEN), warmup, repeats)
+        opt = _optimizer_times(torch, dist, model, TP_HIDDEN, warmup, repeats)
         extra = {"pairs": pairs, "collectives": layers - 1}  # none for the data's gradient
         out.append(("tp-plain", nbytes, plain, extra))
         out.append(("tp-step", nbytes, times, extra))
+        extra = {"pairs": pairs, "tensors": 2 * layers}  # a weight and a bias per layer
+        out.append(("tp-opt-plain", nbytes, plain_opt, extra))
+        out.append(("tp-opt", nbytes, opt, extra))
     return out
 
 
@@ -185,7 +219,7 @@ def run_probes(
 
 def probe_steps(cpu: bool) -> int:
     """Results run_probes reports (one plain and one wrapped per probe)."""
-    gloo_only = len(FSDP_PROBES) + len(TP_PROBES) + len(PP_PROBES)
+    gloo_only = len(FSDP_PROBES) + 2 * len(TP_PROBES) + len(PP_PROBES)
     return 2 * (len(DDP_PROBES) + (gloo_only if cpu else 0))
 
 
@@ -218,7 +252,7 @@ def _pairs(measurements: list[dict[str, Any]], plain: str, wrapped: str) -> list
 def _key(m: dict[str, Any]) -> tuple:
     extra = m.get("extra", {})
     return (m["size_B"], extra.get("hidden"), extra.get("layers"), extra.get("units"),
-            extra.get("pairs"), extra.get("microbatches"))  # fmt: skip
+            extra.get("pairs"), extra.get("microbatches"), extra.get("tensors"))  # fmt: skip
 
 
 METHOD = (
@@ -282,6 +316,7 @@ def fit_framework(
             "collective_s": call,
             **_residual(rows, extra, (step, call)),
         }
+        out["tp"] |= _fit_tp_optimizer(measurements)
     pp = _pairs(measurements, "pp-plain", "pp-step")
     if pp:
         rows, extra = [], []
@@ -298,6 +333,25 @@ def fit_framework(
             **_residual(rows, extra, (step, action)),
         }
     return out
+
+
+def _fit_tp_optimizer(measurements: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an Adam step over DTensor parameters adds to one over plain tensors:
+    extra_s = optimizer_step_s + tensors * optimizer_tensor_s."""
+    pairs = _pairs(measurements, "tp-opt-plain", "tp-opt")
+    if not pairs:
+        return {}
+    rows = [[1.0, float(m["extra"]["tensors"])] for _, m in pairs]
+    extra = [m["median_s"] - base["median_s"] for base, m in pairs]
+    step, per_tensor = _nonneg_lstsq(rows, extra)
+    fit = _residual(rows, extra, (step, per_tensor))
+    return {
+        "optimizer_model": "extra_s = optimizer_step_s + tensors * optimizer_tensor_s",
+        "optimizer_step_s": step,
+        "optimizer_tensor_s": per_tensor,
+        "optimizer_measured_extra_s": fit["measured_extra_s"],
+        "optimizer_fitted_extra_s": fit["fitted_extra_s"],
+    }
 
 
 def _residual(rows: list[list[float]], extra: list[float], coef: Sequence[float]) -> dict:

@@ -71,3 +71,39 @@ def test_zero_costs_leave_gpu_results_unchanged() -> None:
     zero = simulate("gpt3-125m", cluster.with_framework(NONE), config, record=False)
     assert zero.step_time_s == plain.step_time_s
     assert zero.breakdown == plain.breakdown
+
+
+TP = ParallelConfig(tp=2, micro_batch=64, global_batch=128, dtype="fp32")
+
+
+def test_dtensor_optimizer_costs_per_step_and_per_tensor_of_the_sharded_layers() -> None:
+    """fc1 and fc2 are tensor-parallel, each with a weight and a bias: 4 DTensor parameters."""
+    assert _added(TP, tp_optimizer_tensor_s=1e-3) == pytest.approx(4 * 1e-3, rel=1e-9)
+    assert _added(TP, tp_optimizer_step_s=1e-3) == pytest.approx(1e-3, rel=1e-9)
+    assert _step(DDP, FrameworkCosts(tp_optimizer_tensor_s=1.0)) == _step(DDP, NONE)
+
+
+PP = ParallelConfig(pp=2, micro_batch=64, global_batch=256, dtype="fp32")  # 4 micro-batches
+
+
+def test_pipeline_schedule_costs_once_per_step_on_every_rank() -> None:
+    assert _added(PP, pp_step_s=1e-3) == pytest.approx(1e-3, rel=1e-9)
+
+
+def test_pipeline_actions_cost_each_send_and_receive_of_a_stage() -> None:
+    """Each of the 2 stages receives or sends once per micro-batch and direction: 2 x 4
+    actions of its own; the step grows by at least that, and at most by the 2 x 8 actions
+    of both stages in a row."""
+    c = 1e-3
+    added = _added(PP, pp_action_s=c)
+    assert 8 * c - 1e-12 <= added <= 16 * c + 1e-12
+    plain = simulate("mlp", load_cluster("localhost-cpu").with_framework(NONE), PP, record=False)
+    costly = simulate(
+        "mlp",
+        load_cluster("localhost-cpu").with_framework(FrameworkCosts(pp_action_s=c)),
+        PP,
+        record=False,
+    )
+    more = costly.breakdown["exposed_comm_s"] - plain.breakdown["exposed_comm_s"]
+    assert more == pytest.approx(8 * c, rel=1e-9)  # mean over stages of each one's own actions
+    assert _step(DDP, FrameworkCosts(pp_action_s=1.0, pp_step_s=1.0)) == _step(DDP, NONE)

@@ -100,11 +100,14 @@ def test_bench_comm_writes_a_calibration_a_spec_can_use(
     cluster = load_cluster(spec)
     assert cluster.collective_time("all_reduce", MiB, [0, 1]) > 0
     assert sorted(data["fits"]) == ["all_gather", "all_reduce", "p2p", "reduce_scatter"]
-    assert cluster.transfer_time(0, 1, MiB) == pytest.approx(
-        data["fits"]["p2p"]["alpha_s"] + data["fits"]["p2p"]["beta_s_per_byte"] * MiB
+    medians = {(m["op"], m["size_B"]): m["median_s"] for m in data["measurements"]}
+    assert cluster.transfer_time(0, 1, MiB) == pytest.approx(medians["p2p", MiB])
+    assert cluster.collective_time("all_reduce", MiB, [0, 1]) == pytest.approx(
+        medians["all_reduce", MiB]
     )
     # the probes ran and every framework cost was fitted (>= 0 by construction)
-    assert {"ddp", "fsdp", "tp"} <= set(data["framework"])
+    assert {"ddp", "fsdp", "tp", "pp"} <= set(data["framework"])
+    assert data["metadata"]["scheduling"] in ("SCHED_FIFO", "default")
     assert cluster.framework == read_link_calibration(out).framework
     assert str(out) in cluster.framework.source
     assert not _children()

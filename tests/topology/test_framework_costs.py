@@ -22,7 +22,13 @@ from simplan.topology.probes import fit_framework
 FRAMEWORK = {
     "ddp": {"step_s": 3e-4, "bucket_s": 1e-4, "s_per_byte": 2e-10},
     "fsdp": {"step_s": 0.0, "collective_s": 1e-3, "s_per_byte": 5e-10},
-    "tp": {"step_s": 4e-4, "collective_s": 1.5e-3},
+    "tp": {
+        "step_s": 4e-4,
+        "collective_s": 1.5e-3,
+        "optimizer_step_s": 1e-5,
+        "optimizer_tensor_s": 4e-5,
+    },
+    "pp": {"step_s": 6e-4, "action_s": 1.2e-4},
 }
 
 
@@ -71,6 +77,10 @@ def test_calibration_round_trips_fits_and_framework_costs(tmp_path: Path) -> Non
         fsdp_s_per_byte=5e-10,
         tp_step_s=4e-4,
         tp_collective_s=1.5e-3,
+        tp_optimizer_step_s=1e-5,
+        tp_optimizer_tensor_s=4e-5,
+        pp_step_s=6e-4,
+        pp_action_s=1.2e-4,
         source=cal.framework.source,
     )
     assert "2026-01-01" in cal.framework.source and "2.13.0" in cal.framework.source
@@ -86,6 +96,24 @@ def test_cluster_uses_each_measured_op_fit_and_scales_its_bandwidth(tmp_path: Pa
     faster = cluster.with_bandwidth(2.0, kinds=["loopback"])
     assert faster.collective_time("reduce_scatter", n, [0, 1]) == pytest.approx(5e-5 + 1e-9 * n)
     assert faster.framework == cluster.framework
+
+
+def test_measured_medians_price_their_sizes_and_bend_between_them(tmp_path: Path) -> None:
+    """The file's medians are used as measured, interpolated between sizes and continued
+    with the fit's slope below the smallest and the last segment's above the largest."""
+    rows = [
+        {"op": "all_reduce", "size_B": n, "median_s": t, "repeats": 3, "ranks": 2}
+        for n, t in ((2**16, 2.5e-4), (2**20, 5e-4), (2**22, 1.7e-3))
+    ]
+    cluster = load_cluster(_spec(_write(tmp_path, _doc(measurements=rows))))
+    time = lambda n: cluster.collective_time("all_reduce", n, [0, 1])  # noqa: E731
+    assert time(2**20) == pytest.approx(5e-4)
+    mid = (2**20 + 2**22) / 2
+    assert time(mid) == pytest.approx((5e-4 + 1.7e-3) / 2)
+    assert time(2**15) == pytest.approx(2.5e-4 - 1e-9 * 2**15)  # the fit's 1 ns/B
+    slope = (1.7e-3 - 5e-4) / (2**22 - 2**20)
+    assert time(2**23) == pytest.approx(1.7e-3 + slope * 2**22)
+    assert time(16) >= 2e-4  # never below the fit's latency
 
 
 def test_files_without_the_new_sections_read_as_before(tmp_path: Path) -> None:
@@ -128,9 +156,10 @@ def test_framework_section_without_costs_is_zero() -> None:
 
 
 def _rows(op: str, plain_s: float, extra_s: float, size: int, extra: dict) -> list[dict]:
-    """A probe's plain row (ddp-plain, fsdp-plain, tp-plain) and its wrapped row."""
+    """A probe's plain row (ddp-plain, fsdp-plain, tp-plain, tp-opt-plain, pp-plain) and its
+    wrapped row."""
     base = {"size_B": size, "repeats": 3, "ranks": 2}
-    plain = op.split("-")[0] + "-plain"
+    plain = "tp-opt-plain" if op == "tp-opt" else op.split("-")[0] + "-plain"
     return [
         base | {"op": plain, "median_s": plain_s, "extra": dict(extra)},
         base | {"op": op, "median_s": plain_s + extra_s, "extra": extra},
@@ -158,6 +187,11 @@ def test_fit_framework_recovers_known_costs() -> None:
         n = 2 * pairs - 1
         extra = 4e-4 + n * (1.5e-3 + op_time("", 2048))
         rows += _rows("tp-step", 1e-3, extra, 2048, {"pairs": pairs, "collectives": n})
+        extra = 1e-5 + 2 * pairs * 4e-5
+        rows += _rows("tp-opt", 2e-4, extra, 2048, {"pairs": pairs, "tensors": 2 * pairs})
+    for m in (2, 4, 8):  # the busiest rank's sends (half its actions) pay the raw p2p
+        extra = 6e-4 + 2 * m * 1.2e-4 + m * op_time("", 2048)
+        rows += _rows("pp-step", 1e-3, extra, 2048, {"microbatches": m, "actions": 2 * m})
     fw = fit_framework(rows, op_time)
     assert fw["ddp"]["step_s"] == pytest.approx(3e-4)
     assert fw["ddp"]["bucket_s"] == pytest.approx(1e-4)
@@ -167,6 +201,10 @@ def test_fit_framework_recovers_known_costs() -> None:
     assert fw["fsdp"]["s_per_byte"] == pytest.approx(5e-10)
     assert fw["tp"]["step_s"] == pytest.approx(4e-4)
     assert fw["tp"]["collective_s"] == pytest.approx(1.5e-3)
+    assert fw["tp"]["optimizer_step_s"] == pytest.approx(1e-5)
+    assert fw["tp"]["optimizer_tensor_s"] == pytest.approx(4e-5)
+    assert fw["pp"]["step_s"] == pytest.approx(6e-4)
+    assert fw["pp"]["action_s"] == pytest.approx(1.2e-4)
 
 
 def test_fit_framework_never_returns_a_negative_cost() -> None:
