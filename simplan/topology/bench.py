@@ -19,14 +19,14 @@ import queue
 import socket
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.sched import enter_realtime
 from simplan.topology import probes
-from simplan.topology.calibration import bench_document
+from simplan.topology.calibration import bench_document, op_fits
 from simplan.units import KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
@@ -183,7 +183,7 @@ def run_bench(
         _reap(procs)
     measurements = _summarise(results, nprocs)
     fits = {op: fit_alpha_beta(measurements, nprocs, op) for op in ops if op != "broadcast"}
-    costs = probes.fit_framework(measurements, lambda op, b: _fit_time(fits, op, b))
+    costs = probes.fit_framework(measurements, _op_time(fits, measurements))
     meta = _metadata(torch.__version__, backend, nprocs, warmup, repeats)
     return bench_document(
         meta | {"scheduling": scheduling},
@@ -194,9 +194,18 @@ def run_bench(
     )
 
 
-def _fit_time(fits: dict[str, dict[str, Any]], op: str, nbytes: float) -> float:
-    fit = fits.get(op, fits["all_reduce"])
-    return float(fit["alpha_s"] + fit["beta_s_per_byte"] * nbytes)
+def _op_time(
+    fits: dict[str, dict[str, Any]], measurements: list[dict[str, Any]]
+) -> Callable[[str, float], float]:
+    """op, nbytes -> seconds, as the simulator prices a calibrated group: the measured medians
+    where they reach (interpolated), else the op's fit (the all-reduce's for an op not
+    measured)."""
+    ops = op_fits(fits, measurements)
+
+    def time_s(op: str, nbytes: float) -> float:
+        return ops.get(op, ops["all_reduce"]).time_s(nbytes)
+
+    return time_s
 
 
 def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[str]) -> None:

@@ -234,7 +234,7 @@ def read_link_calibration(path: str | Path) -> LinkCalibration:
             nprocs=int(data["metadata"]["nprocs"]),
             alpha_s=float(fit["alpha_s"]),
             beta_s_per_byte=float(fit["beta_s_per_byte"]),
-            op_fits=_op_fits(data.get("fits", {}), data.get("measurements", [])),
+            op_fits=op_fits(data.get("fits", {}), data.get("measurements", [])),
             framework=framework_costs(data.get("framework", {}), f"{p} ({_when(data)})"),
         )
     except KeyError as exc:
@@ -251,7 +251,8 @@ def _when(data: dict[str, Any]) -> str:
     return f"measured {meta.get('date', '?')}, torch {meta.get('torch', '?')}"
 
 
-def _op_fits(fits: dict[str, Any], measurements: list[dict[str, Any]]) -> dict[str, OpFit]:
+def op_fits(fits: dict[str, Any], measurements: list[dict[str, Any]]) -> dict[str, OpFit]:
+    """Each fitted op with its measured medians (a bench-comm file's 'fits' and rows)."""
     return {
         op: OpFit(
             alpha_s=float(f["alpha_s"]),

@@ -32,8 +32,17 @@ Result = tuple[str, int, list[float], dict[str, Any]]  # op, size_B, times, what
 
 BATCH = 8
 # (hidden, layers, bucket cap in bytes or 0 for one bucket): bucket count and bytes both vary
-DDP_PROBES = ((64, 8, 0), (64, 8, 64 * 64 * 4), (256, 3, 0), (256, 3, 256 * 256 * 4), (512, 4, 0))
-FSDP_PROBES = ((64, 2), (64, 6), (512, 2), (512, 4))  # (hidden, units)
+DDP_PROBES = (
+    (64, 8, 0),
+    (64, 8, 64 * 64 * 4),
+    (128, 6, 0),
+    (256, 3, 0),
+    (256, 3, 256 * 256 * 4),
+    (512, 4, 0),
+    (1024, 2, 0),
+)
+# (hidden, units): units of 16 KiB to 4 MiB, so that the per-byte copy-in/copy-out is identified
+FSDP_PROBES = ((64, 2), (64, 6), (512, 2), (512, 4), (1024, 2))
 TP_PROBES = (1, 2, 4)  # column/row pairs of Linear(64, 64), with biases as nn.Linear's default
 TP_HIDDEN = 64
 PP_PROBES = (2, 4, 8)  # micro-batches (of BATCH rows) through one stage per rank, 1F1B
