@@ -181,6 +181,7 @@ def validate(
         profile_path = write_profile(measured.profile, alone_path.with_name(name))
         result = predict(model, job.config, measured.profile, cluster)
     record = make_record(job, result, measured, profile_path)
+    record["calibration"] = calibration_summary(cluster)
     record["predicted_standalone_step_s"] = standalone.step_time_s
     record["profile_source"] = profile_source
     record["profiles"] = {
@@ -191,6 +192,19 @@ def validate(
     }
     record["path"] = str(write_record(record, runs_dir))
     return record
+
+
+def calibration_summary(cluster: Any) -> dict[str, Any] | None:
+    """Which bench-comm file priced the communication: its path, and when and how (torch
+    version, scheduling policy) it was measured."""
+    cal = cluster.calibration
+    if cal is None:
+        return None
+    from simplan.io import read_json
+
+    meta = read_json(cal.path).get("metadata", {})
+    keys = ("date", "torch", "scheduling", "repeats", "warmup")
+    return {"path": cal.path} | {k: meta.get(k) for k in keys}
 
 
 def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:

@@ -165,4 +165,11 @@ def print_record(record: dict[str, Any]) -> None:
         f"prediction from the {record['profile_source']} profile {record['profile']}; "
         f"from the standalone profile: {record['predicted_standalone_step_s'] * 1e3:.2f} ms"
     )
+    cal = record.get("calibration")
+    if cal:
+        print(
+            f"communication from {cal['path']} (bench-comm {cal['date']}, "
+            f"{cal.get('scheduling') or 'default'} scheduling): re-run bench-comm when this "
+            "machine's load has changed since"
+        )
     print(f"record {record['path']}")

@@ -173,6 +173,8 @@ def test_cli_validates_the_mlp_and_records_it(tmp_path: Path) -> None:
     assert record["environment"]["threads_per_rank"] == 1
     assert len(record["per_rank_step_s"]) == 2
     assert Path(tmp_path / record["path"]).is_file()
+    assert record["calibration"]["path"].endswith("gloo-2ranks.json")
+    assert record["calibration"]["date"]
     policies = {r["scheduling"] for r in record["measured"]["ranks"]}
     assert len(policies) == 1 and policies <= {"SCHED_FIFO", "default"}
     if os.geteuid() == 0:  # root may raise its ranks to real-time
