@@ -1,11 +1,13 @@
 """Framework costs of torch.distributed's wrappers, measured with small generic probe models.
 
 A probe is a chain of `nn.Linear(h, h)` layers (bias-free, but with nn.Linear's default bias for
-DTensor, whose bias of a row-wise layer is an operation of its own) trained on a batch of 8 (loss:
-the output's sum), timed forward+backward with a barrier before each step. Each wrapper is compared
-with the same chain trained plainly on every rank at once (no communication), and the time of its
-raw collectives (the op fits of the same bench-comm run) is taken away; what remains is the
-framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor dispatch):
+DTensor, whose bias of a row-wise layer is an operation of its own) trained on a batch of 8 (64 for
+DDP, whose sync follows a backward as long as training's: a collective right after compute costs
+more than one right after a barrier; loss: the output's sum), timed forward+backward with a barrier
+before each step. Each wrapper is compared with the same chain trained plainly on every rank at
+once (no communication), and the time of its raw collectives (the op fits of the same bench-comm
+run) is taken away; what remains is the framework's own work (hooks, bucket and shard copy-in/copy-
+out, waits, DTensor dispatch):
 
   DDP      extra = step_s + buckets * bucket_s + bytes * s_per_byte        (per gradient sync)
   FSDP2    extra = step_s + calls * collective_s + bytes * s_per_byte      (calls: 2 all-gathers
@@ -31,6 +33,7 @@ from typing import Any
 Result = tuple[str, int, list[float], dict[str, Any]]  # op, size_B, times, what the probe was
 
 BATCH = 8
+DDP_BATCH = 64  # DDP's sync follows the backward: a backward of 0.1-4 ms, as in training
 # (hidden, layers, bucket cap in bytes or 0 for one bucket): bucket count and bytes both vary
 DDP_PROBES = (
     (64, 8, 0),
@@ -65,8 +68,8 @@ def _timed(dist: Any, step: Callable[[], None], warmup: int, repeats: int) -> li
     return times
 
 
-def _trainer(torch: Any, model: Any, hidden: int) -> Callable[[], None]:
-    x = torch.randn(BATCH, hidden)  # data: no gradient flows into it
+def _trainer(torch: Any, model: Any, hidden: int, batch: int = BATCH) -> Callable[[], None]:
+    x = torch.randn(batch, hidden)  # data: no gradient flows into it
 
     def step() -> None:
         model(x).sum().backward()
@@ -99,10 +102,17 @@ def _optimizer_times(
 
 
 def _plain(
-    torch: Any, dist: Any, hidden: int, layers: int, warmup: int, repeats: int, bias: bool = False
+    torch: Any,
+    dist: Any,
+    hidden: int,
+    layers: int,
+    warmup: int,
+    repeats: int,
+    bias: bool = False,
+    batch: int = BATCH,
 ) -> list:
     chain = _chain(torch, hidden, layers, bias)
-    return _timed(dist, _trainer(torch, chain, hidden), warmup, repeats)
+    return _timed(dist, _trainer(torch, chain, hidden, batch), warmup, repeats)
 
 
 def ddp_probes(torch: Any, dist: Any, warmup: int, repeats: int) -> list[Result]:
@@ -111,12 +121,12 @@ def ddp_probes(torch: Any, dist: Any, warmup: int, repeats: int) -> list[Result]
     out: list[Result] = []
     for hidden, layers, cap in DDP_PROBES:
         nbytes = hidden * hidden * layers * 4
-        plain = _plain(torch, dist, hidden, layers, warmup, repeats)
+        plain = _plain(torch, dist, hidden, layers, warmup, repeats, batch=DDP_BATCH)
         model = DDP(_chain(torch, hidden, layers), bucket_cap_mb=(cap or 2 * nbytes) / 2**20)
-        times = _timed(dist, _trainer(torch, model, hidden), warmup, repeats)
+        times = _timed(dist, _trainer(torch, model, hidden, DDP_BATCH), warmup, repeats)
         sizes = model._get_ddp_logging_data().get("rebuilt_bucket_sizes", "")
         buckets = [int(s) for s in str(sizes).split(",") if s.strip()]
-        extra = {"hidden": hidden, "layers": layers}
+        extra = {"hidden": hidden, "layers": layers, "batch": DDP_BATCH}
         out.append(("ddp-plain", nbytes, plain, extra))
         out.append(("ddp-sync", nbytes, times, extra | {"bucket_sizes_B": buckets or [nbytes]}))
     return out
