@@ -17,6 +17,7 @@ from tests.helpers import assert_one_line_error, run_cli
         (["--nprocs", "0"], "--nprocs must be >= 1"),
         (["--micro-batch", "0"], "--micro-batch must be >= 1"),
         (["--strategy", "tp", "--compress", "fp16"], "DDP only"),
+        (["--min-time", "-1"], "--min-time must be >= 0 seconds"),
     ],
 )
 def test_bad_arguments(args: list[str], needle: str) -> None:
@@ -61,3 +62,12 @@ def test_plan_on_other_world_size(tmp_path: Path) -> None:
     path = _plan(tmp_path, dp=4, global_batch=4)
     result = run_cli("validate", "--plan", str(path), "--nprocs", "2")
     assert_one_line_error(result, "the plan runs on 4 ranks")
+
+
+def test_short_steps_are_timed_for_the_minimum_time() -> None:
+    from simplan.validate import MAX_STEPS, timed_steps
+
+    assert timed_steps(30, 1.0, 2e-3) == 500  # 1 s of 2 ms steps
+    assert timed_steps(30, 1.0, 0.1) == 30  # long steps: --steps already lasts 3 s
+    assert timed_steps(30, 1.0, 1e-6) == MAX_STEPS
+    assert timed_steps(30, 0.0, 2e-3) == 30  # --min-time 0: exactly --steps
