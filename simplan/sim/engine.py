@@ -47,8 +47,8 @@ class ChunkPlan:
     layer_bwd_s: tuple[float, ...] = ()
     layer_gather_s: tuple[float, ...] = ()
     layer_scatter_s: tuple[float, ...] = ()
-    fwd_p2p_cpu_s: float = 0.0  # the pipeline framework's work for this chunk's forward
-    bwd_p2p_cpu_s: float = 0.0  # sends and receives (per micro-batch, on the compute stream)
+    fwd_p2p_cpu_s: float = 0.0  # the pipeline framework's sends and receives of one forward
+    bwd_p2p_cpu_s: float = 0.0  # (backward) of this chunk, on the compute stream
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +217,8 @@ class Engine:
             yield from self._hold(
                 r, [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)]
             )
-        yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.fwd_p2p_cpu_s)])
+        if chunk.fwd_p2p_cpu_s > 0:  # CPU pipelines only: no empty hold elsewhere
+            yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.fwd_p2p_cpu_s)])
         self._memory(r, chunk.activation_bytes)
         self._forward_send(r, mb, chunk)
 
@@ -257,7 +258,8 @@ class Engine:
             yield from self._hold(
                 r, [(label, "backward", chunk.bwd_s), (f"{label} tp", "tp-comm", chunk.bwd_tp_s)]
             )
-        yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.bwd_p2p_cpu_s)])
+        if chunk.bwd_p2p_cpu_s > 0:  # CPU pipelines only: no empty hold elsewhere
+            yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.bwd_p2p_cpu_s)])
         self._memory(r, -chunk.activation_bytes - chunk.transient_bytes)
         if chunk.index > 0:
             dst = self.plan.chunks[chunk.index - 1].rank

@@ -140,8 +140,8 @@ class OpFit:
             return self.alpha_s + self.beta_s_per_byte * nbytes
         if nbytes <= pts[0][0]:
             return max(pts[0][1] - self.beta_s_per_byte * (pts[0][0] - nbytes), self.alpha_s)
-        k = bisect.bisect_left([n for n, _ in pts], nbytes)
-        (n0, t0), (n1, t1) = pts[min(k, len(pts) - 1) - 1], pts[min(k, len(pts) - 1)]
+        k = min(bisect.bisect_left(pts, (nbytes,)), len(pts) - 1)  # the segment's upper end
+        (n0, t0), (n1, t1) = pts[k - 1], pts[k]
         return t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0)
 
 

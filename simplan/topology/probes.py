@@ -286,72 +286,72 @@ def fit_framework(
     measurements: list[dict[str, Any]], op_time: Callable[[str, float], float]
 ) -> dict[str, Any]:
     """The framework costs (module docstring) from the probe rows; op_time(op, nbytes) is the
-    raw collective's fitted time."""
+    raw collective's time as the simulator prices it."""
+
+    def ddp_raw(m: dict[str, Any]) -> float:
+        return sum(op_time("all_reduce", s) for s in m["extra"]["bucket_sizes_B"])
+
+    def fsdp_raw(m: dict[str, Any]) -> float:
+        b = m["size_B"]
+        return m["extra"]["units"] * (2 * op_time("all_gather", b) + op_time("reduce_scatter", b))
+
+    families: dict[str, tuple[str, str, str, tuple[str, ...], Row, Raw]] = {
+        "ddp": (
+            "ddp-plain",
+            "ddp-sync",
+            "extra_s = step_s + buckets * bucket_s + bytes * s_per_byte",
+            ("step_s", "bucket_s", "s_per_byte"),
+            lambda m: [1.0, float(len(m["extra"]["bucket_sizes_B"])), float(m["size_B"])],
+            ddp_raw,
+        ),
+        "fsdp": (
+            "fsdp-plain",
+            "fsdp-step",
+            "extra_s = step_s + collectives * collective_s + bytes * s_per_byte",
+            ("step_s", "collective_s", "s_per_byte"),
+            lambda m: [1.0, 3.0 * m["extra"]["units"], 3.0 * m["extra"]["units"] * m["size_B"]],
+            fsdp_raw,
+        ),
+        "tp": (
+            "tp-plain",
+            "tp-step",
+            "extra_s = step_s + collectives * collective_s",
+            ("step_s", "collective_s"),
+            lambda m: [1.0, float(m["extra"]["collectives"])],
+            lambda m: m["extra"]["collectives"] * op_time("all_reduce", m["size_B"]),
+        ),
+        "pp": (  # the busiest rank's sends are half its actions
+            "pp-plain",
+            "pp-step",
+            "extra_s = step_s + actions * action_s",
+            ("step_s", "action_s"),
+            lambda m: [1.0, float(m["extra"]["actions"])],
+            lambda m: m["extra"]["actions"] / 2 * op_time("p2p", m["size_B"]),
+        ),
+    }
     out: dict[str, Any] = {"method": METHOD}
-    ddp = _pairs(measurements, "ddp-plain", "ddp-sync")
-    if ddp:
-        rows, extra = [], []
-        for base, m in ddp:
-            sizes = m["extra"]["bucket_sizes_B"]
-            n = len(sizes)
-            raw = sum(op_time("all_reduce", s) for s in sizes)
-            rows.append([1.0, float(n), float(m["size_B"])])
-            extra.append(m["median_s"] - base["median_s"] - raw)
-        step, bucket, per_byte = _nonneg_lstsq(rows, extra)
-        out["ddp"] = {
-            "model": "extra_s = step_s + buckets * bucket_s + bytes * s_per_byte",
-            "step_s": step,
-            "bucket_s": bucket,
-            "s_per_byte": per_byte,
-            **_residual(rows, extra, (step, bucket, per_byte)),
-        }
-    fsdp = _pairs(measurements, "fsdp-plain", "fsdp-step")
-    if fsdp:
-        rows, extra = [], []
-        for base, m in fsdp:
-            units, b = m["extra"]["units"], m["size_B"]
-            raw = units * (2 * op_time("all_gather", b) + op_time("reduce_scatter", b))
-            rows.append([1.0, 3.0 * units, 3.0 * units * b])
-            extra.append(m["median_s"] - base["median_s"] - raw)
-        step, call, per_byte = _nonneg_lstsq(rows, extra)
-        out["fsdp"] = {
-            "model": "extra_s = step_s + collectives * collective_s + bytes * s_per_byte",
-            "step_s": step,
-            "collective_s": call,
-            "s_per_byte": per_byte,
-            **_residual(rows, extra, (step, call, per_byte)),
-        }
-    tp = _pairs(measurements, "tp-plain", "tp-step")
-    if tp:
-        rows, extra = [], []
-        for base, m in tp:
-            n = m["extra"]["collectives"]
-            rows.append([1.0, float(n)])
-            extra.append(m["median_s"] - base["median_s"] - n * op_time("all_reduce", m["size_B"]))
-        step, call = _nonneg_lstsq(rows, extra)
-        out["tp"] = {
-            "model": "extra_s = step_s + collectives * collective_s",
-            "step_s": step,
-            "collective_s": call,
-            **_residual(rows, extra, (step, call)),
-        }
+    for name, (plain, wrapped, model, names, row, raw) in families.items():
+        pairs = _pairs(measurements, plain, wrapped)
+        if pairs:
+            out[name] = _fit(pairs, model, names, row, raw)
+    if "tp" in out:
         out["tp"] |= _fit_tp_optimizer(measurements)
-    pp = _pairs(measurements, "pp-plain", "pp-step")
-    if pp:
-        rows, extra = [], []
-        for base, m in pp:
-            n = m["extra"]["actions"]
-            rows.append([1.0, float(n)])
-            sends = n / 2 * op_time("p2p", m["size_B"])
-            extra.append(m["median_s"] - base["median_s"] - sends)
-        step, action = _nonneg_lstsq(rows, extra)
-        out["pp"] = {
-            "model": "extra_s = step_s + actions * action_s",
-            "step_s": step,
-            "action_s": action,
-            **_residual(rows, extra, (step, action)),
-        }
     return out
+
+
+Row = Callable[[dict[str, Any]], list[float]]
+Raw = Callable[[dict[str, Any]], float]
+
+
+def _fit(
+    pairs: list[tuple[dict, dict]], model: str, names: tuple[str, ...], row: Row, raw: Raw
+) -> dict[str, Any]:
+    """extra = wrapped - plain - raw collectives, fitted to the model's rows (coefficients
+    >= 0), with the residuals."""
+    rows = [row(m) for _, m in pairs]
+    extra = [m["median_s"] - base["median_s"] - raw(m) for base, m in pairs]
+    coef = _nonneg_lstsq(rows, extra)
+    return {"model": model, **dict(zip(names, coef, strict=True)), **_residual(rows, extra, coef)}
 
 
 def _fit_tp_optimizer(measurements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -360,14 +360,17 @@ def _fit_tp_optimizer(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     pairs = _pairs(measurements, "tp-opt-plain", "tp-opt")
     if not pairs:
         return {}
-    rows = [[1.0, float(m["extra"]["tensors"])] for _, m in pairs]
-    extra = [m["median_s"] - base["median_s"] for base, m in pairs]
-    step, per_tensor = _nonneg_lstsq(rows, extra)
-    fit = _residual(rows, extra, (step, per_tensor))
+    fit = _fit(
+        pairs,
+        "extra_s = optimizer_step_s + tensors * optimizer_tensor_s",
+        ("optimizer_step_s", "optimizer_tensor_s"),
+        lambda m: [1.0, float(m["extra"]["tensors"])],
+        lambda m: 0.0,
+    )
     return {
-        "optimizer_model": "extra_s = optimizer_step_s + tensors * optimizer_tensor_s",
-        "optimizer_step_s": step,
-        "optimizer_tensor_s": per_tensor,
+        "optimizer_model": fit["model"],
+        "optimizer_step_s": fit["optimizer_step_s"],
+        "optimizer_tensor_s": fit["optimizer_tensor_s"],
         "optimizer_measured_extra_s": fit["measured_extra_s"],
         "optimizer_fitted_extra_s": fit["fitted_extra_s"],
     }

@@ -6,6 +6,7 @@ import json
 import os
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,15 +48,11 @@ def _fresh_gloo_errors(cluster: Cluster, sizes: tuple[int, ...]) -> dict[int, fl
     }
 
 
-def _fresh_cluster(tmp_path: Path) -> Cluster:
-    """localhost-cpu's topology with a calibration bench-comm measures now (the shipped one was
-    measured on another day: this host's gloo drifts by 15-70% within an hour)."""
-    doc = run_bench(backend="gloo", nprocs=2, repeats=30, warmup=3)
-    path = tmp_path / "gloo-2ranks.json"
-    path.write_text(json.dumps(doc))
-    spec = {
-        "name": "localhost-fresh",
-        "calibration": str(path),
+def _two_cpus(calibration: Path) -> dict[str, Any]:
+    """A spec of 2 CPU devices on loopback, priced by a bench-comm file."""
+    return {
+        "name": "two-cpus",
+        "calibration": str(calibration),
         "node_group": [
             {
                 "devices_per_node": 2,
@@ -64,7 +61,15 @@ def _fresh_cluster(tmp_path: Path) -> Cluster:
             }
         ],
     }
-    return load_cluster(spec)
+
+
+def _fresh_cluster(tmp_path: Path) -> Cluster:
+    """localhost-cpu's topology with a calibration bench-comm measures now (the shipped one was
+    measured on another day: this host's gloo drifts by 15-70% within an hour)."""
+    doc = run_bench(backend="gloo", nprocs=2, repeats=30, warmup=3)
+    path = tmp_path / "gloo-2ranks.json"
+    path.write_text(json.dumps(doc))
+    return load_cluster(_two_cpus(path))
 
 
 def test_a_calibration_predicts_fresh_gloo_all_reduce(tmp_path: Path) -> None:
@@ -116,18 +121,7 @@ def test_bench_comm_writes_a_calibration_a_spec_can_use(
     data = json.loads(out.read_text())
     assert data["metadata"]["backend"] == "gloo" and data["metadata"]["threads_per_rank"] == 1
     assert read_link_calibration(out).link_bandwidth_Bps > 0
-    spec = {
-        "name": "mine",
-        "calibration": str(out),
-        "node_group": [
-            {
-                "devices_per_node": 2,
-                "device": "cpu",
-                "fabric": {"kind": "loopback", "bandwidth_GBps": 1},
-            }
-        ],
-    }
-    cluster = load_cluster(spec)
+    cluster = load_cluster(_two_cpus(out))
     assert cluster.collective_time("all_reduce", MiB, [0, 1]) > 0
     assert sorted(data["fits"]) == ["all_gather", "all_reduce", "p2p", "reduce_scatter"]
     medians = {(m["op"], m["size_B"]): m["median_s"] for m in data["measurements"]}
