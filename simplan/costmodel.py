@@ -55,12 +55,14 @@ def layer_cost(
     timing = profile.timings.get(layer.identity) if profile and profile.dtype == dtype else None
     if timing is None or profile is None:
         return modelled
+    fwd_k, bwd_k = profile.layer_scale()
+    fwd_s, bwd_s = timing.fwd_s * fwd_k, timing.bwd_s * bwd_k
     if profile.micro_batch == micro_batch:
-        return LayerCost(fwd_s=timing.fwd_s, bwd_s=timing.bwd_s, source=MEASURED)
+        return LayerCost(fwd_s=fwd_s, bwd_s=bwd_s, source=MEASURED)
     base = model_cost(layer, device, dtype, profile.micro_batch)
     return LayerCost(
-        fwd_s=timing.fwd_s * ratio(modelled.fwd_s, base.fwd_s),
-        bwd_s=timing.bwd_s * ratio(modelled.bwd_s, base.bwd_s),
+        fwd_s=fwd_s * ratio(modelled.fwd_s, base.fwd_s),
+        bwd_s=bwd_s * ratio(modelled.bwd_s, base.bwd_s),
         source=SCALED,
     )
 

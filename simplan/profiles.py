@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ class LayerTiming:
     def __post_init__(self) -> None:
         if self.fwd_s < 0 or self.bwd_s < 0:
             raise ValueError("layer times must be >= 0")
+
+
+def _at_most_one(whole_s: float, layers_s: float) -> float:
+    return whole_s / layers_s if layers_s > whole_s > 0 else 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,12 +64,27 @@ class Profile:
     def layer_sums_s(self) -> tuple[float, float]:
         """(forward, backward) summed over all layers, identical layers counted as often as they
         occur."""
+        return self._layer_sums
+
+    @cached_property
+    def _layer_sums(self) -> tuple[float, float]:
         timed = [self.timings[x.identity] for x in self.model.layers if x.identity in self.timings]
         return sum(t.fwd_s for t in timed), sum(t.bwd_s for t in timed)
 
     @property
     def layer_sum_s(self) -> float:
         return sum(self.layer_sums_s())
+
+    def layer_scale(self) -> tuple[float, float]:
+        """(forward, backward) factors <= 1 that bring the layers' times down to the whole
+        model's when they sum to more: the per-layer hooks that time a layer add their own work
+        to it (tens of microseconds a layer on a CPU), which the whole model's unhooked passes do
+        not have; on layers that small the sum can exceed the whole by a quarter (the MLP at
+        micro-batch 64). 1 without a whole-model time or when the layers sum to less."""
+        if self.whole_model is None:
+            return 1.0, 1.0
+        fwd, bwd = self.layer_sums_s()
+        return _at_most_one(self.whole_model.fwd_s, fwd), _at_most_one(self.whole_model.bwd_s, bwd)
 
     def glue_s(self) -> tuple[float, float]:
         """(forward, backward) seconds of the whole model outside its layers (the loss, work in

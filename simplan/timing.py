@@ -9,6 +9,7 @@ timed as a one-block stand-in with the same embedding, block and head shapes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import itertools
@@ -17,7 +18,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -33,6 +34,8 @@ from simplan.tracing import tensors_in, trace
 from simplan.units import GiB, check_dtype
 
 Advance = Callable[[str], None]
+# how the passes are timed; a profile measured otherwise is measured again where it is reused
+TIMING_METHOD = "layers: hooked passes; whole model and optimizer: unhooked passes"
 
 
 def device_name(device: str) -> str:
@@ -76,20 +79,36 @@ class InSituTimer:
     """
 
     def __init__(self, model: nn.Module, calls: list[Any], device: str) -> None:
-        self.device, self.active = device, False
+        self.device = device
         self.names_by_module: dict[int, list[str]] = {}
         for call in calls:
             self.names_by_module.setdefault(id(call.module), []).append(call.name)
         self.fwd: dict[str, list[float]] = {c.name: [] for c in calls}
         self.bwd: dict[str, list[float]] = {c.name: [] for c in calls}
-        self._handles = []
-        for module in {id(c.module): c.module for c in calls}.values():
+        self._modules = list({id(c.module): c.module for c in calls}.values())
+        self._handles: list[Any] = []
+        self._reset()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    @active.setter
+    def active(self, on: bool) -> None:
+        """Hooks are registered only while timing layers: registered hooks, even idle ones,
+        slow every pass (a full backward hook adds autograd nodes around each layer), which
+        would inflate the whole model's time that the plain passes measure."""
+        if on == self.active:
+            return
+        if not on:
+            self.close()
+            return
+        for module in self._modules:
             self._handles += [
                 module.register_forward_pre_hook(self._fwd_pre),
                 module.register_forward_hook(self._fwd_post),
                 module.register_full_backward_pre_hook(self._bwd_pre),
             ]
-        self._reset()
 
     def _reset(self) -> None:
         self._fwd_idx: dict[int, int] = {}
@@ -154,6 +173,7 @@ class InSituTimer:
     def close(self) -> None:
         for handle in self._handles:
             handle.remove()
+        self._handles = []
 
 
 def _median_timing(samples_fwd: list[float], samples_bwd: list[float], repeats: int) -> LayerTiming:
@@ -202,8 +222,8 @@ def make_adam(model: nn.Module) -> torch.optim.Optimizer | None:
     return torch.optim.Adam(params, lr=1e-4, fused=True) if params else None
 
 
-def time_fixed_optimizer(device: str, repeats: int) -> float:
-    """Median time of one Adam step over a single-element tensor: the fixed cost of a step."""
+def _fixed_optimizer_samples(device: str, repeats: int) -> list[float]:
+    """Times of one Adam step over a single-element tensor: the fixed cost of a step."""
     tiny = torch.zeros(1, device=device, requires_grad=True)
     tiny.grad = torch.zeros_like(tiny)
     optimizer = torch.optim.Adam([tiny], lr=1e-4, fused=True)
@@ -215,43 +235,132 @@ def time_fixed_optimizer(device: str, repeats: int) -> float:
         _sync(device)
         if i >= 2:
             samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+    return samples
 
 
-def time_model(
-    model: nn.Module,
-    inputs: tuple[Any, ...],
-    calls: list[Any],
-    device: str,
-    warmup: int,
-    repeats: int,
-    advance: Advance | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-) -> tuple[dict[str, list[float]], dict[str, list[float]], LayerTiming, float]:
-    """Alternate hooked iterations (per-layer times) and plain ones (the whole model's time,
-    and the optimizer step after it, as training runs it); the last value is the optimizer
-    step's median (0 without an optimizer)."""
-    timer = InSituTimer(model, calls, device)
-    targets = loss_targets(model, inputs)
-    whole_fwd, whole_bwd, opt = [], [], []
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for i in range(warmup + repeats):
-                timer.active = False
-                fwd, bwd, opt_s = timer.step(model, inputs, targets, optimizer)
-                if i >= warmup:
-                    whole_fwd.append(fwd)
-                    whole_bwd.append(bwd)
-                    opt.append(opt_s)
-                    timer.active = True
-                    timer.step(model, inputs, targets)
-                    if advance:
-                        advance(f"repeat {i - warmup + 1}")
-    finally:
-        timer.close()
-    whole = _median_timing(whole_fwd, whole_bwd, repeats)
-    return timer.fwd, timer.bwd, whole, statistics.median(opt or [0.0])
+def time_fixed_optimizer(device: str, repeats: int) -> float:
+    """Median time of one Adam step over a single-element tensor: the fixed cost of a step."""
+    return statistics.median(_fixed_optimizer_samples(device, repeats))
+
+
+@contextlib.contextmanager
+def _quiet_hooks() -> Iterator[None]:
+    """torch warns that a first layer's backward hook fires though its input needs no
+    gradient: expected here (the hooks time the layer, not the input's gradient)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
+
+
+class ProfileSession:
+    """A model set up for profiling, timed in one or several rounds.
+
+    Each repeat is a pair of iterations: a plain one (the whole model's time, and the optimizer
+    step after it, as training runs it) and a hooked one (the per-layer times). Rounds may be
+    interleaved with other work on the same machine, such as a real run's training steps, so
+    that the profile and that work see the same conditions; `profile()` pools the samples of
+    every round. Each round starts with one untimed iteration (the caches hold the other work).
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        device: str = "cpu",
+        micro_batch: int = 1,
+        seq_len: int | None = None,
+        dtype: str = "fp32",
+        warmup: int = 2,
+    ) -> None:
+        check_dtype(dtype)
+        _check_device(device)
+        if micro_batch <= 0 or warmup < 0:
+            raise SimplanError("micro-batch must be positive, warm-up >= 0")
+        self.device, self.dtype, self.micro_batch, self.warmup = device, dtype, micro_batch, warmup
+        self.graph = load_model(spec, seq_len=seq_len, dtype=dtype)
+        self.model, self.inputs, self.whole = _timing_model(
+            spec, self.graph, device, micro_batch, seq_len, dtype
+        )
+        torch.manual_seed(0)
+        self.calls = trace(self.model, self.inputs)
+        self.optimizer = make_adam(self.model) if self.whole else None
+        self.timer = InSituTimer(self.model, self.calls, device)
+        self.targets = loss_targets(self.model, self.inputs)
+        self.repeats = 0
+        self._fwd: list[float] = []
+        self._bwd: list[float] = []
+        self._opt: list[float] = []
+        self._fixed: list[float] = []
+        with _quiet_hooks():
+            for _ in range(warmup):
+                self._plain()
+
+    def _plain(self, before: Callable[[], None] | None = None) -> tuple[float, float, float]:
+        if before:
+            before()
+        self.timer.active = False
+        return self.timer.step(self.model, self.inputs, self.targets, self.optimizer)
+
+    def _hooked(self, before: Callable[[], None] | None = None) -> None:
+        if before:
+            before()
+        self.timer.active = True
+        self.timer.step(self.model, self.inputs, self.targets)
+        self.timer.active = False
+
+    def run(
+        self,
+        repeats: int,
+        advance: Advance | None = None,
+        before_pass: Callable[[], None] | None = None,
+    ) -> None:
+        """Add `repeats` timed pairs of iterations. before_pass runs before every iteration,
+        untimed: a real run's ranks pass a barrier there, since they time each step after
+        one (on a small CPU machine, compute that follows a wait runs slower than compute
+        that follows compute)."""
+        with _quiet_hooks():
+            self._plain(before_pass)
+            for _ in range(repeats):
+                fwd, bwd, opt_s = self._plain(before_pass)
+                self._fwd.append(fwd)
+                self._bwd.append(bwd)
+                self._opt.append(opt_s)
+                self._hooked(before_pass)
+                self.repeats += 1
+                if advance:
+                    advance(f"repeat {self.repeats}")
+        if self.whole:
+            self._fixed += _fixed_optimizer_samples(self.device, repeats)
+
+    def passes_s(self) -> list[tuple[float, float, float]]:
+        """Every timed plain pass so far: (forward, backward, optimizer) seconds."""
+        return list(zip(self._fwd, self._bwd, self._opt, strict=True))
+
+    def profile(self) -> Profile:
+        """The profile of every round so far: medians of the pooled samples."""
+        if not self.repeats:
+            raise SimplanError("nothing timed yet: run at least one repeat")
+        timings = _by_identity(self.graph, self.calls, self.timer.fwd, self.timer.bwd, self.repeats)
+        optimizer_s = fixed_s = None
+        if self.whole:
+            optimizer_s = statistics.median(self._opt)
+            fixed_s = min(statistics.median(self._fixed), optimizer_s)
+        return Profile(
+            model=self.graph,
+            device="cuda" if self.device.startswith("cuda") else "cpu",
+            device_name=device_name(self.device),
+            dtype=self.dtype,
+            micro_batch=self.micro_batch,
+            seq_len=self.graph.seq_len,
+            timings=timings,
+            whole_model=_median_timing(self._fwd, self._bwd, self.repeats) if self.whole else None,
+            optimizer_s=optimizer_s,
+            optimizer_fixed_s=fixed_s,
+            meta=_metadata(self.device, self.dtype, self.warmup, self.repeats),
+        )
+
+    def close(self) -> None:
+        self.timer.close()
 
 
 def measure(
@@ -267,37 +376,18 @@ def measure(
     on_start: Callable[[int], None] | None = None,
 ) -> Profile:
     """Profile a model: count it, then time each distinct layer and the whole model."""
-    check_dtype(dtype)
-    _check_device(device)
-    if micro_batch <= 0 or repeats <= 0 or warmup < 0:
+    if repeats <= 0:
         raise SimplanError("micro-batch and repeats must be positive, warm-up >= 0")
-    graph = load_model(spec, seq_len=seq_len, dtype=dtype)
-    model, inputs, whole = _timing_model(spec, graph, device, micro_batch, seq_len, dtype)
-    torch.manual_seed(0)
-    calls = trace(model, inputs)
-    if on_start:
-        on_start(repeats)
-    optimizer = make_adam(model) if whole else None
-    fwd, bwd, whole_timing, optimizer_s = time_model(
-        model, inputs, calls, device, warmup, repeats, advance, optimizer
+    session = ProfileSession(
+        spec, device=device, micro_batch=micro_batch, seq_len=seq_len, dtype=dtype, warmup=warmup
     )
-    timings = _by_identity(graph, calls, fwd, bwd, repeats)
-    optimizer_fixed_s = min(time_fixed_optimizer(device, repeats), optimizer_s) if whole else 0
-    if not whole:
-        whole_timing = None
-    return Profile(
-        model=graph,
-        device="cuda" if device.startswith("cuda") else "cpu",
-        device_name=device_name(device),
-        dtype=dtype,
-        micro_batch=micro_batch,
-        seq_len=graph.seq_len,
-        timings=timings,
-        whole_model=whole_timing,
-        optimizer_s=optimizer_s if whole else None,
-        optimizer_fixed_s=optimizer_fixed_s if whole else None,
-        meta=_metadata(device, dtype, warmup, repeats),
-    )
+    try:
+        if on_start:
+            on_start(repeats)
+        session.run(repeats, advance)
+        return session.profile()
+    finally:
+        session.close()
 
 
 def _check_device(device: str) -> None:
@@ -350,6 +440,7 @@ def _metadata(device: str, dtype: str, warmup: int, repeats: int) -> dict[str, A
         "warmup": warmup,
         "repeats": repeats,
         "statistic": "median",
+        "timing": TIMING_METHOD,
     }
 
 

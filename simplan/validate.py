@@ -47,7 +47,7 @@ def profile_for(
     `threads` torch threads (reused if one exists for this torch version and thread count)."""
     import torch
 
-    from simplan.timing import measure
+    from simplan.timing import TIMING_METHOD, measure
 
     seq = config.seq_len or None
     old = torch.get_num_threads()
@@ -55,7 +55,11 @@ def profile_for(
     try:
         path = _profile_path(model, config, threads)
         cached = _cached_profile(path) if not refresh else None
-        if cached is not None and cached.meta.get("torch_version") == torch.__version__:
+        if (
+            cached is not None
+            and cached.meta.get("torch_version") == torch.__version__
+            and cached.meta.get("timing") == TIMING_METHOD
+        ):
             return cached, path
         profile = measure(
             model,

@@ -11,7 +11,7 @@ import simplan
 from simplan.costmodel import MEASURED, MODEL, SCALED, layer_costs
 from simplan.cpubench import local_cpu_device
 from simplan.devices import get_device
-from simplan.profiles import read_profile, write_profile
+from simplan.profiles import LayerTiming, read_profile, write_profile
 from tests.helpers import run_cli
 
 
@@ -47,11 +47,42 @@ def test_cost_sources(mlp_profile: simplan.Profile) -> None:
     graph = mlp_profile.model
     same = layer_costs(graph, cpu, "fp32", 32, mlp_profile)
     assert {c.source for c in same} == {MEASURED}
-    assert same[0].fwd_s == mlp_profile.timing("fc1").fwd_s
+    scale_f, _ = mlp_profile.layer_scale()
+    assert same[0].fwd_s == pytest.approx(mlp_profile.timing("fc1").fwd_s * scale_f, rel=1e-12)
     other = layer_costs(graph, cpu, "fp32", 64, mlp_profile)
     assert {c.source for c in other} == {SCALED}
     modelled = layer_costs(graph, get_device("h100-sxm"), "bf16", 32, mlp_profile)
     assert {c.source for c in modelled} == {MODEL}
+
+
+def _profile_with(whole_fwd_s: float, whole_bwd_s: float) -> simplan.Profile:
+    graph = simplan.load_model("mlp")
+    timings = {
+        layer.identity: LayerTiming(fwd_s=1e-4, bwd_s=2e-4, repeats=3) for layer in graph.layers
+    }  # three layers: 3e-4 forward, 6e-4 backward
+    return simplan.Profile(
+        model=graph,
+        device="cpu",
+        device_name="test",
+        dtype="fp32",
+        micro_batch=8,
+        seq_len=0,
+        timings=timings,
+        whole_model=LayerTiming(fwd_s=whole_fwd_s, bwd_s=whole_bwd_s, repeats=3),
+    )
+
+
+def test_layers_are_brought_down_to_the_whole_model_they_exceed() -> None:
+    over = _profile_with(2e-4, 6e-4)  # the hooked layers sum to more forward, equal backward
+    assert over.layer_scale() == pytest.approx((2 / 3, 1.0))
+    assert over.glue_s() == (0.0, 0.0)
+    under = _profile_with(5e-4, 9e-4)  # the whole model has work outside its layers
+    assert under.layer_scale() == (1.0, 1.0)
+    assert under.glue_s() == pytest.approx((2e-4, 3e-4))
+    cpu = local_cpu_device()
+    costs = layer_costs(over.model, cpu, "fp32", 8, over)
+    assert sum(c.fwd_s for c in costs) == pytest.approx(2e-4)
+    assert sum(c.bwd_s for c in costs) == pytest.approx(6e-4)
 
 
 def test_identical_blocks_are_measured_once(tmp_path: Path) -> None:
@@ -92,15 +123,31 @@ def test_profile_measures_the_optimizer_and_the_time_outside_layers(
 
 
 def test_simulation_with_a_profile_adds_its_measurements(mlp_profile: simplan.Profile) -> None:
-    """One CPU rank: the step is the measured layers, the time outside them (the loss) and the
-    measured optimizer step, nothing else."""
+    """One CPU rank: the step is the whole model's measured forward+backward per micro-batch
+    (the layers, brought to it: the time outside them added, or the hooks' overhead taken
+    out) and the measured optimizer step, nothing else."""
     cluster = simplan.load_cluster("localhost-cpu", gpus_per_node=1)
     config = simplan.ParallelConfig(micro_batch=32, global_batch=64, dtype="fp32")
     result = simplan.simulate(mlp_profile.model, cluster, config, profile=mlp_profile)
-    layers = sum(
-        mlp_profile.timing(layer.name).fwd_s + mlp_profile.timing(layer.name).bwd_s
-        for layer in mlp_profile.model.layers
-    )
-    glue = sum(mlp_profile.glue_s())
-    expected = 2 * (layers + glue) + mlp_profile.optimizer_step_s(1.0)
+    whole = mlp_profile.whole_model
+    assert whole is not None
+    expected = 2 * (whole.fwd_s + whole.bwd_s) + mlp_profile.optimizer_step_s(1.0)
     assert result.step_time_s == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_session_pools_its_rounds_and_times_the_whole_model_without_hooks() -> None:
+    from simplan.timing import ProfileSession
+
+    session = ProfileSession("mlp", micro_batch=4, warmup=1)
+    calls: list[int] = []
+    try:
+        session.run(2, before_pass=lambda: calls.append(len(calls)))
+        assert not any(m._forward_hooks or m._backward_pre_hooks for m in session.model.modules())
+        session.run(1)
+        profile = session.profile()
+    finally:
+        session.close()
+    assert len(calls) == 1 + 2 * 2  # the round's untimed pass, then two passes per repeat
+    assert profile.meta["repeats"] == 3 and len(session.passes_s()) == 3
+    assert all(t.repeats == 3 for t in profile.timings.values())
+    assert profile.whole_model is not None and profile.optimizer_s is not None

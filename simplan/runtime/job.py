@@ -6,17 +6,21 @@ RankResult as JSON for the launcher to gather.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
-from simplan.profiles import Profile
+from simplan.profiles import LayerTiming, Profile
 
 STRATEGIES = ("ddp", "fsdp", "tp", "pp")
 COMM_HOOKS = ("", "fp16")
 OPTIMIZERS = ("adam", "sgd")
+# a rank's progress marker (OUT_DIR/hb{rank}): one little-endian int64, 2 * step (+1 once the
+# step is done), -1 during start-up
+PROGRESS_FORMAT = "<q"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +36,10 @@ class JobSpec:
     timeout_s: the longest any rank may go without progress (start-up or one step).
     baseline_steps: after the run, time this many forward+backward passes of the unsplit model
         on every rank at once, without communication (0: skip); see RankResult.baseline_s.
-    profile_repeats: before training, every rank profiles the model at the same time
-        (simplan.timing.measure with this many repeats; 0: skip), so that the profile sees the
-        conditions of the run: the other ranks on the same cores, the machine's load.
+    profile_repeats: every rank profiles the model with this many repeats (0: skip), at the
+        same time, in rounds between blocks of the timed steps (simplan.timing.ProfileSession),
+        so that the profile sees the conditions of the run: the other ranks on the same cores,
+        the machine's load and its drift during the run.
     realtime: CPU ranks run under SCHED_FIFO where permitted, so that a thread woken by a
         collective runs at once (simplan.sched; bench-comm calibrates the same way). False:
         the default scheduler.
@@ -139,12 +144,15 @@ class RankResult:
     device: str
     baseline_s: tuple[float, ...] = ()  # the unsplit model's forward+backward, side by side
     scheduling: str = ""  # the policy the rank ran under (simplan.sched)
+    # the in-run profile's whole-model passes on this rank: (forward, backward, optimizer) s
+    profile_passes_s: tuple[tuple[float, float, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
             "step_s": list(self.step_s),
             "optimizer_s": list(self.optimizer_s),
             "baseline_s": list(self.baseline_s),
+            "profile_passes_s": [list(p) for p in self.profile_passes_s],
         }
 
     @staticmethod
@@ -158,7 +166,35 @@ class RankResult:
             device=str(d["device"]),
             baseline_s=tuple(d.get("baseline_s", ())),
             scheduling=str(d.get("scheduling", "")),
+            profile_passes_s=tuple(
+                (float(f), float(b), float(o)) for f, b, o in d.get("profile_passes_s", ())
+            ),
         )
+
+
+def slowest_rank_profile(profile: Profile, ranks: tuple[RankResult, ...]) -> Profile:
+    """The in-run profile with its whole-model time and optimizer step as the steps are timed:
+    each pass (all ranks at once, after a barrier) counted at its slowest rank, then the
+    median over passes. A step that synchronises its ranks waits for the slowest one; a
+    rank's own median is up to a few percent faster on a busy machine. The layer times stay
+    rank 0's (the whole-model time decides their total: Profile.layer_scale and glue_s)."""
+    passes = [r.profile_passes_s for r in ranks]
+    if profile.whole_model is None or not passes or not all(passes):
+        return profile
+    slowest = [max(group, key=sum) for group in zip(*passes, strict=False)]
+    fwd = statistics.median(p[0] for p in slowest)
+    bwd = statistics.median(p[1] for p in slowest)
+    whole = LayerTiming(fwd_s=fwd, bwd_s=bwd, repeats=len(slowest))
+    meta = profile.meta | {"whole_model": "each pass at its slowest rank, median over passes"}
+    optimizer_s = statistics.median(p[2] for p in slowest)
+    fixed = profile.optimizer_fixed_s
+    return dataclasses.replace(
+        profile,
+        whole_model=whole,
+        optimizer_s=optimizer_s,
+        optimizer_fixed_s=None if fixed is None else min(fixed, optimizer_s),
+        meta=meta,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import signal
 import socket
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,13 @@ from simplan.errors import SimplanError
 from simplan.io import read_json
 from simplan.parallel import ParallelConfig
 from simplan.profiles import read_profile
-from simplan.runtime.job import JobSpec, Measurement, RankResult
+from simplan.runtime.job import (
+    PROGRESS_FORMAT,
+    JobSpec,
+    Measurement,
+    RankResult,
+    slowest_rank_profile,
+)
 
 POLL_S = 0.05
 GRACE_S = 1.0  # after a failure, how long to wait for the other ranks' errors (to find the cause)
@@ -76,6 +83,8 @@ def run_job(job: JobSpec) -> Measurement:
         )
         profile_path = Path(tmp) / "profile0.json"
         profile = read_profile(profile_path) if profile_path.is_file() else None
+    if profile is not None:
+        profile = slowest_rank_profile(profile, ranks)
     return Measurement(job=job, ranks=ranks, wall_s=time.perf_counter() - started, profile=profile)
 
 
@@ -103,7 +112,7 @@ def _result(out_dir: Path, rank: int) -> RankResult:
 
 def supervise(procs: list[Any], out_dir: Path, timeout_s: float) -> None:
     """Return when every rank has exited cleanly; raise RankFailure on the first failure."""
-    last_progress = {r: ("", time.monotonic()) for r in range(len(procs))}
+    last_progress = {r: (-1, time.monotonic()) for r in range(len(procs))}
     while True:
         codes = [p.exitcode for p in procs]
         if all(c == 0 for c in codes):
@@ -113,12 +122,23 @@ def supervise(procs: list[Any], out_dir: Path, timeout_s: float) -> None:
             raise RankFailure(_failure_message(procs, out_dir))
         now = time.monotonic()
         for r in range(len(procs)):
-            mark = _read(out_dir / f"hb{r}")
+            mark = read_progress(out_dir / f"hb{r}")
             if mark != last_progress[r][0]:
                 last_progress[r] = (mark, now)
         if all(now - t > timeout_s for _, t in last_progress.values()):
             raise RankFailure(_hang_message(last_progress, timeout_s))
         time.sleep(POLL_S)
+
+
+def read_progress(path: Path) -> int:
+    """A rank's progress marker (PROGRESS_FORMAT; -1 before it has one)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return -1
+    if len(data) != struct.calcsize(PROGRESS_FORMAT):
+        return -1
+    return int(struct.unpack(PROGRESS_FORMAT, data)[0])
 
 
 def _read(path: Path) -> str:
@@ -146,14 +166,10 @@ def _failure_message(procs: list[Any], out_dir: Path) -> str:
     return f"rank {r} failed: {error}; stopped all {len(procs)} ranks"
 
 
-def _hang_message(progress: dict[int, tuple[str, float]], timeout_s: float) -> str:
+def _hang_message(progress: dict[int, tuple[int, float]], timeout_s: float) -> str:
     """Name the rank that fell behind (its progress marker is the lowest)."""
-
-    def step(mark: str) -> int:
-        return int(mark) if mark.strip().isdigit() else -1
-
-    lowest = min(step(m) for m, _ in progress.values())
-    behind = [r for r, (m, _) in progress.items() if step(m) == lowest]
+    lowest = min(m for m, _ in progress.values())
+    behind = [r for r, (m, _) in progress.items() if m == lowest]
     where = "during start-up" if lowest < 0 else f"at step {lowest // 2}"
     who = f"rank {behind[0]}" if len(behind) == 1 else f"ranks {', '.join(map(str, behind))}"
     return (

@@ -158,9 +158,11 @@ class Assembler:
         if filled > 0 or compute > 0:
             out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(filled, stage)))
         if self.config.zero == 0 and out:  # DDP's reducer: once per synchronisation, at the end
+            synced = sum(step.params for step in steps) * grad_b
             last = out[-1]
             out[-1] = Bucket(
-                compute_s=last.compute_s, comm_s=last.comm_s + self.framework.ddp_step_s
+                compute_s=last.compute_s,
+                comm_s=last.comm_s + self.framework.ddp_sync_cost_s(synced),
             )
         if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
             total = sum(b.compute_s for b in out)

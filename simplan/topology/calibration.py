@@ -145,6 +145,9 @@ class OpFit:
         return t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0)
 
 
+_NOT_SCALAR = ("source", "ddp_sync_points")
+
+
 @dataclass(frozen=True, kw_only=True)
 class FrameworkCosts:
     """What torch.distributed's wrappers add to their raw collectives (measured by bench-comm's
@@ -152,6 +155,10 @@ class FrameworkCosts:
 
     ddp_step_s: once per gradient synchronisation (the reducer's set-up, finalize and wait).
     ddp_bucket_s, ddp_s_per_byte: per DDP bucket, plus per byte of it (copy-in/copy-out).
+    ddp_sync_points: where measured, what one gradient synchronisation adds as a function of
+        the bytes it syncs, (size_B, extra_s) ascending: interpolated linearly, flat below the
+        smallest size, the last segment's slope above the largest. It replaces the three terms
+        above (its copies' cost per byte bends where the buffers outgrow the caches).
     fsdp_step_s: once per FSDP2 forward+backward (the root's pre-forward and final callback).
     fsdp_collective_s, fsdp_s_per_byte: per FSDP2 all-gather or reduce-scatter of a unit, plus
         per byte of the unit (copy-in/copy-out of the flat buffers).
@@ -170,6 +177,7 @@ class FrameworkCosts:
     ddp_step_s: float = 0.0
     ddp_bucket_s: float = 0.0
     ddp_s_per_byte: float = 0.0
+    ddp_sync_points: tuple[tuple[float, float], ...] = ()
     fsdp_step_s: float = 0.0
     fsdp_collective_s: float = 0.0
     fsdp_s_per_byte: float = 0.0
@@ -182,13 +190,30 @@ class FrameworkCosts:
     source: str = ""
 
     def __post_init__(self) -> None:
-        negative = [f.name for f in dataclasses.fields(self) if f.name != "source"]
-        negative = [n for n in negative if getattr(self, n) < 0]
+        scalars = [f.name for f in dataclasses.fields(self) if f.name not in _NOT_SCALAR]
+        negative = [n for n in scalars if getattr(self, n) < 0]
         if negative:
             raise ValueError(f"framework costs must be >= 0: {', '.join(negative)}")
+        sizes = [n for n, _ in self.ddp_sync_points]
+        if sizes != sorted(set(sizes)) or any(n <= 0 or t < 0 for n, t in self.ddp_sync_points):
+            raise ValueError("ddp_sync_points need distinct sizes > 0, ascending, times >= 0")
 
     def ddp_bucket_cost_s(self, nbytes: float) -> float:
+        """Per bucket (0 where ddp_sync_points price the whole synchronisation)."""
+        if self.ddp_sync_points:
+            return 0.0
         return self.ddp_bucket_s + self.ddp_s_per_byte * nbytes
+
+    def ddp_sync_cost_s(self, nbytes: float) -> float:
+        """Once per gradient synchronisation of `nbytes`, besides the per-bucket costs."""
+        pts = self.ddp_sync_points
+        if not pts:
+            return self.ddp_step_s
+        if nbytes <= pts[0][0] or len(pts) == 1:
+            return pts[0][1] if nbytes <= pts[0][0] else pts[-1][1]
+        k = min(bisect.bisect_left(pts, (nbytes,)), len(pts) - 1)  # the segment's upper end
+        (n0, t0), (n1, t1) = pts[k - 1], pts[k]
+        return max(t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0), 0.0)
 
     def fsdp_collective_cost_s(self, nbytes: float) -> float:
         return self.fsdp_collective_s + self.fsdp_s_per_byte * nbytes
@@ -279,6 +304,7 @@ def framework_costs(data: dict[str, Any], source: str) -> FrameworkCosts:
         ddp_step_s=float(ddp.get("step_s", 0.0)),
         ddp_bucket_s=float(ddp.get("bucket_s", 0.0)),
         ddp_s_per_byte=float(ddp.get("s_per_byte", 0.0)),
+        ddp_sync_points=tuple((float(n), float(t)) for n, t in ddp.get("sync_points", [])),
         fsdp_step_s=float(fsdp.get("step_s", 0.0)),
         fsdp_collective_s=float(fsdp.get("collective_s", 0.0)),
         fsdp_s_per_byte=float(fsdp.get("s_per_byte", 0.0)),

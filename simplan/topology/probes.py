@@ -4,10 +4,12 @@ A probe is a chain of `nn.Linear(h, h)` layers (bias-free, but with nn.Linear's 
 DTensor, whose bias of a row-wise layer is an operation of its own) trained on a batch of 8 (64 for
 DDP, whose sync follows a backward as long as training's: a collective right after compute costs
 more than one right after a barrier; loss: the output's sum), timed forward+backward with a barrier
-before each step. Each wrapper is compared with the same chain trained plainly on every rank at
-once (no communication), and the time of its raw collectives (the op fits of the same bench-comm
-run) is taken away; what remains is the framework's own work (hooks, bucket and shard copy-in/copy-
-out, waits, DTensor dispatch):
+before each step (DDP's steps go on with the fused Adam step, as the runtime trains: compute right
+after a collective runs slower on a small CPU machine, and that is part of what the sync costs).
+Each wrapper is compared with the same chain trained plainly on every rank at once (no
+communication), the two alternately step by step (a drifting machine slows both alike), and the
+time of its raw collectives (the op fits of the same bench-comm run) is taken away; what remains
+is the framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor dispatch):
 
   DDP      extra = step_s + buckets * bucket_s + bytes * s_per_byte        (per gradient sync)
   FSDP2    extra = step_s + calls * collective_s + bytes * s_per_byte      (calls: 2 all-gathers
@@ -57,62 +59,63 @@ def _chain(torch: Any, hidden: int, layers: int, bias: bool = False) -> Any:
     return torch.nn.Sequential(*[torch.nn.Linear(hidden, hidden, bias=bias) for _ in range(layers)])
 
 
-def _timed(dist: Any, step: Callable[[], None], warmup: int, repeats: int) -> list[float]:
-    times = []
+Step = Callable[[], "float | None"]  # a step's time is its wall time, or what it returns
+
+
+def _alternating(
+    dist: Any, first: Step, second: Step, warmup: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Two steps timed alternately, each after a barrier, so that a machine whose speed
+    drifts during the probe slows both alike (their difference is what a probe measures). A
+    step that returns a time (one that times a part of itself) is taken at its word."""
+    a: list[float] = []
+    b: list[float] = []
     for k in range(warmup + repeats):
-        dist.barrier()
-        t0 = time.perf_counter()
-        step()
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+        for step, times in ((first, a), (second, b)):
+            dist.barrier()
+            t0 = time.perf_counter()
+            t = step()
+            if k >= warmup:
+                times.append(time.perf_counter() - t0 if t is None else t)
+    return a, b
 
 
-def _trainer(torch: Any, model: Any, hidden: int, batch: int = BATCH) -> Callable[[], None]:
+def _trainer(
+    torch: Any, model: Any, hidden: int, batch: int = BATCH, adam: bool = False
+) -> Callable[[], None]:
+    """forward+backward of the chain (loss: the output's sum); with adam, then a fused Adam
+    step and its zero_grad, as the runtime trains."""
     x = torch.randn(batch, hidden)  # data: no gradient flows into it
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True) if adam else None
 
     def step() -> None:
         model(x).sum().backward()
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         model.zero_grad(set_to_none=True)
 
     return step
 
 
-def _optimizer_times(
-    torch: Any, dist: Any, model: Any, hidden: int, warmup: int, repeats: int
-) -> list[float]:
-    """One fused Adam step with its zero_grad after each forward+backward, as the runtime
-    trains (DTensor parameters in their own group)."""
+def _optimizer_step(torch: Any, model: Any, hidden: int) -> Callable[[], float]:
+    """A forward+backward, then one fused Adam step with its zero_grad, as the runtime trains
+    (DTensor parameters in their own group); returns the optimizer's time."""
     from torch.distributed.tensor import DTensor
 
     params = list(model.parameters())
     groups = [[p for p in params if isinstance(p, DTensor) == dt] for dt in (True, False)]
     optimizer = torch.optim.Adam([{"params": g} for g in groups if g], lr=1e-4, fused=True)
     x = torch.randn(BATCH, hidden)
-    times = []
-    for k in range(warmup + repeats):
-        dist.barrier()
+
+    def step() -> float:
         model(x).sum().backward()
         t0 = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if k >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+        return time.perf_counter() - t0
 
-
-def _plain(
-    torch: Any,
-    dist: Any,
-    hidden: int,
-    layers: int,
-    warmup: int,
-    repeats: int,
-    bias: bool = False,
-    batch: int = BATCH,
-) -> list:
-    chain = _chain(torch, hidden, layers, bias)
-    return _timed(dist, _trainer(torch, chain, hidden, batch), warmup, repeats)
+    return step
 
 
 def ddp_probes(torch: Any, dist: Any, warmup: int, repeats: int) -> list[Result]:
@@ -121,9 +124,10 @@ def ddp_probes(torch: Any, dist: Any, warmup: int, repeats: int) -> list[Result]
     out: list[Result] = []
     for hidden, layers, cap in DDP_PROBES:
         nbytes = hidden * hidden * layers * 4
-        plain = _plain(torch, dist, hidden, layers, warmup, repeats, batch=DDP_BATCH)
+        chain = _trainer(torch, _chain(torch, hidden, layers), hidden, DDP_BATCH, adam=True)
         model = DDP(_chain(torch, hidden, layers), bucket_cap_mb=(cap or 2 * nbytes) / 2**20)
-        times = _timed(dist, _trainer(torch, model, hidden, DDP_BATCH), warmup, repeats)
+        wrapped = _trainer(torch, model, hidden, DDP_BATCH, adam=True)
+        plain, times = _alternating(dist, chain, wrapped, warmup, repeats)
         sizes = model._get_ddp_logging_data().get("rebuilt_bucket_sizes", "")
         buckets = [int(s) for s in str(sizes).split(",") if s.strip()]
         extra = {"hidden": hidden, "layers": layers, "batch": DDP_BATCH}
@@ -140,12 +144,17 @@ def fsdp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) ->
     out: list[Result] = []
     for hidden, units in FSDP_PROBES:
         nbytes = hidden * hidden * 4  # one unit's parameters, unsharded
-        plain = _plain(torch, dist, hidden, units, warmup, repeats)
         model = _chain(torch, hidden, units)
         for layer in model:
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
-        times = _timed(dist, _trainer(torch, model, hidden), warmup, repeats)
+        plain, times = _alternating(
+            dist,
+            _trainer(torch, _chain(torch, hidden, units), hidden),
+            _trainer(torch, model, hidden),
+            warmup,
+            repeats,
+        )
         extra = {"hidden": hidden, "units": units}
         out.append(("fsdp-plain", nbytes, plain, extra))
         out.append(("fsdp-step", nbytes, times, extra))
@@ -165,17 +174,26 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
     for pairs in TP_PROBES:
         layers = 2 * pairs
         nbytes = BATCH * TP_HIDDEN * 4  # each collective: the activations of one linear
-        plain = _plain(torch, dist, TP_HIDDEN, layers, warmup, repeats, bias=True)
-        plain_opt = _optimizer_times(
-            torch, dist, _chain(torch, TP_HIDDEN, layers, True), TP_HIDDEN, warmup, repeats
-        )
+        chain = _chain(torch, TP_HIDDEN, layers, bias=True)
         model = _chain(torch, TP_HIDDEN, layers, bias=True)
         styles = {
             str(i): ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i in range(layers)
         }
         parallelize_module(model, mesh, styles)
-        times = _timed(dist, _trainer(torch, model, TP_HIDDEN), warmup, repeats)
-        opt = _optimizer_times(torch, dist, model, TP_HIDDEN, warmup, repeats)
+        plain, times = _alternating(
+            dist,
+            _trainer(torch, chain, TP_HIDDEN),
+            _trainer(torch, model, TP_HIDDEN),
+            warmup,
+            repeats,
+        )
+        plain_opt, opt = _alternating(
+            dist,
+            _optimizer_step(torch, chain, TP_HIDDEN),
+            _optimizer_step(torch, model, TP_HIDDEN),
+            warmup,
+            repeats,
+        )
         extra = {"pairs": pairs, "collectives": layers - 1}  # none for the data's gradient
         out.append(("tp-plain", nbytes, plain, extra))
         out.append(("tp-step", nbytes, times, extra))
@@ -203,7 +221,6 @@ def pp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
                 chain(part.detach().requires_grad_(rank > 0)).sum().backward()
             chain.zero_grad(set_to_none=True)
 
-        plain = _timed(dist, plain_step, warmup, repeats)
         stage = PipelineStage(chain, rank, world, torch.device("cpu"))
         schedule = Schedule1F1B(stage, m, loss_fn=lambda out, _target: out.sum())
 
@@ -216,7 +233,7 @@ def pp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
                 schedule.step()
             chain.zero_grad(set_to_none=True)
 
-        times = _timed(dist, step, warmup, repeats)
+        plain, times = _alternating(dist, plain_step, step, warmup, repeats)
         actions = 2 * m * (2 if world > 2 else 1)  # sends + receives of the busiest rank
         extra = {"microbatches": m, "actions": actions}
         out.append(("pp-plain", nbytes, plain, extra))
@@ -264,8 +281,16 @@ def _nonneg_lstsq(rows: list[list[float]], target: list[float]) -> list[float]:
 
 
 def _pairs(measurements: list[dict[str, Any]], plain: str, wrapped: str) -> list[tuple[dict, dict]]:
-    base = {_key(m): m for m in measurements if m["op"] == plain}
-    return [(base[_key(m)], m) for m in measurements if m["op"] == wrapped and _key(m) in base]
+    """Each wrapped row with the plain row of the same chain timed alongside it (the latest
+    before it)."""
+    base: dict[tuple, dict[str, Any]] = {}
+    out = []
+    for m in measurements:
+        if m["op"] == plain:
+            base[_key(m)] = m
+        elif m["op"] == wrapped and _key(m) in base:
+            out.append((base[_key(m)], m))
+    return out
 
 
 def _key(m: dict[str, Any]) -> tuple:
@@ -275,8 +300,9 @@ def _key(m: dict[str, Any]) -> tuple:
 
 
 METHOD = (
-    "probes: chains of bias-free Linear(h, h) on a batch of 8, forward+backward, barrier before "
-    "each step, slowest rank per step, median over steps; extra = wrapped - plain chain - raw "
+    "probes: chains of bias-free Linear(h, h) on a batch of 8 (DDP: 64, with the Adam step), "
+    "forward+backward, barrier before each step, wrapped and plain alternately, slowest rank per "
+    "step, median over steps; extra = wrapped - plain chain - raw "
     "collectives (this file's op fits); least squares over the probe rows, coefficients >= 0 "
     "(simplan/topology/probes.py)"
 )
@@ -334,9 +360,43 @@ def fit_framework(
         pairs = _pairs(measurements, plain, wrapped)
         if pairs:
             out[name] = _fit(pairs, model, names, row, raw)
+    if "ddp" in out:
+        out["ddp"] |= _ddp_sync_points(_pairs(measurements, "ddp-plain", "ddp-sync"), ddp_raw)
     if "tp" in out:
         out["tp"] |= _fit_tp_optimizer(measurements)
     return out
+
+
+def _ddp_sync_points(pairs: list[tuple[dict, dict]], raw: Raw) -> dict[str, Any]:
+    """What one gradient synchronisation adds, by its bytes, from the one-bucket probes:
+    (size_B, extra_s) ascending, made non-decreasing by pooling adjacent violators (a sync of
+    more bytes never costs less; what breaks that is the probes' noise). Probes of several
+    buckets are left out: their buckets' all-reduces overlap the backward, so the sum of their
+    raw collectives overstates what they expose and their extra is not comparable."""
+    by_size: dict[float, list[float]] = {}
+    for base, m in pairs:
+        if len(m["extra"]["bucket_sizes_B"]) == 1:
+            extra = m["median_s"] - base["median_s"] - raw(m)
+            by_size.setdefault(float(m["size_B"]), []).append(extra)
+    sizes = sorted(by_size)
+    values = _non_decreasing([max(sum(by_size[n]) / len(by_size[n]), 0.0) for n in sizes])
+    if not sizes:
+        return {}
+    return {
+        "sync_model": "extra_s per synchronisation = interpolation of sync_points over its bytes",
+        "sync_points": [[n, t] for n, t in zip(sizes, values, strict=True)],
+    }
+
+
+def _non_decreasing(values: list[float]) -> list[float]:
+    """The closest non-decreasing sequence in least squares (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for v in values:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, c1), (m2, c2) = blocks[-2], blocks.pop()
+            blocks[-1] = [(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2]
+    return [m for m, c in blocks for _ in range(int(c))]
 
 
 Row = Callable[[dict[str, Any]], list[float]]
@@ -347,10 +407,16 @@ def _fit(
     pairs: list[tuple[dict, dict]], model: str, names: tuple[str, ...], row: Row, raw: Raw
 ) -> dict[str, Any]:
     """extra = wrapped - plain - raw collectives, fitted to the model's rows (coefficients
-    >= 0), with the residuals."""
+    >= 0), with the residuals. Each row is weighted by 1 / its wrapped step's time, so that the
+    fit errs alike relative to every probe's step: unweighted, the largest probes (tens of
+    milliseconds) would decide the costs of the small ones."""
     rows = [row(m) for _, m in pairs]
     extra = [m["median_s"] - base["median_s"] - raw(m) for base, m in pairs]
-    coef = _nonneg_lstsq(rows, extra)
+    weight = [1.0 / m["median_s"] for _, m in pairs]
+    coef = _nonneg_lstsq(
+        [[w * x for x in r] for w, r in zip(weight, rows, strict=True)],
+        [w * e for w, e in zip(weight, extra, strict=True)],
+    )
     return {"model": model, **dict(zip(names, coef, strict=True)), **_residual(rows, extra, coef)}
 
 

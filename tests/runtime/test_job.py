@@ -11,7 +11,14 @@ import pytest
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
 from simplan.runtime import JobSpec, Measurement, RankResult, config_for, strategy_of
-from simplan.runtime.launch import _failure_message, _hang_message, job_from_dict, job_to_dict
+from simplan.runtime.launch import (
+    _failure_message,
+    _hang_message,
+    job_from_dict,
+    job_to_dict,
+    read_progress,
+)
+from simplan.runtime.worker import Heartbeat
 from simplan.validate import read_record, write_record
 
 
@@ -81,10 +88,23 @@ def test_failure_message_prefers_the_root_cause(tmp_path: Path) -> None:
 
 
 def test_hang_message_names_the_rank_behind() -> None:
-    assert _hang_message({0: ("6", 0.0), 1: ("5", 0.0)}, 5).startswith(
+    assert _hang_message({0: (6, 0.0), 1: (5, 0.0)}, 5).startswith(
         "rank 1 made no progress for 5 s (at step 2)"
     )
-    assert "during start-up" in _hang_message({0: ("", 0.0), 1: ("", 0.0)}, 5)
+    assert "during start-up" in _hang_message({0: (-1, 0.0), 1: (-1, 0.0)}, 5)
+
+
+def test_a_heartbeat_is_read_by_the_launcher(tmp_path: Path) -> None:
+    assert read_progress(tmp_path / "hb0") == -1  # not started
+    beat = Heartbeat(tmp_path, 0)
+    try:
+        assert read_progress(tmp_path / "hb0") == -1
+        beat.beat(7)
+        assert read_progress(tmp_path / "hb0") == 7
+        beat.beat(123456789012)
+        assert read_progress(tmp_path / "hb0") == 123456789012
+    finally:
+        beat.close()
 
 
 def test_records_are_never_overwritten(tmp_path: Path) -> None:
@@ -92,3 +112,44 @@ def test_records_are_never_overwritten(tmp_path: Path) -> None:
     a, b = write_record(record, tmp_path), write_record(record, tmp_path)
     assert a != b and len(list(tmp_path.iterdir())) == 2
     assert read_record(a)["configuration"] == "mlp ddp"
+
+
+def _rank(rank: int, passes: list[tuple[float, float, float]]) -> RankResult:
+    return RankResult(
+        rank=rank,
+        step_s=(1.0,),
+        optimizer_s=(0.1,),
+        peak_memory_bytes=0.0,
+        memory_method="test",
+        device="cpu",
+        profile_passes_s=tuple(passes),
+    )
+
+
+def test_the_in_run_profile_counts_each_pass_at_its_slowest_rank() -> None:
+    from simplan.profiles import LayerTiming, Profile
+    from simplan.runtime.job import slowest_rank_profile
+    from simplan.sources import load_model
+
+    graph = load_model("mlp")
+    timing = LayerTiming(fwd_s=1e-4, bwd_s=1e-4, repeats=3)
+    profile = Profile(
+        model=graph,
+        device="cpu",
+        device_name="test",
+        dtype="fp32",
+        micro_batch=8,
+        seq_len=0,
+        timings={layer.identity: timing for layer in graph.layers},
+        whole_model=LayerTiming(fwd_s=1.0, bwd_s=1.0, repeats=3),
+        optimizer_s=0.5,
+        optimizer_fixed_s=0.01,
+    )
+    a = [(1.0, 2.0, 0.3), (1.0, 1.0, 0.3), (3.0, 3.0, 0.3)]  # (fwd, bwd, optimizer) per pass
+    b = [(1.5, 1.0, 0.2), (2.0, 2.0, 0.4), (1.0, 1.0, 0.2)]
+    slow = slowest_rank_profile(profile, (_rank(0, a), _rank(1, b)))
+    # slowest per pass: a[0] (3.3 > 2.7), b[1] (4.4 > 2.3), a[2] (6.3 > 2.2)
+    assert slow.whole_model == LayerTiming(fwd_s=2.0, bwd_s=2.0, repeats=3)
+    assert slow.optimizer_s == pytest.approx(0.3)
+    assert slow.timings == profile.timings
+    assert slowest_rank_profile(profile, (_rank(0, a), _rank(1, []))) == profile

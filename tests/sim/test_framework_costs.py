@@ -37,6 +37,26 @@ def test_ddp_charges_each_bucket_and_each_sync_once() -> None:
     assert _added(DDP, ddp_s_per_byte=1e-9) == pytest.approx(MLP_GRAD_BYTES * 1e-9, rel=1e-9)
 
 
+def test_ddp_sync_points_price_the_whole_sync_by_its_bytes() -> None:
+    """Measured points replace the per-bucket terms: one charge per sync, interpolated at the
+    bytes it syncs (all of the MLP's gradients, whatever the buckets)."""
+    points = ((100_000.0, 1e-3), (500_000.0, 3e-3))
+    expected = 1e-3 + (3e-3 - 1e-3) * (MLP_GRAD_BYTES - 100_000) / 400_000
+    costs = {"ddp_sync_points": points, "ddp_bucket_s": 1.0, "ddp_step_s": 1.0}
+    assert _added(DDP, **costs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_ddp_sync_points_interpolate_flat_below_and_on_the_last_slope_above() -> None:
+    costs = FrameworkCosts(ddp_sync_points=((1e5, 1e-3), (2e5, 2e-3), (4e5, 3e-3)))
+    assert costs.ddp_sync_cost_s(5e4) == 1e-3
+    assert costs.ddp_sync_cost_s(1.5e5) == pytest.approx(1.5e-3)
+    assert costs.ddp_sync_cost_s(3e5) == pytest.approx(2.5e-3)
+    assert costs.ddp_sync_cost_s(6e5) == pytest.approx(4e-3)
+    assert costs.ddp_bucket_cost_s(1e5) == 0.0
+    with pytest.raises(ValueError, match="ascending"):
+        FrameworkCosts(ddp_sync_points=((2e5, 1e-3), (1e5, 2e-3)))
+
+
 def test_ddp_costs_follow_the_bucket_count() -> None:
     one = dataclasses.replace(DDP, bucket_bytes=25 * 2**20)
     assert _added(one, ddp_bucket_s=1e-3) == pytest.approx(1e-3, rel=1e-9)

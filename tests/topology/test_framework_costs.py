@@ -215,4 +215,23 @@ def test_fit_framework_never_returns_a_negative_cost() -> None:
         )
     fw = fit_framework(rows, lambda op, b: 0.0)
     assert fw["tp"]["collective_s"] == 0.0
-    assert fw["tp"]["step_s"] == pytest.approx(5e-3 - 7e-4 / 3)
+    # the constant alone, weighted as every row is (1 / its wrapped step): sum w^2 e / sum w^2
+    extras = [5e-3 - p * 1e-4 for p in (1, 2, 4)]
+    weights = [1 / (1e-3 + e) ** 2 for e in extras]
+    mean = sum(w * e for w, e in zip(weights, extras, strict=True)) / sum(weights)
+    assert fw["tp"]["step_s"] == pytest.approx(mean)
+
+
+def test_ddp_sync_points_come_from_one_bucket_probes_and_never_fall() -> None:
+    """Extras of 3e-4, 2e-4 (noise: pooled with its neighbour) and 1e-3 by size; the probe of
+    several buckets is left out (its all-reduces overlap the backward)."""
+    rows: list[dict] = []
+    for size, extra_s in ((100_000, 3e-4), (200_000, 2e-4), (800_000, 1e-3)):
+        rows += _rows("ddp-sync", 1e-3, extra_s, size, {"bucket_sizes_B": [size]})
+    rows += _rows("ddp-sync", 1e-3, 5e-2, 400_000, {"bucket_sizes_B": [200_000, 200_000]})
+    fw = fit_framework(rows, lambda op, b: 0.0)
+    sizes, values = zip(*fw["ddp"]["sync_points"], strict=True)
+    assert sizes == (100_000, 200_000, 800_000)
+    assert values == pytest.approx((2.5e-4, 2.5e-4, 1e-3))
+    costs = framework_costs(fw, "test")
+    assert costs.ddp_sync_cost_s(500_000) == pytest.approx(2.5e-4 + 7.5e-4 / 2)
