@@ -1,6 +1,6 @@
 """CPU validation suite: the simulator's predicted step time against real torch.distributed runs.
 
-    .venv/bin/python benchmarks/validate_cpu.py [--nprocs 2] [--steps 30] [--min-time 1]
+    .venv/bin/python benchmarks/validate_cpu.py [--nprocs 2] [--steps 30] [--min-time 3]
         [--repeat 1] [--default-scheduling] [--models mlp,gpt-tiny,cnn-small]
         [--strategies ddp,fsdp,tp,pp] [--out FILE.json]
 
@@ -193,7 +193,7 @@ def main() -> int:
     )
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--min-time", type=float, default=1.0)
+    parser.add_argument("--min-time", type=float, default=3.0)
     parser.add_argument("--default-scheduling", dest="realtime", action="store_false")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=1)

@@ -49,17 +49,27 @@ class Profile:
     whole_model: LayerTiming | None = None  # the whole model's fwd/bwd in the same run
     optimizer_s: float | None = None  # one Adam step over all the model's parameters
     optimizer_fixed_s: float | None = None  # one Adam step over a single-element tensor
+    optimizer_tensor_s: float | None = None  # what each further (one-element) tensor adds
     meta: dict[str, Any] = field(default_factory=dict)
 
     def timing(self, layer_name: str) -> LayerTiming | None:
         return self.timings.get(self.model.layer(layer_name).identity)
 
-    def optimizer_step_s(self, fraction: float) -> float | None:
-        """Measured Adam step for `fraction` of the model's parameters: the fixed cost plus the
-        share of the rest; None when the profile has no optimizer measurement."""
+    def optimizer_step_s(self, fraction: float, tensors: int | None = None) -> float | None:
+        """Measured Adam step for `fraction` of the model's parameters held in `tensors`
+        parameter tensors: the fixed cost, each tensor's own cost (the fused kernel runs per
+        tensor: a shard of every tensor costs as many launches as the whole), and the share
+        of the per-parameter rest. Without a per-tensor measurement, or a tensor count, the
+        fixed cost plus the share of the rest. None without an optimizer measurement."""
         if self.optimizer_s is None or self.optimizer_fixed_s is None:
             return None
-        return self.optimizer_fixed_s + fraction * (self.optimizer_s - self.optimizer_fixed_s)
+        fixed, rest = self.optimizer_fixed_s, self.optimizer_s - self.optimizer_fixed_s
+        total = sum(layer.param_tensors for layer in self.model.layers)
+        if self.optimizer_tensor_s is None or tensors is None or total < 1:
+            return fixed + fraction * rest
+        per_tensor = min(self.optimizer_tensor_s, rest / max(total - 1, 1))
+        per_param = rest - (total - 1) * per_tensor
+        return fixed + max(tensors - 1, 0) * per_tensor + fraction * per_param
 
     def layer_sums_s(self) -> tuple[float, float]:
         """(forward, backward) summed over all layers, identical layers counted as often as they
@@ -106,6 +116,7 @@ class Profile:
             "whole_model": None if self.whole_model is None else vars(self.whole_model),
             "optimizer_s": self.optimizer_s,
             "optimizer_fixed_s": self.optimizer_fixed_s,
+            "optimizer_tensor_s": self.optimizer_tensor_s,
             "timings": {k: vars(v) for k, v in self.timings.items()},
             "model": self.model.to_dict(),
         }
@@ -124,6 +135,7 @@ class Profile:
             whole_model=None if whole is None else LayerTiming(**whole),
             optimizer_s=d.get("optimizer_s"),
             optimizer_fixed_s=d.get("optimizer_fixed_s"),
+            optimizer_tensor_s=d.get("optimizer_tensor_s"),
             meta=dict(d.get("meta", {})),
         )
 

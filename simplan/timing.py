@@ -35,7 +35,9 @@ from simplan.units import GiB, check_dtype
 
 Advance = Callable[[str], None]
 # how the passes are timed; a profile measured otherwise is measured again where it is reused
-TIMING_METHOD = "layers: hooked passes; whole model and optimizer: unhooked passes"
+TIMING_METHOD = (
+    "layers: hooked passes; whole model and optimizer: unhooked passes; optimizer per tensor"
+)
 
 
 def device_name(device: str) -> str:
@@ -222,11 +224,16 @@ def make_adam(model: nn.Module) -> torch.optim.Optimizer | None:
     return torch.optim.Adam(params, lr=1e-4, fused=True) if params else None
 
 
-def _fixed_optimizer_samples(device: str, repeats: int) -> list[float]:
-    """Times of one Adam step over a single-element tensor: the fixed cost of a step."""
-    tiny = torch.zeros(1, device=device, requires_grad=True)
-    tiny.grad = torch.zeros_like(tiny)
-    optimizer = torch.optim.Adam([tiny], lr=1e-4, fused=True)
+TENSOR_PROBE = 16  # one-element tensors of the optimizer's per-tensor probe
+
+
+def _fixed_optimizer_samples(device: str, repeats: int, tensors: int = 1) -> list[float]:
+    """Times of one Adam step over `tensors` single-element tensors: the fixed cost of a step
+    (and, with more tensors, what each tensor adds)."""
+    tiny = [torch.zeros(1, device=device, requires_grad=True) for _ in range(tensors)]
+    for t in tiny:
+        t.grad = torch.zeros_like(t)
+    optimizer = torch.optim.Adam(tiny, lr=1e-4, fused=True)
     samples = []
     for i in range(2 + repeats):
         _sync(device)
@@ -291,6 +298,7 @@ class ProfileSession:
         self._bwd: list[float] = []
         self._opt: list[float] = []
         self._fixed: list[float] = []
+        self._tensors: list[float] = []
         with _quiet_hooks():
             for _ in range(warmup):
                 self._plain()
@@ -331,6 +339,7 @@ class ProfileSession:
                     advance(f"repeat {self.repeats}")
         if self.whole:
             self._fixed += _fixed_optimizer_samples(self.device, repeats)
+            self._tensors += _fixed_optimizer_samples(self.device, repeats, TENSOR_PROBE)
 
     def passes_s(self) -> list[tuple[float, float, float]]:
         """Every timed plain pass so far: (forward, backward, optimizer) seconds."""
@@ -341,10 +350,12 @@ class ProfileSession:
         if not self.repeats:
             raise SimplanError("nothing timed yet: run at least one repeat")
         timings = _by_identity(self.graph, self.calls, self.timer.fwd, self.timer.bwd, self.repeats)
-        optimizer_s = fixed_s = None
+        optimizer_s = fixed_s = tensor_s = None
         if self.whole:
             optimizer_s = statistics.median(self._opt)
             fixed_s = min(statistics.median(self._fixed), optimizer_s)
+            many = statistics.median(self._tensors)
+            tensor_s = max(many - statistics.median(self._fixed), 0.0) / (TENSOR_PROBE - 1)
         return Profile(
             model=self.graph,
             device="cuda" if self.device.startswith("cuda") else "cpu",
@@ -356,6 +367,7 @@ class ProfileSession:
             whole_model=_median_timing(self._fwd, self._bwd, self.repeats) if self.whole else None,
             optimizer_s=optimizer_s,
             optimizer_fixed_s=fixed_s,
+            optimizer_tensor_s=tensor_s,
             meta=_metadata(self.device, self.dtype, self.warmup, self.repeats),
         )
 

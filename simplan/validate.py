@@ -29,7 +29,7 @@ from simplan.profiles import Profile, default_profile_path, read_profile, write_
 RECORD_SCHEMA_VERSION = 1
 RUNS_DIR = Path("traces/runs")
 PROFILE_WARMUP, PROFILE_REPEATS = 5, 30
-MAX_STEPS = 2000  # the most timed steps a short step is given to fill the minimum time
+MAX_STEPS = 5000  # the most timed steps a short step is given to fill the minimum time
 
 
 def timed_steps(steps: int, min_timed_s: float, predicted_step_s: float) -> int:
@@ -136,7 +136,7 @@ def validate(
     config: ParallelConfig,
     *,
     steps: int = 30,
-    min_timed_s: float = 1.0,
+    min_timed_s: float = 3.0,
     warmup: int = 5,
     comm_hook: str = "",
     realtime: bool = True,

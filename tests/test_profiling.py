@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -151,3 +152,18 @@ def test_a_session_pools_its_rounds_and_times_the_whole_model_without_hooks() ->
     assert profile.meta["repeats"] == 3 and len(session.passes_s()) == 3
     assert all(t.repeats == 3 for t in profile.timings.values())
     assert profile.whole_model is not None and profile.optimizer_s is not None
+
+
+def test_the_optimizer_step_keeps_each_tensors_cost_when_parameters_are_sharded() -> None:
+    """mlp: 4 parameter tensors. optimizer 1e-3 = fixed 1e-4 + 3 tensors x 1e-4 + 6e-4 of
+    per-parameter work: half the parameters in all 4 tensors keep the tensors' cost."""
+    profile = dataclasses.replace(
+        _profile_with(1e-3, 1e-3),
+        optimizer_s=1e-3,
+        optimizer_fixed_s=1e-4,
+        optimizer_tensor_s=1e-4,
+    )
+    assert profile.optimizer_step_s(1.0, 4) == pytest.approx(1e-3)
+    assert profile.optimizer_step_s(0.5, 4) == pytest.approx(1e-4 + 3e-4 + 3e-4)
+    assert profile.optimizer_step_s(0.5, 2) == pytest.approx(1e-4 + 1e-4 + 3e-4)
+    assert profile.optimizer_step_s(0.5) == pytest.approx(1e-4 + 0.5 * 9e-4)  # no tensor count

@@ -51,9 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-time",
         type=float,
-        default=1.0,
+        default=3.0,
         help="seconds the timed steps should last at least: short steps are run more often, up "
-        "to 2000, so that their median is steady (default 1; 0: exactly --steps)",
+        "to 5000, so that their median outlasts the host's slow spells of a second or two "
+        "(default 3; 0: exactly --steps)",
     )
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument(

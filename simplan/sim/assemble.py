@@ -10,7 +10,7 @@ from typing import Any
 from simplan.costmodel import optimizer_step_s
 from simplan.devices import DeviceModel, describes
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.graph import Layer, ModelGraph
 from simplan.parallel import ParallelConfig, balanced_stages
 from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
@@ -316,28 +316,32 @@ class Assembler:
         )
         return plan, memory, bounds
 
-    def optimizer_time(self, params: float, device: DeviceModel) -> float:
-        """The Adam step over `params` parameters: measured in the profile when it matches the
-        device, else the device model's memory-bound estimate."""
+    def optimizer_time(
+        self, params: float, device: DeviceModel, tensors: int | None = None
+    ) -> float:
+        """The Adam step over `params` parameters in `tensors` tensors: measured in the profile
+        when it matches the device, else the device model's memory-bound estimate."""
         profile = match_profile(self.profile, device)
         if profile is not None and profile.dtype == self.config.dtype and self.graph.params:
-            measured = profile.optimizer_step_s(params / self.graph.params)
+            measured = profile.optimizer_step_s(params / self.graph.params, tensors)
             if measured is not None:
                 return measured
         return optimizer_step_s(params, device, self.config.dtype)
 
+    def _layers(self, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> list[Layer]:
+        layers = self.graph.layers
+        return [x for c in mine for x in layers[bounds[c.index] : bounds[c.index + 1]]]
+
     def dtensor_optimizer(self, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
         """What DTensor parameters add to the optimizer step: per step, and per parameter
-        tensor of the rank's tensor-parallel layers (every tensor of such a layer counts)."""
-        fw = self.framework
-        if self.config.tp == 1 or not (fw.tp_optimizer_step_s or fw.tp_optimizer_tensor_s):
+        tensor held as a DTensor: every tensor of the rank's tensor-parallel layers, or, under
+        FSDP2 (which shards every parameter as a DTensor), every tensor of the rank."""
+        fw, cfg = self.framework, self.config
+        fsdp = cfg.zero == 3 and cfg.dp > 1
+        if (cfg.tp == 1 and not fsdp) or not (fw.tp_optimizer_step_s or fw.tp_optimizer_tensor_s):
             return 0.0
-        tensors = sum(
-            layer.param_tensors
-            for c in mine
-            for layer in self.graph.layers[bounds[c.index] : bounds[c.index + 1]]
-            if layer.kind in TP_KINDS
-        )
+        layers = self._layers(mine, bounds)
+        tensors = sum(x.param_tensors for x in layers if fsdp or x.kind in TP_KINDS)
         return fw.tp_optimizer_step_s + tensors * fw.tp_optimizer_tensor_s
 
     def rank_plan(self, r: int, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> RankPlan:
@@ -354,7 +358,8 @@ class Assembler:
                 self.collective("all_gather", params * dtype_bytes(cfg.dtype), group)
                 * self.dp_factor[r]
             )
-        optimizer = self.optimizer_time(params / shard, device) + self.dtensor_optimizer(
+        tensors = sum(x.param_tensors for x in self._layers(mine, bounds)) or None
+        optimizer = self.optimizer_time(params / shard, device, tensors) + self.dtensor_optimizer(
             mine, bounds
         )
         return RankPlan(

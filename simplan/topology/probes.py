@@ -281,16 +281,10 @@ def _nonneg_lstsq(rows: list[list[float]], target: list[float]) -> list[float]:
 
 
 def _pairs(measurements: list[dict[str, Any]], plain: str, wrapped: str) -> list[tuple[dict, dict]]:
-    """Each wrapped row with the plain row of the same chain timed alongside it (the latest
-    before it)."""
-    base: dict[tuple, dict[str, Any]] = {}
-    out = []
-    for m in measurements:
-        if m["op"] == plain:
-            base[_key(m)] = m
-        elif m["op"] == wrapped and _key(m) in base:
-            out.append((base[_key(m)], m))
-    return out
+    """Each wrapped row with the plain row of the same chain (probes that differ only in their
+    buckets share one)."""
+    base = {_key(m): m for m in measurements if m["op"] == plain}
+    return [(base[_key(m)], m) for m in measurements if m["op"] == wrapped and _key(m) in base]
 
 
 def _key(m: dict[str, Any]) -> tuple:

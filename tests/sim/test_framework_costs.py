@@ -127,3 +127,11 @@ def test_pipeline_actions_cost_each_send_and_receive_of_a_stage() -> None:
     more = costly.breakdown["exposed_comm_s"] - plain.breakdown["exposed_comm_s"]
     assert more == pytest.approx(8 * c, rel=1e-9)  # mean over stages of each one's own actions
     assert _step(DDP, FrameworkCosts(pp_action_s=1.0, pp_step_s=1.0)) == _step(DDP, NONE)
+
+
+def test_fsdp_parameters_are_dtensors_in_the_optimizer_step() -> None:
+    """FSDP2 shards every parameter as a DTensor: all 4 of the MLP's tensors pay DTensor's
+    optimizer cost."""
+    fsdp = ParallelConfig(dp=2, zero=3, micro_batch=64, global_batch=128, dtype="fp32")
+    assert _added(fsdp, tp_optimizer_tensor_s=1e-3) == pytest.approx(4 * 1e-3, rel=1e-9)
+    assert _added(fsdp, tp_optimizer_step_s=1e-3) == pytest.approx(1e-3, rel=1e-9)
