@@ -122,11 +122,12 @@ class Assembler:
     def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
         """The TP collectives of these layers, each with DTensor's per-collective cost."""
         group = tp_group(self.grid, stage)
-        per_op = self.framework.tp_collective_s if len(group) > 1 else 0.0
+        fw = self.framework
+        per_op, per_byte = (fw.tp_collective_s, fw.tp_s_per_byte) if len(group) > 1 else (0, 0)
         total = 0.0
         for step in steps:
             for op, nbytes in step.tp_fwd if forward else step.tp_bwd:
-                total += self.collective(op, nbytes, group) + per_op
+                total += self.collective(op, nbytes, group) + per_op + per_byte * nbytes
         return total
 
     def grad_sync(self, nbytes: float, stage: int) -> float:

@@ -164,7 +164,7 @@ class FrameworkCosts:
         per byte of the unit (copy-in/copy-out of the flat buffers).
     tp_step_s: once per DTensor tensor-parallel forward+backward of a micro-batch.
     tp_collective_s: per tensor-parallel collective (the sharded module's DTensor dispatch,
-        redistribute and wait).
+        redistribute and wait); tp_s_per_byte: per byte of it (DTensor's copies).
     tp_optimizer_step_s, tp_optimizer_tensor_s: what an Adam step over DTensor parameters adds
         per step, and per parameter tensor of the tensor-parallel layers.
     pp_step_s: once per step on every pipeline rank (torch.distributed.pipelining's schedule:
@@ -183,6 +183,7 @@ class FrameworkCosts:
     fsdp_s_per_byte: float = 0.0
     tp_step_s: float = 0.0
     tp_collective_s: float = 0.0
+    tp_s_per_byte: float = 0.0
     tp_optimizer_step_s: float = 0.0
     tp_optimizer_tensor_s: float = 0.0
     pp_step_s: float = 0.0
@@ -310,6 +311,7 @@ def framework_costs(data: dict[str, Any], source: str) -> FrameworkCosts:
         fsdp_s_per_byte=float(fsdp.get("s_per_byte", 0.0)),
         tp_step_s=float(tp.get("step_s", 0.0)),
         tp_collective_s=float(tp.get("collective_s", 0.0)),
+        tp_s_per_byte=float(tp.get("s_per_byte", 0.0)),
         tp_optimizer_step_s=float(tp.get("optimizer_step_s", 0.0)),
         tp_optimizer_tensor_s=float(tp.get("optimizer_tensor_s", 0.0)),
         pp_step_s=float(pp.get("step_s", 0.0)),

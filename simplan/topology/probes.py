@@ -7,14 +7,16 @@ more than one right after a barrier; loss: the output's sum), timed forward+back
 before each step (DDP's steps go on with the fused Adam step, as the runtime trains: compute right
 after a collective runs slower on a small CPU machine, and that is part of what the sync costs).
 Each wrapper is compared with the same chain trained plainly on every rank at once (no
-communication), the two alternately step by step (a drifting machine slows both alike), and the
-time of its raw collectives (the op fits of the same bench-comm run) is taken away; what remains
-is the framework's own work (hooks, bucket and shard copy-in/copy-out, waits, DTensor dispatch):
+communication), the two alternately step by step (a drifting machine slows both alike); the
+plain chain's compute (1/tp of it for tensor parallelism, whose ranks compute a shard, as the
+simulator has them) and the time of the raw collectives (the op fits of the same bench-comm run)
+are taken away; what remains is the framework's own work (hooks, bucket and shard copy-in/copy-
+out, waits, DTensor dispatch):
 
   DDP      extra = step_s + buckets * bucket_s + bytes * s_per_byte        (per gradient sync)
   FSDP2    extra = step_s + calls * collective_s + bytes * s_per_byte      (calls: 2 all-gathers
            and 1 reduce-scatter per unit and step, each of the unit's bytes)
-  DTensor  extra = step_s + collectives * collective_s                     (per forward+backward;
+  DTensor  extra = step_s + collectives * (collective_s + bytes * s_per_byte) (per fwd+bwd;
            one collective per sharded linear: row-wise forward, column-wise backward, none for
            the gradient of the first layer's input, the data)
   pipeline extra = step_s + actions * action_s                             (per step: one stage
@@ -48,8 +50,10 @@ DDP_PROBES = (
 )
 # (hidden, units): units of 16 KiB to 4 MiB, so that the per-byte copy-in/copy-out is identified
 FSDP_PROBES = ((64, 2), (64, 6), (512, 2), (512, 4), (1024, 2))
-TP_PROBES = (1, 2, 4)  # column/row pairs of Linear(64, 64), with biases as nn.Linear's default
-TP_HIDDEN = 64
+# (column/row pairs of Linear(h, h), with biases as nn.Linear's default, h, batch): the bytes of
+# each collective (batch x h x 4) vary too, so that a per-byte cost is identified
+TP_PROBES = ((1, 64, BATCH), (2, 64, BATCH), (4, 64, BATCH), (1, 256, 256), (2, 256, 256))
+TP_HIDDEN = 64  # the optimizer probes: the chains of Linear(64, 64)
 PP_PROBES = (2, 4, 8)  # micro-batches (of BATCH rows) through one stage per rank, 1F1B
 PP_HIDDEN, PP_LAYERS = 64, 2  # each stage: a chain of PP_LAYERS Linear(PP_HIDDEN, PP_HIDDEN)
 
@@ -171,22 +175,27 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
 
     mesh = init_device_mesh("cpu", (world,))
     out: list[Result] = []
-    for pairs in TP_PROBES:
+    for pairs, hidden, batch in TP_PROBES:
         layers = 2 * pairs
-        nbytes = BATCH * TP_HIDDEN * 4  # each collective: the activations of one linear
-        chain = _chain(torch, TP_HIDDEN, layers, bias=True)
-        model = _chain(torch, TP_HIDDEN, layers, bias=True)
+        nbytes = batch * hidden * 4  # each collective: the activations of one linear
+        chain = _chain(torch, hidden, layers, bias=True)
+        model = _chain(torch, hidden, layers, bias=True)
         styles = {
             str(i): ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i in range(layers)
         }
         parallelize_module(model, mesh, styles)
         plain, times = _alternating(
             dist,
-            _trainer(torch, chain, TP_HIDDEN),
-            _trainer(torch, model, TP_HIDDEN),
+            _trainer(torch, chain, hidden, batch),
+            _trainer(torch, model, hidden, batch),
             warmup,
             repeats,
         )
+        extra = {"pairs": pairs, "hidden": hidden, "collectives": layers - 1}  # none for the data
+        out.append(("tp-plain", nbytes, plain, extra))
+        out.append(("tp-step", nbytes, times, extra))
+        if hidden != TP_HIDDEN:
+            continue
         plain_opt, opt = _alternating(
             dist,
             _optimizer_step(torch, chain, TP_HIDDEN),
@@ -194,9 +203,6 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
             warmup,
             repeats,
         )
-        extra = {"pairs": pairs, "collectives": layers - 1}  # none for the data's gradient
-        out.append(("tp-plain", nbytes, plain, extra))
-        out.append(("tp-step", nbytes, times, extra))
         extra = {"pairs": pairs, "tensors": 2 * layers}  # a weight and a bias per layer
         out.append(("tp-opt-plain", nbytes, plain_opt, extra))
         out.append(("tp-opt", nbytes, opt, extra))
@@ -255,7 +261,8 @@ def run_probes(
 
 def probe_steps(cpu: bool) -> int:
     """Results run_probes reports (one plain and one wrapped per probe)."""
-    gloo_only = len(FSDP_PROBES) + 2 * len(TP_PROBES) + len(PP_PROBES)
+    optimizer = sum(1 for _, hidden, _ in TP_PROBES if hidden == TP_HIDDEN)
+    gloo_only = len(FSDP_PROBES) + len(TP_PROBES) + optimizer + len(PP_PROBES)
     return 2 * (len(DDP_PROBES) + (gloo_only if cpu else 0))
 
 
@@ -335,9 +342,13 @@ def fit_framework(
         "tp": (
             "tp-plain",
             "tp-step",
-            "extra_s = step_s + collectives * collective_s",
-            ("step_s", "collective_s"),
-            lambda m: [1.0, float(m["extra"]["collectives"])],
+            "extra_s = step_s + collectives * (collective_s + bytes * s_per_byte)",
+            ("step_s", "collective_s", "s_per_byte"),
+            lambda m: [
+                1.0,
+                float(m["extra"]["collectives"]),
+                float(m["extra"]["collectives"] * m["size_B"]),
+            ],
             lambda m: m["extra"]["collectives"] * op_time("all_reduce", m["size_B"]),
         ),
         "pp": (  # the busiest rank's sends are half its actions
@@ -353,7 +364,9 @@ def fit_framework(
     for name, (plain, wrapped, model, names, row, raw) in families.items():
         pairs = _pairs(measurements, plain, wrapped)
         if pairs:
-            out[name] = _fit(pairs, model, names, row, raw)
+            # a tensor-parallel rank computes 1/tp of the plain chain (as the simulator has it)
+            share = _tp_share if name == "tp" else None
+            out[name] = _fit(pairs, model, names, row, raw, share)
     if "ddp" in out:
         out["ddp"] |= _ddp_sync_points(_pairs(measurements, "ddp-plain", "ddp-sync"), ddp_raw)
     if "tp" in out:
@@ -397,15 +410,26 @@ Row = Callable[[dict[str, Any]], list[float]]
 Raw = Callable[[dict[str, Any]], float]
 
 
+def _tp_share(m: dict[str, Any]) -> float:
+    return 1.0 / max(int(m.get("ranks", 1)), 1)
+
+
 def _fit(
-    pairs: list[tuple[dict, dict]], model: str, names: tuple[str, ...], row: Row, raw: Raw
+    pairs: list[tuple[dict, dict]],
+    model: str,
+    names: tuple[str, ...],
+    row: Row,
+    raw: Raw,
+    share: Callable[[dict[str, Any]], float] | None = None,
 ) -> dict[str, Any]:
-    """extra = wrapped - plain - raw collectives, fitted to the model's rows (coefficients
-    >= 0), with the residuals. Each row is weighted by 1 / its wrapped step's time, so that the
-    fit errs alike relative to every probe's step: unweighted, the largest probes (tens of
-    milliseconds) would decide the costs of the small ones."""
+    """extra = wrapped - plain * share - raw collectives (share: the part of the plain chain's
+    compute the wrapped rank does, 1 but for tensor parallelism), fitted to the model's rows
+    (coefficients >= 0), with the residuals. Each row is weighted by 1 / its wrapped step's
+    time, so that the fit errs alike relative to every probe's step: unweighted, the largest
+    probes (tens of milliseconds) would decide the costs of the small ones."""
     rows = [row(m) for _, m in pairs]
-    extra = [m["median_s"] - base["median_s"] - raw(m) for base, m in pairs]
+    part = share or (lambda _: 1.0)
+    extra = [m["median_s"] - base["median_s"] * part(m) - raw(m) for base, m in pairs]
     weight = [1.0 / m["median_s"] for _, m in pairs]
     coef = _nonneg_lstsq(
         [[w * x for x in r] for w, r in zip(weight, rows, strict=True)],

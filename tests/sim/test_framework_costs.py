@@ -76,6 +76,8 @@ def test_tp_charges_each_collective_and_each_pass() -> None:
     (row-parallel) all-reduces its output in the forward pass: one collective per micro-batch."""
     tp = ParallelConfig(tp=2, micro_batch=64, global_batch=128, dtype="fp32")  # 2 micro-batches
     assert _added(tp, tp_collective_s=1e-3) == pytest.approx(2 * 1e-3, rel=1e-9)
+    out_bytes = 64 * 10 * 4  # fc2's output, all-reduced once per micro-batch
+    assert _added(tp, tp_s_per_byte=1e-9) == pytest.approx(2 * out_bytes * 1e-9, rel=1e-9)
     assert _added(tp, tp_step_s=1e-3) == pytest.approx(2 * 1e-3, rel=1e-9)
 
 

@@ -157,12 +157,13 @@ def test_framework_section_without_costs_is_zero() -> None:
 
 def _rows(op: str, plain_s: float, extra_s: float, size: int, extra: dict) -> list[dict]:
     """A probe's plain row (ddp-plain, fsdp-plain, tp-plain, tp-opt-plain, pp-plain) and its
-    wrapped row."""
+    wrapped row. A tensor-parallel rank computes half the plain chain (2 ranks)."""
     base = {"size_B": size, "repeats": 3, "ranks": 2}
     plain = "tp-opt-plain" if op == "tp-opt" else op.split("-")[0] + "-plain"
+    compute = plain_s / 2 if op == "tp-step" else plain_s
     return [
         base | {"op": plain, "median_s": plain_s, "extra": dict(extra)},
-        base | {"op": op, "median_s": plain_s + extra_s, "extra": extra},
+        base | {"op": op, "median_s": compute + extra_s, "extra": extra},
     ]
 
 
@@ -183,10 +184,11 @@ def test_fit_framework_recovers_known_costs() -> None:
     for units, b in ((2, 2**14), (6, 2**14), (2, 2**20), (4, 2**20)):
         extra = 2e-4 + 3 * units * (1e-3 + 5e-10 * b) + 3 * units * op_time("", b)
         rows += _rows("fsdp-step", 1e-3, extra, b, {"hidden": b, "units": units})
-    for pairs in (1, 2, 4):
+    for pairs, b in ((1, 2048), (2, 2048), (4, 2048), (1, 2**18), (2, 2**18)):
         n = 2 * pairs - 1
-        extra = 4e-4 + n * (1.5e-3 + op_time("", 2048))
-        rows += _rows("tp-step", 1e-3, extra, 2048, {"pairs": pairs, "collectives": n})
+        extra = 4e-4 + n * (1.5e-3 + 3e-9 * b + op_time("", b))
+        rows += _rows("tp-step", 1e-3, extra, b, {"pairs": pairs, "hidden": b, "collectives": n})
+    for pairs in (1, 2, 4):
         extra = 1e-5 + 2 * pairs * 4e-5
         rows += _rows("tp-opt", 2e-4, extra, 2048, {"pairs": pairs, "tensors": 2 * pairs})
     for m in (2, 4, 8):  # the busiest rank's sends (half its actions) pay the raw p2p
@@ -202,6 +204,7 @@ def test_fit_framework_recovers_known_costs() -> None:
     assert fw["fsdp"]["s_per_byte"] == pytest.approx(5e-10)
     assert fw["tp"]["step_s"] == pytest.approx(4e-4)
     assert fw["tp"]["collective_s"] == pytest.approx(1.5e-3)
+    assert fw["tp"]["s_per_byte"] == pytest.approx(3e-9)
     assert fw["tp"]["optimizer_step_s"] == pytest.approx(1e-5)
     assert fw["tp"]["optimizer_tensor_s"] == pytest.approx(4e-5)
     assert fw["pp"]["step_s"] == pytest.approx(6e-4)
@@ -218,7 +221,7 @@ def test_fit_framework_never_returns_a_negative_cost() -> None:
     assert fw["tp"]["collective_s"] == 0.0
     # the constant alone, weighted as every row is (1 / its wrapped step): sum w^2 e / sum w^2
     extras = [5e-3 - p * 1e-4 for p in (1, 2, 4)]
-    weights = [1 / (1e-3 + e) ** 2 for e in extras]
+    weights = [1 / (1e-3 / 2 + e) ** 2 for e in extras]
     mean = sum(w * e for w, e in zip(weights, extras, strict=True)) / sum(weights)
     assert fw["tp"]["step_s"] == pytest.approx(mean)
 
