@@ -177,6 +177,7 @@ def validate(
         job,
         config=with_stages(config, standalone),
         steps=timed_steps(steps, min_timed_s, standalone.step_time_s),
+        check_bytes=check_size(cluster),
     )
     measured = run_job(job)
     result, profile_path = standalone, alone_path
@@ -186,6 +187,7 @@ def validate(
         result = predict(model, job.config, measured.profile, cluster)
     record = make_record(job, result, measured, profile_path)
     record["calibration"] = calibration_summary(cluster)
+    record["calibration_check"] = calibration_check(cluster, job.check_bytes, measured.check_s)
     record["predicted_standalone_step_s"] = standalone.step_time_s
     record["profile_source"] = profile_source
     record["profiles"] = {
@@ -196,6 +198,29 @@ def validate(
     }
     record["path"] = str(write_record(record, runs_dir))
     return record
+
+
+def check_size(cluster: Any) -> int:
+    """The all-reduce the run times to check its calibration: the smallest size the calibration
+    measured (0: no calibration, no check)."""
+    cal = cluster.calibration
+    fit = None if cal is None else cal.op_fits.get("all_reduce")
+    return int(fit.points[0][0]) if fit is not None and fit.points else 0
+
+
+def calibration_check(cluster: Any, nbytes: int, measured_s: float | None) -> dict | None:
+    """The run's all-reduce of `nbytes` against what the calibration says it takes: a ratio far
+    from 1 means the machine's communication is not what bench-comm measured (re-run it)."""
+    if not nbytes or measured_s is None or cluster.calibration is None:
+        return None
+    calibrated = cluster.calibration.op_fits["all_reduce"].time_s(nbytes)
+    return {
+        "op": "all_reduce",
+        "size_B": nbytes,
+        "measured_s": measured_s,
+        "calibrated_s": calibrated,
+        "ratio": measured_s / calibrated,
+    }
 
 
 def calibration_summary(cluster: Any) -> dict[str, Any] | None:

@@ -173,4 +173,12 @@ def print_record(record: dict[str, Any]) -> None:
             f"{cal.get('scheduling') or 'default'} scheduling): re-run bench-comm when this "
             "machine's load has changed since"
         )
+    check = record.get("calibration_check")
+    if check:
+        verdict = "as calibrated" if 0.8 <= check["ratio"] <= 1.25 else "re-run bench-comm"
+        print(
+            f"calibration check: a {check['size_B'] / 1024:.0f} KiB all-reduce took "
+            f"{check['measured_s'] * 1e3:.3f} ms during the run, {check['calibrated_s'] * 1e3:.3f}"
+            f" ms calibrated ({check['ratio']:.2f}x: {verdict})"
+        )
     print(f"record {record['path']}")

@@ -40,6 +40,9 @@ class JobSpec:
         same time, in rounds between blocks of the timed steps (simplan.timing.ProfileSession),
         so that the profile sees the conditions of the run: the other ranks on the same cores,
         the machine's load and its drift during the run.
+    check_bytes: when > 0, every round of the timed steps also times a few all-reduces of this
+        many bytes (each after a barrier), to compare with the calibration that priced them
+        (RankResult.check_s); 0: none.
     realtime: CPU ranks run under SCHED_FIFO where permitted, so that a thread woken by a
         collective runs at once (simplan.sched; bench-comm calibrates the same way). False:
         the default scheduler.
@@ -58,6 +61,7 @@ class JobSpec:
     fault: str = ""
     baseline_steps: int = 10
     profile_repeats: int = 0
+    check_bytes: int = 0
     realtime: bool = True
 
     def __post_init__(self) -> None:
@@ -146,6 +150,7 @@ class RankResult:
     scheduling: str = ""  # the policy the rank ran under (simplan.sched)
     # the in-run profile's whole-model passes on this rank: (forward, backward, optimizer) s
     profile_passes_s: tuple[tuple[float, float, float], ...] = ()
+    check_s: tuple[float, ...] = ()  # the all-reduces of job.check_bytes, in order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
@@ -153,6 +158,7 @@ class RankResult:
             "optimizer_s": list(self.optimizer_s),
             "baseline_s": list(self.baseline_s),
             "profile_passes_s": [list(p) for p in self.profile_passes_s],
+            "check_s": list(self.check_s),
         }
 
     @staticmethod
@@ -169,6 +175,7 @@ class RankResult:
             profile_passes_s=tuple(
                 (float(f), float(b), float(o)) for f, b, o in d.get("profile_passes_s", ())
             ),
+            check_s=tuple(float(t) for t in d.get("check_s", ())),
         )
 
 
@@ -235,6 +242,12 @@ class Measurement:
         return statistics.median(per_step) - self.baseline_s
 
     @property
+    def check_s(self) -> float | None:
+        """The checked all-reduce: median over calls of the slowest rank's (None: not run)."""
+        calls = [max(t) for t in zip(*(r.check_s for r in self.ranks), strict=False)]
+        return statistics.median(calls) if calls else None
+
+    @property
     def spread(self) -> dict[str, float]:
         """Relative spread of the step times: (p90 - p10) / median and the IQR / median."""
         q = statistics.quantiles(self.per_step_s, n=20) if len(self.per_step_s) > 1 else [0.0] * 19
@@ -249,6 +262,7 @@ class Measurement:
             "baseline_fwd_bwd_s": self.baseline_s,
             "baseline_straggler_s": self.baseline_straggler_s,
             "spread": self.spread,
+            "check_s": self.check_s,
             "per_step_s": list(self.per_step_s),
             "ranks": [
                 r.to_dict() | {"median_step_s": statistics.median(r.step_s)} for r in self.ranks

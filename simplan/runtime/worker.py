@@ -108,7 +108,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         # the training's footprint, before the in-run profile builds its own copy of the model
         memory = _peak_memory(device, rss0) if job.warmup else None
         session = _profile_session(job, device) if job.profile_repeats else None
-        step_s, opt_s = _timed_rounds(job, trainer, session, device, beat)
+        step_s, opt_s, check = _timed_rounds(job, trainer, session, device, beat)
         peak, method = memory or _peak_memory(device, rss0)
         passes: list[tuple[float, float, float]] = []
         if session is not None:
@@ -131,6 +131,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         baseline_s=tuple(baseline),
         scheduling=scheduling,
         profile_passes_s=tuple(passes),
+        check_s=tuple(check),
     )
 
 
@@ -160,7 +161,7 @@ def _shares(total: int, parts: int) -> list[int]:
 
 def _timed_rounds(
     job: JobSpec, trainer: Any, session: Any, device: Any, beat: Heartbeat
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """The timed steps; with an in-run profile, in rounds that alternate with the profile's
     repeats (every rank at once, each pass after a barrier as each step is), so that the
     profile and the steps see the same machine: a host whose speed drifts by tens of percent
@@ -172,16 +173,42 @@ def _timed_rounds(
     rounds = min(PROFILE_ROUNDS, job.steps, job.profile_repeats) if session is not None else 1
     step_s: list[float] = []
     opt_s: list[float] = []
+    check: list[float] = []
     for repeats, steps in zip(
         _shares(job.profile_repeats, rounds), _shares(job.steps, rounds), strict=True
     ):
         if session is not None:
             session.run(repeats, before_pass=dist.barrier)
+        check += _check_all_reduce(job.check_bytes, device)
+        if session is not None or job.check_bytes:
             _steps(job, trainer, device, beat, len(step_s), 1)
         block = _steps(job, trainer, device, beat, len(step_s), steps)
         step_s += block[0]
         opt_s += block[1]
-    return step_s, opt_s
+    return step_s, opt_s, check
+
+
+CHECK_CALLS = 5  # all-reduces of job.check_bytes per round
+
+
+def _check_all_reduce(nbytes: int, device: Any) -> list[float]:
+    """CHECK_CALLS all-reduces of nbytes (fp32), each after a barrier, as bench-comm times them."""
+    import torch
+    import torch.distributed as dist
+
+    if nbytes <= 0:
+        return []
+    buf = torch.zeros(max(nbytes // 4, 1), device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    for _ in range(CHECK_CALLS + 1):
+        dist.barrier()
+        sync()
+        t0 = time.perf_counter()
+        dist.all_reduce(buf)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times[1:]
 
 
 def _warm_up(job: JobSpec, trainer: Any, device: Any, beat: Heartbeat) -> None:

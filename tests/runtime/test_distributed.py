@@ -175,6 +175,12 @@ def test_cli_validates_the_mlp_and_records_it(tmp_path: Path) -> None:
     assert Path(tmp_path / record["path"]).is_file()
     assert record["calibration"]["path"].endswith("gloo-2ranks.json")
     assert record["calibration"]["date"]
+    check = record["calibration_check"]  # the calibration's smallest all-reduce, timed in-run
+    assert check["size_B"] == 64 * 1024 and check["measured_s"] > 0
+    assert check["ratio"] == pytest.approx(check["measured_s"] / check["calibrated_s"])
+    ranks = record["measured"]["ranks"]
+    assert all(len(r["check_s"]) == len(ranks[0]["check_s"]) > 0 for r in ranks)
+    assert len(ranks[0]["profile_passes_s"]) == 30  # the in-run profile, every pass kept
     policies = {r["scheduling"] for r in record["measured"]["ranks"]}
     assert len(policies) == 1 and policies <= {"SCHED_FIFO", "default"}
     if os.geteuid() == 0:  # root may raise its ranks to real-time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,3 +154,13 @@ def test_the_in_run_profile_counts_each_pass_at_its_slowest_rank() -> None:
     assert slow.optimizer_s == pytest.approx(0.3)
     assert slow.timings == profile.timings
     assert slowest_rank_profile(profile, (_rank(0, a), _rank(1, []))) == profile
+
+
+def test_the_calibration_check_is_the_median_of_the_slowest_rank_per_call() -> None:
+    a = dataclasses.replace(_rank(0, []), check_s=(1.0, 5.0, 2.0))
+    b = dataclasses.replace(_rank(1, []), check_s=(3.0, 1.0, 1.0))
+    job = JobSpec(model="mlp", config=config_for("ddp", 2, micro_batch=8))
+    assert Measurement(job=job, ranks=(a, b), wall_s=1.0).check_s == 3.0  # max: 3, 5, 2
+    assert Measurement(job=job, ranks=(_rank(0, []),), wall_s=1.0).check_s is None
+    again = RankResult.from_dict(a.to_dict())
+    assert again == a
