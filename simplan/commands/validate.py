@@ -141,6 +141,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# the ratio of the run's small all-reduce to its calibrated time that counts as normal here:
+# within one run of `simplan validate` right after bench-comm the ratio ranged over 0.56-0.93
+# (80 calls; a 64 KiB all-reduce is mostly wake-up latency, the noisiest thing on this host)
+CHECK_BAND = (0.5, 2.0)
+
+
 def print_record(record: dict[str, Any]) -> None:
     meas, pred = record["measured"], record["predicted"]
     env = record["environment"]
@@ -175,10 +181,12 @@ def print_record(record: dict[str, Any]) -> None:
         )
     check = record.get("calibration_check")
     if check:
-        verdict = "as calibrated" if 0.8 <= check["ratio"] <= 1.25 else "re-run bench-comm"
+        far = not CHECK_BAND[0] <= check["ratio"] <= CHECK_BAND[1]
+        advice = "; the machine communicates unlike its calibration: re-run bench-comm"
+        verdict = advice if far else ""
         print(
             f"calibration check: a {check['size_B'] / 1024:.0f} KiB all-reduce took "
             f"{check['measured_s'] * 1e3:.3f} ms during the run, {check['calibrated_s'] * 1e3:.3f}"
-            f" ms calibrated ({check['ratio']:.2f}x: {verdict})"
+            f" ms calibrated ({check['ratio']:.2f}x{verdict})"
         )
     print(f"record {record['path']}")

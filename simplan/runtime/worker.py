@@ -188,7 +188,7 @@ def _timed_rounds(
     return step_s, opt_s, check
 
 
-CHECK_CALLS = 5  # all-reduces of job.check_bytes per round
+CHECK_CALLS = 10  # all-reduces of job.check_bytes per round
 
 
 def _check_all_reduce(nbytes: int, device: Any) -> list[float]:
