@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.two_ranks import run_two, slowest  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
-from simplan.runtime.launch import free_port  # noqa: E402
 from simplan.sched import enter_realtime  # noqa: E402
 
 CASES = (
@@ -34,13 +34,6 @@ CASES = (
     "mlp step",
     "mlp step, DDP",
 )
-
-
-def _slowest(dist: Any, torch: Any, times: list[float]) -> list[float]:
-    mine = torch.tensor(times)
-    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine)
-    return torch.stack(every).max(0).values.tolist()
 
 
 def _timed(dist: Any, step: Any, steps: int) -> list[float]:
@@ -97,7 +90,7 @@ def _steps(torch: Any, dist: Any) -> dict[str, Any]:
     )
 
 
-def _rank(rank: int, realtime: bool, port: int, steps: int, out: Any) -> None:
+def _rank(rank: int, port: int, realtime: bool, steps: int, out: Any) -> None:
     import torch
     import torch.distributed as dist
 
@@ -106,7 +99,7 @@ def _rank(rank: int, realtime: bool, port: int, steps: int, out: Any) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     rows = {}
     for name, step in _steps(torch, dist).items():
-        per_step = _slowest(dist, torch, _timed(dist, step, steps))
+        per_step = slowest(dist, torch, _timed(dist, step, steps))
         rows[name] = {
             "median_s": statistics.median(per_step),
             "p90_s": statistics.quantiles(per_step, n=10)[-1],
@@ -118,21 +111,7 @@ def _rank(rank: int, realtime: bool, port: int, steps: int, out: Any) -> None:
 
 
 def measure(realtime: bool, steps: int) -> dict[str, Any]:
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    out, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_rank, args=(r, realtime, port, steps, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        result = out.get(timeout=600)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-    return result
+    return run_two(_rank, realtime, steps)
 
 
 def main() -> int:

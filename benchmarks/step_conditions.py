@@ -33,16 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.two_ranks import run_two, slowest  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
-from simplan.runtime.launch import free_port  # noqa: E402
 from simplan.sched import enter_realtime  # noqa: E402
-
-
-def _slowest(dist: Any, torch: Any, times: list[float]) -> list[float]:
-    mine = torch.tensor(times)
-    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
-    dist.all_gather(every, mine)
-    return torch.stack(every).max(0).values.tolist()
 
 
 def _models(torch: Any) -> dict[str, Any]:
@@ -114,7 +107,7 @@ def _rank(rank: int, port: int, rounds: int, out: Any) -> None:
         for name, t in _round(dist, models).items():
             if k >= 10:
                 rows.setdefault(name, []).append(t)
-    medians = {n: statistics.median(_slowest(dist, torch, ts)) for n, ts in rows.items()}
+    medians = {n: statistics.median(slowest(dist, torch, ts)) for n, ts in rows.items()}
     dist.barrier()
     profile = measure("mlp", micro_batch=64, warmup=5, repeats=30)
     whole = profile.whole_model
@@ -131,20 +124,7 @@ def _rank(rank: int, port: int, rounds: int, out: Any) -> None:
 
 
 def measure_all(rounds: int) -> dict[str, Any]:
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    out, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, rounds, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        return out.get(timeout=600)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    return run_two(_rank, rounds)
 
 
 def main() -> int:

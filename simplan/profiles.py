@@ -64,7 +64,7 @@ class Profile:
         if self.optimizer_s is None or self.optimizer_fixed_s is None:
             return None
         fixed, rest = self.optimizer_fixed_s, self.optimizer_s - self.optimizer_fixed_s
-        total = sum(layer.param_tensors for layer in self.model.layers)
+        total = self._param_tensors
         if self.optimizer_tensor_s is None or tensors is None or total < 1:
             return fixed + fraction * rest
         per_tensor = min(self.optimizer_tensor_s, rest / max(total - 1, 1))
@@ -75,6 +75,10 @@ class Profile:
         """(forward, backward) summed over all layers, identical layers counted as often as they
         occur."""
         return self._layer_sums
+
+    @cached_property
+    def _param_tensors(self) -> int:
+        return sum(layer.param_tensors for layer in self.model.layers)
 
     @cached_property
     def _layer_sums(self) -> tuple[float, float]:

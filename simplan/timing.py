@@ -245,11 +245,6 @@ def _fixed_optimizer_samples(device: str, repeats: int, tensors: int = 1) -> lis
     return samples
 
 
-def time_fixed_optimizer(device: str, repeats: int) -> float:
-    """Median time of one Adam step over a single-element tensor: the fixed cost of a step."""
-    return statistics.median(_fixed_optimizer_samples(device, repeats))
-
-
 @contextlib.contextmanager
 def _quiet_hooks() -> Iterator[None]:
     """torch warns that a first layer's backward hook fires though its input needs no
@@ -293,10 +288,7 @@ class ProfileSession:
         self.optimizer = make_adam(self.model) if self.whole else None
         self.timer = InSituTimer(self.model, self.calls, device)
         self.targets = loss_targets(self.model, self.inputs)
-        self.repeats = 0
-        self._fwd: list[float] = []
-        self._bwd: list[float] = []
-        self._opt: list[float] = []
+        self._passes: list[tuple[float, float, float]] = []  # (fwd, bwd, optimizer) s
         self._fixed: list[float] = []
         self._tensors: list[float] = []
         with _quiet_hooks():
@@ -329,30 +321,31 @@ class ProfileSession:
         with _quiet_hooks():
             self._plain(before_pass)
             for _ in range(repeats):
-                fwd, bwd, opt_s = self._plain(before_pass)
-                self._fwd.append(fwd)
-                self._bwd.append(bwd)
-                self._opt.append(opt_s)
+                self._passes.append(self._plain(before_pass))
                 self._hooked(before_pass)
-                self.repeats += 1
                 if advance:
                     advance(f"repeat {self.repeats}")
         if self.whole:
             self._fixed += _fixed_optimizer_samples(self.device, repeats)
             self._tensors += _fixed_optimizer_samples(self.device, repeats, TENSOR_PROBE)
 
+    @property
+    def repeats(self) -> int:
+        return len(self._passes)
+
     def passes_s(self) -> list[tuple[float, float, float]]:
         """Every timed plain pass so far: (forward, backward, optimizer) seconds."""
-        return list(zip(self._fwd, self._bwd, self._opt, strict=True))
+        return list(self._passes)
 
     def profile(self) -> Profile:
         """The profile of every round so far: medians of the pooled samples."""
         if not self.repeats:
             raise SimplanError("nothing timed yet: run at least one repeat")
         timings = _by_identity(self.graph, self.calls, self.timer.fwd, self.timer.bwd, self.repeats)
+        fwd, bwd, opt = zip(*self._passes, strict=True)
         optimizer_s = fixed_s = tensor_s = None
         if self.whole:
-            optimizer_s = statistics.median(self._opt)
+            optimizer_s = statistics.median(opt)
             fixed_s = min(statistics.median(self._fixed), optimizer_s)
             many = statistics.median(self._tensors)
             tensor_s = max(many - statistics.median(self._fixed), 0.0) / (TENSOR_PROBE - 1)
@@ -364,7 +357,7 @@ class ProfileSession:
             micro_batch=self.micro_batch,
             seq_len=self.graph.seq_len,
             timings=timings,
-            whole_model=_median_timing(self._fwd, self._bwd, self.repeats) if self.whole else None,
+            whole_model=_median_timing(list(fwd), list(bwd), self.repeats) if self.whole else None,
             optimizer_s=optimizer_s,
             optimizer_fixed_s=fixed_s,
             optimizer_tensor_s=tensor_s,

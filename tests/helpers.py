@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from simplan.graph import Layer, ModelGraph, OpCost
 
@@ -67,4 +68,25 @@ def chain_graph(
         dtype="bf16",
         tokens_per_sample=1,
         source="test",
+    )
+
+
+def mlp_profile_with(whole_fwd_s: float, whole_bwd_s: float, **fields: object) -> Any:
+    """A synthetic CPU profile of the mlp preset: each of its three layers 1e-4 s forward and
+    2e-4 s backward (3e-4 and 6e-4 in all), the whole model as given; `fields` set the rest."""
+    from simplan.profiles import LayerTiming, Profile
+    from simplan.sources import load_model
+
+    graph = load_model("mlp")
+    timing = LayerTiming(fwd_s=1e-4, bwd_s=2e-4, repeats=3)
+    return Profile(
+        model=graph,
+        device="cpu",
+        device_name="test",
+        dtype="fp32",
+        micro_batch=8,
+        seq_len=0,
+        timings={layer.identity: timing for layer in graph.layers},
+        whole_model=LayerTiming(fwd_s=whole_fwd_s, bwd_s=whole_bwd_s, repeats=3),
+        **fields,  # type: ignore[arg-type]
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import simplan
 from simplan.costmodel import MEASURED, MODEL, SCALED, layer_costs
 from simplan.cpubench import local_cpu_device
 from simplan.devices import get_device
-from simplan.profiles import LayerTiming, read_profile, write_profile
-from tests.helpers import run_cli
+from simplan.profiles import read_profile, write_profile
+from tests.helpers import mlp_profile_with, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -56,28 +55,11 @@ def test_cost_sources(mlp_profile: simplan.Profile) -> None:
     assert {c.source for c in modelled} == {MODEL}
 
 
-def _profile_with(whole_fwd_s: float, whole_bwd_s: float) -> simplan.Profile:
-    graph = simplan.load_model("mlp")
-    timings = {
-        layer.identity: LayerTiming(fwd_s=1e-4, bwd_s=2e-4, repeats=3) for layer in graph.layers
-    }  # three layers: 3e-4 forward, 6e-4 backward
-    return simplan.Profile(
-        model=graph,
-        device="cpu",
-        device_name="test",
-        dtype="fp32",
-        micro_batch=8,
-        seq_len=0,
-        timings=timings,
-        whole_model=LayerTiming(fwd_s=whole_fwd_s, bwd_s=whole_bwd_s, repeats=3),
-    )
-
-
 def test_layers_are_brought_down_to_the_whole_model_they_exceed() -> None:
-    over = _profile_with(2e-4, 6e-4)  # the hooked layers sum to more forward, equal backward
+    over = mlp_profile_with(2e-4, 6e-4)  # the hooked layers sum to more forward, equal backward
     assert over.layer_scale() == pytest.approx((2 / 3, 1.0))
     assert over.glue_s() == (0.0, 0.0)
-    under = _profile_with(5e-4, 9e-4)  # the whole model has work outside its layers
+    under = mlp_profile_with(5e-4, 9e-4)  # the whole model has work outside its layers
     assert under.layer_scale() == (1.0, 1.0)
     assert under.glue_s() == pytest.approx((2e-4, 3e-4))
     cpu = local_cpu_device()
@@ -157,11 +139,8 @@ def test_a_session_pools_its_rounds_and_times_the_whole_model_without_hooks() ->
 def test_the_optimizer_step_keeps_each_tensors_cost_when_parameters_are_sharded() -> None:
     """mlp: 4 parameter tensors. optimizer 1e-3 = fixed 1e-4 + 3 tensors x 1e-4 + 6e-4 of
     per-parameter work: half the parameters in all 4 tensors keep the tensors' cost."""
-    profile = dataclasses.replace(
-        _profile_with(1e-3, 1e-3),
-        optimizer_s=1e-3,
-        optimizer_fixed_s=1e-4,
-        optimizer_tensor_s=1e-4,
+    profile = mlp_profile_with(
+        1e-3, 1e-3, optimizer_s=1e-3, optimizer_fixed_s=1e-4, optimizer_tensor_s=1e-4
     )
     assert profile.optimizer_step_s(1.0, 4) == pytest.approx(1e-3)
     assert profile.optimizer_step_s(0.5, 4) == pytest.approx(1e-4 + 3e-4 + 3e-4)

@@ -104,7 +104,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
     try:
         rss0 = _rss_bytes()
         trainer = build_trainer(job, device, rank)
-        _warm_up(job, trainer, device, beat)
+        _steps(job, trainer, device, beat, -job.warmup, job.warmup)  # warm-up
         # the training's footprint, before the in-run profile builds its own copy of the model
         memory = _peak_memory(device, rss0) if job.warmup else None
         session = _profile_session(job, device) if job.profile_repeats else None
@@ -193,26 +193,14 @@ CHECK_CALLS = 10  # all-reduces of job.check_bytes per round
 
 def _check_all_reduce(nbytes: int, device: Any) -> list[float]:
     """CHECK_CALLS all-reduces of nbytes (fp32), each after a barrier, as bench-comm times them."""
+    if nbytes <= 0:
+        return []
     import torch
     import torch.distributed as dist
 
-    if nbytes <= 0:
-        return []
-    buf = torch.zeros(max(nbytes // 4, 1), device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    for _ in range(CHECK_CALLS + 1):
-        dist.barrier()
-        sync()
-        t0 = time.perf_counter()
-        dist.all_reduce(buf)
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times[1:]
+    from simplan.topology.bench import time_collective
 
-
-def _warm_up(job: JobSpec, trainer: Any, device: Any, beat: Heartbeat) -> None:
-    _steps(job, trainer, device, beat, -job.warmup, job.warmup)
+    return time_collective(torch, dist, "all_reduce", nbytes, device, 1, CHECK_CALLS)[1]
 
 
 def _rss_bytes() -> float:
@@ -227,15 +215,21 @@ def _peak_memory(device: Any, rss0: float) -> tuple[float, str]:
     return _rss_bytes() - rss0, "ru_maxrss delta"
 
 
+def _sync(device: Any) -> Any:
+    """What waits for the device's queued work (nothing on a CPU)."""
+    import torch
+
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def _steps(
     job: JobSpec, trainer: Any, device: Any, beat: Heartbeat, first: int, count: int
 ) -> tuple[list[float], list[float]]:
     """`count` training steps numbered from `first` (negative: warm-up), each after a barrier;
     (step times, optimizer times)."""
-    import torch
     import torch.distributed as dist
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _sync(device)
     step_s, opt_s = [], []
     for i in range(first, first + count):
         progress = i + job.warmup
@@ -313,7 +307,6 @@ def baseline_steps(job: JobSpec, device: Any) -> list[float]:
     """Median forward+backward (with the loss) of the whole unsplit model over one replica's
     micro-batches, on every rank at once (barrier-aligned), with no communication: the compute
     the ranks manage side by side on this machine, to compare with the profile's."""
-    import torch
     import torch.distributed as dist
 
     from simplan.runtime.strategies import Trainer, make_optimizer
@@ -326,7 +319,7 @@ def baseline_steps(job: JobSpec, device: Any) -> list[float]:
         batches=batches,
         sync_context=lambda _: contextlib.nullcontext(),
     )
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = _sync(device)
     times = []
     for i in range(2 + job.baseline_steps):
         dist.barrier()

@@ -333,15 +333,14 @@ class Assembler:
         layers = self.graph.layers
         return [x for c in mine for x in layers[bounds[c.index] : bounds[c.index + 1]]]
 
-    def dtensor_optimizer(self, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
-        """What DTensor parameters add to the optimizer step: per step, and per parameter
-        tensor held as a DTensor: every tensor of the rank's tensor-parallel layers, or, under
-        FSDP2 (which shards every parameter as a DTensor), every tensor of the rank."""
+    def dtensor_optimizer(self, layers: list[Layer]) -> float:
+        """What DTensor parameters add to the optimizer step of a rank holding `layers`: per
+        step, and per parameter tensor held as a DTensor: every tensor of its tensor-parallel
+        layers, or, under FSDP2 (which shards every parameter as a DTensor), every tensor."""
         fw, cfg = self.framework, self.config
         fsdp = cfg.zero == 3 and cfg.dp > 1
         if (cfg.tp == 1 and not fsdp) or not (fw.tp_optimizer_step_s or fw.tp_optimizer_tensor_s):
             return 0.0
-        layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers if fsdp or x.kind in TP_KINDS)
         return fw.tp_optimizer_step_s + tensors * fw.tp_optimizer_tensor_s
 
@@ -359,9 +358,10 @@ class Assembler:
                 self.collective("all_gather", params * dtype_bytes(cfg.dtype), group)
                 * self.dp_factor[r]
             )
-        tensors = sum(x.param_tensors for x in self._layers(mine, bounds)) or None
+        layers = self._layers(mine, bounds)
+        tensors = sum(x.param_tensors for x in layers) or None
         optimizer = self.optimizer_time(params / shard, device, tensors) + self.dtensor_optimizer(
-            mine, bounds
+            layers
         )
         return RankPlan(
             rank=r,

@@ -59,6 +59,28 @@ def _call(dist: Any, op: str, buf: Any, out: Any, world: int) -> None:
         scatter(out[: buf.numel() // world], buf)
 
 
+def time_collective(
+    torch: Any, dist: Any, op: str, size_B: int, device: Any, warmup: int, repeats: int
+) -> tuple[int, list[float]]:
+    """`repeats` calls of `op` on fp32 buffers of about size_B bytes (a multiple of the world
+    size), each after a barrier, after `warmup` untimed ones: (the bytes, this rank's times)."""
+    world = dist.get_world_size()
+    n = max(world, size_B // 4 // world * world)
+    buf = torch.ones(n, dtype=torch.float32, device=device)
+    out = torch.empty(n, dtype=torch.float32, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    for k in range(warmup + repeats):
+        dist.barrier()
+        sync()
+        t0 = time.perf_counter()
+        _call(dist, op, buf, out, world)
+        sync()
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    return n * 4, times
+
+
 def _worker(
     rank: int,
     world: int,
@@ -97,26 +119,14 @@ def _worker(
         device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
         if backend == "nccl":
             torch.cuda.set_device(device)
-        sync = torch.cuda.synchronize if backend == "nccl" else (lambda: None)
         events.put(("stage", rank, 2))
         step = 0
         for op in ops:
             for size in sizes:
-                n = max(world, size // 4 // world * world)
-                buf = torch.ones(n, dtype=torch.float32, device=device)
-                out = torch.empty(n, dtype=torch.float32, device=device)
-                times = []
-                for k in range(warmup + repeats):
-                    dist.barrier()
-                    sync()
-                    t0 = time.perf_counter()
-                    _call(dist, op, buf, out, world)
-                    sync()
-                    if k >= warmup:
-                        times.append(time.perf_counter() - t0)
+                nbytes, times = time_collective(torch, dist, op, size, device, warmup, repeats)
                 step += 1
                 events.put(("step", rank, step))
-                events.put(("result", rank, (op, n * 4, times, {})))
+                events.put(("result", rank, (op, nbytes, times, {})))
         if framework:
             for result in probes.run_probes(torch, dist, world, warmup, repeats, backend == "gloo"):
                 step += 1

@@ -116,6 +116,23 @@ def constants_document(constants: CollectiveConstants, notes: str) -> dict[str, 
 # ---------------------------------------------------------------- bench-comm files
 
 
+Points = tuple[tuple[float, float], ...]  # (size_B, seconds), ascending sizes
+
+
+def _check_points(points: Points, what: str) -> None:
+    sizes = [n for n, _ in points]
+    if sizes != sorted(set(sizes)) or any(n <= 0 or t < 0 for n, t in points):
+        raise ValueError(f"{what} need distinct sizes > 0, ascending, times >= 0")
+
+
+def _beyond_first(points: Points, nbytes: float) -> float:
+    """Linear interpolation in `points` for nbytes above the first size (two points or more);
+    the last segment's slope above the largest."""
+    k = min(bisect.bisect_left(points, (nbytes,)), len(points) - 1)  # the segment's upper end
+    (n0, t0), (n1, t1) = points[k - 1], points[k]
+    return t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class OpFit:
     """A measured collective (nccl-tests sizes): t = alpha_s + beta_s_per_byte * nbytes, or,
@@ -125,14 +142,14 @@ class OpFit:
 
     alpha_s: float
     beta_s_per_byte: float
-    points: tuple[tuple[float, float], ...] = ()
+    points: Points = ()
 
     def __post_init__(self) -> None:
         if self.alpha_s < 0 or self.beta_s_per_byte <= 0:
             raise ValueError("an op fit needs alpha_s >= 0 and beta_s_per_byte > 0")
-        sizes = [n for n, _ in self.points]
-        if sizes != sorted(set(sizes)) or any(n <= 0 or t <= 0 for n, t in self.points):
-            raise ValueError("measured points need distinct sizes > 0, ascending, times > 0")
+        _check_points(self.points, "measured points")
+        if any(t <= 0 for _, t in self.points):
+            raise ValueError("measured points need times > 0")
 
     def time_s(self, nbytes: float) -> float:
         pts = self.points
@@ -140,9 +157,7 @@ class OpFit:
             return self.alpha_s + self.beta_s_per_byte * nbytes
         if nbytes <= pts[0][0]:
             return max(pts[0][1] - self.beta_s_per_byte * (pts[0][0] - nbytes), self.alpha_s)
-        k = min(bisect.bisect_left(pts, (nbytes,)), len(pts) - 1)  # the segment's upper end
-        (n0, t0), (n1, t1) = pts[k - 1], pts[k]
-        return t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0)
+        return _beyond_first(pts, nbytes)
 
 
 _NOT_SCALAR = ("source", "ddp_sync_points")
@@ -177,7 +192,7 @@ class FrameworkCosts:
     ddp_step_s: float = 0.0
     ddp_bucket_s: float = 0.0
     ddp_s_per_byte: float = 0.0
-    ddp_sync_points: tuple[tuple[float, float], ...] = ()
+    ddp_sync_points: Points = ()
     fsdp_step_s: float = 0.0
     fsdp_collective_s: float = 0.0
     fsdp_s_per_byte: float = 0.0
@@ -195,9 +210,7 @@ class FrameworkCosts:
         negative = [n for n in scalars if getattr(self, n) < 0]
         if negative:
             raise ValueError(f"framework costs must be >= 0: {', '.join(negative)}")
-        sizes = [n for n, _ in self.ddp_sync_points]
-        if sizes != sorted(set(sizes)) or any(n <= 0 or t < 0 for n, t in self.ddp_sync_points):
-            raise ValueError("ddp_sync_points need distinct sizes > 0, ascending, times >= 0")
+        _check_points(self.ddp_sync_points, "ddp_sync_points")
 
     def ddp_bucket_cost_s(self, nbytes: float) -> float:
         """Per bucket (0 where ddp_sync_points price the whole synchronisation)."""
@@ -212,9 +225,7 @@ class FrameworkCosts:
             return self.ddp_step_s
         if nbytes <= pts[0][0] or len(pts) == 1:
             return pts[0][1] if nbytes <= pts[0][0] else pts[-1][1]
-        k = min(bisect.bisect_left(pts, (nbytes,)), len(pts) - 1)  # the segment's upper end
-        (n0, t0), (n1, t1) = pts[k - 1], pts[k]
-        return max(t0 + (t1 - t0) * (nbytes - n0) / (n1 - n0), 0.0)
+        return max(_beyond_first(pts, nbytes), 0.0)
 
     def fsdp_collective_cost_s(self, nbytes: float) -> float:
         return self.fsdp_collective_s + self.fsdp_s_per_byte * nbytes

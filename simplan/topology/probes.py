@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Result = tuple[str, int, list[float], dict[str, Any]]  # op, size_B, times, what the probe was
@@ -301,12 +302,35 @@ def _key(m: dict[str, Any]) -> tuple:
 
 
 METHOD = (
-    "probes: chains of bias-free Linear(h, h) on a batch of 8 (DDP: 64, with the Adam step), "
-    "forward+backward, barrier before each step, wrapped and plain alternately, slowest rank per "
-    "step, median over steps; extra = wrapped - plain chain - raw "
-    "collectives (this file's op fits); least squares over the probe rows, coefficients >= 0 "
-    "(simplan/topology/probes.py)"
+    "probes: chains of Linear(h, h) (DDP: batch 64, with the Adam step; TP: with biases, some "
+    "larger), forward+backward, barrier before each step, wrapped and plain alternately, slowest "
+    "rank per step, median over steps; extra = wrapped - plain chain (1/tp of it for TP) - raw "
+    "collectives (this file's op fits); least squares over the probe rows weighted by 1/step, "
+    "coefficients >= 0 (simplan/topology/probes.py)"
 )
+
+
+Row = Callable[[dict[str, Any]], list[float]]
+Raw = Callable[[dict[str, Any]], float]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One wrapper's probe rows and the model fitted to them: extra = wrapped - plain * share
+    - raw collectives, with share the part of the plain chain's compute a wrapped rank does."""
+
+    plain: str  # the op name of the plain rows
+    wrapped: str  # and of the wrapped rows
+    model: str  # the fitted model, as text
+    names: tuple[str, ...]  # its coefficients
+    row: Row  # a wrapped row's coefficients' factors
+    raw: Raw  # its raw collectives' time
+    share: Callable[[dict[str, Any]], float] = lambda _: 1.0
+
+
+def _tp_share(m: dict[str, Any]) -> float:
+    """A tensor-parallel rank computes 1/tp of the plain chain (as the simulator has it)."""
+    return 1.0 / max(int(m.get("ranks", 1)), 1)
 
 
 def fit_framework(
@@ -322,8 +346,8 @@ def fit_framework(
         b = m["size_B"]
         return m["extra"]["units"] * (2 * op_time("all_gather", b) + op_time("reduce_scatter", b))
 
-    families: dict[str, tuple[str, str, str, tuple[str, ...], Row, Raw]] = {
-        "ddp": (
+    families = {
+        "ddp": Family(
             "ddp-plain",
             "ddp-sync",
             "extra_s = step_s + buckets * bucket_s + bytes * s_per_byte",
@@ -331,7 +355,7 @@ def fit_framework(
             lambda m: [1.0, float(len(m["extra"]["bucket_sizes_B"])), float(m["size_B"])],
             ddp_raw,
         ),
-        "fsdp": (
+        "fsdp": Family(
             "fsdp-plain",
             "fsdp-step",
             "extra_s = step_s + collectives * collective_s + bytes * s_per_byte",
@@ -339,7 +363,7 @@ def fit_framework(
             lambda m: [1.0, 3.0 * m["extra"]["units"], 3.0 * m["extra"]["units"] * m["size_B"]],
             fsdp_raw,
         ),
-        "tp": (
+        "tp": Family(
             "tp-plain",
             "tp-step",
             "extra_s = step_s + collectives * (collective_s + bytes * s_per_byte)",
@@ -350,8 +374,9 @@ def fit_framework(
                 float(m["extra"]["collectives"] * m["size_B"]),
             ],
             lambda m: m["extra"]["collectives"] * op_time("all_reduce", m["size_B"]),
+            _tp_share,
         ),
-        "pp": (  # the busiest rank's sends are half its actions
+        "pp": Family(  # the busiest rank's sends are half its actions
             "pp-plain",
             "pp-step",
             "extra_s = step_s + actions * action_s",
@@ -361,34 +386,33 @@ def fit_framework(
         ),
     }
     out: dict[str, Any] = {"method": METHOD}
-    for name, (plain, wrapped, model, names, row, raw) in families.items():
-        pairs = _pairs(measurements, plain, wrapped)
-        if pairs:
-            # a tensor-parallel rank computes 1/tp of the plain chain (as the simulator has it)
-            share = _tp_share if name == "tp" else None
-            out[name] = _fit(pairs, model, names, row, raw, share)
-    if "ddp" in out:
-        out["ddp"] |= _ddp_sync_points(_pairs(measurements, "ddp-plain", "ddp-sync"), ddp_raw)
+    for name, family in families.items():
+        pairs = _pairs(measurements, family.plain, family.wrapped)
+        if not pairs:
+            continue
+        out[name] = _fit(pairs, family)
+        if name == "ddp":
+            out[name] |= _ddp_sync_points(pairs, out[name]["measured_extra_s"])
     if "tp" in out:
         out["tp"] |= _fit_tp_optimizer(measurements)
     return out
 
 
-def _ddp_sync_points(pairs: list[tuple[dict, dict]], raw: Raw) -> dict[str, Any]:
-    """What one gradient synchronisation adds, by its bytes, from the one-bucket probes:
-    (size_B, extra_s) ascending, made non-decreasing by pooling adjacent violators (a sync of
-    more bytes never costs less; what breaks that is the probes' noise). Probes of several
-    buckets are left out: their buckets' all-reduces overlap the backward, so the sum of their
-    raw collectives overstates what they expose and their extra is not comparable."""
+def _ddp_sync_points(pairs: list[tuple[dict, dict]], extras: list[float]) -> dict[str, Any]:
+    """What one gradient synchronisation adds, by its bytes, from the one-bucket probes (each
+    pair's measured extra): (size_B, extra_s) ascending, made non-decreasing by pooling
+    adjacent violators (a sync of more bytes never costs less; what breaks that is the probes'
+    noise). Probes of several buckets are left out: their buckets' all-reduces overlap the
+    backward, so the sum of their raw collectives overstates what they expose and their extra
+    is not comparable."""
     by_size: dict[float, list[float]] = {}
-    for base, m in pairs:
+    for (_, m), extra in zip(pairs, extras, strict=True):
         if len(m["extra"]["bucket_sizes_B"]) == 1:
-            extra = m["median_s"] - base["median_s"] - raw(m)
             by_size.setdefault(float(m["size_B"]), []).append(extra)
+    if not by_size:
+        return {}
     sizes = sorted(by_size)
     values = _non_decreasing([max(sum(by_size[n]) / len(by_size[n]), 0.0) for n in sizes])
-    if not sizes:
-        return {}
     return {
         "sync_model": "extra_s per synchronisation = interpolation of sync_points over its bytes",
         "sync_points": [[n, t] for n, t in zip(sizes, values, strict=True)],
@@ -406,51 +430,39 @@ def _non_decreasing(values: list[float]) -> list[float]:
     return [m for m, c in blocks for _ in range(int(c))]
 
 
-Row = Callable[[dict[str, Any]], list[float]]
-Raw = Callable[[dict[str, Any]], float]
-
-
-def _tp_share(m: dict[str, Any]) -> float:
-    return 1.0 / max(int(m.get("ranks", 1)), 1)
-
-
-def _fit(
-    pairs: list[tuple[dict, dict]],
-    model: str,
-    names: tuple[str, ...],
-    row: Row,
-    raw: Raw,
-    share: Callable[[dict[str, Any]], float] | None = None,
-) -> dict[str, Any]:
-    """extra = wrapped - plain * share - raw collectives (share: the part of the plain chain's
-    compute the wrapped rank does, 1 but for tensor parallelism), fitted to the model's rows
-    (coefficients >= 0), with the residuals. Each row is weighted by 1 / its wrapped step's
-    time, so that the fit errs alike relative to every probe's step: unweighted, the largest
-    probes (tens of milliseconds) would decide the costs of the small ones."""
-    rows = [row(m) for _, m in pairs]
-    part = share or (lambda _: 1.0)
-    extra = [m["median_s"] - base["median_s"] * part(m) - raw(m) for base, m in pairs]
+def _fit(pairs: list[tuple[dict, dict]], family: Family) -> dict[str, Any]:
+    """The family's extra per pair, fitted to its model's rows (coefficients >= 0), with the
+    residuals. Each row is weighted by 1 / its wrapped step's time, so that the fit errs alike
+    relative to every probe's step: unweighted, the largest probes (tens of milliseconds)
+    would decide the costs of the small ones."""
+    rows = [family.row(m) for _, m in pairs]
+    extra = [
+        m["median_s"] - base["median_s"] * family.share(m) - family.raw(m) for base, m in pairs
+    ]
     weight = [1.0 / m["median_s"] for _, m in pairs]
     coef = _nonneg_lstsq(
         [[w * x for x in r] for w, r in zip(weight, rows, strict=True)],
         [w * e for w, e in zip(weight, extra, strict=True)],
     )
-    return {"model": model, **dict(zip(names, coef, strict=True)), **_residual(rows, extra, coef)}
+    names = dict(zip(family.names, coef, strict=True))
+    return {"model": family.model, **names, **_residual(rows, extra, coef)}
 
 
 def _fit_tp_optimizer(measurements: list[dict[str, Any]]) -> dict[str, Any]:
     """What an Adam step over DTensor parameters adds to one over plain tensors:
     extra_s = optimizer_step_s + tensors * optimizer_tensor_s."""
-    pairs = _pairs(measurements, "tp-opt-plain", "tp-opt")
-    if not pairs:
-        return {}
-    fit = _fit(
-        pairs,
+    family = Family(
+        "tp-opt-plain",
+        "tp-opt",
         "extra_s = optimizer_step_s + tensors * optimizer_tensor_s",
         ("optimizer_step_s", "optimizer_tensor_s"),
         lambda m: [1.0, float(m["extra"]["tensors"])],
         lambda m: 0.0,
     )
+    pairs = _pairs(measurements, family.plain, family.wrapped)
+    if not pairs:
+        return {}
+    fit = _fit(pairs, family)
     return {
         "optimizer_model": fit["model"],
         "optimizer_step_s": fit["optimizer_step_s"],

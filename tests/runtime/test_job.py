@@ -21,6 +21,7 @@ from simplan.runtime.launch import (
 )
 from simplan.runtime.worker import Heartbeat
 from simplan.validate import read_record, write_record
+from tests.helpers import mlp_profile_with
 
 
 def test_config_for_each_strategy() -> None:
@@ -128,24 +129,10 @@ def _rank(rank: int, passes: list[tuple[float, float, float]]) -> RankResult:
 
 
 def test_the_in_run_profile_counts_each_pass_at_its_slowest_rank() -> None:
-    from simplan.profiles import LayerTiming, Profile
+    from simplan.profiles import LayerTiming
     from simplan.runtime.job import slowest_rank_profile
-    from simplan.sources import load_model
 
-    graph = load_model("mlp")
-    timing = LayerTiming(fwd_s=1e-4, bwd_s=1e-4, repeats=3)
-    profile = Profile(
-        model=graph,
-        device="cpu",
-        device_name="test",
-        dtype="fp32",
-        micro_batch=8,
-        seq_len=0,
-        timings={layer.identity: timing for layer in graph.layers},
-        whole_model=LayerTiming(fwd_s=1.0, bwd_s=1.0, repeats=3),
-        optimizer_s=0.5,
-        optimizer_fixed_s=0.01,
-    )
+    profile = mlp_profile_with(1.0, 1.0, optimizer_s=0.5, optimizer_fixed_s=0.01)
     a = [(1.0, 2.0, 0.3), (1.0, 1.0, 0.3), (3.0, 3.0, 0.3)]  # (fwd, bwd, optimizer) per pass
     b = [(1.5, 1.0, 0.2), (2.0, 2.0, 0.4), (1.0, 1.0, 0.2)]
     slow = slowest_rank_profile(profile, (_rank(0, a), _rank(1, b)))

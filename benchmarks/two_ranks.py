@@ -1,0 +1,42 @@
+"""Two spawned ranks for the benchmark scripts: start them, collect rank 0's result, reap.
+
+A target is called as target(rank, port, *args, out) and rank 0 puts its result on `out`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from simplan.runtime.launch import free_port  # noqa: E402
+
+
+def slowest(dist: Any, torch: Any, times: list[float]) -> list[float]:
+    """Per index, the slowest rank's time (every rank calls it with as many times)."""
+    mine = torch.tensor(times)
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return torch.stack(every).max(0).values.tolist()
+
+
+def run_two(target: Callable[..., None], *args: Any, timeout_s: float = 600) -> Any:
+    """Run target on two spawned ranks; rank 0's result."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out, port = ctx.Queue(), free_port()
+    procs = [ctx.Process(target=target, args=(r, port, *args, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        return out.get(timeout=timeout_s)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
