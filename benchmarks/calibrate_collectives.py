@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.topology import load_cluster  # noqa: E402
-from simplan.topology.calibration import (  # noqa: E402
+from simplan.topology.comm_calibration import (  # noqa: E402
     B200_4X8_SPEC,
     CONSTANTS_FILE,
     CollectiveConstants,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.topology import load_cluster  # noqa: E402
-from simplan.topology.calibration import B200_4X8_SPEC  # noqa: E402
+from simplan.topology.comm_calibration import B200_4X8_SPEC  # noqa: E402
 from simplan.units import MiB  # noqa: E402
 
 REFERENCE = ROOT.parent / "shared" / "reference"

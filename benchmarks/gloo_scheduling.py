@@ -5,9 +5,9 @@
 Two ranks (spawned, one torch thread each, barrier before every step, slowest rank per step):
 a 4 KiB all-reduce right after the barrier, about 3 ms of matrix products on both ranks alone
 and followed by the same all-reduce, and a training step of the 784-128-10 MLP at micro-batch
-512, plain and under DDP. Each under the default scheduler and under SCHED_FIFO (simplan.sched, as
-`simplan validate` and `simplan bench-comm` run their ranks). Prints median and p90 in ms and
-writes benchmarks/results/gloo_scheduling.json. Run it on a quiet machine.
+512, plain and under DDP. Each under the default scheduler and under SCHED_FIFO
+(simplan.realtime, as `simplan validate` and `simplan bench-comm` run their ranks). Prints
+median and p90 in ms and writes benchmarks/results/gloo_scheduling.json. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.two_ranks import run_two, slowest  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
-from simplan.sched import enter_realtime  # noqa: E402
+from simplan.realtime import enter_realtime  # noqa: E402
 
 CASES = (
     "all-reduce 4 KiB",

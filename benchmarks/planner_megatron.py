@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from simplan.build import graph_from_spec
-from simplan.calibration import read_reference_csv
+from simplan.device_fit import read_reference_csv
 from simplan.io import write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.planner import search
 from simplan.sim.run import simulate
-from simplan.spec import TransformerSpec
 from simplan.table import render
 from simplan.topology import load_cluster
+from simplan.transformer_shape import TransformerSpec
 
 TABLE = "megatron_a100_weak_scaling_2021.csv"
 OUT = Path(__file__).parent / "results" / "planner_megatron.json"

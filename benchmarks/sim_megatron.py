@@ -44,13 +44,13 @@ import time
 from pathlib import Path
 
 from simplan.build import graph_from_spec
-from simplan.calibration import read_reference_csv
-from simplan.graph import ModelGraph
+from simplan.device_fit import read_reference_csv
 from simplan.io import write_json_atomic
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.sim.run import simulate
-from simplan.spec import TransformerSpec
 from simplan.topology import load_cluster
+from simplan.transformer_shape import TransformerSpec
 
 TABLE = "megatron_a100_weak_scaling_2021.csv"
 TABLE_2020 = "megatron_2020_gpt2_model_parallel_scaling.csv"

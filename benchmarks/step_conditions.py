@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.two_ranks import run_two, slowest  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
-from simplan.sched import enter_realtime  # noqa: E402
+from simplan.realtime import enter_realtime  # noqa: E402
 
 
 def _models(torch: Any) -> dict[str, Any]:

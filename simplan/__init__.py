@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from simplan.devices import DeviceModel
-    from simplan.graph import Layer, ModelGraph
+    from simplan.model_graph import Layer, ModelGraph
     from simplan.parallel import ParallelConfig
     from simplan.planner import Plan
     from simplan.profiles import Profile
@@ -45,8 +45,8 @@ __all__ = [
 
 _LAZY = {
     "load_model": "simplan.sources",
-    "ModelGraph": "simplan.graph",
-    "Layer": "simplan.graph",
+    "ModelGraph": "simplan.model_graph",
+    "Layer": "simplan.model_graph",
     "Profile": "simplan.profiles",
     "read_profile": "simplan.profiles",
     "write_profile": "simplan.profiles",

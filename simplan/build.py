@@ -10,10 +10,10 @@ from torch import nn
 
 from simplan.counting import count_layer, identity_key, own_parameters
 from simplan.errors import SimplanError
-from simplan.graph import Layer, ModelGraph
+from simplan.model_graph import Layer, ModelGraph
+from simplan.module_layers import LayerCall, tensors_in, trace
 from simplan.sources import ModelSource, factory_of
-from simplan.spec import TransformerSpec
-from simplan.tracing import LayerCall, tensors_in, trace
+from simplan.transformer_shape import TransformerSpec
 from simplan.units import dtype_bytes
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

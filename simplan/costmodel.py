@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simplan.devices import DeviceModel
-from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.profiles import Profile
 
 MEASURED, SCALED, MODEL = "measured", "measured-scaled", "model"

@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from simplan.graph import OpCost
-from simplan.tracing import LayerCall, tensors_in
+from simplan.model_graph import OpCost
+from simplan.module_layers import LayerCall, tensors_in
 
 FREE_OPS = {
     "detach",

@@ -145,7 +145,7 @@ OVERHEAD_SOURCE = (
 
 def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
     """gemm/mem efficiency of a GPU preset from simplan/data/gpu_calibration.json (written by
-    benchmarks/calibrate_devices.py; see simplan/calibration.py)."""
+    benchmarks/calibrate_devices.py; see simplan/device_fit.py)."""
     fit = _CAL.get(_FAMILY[name], {})
     source = str(fit.get("source", "simplan/data/gpu_calibration.json missing: uncalibrated"))
     if name == "h200":

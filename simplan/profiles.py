@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
+from simplan.model_graph import ModelGraph
 
 PROFILE_SCHEMA_VERSION = 1
 

@@ -19,9 +19,9 @@ from types import ModuleType
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.graph import GRAPH_SCHEMA_VERSION, ModelGraph
 from simplan.io import read_json, read_toml, write_json_atomic
-from simplan.spec import TransformerSpec, spec_from_table
+from simplan.model_graph import GRAPH_SCHEMA_VERSION, ModelGraph
+from simplan.transformer_shape import TransformerSpec, spec_from_table
 from simplan.units import check_dtype
 
 COUNTING_VERSION = 4  # bump when counting changes, to invalidate cached graphs

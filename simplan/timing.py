@@ -27,10 +27,10 @@ from torch import nn
 from simplan.build import instantiate
 from simplan.cpubench import cpu_name
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
+from simplan.module_layers import tensors_in, trace
 from simplan.profiles import LayerTiming, Profile
 from simplan.sources import load_model, resolve, transformer_spec
-from simplan.tracing import tensors_in, trace
 from simplan.units import GiB, check_dtype
 
 Advance = Callable[[str], None]

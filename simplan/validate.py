@@ -153,7 +153,7 @@ def validate(
     of the run, side by side (the conditions of the run); 'standalone': the profile measured in
     this process alone (cached). Both predictions are recorded. The run times at least `steps`
     steps, and more if they would last less than `min_timed_s` (see `timed_steps`). realtime:
-    the ranks run under SCHED_FIFO where permitted (simplan.sched), as bench-comm calibrates."""
+    the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm calibrates."""
     from simplan.runtime import JobSpec, run_job
 
     if profile_source not in PROFILE_SOURCES:

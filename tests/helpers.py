@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.model_graph import Layer, ModelGraph, OpCost
 
 ROOT = Path(__file__).resolve().parent.parent
 

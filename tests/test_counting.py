@@ -6,7 +6,7 @@ import pytest
 
 from simplan.build import graph_from_spec
 from simplan.sources import load_model
-from simplan.spec import TransformerSpec
+from simplan.transformer_shape import TransformerSpec
 
 
 def test_mlp_forward_flops_are_exact() -> None:

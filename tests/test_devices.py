@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from simplan.calibration import CALIBRATION_FILE, reference_dir
 from simplan.costmodel import model_cost, optimizer_step_s
+from simplan.device_fit import CALIBRATION_FILE, reference_dir
 from simplan.devices import get_device
 from simplan.errors import SimplanError
 from simplan.sources import load_model
@@ -58,7 +58,7 @@ def test_faster_device_is_faster_for_every_layer() -> None:
 def test_stored_calibration_reproduces_its_fit() -> None:
     """The stored constants predict the fit rows they were fitted on as recorded, and the
     presets carry them (benchmarks/calibrate_devices.py re-derives the whole fit)."""
-    from simplan.calibration import FITS, RowSimulator, mpt_rows
+    from simplan.device_fit import FITS, RowSimulator, mpt_rows
 
     stored = json.loads(CALIBRATION_FILE.read_text())
     for family, (section, cluster, preset) in FITS.items():

@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="realtime",
         action="store_false",
         help="run gloo ranks under the default scheduler (by default they run real-time, "
-        "SCHED_FIFO where permitted, as the ranks of `simplan validate` do; simplan/sched.py)",
+        "SCHED_FIFO where permitted, as the ranks of `simplan validate` do; simplan/realtime.py)",
     )
     p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")

@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     from simplan.io import read_toml
-    from simplan.topology.spec import PRESET_DIR, preset_names
+    from simplan.topology.cluster_spec import PRESET_DIR, preset_names
 
     print(f"{'preset':16s} {'nodes':>5s} {'devices':>7s}  {'devices and fabric':34s} network")
     for name in preset_names():

@@ -10,7 +10,7 @@ from typing import Any
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
 from simplan.errors import SimplanError
-from simplan.graph import Layer, ModelGraph
+from simplan.model_graph import Layer, ModelGraph
 from simplan.progress import Progress
 from simplan.table import render
 from simplan.units import DTYPE_BYTES, MiB, check_dtype

@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="realtime",
         action="store_false",
         help="run the ranks under the default scheduler (by default they run SCHED_FIFO where "
-        "permitted, as `simplan bench-comm` calibrates; see simplan/sched.py)",
+        "permitted, as `simplan bench-comm` calibrates; see simplan/realtime.py)",
     )
     p.add_argument("--reprofile", action="store_true", help="measure the standalone profile again")
     p.add_argument(

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from simplan.spec import TransformerSpec
+from simplan.transformer_shape import TransformerSpec
 
 
 def _norm(spec: TransformerSpec) -> nn.Module:

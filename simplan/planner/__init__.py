@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.planfile import ClusterRef
 from simplan.planner.driver import ProgressFn, SearchResult, run_search
 from simplan.planner.plan import Plan

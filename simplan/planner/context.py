@@ -8,9 +8,9 @@ from functools import lru_cache
 from typing import Any
 
 from simplan.devices import DeviceModel
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
-from simplan.planner.placement import Layout, node_classes, slowest
+from simplan.planner.layouts import Layout, node_classes, slowest
 from simplan.profiles import Profile
 from simplan.sim.assemble import FP32, MIXED, match_profile
 from simplan.sim.contention import sharing_factor

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef
 from simplan.planner.baselines import first_fitting, megatron_configs, pure_dp_configs
 from simplan.planner.estimate import CostContext, Estimate, estimate
+from simplan.planner.layouts import Layout, layouts, node_classes
 from simplan.planner.partition import default_bounds, ilp_bounds
-from simplan.planner.placement import Layout, layouts, node_classes
 from simplan.planner.plan import Plan
 from simplan.planner.search import SearchSpace, candidates, minimum_memory_bytes
 from simplan.units import GiB

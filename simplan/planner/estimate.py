@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from simplan.costmodel import optimizer_step_s
 from simplan.devices import DeviceModel
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planner.context import CostContext, Prefix
-from simplan.planner.placement import Layout
+from simplan.planner.layouts import Layout
 
 __all__ = ["CostContext", "Estimate", "estimate", "inflight", "megatron_bounds"]
 

@@ -30,7 +30,7 @@ from typing import Any
 import pulp
 
 from simplan.errors import SimplanError
-from simplan.planner.dp import minmax_partition, pipeline_objective, stage_cost
+from simplan.planner.partition_dp import minmax_partition, pipeline_objective, stage_cost
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from simplan.parallel import ParallelConfig
 from simplan.planner.estimate import CostContext, inflight, megatron_bounds
 from simplan.planner.ilp import PartitionProblem, SolveRecord, solve_partition
-from simplan.planner.placement import Layout, boundary_scale, slowest
+from simplan.planner.layouts import Layout, boundary_scale, slowest
 from simplan.units import MiB
 
 

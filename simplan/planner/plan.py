@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef, PlanFile, read_plan, write_plan
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.sim.assemble import FP32, MIXED
 

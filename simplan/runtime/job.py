@@ -44,7 +44,7 @@ class JobSpec:
         many bytes (each after a barrier), to compare with the calibration that priced them
         (RankResult.check_s); 0: none.
     realtime: CPU ranks run under SCHED_FIFO where permitted, so that a thread woken by a
-        collective runs at once (simplan.sched; bench-comm calibrates the same way). False:
+        collective runs at once (simplan.realtime; bench-comm calibrates the same way). False:
         the default scheduler.
     fault: 'crash@RANK:STEP' or 'hang@RANK:STEP' makes a rank fail on purpose (tests failure
         handling).
@@ -147,7 +147,7 @@ class RankResult:
     memory_method: str
     device: str
     baseline_s: tuple[float, ...] = ()  # the unsplit model's forward+backward, side by side
-    scheduling: str = ""  # the policy the rank ran under (simplan.sched)
+    scheduling: str = ""  # the policy the rank ran under (simplan.realtime)
     # the in-run profile's whole-model passes on this rank: (forward, backward, optimizer) s
     profile_passes_s: tuple[tuple[float, float, float], ...] = ()
     check_s: tuple[float, ...] = ()  # the all-reduces of job.check_bytes, in order

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.runtime.job import JobSpec
 from simplan.runtime.strategies import loss_of, make_optimizer

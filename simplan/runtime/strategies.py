@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.runtime.job import JobSpec
 from simplan.units import MiB
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from simplan.io import write_json_atomic
+from simplan.realtime import enter_realtime
 from simplan.runtime.job import PROGRESS_FORMAT, JobSpec, RankResult
-from simplan.sched import enter_realtime
 
 
 def rank_entry(rank: int, world: int, init_method: str, job: JobSpec, out_dir: str) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 from simplan.costmodel import optimizer_step_s
 from simplan.devices import DeviceModel, describes
 from simplan.errors import SimplanError
-from simplan.graph import Layer, ModelGraph
+from simplan.model_graph import Layer, ModelGraph
 from simplan.parallel import ParallelConfig, balanced_stages
 from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, full_activation_peak, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
-from simplan.sim.placement import Grid, dp_groups, tp_group
-from simplan.topology.calibration import FrameworkCosts
+from simplan.sim.rank_devices import Grid, dp_groups, tp_group
+from simplan.topology.comm_calibration import FrameworkCosts
 from simplan.units import dtype_bytes
 
 # Bytes per parameter (ZeRO paper's accounting): weights, gradients, optimizer state (Adam).

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
-from simplan.graph import Layer, ModelGraph, OpCost
+from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
 from simplan.units import dtype_bytes

@@ -8,12 +8,12 @@ from typing import Any
 
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig, check_world
 from simplan.profiles import Profile
 from simplan.sim.assemble import Assembler, MemoryParts
 from simplan.sim.engine import RankStats, run_engine
-from simplan.sim.placement import grid
+from simplan.sim.rank_devices import grid
 from simplan.sim.result import DeviceStats, SimResult
 
 

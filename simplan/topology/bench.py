@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.sched import enter_realtime
+from simplan.realtime import enter_realtime
 from simplan.topology import probes
-from simplan.topology.calibration import bench_document, op_fits
+from simplan.topology.comm_calibration import bench_document, op_fits
 from simplan.units import KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
@@ -153,7 +153,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure; return the calibration document (see `bench_document`). framework: also run
     the probes of simplan.topology.probes (DDP, FSDP2, DTensor costs) and fit them.
-    realtime: gloo ranks run under SCHED_FIFO where permitted (simplan.sched), as the
+    realtime: gloo ranks run under SCHED_FIFO where permitted (simplan.realtime), as the
     runtime's ranks do by default."""
     _check_args(backend, nprocs, sizes, ops)
     import torch

@@ -13,7 +13,8 @@ import networkx as nx
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.topology import collectives as coll
-from simplan.topology.calibration import (
+from simplan.topology.cluster_spec import ClusterSpec, load_spec
+from simplan.topology.comm_calibration import (
     NO_FRAMEWORK_COSTS,
     CollectiveConstants,
     FrameworkCosts,
@@ -22,8 +23,7 @@ from simplan.topology.calibration import (
     default_constants,
     read_link_calibration,
 )
-from simplan.topology.graph import Device, Link, Topology
-from simplan.topology.spec import ClusterSpec, load_spec
+from simplan.topology.fabric import Device, Link, Topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 from simplan.errors import SimplanError
 
 if TYPE_CHECKING:
-    from simplan.topology.graph import Device, Topology
+    from simplan.topology.fabric import Device, Topology
 
 OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_to_all", "p2p")
 ALGORITHMS = ("ring", "tree", "hierarchical", "direct")

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simplan.parallel import balanced_stages
-from simplan.planner.dp import brute_force_partition, minmax_partition
 from simplan.planner.ilp import PartitionProblem, segments, solve_partition
+from simplan.planner.partition_dp import brute_force_partition, minmax_partition
 
 
 def _random_problem(rng: random.Random, hetero: bool, microbatches: int | None):

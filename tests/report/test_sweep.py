@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matplotlib.colors import to_rgba
 
-from simplan.graph import ModelGraph, OpCost
+from simplan.model_graph import ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.report.style import CAPACITY_COLOR
 from simplan.report.sweep import SweepPoint, run_sweep, sweep_figure, sweep_table

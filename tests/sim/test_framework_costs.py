@@ -11,7 +11,7 @@ import pytest
 from simplan.parallel import ParallelConfig
 from simplan.sim.run import simulate
 from simplan.topology import load_cluster
-from simplan.topology.calibration import FrameworkCosts
+from simplan.topology.comm_calibration import FrameworkCosts
 from simplan.units import KiB
 
 MLP_GRAD_BYTES = (784 * 128 + 128 + 128 * 10 + 10) * 4  # 407,080 bytes of fp32 gradients

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simplan.costmodel import layer_costs, optimizer_step_s
-from simplan.graph import ModelGraph, OpCost
+from simplan.model_graph import ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.sim.run import simulate
 from simplan.sources import load_model

@@ -14,7 +14,7 @@ from simplan.cli import main
 from simplan.errors import SimplanError
 from simplan.topology import Cluster, load_cluster
 from simplan.topology.bench import run_bench
-from simplan.topology.calibration import read_link_calibration
+from simplan.topology.comm_calibration import read_link_calibration
 from simplan.units import KiB, MiB
 
 pytestmark = pytest.mark.distributed

@@ -11,7 +11,7 @@ import pytest
 from simplan.cli import main
 from simplan.errors import SimplanError
 from simplan.topology import load_cluster
-from simplan.topology.calibration import (
+from simplan.topology.comm_calibration import (
     FrameworkCosts,
     bench_document,
     framework_costs,

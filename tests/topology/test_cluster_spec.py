@@ -4,7 +4,7 @@ import pytest
 
 from simplan.errors import SimplanError
 from simplan.topology import load_cluster, preset_names
-from simplan.topology.spec import load_spec
+from simplan.topology.cluster_spec import load_spec
 
 GPU_PRESETS = ["dgx-a100", "dgx-h100", "h200", "pcie-a100", "mixed-a100-h100"]
 

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
+from simplan.planner.layouts import layouts, node_classes
 from simplan.planner.nodes import _solve, order_nodes
-from simplan.planner.placement import layouts, node_classes
 from simplan.topology import load_cluster
 
 

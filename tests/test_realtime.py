@@ -1,4 +1,4 @@
-"""Real-time scheduling of a rank (simplan.sched): what it asks for and what it reports."""
+"""Real-time scheduling of a rank (simplan.realtime): what it asks for and what it reports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from simplan.sched import DEFAULT, FIFO, enter_realtime
+from simplan.realtime import DEFAULT, FIFO, enter_realtime
 
 
 def _in_thread(enabled: bool) -> tuple[str, int]:

@@ -38,9 +38,9 @@ from typing import Any
 
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
-from simplan.graph import ModelGraph
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
-from simplan.spec import TransformerSpec
+from simplan.transformer_shape import TransformerSpec
 
 FIT_FILE = "llmfoundry_mpt_throughput.csv"
 SHAPES_FILE = "llmfoundry_mpt_model_configs.csv"
@@ -240,5 +240,5 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
         "rms_log_error": round(math.sqrt(loss / len(rows)), 5),
         "kernel_overhead_identified": identified,
         "rows": table,
-        "derived_by": "benchmarks/calibrate_devices.py (simplan.calibration.fit_efficiencies)",
+        "derived_by": "benchmarks/calibrate_devices.py (simplan.device_fit.fit_efficiencies)",
     }

@@ -11,7 +11,11 @@ import pytest
 
 from simplan.errors import SimplanError
 from simplan.topology import load_cluster
-from simplan.topology.calibration import CONSTANTS_FILE, default_constants, read_link_calibration
+from simplan.topology.comm_calibration import (
+    CONSTANTS_FILE,
+    default_constants,
+    read_link_calibration,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_reference = pytest.mark.skipif(

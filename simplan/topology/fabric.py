@@ -21,8 +21,8 @@ import networkx as nx
 
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
-from simplan.topology.calibration import CollectiveConstants, LinkCalibration
-from simplan.topology.spec import ClusterSpec, NodeGroupSpec
+from simplan.topology.cluster_spec import ClusterSpec, NodeGroupSpec
+from simplan.topology.comm_calibration import CollectiveConstants, LinkCalibration
 
 FABRIC_LINK_CLASS = {
     "nvswitch": "nvlink",
