@@ -55,13 +55,19 @@ def _fail(at: str, spec: Spec, value: Any) -> Invalid:
     return Invalid(f"{at} must be {spec.expect()}, not {show(value)}")
 
 
+def _num(x: float) -> str:
+    if float(x).is_integer() and abs(x) < 1e16:
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
 def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
     if lo is not None and hi is not None:
-        return f" in {'(' if lo_open else '['}{lo:,}, {hi:,}]"
+        return f" in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}]"
     if lo is not None:
-        return f" {'>' if lo_open else '>='} {lo:,}"
+        return f" {'>' if lo_open else '>='} {_num(lo)}"
     if hi is not None:
-        return f" <= {hi:,}"
+        return f" <= {_num(hi)}"
     return ""
 
 

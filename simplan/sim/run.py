@@ -9,7 +9,7 @@ from typing import Any
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
-from simplan.parallel import ParallelConfig, check_world
+from simplan.parallel import ParallelConfig, check_config_for_model, check_world
 from simplan.profiles import Profile
 from simplan.sim.assemble import Assembler, MemoryParts
 from simplan.sim.engine import RankStats, run_engine
@@ -58,6 +58,7 @@ def simulate(
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
     check_world(config, cluster.num_devices)
+    check_config_for_model(config, graph)
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device)
     plan, memory, bounds = assembler.build()
