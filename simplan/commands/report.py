@@ -116,8 +116,9 @@ def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
     from simplan.planfile import PLAN_SCHEMA_VERSION, read_plan
 
     data = read_json(path)
-    schema = data.get("schema") if isinstance(data, dict) else None
-    kind = schema.get("kind") if isinstance(schema, dict) else None
+    raw = data.get("schema") if isinstance(data, dict) else None
+    schema = raw if isinstance(raw, dict) else {}
+    kind = schema.get("kind")
     if kind == "plan":
         return [read_plan(path)], []
     if kind != "plans":

@@ -15,7 +15,7 @@ from simplan.report.style import FORMATS, gib, save_figure
 SVG_MAX_EVENTS = 5000  # above this a timeline SVG grows past a few MB: PNG only
 
 
-def _save(fig: Any, out: Path, name: str, caption: str, formats: Sequence[str]) -> Figure:
+def _save(fig: Any, out: str | Path, name: str, caption: str, formats: Sequence[str]) -> Figure:
     save_figure(fig, out, name, formats)
     return Figure(name=name, caption=caption, formats=tuple(formats))
 
