@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from simplan.capabilities import CapabilityProvider
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
@@ -47,19 +48,21 @@ def simulate(
     placement: list[int] | None = None,
     record: bool = True,
     device: DeviceModel | None = None,
+    capabilities: CapabilityProvider | None = None,
 ) -> SimResult:
     """Simulate one training step of `config` for `model` on `cluster`.
 
     model: a ModelGraph or a model spec; cluster: a Cluster or a preset name; profile: measured
     layer times to use where they match the device; placement: the device of each rank (default:
     rank i on device i); record: keep the timeline (for traces and reports); device: a device
-    model to use for every rank instead of the cluster's (what-if studies, calibration)."""
+    model to use for every rank instead of the cluster's (what-if studies, calibration);
+    capabilities: what each device can do (simplan.capabilities; default: the cluster's)."""
     started = time.perf_counter()
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
     check_world(config, cluster.num_devices)
     g = grid(config, placement)
-    assembler = Assembler(graph, cluster, config, g, profile, device)
+    assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
     plan, memory, bounds = assembler.build()
     step, stats, events, count = run_engine(plan, record)
     devices = tuple(
