@@ -146,3 +146,5 @@ def print_result(result: Any) -> None:
         print(f"- {line}")
     sources = ", ".join(f"{k}: {v}" for k, v in result.cost_sources.items())
     print(f"layer costs from {sources}; {result.event_count} events simulated")
+    if result.extrapolated:
+        print(result.extrapolation_note())
