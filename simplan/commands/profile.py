@@ -100,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     dtype = check_dtype(args.dtype or ("fp32" if args.device == "cpu" else "bf16"))
     if args.micro_batch <= 0:
         raise SimplanError("--micro-batch must be a positive integer")
+    if args.out and measured and not args.no_save:
+        from simplan.outputs import check_output_file
+
+        check_output_file(args.out, "--out")
     profile = None
     if measured:
         profile, graph, device = _measure(args, dtype)
