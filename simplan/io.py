@@ -10,7 +10,6 @@ from typing import Any
 from simplan.errors import SimplanError
 from simplan.outputs import write_json_atomic as write_json_atomic  # its home is outputs
 
-
 MAX_INPUT_BYTES = 512 * 1024**2  # no input file simplan reads is near this size
 
 
