@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
-
-
-def write_json_atomic(data: Any, path: str | Path) -> Path:
-    """Write data as JSON to path atomically: a reader sees the old file or the new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=1, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
+from simplan.outputs import write_json_atomic as write_json_atomic  # its home is outputs
 
 MAX_INPUT_BYTES = 512 * 1024**2  # no input file simplan reads is near this size
 

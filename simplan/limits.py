@@ -13,6 +13,7 @@ MAX_SEQ_LEN = 4_194_304
 MAX_VOCAB = 4_194_304
 MAX_FFN = 1_048_576
 MAX_PARAMS = 10**13
+MAX_GRAPH_LAYERS = 1_000_000  # layers of any counted model graph (also from factories)
 
 # clusters
 MAX_NODES = 16_384
@@ -21,7 +22,5 @@ MAX_DEVICES = 16_384
 MAX_BANDWIDTH_GBPS = 1e6  # GB/s: 1 PB/s, far beyond any link
 MAX_LATENCY_US = 1e6  # one second
 
-# training steps
-MAX_GLOBAL_BATCH = 2**24  # samples per optimizer step
-MAX_MICRO_BATCH = 2**20
+# training steps (batch sizes and degrees: simplan.parallel's MAX_SAMPLES and MAX_DEGREE)
 MAX_BUCKET_BYTES = 2**40

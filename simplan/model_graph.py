@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.limits import MAX_PARAMS, MAX_SEQ_LEN
+from simplan.limits import MAX_GRAPH_LAYERS, MAX_PARAMS, MAX_SEQ_LEN
 from simplan.schema import Anything, Float, Int, ListOf, MapOf, Str, Table
 from simplan.units import DTYPE_BYTES
 
@@ -68,7 +68,7 @@ GRAPH_TABLE = Table(
         "tokens_per_sample": Int(min=0, max=MAX_SEQ_LEN),
         "source": Str(max_len=1 << 20),
         "meta": MapOf(Anything()),
-        "layers": ListOf(LAYER_TABLE, min_len=1, max_len=1_000_000),
+        "layers": ListOf(LAYER_TABLE, min_len=1, max_len=MAX_GRAPH_LAYERS),
         "edges": ListOf(ListOf(Str(), min_len=2, max_len=2), max_len=10_000_000),
     },
     required=("name", "seq_len", "dtype", "tokens_per_sample", "source", "layers", "edges"),

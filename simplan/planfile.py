@@ -18,6 +18,7 @@ needs only the first five):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,10 @@ from simplan.limits import (
     MAX_BUCKET_BYTES,
     MAX_DEVICES,
     MAX_DEVICES_PER_NODE,
-    MAX_GLOBAL_BATCH,
-    MAX_LAYERS,
-    MAX_MICRO_BATCH,
+    MAX_GRAPH_LAYERS,
     MAX_NODES,
-    MAX_SEQ_LEN,
 )
-from simplan.parallel import RECOMPUTE, SCHEDULES, ParallelConfig
+from simplan.parallel import ParallelConfig
 from simplan.schema import (
     Anything,
     Bool,
@@ -42,6 +40,7 @@ from simplan.schema import (
     ListOf,
     MapOf,
     Nullable,
+    Spec,
     Str,
     Table,
     validate,
@@ -50,24 +49,27 @@ from simplan.units import DTYPE_BYTES
 
 PLAN_SCHEMA_VERSION = 1
 
+
+def _knob_spec(f: dataclasses.Field) -> Spec:
+    """The schema of one ParallelConfig field, from its Knob (the same limits as its flag)."""
+    knob = f.metadata.get("knob")
+    if f.type == "bool":
+        return Bool()
+    if knob is None:
+        return (
+            Str(choices=("", *DTYPE_BYTES)) if f.type == "str" else Int(min=1, max=MAX_BUCKET_BYTES)
+        )
+    if f.type == "str":
+        return Str(choices=tuple(knob.choices))
+    if knob.choices:
+        return Int(min=min(knob.choices), max=max(knob.choices))
+    return Int(min=knob.lo, max=knob.hi)
+
+
 CONFIG_TABLE = Table(
     {
-        "dp": Int(min=1, max=MAX_DEVICES),
-        "tp": Int(min=1, max=MAX_DEVICES),
-        "pp": Int(min=1, max=MAX_DEVICES),
-        "micro_batch": Int(min=1, max=MAX_MICRO_BATCH),
-        "global_batch": Int(min=1, max=MAX_GLOBAL_BATCH),
-        "seq_len": Int(min=0, max=MAX_SEQ_LEN),
-        "schedule": Str(choices=SCHEDULES),
-        "virtual_stages": Int(min=1, max=MAX_LAYERS),
-        "zero": Int(min=0, max=3),
-        "recompute": Str(choices=RECOMPUTE),
-        "dtype": Str(choices=tuple(DTYPE_BYTES)),
-        "sequence_parallel": Bool(),
-        "bucket_bytes": Int(min=1, max=MAX_BUCKET_BYTES),
-        "overlap_grad_reduce": Bool(),
-        "reduce_dtype": Str(choices=("", *DTYPE_BYTES)),
-        "stages": ListOf(Int(min=0, max=10**6), max_len=MAX_LAYERS + 1),
+        **{f.name: _knob_spec(f) for f in dataclasses.fields(ParallelConfig) if f.name != "stages"},
+        "stages": ListOf(Int(min=0, max=MAX_GRAPH_LAYERS), max_len=MAX_GRAPH_LAYERS + 1),
     },
     required=("dp", "tp", "pp", "micro_batch", "global_batch"),
     fix="regenerate the file with simplan plan",

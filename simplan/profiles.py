@@ -15,8 +15,9 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
-from simplan.limits import MAX_MICRO_BATCH, MAX_SEQ_LEN
+from simplan.limits import MAX_SEQ_LEN
 from simplan.model_graph import GRAPH_TABLE, ModelGraph
+from simplan.parallel import MAX_SAMPLES
 from simplan.schema import Anything, Float, Int, MapOf, Nullable, Str, Table, validate
 from simplan.units import DTYPE_BYTES
 
@@ -38,7 +39,7 @@ PROFILE_DOCUMENT = Table(
         "device": Str(nonempty=True),
         "device_name": Str(nonempty=True),
         "dtype": Str(choices=tuple(DTYPE_BYTES)),
-        "micro_batch": Int(min=1, max=MAX_MICRO_BATCH),
+        "micro_batch": Int(min=1, max=MAX_SAMPLES),
         "seq_len": Int(min=0, max=MAX_SEQ_LEN),
         "meta": MapOf(Anything()),
         "whole_model": Nullable(_TIMING),

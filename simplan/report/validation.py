@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from simplan.errors import SimplanError
 from simplan.io import read_json_object
-from simplan.limits import MAX_DEVICES, MAX_MICRO_BATCH
+from simplan.limits import MAX_DEVICES
+from simplan.parallel import MAX_SAMPLES
 from simplan.report.style import FONT_SIZE, new_figure
 from simplan.schema import Float, Int, Str, Table, validate
 
@@ -32,12 +33,12 @@ RECORD_FIELDS = Table(
         "strategy": Str(nonempty=True),
         "configuration": Str(),
         "nprocs": Int(min=1, max=MAX_DEVICES),
-        "micro_batch": Int(min=1, max=MAX_MICRO_BATCH),
+        "micro_batch": Int(min=1, max=MAX_SAMPLES),
         "job": Table(
             {
                 "config": Table(
                     {k: Int(min=1, max=MAX_DEVICES) for k in ("dp", "tp", "pp")}
-                    | {"micro_batch": Int(min=1, max=MAX_MICRO_BATCH)},
+                    | {"micro_batch": Int(min=1, max=MAX_SAMPLES)},
                     open=True,
                 )
             },
