@@ -40,6 +40,7 @@ def local_calibration_path(nprocs: int, backend: str = "gloo") -> Path:
     """The default calibration of `nprocs` local ranks (relative to the working directory)."""
     return LOCAL_CALIBRATION_DIR / f"{backend}-{nprocs}ranks.json"
 
+
 _SECONDS = Float(min=0.0, max=1e6)
 _PER_BYTE = Float(min=0.0, max=1.0)
 _FIT = Table(
