@@ -5,9 +5,7 @@ pyplot, so rendering needs no display and keeps no global state between figures.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from simplan.outputs import write_with  # noqa: E402
 from simplan.units import GiB  # noqa: E402
 
 DPI = 100
@@ -129,21 +128,14 @@ def save_figure(
 ) -> list[Path]:
     """Write fig as out_dir/name.<fmt> for each format, atomically; returns the paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
-        target = out / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=out)
-        os.close(fd)
-        try:
-            metadata = {"Date": None} if fmt == "svg" else {}
+        metadata = {"Date": None} if fmt == "svg" else {}
+
+        def render(tmp: Path, fmt: str = fmt, metadata: dict = metadata) -> None:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(target)
+
+        paths.append(write_with(out / f"{name}.{fmt}", render))
     return paths
 
 
