@@ -13,7 +13,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simplan.runtime.launch import free_port  # noqa: E402
+from simplan.ranks import free_port  # noqa: E402
 
 
 def slowest(dist: Any, torch: Any, times: list[float]) -> list[float]:
