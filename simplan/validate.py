@@ -121,10 +121,23 @@ def with_stages(config: ParallelConfig, result: Any) -> ParallelConfig:
     return config.replace(stages=tuple(bounds))
 
 
-def local_cluster(world: int, name: str = "localhost-cpu") -> Any:
+def local_cluster(
+    world: int, name: str = "localhost-cpu", calibration: str | Path | None = None
+) -> Any:
+    """The local cluster of `world` ranks, calibrated by `calibration`, else by the file
+    `simplan bench-comm --nprocs <world>` writes by default where there is one, else by the
+    preset's own calibration."""
     from simplan.topology import load_cluster
+    from simplan.topology.cluster import resolve_calibration
+    from simplan.topology.cluster_spec import load_spec
+    from simplan.topology.comm_calibration import local_calibration_path
 
-    return load_cluster(name, nodes=1, gpus_per_node=world)
+    spec = load_spec(name, nodes=1, gpus_per_node=world)
+    if calibration is None and resolve_calibration(str(local_calibration_path(world))).is_file():
+        calibration = local_calibration_path(world)
+    if calibration is not None:
+        spec = dataclasses.replace(spec, calibration=str(calibration))
+    return load_cluster(spec)
 
 
 PROFILE_SOURCES = ("in-run", "standalone")
@@ -145,6 +158,7 @@ def validate(
     refresh_profile: bool = False,
     runs_dir: str | Path = RUNS_DIR,
     fault: str = "",
+    calibration: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict and measure one configuration; write and return the validation record.
 
@@ -152,7 +166,8 @@ def validate(
     of the run, side by side (the conditions of the run); 'standalone': the profile measured in
     this process alone (cached). Both predictions are recorded. The run times at least `steps`
     steps, and more if they would last less than `min_timed_s` (see `timed_steps`). realtime:
-    the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm calibrates."""
+    the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm calibrates.
+    calibration: a bench-comm file (default: see local_cluster)."""
     from simplan.runtime import JobSpec, run_job
 
     if profile_source not in PROFILE_SOURCES:
@@ -170,7 +185,7 @@ def validate(
         realtime=realtime,
     )  # checks the strategy before anything slow
     alone, alone_path = profile_for(model, config, threads=threads, refresh=refresh_profile)
-    cluster = local_cluster(config.world_size)
+    cluster = local_cluster(config.world_size, calibration=calibration)
     standalone = predict(model, config, alone, cluster)
     job = dataclasses.replace(
         job,

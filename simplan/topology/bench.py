@@ -33,7 +33,7 @@ from simplan.ranks import (
 )
 from simplan.realtime import enter_realtime
 from simplan.topology import probes
-from simplan.topology.comm_calibration import bench_document, op_fits
+from simplan.topology.comm_calibration import bench_document, local_calibration_path, op_fits
 from simplan.units import KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
@@ -349,6 +349,10 @@ def fit_alpha_beta(
 
 
 def default_output(backend: str, nprocs: int, device: str | None = None) -> Path:
+    """Where bench-comm writes without --out: gloo ranks on this machine go to the file
+    `simplan validate` reads (local_calibration_path); NCCL to traces/collectives/<host>/."""
+    if backend == "gloo" and device is None:
+        return local_calibration_path(nprocs, backend)
     where = device or platform.node() or "localhost"
     return Path("traces/collectives") / where / f"{backend}-{nprocs}ranks.json"
 
