@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.errors import SimplanError
 
 HELP = """\
@@ -33,11 +34,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "report",
-        help="figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
+        HELP,
     )
     sub = p.add_subparsers(dest="report_kind", metavar="KIND", parser_class=type(p))
     plan = sub.add_parser("plan", help="report a plan.json or plans.json")
