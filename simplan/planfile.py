@@ -72,6 +72,12 @@ def write_plan(plan: PlanFile, path: str | Path) -> Path:
 
 def read_plan(path: str | Path) -> PlanFile:
     data = read_versioned_json(path, "plan", PLAN_SCHEMA_VERSION)
+    return plan_from_dict(data, path, "plan file")
+
+
+def plan_from_dict(data: Any, path: str | Path, what: str = "plan file") -> PlanFile:
+    """A plan document (a plan file's, or one embedded in a plans file: `what`), checked;
+    a damaged one is a one-line SimplanError naming `path`."""
     try:
         cluster = data["cluster"]
         known = {"schema", "model", "cluster", "config", "placement", "predicted"}
@@ -87,12 +93,12 @@ def read_plan(path: str | Path) -> PlanFile:
             predicted=dict(data.get("predicted", {})),
             extra={k: v for k, v in data.items() if k not in known},
         )
-        _check_placement(path, plan)
-        return plan
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise SimplanError(
-            f"{path}: damaged plan file (missing {exc}); regenerate it with simplan plan"
+            f"{path}: damaged {what} (missing {exc}); regenerate it with simplan plan"
         ) from None
+    _check_placement(path, plan)
+    return plan
 
 
 def _check_placement(path: str | Path, plan: PlanFile) -> None:

@@ -246,8 +246,9 @@ def calibration_summary(cluster: Any) -> dict[str, Any] | None:
     from simplan.io import read_json
 
     meta = read_json(cal.path).get("metadata", {})
-    keys = ("date", "torch", "scheduling", "repeats", "warmup")
-    return {"path": cal.path} | {k: meta.get(k) for k in keys}
+    keys = ("date", "scheduling", "repeats", "warmup")
+    torch = meta.get("torch_version", meta.get("torch"))  # "torch" in files before 2026-12-03
+    return {"path": cal.path, "torch": torch} | {k: meta.get(k) for k in keys}
 
 
 def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:

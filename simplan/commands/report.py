@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.errors import SimplanError
 
 HELP = """\
@@ -33,11 +34,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "report",
-        help="figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
+        HELP,
     )
     sub = p.add_subparsers(dest="report_kind", metavar="KIND", parser_class=type(p))
     plan = sub.add_parser("plan", help="report a plan.json or plans.json")
@@ -171,30 +172,16 @@ def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
 
 def _planfile(doc: Any, path: str | Path, version: int) -> Any:
     """One plan document embedded in a plans file, with the checks of read_plan."""
-    from simplan.parallel import ParallelConfig
-    from simplan.planfile import ClusterRef, PlanFile
+    from simplan.planfile import plan_from_dict
 
-    try:
-        if doc["schema"]["kind"] != "plan" or doc["schema"]["version"] != version:
-            raise SimplanError(f"{path}: an embedded plan has schema {doc['schema']}")
-        cluster = doc["cluster"]
-        known = {"schema", "model", "cluster", "config", "placement", "predicted"}
-        return PlanFile(
-            model=str(doc["model"]),
-            cluster=ClusterRef(
-                spec=str(cluster["spec"]),
-                nodes=cluster.get("nodes"),
-                gpus_per_node=cluster.get("gpus_per_node"),
-            ),
-            config=ParallelConfig.from_dict(doc["config"]),
-            placement=tuple(int(x) for x in doc.get("placement", [])),
-            predicted=dict(doc.get("predicted", {})),
-            extra={k: v for k, v in doc.items() if k not in known},
-        )
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise SimplanError(
-            f"{path}: damaged plans file (missing {exc}); rerun simplan plan"
-        ) from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if (
+        not isinstance(schema, dict)
+        or schema.get("kind") != "plan"
+        or schema.get("version") != version
+    ):
+        raise SimplanError(f"{path}: an embedded plan has schema {schema}")
+    return plan_from_dict(doc, path, "plans file")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
