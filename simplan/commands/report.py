@@ -148,26 +148,34 @@ def run_plan(args: argparse.Namespace) -> int:
 
 def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
     """(plans, baselines) from a plan file (kind 'plan') or a plans file (kind 'plans')."""
-    from simplan.io import read_json
+    from simplan.io import read_json_object
     from simplan.planfile import PLAN_SCHEMA_VERSION, read_plan
+    from simplan.schema import show
 
-    data = read_json(path)
-    raw = data.get("schema") if isinstance(data, dict) else None
+    data = read_json_object(path)
+    raw = data.get("schema")
     schema = raw if isinstance(raw, dict) else {}
     kind = schema.get("kind")
     if kind == "plan":
         return [read_plan(path)], []
     if kind != "plans":
         raise SimplanError(
-            f"{path}: not a simplan plan or plans file (schema.kind is {kind!r}); "
+            f"{path}: not a simplan plan or plans file (schema.kind is {show(kind)}); "
             f"write one with simplan plan --out DIR"
         )
     if schema.get("version") != 1:
-        raise SimplanError(f"{path}: plans schema version {schema.get('version')!r} unsupported")
-    plans = [_planfile(d, path, PLAN_SCHEMA_VERSION) for d in data.get("plans") or []]
-    if not plans:
+        raise SimplanError(
+            f"{path}: plans schema version {show(schema.get('version'))} is not supported; "
+            "rerun simplan plan --out DIR"
+        )
+    listed, baselines = data.get("plans"), data.get("baselines") or []
+    if not isinstance(listed, list) or not listed or not isinstance(baselines, list):
         raise SimplanError(f"{path}: lists no plans; rerun simplan plan --out DIR")
-    return plans, [_planfile(d, path, PLAN_SCHEMA_VERSION) for d in data.get("baselines") or []]
+    plans = [_planfile(d, f"{path}: plans[{i}]", PLAN_SCHEMA_VERSION) for i, d in enumerate(listed)]
+    return plans, [
+        _planfile(d, f"{path}: baselines[{i}]", PLAN_SCHEMA_VERSION)
+        for i, d in enumerate(baselines)
+    ]
 
 
 def _planfile(doc: Any, path: str | Path, version: int) -> Any:
@@ -178,10 +186,10 @@ def _planfile(doc: Any, path: str | Path, version: int) -> Any:
     if (
         not isinstance(schema, dict)
         or schema.get("kind") != "plan"
-        or schema.get("version") != version
+        or (schema.get("version") != version)
     ):
-        raise SimplanError(f"{path}: an embedded plan has schema {schema}")
-    return plan_from_dict(doc, path, "plans file")
+        raise SimplanError(f"{path}: an embedded plan is not a version {version} plan document")
+    return plan_from_dict(doc, str(path))
 
 
 def run_sweep(args: argparse.Namespace) -> int:
