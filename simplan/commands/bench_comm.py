@@ -19,8 +19,11 @@ permitted; --default-scheduling to leave them), as the ranks of `simplan validat
 the calibration and the runs it predicts are measured alike. A rank that
 fails or hangs stops the run with an error naming it.
 
-A cluster spec uses the file with `calibration = "traces/collectives/<host>/<file>.json"`
-(see docs/cluster-spec.md); the localhost-cpu preset points at one measured on this machine.
+Without --out, gloo calibrations go to traces/collectives/localhost-cpu/gloo-<N>ranks.json:
+the file `simplan validate` reads for N ranks (replaced atomically by each run; --calibration
+FILE on both commands names another). A cluster spec uses a file with
+`calibration = "traces/collectives/<host>/<file>.json"` (see docs/cluster-spec.md); the
+localhost-cpu preset points at the 2-rank one.
 
 examples:
   simplan bench-comm --backend gloo --nprocs 2 \
@@ -87,16 +90,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
+        "--calibration",
+        dest="out",
+        metavar="FILE",
         default=None,
-        help="output JSON (default traces/collectives/<host>/<backend>-<N>ranks.json)",
+        help="the calibration to write (default for gloo: "
+        "traces/collectives/localhost-cpu/gloo-<N>ranks.json, the file `simplan validate "
+        "--nprocs N` reads; for nccl: traces/collectives/<host>/nccl-<N>ranks.json)",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplan.io import write_json_atomic
+    from simplan.outputs import check_output_file, write_json_atomic
     from simplan.topology.bench import default_output, parse_size, run_bench
 
+    out_path = check_output_file(
+        args.out or default_output(args.backend, args.nprocs), "--out" if args.out else "output"
+    )
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     doc = run_bench(
@@ -136,6 +147,6 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(v, float)
         )
         print(f"framework {name}: {parts}")
-    out = write_json_atomic(doc, args.out or default_output(args.backend, args.nprocs))
+    out = write_json_atomic(doc, out_path)
     print(f"wrote {out}")
     return 0

@@ -93,6 +93,10 @@ def run_show(args: argparse.Namespace) -> int:
     from simplan.topology import load_cluster
     from simplan.topology.plot import plot_cluster
 
+    if args.plot:
+        from simplan.outputs import check_output_file
+
+        check_output_file(args.plot, "--plot")
     cluster = load_cluster(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     summary = cluster.summary()
     summary["examples"] = _examples(cluster)

@@ -163,7 +163,7 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     flags = Flags(
         args=args,
         defaults={a.dest: a.default for a in actions},
-        options={a.dest: a.option_strings[-1] for a in actions},
+        options={a.dest: next(o for o in a.option_strings if o.startswith("--")) for a in actions},
     )
     for message in rule(flags):
         raise SimplanError(message)

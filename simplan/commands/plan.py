@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from simplan.planner import search
     from simplan.progress import Progress
 
+    check_outputs(args)
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:
@@ -104,24 +105,38 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from simplan.report import write_plan_report
 
-        path = write_plan_report(result.plans, result.baselines, args.report)
+        path = write_plan_report(result.plans, result.baselines, args.report, flag="--report")
         print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
     if args.export:
         print(result.plans[0].export(args.export))
     return 0
 
 
-def write_outputs(result: Any, out: Path) -> None:
-    from simplan.io import schema_header, write_json_atomic
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written before the search starts."""
+    from simplan.outputs import PLAN_FILES, REPORT_FILES, check_distinct_dirs, check_output_dir
 
-    result.plans[0].write(out / "plan.json")
+    if args.out:
+        check_output_dir(args.out, "--out", owns=PLAN_FILES)
+    if args.report:
+        check_output_dir(args.report, "--report", owns=REPORT_FILES)
+    check_distinct_dirs(("--out", args.out), ("--report", args.report))
+
+
+def write_outputs(result: Any, out: Path) -> None:
+    """DIR/plan.json (the best plan) and DIR/plans.json (all), replacing a previous pair whole."""
+    from simplan.io import schema_header
+    from simplan.outputs import PLAN_FILES, output_set, write_json_atomic
+
     doc = {
         "schema": schema_header("plans", 1),
         **result.to_dict(),
         "plans": [p.to_planfile().to_dict() for p in result.plans],
         "baselines": [p.to_planfile().to_dict() for p in result.baselines],
     }
-    write_json_atomic(doc, out / "plans.json")
+    with output_set(out, "--out", owns=PLAN_FILES) as stage:
+        result.plans[0].write(stage / "plan.json")
+        write_json_atomic(doc, stage / "plans.json")
 
 
 def print_result(result: Any) -> None:

@@ -102,6 +102,10 @@ def _label(row: Row, graph: ModelGraph) -> str:
 def run(args: argparse.Namespace) -> int:
     measured = args.device == "cpu" or args.device.startswith("cuda")
     dtype = check_dtype(args.dtype or ("fp32" if args.device == "cpu" else "bf16"))
+    if args.out and measured and not args.no_save:
+        from simplan.outputs import check_output_file
+
+        check_output_file(args.out, "--out")
     profile = None
     if measured:
         profile, graph, device = _measure(args, dtype)

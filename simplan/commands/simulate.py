@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from simplan.sim.result import write_trace
     from simplan.sim.run import simulate
 
+    check_outputs(args)
     model, cluster, config, placement = _inputs(args)
     profile = None
     if args.profile:
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from simplan.report import write_simulation_report
 
-        index = write_simulation_report(result, args.report)
+        index = write_simulation_report(result, args.report, flag="--report")
         print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
@@ -104,6 +106,21 @@ def memory_shortfall(result: Any) -> str:
         f"{len(result.devices)} stages overflow: use more devices, ZeRO, recomputation or a "
         f"smaller micro-batch"
     )
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written before the simulation starts."""
+    from simplan.outputs import REPORT_FILES, check_output_dir, check_output_file
+
+    if args.trace:
+        check_output_file(args.trace, "--trace")
+    if args.report:
+        check_output_dir(args.report, "--report", owns=REPORT_FILES)
+        if args.trace and Path(args.report).absolute() in Path(args.trace).absolute().parents:
+            raise SimplanError(
+                f"--trace {args.trace} is inside --report {args.report}, which is replaced as a "
+                "whole; write the trace elsewhere"
+            )
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str, Any, ParallelConfig, list[int]]:
@@ -171,3 +188,5 @@ def print_result(result: Any) -> None:
         print(f"- {line}")
     sources = ", ".join(f"{k}: {v}" for k, v in result.cost_sources.items())
     print(f"layer costs from {sources}; {result.event_count} events simulated")
+    if result.extrapolated:
+        print(result.extrapolation_note())

@@ -25,7 +25,9 @@ Profile MODEL on this machine (one torch thread per rank, cached under traces/pr
 simulate a configuration on the local cluster calibrated by `simplan bench-comm` (localhost-cpu
 with NPROCS ranks), run the same configuration for real on NPROCS torch.distributed ranks (gloo;
 DDP, FSDP2, DTensor tensor parallel or torch.distributed.pipelining), and print the predicted and
-measured step time with the relative error. Each run appends a record to traces/runs/.
+measured step time with the relative error. Each run appends a record to traces/runs/ (or
+--runs-dir; checked before the run starts). The calibration is --calibration FILE, else the file
+`simplan bench-comm --nprocs N` writes by default.
 
 examples:
   simplan validate --model mlp --nprocs 2
@@ -95,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default), or from one measured in this process alone (cached)",
     )
     p.add_argument("--runs-dir", default="traces/runs", help="where records go (traces/runs)")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="the bench-comm calibration to predict with (default: the one `simplan bench-comm "
+        "--nprocs N` writes, traces/collectives/localhost-cpu/gloo-<N>ranks.json, else the "
+        "2-rank one of the localhost-cpu preset)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -128,9 +137,17 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simplan.outputs import check_record_dir
     from simplan.validate import validate
 
+    check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
+    if args.calibration:
+        from simplan.topology.cluster import resolve_calibration
+        from simplan.topology.comm_calibration import read_link_calibration
+
+        # a bad file is refused before any rank starts
+        read_link_calibration(resolve_calibration(args.calibration))
     record = validate(
         model,
         config,
@@ -143,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         refresh_profile=args.reprofile,
         profile_source=args.profile_source,
         runs_dir=args.runs_dir,
+        calibration=args.calibration,
     )
     if args.json:
         print(json.dumps(record, indent=1))
