@@ -8,6 +8,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from simplan.commands.argtypes import Text
 from simplan.commands.flag_rules import check_flags
 from simplan.errors import SimplanError
 
@@ -84,6 +85,20 @@ def refuse_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str])
         verb.error(f"unrecognized argument {name}{hint}")
 
 
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    sub = subcommands(parser)
+    children = [] if sub is None else list(sub.choices.values())
+    return [parser, *(p for child in children for p in _all_parsers(child))]
+
+
+def _refuse_empty_text(parser: argparse.ArgumentParser) -> None:
+    """Every flag and argument that takes free text takes a non-empty one."""
+    for p in _all_parsers(parser):
+        for action in p._actions:
+            if isinstance(action, argparse._StoreAction) and action.type is None:
+                action.type = Text()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="simplan",
@@ -96,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"simplan.commands.{name}")
         module.register(subparsers)
+    _refuse_empty_text(parser)
     return parser
 
 

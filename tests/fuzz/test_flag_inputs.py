@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simplan.cli import build_parser, main, subcommands
-from simplan.commands.argtypes import FloatRange, IntRange
+from simplan.commands.argtypes import FloatRange, IntRange, Text
 
 # a valid command for each verb, to which one bad flag is added
 BASE: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -30,6 +30,8 @@ BASE: dict[tuple[str, ...], tuple[str, ...]] = {
     ("validate",): ("validate", "--model", "mlp"),
     ("report", "sweep"): ("report", "sweep", "--model", "mlp", "--cluster", "localhost-cpu",
                           "--global-batch", "8", "--vary", "micro-batch", "--values", "1"),
+    ("report", "plan"): ("report", "plan", "plans.json"),
+    ("report", "validation"): ("report", "validation"),
 }  # fmt: skip
 BAD_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e30", "2.5", "many", "")
 
@@ -49,6 +51,12 @@ def leaves(
 def numeric_flags(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
     for action in parser._actions:
         if action.option_strings and isinstance(action.type, IntRange | FloatRange):
+            yield action
+
+
+def text_flags(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    for action in parser._actions:
+        if action.option_strings and isinstance(action.type, Text):
             yield action
 
 
@@ -72,6 +80,19 @@ def _bad_value_cases() -> Iterator[object]:
                     yield pytest.param(
                         argv, f"argument {flag}", id=f"{' '.join(path)} {flag}={value}"
                     )
+
+
+def _empty_text_cases() -> Iterator[object]:
+    for path, parser in leaves(build_parser()):
+        for action in text_flags(parser):
+            flag = action.option_strings[0]
+            for value in ("", "  "):
+                argv = (*BASE[path], flag, value)
+                yield pytest.param(
+                    argv, f"argument {flag}", id=f"{' '.join(path)} {flag}={value!r}"
+                )
+    for argv in (("profile", ""), ("clusters", "show", " "), ("report", "plan", "")):
+        yield pytest.param(argv, "got an empty value", id=f"{argv}")
 
 
 def _typo_cases() -> Iterator[object]:
@@ -147,7 +168,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-BAD_VALUE_CASES = list(_bad_value_cases())
+BAD_VALUE_CASES = list(_bad_value_cases()) + list(_empty_text_cases())
 TYPO_CASES = list(_typo_cases())
 
 
@@ -156,8 +177,10 @@ def test_the_corpus_is_large() -> None:
 
 
 def test_every_verb_has_a_base_command() -> None:
-    with_numbers = {path for path, p in leaves(build_parser()) if any(numeric_flags(p))}
-    assert with_numbers == set(BASE)
+    leaves_with_values = {
+        path for path, p in leaves(build_parser()) if any(numeric_flags(p)) or any(text_flags(p))
+    }
+    assert leaves_with_values == set(BASE)
 
 
 def test_no_flag_takes_a_bare_int_or_float() -> None:
