@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplan.planner import search
+    from simplan.planner import SearchOptions, search
     from simplan.progress import Progress
 
     check_outputs(args)
@@ -77,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
             bar = bars[label] = Progress(total, label)
         bar.advance(done - bar.done)
 
-    result = search(
-        args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len or None,
-        top=args.top, time_limit_s=args.time_limit, nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node, dtype=args.dtype, progress=progress,
+    options = SearchOptions(
+        global_batch=args.global_batch, seq_len=args.seq_len or None, top=args.top,
+        time_limit_s=args.time_limit, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        dtype=args.dtype, progress=progress,
     )  # fmt: skip
+    result = search(args.model, args.cluster, options)
     for bar in bars.values():
         bar.__exit__(None, None, None)
     if args.out:

@@ -83,7 +83,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _no_kind(p: argparse.ArgumentParser) -> int:
-    p.print_help()
+    p.error("give a kind of report: plan, sweep or validation")
     return 2
 
 

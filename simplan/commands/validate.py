@@ -133,7 +133,7 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
 
 def run(args: argparse.Namespace) -> int:
     from simplan.outputs import check_record_dir
-    from simplan.validate import validate
+    from simplan.validate import ValidationOptions, validate
 
     check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
@@ -146,16 +146,18 @@ def run(args: argparse.Namespace) -> int:
     record = validate(
         model,
         config,
-        steps=args.steps,
-        min_timed_s=args.min_time,
-        warmup=args.warmup,
-        realtime=args.realtime,
-        comm_hook="" if args.compress == "none" else args.compress,
-        timeout_s=args.timeout,
-        refresh_profile=args.reprofile,
-        profile_source=args.profile_source,
-        runs_dir=args.runs_dir,
-        calibration=args.calibration,
+        ValidationOptions(
+            steps=args.steps,
+            min_timed_s=args.min_time,
+            warmup=args.warmup,
+            realtime=args.realtime,
+            comm_hook="" if args.compress == "none" else args.compress,
+            timeout_s=args.timeout,
+            refresh_profile=args.reprofile,
+            profile_source=args.profile_source,
+            runs_dir=args.runs_dir,
+            calibration=args.calibration,
+        ),
     )
     if args.json:
         print(json.dumps(record, indent=1))

@@ -34,7 +34,7 @@ from simplan.ranks import (
 from simplan.realtime import enter_realtime
 from simplan.topology import probes
 from simplan.topology.comm_calibration import bench_document, local_calibration_path, op_fits
-from simplan.units import KiB, MiB
+from simplan.units import GiB, KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "p2p")
@@ -227,6 +227,9 @@ def _op_time(
     return time_s
 
 
+MAX_MESSAGE_BYTES = 16 * GiB  # the largest message bench-comm allocates on each rank
+
+
 def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[str]) -> None:
     if backend not in ("gloo", "nccl"):
         raise SimplanError(f"--backend {backend!r}: use gloo (CPU) or nccl (CUDA GPUs)")
@@ -234,6 +237,10 @@ def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[s
         raise SimplanError(f"--nprocs {nprocs}: a collective needs at least 2 processes")
     if not sizes or min(sizes) < 4 * nprocs:
         raise SimplanError(f"--sizes: every size must be >= {4 * nprocs} bytes")
+    if max(sizes) > MAX_MESSAGE_BYTES:
+        raise SimplanError(
+            f"--sizes: every size must be <= {MAX_MESSAGE_BYTES // GiB} GiB (a message per rank)"
+        )
     bad = [op for op in ops if op not in OPS]
     if bad or "all_reduce" not in ops:
         raise SimplanError(f"--ops: use all_reduce plus any of {', '.join(OPS[1:])}")
@@ -365,5 +372,5 @@ def parse_size(text: str) -> int:
         if t and t[-1] in scale:
             return int(float(t[:-1]) * scale[t[-1]])
         return int(t)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise SimplanError(f"--sizes: cannot read {text!r}; write sizes like 64K,4M,1G") from None
