@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import os
-import platform
 import uuid
 from pathlib import Path
 from typing import Any
 
+from simplan.environment import environment
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
 from simplan.parallel import ParallelConfig
@@ -272,7 +271,7 @@ def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dic
         "strategy": job.strategy,
         "configuration": config_label(job),
         "job": job_to_dict(job),
-        "environment": environment(job.threads),
+        "environment": environment(threads_per_rank=job.threads),
         "profile": str(profile_path),
         "predicted_step_s": pred,
         "measured_step_s": meas,
@@ -291,23 +290,6 @@ def config_label(job: Any) -> str:
         f"{job.model} {job.strategy}{extra if cfg.pp > 1 else ''}{hook} x{cfg.world_size} "
         f"mb{cfg.micro_batch} gb{cfg.global_batch}"
     )
-
-
-def environment(threads: int) -> dict[str, Any]:
-    import torch
-
-    from simplan.timing import device_name
-
-    return {
-        "torch_version": torch.__version__,
-        "host": platform.node(),
-        "cpu": device_name("cpu"),
-        "cpu_count": os.cpu_count(),
-        "threads_per_rank": threads,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def write_record(record: dict[str, Any], runs_dir: str | Path = RUNS_DIR) -> Path:

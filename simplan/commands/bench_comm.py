@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from simplan.commands.argtypes import MAX_RANKS, MAX_STEPS, SECONDS, WARMUP, IntRange, positive_int
+
 HELP = """\
 Measure collective communication on this machine with torch.distributed and write a
 calibration file: medians over repeats (after warm-up) of all_reduce, all_gather,
@@ -46,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="gloo",
         help="gloo (CPU processes) or nccl (one CUDA GPU per process)",
     )
-    p.add_argument("--nprocs", type=int, default=2, help="number of ranks (default 2)")
+    p.add_argument(
+        "--nprocs", type=positive_int(MAX_RANKS), default=2, help="number of ranks (default 2)"
+    )
     p.add_argument(
         "--sizes",
         default="64K,256K,1M,4M,16M,64M",
@@ -73,11 +77,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run gloo ranks under the default scheduler (by default they run real-time, "
         "SCHED_FIFO where permitted, as the ranks of `simplan validate` do; simplan/realtime.py)",
     )
-    p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    p.add_argument(
+        "--repeats", type=IntRange(3, MAX_STEPS), default=20,
+        help="timed calls per size (default 20)",
+    )  # fmt: skip
+    p.add_argument("--warmup", type=WARMUP, default=3, help="untimed calls first (default 3)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=SECONDS,
         default=60.0,
         help="seconds without progress before a rank counts as hung (default 60)",
     )
@@ -95,12 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplan.errors import SimplanError
     from simplan.outputs import check_output_file, write_json_atomic
     from simplan.topology.bench import default_output, parse_size, run_bench
 
-    if args.repeats < 3 or args.warmup < 0:
-        raise SimplanError("--repeats must be >= 3 and --warmup >= 0 (medians need repeats)")
     out_path = check_output_file(
         args.out or default_output(args.backend, args.nprocs), "--out" if args.out else "output"
     )

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from simplan.commands.argtypes import GPUS_PER_NODE, NODES
 from simplan.units import MiB
 
 if TYPE_CHECKING:
@@ -52,9 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("cluster", metavar="NAME|FILE", help="a preset name or a cluster TOML file")
-    s.add_argument("--nodes", type=int, default=None, help="scale to N nodes")
+    s.add_argument("--nodes", type=NODES, default=None, help="scale to N nodes")
     s.add_argument(
-        "--gpus-per-node", type=int, default=None, help="use only the first G devices of every node"
+        "--gpus-per-node",
+        type=GPUS_PER_NODE,
+        default=None,
+        help="use only the first G devices of every node",
     )
     s.add_argument("--plot", metavar="FILE.png", default=None, help="draw the topology")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")

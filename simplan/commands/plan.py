@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simplan.errors import SimplanError
+from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
+from simplan.commands.config_flags import add_config_flags
 from simplan.table import render
 from simplan.units import GiB
+
+MAX_TOP = 100  # plans simulated and shown
 
 HELP = """\
 Search how to split MODEL's training over CLUSTER: data/tensor/pipeline degrees, micro-batch,
@@ -40,14 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
-    p.add_argument("--nodes", type=int, help="scale the cluster to N nodes")
-    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
-    p.add_argument("--global-batch", type=int, required=True, help="samples per optimizer step")
-    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
-    p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
-    p.add_argument("--top", type=int, default=3, help="plans to simulate and show (default 3)")
+    p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
+    p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
+    add_config_flags(p, ("global_batch", "seq_len", "dtype"), required=("global_batch",))
     p.add_argument(
-        "--time-limit", type=float, default=10.0, help="seconds for the search's ILP solves"
+        "--top",
+        type=positive_int(MAX_TOP),
+        default=3,
+        help="plans to simulate and show (default 3)",
+    )
+    p.add_argument(
+        "--time-limit", type=SECONDS, default=10.0, help="seconds for the search's ILP solves"
     )
     p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
@@ -63,10 +69,6 @@ def run(args: argparse.Namespace) -> int:
     from simplan.planner import search
     from simplan.progress import Progress
 
-    for name in ("nodes", "gpus_per_node", "seq_len"):
-        value = getattr(args, name)
-        if (value is not None and value < 0) or (name != "seq_len" and value == 0):
-            raise SimplanError(f"--{name.replace('_', '-')} must be a positive integer")
     check_outputs(args)
     bars: dict[str, Progress] = {}
 

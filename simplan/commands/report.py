@@ -60,22 +60,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
-    from simplan.commands.simulate import add_config_arguments
+    from simplan.commands.argtypes import GPUS_PER_NODE, MAX_FACTOR, NODES, positive_float
+    from simplan.commands.config_flags import add_config_flags
     from simplan.report.sweep import VARY
 
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
-    p.add_argument("--nodes", type=int, help="nodes of the cluster (when not swept)")
-    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
+    p.add_argument("--nodes", type=NODES, help="nodes of the cluster (when not swept)")
+    p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
     p.add_argument("--vary", required=True, choices=VARY, help="the knob to sweep")
-    p.add_argument("--values", required=True, nargs="+", type=float, help="its values")
+    p.add_argument(
+        "--values", required=True, nargs="+", type=positive_float(MAX_FACTOR), help="its values"
+    )
     p.add_argument(
         "--link-kind",
         action="append",
         choices=("network", "nvlink", "pcie", "loopback"),
         help="links scaled by --vary bandwidth (repeatable; default network)",
     )
-    add_config_arguments(p)
+    add_config_flags(p, defaults={"dp": None, "global_batch": None})
 
 
 def _no_kind(p: argparse.ArgumentParser) -> int:
@@ -148,8 +151,9 @@ def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
     from simplan.planfile import PLAN_SCHEMA_VERSION, read_plan
 
     data = read_json(path)
-    schema = data.get("schema") if isinstance(data, dict) else None
-    kind = schema.get("kind") if isinstance(schema, dict) else None
+    raw = data.get("schema") if isinstance(data, dict) else None
+    schema = raw if isinstance(raw, dict) else {}
+    kind = schema.get("kind")
     if kind == "plan":
         return [read_plan(path)], []
     if kind != "plans":
@@ -194,7 +198,7 @@ def _planfile(doc: Any, path: str | Path, version: int) -> Any:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from simplan.commands.simulate import config_from_args
+    from simplan.commands.config_flags import config_from_args
     from simplan.report import run_sweep as sweep
     from simplan.report import write_sweep_report
     from simplan.topology import load_cluster

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simplan.commands.argtypes import GPUS_PER_NODE, NODES
+from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.errors import SimplanError
-from simplan.parallel import RECOMPUTE, SCHEDULES, ParallelConfig
+from simplan.parallel import ParallelConfig
 from simplan.table import render
 from simplan.units import GiB
 
@@ -37,60 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
-    p.add_argument("--nodes", type=int, help="scale the cluster to N nodes")
-    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
+    p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
+    p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
     p.add_argument("--plan", help="simulate a plan file instead (written by `simplan plan`)")
-    add_config_arguments(p)
+    add_config_flags(p, defaults={"dp": None, "global_batch": None})
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
     p.set_defaults(func=run)
-
-
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--global-batch", type=int, help="samples per optimizer step")
-    p.add_argument("--micro-batch", type=int, default=1, help="samples per micro-batch")
-    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
-    p.add_argument("--dp", type=int, help="data-parallel degree (default: the rest)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
-    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree")
-    p.add_argument("--schedule", default="1f1b", choices=SCHEDULES)
-    p.add_argument("--virtual-stages", type=int, default=1, help="chunks per rank (interleaved)")
-    p.add_argument("--zero", type=int, default=0, choices=(0, 1, 2, 3), help="ZeRO stage")
-    p.add_argument("--recompute", default="none", choices=RECOMPUTE)
-    p.add_argument("--sequence-parallel", action="store_true")
-    p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
-
-
-def config_from_args(args: argparse.Namespace, devices: int) -> ParallelConfig:
-    if not args.global_batch:
-        raise SimplanError("--global-batch is required (samples per optimizer step)")
-    for name in ("tp", "pp", "micro_batch", "virtual_stages"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise SimplanError(f"--{name.replace('_', '-')} must be a positive integer")
-    dp = args.dp
-    if dp is None:
-        dp, rest = divmod(devices, args.tp * args.pp)
-        if rest or dp == 0:
-            raise SimplanError(
-                f"tp {args.tp} x pp {args.pp} does not divide the cluster's "
-                f"{devices} devices; pick degrees that do or give --dp"
-            )
-    return ParallelConfig(
-        dp=dp,
-        tp=args.tp,
-        pp=args.pp,
-        micro_batch=args.micro_batch,
-        global_batch=args.global_batch,
-        seq_len=args.seq_len,
-        schedule=args.schedule,
-        virtual_stages=args.virtual_stages,
-        zero=args.zero,
-        recompute=args.recompute,
-        dtype=args.dtype,
-        sequence_parallel=args.sequence_parallel,
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,3 +163,5 @@ def print_result(result: Any) -> None:
         print(f"- {line}")
     sources = ", ".join(f"{k}: {v}" for k, v in result.cost_sources.items())
     print(f"layer costs from {sources}; {result.event_count} events simulated")
+    if result.extrapolated:
+        print(result.extrapolation_note())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,6 +16,7 @@ if "matplotlib.pyplot" not in sys.modules:  # headless, unless a notebook alread
     matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "simplan"  # stable ids: regenerated SVGs diff cleanly
 
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
@@ -148,10 +150,10 @@ def stage_ticks(devices: Sequence[object]) -> tuple[list[str], str]:
     return ticks, "pipeline stage (its representative device)"
 
 
-def figure_legend(fig: Figure, ax: object, *, last: Sequence[str] = (), **kwargs: object) -> None:
+def figure_legend(fig: Figure, ax: Axes, *, last: Sequence[str] = (), **kwargs: Any) -> None:
     """A figure legend of ax's artists in drawing order, with the labels in `last` (reference
     lines such as capacity or step time) moved to the end."""
-    handles, labels = ax.get_legend_handles_labels()  # type: ignore[attr-defined]
+    handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i] in last)
-    kwargs = {"fontsize": FONT_SIZE, "frameon": False, **kwargs}
-    fig.legend([handles[i] for i in order], [labels[i] for i in order], **kwargs)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"fontsize": FONT_SIZE, "frameon": False, **kwargs}
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], **options)

@@ -70,7 +70,7 @@ def run_sweep(
     points = []
     for value in values:
         try:
-            if vary == "nodes":
+            if base is None:  # vary == "nodes": one cluster per value
                 c = load_cluster(cluster, nodes=int(value), gpus_per_node=gpus_per_node)
                 cfg = replace(config, dp=max(1, c.num_devices // (config.tp * config.pp)))
             elif vary == "bandwidth":

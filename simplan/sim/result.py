@@ -53,6 +53,10 @@ class SimResult:
     event_count: int
     sim_wall_s: float
     cost_sources: dict[str, int]
+    # micro-batches simulated one by one; fewer than the step's when the schedule's steady state
+    # was extrapolated (simplan.sim.steady): totals and peaks are the whole step's, exactly,
+    # and the timeline (events, memory_series) is that of the simulated micro-batches
+    simulated_microbatches: int | None = None
     events: tuple[Event, ...] = field(default=(), repr=False, compare=False)
     memory_series: tuple[tuple[tuple[float, float], ...], ...] = field(
         default=(), repr=False, compare=False
@@ -65,6 +69,25 @@ class SimResult:
     @property
     def fits_memory(self) -> bool:
         return all(d.fits for d in self.devices)
+
+    @property
+    def microbatches(self) -> int:
+        return int(self.config.get("num_microbatches", 0))
+
+    @property
+    def extrapolated(self) -> bool:
+        """True when the steady state was extrapolated from fewer simulated micro-batches."""
+        simulated = self.simulated_microbatches
+        return simulated is not None and simulated < self.microbatches
+
+    def extrapolation_note(self) -> str:
+        """One line saying what was simulated, or '' when every micro-batch was."""
+        if not self.extrapolated:
+            return ""
+        return (
+            f"steady state extrapolated: {self.simulated_microbatches} of {self.microbatches} "
+            f"micro-batches simulated, the rest one schedule period at a time (exact)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document; deterministic (no wall-clock time in it)."""
@@ -85,6 +108,8 @@ class SimResult:
             "devices": [_device_dict(d) for d in self.devices],
             "critical_path": list(self.critical_path),
             "event_count": self.event_count,
+            "simulated_microbatches": self.simulated_microbatches or self.microbatches,
+            "extrapolated": self.extrapolated,
             "cost_sources": self.cost_sources,
         }
 
@@ -151,6 +176,8 @@ def chrome_trace(result: SimResult) -> dict[str, Any]:
             "cluster": result.cluster,
             "config": result.config,
             "step_time_s": result.step_time_s,
+            "simulated_microbatches": result.simulated_microbatches or result.microbatches,
+            "extrapolated": result.extrapolation_note(),
         },
     }
 

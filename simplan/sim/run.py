@@ -6,15 +6,17 @@ import time
 from collections import Counter
 from typing import Any
 
+from simplan.capabilities import CapabilityProvider
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig, check_world
 from simplan.profiles import Profile
 from simplan.sim.assemble import Assembler, MemoryParts
-from simplan.sim.engine import RankStats, run_engine
+from simplan.sim.engine import RankStats
 from simplan.sim.rank_devices import grid
 from simplan.sim.result import DeviceStats, SimResult
+from simplan.sim.steady import FULL_MICROBATCHES, BoundedRun, run_bounded
 
 
 def resolve_model(model: ModelGraph | str, config: ParallelConfig) -> ModelGraph:
@@ -47,37 +49,32 @@ def simulate(
     placement: list[int] | None = None,
     record: bool = True,
     device: DeviceModel | None = None,
+    capabilities: CapabilityProvider | None = None,
+    full_microbatches: int = FULL_MICROBATCHES,
 ) -> SimResult:
     """Simulate one training step of `config` for `model` on `cluster`.
 
     model: a ModelGraph or a model spec; cluster: a Cluster or a preset name; profile: measured
     layer times to use where they match the device; placement: the device of each rank (default:
     rank i on device i); record: keep the timeline (for traces and reports); device: a device
-    model to use for every rank instead of the cluster's (what-if studies, calibration)."""
+    model to use for every rank instead of the cluster's (what-if studies, calibration);
+    capabilities: what each device can do (simplan.capabilities; default: the cluster's);
+    full_microbatches: simulate every micro-batch up to this many, beyond it a few periods of the
+    schedule, extrapolated exactly (simplan.sim.steady)."""
     started = time.perf_counter()
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
     check_world(config, cluster.num_devices)
     g = grid(config, placement)
-    assembler = Assembler(graph, cluster, config, g, profile, device)
+    assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
     plan, memory, bounds = assembler.build()
-    step, stats, events, count = run_engine(plan, record)
+    run = run_bounded(plan, record, full_microbatches=full_microbatches)
     devices = tuple(
-        _device(r, assembler, stats[r], memory[r], step, plan.ranks[r].device)
+        _device(r, assembler, run.stats[r], memory[r], run.step_s, plan.ranks[r].device)
         for r in range(config.pp)
     )
     return _result(
-        graph,
-        cluster,
-        config,
-        assembler,
-        step,
-        devices,
-        bounds,
-        stats,
-        events,
-        count,
-        time.perf_counter() - started,
+        graph, cluster, config, assembler, devices, bounds, run, time.perf_counter() - started
     )
 
 
@@ -116,14 +113,12 @@ def _result(
     cluster: Any,
     config: ParallelConfig,
     assembler: Assembler,
-    step: float,
     devices: tuple[DeviceStats, ...],
     bounds: tuple[int, ...],
-    stats: list[RankStats],
-    events: list,
-    count: int,
+    run: BoundedRun,
     wall: float,
 ) -> SimResult:
+    step = run.step_s
     samples = config.global_batch
     flops = (graph.fwd_flops + graph.bwd_flops) * samples
     world = config.world_size
@@ -149,11 +144,12 @@ def _result(
         devices=devices,
         stage_layers=tuple((bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)),
         critical_path=critical_path(devices, step),
-        event_count=count,
+        event_count=run.event_count,
         sim_wall_s=wall,
         cost_sources=dict(sorted(sources.items())),
-        events=tuple(events),
-        memory_series=tuple(tuple(s.memory_series) for s in stats),
+        simulated_microbatches=run.simulated_microbatches,
+        events=run.events,
+        memory_series=tuple(tuple(s.memory_series) for s in run.stats),
     )
 
 

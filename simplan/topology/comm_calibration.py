@@ -366,7 +366,7 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=1)
 
 
-# The hardware behind ../shared/reference/collective_bandwidth_measurements.csv's "4 nodes x 8
+# The hardware behind simplan/data/reference/collective_bandwidth_measurements.csv's "4 nodes x 8
 # B200" rows, as a cluster spec: the network constants are fitted on it and checked against it.
 B200_4X8_SPEC: dict[str, object] = {
     "name": "b200-4x8",
