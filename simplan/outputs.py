@@ -340,8 +340,9 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _swap_in(stage: Path, target: Path) -> None:
-    """Put the staged directory at target: the old set (if any) is replaced whole."""
+def _swap_in(stage: Path, target: Path, flag: str, *, new: bool) -> None:
+    """Put the staged directory at target: the old set (if any) is replaced whole; with new,
+    a directory that appeared there meanwhile is refused instead."""
     if not target.exists() or (target.is_dir() and not os.listdir(target)):
         try:
             os.rename(stage, target)  # onto nothing or an empty directory: atomic
@@ -350,6 +351,8 @@ def _swap_in(stage: Path, target: Path) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
+    if new:
+        _refuse_existing(target, flag)
     if _exchange(stage, target):
         _step()
         shutil.rmtree(stage)  # now the old set, under the temporary name
@@ -398,7 +401,7 @@ def output_set(
             foreign = _foreign(target, owns)
             if foreign:  # appeared while the set was being built
                 _refuse_foreign(target, flag, foreign)
-        _swap_in(stage, target)
+        _swap_in(stage, target, flag, new=new)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
