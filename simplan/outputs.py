@@ -230,10 +230,6 @@ PLAN_FILES = owned_names(names=("plan.json", "plans.json"))
 REPORT_FILES = owned_names(names=("index.md",), suffixes=(".png", ".svg", ".pdf"))
 
 
-def _is_ours(name: str, listed: Collection[str], owns: Callable[[str], bool]) -> bool:
-    return name == MARKER or is_temporary(name) or name in listed or owns(name)
-
-
 def _listed(directory: Path) -> frozenset[str] | None:
     """The files the marker of directory lists, or None without a (readable) marker."""
     try:
@@ -245,12 +241,19 @@ def _listed(directory: Path) -> frozenset[str] | None:
 
 
 def _foreign(directory: Path, owns: Callable[[str], bool]) -> list[str]:
-    """Entries of an existing directory that simplan did not write."""
-    names = sorted(os.listdir(directory))
+    """Entries of an existing directory that this kind of set did not write: all but the
+    marker, temporaries, and files of the kind (`owns`) that the marker lists (when there is
+    one). A set of another kind (a plan set where a report goes) counts as foreign."""
     listed = _listed(directory)
-    if listed is not None:
-        return [n for n in names if not _is_ours(n, listed, lambda _: False)]
-    return [n for n in names if not _is_ours(n, (), owns) or (directory / n).is_dir()]
+
+    def ours(name: str) -> bool:
+        if name == MARKER or is_temporary(name):
+            return True
+        if (directory / name).is_dir():
+            return False
+        return owns(name) and (listed is None or name in listed)
+
+    return [n for n in sorted(os.listdir(directory)) if not ours(n)]
 
 
 def _refuse_foreign(directory: Path, flag: str, foreign: list[str]) -> None:
@@ -261,9 +264,7 @@ def _refuse_foreign(directory: Path, flag: str, foreign: list[str]) -> None:
     )
 
 
-def check_output_dir(
-    path: str | Path, flag: str, owns: Callable[[str], bool] = lambda _: False
-) -> Path:
+def check_output_dir(path: str | Path, flag: str, owns: Callable[[str], bool]) -> Path:
     """Refuse (SimplanError) an output directory that cannot be written as a set: a file, a
     read-only place, a directory holding files simplan did not write (see module doc; `owns`
     says which names the caller's kind of set writes). Writes nothing; returns the path."""
@@ -370,8 +371,8 @@ def _swap_in(stage: Path, target: Path, flag: str, *, new: bool) -> None:
 @contextlib.contextmanager
 def output_set(
     path: str | Path,
-    flag: str = "output",
-    owns: Callable[[str], bool] = lambda _: False,
+    flag: str,
+    owns: Callable[[str], bool],
     *,
     new: bool = False,
 ) -> Iterator[Path]:
