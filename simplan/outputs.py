@@ -6,7 +6,8 @@ directory, and checks of output paths before any work starts.
   new one, never a part.
 - A set of files written together (`output_set`: plan.json with plans.json, a report's figures
   with its index.md) is built in a temporary sibling directory and swapped in whole: on Linux
-  with renameat2(RENAME_EXCHANGE), elsewhere by renaming the old directory aside first. The
+  with renameat2(RENAME_EXCHANGE), elsewhere by renaming the old directory aside first (if the
+  writer is killed before the new one is in place, the next writer puts the old one back). The
   directory then holds the complete previous set or the complete new set. Its marker file
   (MARKER) lists the files of the set.
 - A directory that holds files simplan did not write is never replaced: the write is refused
@@ -97,6 +98,8 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
         if not is_temporary(name) or _owner_alive(name):
             continue
         path = Path(directory) / name
+        if _put_back(path):
+            continue
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -106,6 +109,23 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
             pass  # another writer removed it first
         removed.append(path)
     return removed
+
+
+ASIDE = "aside-"  # a set moved aside while its successor is put in place (no renameat2)
+
+
+def _put_back(path: Path) -> bool:
+    """A set moved aside by a writer killed before its successor was in place goes back to its
+    own name (it is the complete previous set); True if it did."""
+    tail = path.name[len(TEMP_PREFIX) :].split("-", 1)[-1]
+    if not tail.startswith(ASIDE) or not (path / "old").is_dir():
+        return False
+    target = path.parent / tail[len(ASIDE) :].split("-", 1)[-1]
+    if target.exists():
+        return False
+    os.rename(path / "old", target)
+    path.rmdir()
+    return True
 
 
 def _temp_name() -> str:
@@ -359,7 +379,8 @@ def _swap_in(stage: Path, target: Path, flag: str, *, new: bool) -> None:
         shutil.rmtree(stage)  # now the old set, under the temporary name
         _step()
         return
-    aside = Path(tempfile.mkdtemp(prefix=_temp_name(), dir=target.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f"{_temp_name()}{ASIDE}", suffix=f"-{target.name}",
+                                  dir=target.parent))  # fmt: skip
     os.rename(target, aside / "old")
     _step()
     os.rename(stage, target)

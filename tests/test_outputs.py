@@ -137,6 +137,18 @@ def test_without_rename_exchange_the_fallback_replaces_the_set(
     assert temporaries(tmp_path) == []
 
 
+def test_a_set_moved_aside_by_a_killed_writer_is_put_back(tmp_path: Path) -> None:
+    out = tmp_path / "my-plans"
+    with output_set(out, "--out", PLAN_FILES) as stage:
+        (stage / "plan.json").write_text("old")
+    before = tree(out)
+    aside = tmp_path / f".simplan-tmp-{dead_pid()}-aside-k3j_x-my-plans"  # as _swap_in names it
+    aside.mkdir()
+    out.rename(aside / "old")  # killed here: the old set aside, the new one not yet in place
+    remove_stale_temporaries(tmp_path)
+    assert tree(out) == before and temporaries(tmp_path) == []
+
+
 @pytest.mark.parametrize("foreign", ["notes.txt", "sub/"])
 def test_a_directory_with_files_simplan_did_not_write_is_refused(
     tmp_path: Path, foreign: str
