@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from simplan.topology.bench import default_output, parse_size, run_bench
 
     out_path = check_output_file(
-        args.out or default_output(args.backend, args.nprocs), "--out" if args.out else "output"
+        args.out or default_output(args.backend, args.nprocs),
+        "--out/--calibration" if args.out else "output",
     )
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]

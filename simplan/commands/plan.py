@@ -51,10 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--time-limit", type=SECONDS, default=10.0, help="seconds for the search's ILP solves"
     )
-    p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
+    p.add_argument(
+        "--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json, replaced as a pair"
+    )
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md")
+    p.add_argument(
+        "--report", metavar="DIR", help="write figures and DIR/index.md, replaced as a whole"
+    )
     p.add_argument(
         "--export", choices=("torchrun", "megatron", "torchtitan"), help="print launch arguments"
     )

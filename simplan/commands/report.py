@@ -121,12 +121,12 @@ def check_out(args: argparse.Namespace) -> None:
 def out_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     """(the report's directory, whether it must be new): --out, else a new folder under
     reports/ (generated output never replaces what is there unless --out names it)."""
-    from simplan.outputs import check_output_dir, new_directory
+    from simplan.outputs import REPORT_FILES, check_output_dir, new_directory
 
     if args.out:
         return Path(args.out), False
     out = new_directory(REPORTS_DIR, name)
-    check_output_dir(out, "report directory")
+    check_output_dir(out, "report directory", owns=REPORT_FILES)
     return out, True
 
 
