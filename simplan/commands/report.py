@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.errors import SimplanError
 
 HELP = """\
@@ -33,11 +34,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "report",
-        help="figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
+        HELP,
     )
     sub = p.add_subparsers(dest="report_kind", metavar="KIND", parser_class=type(p))
     plan = sub.add_parser("plan", help="report a plan.json or plans.json")
@@ -82,7 +83,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _no_kind(p: argparse.ArgumentParser) -> int:
-    p.print_help()
+    p.error("give a kind of report: plan, sweep or validation")
     return 2
 
 
@@ -120,12 +121,12 @@ def check_out(args: argparse.Namespace) -> None:
 def out_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     """(the report's directory, whether it must be new): --out, else a new folder under
     reports/ (generated output never replaces what is there unless --out names it)."""
-    from simplan.outputs import check_output_dir, new_directory
+    from simplan.outputs import REPORT_FILES, check_output_dir, new_directory
 
     if args.out:
         return Path(args.out), False
     out = new_directory(REPORTS_DIR, name)
-    check_output_dir(out, "report directory")
+    check_output_dir(out, "report directory", owns=REPORT_FILES)
     return out, True
 
 

@@ -68,7 +68,11 @@ def read_points(runs_dir: str | Path) -> list[ValidationPoint]:
     """Every validation record (*.json) under runs_dir, oldest name first. An empty or missing
     directory, or a file that is not a validation record, is a one-line SimplanError."""
     root = Path(runs_dir)
-    files = sorted(root.glob("*.json")) if root.is_dir() else []
+    files = (
+        sorted(p for p in root.glob("*.json") if not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
     if not files:
         raise SimplanError(
             f"{root}: no validation records (*.json); run `simplan validate` to make some"

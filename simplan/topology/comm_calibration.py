@@ -135,9 +135,9 @@ class CollectiveConstants:
     def link(self, kind: str) -> LinkClass:
         return self.links[kind]
 
-    def with_link(self, kind: str, **changes: float) -> CollectiveConstants:
+    def with_link(self, kind: str, **changes: Any) -> CollectiveConstants:
         links = dict(self.links)
-        links[kind] = dataclasses.replace(links[kind], **changes)  # type: ignore[arg-type]
+        links[kind] = dataclasses.replace(links[kind], **changes)
         return dataclasses.replace(self, links=links)
 
     def to_dict(self) -> dict[str, Any]:
