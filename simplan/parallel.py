@@ -200,18 +200,21 @@ def tp_mismatch(graph: ModelGraph, tp: int) -> str:
     must divide every layer's attention heads, KV heads and hidden size where it records them."""
     if tp <= 1:
         return ""
-    for layer in graph.layers:
-        a = layer.attrs
-        heads = a.get("num_heads") or 0
-        dims = (
-            ("heads", heads),
-            ("KV heads", a.get("num_kv_heads") or heads),
-            ("hidden size", a.get("hidden_size") or 0),
-        )
-        for what, n in dims:
+    for what in ("heads", "KV heads", "hidden size"):  # the most telling reason first
+        for layer in graph.layers:
+            n = _tp_dims(layer.attrs).get(what, 0)
             if isinstance(n, int) and n and n % tp:
                 return f"tp {tp} does not divide the {n} {what} of layer {layer.name}"
     return ""
+
+
+def _tp_dims(attrs: dict[str, Any]) -> dict[str, Any]:
+    heads = attrs.get("num_heads") or 0
+    return {
+        "heads": heads,
+        "KV heads": attrs.get("num_kv_heads") or heads,
+        "hidden size": attrs.get("hidden_size") or 0,
+    }
 
 
 def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
