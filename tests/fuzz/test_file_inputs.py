@@ -436,6 +436,11 @@ def plan_cases() -> Iterator[Case]:
     for label, data in corruptions(json.dumps(PLAN), "json"):
         yield Case(f"plan file: {label}", "plan.json", data, simulate)
         yield Case(f"plan file (report): {label}", "plan.json", data, report)
+    validate = ("validate", "--plan", "{in}", "--runs-dir", "{out}")
+    for label, data in corruptions(json.dumps(PLAN), "json"):  # refused before any rank starts
+        yield Case(f"plan file (validate): {label}", "plan.json", data, validate)
+    for label, doc in PLAN_EXTRA[:3]:
+        yield Case(f"plan (validate): {label}", "plan.json", _json(doc), validate)
     plans = {"schema": {"kind": "plans", "version": 1}, "plans": [PLAN], "baselines": []}
     for label, doc in (
         ("plans=[]", {**plans, "plans": []}),
@@ -504,8 +509,10 @@ def calibration_cases() -> Iterator[Case]:
     fields, required = CALIBRATION_FIELDS, CALIBRATION_REQUIRED
     for label, doc in mutations(base, fields, required, open_tables=("framework",)):
         yield Case(f"calibration: {label}", "cal.json", _json(doc), argv, cluster_file)
+    validate = ("validate", "--model", "mlp", "--calibration", "{in}", "--runs-dir", "{out}")
     for label, data in corruptions(json.dumps(base), "json"):
         yield Case(f"calibration file: {label}", "cal.json", data, argv, cluster_file)
+        yield Case(f"calibration file (validate): {label}", "cal.json", data, validate)
 
 
 FACTORIES = {
