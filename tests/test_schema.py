@@ -262,3 +262,33 @@ def test_a_bad_factory_timeout_setting_is_one_line(monkeypatch: pytest.MonkeyPat
             factory_timeout_s()
     monkeypatch.setenv(FACTORY_TIMEOUT_ENV, "2.5")
     assert factory_timeout_s() == 2.5
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_the_time_bound_ends_a_loop_and_gives_back_an_outer_alarm() -> None:
+    import signal
+    import time
+
+    from simplan.sources import run_user_code
+
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        started = time.monotonic()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SIMPLAN_FACTORY_TIMEOUT_S", "0.2")
+            with pytest.raises(SimplanError, match=r"spin\(\) did not return within 0.2 s"):
+                run_user_code("spin()", _spin)
+        assert time.monotonic() - started < 0.9  # ended by its own bound, not the outer alarm
+        deadline = time.monotonic() + 5
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fired == [signal.SIGALRM]  # the outer alarm still went off, once
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
