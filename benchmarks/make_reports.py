@@ -36,15 +36,10 @@ DEMO = {"model": "gpt3-1.3b", "cluster": "dgx-a100", "nodes": 2, "global_batch":
 
 
 def demo_plan() -> Path:
-    from simplan.planner import search
+    from simplan.planner import SearchOptions, search
 
-    result = search(
-        DEMO["model"],
-        DEMO["cluster"],
-        global_batch=DEMO["global_batch"],
-        nodes=DEMO["nodes"],
-        top=3,
-    )
+    options = SearchOptions(global_batch=DEMO["global_batch"], nodes=DEMO["nodes"], top=3)
+    result = search(DEMO["model"], DEMO["cluster"], options)
     command = (
         "simplan plan --model gpt3-1.3b --cluster dgx-a100 --nodes 2 --global-batch 512 "
         "--out plans/ && simplan report plan plans/plans.json --out reports/gpt3-1.3b-dgx-a100-2n"

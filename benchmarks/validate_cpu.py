@@ -39,7 +39,7 @@ SKIP = {
 
 def run_row(model: str, strategy: str, mb: int, args: argparse.Namespace) -> dict[str, Any]:
     from simplan.runtime import config_for
-    from simplan.validate import validate
+    from simplan.validate import ValidationOptions, validate
 
     row: dict[str, Any] = {"model": model, "strategy": strategy, "micro_batch": mb}
     if (model, strategy) in SKIP:
@@ -52,10 +52,12 @@ def run_row(model: str, strategy: str, mb: int, args: argparse.Namespace) -> dic
                 validate(
                     model,
                     config,
-                    steps=args.steps,
-                    min_timed_s=args.min_time,
-                    warmup=args.warmup,
-                    realtime=args.realtime,
+                    ValidationOptions(
+                        steps=args.steps,
+                        min_timed_s=args.min_time,
+                        warmup=args.warmup,
+                        realtime=args.realtime,
+                    ),
                 )
             )
         except SimplanError as exc:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import STEPS, WARMUP, positive_int
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
@@ -38,12 +39,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "profile",
-        help="count and time a model's layers",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "profile", "count and time a model's layers", HELP)
     p.add_argument("model", metavar="MODEL", help="preset name, model.toml or file.py:factory")
     p.add_argument(
         "--device",
