@@ -112,7 +112,7 @@ def _temp_name() -> str:
     return f"{TEMP_PREFIX}{os.getpid()}-"
 
 
-def write_with(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Atomically create or replace path with what write(tmp_path) writes to a temporary path
     beside it (for writers that want a file name, such as matplotlib's savefig)."""
     target = Path(path)
