@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from simplan.errors import SimplanError
 
@@ -36,7 +37,7 @@ examples:
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error on one line (and exits with status 2)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
