@@ -13,44 +13,27 @@ from typing import Any
 
 from simplan.model_graph import ModelGraph
 from simplan.planfile import ClusterRef
-from simplan.planner.driver import ProgressFn, SearchResult, run_search
+from simplan.planner.driver import SearchOptions, SearchResult, run_search
 from simplan.planner.plan import Plan
 from simplan.planner.search import SearchSpace
 
-__all__ = ["Plan", "SearchResult", "SearchSpace", "plan", "search"]
+__all__ = ["Plan", "SearchOptions", "SearchResult", "SearchSpace", "plan", "search"]
 
 
-def search(
-    model: ModelGraph | str,
-    cluster: Any,
-    *,
-    global_batch: int,
-    seq_len: int | None = None,
-    top: int = 3,
-    time_limit_s: float = 10.0,
-    nodes: int | None = None,
-    gpus_per_node: int | None = None,
-    dtype: str = "bf16",
-    space: SearchSpace | None = None,
-    progress: ProgressFn | None = None,
-) -> SearchResult:
-    """Search every split of `model` over `cluster` (a preset, TOML path or Cluster) and
-    return the top plans, the baselines and the search's record."""
+def search(model: ModelGraph | str, cluster: Any, options: SearchOptions) -> SearchResult:
+    """Search every split of `model` (a ModelGraph, or a preset, TOML or factory loaded at
+    options.seq_len and options.dtype) over `cluster` (a Cluster, or a preset or TOML path sized
+    by options.nodes and options.gpus_per_node) and return the top plans, the baselines and the
+    search's record."""
     from dataclasses import replace
 
-    from simplan.errors import SimplanError
-
-    if not isinstance(global_batch, int) or global_batch <= 0:
-        raise SimplanError(f"global batch must be a positive integer, got {global_batch!r}")
-    if top <= 0:
-        raise SimplanError(f"--top must be a positive integer, got {top}")
-    if time_limit_s <= 0:
-        raise SimplanError(f"--time-limit must be positive, got {time_limit_s}")
     if isinstance(cluster, str):
         from simplan.topology import load_cluster
 
-        ref = ClusterRef(spec=cluster, nodes=nodes, gpus_per_node=gpus_per_node)
-        cluster_obj = load_cluster(cluster, nodes=nodes, gpus_per_node=gpus_per_node)
+        ref = ClusterRef(spec=cluster, nodes=options.nodes, gpus_per_node=options.gpus_per_node)
+        cluster_obj = load_cluster(
+            cluster, nodes=options.nodes, gpus_per_node=options.gpus_per_node
+        )
     else:
         cluster_obj = cluster
         ref = ClusterRef(spec=cluster.name, nodes=cluster.nodes)
@@ -59,28 +42,14 @@ def search(
     else:
         from simplan.sources import load_model
 
-        graph, name = load_model(model, seq_len=seq_len, dtype=dtype), model
-    space = replace(space or SearchSpace(), dtype=dtype)
-    return run_search(
-        graph, cluster_obj, str(name), ref, global_batch=global_batch, top=top,
-        time_limit_s=time_limit_s, space=space, progress=progress,
-    )  # fmt: skip
+        graph = load_model(model, seq_len=options.seq_len, dtype=options.dtype)
+        name = model
+    options = replace(options, space=replace(options.space, dtype=options.dtype))
+    return run_search(graph, cluster_obj, str(name), ref, options)
 
 
-def plan(
-    model: ModelGraph | str,
-    cluster: Any,
-    *,
-    global_batch: int,
-    seq_len: int | None = None,
-    top: int = 3,
-    time_limit_s: float = 10.0,
-    **kwargs: Any,
-) -> list[Plan]:
+def plan(model: ModelGraph | str, cluster: Any, **options: Any) -> list[Plan]:
     """The best plans, best first (never worse than the pure-DP and Megatron baselines under
-    the simulator: a baseline that wins is returned as the plan)."""
-    result = search(
-        model, cluster, global_batch=global_batch, seq_len=seq_len, top=top,
-        time_limit_s=time_limit_s, **kwargs,
-    )  # fmt: skip
-    return list(result.plans)
+    the simulator: a baseline that wins is returned as the plan). `options` are the fields of
+    SearchOptions (global_batch=..., top=..., time_limit_s=...)."""
+    return list(search(model, cluster, SearchOptions(**options)).plans)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simplan.errors import SimplanError
@@ -23,6 +23,42 @@ from simplan.units import GiB
 
 ProgressFn = Callable[[str, int, int], None]
 Scored = tuple[Estimate, ParallelConfig, Layout, tuple[int, ...]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """What a search is asked for and how long it may take.
+
+    global_batch: samples per optimizer step.
+    seq_len: tokens per sample (None: the model's own).
+    top: plans to simulate and return, best first.
+    time_limit_s: seconds for the search's ILP solves.
+    nodes, gpus_per_node: the size of a cluster given by name (preset or TOML file).
+    dtype: 'bf16', 'fp16' or 'fp32' (the search space's dtype).
+    space: what the planner may choose.
+    progress: called with (label, done, total) as the search advances.
+    refine: the best pipelined candidates given an ILP partition (at least 2 x top).
+    """
+
+    global_batch: int
+    seq_len: int | None = None
+    top: int = 3
+    time_limit_s: float = 10.0
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    dtype: str = "bf16"
+    space: SearchSpace = field(default_factory=SearchSpace)
+    progress: ProgressFn | None = field(default=None, compare=False)
+    refine: int = 8
+
+    def __post_init__(self) -> None:
+        gb = self.global_batch
+        if not isinstance(gb, int) or isinstance(gb, bool) or gb <= 0:
+            raise SimplanError(f"global batch must be a positive integer, got {gb!r}")
+        if self.top <= 0:
+            raise SimplanError(f"--top must be a positive integer, got {self.top}")
+        if not self.time_limit_s > 0:
+            raise SimplanError(f"--time-limit must be positive, got {self.time_limit_s}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,13 +87,13 @@ class SearchResult:
 
 class Search:
     def __init__(
-        self, graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, global_batch: int,
-        space: SearchSpace, time_limit_s: float, progress: ProgressFn | None,
-    ) -> None:  # fmt: skip
+        self, graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, options: SearchOptions
+    ) -> None:
         self.graph, self.cluster, self.model, self.ref = graph, cluster, model, ref
-        self.global_batch, self.space, self.time_limit_s = global_batch, space, time_limit_s
-        self.ctx = CostContext(graph, cluster, space.dtype)
-        self.progress = progress or (lambda label, done, total: None)
+        self.global_batch, self.space = options.global_batch, options.space
+        self.time_limit_s = options.time_limit_s
+        self.ctx = CostContext(graph, cluster, options.space.dtype)
+        self.progress = options.progress or (lambda label, done, total: None)
         self.reasons: Counter = Counter()
         self.solves: list[dict[str, Any]] = []
         self.simulated = 0
@@ -212,22 +248,23 @@ def check_fits_somewhere(graph: ModelGraph, cluster: Any, dtype: str) -> None:
 
 
 def run_search(
-    graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, *, global_batch: int,
-    top: int = 3, time_limit_s: float = 10.0, space: SearchSpace | None = None,
-    progress: ProgressFn | None = None, refine: int = 8,
-) -> SearchResult:  # fmt: skip
+    graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, options: SearchOptions
+) -> SearchResult:
+    """The search on a loaded graph and cluster (options' nodes, gpus_per_node, seq_len and
+    dtype are already applied to them; space.dtype is the one searched)."""
     started = time.perf_counter()
-    space = space or SearchSpace()
+    global_batch, top, space = options.global_batch, options.top, options.space
     if len(node_classes(cluster)) > 1:
         from dataclasses import replace
 
         space = replace(space, fewer_nodes=0)
+        options = replace(options, space=space)
     check_fits_somewhere(graph, cluster, space.dtype)
-    s = Search(graph, cluster, model, ref, global_batch, space, time_limit_s, progress)
+    s = Search(graph, cluster, model, ref, options)
     configs, reasons = candidates(graph, cluster, global_batch, space)
     s.reasons.update(reasons)
     ranked = s.evaluate(configs)
-    ranked = s.refine(ranked, max(refine, 2 * top), started + time_limit_s)
+    ranked = s.refine(ranked, max(options.refine, 2 * top), started + options.time_limit_s)
     plans = _simulate_top(s, ranked, top)
     baselines = _baselines(s)
     plans = _merge(plans, baselines, top)
