@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from simplan.io import write_json_atomic
 from simplan.planner import SearchOptions, search
@@ -27,7 +28,7 @@ CASES = (
 OUT = Path(__file__).parent / "results" / "planner_speed.json"
 
 
-def run_case(model: str, cluster: str, nodes: int, batch: int, seq: int) -> dict[str, object]:
+def run_case(model: str, cluster: str, nodes: int, batch: int, seq: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     graph = load_model(model, seq_len=seq, dtype="bf16")
     c = load_cluster(cluster, nodes=nodes)
