@@ -11,6 +11,7 @@ from typing import Any
 
 from simplan.commands.config_flags import CONFIG_FIELDS, flag_name
 from simplan.errors import SimplanError
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 
 
@@ -176,3 +177,37 @@ def check_config(config: ParallelConfig) -> None:
             f"--zero {config.zero} does nothing with dp 1 (ZeRO shards over the data-parallel "
             f"ranks); lower --tp/--pp to leave dp > 1, or drop --zero"
         )
+
+
+def check_model(
+    graph: ModelGraph, *, seq_len: int = 0, recompute: str = "none", sequence_parallel: bool = False
+) -> None:
+    """Flags the model gives nothing to act on: a sequence length for a model without a
+    sequence dimension (an MLP, a CNN), selective recomputation (of the attention core) or
+    sequence parallelism (of transformer blocks) for a model without transformer blocks."""
+    if seq_len and not graph.seq_len:
+        raise SimplanError(
+            f"--seq-len {seq_len} does nothing for {graph.name}, which has no sequence "
+            f"dimension; drop --seq-len"
+        )
+    if any(layer.kind == "transformer_block" for layer in graph.layers):
+        return
+    if recompute == "selective":
+        raise SimplanError(
+            f"--recompute selective recomputes the attention core, which {graph.name} does not "
+            f"have; use --recompute full or none"
+        )
+    if sequence_parallel:
+        raise SimplanError(
+            f"--sequence-parallel splits the activations of transformer blocks, which "
+            f"{graph.name} does not have; drop it"
+        )
+
+
+def check_seq_len(model: str, seq_len: int | None, dtype: str | None) -> None:
+    """A --seq-len given for a model named by a preset, TOML or factory must mean something."""
+    if not seq_len:
+        return
+    from simplan.sources import load_model
+
+    check_model(load_model(model, seq_len=seq_len, dtype=dtype or "bf16"), seq_len=seq_len)

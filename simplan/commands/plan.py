@@ -10,6 +10,7 @@ from typing import Any
 
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
 from simplan.commands.config_flags import add_config_flags
+from simplan.commands.flag_rules import check_seq_len
 from simplan.table import render
 from simplan.units import GiB
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from simplan.progress import Progress
 
     check_outputs(args)
+    check_seq_len(args.model, args.seq_len, args.dtype)
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.commands.argtypes import STEPS, WARMUP, positive_int
+from simplan.commands.flag_rules import check_seq_len
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
 from simplan.model_graph import Layer, ModelGraph
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         from simplan.outputs import check_output_file
 
         check_output_file(args.out, "--out")
+    check_seq_len(args.model, args.seq_len, dtype)
     profile = None
     if measured:
         profile, graph, device = _measure(args, dtype)
