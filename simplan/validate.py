@@ -215,7 +215,9 @@ def validate(
     measured = run_job(job)
     result, profile_path = standalone, alone_path
     if measured.profile is not None:
-        name = f"{alone_path.stem}-x{config.world_size}-in-run.json"
+        # a new file per run, as its record: a record's profile is never replaced by a later run
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"{alone_path.stem}-x{config.world_size}-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
         profile_path = write_profile(measured.profile, alone_path.with_name(name))
         result = predict(model, job.config, measured.profile, cluster)
     record = make_record(job, result, measured, profile_path)
@@ -265,8 +267,9 @@ def calibration_summary(cluster: Any) -> dict[str, Any] | None:
     from simplan.io import read_json
 
     meta = read_json(cal.path).get("metadata", {})
-    keys = ("date", "torch", "scheduling", "repeats", "warmup")
-    return {"path": cal.path} | {k: meta.get(k) for k in keys}
+    keys = ("date", "scheduling", "repeats", "warmup")
+    torch = meta.get("torch_version", meta.get("torch"))  # "torch" in files before 2026-12-03
+    return {"path": cal.path, "torch": torch} | {k: meta.get(k) for k in keys}
 
 
 def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:

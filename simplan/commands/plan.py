@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
@@ -36,12 +37,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "plan",
-        help="search for the best parallel split and placement",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "plan", "search for the best parallel split and placement", HELP)
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
@@ -56,10 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--time-limit", type=SECONDS, default=10.0, help="seconds for the search's ILP solves"
     )
-    p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
+    p.add_argument(
+        "--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json, replaced as a pair"
+    )
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md")
+    p.add_argument(
+        "--report", metavar="DIR", help="write figures and DIR/index.md, replaced as a whole"
+    )
     p.add_argument(
         "--export", choices=("torchrun", "megatron", "torchtitan"), help="print launch arguments"
     )

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES
 from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.flag_rules import check_config, check_model
@@ -36,12 +37,7 @@ still printed, and stderr says which stage needs how much); 2 for bad input.
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "simulate",
-        help="simulate one training step",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "simulate", "simulate one training step", HELP)
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")

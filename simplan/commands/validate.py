@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from simplan.commands import add_rank_timeout, add_verb
 from simplan.commands.argtypes import (
     MAX_RANKS,
-    SECONDS,
     STEPS,
     WARMUP,
     non_negative_float,
@@ -39,11 +39,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "validate",
-        help="run a configuration for real and compare it with the simulation",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a configuration for real and compare it with the simulation",
+        HELP,
     )
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
     p.add_argument(
@@ -76,12 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default 3; 0: exactly --steps)",
     )
     p.add_argument("--warmup", type=WARMUP, default=5, help="untimed steps first (default 5)")
-    p.add_argument(
-        "--timeout",
-        type=SECONDS,
-        default=120.0,
-        help="seconds a rank may go without progress before the run is stopped",
-    )
+    add_rank_timeout(p, 120.0)
     p.add_argument(
         "--default-scheduling",
         dest="realtime",
