@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from simplan.commands.argtypes import Text
 from simplan.commands.flag_rules import check_flags
-from simplan.errors import SimplanError
+from simplan.errors import EXIT_BAD_INPUT, SimplanError
 
 # One module per verb under simplan/commands/, each with `register(subparsers)`.
 COMMANDS = (
@@ -123,12 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         verbs = ", ".join(name.replace("_", "-") for name in COMMANDS)
         parser.error(f"give a command: {verbs}")
+    verb, rest = verb_parser(parser, argv)
     try:
-        check_flags(verb_parser(parser, argv)[0], args)
+        check_flags(verb, args, rest)
         return int(args.func(args) or 0)
     except SimplanError as exc:
-        print(f"simplan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{verb.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"simplan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ from the configuration once the cluster sets dp (`check_config`)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +21,14 @@ class Flags:
 
     args: argparse.Namespace
     defaults: dict[str, Any]
-    options: dict[str, str]  # dest -> the flag as typed (--tp)
+    options: dict[str, str]  # dest -> the flag's name (--tp)
+    typed: frozenset[str] = frozenset()  # the dests of the flags on the command line
 
     def given(self, dest: str) -> bool:
-        """Whether the flag was set to something other than its default."""
+        """Whether the flag is on the command line (even at its default value) or set to
+        something other than its default."""
+        if dest in self.typed:
+            return True
         return dest in self.defaults and getattr(self.args, dest, None) != self.defaults[dest]
 
     def show(self, dest: str) -> str:
@@ -154,9 +158,31 @@ RULES: dict[str, Rule] = {
 }
 
 
-def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def typed_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> frozenset[str]:
+    """The dests of the flags in `argv` (the arguments after the verb), abbreviations
+    included."""
+    names = parser._option_string_actions
+    typed = set()
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        matches = {a.dest for o, a in names.items() if o == name} or {
+            a.dest for o, a in names.items() if o.startswith(name)
+        }
+        if len(matches) == 1:
+            typed |= matches
+    return frozenset(typed)
+
+
+def check_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] = ()
+) -> None:
     """Raise a one-line SimplanError for the first flag that would do nothing beside the others
-    (`parser` is the verb's own parser: its defaults are what 'not given' means)."""
+    (`parser` is the verb's own parser, `argv` the arguments after the verb: a flag counts as
+    given when it is typed or differs from the parser's default)."""
     rule = RULES.get(parser.prog)
     if rule is None:
         return
@@ -165,6 +191,7 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         args=args,
         defaults={a.dest: a.default for a in actions},
         options={a.dest: next(o for o in a.option_strings if o.startswith("--")) for a in actions},
+        typed=typed_flags(parser, argv),
     )
     for message in rule(flags):
         raise SimplanError(message)

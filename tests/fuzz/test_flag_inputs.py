@@ -109,6 +109,10 @@ def _typo_cases() -> Iterator[object]:
 
 MEANINGLESS = [
     (("simulate", "--plan", "plan.json", "--tp", "2"), "--tp 2 does nothing with --plan"),
+    (("simulate", "--plan", "plan.json", "--tp", "1"), "--tp 1 does nothing with --plan"),
+    (("simulate", "--plan", "plan.json", "--micro=4"), "--micro-batch 4 does nothing"),
+    ((*BASE[("simulate",)], "--schedule", "1f1b"), "--schedule 1f1b does nothing with pp 1"),
+    (("validate", "--plan", "plan.json", "--strategy", "ddp"), "--strategy ddp does nothing"),
     (("simulate", "--plan", "plan.json", "--model", "mlp"), "--model mlp does nothing with --plan"),
     (("simulate", "--plan", "plan.json", "--nodes", "2"), "--nodes 2 does nothing with --plan"),
     (("simulate", "--plan", "p.json", "--sequence-parallel"), "--sequence-parallel does nothing"),
