@@ -33,6 +33,9 @@ examples:
   simplan plan --model llama3-8b --cluster h200 --global-batch 256 --export megatron
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
+
+exit status: 0 with the plans; 2 for bad input, and when no configuration fits the cluster (one
+line saying why, e.g. how many devices the model needs at least).
 """
 
 
