@@ -73,6 +73,12 @@ def refuse_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str])
     """A mistyped flag (--global-bach) is named, with the closest known one, before argparse
     would complain about a required flag it then seems to lack."""
     verb, rest = verb_parser(parser, argv)
+    sub = subcommands(verb)
+    word = rest[0] if rest and not rest[0].startswith("-") else None
+    if sub is not None and word is not None and word not in sub.choices:
+        close = difflib.get_close_matches(word, list(sub.choices), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(sub.choices)}"
+        verb.error(f"unknown command {word!r}; {hint}")
     known = [o for o in verb._option_string_actions if o.startswith("--")]
     for arg in rest:
         if arg == "--":
@@ -80,7 +86,7 @@ def refuse_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str])
         name = arg.split("=", 1)[0]
         if not name.startswith("--") or any(o.startswith(name) for o in known):
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
         hint = f"; did you mean {close[0]}?" if close else ""
         verb.error(f"unrecognized argument {name}{hint}")
 

@@ -152,6 +152,9 @@ MEANINGLESS = [
     ((), "give a command: models, profile, simulate"),
     (("report",), "give a kind of report"),
     (("--verbose",), "unrecognized argument --verbose"),
+    (("simulat", "--tp", "2"), "unknown command 'simulat'; did you mean simulate?"),
+    (("report", "swep"), "unknown command 'swep'; did you mean sweep?"),
+    (("clusters", "list"), "unknown command 'list'; use one of show"),
 ]  # fmt: skip
 
 
