@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from simplan.commands.argtypes import Text
 from simplan.commands.flag_rules import check_flags
-from simplan.errors import SimplanError
+from simplan.errors import EXIT_BAD_INPUT, SimplanError
 
 # One module per verb under simplan/commands/, each with `register(subparsers)`.
 COMMANDS = (
@@ -74,6 +74,12 @@ def refuse_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str])
     """A mistyped flag (--global-bach) is named, with the closest known one, before argparse
     would complain about a required flag it then seems to lack."""
     verb, rest = verb_parser(parser, argv)
+    sub = subcommands(verb)
+    word = rest[0] if rest and not rest[0].startswith("-") else None
+    if sub is not None and word is not None and word not in sub.choices:
+        close = difflib.get_close_matches(word, list(sub.choices), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(sub.choices)}"
+        verb.error(f"unknown command {word!r}; {hint}")
     known = [o for o in verb._option_string_actions if o.startswith("--")]
     for arg in rest:
         if arg == "--":
@@ -81,7 +87,7 @@ def refuse_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str])
         name = arg.split("=", 1)[0]
         if not name.startswith("--") or any(o.startswith(name) for o in known):
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
         hint = f"; did you mean {close[0]}?" if close else ""
         verb.error(f"unrecognized argument {name}{hint}")
 
@@ -124,12 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         verbs = ", ".join(name.replace("_", "-") for name in COMMANDS)
         parser.error(f"give a command: {verbs}")
+    verb, rest = verb_parser(parser, argv)
     try:
-        check_flags(verb_parser(parser, argv)[0], args)
+        check_flags(verb, args, rest)
         return int(args.func(args) or 0)
     except SimplanError as exc:
-        print(f"simplan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{verb.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"simplan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -115,7 +115,9 @@ def test_missing_factory(tmp_path: Path) -> None:
 
 
 def test_unknown_dtype() -> None:
-    assert_one_line_error(run_cli("profile", "mlp", "--dtype", "fp8"), "unknown dtype 'fp8'")
+    assert_one_line_error(
+        run_cli("profile", "mlp", "--dtype", "fp8"), "argument --dtype: invalid choice: 'fp8'"
+    )
 
 
 def test_unknown_device() -> None:

@@ -36,10 +36,12 @@ def add_config_flags(
     *,
     defaults: Mapping[str, Any] | None = None,
     helps: Mapping[str, str] | None = None,
+    metavars: Mapping[str, str] | None = None,
     required: Iterable[str] = (),
 ) -> None:
     """Add the flags of the fields `names`, with the field's default, help and range unless a
-    verb's `defaults` or `helps` say otherwise (None as a default: the verb decides later)."""
+    verb's `defaults`, `helps` or `metavars` say otherwise (None as a default: the verb decides
+    later)."""
     defaults, helps, required = defaults or {}, helps or {}, set(required)
     for name in names:
         f = _field(name)
@@ -50,6 +52,8 @@ def add_config_flags(
         }
         if name in required:
             kwargs.update(required=True, default=None)
+        if metavars and name in metavars:
+            kwargs["metavar"] = metavars[name]
         if isinstance(f.default, bool):
             parser.add_argument(flag_name(name), action="store_true", **kwargs)
             continue

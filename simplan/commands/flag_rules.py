@@ -5,12 +5,13 @@ from the configuration once the cluster sets dp (`check_config`)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from simplan.commands.config_flags import CONFIG_FIELDS, flag_name
 from simplan.errors import SimplanError
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 
 
@@ -20,10 +21,14 @@ class Flags:
 
     args: argparse.Namespace
     defaults: dict[str, Any]
-    options: dict[str, str]  # dest -> the flag as typed (--tp)
+    options: dict[str, str]  # dest -> the flag's name (--tp)
+    typed: frozenset[str] = frozenset()  # the dests of the flags on the command line
 
     def given(self, dest: str) -> bool:
-        """Whether the flag was set to something other than its default."""
+        """Whether the flag is on the command line (even at its default value) or set to
+        something other than its default."""
+        if dest in self.typed:
+            return True
         return dest in self.defaults and getattr(self.args, dest, None) != self.defaults[dest]
 
     def show(self, dest: str) -> str:
@@ -153,9 +158,31 @@ RULES: dict[str, Rule] = {
 }
 
 
-def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def typed_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> frozenset[str]:
+    """The dests of the flags in `argv` (the arguments after the verb), abbreviations
+    included."""
+    names = parser._option_string_actions
+    typed = set()
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--"):
+            continue
+        matches = {a.dest for o, a in names.items() if o == name} or {
+            a.dest for o, a in names.items() if o.startswith(name)
+        }
+        if len(matches) == 1:
+            typed |= matches
+    return frozenset(typed)
+
+
+def check_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] = ()
+) -> None:
     """Raise a one-line SimplanError for the first flag that would do nothing beside the others
-    (`parser` is the verb's own parser: its defaults are what 'not given' means)."""
+    (`parser` is the verb's own parser, `argv` the arguments after the verb: a flag counts as
+    given when it is typed or differs from the parser's default)."""
     rule = RULES.get(parser.prog)
     if rule is None:
         return
@@ -164,6 +191,7 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         args=args,
         defaults={a.dest: a.default for a in actions},
         options={a.dest: next(o for o in a.option_strings if o.startswith("--")) for a in actions},
+        typed=typed_flags(parser, argv),
     )
     for message in rule(flags):
         raise SimplanError(message)
@@ -176,3 +204,37 @@ def check_config(config: ParallelConfig) -> None:
             f"--zero {config.zero} does nothing with dp 1 (ZeRO shards over the data-parallel "
             f"ranks); lower --tp/--pp to leave dp > 1, or drop --zero"
         )
+
+
+def check_model(
+    graph: ModelGraph, *, seq_len: int = 0, recompute: str = "none", sequence_parallel: bool = False
+) -> None:
+    """Flags the model gives nothing to act on: a sequence length for a model without a
+    sequence dimension (an MLP, a CNN), selective recomputation (of the attention core) or
+    sequence parallelism (of transformer blocks) for a model without transformer blocks."""
+    if seq_len and not graph.seq_len:
+        raise SimplanError(
+            f"--seq-len {seq_len} does nothing for {graph.name}, which has no sequence "
+            f"dimension; drop --seq-len"
+        )
+    if any(layer.kind == "transformer_block" for layer in graph.layers):
+        return
+    if recompute == "selective":
+        raise SimplanError(
+            f"--recompute selective recomputes the attention core, which {graph.name} does not "
+            f"have; use --recompute full or none"
+        )
+    if sequence_parallel:
+        raise SimplanError(
+            f"--sequence-parallel splits the activations of transformer blocks, which "
+            f"{graph.name} does not have; drop it"
+        )
+
+
+def check_seq_len(model: str, seq_len: int | None, dtype: str | None) -> None:
+    """A --seq-len given for a model named by a preset, TOML or factory must mean something."""
+    if not seq_len:
+        return
+    from simplan.sources import load_model
+
+    check_model(load_model(model, seq_len=seq_len, dtype=dtype or "bf16"), seq_len=seq_len)

@@ -11,6 +11,7 @@ from typing import Any
 from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
 from simplan.commands.config_flags import add_config_flags
+from simplan.commands.flag_rules import check_seq_len
 from simplan.table import render
 from simplan.units import GiB
 
@@ -32,6 +33,9 @@ examples:
   simplan plan --model llama3-8b --cluster h200 --global-batch 256 --export megatron
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
+
+exit status: 0 with the plans; 2 for bad input, and when no configuration fits the cluster (one
+line saying why, e.g. how many devices the model needs at least).
 """
 
 
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from simplan.progress import Progress
 
     check_outputs(args)
+    check_seq_len(args.model, args.seq_len, args.dtype)
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.commands import add_verb
-from simplan.commands.argtypes import STEPS, WARMUP, positive_int
+from simplan.commands.argtypes import STEPS, WARMUP
+from simplan.commands.config_flags import add_config_flags
+from simplan.commands.flag_rules import check_seq_len
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
 from simplan.model_graph import Layer, ModelGraph
-from simplan.parallel import MAX_SAMPLES, MAX_SEQ_LEN
 from simplan.progress import Progress
 from simplan.table import render
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
@@ -46,19 +47,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="cpu",
         help=f"cpu or cuda to measure; or a device model: {', '.join(device_names())}",
     )
-    p.add_argument(
-        "--micro-batch", type=positive_int(MAX_SAMPLES), default=1, metavar="N",
-        help="samples per pass",
-    )  # fmt: skip
-    p.add_argument(
-        "--seq-len",
-        type=positive_int(MAX_SEQ_LEN),
-        default=None,
-        metavar="N",
-        help="sequence length (default: the model's own)",
-    )
-    p.add_argument(
-        "--dtype", default=None, help="fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on GPUs)"
+    add_config_flags(
+        p,
+        ("micro_batch", "seq_len", "dtype"),
+        defaults={"seq_len": None, "dtype": None},
+        helps={
+            "micro_batch": "samples per pass",
+            "seq_len": "sequence length (default: the model's own)",
+            "dtype": "fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on GPUs)",
+        },
+        metavars={"micro_batch": "N", "seq_len": "N"},
     )
     p.add_argument("--warmup", type=WARMUP, default=2, metavar="N", help="untimed steps first")
     p.add_argument("--repeats", type=STEPS, default=10, metavar="N", help="timed steps (median)")
@@ -104,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         from simplan.outputs import check_output_file
 
         check_output_file(args.out, "--out")
+    check_seq_len(args.model, args.seq_len, dtype)
     profile = None
     if measured:
         profile, graph, device = _measure(args, dtype)
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         from simplan.sources import load_model
 
         device = get_device(args.device)
-        graph = load_model(args.model, seq_len=args.seq_len, dtype=dtype)
+        graph = load_model(args.model, seq_len=args.seq_len or None, dtype=dtype)
     costs = layer_costs(graph, device, dtype, args.micro_batch, profile)
     path = None
     if profile is not None and not args.no_save:
@@ -140,7 +139,7 @@ def _measure(args: argparse.Namespace, dtype: str) -> tuple[Any, ModelGraph, Any
             args.model,
             device=args.device,
             micro_batch=args.micro_batch,
-            seq_len=args.seq_len,
+            seq_len=args.seq_len or None,
             dtype=dtype,
             warmup=args.warmup,
             repeats=args.repeats,

@@ -194,8 +194,10 @@ def _planfile(doc: Any, path: str | Path, version: int) -> Any:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from simplan.commands.config_flags import config_from_args
+    from simplan.commands.flag_rules import check_model
     from simplan.report import run_sweep as sweep
     from simplan.report import write_sweep_report
+    from simplan.sim.run import resolve_model
     from simplan.topology import load_cluster
 
     check_out(args)
@@ -204,6 +206,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     first_nodes = int(args.values[0]) if args.vary == "nodes" else args.nodes
     cluster = load_cluster(args.cluster, nodes=first_nodes, gpus_per_node=args.gpus_per_node)
     config = config_from_args(args, cluster.num_devices)
+    check_model(
+        resolve_model(args.model, config),
+        seq_len=config.seq_len,
+        recompute=config.recompute,
+        sequence_parallel=config.sequence_parallel,
+    )
     points = sweep(
         args.model, args.cluster, config, vary=args.vary, values=args.values,
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, link_kinds=kinds,

@@ -11,8 +11,9 @@ from typing import Any
 from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES
 from simplan.commands.config_flags import add_config_flags, config_from_args
-from simplan.commands.flag_rules import check_config
+from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.table import render
 from simplan.units import GiB
@@ -119,7 +120,7 @@ def check_outputs(args: argparse.Namespace) -> None:
             )
 
 
-def _inputs(args: argparse.Namespace) -> tuple[str, Any, ParallelConfig, list[int]]:
+def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelConfig, list[int]]:
     if args.plan:
         from simplan.planfile import read_plan
 
@@ -132,7 +133,16 @@ def _inputs(args: argparse.Namespace) -> tuple[str, Any, ParallelConfig, list[in
     cluster = load_cluster(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     config = config_from_args(args, cluster.num_devices)
     check_config(config)
-    return args.model, cluster, config, []
+    from simplan.sim.run import resolve_model
+
+    graph = resolve_model(args.model, config)
+    check_model(
+        graph,
+        seq_len=config.seq_len,
+        recompute=config.recompute,
+        sequence_parallel=config.sequence_parallel,
+    )
+    return graph, cluster, config, []
 
 
 def print_result(result: Any) -> None:

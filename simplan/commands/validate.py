@@ -15,6 +15,7 @@ from simplan.commands.argtypes import (
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
+from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
 
@@ -119,6 +120,7 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
         return plan.model, plan.config
     if not args.model:
         raise SimplanError("give --model (or --plan PLAN.json)")
+    check_seq_len(args.model, args.seq_len, "fp32")
     config = config_for(
         args.strategy,
         2 if args.nprocs is None else args.nprocs,

@@ -109,6 +109,10 @@ def _typo_cases() -> Iterator[object]:
 
 MEANINGLESS = [
     (("simulate", "--plan", "plan.json", "--tp", "2"), "--tp 2 does nothing with --plan"),
+    (("simulate", "--plan", "plan.json", "--tp", "1"), "--tp 1 does nothing with --plan"),
+    (("simulate", "--plan", "plan.json", "--micro=4"), "--micro-batch 4 does nothing"),
+    ((*BASE[("simulate",)], "--schedule", "1f1b"), "--schedule 1f1b does nothing with pp 1"),
+    (("validate", "--plan", "plan.json", "--strategy", "ddp"), "--strategy ddp does nothing"),
     (("simulate", "--plan", "plan.json", "--model", "mlp"), "--model mlp does nothing with --plan"),
     (("simulate", "--plan", "plan.json", "--nodes", "2"), "--nodes 2 does nothing with --plan"),
     (("simulate", "--plan", "p.json", "--sequence-parallel"), "--sequence-parallel does nothing"),
@@ -133,6 +137,14 @@ MEANINGLESS = [
     ((*BASE[("plan",)], "--json", "--explain"), "--explain"),
     ((*BASE[("plan",)], "--json", "--export", "megatron"), "--export megatron"),
     (("bench-comm", "--backend", "nccl", "--default-scheduling"), "gloo ranks only"),
+    ((*BASE[("simulate",)], "--seq-len", "512"), "mlp, which has no sequence dimension"),
+    ((*BASE[("plan",)], "--seq-len", "512"), "mlp, which has no sequence dimension"),
+    (("profile", "mlp", "--device", "h100-sxm", "--seq-len", "64"), "no sequence dimension"),
+    (("validate", "--model", "mlp", "--seq-len", "64"), "no sequence dimension"),
+    ((*BASE[("simulate",)], "--recompute", "selective"), "the attention core"),
+    (("simulate", "--model", "mlp", "--cluster", "dgx-a100", "--global-batch", "8", "--tp", "2",
+      "--sequence-parallel"), "transformer blocks, which mlp does not have"),
+    ((*BASE[("report", "sweep")], "--recompute", "selective"), "the attention core"),
     (("simulate", "--global-bach", "8"), "did you mean --global-batch?"),
     (("plan", "--model", "mlp", "--global-bach", "8"), "did you mean --global-batch?"),
     (("validate", "--micro-bacth", "2"), "did you mean --micro-batch?"),
@@ -140,6 +152,9 @@ MEANINGLESS = [
     ((), "give a command: models, profile, simulate"),
     (("report",), "give a kind of report"),
     (("--verbose",), "unrecognized argument --verbose"),
+    (("simulat", "--tp", "2"), "unknown command 'simulat'; did you mean simulate?"),
+    (("report", "swep"), "unknown command 'swep'; did you mean sweep?"),
+    (("clusters", "list"), "unknown command 'list'; use one of show"),
 ]  # fmt: skip
 
 
