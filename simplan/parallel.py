@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.limits import check_global_batch
 from simplan.units import MiB, check_dtype
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
@@ -66,6 +67,7 @@ class ParallelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise SimplanError(f"{name} must be a positive integer, got {value!r}")
+        check_global_batch(self.global_batch)
         if self.seq_len < 0:
             raise SimplanError(f"seq_len must be >= 0, got {self.seq_len}")
         if self.schedule not in SCHEDULES:

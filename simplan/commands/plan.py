@@ -47,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
     p.add_argument("--top", type=int, default=3, help="plans to simulate and show (default 3)")
     p.add_argument(
-        "--time-limit", type=float, default=10.0, help="seconds for the search's ILP solves"
+        "--time-limit",
+        type=float,
+        default=60.0,
+        help="seconds for the whole search, loading included: the best found by then is shown, "
+        "with a note of what the limit cut (default 60)",
     )
     p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
@@ -60,8 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simplan.deadline import Deadline
     from simplan.planner import search
     from simplan.progress import Progress
+
+    if not args.time_limit > 0 or args.time_limit == float("inf"):
+        raise SimplanError(
+            f"--time-limit must be a positive, finite number of seconds, got {args.time_limit}"
+        )
+    deadline = Deadline.after(args.time_limit)  # the whole verb, loading included
 
     for name in ("nodes", "gpus_per_node", "seq_len"):
         value = getattr(args, name)
@@ -82,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len or None,
         top=args.top, time_limit_s=args.time_limit, nodes=args.nodes,
         gpus_per_node=args.gpus_per_node, dtype=args.dtype, progress=progress,
+        deadline=deadline,
     )  # fmt: skip
     for bar in bars.values():
         bar.__exit__(None, None, None)
@@ -138,9 +150,9 @@ def print_result(result: Any) -> None:
                 p.role,
                 p.config.describe(),
                 f"{p.step_time_s:.4g}",
-                f"{(p.predicted.get('tokens_per_s') or 0):,.0f}",
-                f"{(p.predicted.get('mfu') or 0):.1%}",
-                f"{(p.predicted.get('peak_memory_bytes') or 0) / GiB:.1f}",
+                f"{(p.predicted.get('tokens_per_s') or 0):,.0f}" if p.predicted else "-",
+                f"{(p.predicted.get('mfu') or 0):.1%}" if p.predicted else "-",
+                f"{(p.summary().get('peak_memory_bytes') or 0) / GiB:.1f}",
                 p.layout,
             ]
         )
@@ -152,6 +164,11 @@ def print_result(result: Any) -> None:
     )
     stages = best.config.stages
     print(f"best plan's stages (layer boundaries): {list(stages)}")
+    if result.cut_short:
+        print(
+            f"the time limit of {result.time_limit_s:g} s cut the search: "
+            f"{'; '.join(result.cut_short)} (raise --time-limit for a full search)"
+        )
     if result.infeasible:
         fell = ", ".join(f"{k}: {v}" for k, v in sorted(result.infeasible.items()))
         print(f"pruned: {fell}")

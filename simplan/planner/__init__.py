@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from simplan.deadline import Deadline
 from simplan.model_graph import ModelGraph
 from simplan.planfile import ClusterRef
-from simplan.planner.driver import ProgressFn, SearchResult, run_search
+from simplan.planner.driver import DEFAULT_TIME_LIMIT_S, ProgressFn, SearchResult, run_search
 from simplan.planner.plan import Plan
 from simplan.planner.search import SearchSpace
 
@@ -27,25 +28,33 @@ def search(
     global_batch: int,
     seq_len: int | None = None,
     top: int = 3,
-    time_limit_s: float = 10.0,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     nodes: int | None = None,
     gpus_per_node: int | None = None,
     dtype: str = "bf16",
     space: SearchSpace | None = None,
     progress: ProgressFn | None = None,
+    deadline: Deadline | None = None,
 ) -> SearchResult:
     """Search every split of `model` over `cluster` (a preset, TOML path or Cluster) and
-    return the top plans, the baselines and the search's record."""
+    return the top plans, the baselines and the search's record.
+
+    time_limit_s bounds the whole search (loading, estimates, ILP solves, simulations), counted
+    from `deadline` when given (a verb makes it as it starts), else from this call: what was
+    found by then is returned, with `cut_short` saying what the limit cut."""
     from dataclasses import replace
 
     from simplan.errors import SimplanError
+    from simplan.limits import check_global_batch
 
     if not isinstance(global_batch, int) or global_batch <= 0:
         raise SimplanError(f"global batch must be a positive integer, got {global_batch!r}")
+    check_global_batch(global_batch, "--global-batch")
     if top <= 0:
         raise SimplanError(f"--top must be a positive integer, got {top}")
-    if time_limit_s <= 0:
-        raise SimplanError(f"--time-limit must be positive, got {time_limit_s}")
+    if not time_limit_s > 0:
+        raise SimplanError(f"--time-limit must be a positive number of seconds, got {time_limit_s}")
+    deadline = deadline or Deadline.after(time_limit_s)
     if isinstance(cluster, str):
         from simplan.topology import load_cluster
 
@@ -63,7 +72,7 @@ def search(
     space = replace(space or SearchSpace(), dtype=dtype)
     return run_search(
         graph, cluster_obj, str(name), ref, global_batch=global_batch, top=top,
-        time_limit_s=time_limit_s, space=space, progress=progress,
+        time_limit_s=time_limit_s, space=space, progress=progress, deadline=deadline,
     )  # fmt: skip
 
 
@@ -74,7 +83,7 @@ def plan(
     global_batch: int,
     seq_len: int | None = None,
     top: int = 3,
-    time_limit_s: float = 10.0,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     **kwargs: Any,
 ) -> list[Plan]:
     """The best plans, best first (never worse than the pure-DP and Megatron baselines under

@@ -1,14 +1,25 @@
 """search(): candidates -> analytic estimates -> ILP partitions for the best -> simulation of the
-top K -> ranked plans, with the baselines always simulated beside them."""
+top K -> ranked plans, with the baselines always simulated beside them.
+
+One deadline bounds the whole search: the estimates may take half of the time left when they
+start, the ILPs half of what is left then (each at most ILP_SOLVE_LIMIT_S), the simulations of
+the top candidates and baselines the rest (one is started only while the longest so far would
+still end in time). Estimates are made in a fixed pseudo-random order of the candidates, so that
+a cut leaves an even sample of the space, and ranked as if in enumeration order, so that an
+uncut search ranks exactly as an exhaustive one. What the limit cut is said in `cut_short`.
+"""
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from simplan.deadline import Deadline, TimeLimitReached
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
@@ -24,6 +35,12 @@ from simplan.units import GiB
 ProgressFn = Callable[[str, int, int], None]
 Scored = tuple[Estimate, ParallelConfig, Layout, tuple[int, ...]]
 
+DEFAULT_TIME_LIMIT_S = 60.0  # the whole search, loading included when a verb passes its deadline
+ILP_SOLVE_LIMIT_S = 10.0  # the most one partition ILP may take
+MIN_SOLVE_S = 0.2  # an ILP is not started with less time than this left
+ESTIMATE_SHARE = 0.5  # of the time left as the estimates start
+REFINE_SHARE = 0.5  # of the time left as the partition ILPs start
+
 
 @dataclass(frozen=True, kw_only=True)
 class SearchResult:
@@ -35,12 +52,16 @@ class SearchResult:
     search_time_s: float
     solves: tuple[dict[str, Any], ...]
     simulated: int
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    cut_short: tuple[str, ...] = ()  # what the time limit cut, one sentence each
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "plans": [p.summary() for p in self.plans],
             "baselines": [p.summary() for p in self.baselines],
             "search_time_s": self.search_time_s,
+            "time_limit_s": self.time_limit_s,
+            "cut_short": list(self.cut_short),
             "candidates": self.candidates,
             "evaluated": self.evaluated,
             "simulated": self.simulated,
@@ -52,10 +73,13 @@ class SearchResult:
 class Search:
     def __init__(
         self, graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, global_batch: int,
-        space: SearchSpace, time_limit_s: float, progress: ProgressFn | None,
+        space: SearchSpace, deadline: Deadline, progress: ProgressFn | None,
     ) -> None:  # fmt: skip
         self.graph, self.cluster, self.model, self.ref = graph, cluster, model, ref
-        self.global_batch, self.space, self.time_limit_s = global_batch, space, time_limit_s
+        self.global_batch, self.space, self.deadline = global_batch, space, deadline
+        self.cut: list[str] = []
+        self.longest_simulation_s = 0.0
+        self.out_of_time = False
         self.ctx = CostContext(graph, cluster, space.dtype)
         self.progress = progress or (lambda label, done, total: None)
         self.reasons: Counter = Counter()
@@ -75,22 +99,33 @@ class Search:
         bounds = default_bounds(self.ctx, config, layout)
         return estimate(self.ctx, config, layout, bounds), config, layout, bounds
 
-    def evaluate(self, configs: list[ParallelConfig]) -> list[Scored]:
-        out = []
-        for i, config in enumerate(configs):
-            if i % 500 == 0:
-                self.progress("estimating", i, len(configs))
-            for layout in self.layouts(config.dp, config.tp, config.pp):
+    def evaluate(self, configs: list[ParallelConfig], deadline: Deadline) -> list[Scored]:
+        """Estimates of the candidates made before `deadline`, best first (ties in
+        enumeration order)."""
+        order = list(range(len(configs)))
+        random.Random(0).shuffle(order)  # a cut leaves an even sample of the space
+        out: list[tuple[Scored, int, int]] = []
+        for done, i in enumerate(order):
+            if done % 500 == 0:
+                self.progress("estimating", done, len(configs))
+            if deadline.expired():
+                self.cut.append(
+                    f"estimated {done} of {len(configs)} candidates (an even sample) "
+                    f"before the time limit"
+                )
+                break
+            config = configs[i]
+            for j, layout in enumerate(self.layouts(config.dp, config.tp, config.pp)):
                 scored = self.score(config, layout)
                 est = scored[0]
                 if est.fits or _balanced_fits(est):
-                    out.append(scored)
+                    out.append((scored, i, j))
                 else:
                     self.reasons["memory (activations, estimated)"] += 1
-        out.sort(key=_rank_key)
-        return out
+        out.sort(key=lambda x: (_rank_key(x[0]), x[1], x[2]))
+        return [scored for scored, _i, _j in out]
 
-    def refine(self, ranked: list[Scored], count: int, deadline: float) -> list[Scored]:
+    def refine(self, ranked: list[Scored], count: int, deadline: Deadline) -> list[Scored]:
         """The ILP partition for the best `count` pipelined (GPipe/1F1B) candidates."""
         picks = [
             i for i, (_e, c, _l, _b) in enumerate(ranked)
@@ -98,9 +133,12 @@ class Search:
         ][:count]  # fmt: skip
         for k, i in enumerate(picks):
             self.progress("partition ILP", k, len(picks))
+            left = deadline.left_s()
+            if left < MIN_SOLVE_S:
+                self.cut.append(f"solved {k} of {len(picks)} partition ILPs before the time limit")
+                break
             _est, config, layout, bounds = ranked[i]
-            limit = max(min(self.time_limit_s, deadline - time.perf_counter()), 0.5)
-            new, record = ilp_bounds(self.ctx, config, layout, limit)
+            new, record = ilp_bounds(self.ctx, config, layout, min(ILP_SOLVE_LIMIT_S, left))
             row = record.to_dict() | {"candidate": config.describe()}
             self.solves.append(row)
             self.records[(config, layout.label)] = row
@@ -155,10 +193,25 @@ class Search:
             cluster_obj=cluster,
         )
 
+    def can_simulate(self) -> bool:
+        """Whether another simulation, as long as the longest so far, ends before the deadline."""
+        return not self.out_of_time and self.deadline.left_s() > self.longest_simulation_s
+
     def simulate(self, plan: Plan) -> Plan:
+        """The plan with the simulator's prediction; at the deadline, the plan as estimated."""
         from dataclasses import replace
 
-        result = plan.simulate(record=False)
+        started = time.monotonic()
+        try:
+            result = plan.simulate(record=False, deadline=self.deadline)
+        except TimeLimitReached:
+            self.out_of_time = True
+            self.cut.append(
+                f"{plan.config.describe()} ({plan.role}) estimated only: the time limit "
+                f"stopped its simulation"
+            )
+            return plan
+        self.longest_simulation_s = max(self.longest_simulation_s, time.monotonic() - started)
         self.simulated += 1
         predicted = {
             "step_time_s": result.step_time_s,
@@ -213,24 +266,32 @@ def check_fits_somewhere(graph: ModelGraph, cluster: Any, dtype: str) -> None:
 
 def run_search(
     graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, *, global_batch: int,
-    top: int = 3, time_limit_s: float = 10.0, space: SearchSpace | None = None,
-    progress: ProgressFn | None = None, refine: int = 8,
+    top: int = 3, time_limit_s: float = DEFAULT_TIME_LIMIT_S, space: SearchSpace | None = None,
+    progress: ProgressFn | None = None, refine: int = 8, deadline: Deadline | None = None,
 ) -> SearchResult:  # fmt: skip
     started = time.perf_counter()
+    deadline = deadline or Deadline.after(time_limit_s)
+    if math.isfinite(deadline.limit_s):
+        time_limit_s = deadline.limit_s
     space = space or SearchSpace()
     if len(node_classes(cluster)) > 1:
         from dataclasses import replace
 
         space = replace(space, fewer_nodes=0)
     check_fits_somewhere(graph, cluster, space.dtype)
-    s = Search(graph, cluster, model, ref, global_batch, space, time_limit_s, progress)
+    s = Search(graph, cluster, model, ref, global_batch, space, deadline, progress)
     configs, reasons = candidates(graph, cluster, global_batch, space)
     s.reasons.update(reasons)
-    ranked = s.evaluate(configs)
-    ranked = s.refine(ranked, max(refine, 2 * top), started + time_limit_s)
+    ranked = s.evaluate(configs, deadline.share(ESTIMATE_SHARE))
+    ranked = s.refine(ranked, max(refine, 2 * top), deadline.share(REFINE_SHARE))
     plans = _simulate_top(s, ranked, top)
     baselines = _baselines(s)
     plans = _merge(plans, baselines, top)
+    if not plans and s.cut:
+        raise SimplanError(
+            f"the time limit of {time_limit_s:g} s ended the search before any plan of "
+            f"{graph.name} was simulated ({'; '.join(s.cut)}); raise --time-limit"
+        )
     if not plans or not plans[0].fits:
         raise SimplanError(
             f"no configuration of {graph.name} fits {cluster.name} with global batch "
@@ -246,6 +307,8 @@ def run_search(
         search_time_s=time.perf_counter() - started,
         solves=tuple(s.solves),
         simulated=s.simulated,
+        time_limit_s=time_limit_s,
+        cut_short=tuple(s.cut),
     )
 
 
@@ -263,6 +326,16 @@ def _simulate_top(s: Search, ranked: list[Scored], top: int) -> list[Plan]:
             break
     for i, scored in enumerate(unique):
         s.progress("simulating", i, len(unique))
+        if not s.can_simulate():
+            s.cut.append(
+                f"simulated {s.simulated} of the {len(unique)} best candidates before the "
+                f"time limit"
+            )
+            fitting = [x for x in unique[i:] if x[0].fits]
+            if not out and fitting:  # the best estimate stands in for a simulated plan
+                out.append(s.to_plan(fitting[0]))
+                s.cut.append(f"{fitting[0][1].describe()} (plan) estimated only")
+            break
         plan = s.simulate(s.to_plan(scored))
         if plan.fits:
             out.append(plan)
@@ -283,6 +356,9 @@ def _baselines(s: Search) -> list[Plan]:
     ):
         tried = 0
         while tried < 4:
+            if not s.can_simulate():
+                s.cut.append(f"{role} not simulated before the time limit")
+                break
             config = first_fitting(
                 configs, lambda c: s.score(c, s.layouts(c.dp, c.tp, c.pp)[0])[0].fits
             )

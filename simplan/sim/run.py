@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from simplan.deadline import Deadline
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
@@ -49,6 +50,7 @@ def simulate(
     record: bool = True,
     device: DeviceModel | None = None,
     full_microbatches: int = FULL_MICROBATCHES,
+    deadline: Deadline | None = None,
 ) -> SimResult:
     """Simulate one training step of `config` for `model` on `cluster`.
 
@@ -57,7 +59,8 @@ def simulate(
     rank i on device i); record: keep the timeline (for traces and reports); device: a device
     model to use for every rank instead of the cluster's (what-if studies, calibration);
     full_microbatches: simulate every micro-batch up to this many, beyond it a few periods of the
-    schedule, extrapolated exactly (simplan.sim.steady)."""
+    schedule, extrapolated exactly (simplan.sim.steady); deadline: stop with
+    simplan.deadline.TimeLimitReached when it passes."""
     started = time.perf_counter()
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
@@ -65,7 +68,7 @@ def simulate(
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device)
     plan, memory, bounds = assembler.build()
-    run = run_bounded(plan, record, full_microbatches=full_microbatches)
+    run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
     devices = tuple(
         _device(r, assembler, run.stats[r], memory[r], run.step_s, plan.ranks[r].device)
         for r in range(config.pp)
