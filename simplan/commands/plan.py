@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from simplan.deadline import Deadline
     from simplan.planner import search
-    from simplan.progress import Progress
+    from simplan.progress import QUIET_S, Progress
 
     if not args.time_limit > 0 or args.time_limit == float("inf"):
         raise SimplanError(
@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
             for old in bars.values():
                 old.__exit__(None, None, None)
             bars.clear()
-            bar = bars[label] = Progress(total, label)
+            # plain lines (stderr not a terminal) once the whole verb has run QUIET_S seconds
+            elapsed = args.time_limit - deadline.left_s()
+            bar = bars[label] = Progress(total, label, quiet_s=max(QUIET_S - elapsed, 0.0))
         bar.advance(done - bar.done)
 
     result = search(

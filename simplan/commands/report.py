@@ -163,6 +163,7 @@ def _planfile(doc: Any, path: str | Path, version: int) -> Any:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from simplan.commands.simulate import config_from_args
+    from simplan.progress import Progress
     from simplan.report import run_sweep as sweep
     from simplan.report import write_sweep_report
     from simplan.topology import load_cluster
@@ -171,10 +172,12 @@ def run_sweep(args: argparse.Namespace) -> int:
     first_nodes = int(args.values[0]) if args.vary == "nodes" else args.nodes
     cluster = load_cluster(args.cluster, nodes=first_nodes, gpus_per_node=args.gpus_per_node)
     config = config_from_args(args, cluster.num_devices)
-    points = sweep(
-        args.model, args.cluster, config, vary=args.vary, values=args.values,
-        nodes=args.nodes, gpus_per_node=args.gpus_per_node, link_kinds=kinds,
-    )  # fmt: skip
+    with Progress(len(args.values), f"sweep over {args.vary}") as bar:
+        points = sweep(
+            args.model, args.cluster, config, vary=args.vary, values=args.values,
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node, link_kinds=kinds,
+            progress=lambda done, _total: bar.advance(done - bar.done),
+        )  # fmt: skip
     name = slug(f"sweep-{Path(args.model).stem}-{Path(args.cluster).stem}-{args.vary}")
     out = Path(args.out or Path("reports") / name)
     title = f"{args.model} on {args.cluster}: {config.describe()}, sweep over {args.vary}"

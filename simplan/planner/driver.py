@@ -106,7 +106,7 @@ class Search:
         random.Random(0).shuffle(order)  # a cut leaves an even sample of the space
         out: list[tuple[Scored, int, int]] = []
         for done, i in enumerate(order):
-            if done % 500 == 0:
+            if done % 50 == 0:
                 self.progress("estimating", done, len(configs))
             if deadline.expired():
                 self.cut.append(
