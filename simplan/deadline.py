@@ -9,10 +9,15 @@ Everything is read from `time.monotonic()`: a clock change does not move a deadl
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from simplan.errors import SimplanError
+
+T = TypeVar("T")
 
 
 class TimeLimitReached(SimplanError):
@@ -49,3 +54,28 @@ class Deadline:
         if self.at_s == math.inf:
             return self
         return Deadline(at_s=time.monotonic() + fraction * self.left_s(), limit_s=self.limit_s)
+
+
+def call_before(deadline: Deadline, work: Callable[[], T]) -> T:
+    """work(), or TimeLimitReached once `deadline` passes first. The work runs on a daemon
+    thread, so that a step that cannot look at the clock (building a large cluster's collective
+    plans, say) does not hold the caller past the deadline; left behind, it ends at its own
+    next deadline check, or with the process."""
+    if deadline.at_s == math.inf:
+        return work()
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="simplan-deadline", daemon=True)
+    thread.start()
+    thread.join(deadline.left_s())
+    if thread.is_alive():
+        raise TimeLimitReached(f"the time limit of {deadline.limit_s:g} s stopped the work")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]

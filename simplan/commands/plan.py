@@ -12,6 +12,8 @@ from simplan.errors import SimplanError
 from simplan.table import render
 from simplan.units import GiB
 
+GRACE = 0.2  # of --time-limit: how long past it a step that cannot be cut may run
+
 HELP = """\
 Search how to split MODEL's training over CLUSTER: data/tensor/pipeline degrees, micro-batch,
 schedule, virtual stages, ZeRO stage, recomputation, which layers each pipeline stage holds (an
@@ -64,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplan.deadline import Deadline
+    from simplan.deadline import Deadline, TimeLimitReached, call_before
     from simplan.planner import search
     from simplan.progress import QUIET_S, Progress
 
@@ -91,12 +93,23 @@ def run(args: argparse.Namespace) -> int:
             bar = bars[label] = Progress(total, label, quiet_s=max(QUIET_S - elapsed, 0.0))
         bar.advance(done - bar.done)
 
-    result = search(
-        args.model, args.cluster, global_batch=args.global_batch, seq_len=args.seq_len or None,
-        top=args.top, time_limit_s=args.time_limit, nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node, dtype=args.dtype, progress=progress,
-        deadline=deadline,
-    )  # fmt: skip
+    # the search cuts its own phases at the deadline and returns what it found; this guard,
+    # a little later, ends the verb where one step could not look at the clock (loading a model)
+    guard = Deadline(
+        at_s=deadline.at_s + max(1.0, GRACE * args.time_limit), limit_s=args.time_limit
+    )
+    try:
+        result = call_before(guard, lambda: search(
+            args.model, args.cluster, global_batch=args.global_batch,
+            seq_len=args.seq_len or None, top=args.top, time_limit_s=args.time_limit,
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node, dtype=args.dtype,
+            progress=progress, deadline=deadline,
+        ))  # fmt: skip
+    except TimeLimitReached:
+        raise SimplanError(
+            f"the time limit of {args.time_limit:g} s passed before the search found a plan "
+            f"(loading the model and cluster took most of it); raise --time-limit"
+        ) from None
     for bar in bars.values():
         bar.__exit__(None, None, None)
     if args.out:

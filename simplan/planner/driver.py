@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from simplan.deadline import Deadline, TimeLimitReached
+from simplan.deadline import Deadline, TimeLimitReached, call_before
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
@@ -203,7 +203,9 @@ class Search:
 
         started = time.monotonic()
         try:
-            result = plan.simulate(record=False, deadline=self.deadline)
+            result = call_before(
+                self.deadline, lambda: plan.simulate(record=False, deadline=self.deadline)
+            )
         except TimeLimitReached:
             self.out_of_time = True
             self.cut.append(
