@@ -1,4 +1,5 @@
 # make demo: plan/profile a real model and print the result.  make test: the test suite.
+# make lint: ruff (lint and format check) and mypy (on the files pyproject.toml names).
 # Both create .venv on first use and reuse it afterwards.
 PY ?= python3
 VENV := .venv
@@ -24,6 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check simplan tests benchmarks models
 	$(BIN)/ruff format --check simplan tests benchmarks models
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

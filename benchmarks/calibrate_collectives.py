@@ -24,7 +24,6 @@ Writes simplan/topology/collective_constants.json (the only place the constants 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from simplan.device_fit import read_reference_csv  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.topology import load_cluster  # noqa: E402
 from simplan.topology.comm_calibration import (  # noqa: E402
@@ -44,7 +44,6 @@ from simplan.topology.comm_calibration import (  # noqa: E402
     constants_document,
 )
 
-REFERENCE = ROOT.parent / "shared" / "reference"
 LUT = "vtrain_a100_allreduce_lut.csv"
 BW = "collective_bandwidth_measurements.csv"
 A100_HBM_Bps = 2.039e12  # simplan.devices a100-80gb
@@ -58,14 +57,9 @@ TREE_SOURCE = (
 )
 
 
-def read_csv(name: str) -> list[dict[str, str]]:
-    with open(REFERENCE / name) as handle:
-        return list(csv.DictReader(line for line in handle if not line.startswith("#")))
-
-
 def fit_nvlink() -> dict[str, float]:
     """Weighted linear least squares on the power-of-two rows of the vtrain LUT."""
-    rows = [r for r in read_csv(LUT) if (int(r["size_B"]) & (int(r["size_B"]) - 1)) == 0]
+    rows = [r for r in read_reference_csv(LUT) if (int(r["size_B"]) & (int(r["size_B"]) - 1)) == 0]
     a, b = [], []
     for r in rows:
         n, s, t = int(r["num_gpus"]), float(r["size_B"]), float(r["oop_time_ns"]) * 1e-9
@@ -85,7 +79,7 @@ def fit_nvlink() -> dict[str, float]:
 def b200_rows() -> list[tuple[float, float]]:
     """(size_B, time_s) of the 4-node B200 all-reduce run; time from busbw."""
     out = []
-    for r in read_csv(BW):
+    for r in read_reference_csv(BW):
         if r["hardware"] == B200_HARDWARE and r["collective"] == "all_reduce":
             s, busbw = float(r["payload_bytes"]), float(r["busbw_GBps"]) * 1e9
             out.append((s, 2 * 31 / 32 * s / busbw))
@@ -129,7 +123,7 @@ def fit_network(base: CollectiveConstants, rounds: int = 4, points: int = 9) -> 
 def derive() -> tuple[CollectiveConstants, dict[str, object]]:
     nv = fit_nvlink()
     lut_src = (
-        f"../shared/reference/{LUT}: {nv['rows']} rows with power-of-two sizes "
+        f"simplan/data/reference/{LUT}: {nv['rows']} rows with power-of-two sizes "
         "(1 MiB..1 GiB, 2..8 GPUs, oop_time_ns), weighted least squares of "
         "t = launch + 2(n-1)·latency + passes·S/2.039 TB/s + 2(n-1)/n·S/(eff·300 GB/s)"
     )
@@ -158,7 +152,7 @@ def derive() -> tuple[CollectiveConstants, dict[str, object]]:
     )
     net = fit_network(base)
     net_src = (
-        f"../shared/reference/{BW}: the {net['rows']} rows '{B200_HARDWARE}' (all_reduce, "
+        f"simplan/data/reference/{BW}: the {net['rows']} rows '{B200_HARDWARE}' (all_reduce, "
         "32 KiB..16 GiB, busbw), coarse-to-fine grid search (4 rounds of 9x9) of latency "
         "(0.5..50 us, log scale) and efficiency (0.50..1.00) minimising squared relative "
         "error of the full "

@@ -2,7 +2,7 @@
 
 For each family (A100, H100) fits gemm_efficiency and mem_efficiency (the H100 shares the
 A100's: its section has too few rows to identify it) on the family's 8-GPU, seq-2048 MPT rows of
-../shared/reference/llmfoundry_mpt_throughput.csv (see simplan/device_fit.py), then predicts
+simplan/data/reference/llmfoundry_mpt_throughput.csv (see simplan/device_fit.py), then predicts
 the rows it did not see: the other sequence lengths and GPU counts of the same section, and the
 A100 40GB section with the A100 fit. Prints tables and writes simplan/data/gpu_calibration.json
 (what simplan.devices reads) and benchmarks/results/calibrate_devices.json.

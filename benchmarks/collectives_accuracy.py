@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/collectives_accuracy.py [--out FILE.json]
 
-Main check: ../shared/reference/vtrain_a100_allreduce_lut.csv, every row with size >= 8 MiB
+Main check: simplan/data/reference/vtrain_a100_allreduce_lut.csv, every row with size >= 8 MiB
 (2..8 A100 GPUs in one DGX A100, out-of-place time), predicted with
 load_cluster("dgx-a100", gpus_per_node=n).collective_time("all_reduce", size, range(n)).
 The fit (benchmarks/calibrate_collectives.py) used only the 77 power-of-two rows.
@@ -13,7 +13,6 @@ collective_bandwidth_measurements.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 from pathlib import Path
@@ -21,26 +20,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from simplan.device_fit import read_reference_csv  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.topology import load_cluster  # noqa: E402
 from simplan.topology.comm_calibration import B200_4X8_SPEC  # noqa: E402
 from simplan.units import MiB  # noqa: E402
 
-REFERENCE = ROOT.parent / "shared" / "reference"
 MIN_SIZE = 8 * MiB
 SHOW_SIZES = (8 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB)
-
-
-def read_csv(name: str) -> list[dict[str, str]]:
-    with open(REFERENCE / name) as handle:
-        return list(csv.DictReader(line for line in handle if not line.startswith("#")))
 
 
 def vtrain_errors() -> dict[int, list[tuple[int, float, float]]]:
     """{n: [(size, measured_s, predicted_s)]} for rows with size >= 8 MiB."""
     out: dict[int, list[tuple[int, float, float]]] = {}
     clusters = {n: load_cluster("dgx-a100", gpus_per_node=n) for n in range(2, 9)}
-    for r in read_csv("vtrain_a100_allreduce_lut.csv"):
+    for r in read_reference_csv("vtrain_a100_allreduce_lut.csv"):
         n, size = int(r["num_gpus"]), int(r["size_B"])
         if size < MIN_SIZE:
             continue
@@ -52,7 +46,7 @@ def vtrain_errors() -> dict[int, list[tuple[int, float, float]]]:
 
 def busbw_rows(hardware_prefix: str, tool: str | None = None) -> list[tuple[int, int, float]]:
     rows = []
-    for r in read_csv("collective_bandwidth_measurements.csv"):
+    for r in read_reference_csv("collective_bandwidth_measurements.csv"):
         if (
             r["hardware"].startswith(hardware_prefix)
             and r["collective"] == "all_reduce"

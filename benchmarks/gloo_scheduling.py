@@ -13,7 +13,6 @@ median and p90 in ms and writes benchmarks/results/gloo_scheduling.json. Run it 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.two_ranks import run_two, slowest  # noqa: E402
+from simplan.environment import environment  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.realtime import enter_realtime  # noqa: E402
 
@@ -128,7 +128,7 @@ def main() -> int:
         text = [f"{c['median_s'] * 1e3:.2f} / {c['p90_s'] * 1e3:.2f}" for c in cells]
         print(f"{case:34s} {text[0]:>24s} {text[1]:>26s}")
     print(f"policies obtained: {results['default']['scheduling']}, {results['fifo']['scheduling']}")
-    meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "steps": args.steps}
+    meta = environment(steps=args.steps)
     write_json_atomic({"meta": meta, "results": results}, args.out)
     return 0
 

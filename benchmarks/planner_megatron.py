@@ -1,6 +1,6 @@
 """The planner against the configurations of Megatron-LM's weak-scaling table, same simulator.
 
-Reference: ../shared/reference/megatron_a100_weak_scaling_2021.csv (Narayanan et al., SC'21,
+Reference: simplan/data/reference/megatron_a100_weak_scaling_2021.csv (Narayanan et al., SC'21,
 Table 1). For each row: GPT with the row's hidden size, heads and layers, seq 2048, vocab 51200,
 bf16, on `dgx-a100` with GPUs / 8 nodes and the row's global batch. The table's configuration is
 its TP and PP, DP = GPUs / (TP * PP), 1F1B, full recomputation, micro-batch 1. The planner's plan

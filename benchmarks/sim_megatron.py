@@ -1,6 +1,6 @@
 """Simulated TFLOP/s per GPU against Megatron-LM's published weak-scaling table.
 
-Reference: ../shared/reference/megatron_a100_weak_scaling_2021.csv (Narayanan et al., SC'21,
+Reference: simplan/data/reference/megatron_a100_weak_scaling_2021.csv (Narayanan et al., SC'21,
 Table 1; DGX A100 80GB, seq 2048, vocab 51200). Each row runs on `dgx-a100` with the table's TP,
 PP, DP = GPUs / (TP * PP) and global batch, the 1F1B schedule, full activation recomputation,
 bf16, and what Megatron-LM ran then: its local DDP (`--DDP-impl local`, the default) all-reduces
@@ -16,14 +16,15 @@ The micro-batch is not given in the table; the script simulates 1, 2, 4 and 8 an
 a user would pick (the fastest that fits in memory), and micro-batch 1 beside it.
 
 A second table holds out Megatron-LM's 2020 README measurements
-(../shared/reference/megatron_2020_gpt2_model_parallel_scaling.csv, the DGX A100 rows): GPT-2 1.2B
-to 8.3B at seq 1024 with tensor parallelism 1 to 8 inside one node (batch 16), and the same models
-with 128-way data parallelism (global batch 2048). Megatron-LM 2020 trained in fp16 with
-activation checkpointing (its TFLOP/s are the four-pass count), one micro-batch of 16 per replica,
-and its local DDP all-reduced the fp16 gradients after the backward (`--fp32-allreduce` off).
+(simplan/data/reference/megatron_2020_gpt2_model_parallel_scaling.csv, the DGX A100 rows):
+GPT-2 1.2B to 8.3B at seq 1024 with tensor parallelism 1 to 8 inside one node (batch 16), and
+the same models with 128-way data parallelism (global batch 2048). Megatron-LM 2020 trained in
+fp16 with activation checkpointing (its TFLOP/s are the four-pass count), one micro-batch of 16
+per replica, and its local DDP all-reduced the fp16 gradients after the backward
+(`--fp32-allreduce` off).
 
 A third table holds out Table 2 of the same paper
-(../shared/reference/megatron_ptdp_vs_zero3_2021.csv): GPT-3 175B and 530B with PTD parallelism
+(simplan/data/reference/megatron_ptdp_vs_zero3_2021.csv): GPT-3 175B and 530B with PTD parallelism
 (TP 8, PP 12 or 35: the split the file's *_llm_analysis columns give) and with ZeRO-3 without
 model parallelism, 384 to 2240 GPUs, at the published micro-batch. Shapes are the 2021 table's
 (175B: h 12288, 96 layers, 96 heads; 530B: h 20480, 105 layers, 128 heads). ZeRO-3 runs overlap
@@ -278,16 +279,16 @@ def main() -> int:
     out = Path(__file__).resolve().parent / "results" / "sim_megatron.json"
     write_json_atomic(
         {
-            "reference": f"../shared/reference/{TABLE}",
+            "reference": f"simplan/data/reference/{TABLE}",
             "rows": rows,
             "median_abs_error": statistics.median(errors),
             "max_abs_error": max(errors),
             "held_out_2020": {
-                "reference": f"../shared/reference/{TABLE_2020}",
+                "reference": f"simplan/data/reference/{TABLE_2020}",
                 "rows": rows_2020,
             },
             "held_out_table2": {
-                "reference": f"../shared/reference/{TABLE_ZERO}",
+                "reference": f"simplan/data/reference/{TABLE_ZERO}",
                 "rows": rows_table2,
             },
         },

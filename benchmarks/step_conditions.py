@@ -23,7 +23,6 @@ from it.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.two_ranks import run_two, slowest  # noqa: E402
+from simplan.environment import environment  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
 from simplan.realtime import enter_realtime  # noqa: E402
 
@@ -143,7 +143,7 @@ def main() -> int:
         added = rows[f"{name} DDP step"] - rows[f"{name} step"]
         print(f"{'what DDP adds to the ' + name + ' step':48s} {added * 1e3:8.3f}")
     print(f"scheduling: {result['scheduling']}")
-    meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "rounds": args.rounds}
+    meta = environment(rounds=args.rounds)
     write_json_atomic({"meta": meta, "result": result}, args.out)
     return 0
 

@@ -12,7 +12,7 @@ from simplan.counting import count_layer, identity_key, own_parameters
 from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
 from simplan.module_layers import LayerCall, tensors_in, trace
-from simplan.sources import ModelSource, factory_of
+from simplan.sources import ModelSource, call_factory, run_user_code
 from simplan.transformer_shape import TransformerSpec
 from simplan.units import dtype_bytes
 
@@ -43,29 +43,38 @@ def _with_seq(tspec: TransformerSpec, seq_len: int | None) -> TransformerSpec:
 
 
 def _from_factory(source: ModelSource, batch: int, device: str) -> tuple[nn.Module, tuple]:
-    fn = factory_of(source)
-    try:
-        if source.kind == "preset-py":
-            with torch.device(device):
-                result = fn(batch=batch)
-        else:
-            result = fn()
-    except SimplanError:
-        raise
-    except Exception as exc:
-        raise SimplanError(
-            f"{source.path}:{source.factory}() raised {type(exc).__name__}: {exc}; fix the factory"
-        ) from None
-    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
-        raise SimplanError(
-            f"{source.path}:{source.factory}() must return "
-            f"(nn.Module, example_input), got {type(result).__name__}"
-        )
-    model, example = result
-    inputs = example if isinstance(example, tuple) else (example,)
+    if source.kind == "preset-py":
+        with torch.device(device):
+            result = call_factory(source, batch=batch)
+    else:
+        result = call_factory(source)
+    model, inputs = _checked_result(source, result)
     if source.kind == "factory":
         model, inputs = model.to(device), tuple(_to(x, device) for x in inputs)
     return model, inputs
+
+
+def _checked_result(source: ModelSource, result: Any) -> tuple[nn.Module, tuple[Any, ...]]:
+    """(module, inputs) from a factory's result, or one line saying what it returned."""
+    call = f"{source.path}:{source.factory}()"
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)):
+        raise SimplanError(
+            f"{call} must return (nn.Module, example_input), got {_kind(result)}; fix the factory"
+        )
+    model, example = result
+    inputs = example if isinstance(example, tuple) else (example,)
+    if not tensors_in(inputs):
+        raise SimplanError(
+            f"{call} returned {_kind(example)} as its example input; return a tensor (or a "
+            "tuple of tensors) whose first dimension is the batch"
+        )
+    return model, inputs
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)} ({', '.join(type(v).__name__ for v in value[:3])})"
+    return type(value).__name__
 
 
 def _to(value: Any, device: str) -> Any:
@@ -96,7 +105,10 @@ def graph_from_source(
             _with_seq(tspec, seq_len), dtype=dtype, name=source.name, source=str(source.path)
         )
     model, inputs = instantiate(source, None, batch=1, seq_len=seq_len, device="meta", dtype=dtype)
-    return count_module(model, inputs, name=source.name, dtype=dtype, source=str(source.path))
+    return run_user_code(
+        f"{source.path}: the model's forward pass",
+        lambda: count_module(model, inputs, name=source.name, dtype=dtype, source=str(source.path)),
+    )
 
 
 def graph_from_spec(

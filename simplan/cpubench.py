@@ -8,32 +8,20 @@ for the machines we develop on) or the user cache, keyed by CPU model and thread
 
 from __future__ import annotations
 
-import datetime as dt
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from simplan.devices import DeviceModel
+from simplan.environment import cpu_name, environment
 from simplan.io import read_json, write_json_atomic
 from simplan.profiles import slug
 from simplan.sources import cache_dir
 
 SCHEMA = {"kind": "device-bench", "version": 1}
 REPO_DEVICES = Path(__file__).resolve().parent.parent / "traces" / "devices"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _threads() -> int:
@@ -87,13 +75,7 @@ def run_cpu_bench() -> dict[str, Any]:
         "memory_bandwidth_Bps": bandwidth,
         "kernel_overhead_s": statistics.median(samples),
         "details": results,
-        "meta": {
-            "torch_version": torch.__version__,
-            "host": platform.node(),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(),
-            "method": __doc__.split("\n\n")[1],
-        },
+        "meta": environment(method=__doc__.split("\n\n")[1]),
     }
 
 

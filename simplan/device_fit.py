@@ -1,6 +1,6 @@
 """Derive the GPU device models' efficiencies from published training throughput.
 
-Fit data: ../shared/reference/llmfoundry_mpt_throughput.csv, the rows of section "A100 80GB"
+Fit data: simplan/data/reference/llmfoundry_mpt_throughput.csv, the rows of section "A100 80GB"
 with 8 GPUs (one node) and sequence length 2048: MPT models of 125M to 30B parameters trained
 with FSDP (FULL_SHARD, bf16 compute, fp32 gradient reduction: llm-foundry's DEFAULT mixed
 precision) at the listed micro-batch, gradient accumulation and activation checkpointing. Shapes
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from simplan.transformer_shape import TransformerSpec
 FIT_FILE = "llmfoundry_mpt_throughput.csv"
 SHAPES_FILE = "llmfoundry_mpt_model_configs.csv"
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
 GEMM_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(28))  # 0.40 .. 0.94
 MEM_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(15))  # 0.3 .. 1.0
 # seconds per operation; the first is the prior (simplan.devices.KERNEL_OVERHEAD_S, a launch),
@@ -58,15 +58,16 @@ FITS = {
 
 
 def reference_dir() -> Path:
-    env = os.environ.get("SIMPLAN_REFERENCE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "reference"
+    """The published tables shipped with the package (each CSV's first line cites its source)."""
+    return REFERENCE_DIR
 
 
 def read_reference_csv(name: str) -> list[dict[str, str]]:
+    """The rows of one reference table, its `#` citation line skipped."""
     path = reference_dir() / name
     if not path.is_file():
-        raise SimplanError(f"{path}: reference table not found; set SIMPLAN_REFERENCE_DIR")
-    with path.open() as handle:
+        raise SimplanError(f"{path}: reference table not found; reinstall simplan")
+    with path.open(encoding="utf-8") as handle:
         lines = [line for line in handle if not line.startswith("#")]
     return list(csv.DictReader(lines))
 
@@ -225,7 +226,7 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
         "mem_efficiency": mem,
         "kernel_overhead_s": overhead,
         "source": (
-            f"../shared/reference/{FIT_FILE}: least-squares (log) fit over the {len(rows)} "
+            f"simplan/data/reference/{FIT_FILE}: least-squares (log) fit over the {len(rows)} "
             f"'{section}', 8-GPU, seq-2048 MPT rows (FSDP FULL_SHARD, bf16, fp32 "
             f"reduction), simulated on one {cluster} node; grid {GEMM_GRID[0]}-"
             f"{GEMM_GRID[-1]} x "

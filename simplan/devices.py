@@ -19,7 +19,7 @@ from pathlib import Path
 from simplan.errors import SimplanError
 from simplan.units import TB, TFLOP, GiB, check_dtype
 
-REF = "../shared/reference/README.md (vendor peak numbers quoted there)"
+REF = "simplan/data/reference/README.md (vendor peak numbers quoted there)"
 DATASHEET_A100 = "NVIDIA A100 datasheet (HBM2e 2,039 GB/s for 80GB SXM, 1,555 GB/s for 40GB)"
 DATASHEET_H100 = "NVIDIA H100 datasheet (SXM5: 3.35 TB/s HBM3, 67 TFLOP/s FP32)"
 DATASHEET_H200 = "NVIDIA H200 datasheet (4.8 TB/s HBM3e, 141 GB; 140 GiB seen by the CUDA driver)"

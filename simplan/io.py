@@ -3,45 +3,89 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.outputs import write_json_atomic as write_json_atomic  # its home is outputs
+
+MAX_INPUT_BYTES = 512 * 1024**2  # no input file simplan reads is near this size
 
 
-def write_json_atomic(data: Any, path: str | Path) -> Path:
-    """Write data as JSON to path atomically: a reader sees the old file or the new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=1, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def read_json(path: str | Path) -> Any:
+def read_text(path: str | Path) -> str:
+    """A file's text, strictly UTF-8 (a leading byte-order mark is dropped); a missing,
+    unreadable, binary, huge or non-UTF-8 file is a one-line SimplanError."""
     p = Path(path)
+    if p.is_dir():
+        raise SimplanError(f"{p}: is a directory; give the path of a file")
     if not p.is_file():
         raise SimplanError(f"{p}: no such file; check the path")
     try:
-        return json.loads(p.read_text())
+        size = p.stat().st_size
+        if size > MAX_INPUT_BYTES:
+            raise SimplanError(
+                f"{p}: {size:,} bytes is larger than any simplan input "
+                f"(limit {MAX_INPUT_BYTES:,}); check the path"
+            )
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SimplanError(f"{p}: cannot read it ({exc.strerror}); check its permissions") from None
+    if b"\x00" in data:
+        raise SimplanError(f"{p}: a binary file, not text; give a UTF-8 text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SimplanError(
+            f"{p}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number simplan reads")
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; NaN and Infinity are refused (simplan writes only finite numbers)."""
+    p = Path(path)
+    text = read_text(p)
+    try:
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise SimplanError(f"{p}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+        msg = str(exc).splitlines()[0]
+        raise SimplanError(f"{p}: invalid JSON value: {msg}; write finite numbers") from None
+    except RecursionError:
+        raise SimplanError(f"{p}: JSON nested too deeply; regenerate the file") from None
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON file that must hold an object (not an array, a number or text)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise SimplanError(
+            f"{path}: holds a JSON {_json_kind(data)}, not an object; give a simplan JSON file"
+        )
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    return "boolean" if isinstance(value, bool) else "number"
 
 
 def read_versioned_json(path: str | Path, kind: str, version: int) -> dict[str, Any]:
     """Read a simplan JSON document and check its `schema` = {"kind": kind, "version": version}."""
-    data = read_json(path)
-    schema = data.get("schema") if isinstance(data, dict) else None
+    data = read_json_object(path)
+    schema = data.get("schema")
     if not isinstance(schema, dict) or schema.get("kind") != kind:
         raise SimplanError(f"{path}: not a simplan {kind} file (missing schema.kind = {kind!r})")
     if schema.get("version") != version:
@@ -57,10 +101,14 @@ def schema_header(kind: str, version: int) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file (strict UTF-8). Values still need their schema (simplan.schema):
+    TOML itself allows nan and inf."""
     p = Path(path)
-    if not p.is_file():
-        raise SimplanError(f"{p}: no such file; check the path")
+    text = read_text(p)
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SimplanError(f"{p}: malformed TOML: {exc}") from None
+        raise SimplanError(f"{p}: malformed TOML: {' '.join(str(exc).split())}") from None
+    except (ValueError, RecursionError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SimplanError(f"{p}: malformed TOML: {msg}") from None

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.limits import check_global_batch
-from simplan.units import MiB, check_dtype
+from simplan.limits import MAX_GLOBAL_BATCH, check_global_batch
+from simplan.units import DTYPE_BYTES, MiB, check_dtype
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 RECOMPUTE = ("none", "selective", "full")
+ZERO_STAGES = (0, 1, 2, 3)
+
+# the largest values any real job has, with room to spare (beyond them a value is a typo)
+MAX_DEGREE = 1 << 20  # devices in one parallel dimension
+MAX_SAMPLES = 1 << 30  # samples in a batch
+MAX_SEQ_LEN = 1 << 24  # tokens per sample
+MAX_VIRTUAL_STAGES = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Knob:
+    """How a configuration field is set from the command line (`--field-name`): its help text
+    and valid values (lo..hi for a whole number, or one of `choices`). The flags of every verb
+    are made from these (simplan/commands/config_flags.py)."""
+
+    help: str
+    lo: int = 0
+    hi: int = 0
+    choices: tuple[Any, ...] = ()
+
+
+def _knob(default: Any, help: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"knob": Knob(help=help, **limits)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,18 +60,18 @@ class ParallelConfig:
     stages: optional layer-index boundaries: stage i holds layers [stages[i], stages[i+1]).
     """
 
-    dp: int = 1
-    tp: int = 1
-    pp: int = 1
-    micro_batch: int = 1
-    global_batch: int = 1
-    seq_len: int = 0
-    schedule: str = "1f1b"
-    virtual_stages: int = 1
-    zero: int = 0
-    recompute: str = "none"
-    dtype: str = "bf16"
-    sequence_parallel: bool = False
+    dp: int = _knob(1, "data-parallel degree (default: the rest)", lo=1, hi=MAX_DEGREE)
+    tp: int = _knob(1, "tensor-parallel degree", lo=1, hi=MAX_DEGREE)
+    pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
+    micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
+    global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
+    seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
+    schedule: str = _knob("1f1b", "pipeline schedule", choices=SCHEDULES)
+    virtual_stages: int = _knob(1, "chunks per rank (interleaved)", lo=1, hi=MAX_VIRTUAL_STAGES)
+    zero: int = _knob(0, "ZeRO stage", choices=ZERO_STAGES)
+    recompute: str = _knob("none", "activation recomputation", choices=RECOMPUTE)
+    dtype: str = _knob("bf16", "bf16, fp16 or fp32", choices=tuple(DTYPE_BYTES))
+    sequence_parallel: bool = _knob(False, "Megatron sequence parallelism inside TP groups")
     bucket_bytes: int = 25 * MiB
     overlap_grad_reduce: bool = True
     reduce_dtype: str = ""

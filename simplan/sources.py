@@ -10,8 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import math
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -19,13 +24,16 @@ from types import ModuleType
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.io import read_json, read_toml, write_json_atomic
+from simplan.io import read_json, read_text, read_toml, write_json_atomic
 from simplan.model_graph import GRAPH_SCHEMA_VERSION, ModelGraph
-from simplan.transformer_shape import TransformerSpec, spec_from_table
+from simplan.schema import show, validate
+from simplan.transformer_shape import MODEL_FILE, TransformerSpec, spec_from_file
 from simplan.units import check_dtype
 
 COUNTING_VERSION = 4  # bump when counting changes, to invalidate cached graphs
 PRESET_PACKAGE = "simplan_presets"
+FACTORY_TIMEOUT_ENV = "SIMPLAN_FACTORY_TIMEOUT_S"
+DEFAULT_FACTORY_TIMEOUT_S = 120.0
 
 
 def models_dir() -> Path:
@@ -93,13 +101,14 @@ def resolve(spec: str) -> ModelSource:
 
 def transformer_spec(source: ModelSource) -> TransformerSpec:
     data = read_toml(source.path)
-    return spec_from_table(data.get("transformer"), name=source.name, where=str(source.path))
+    return spec_from_file(data, name=source.name, where=str(source.path))
 
 
 def describe(source: ModelSource) -> str:
     if source.kind == "toml":
-        return str(read_toml(source.path).get("model", {}).get("description", ""))
-    text = source.path.read_text()
+        data = validate(read_toml(source.path), MODEL_FILE, origin=str(source.path))
+        return str(data.get("model", {}).get("description", ""))
+    text = read_text(source.path)
     for line in text.splitlines():
         if line.startswith("DESCRIPTION"):
             return line.split("=", 1)[1].strip().strip("\"'")
@@ -113,6 +122,12 @@ def load_model(
     check_dtype(dtype)
     if seq_len is not None and seq_len <= 0:
         raise SimplanError(f"seq_len must be a positive integer, got {seq_len}")
+    from simplan.transformer_shape import MAX_SEQ_LEN
+
+    if seq_len is not None and seq_len > MAX_SEQ_LEN:
+        raise SimplanError(
+            f"seq_len {seq_len:,} is beyond any real job (limit {MAX_SEQ_LEN:,}); lower it"
+        )
     source = resolve(spec)
     tspec = transformer_spec(source) if source.kind == "toml" else None
     cacheable = use_cache and source.kind != "factory"
@@ -125,9 +140,19 @@ def load_model(
 
     graph = graph_from_source(source, tspec, seq_len=seq_len, dtype=dtype)
     graph = dataclasses.replace(graph, meta={**graph.meta, "spec": spec})
+    check_trainable(graph, spec)
     if cacheable:
         write_json_atomic(graph.to_dict(), cache_dir() / "graphs" / f"{key}.json")
     return graph
+
+
+def check_trainable(graph: ModelGraph, spec: str) -> None:
+    """A model with no parameters has nothing to train: refuse it (one line)."""
+    if graph.params <= 0:
+        raise SimplanError(
+            f"model {spec}: has no parameters, so there is nothing to train; give a model "
+            "with at least one trainable layer"
+        )
 
 
 def _cache_key(source: ModelSource, seq_len: int | None, dtype: str) -> str:
@@ -177,8 +202,14 @@ def import_file(path: Path, package: str | None = None) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SimplanError:
+        raise
+    except SystemExit as exc:
+        raise SimplanError(
+            f"{path}: importing it called sys.exit({show(exc.code)}); a model file must not exit"
+        ) from None
     except Exception as exc:
-        raise SimplanError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from None
+        raise SimplanError(f"{path}: importing it failed: {_one_line(exc)}") from None
     return module
 
 
@@ -192,3 +223,81 @@ def factory_of(source: ModelSource) -> Any:
             f"define {source.factory}() returning (nn.Module, example_input)"
         )
     return fn
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def factory_timeout_s() -> float:
+    """Seconds a `file.py:factory` may take (import and call): $SIMPLAN_FACTORY_TIMEOUT_S or
+    120 s."""
+    text = os.environ.get(FACTORY_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_FACTORY_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SimplanError(
+            f"{FACTORY_TIMEOUT_ENV}={text!r}: give a number of seconds > 0 (or unset it)"
+        )
+    return value
+
+
+class _FactoryTimeout(BaseException):
+    """Raised in the main thread by SIGALRM; a BaseException so that `except Exception` in the
+    user's code does not swallow it."""
+
+
+@contextmanager
+def time_bound(seconds: float) -> Iterator[None]:
+    """Raise _FactoryTimeout in the body after `seconds` (and every second after that, in case
+    the body swallows it). SIGALRM works in the main thread only; elsewhere the body runs
+    unbounded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _FactoryTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def call_factory(source: ModelSource, **kwargs: Any) -> Any:
+    """Import the source's file and call its factory (see run_user_code)."""
+    call = f"{source.path}:{source.factory}()"
+    return run_user_code(call, lambda: factory_of(source)(**kwargs))
+
+
+def run_user_code(call: str, fn: Callable[[], Any]) -> Any:
+    """fn() (code from a user's model file), bounded by factory_timeout_s(): an exception, a
+    sys.exit() (any code) or a timeout becomes one SimplanError line that names `call`."""
+    limit = factory_timeout_s()
+    try:
+        with time_bound(limit):
+            return fn()
+    except _FactoryTimeout:
+        raise SimplanError(
+            f"{call} did not return within {limit:g} s; fix it or raise {FACTORY_TIMEOUT_ENV}"
+        ) from None
+    except SimplanError:
+        raise
+    except SystemExit as exc:
+        raise SimplanError(
+            f"{call} called sys.exit({show(exc.code)}); a model file must return, never exit"
+        ) from None
+    except RecursionError:
+        raise SimplanError(f"{call} recursed without end; fix the model file") from None
+    except Exception as exc:
+        raise SimplanError(f"{call} raised {_one_line(exc)}; fix the model file") from None

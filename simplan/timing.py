@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import itertools
-import os
-import platform
 import statistics
 import time
 import warnings
@@ -25,7 +22,7 @@ import torch
 from torch import nn
 
 from simplan.build import instantiate
-from simplan.cpubench import cpu_name
+from simplan.environment import cpu_name, environment
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.module_layers import tensors_in, trace
@@ -433,20 +430,15 @@ def _timing_model(
 
 
 def _metadata(device: str, dtype: str, warmup: int, repeats: int) -> dict[str, Any]:
-    return {
-        "torch_version": torch.__version__,
-        "device_name": device_name(device),
-        "dtype": dtype,
-        "threads": torch.get_num_threads(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "warmup": warmup,
-        "repeats": repeats,
-        "statistic": "median",
-        "timing": TIMING_METHOD,
-    }
+    return environment(
+        device_name=device_name(device),
+        dtype=dtype,
+        threads=torch.get_num_threads(),
+        warmup=warmup,
+        repeats=repeats,
+        statistic="median",
+        timing=TIMING_METHOD,
+    )
 
 
 def _by_identity(

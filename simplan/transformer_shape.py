@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.schema import Bool, Float, Int, Str, Table, validate
 
 REQUIRED = ("hidden_size", "num_layers", "num_heads", "seq_len", "vocab_size")
 ACTIVATIONS = ("gelu", "swiglu")
@@ -103,24 +104,78 @@ class TransformerSpec:
         }
 
 
+# Limits beyond any real training job; they keep counting and simulation bounded and every tensor
+# size well inside torch's (a 1M-token sequence and a 1T-parameter model are well inside them).
+MAX_HIDDEN = 131_072
+MAX_LAYERS = 512
+MAX_HEADS = 4_096
+MAX_SEQ_LEN = 4_194_304
+MAX_VOCAB = 4_194_304
+MAX_FFN = 1_048_576
+MAX_PARAMS = 10**13
+
+TRANSFORMER_TABLE = Table(
+    {
+        "name": Str(nonempty=True),
+        "hidden_size": Int(min=1, max=MAX_HIDDEN),
+        "num_layers": Int(min=1, max=MAX_LAYERS),
+        "num_heads": Int(min=1, max=MAX_HEADS),
+        "seq_len": Int(min=1, max=MAX_SEQ_LEN),
+        "vocab_size": Int(min=1, max=MAX_VOCAB),
+        "ffn_hidden_size": Int(min=0, max=MAX_FFN),
+        "num_kv_heads": Int(min=0, max=MAX_HEADS),
+        "activation": Str(choices=ACTIVATIONS),
+        "tie_embeddings": Bool(),
+        "norm": Str(choices=NORMS),
+        "position": Str(choices=POSITIONS),
+        "bias": Bool(),
+        "attention": Str(choices=ATTENTIONS),
+        "dropout": Float(min=0.0, max=0.99),
+    },
+    required=REQUIRED,
+    fix="see README 'Model files'",
+)
+MODEL_FILE = Table(
+    {
+        "model": Table({"description": Str(), "name": Str(nonempty=True)}),
+        "transformer": TRANSFORMER_TABLE,
+    },
+    required=("transformer",),
+    fix="see README 'Model files'",
+)
+
+
+def approx_params(spec: TransformerSpec) -> int:
+    """Parameters of the shape, closed form (attention, MLP and embeddings; norms and biases
+    left out): enough to bound the work of counting it."""
+    h, kv = spec.hidden_size, spec.kv_heads * spec.head_dim
+    attention = 2 * h * h + 2 * h * kv
+    mlp = (3 if spec.activation == "swiglu" else 2) * h * spec.ffn
+    embeddings = spec.vocab_size * h * (1 if spec.tie_embeddings else 2)
+    return spec.num_layers * (attention + mlp) + embeddings
+
+
 def spec_from_table(table: Any, *, name: str, where: str) -> TransformerSpec:
     """Build a TransformerSpec from a parsed `[transformer]` table; one-line errors."""
     if not isinstance(table, dict):
         raise SimplanError(f"{where}: missing table [transformer]; see README 'Model files'")
-    missing = [k for k in REQUIRED if k not in table]
-    if missing:
-        raise SimplanError(
-            f"{where}: [transformer] is missing {', '.join(missing)}; "
-            f"add it (see README 'Model files')"
-        )
-    known = {f.name for f in fields(TransformerSpec)} - {"name"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise SimplanError(
-            f"{where}: [transformer] has unknown key(s) {', '.join(unknown)}; "
-            f"known keys: {', '.join(sorted(known))}"
-        )
+    values = validate(table, TRANSFORMER_TABLE, origin=where, at="transformer")
     try:
-        return TransformerSpec(name=str(table.get("name", name)), **table)
+        spec = TransformerSpec(name=str(values.pop("name", name)), **values)
     except (TypeError, ValueError) as exc:
         raise SimplanError(f"{where}: {exc}") from None
+    params = approx_params(spec)
+    if params > MAX_PARAMS:
+        raise SimplanError(
+            f"{where}: [transformer] describes about {params:.3g} parameters, more than any "
+            f"real job (limit {MAX_PARAMS:.0e}); lower num_layers, hidden_size or vocab_size"
+        )
+    return spec
+
+
+def spec_from_file(data: dict[str, Any], *, name: str, where: str) -> TransformerSpec:
+    """The TransformerSpec of a whole parsed model TOML file (its [model] and [transformer])."""
+    if "transformer" not in data:
+        raise SimplanError(f"{where}: missing table [transformer]; see README 'Model files'")
+    validate(data, MODEL_FILE, origin=where)
+    return spec_from_table(data["transformer"], name=name, where=where)

@@ -15,12 +15,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import os
-import platform
 import uuid
 from pathlib import Path
 from typing import Any
 
+from simplan.environment import environment
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
 from simplan.parallel import ParallelConfig
@@ -122,10 +121,23 @@ def with_stages(config: ParallelConfig, result: Any) -> ParallelConfig:
     return config.replace(stages=tuple(bounds))
 
 
-def local_cluster(world: int, name: str = "localhost-cpu") -> Any:
+def local_cluster(
+    world: int, name: str = "localhost-cpu", calibration: str | Path | None = None
+) -> Any:
+    """The local cluster of `world` ranks, calibrated by `calibration`, else by the file
+    `simplan bench-comm --nprocs <world>` writes by default where there is one, else by the
+    preset's own calibration."""
     from simplan.topology import load_cluster
+    from simplan.topology.cluster import resolve_calibration
+    from simplan.topology.cluster_spec import load_spec
+    from simplan.topology.comm_calibration import local_calibration_path
 
-    return load_cluster(name, nodes=1, gpus_per_node=world)
+    spec = load_spec(name, nodes=1, gpus_per_node=world)
+    if calibration is None and resolve_calibration(str(local_calibration_path(world))).is_file():
+        calibration = local_calibration_path(world)
+    if calibration is not None:
+        spec = dataclasses.replace(spec, calibration=str(calibration))
+    return load_cluster(spec)
 
 
 PROFILE_SOURCES = ("in-run", "standalone")
@@ -146,6 +158,7 @@ def validate(
     refresh_profile: bool = False,
     runs_dir: str | Path = RUNS_DIR,
     fault: str = "",
+    calibration: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict and measure one configuration; write and return the validation record.
 
@@ -153,7 +166,8 @@ def validate(
     of the run, side by side (the conditions of the run); 'standalone': the profile measured in
     this process alone (cached). Both predictions are recorded. The run times at least `steps`
     steps, and more if they would last less than `min_timed_s` (see `timed_steps`). realtime:
-    the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm calibrates."""
+    the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm calibrates.
+    calibration: a bench-comm file (default: see local_cluster)."""
     from simplan.runtime import JobSpec, run_job
 
     if profile_source not in PROFILE_SOURCES:
@@ -171,7 +185,7 @@ def validate(
         realtime=realtime,
     )  # checks the strategy before anything slow
     alone, alone_path = profile_for(model, config, threads=threads, refresh=refresh_profile)
-    cluster = local_cluster(config.world_size)
+    cluster = local_cluster(config.world_size, calibration=calibration)
     standalone = predict(model, config, alone, cluster)
     job = dataclasses.replace(
         job,
@@ -257,7 +271,7 @@ def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dic
         "strategy": job.strategy,
         "configuration": config_label(job),
         "job": job_to_dict(job),
-        "environment": environment(job.threads),
+        "environment": environment(threads_per_rank=job.threads),
         "profile": str(profile_path),
         "predicted_step_s": pred,
         "measured_step_s": meas,
@@ -276,23 +290,6 @@ def config_label(job: Any) -> str:
         f"{job.model} {job.strategy}{extra if cfg.pp > 1 else ''}{hook} x{cfg.world_size} "
         f"mb{cfg.micro_batch} gb{cfg.global_batch}"
     )
-
-
-def environment(threads: int) -> dict[str, Any]:
-    import torch
-
-    from simplan.timing import device_name
-
-    return {
-        "torch_version": torch.__version__,
-        "host": platform.node(),
-        "cpu": device_name("cpu"),
-        "cpu_count": os.cpu_count(),
-        "threads_per_rank": threads,
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def write_record(record: dict[str, Any], runs_dir: str | Path = RUNS_DIR) -> Path:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from simplan.costmodel import model_cost, optimizer_step_s
-from simplan.device_fit import CALIBRATION_FILE, reference_dir
+from simplan.device_fit import CALIBRATION_FILE
 from simplan.devices import get_device
 from simplan.errors import SimplanError
 from simplan.sources import load_model
@@ -54,7 +54,6 @@ def test_faster_device_is_faster_for_every_layer() -> None:
     assert optimizer_step_s(1e9, h100, "bf16") < optimizer_step_s(1e9, a100, "bf16")
 
 
-@pytest.mark.skipif(not reference_dir().is_dir(), reason="../shared/reference not present")
 def test_stored_calibration_reproduces_its_fit() -> None:
     """The stored constants predict the fit rows they were fitted on as recorded, and the
     presets carry them (benchmarks/calibrate_devices.py re-derives the whole fit)."""

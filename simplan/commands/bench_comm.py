@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from simplan.commands.argtypes import MAX_RANKS, MAX_STEPS, SECONDS, WARMUP, IntRange, positive_int
+
 HELP = """\
 Measure collective communication on this machine with torch.distributed and write a
 calibration file: medians over repeats (after warm-up) of all_reduce, all_gather,
@@ -17,8 +19,11 @@ permitted; --default-scheduling to leave them), as the ranks of `simplan validat
 the calibration and the runs it predicts are measured alike. A rank that
 fails or hangs stops the run with an error naming it.
 
-A cluster spec uses the file with `calibration = "traces/collectives/<host>/<file>.json"`
-(see docs/cluster-spec.md); the localhost-cpu preset points at one measured on this machine.
+Without --out, gloo calibrations go to traces/collectives/localhost-cpu/gloo-<N>ranks.json:
+the file `simplan validate` reads for N ranks (replaced atomically by each run; --calibration
+FILE on both commands names another). A cluster spec uses a file with
+`calibration = "traces/collectives/<host>/<file>.json"` (see docs/cluster-spec.md); the
+localhost-cpu preset points at the 2-rank one.
 
 examples:
   simplan bench-comm --backend gloo --nprocs 2 \
@@ -43,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="gloo",
         help="gloo (CPU processes) or nccl (one CUDA GPU per process)",
     )
-    p.add_argument("--nprocs", type=int, default=2, help="number of ranks (default 2)")
+    p.add_argument(
+        "--nprocs", type=positive_int(MAX_RANKS), default=2, help="number of ranks (default 2)"
+    )
     p.add_argument(
         "--sizes",
         default="64K,256K,1M,4M,16M,64M",
@@ -70,29 +77,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run gloo ranks under the default scheduler (by default they run real-time, "
         "SCHED_FIFO where permitted, as the ranks of `simplan validate` do; simplan/realtime.py)",
     )
-    p.add_argument("--repeats", type=int, default=20, help="timed calls per size (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    p.add_argument(
+        "--repeats", type=IntRange(3, MAX_STEPS), default=20,
+        help="timed calls per size (default 20)",
+    )  # fmt: skip
+    p.add_argument("--warmup", type=WARMUP, default=3, help="untimed calls first (default 3)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=SECONDS,
         default=60.0,
         help="seconds without progress before a rank counts as hung (default 60)",
     )
     p.add_argument(
         "--out",
+        "--calibration",
+        dest="out",
+        metavar="FILE",
         default=None,
-        help="output JSON (default traces/collectives/<host>/<backend>-<N>ranks.json)",
+        help="the calibration to write (default for gloo: "
+        "traces/collectives/localhost-cpu/gloo-<N>ranks.json, the file `simplan validate "
+        "--nprocs N` reads; for nccl: traces/collectives/<host>/nccl-<N>ranks.json)",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from simplan.errors import SimplanError
-    from simplan.io import write_json_atomic
+    from simplan.outputs import check_output_file, write_json_atomic
     from simplan.topology.bench import default_output, parse_size, run_bench
 
-    if args.repeats < 3 or args.warmup < 0:
-        raise SimplanError("--repeats must be >= 3 and --warmup >= 0 (medians need repeats)")
+    out_path = check_output_file(
+        args.out or default_output(args.backend, args.nprocs), "--out" if args.out else "output"
+    )
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     doc = run_bench(
@@ -132,6 +147,6 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(v, float)
         )
         print(f"framework {name}: {parts}")
-    out = write_json_atomic(doc, args.out or default_output(args.backend, args.nprocs))
+    out = write_json_atomic(doc, out_path)
     print(f"wrote {out}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from simplan.commands.argtypes import GPUS_PER_NODE, NODES
 from simplan.units import MiB
 
 if TYPE_CHECKING:
@@ -52,9 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("cluster", metavar="NAME|FILE", help="a preset name or a cluster TOML file")
-    s.add_argument("--nodes", type=int, default=None, help="scale to N nodes")
+    s.add_argument("--nodes", type=NODES, default=None, help="scale to N nodes")
     s.add_argument(
-        "--gpus-per-node", type=int, default=None, help="use only the first G devices of every node"
+        "--gpus-per-node",
+        type=GPUS_PER_NODE,
+        default=None,
+        help="use only the first G devices of every node",
     )
     s.add_argument("--plot", metavar="FILE.png", default=None, help="draw the topology")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -89,6 +93,10 @@ def run_show(args: argparse.Namespace) -> int:
     from simplan.topology import load_cluster
     from simplan.topology.plot import plot_cluster
 
+    if args.plot:
+        from simplan.outputs import check_output_file
+
+        check_output_file(args.plot, "--plot")
     cluster = load_cluster(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     summary = cluster.summary()
     summary["examples"] = _examples(cluster)

@@ -12,7 +12,7 @@ seq 2048) on two DGX A100 nodes (16 GPUs) and explain why the winner beats the r
 baselines (with figures under .cache/demo/report/), then simulate the winning plan step by step.
 """
 
-PLAN_DIR = ".cache/demo"
+PLAN_DIR = ".cache/demo/plan"  # beside the report: each directory is replaced whole
 REPORT_DIR = ".cache/demo/report"
 STEPS = (
     ["plan", "--model", "gpt3-1.3b", "--cluster", "dgx-a100", "--nodes", "2", "--global-batch",

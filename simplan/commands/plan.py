@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
+from simplan.commands.config_flags import add_config_flags
 from simplan.errors import SimplanError
 from simplan.table import render
 from simplan.units import GiB
 
 GRACE = 0.2  # of --time-limit: how long past it a step that cannot be cut may run
+MAX_TOP = 100  # plans simulated and shown
 
 HELP = """\
 Search how to split MODEL's training over CLUSTER: data/tensor/pipeline degrees, micro-batch,
@@ -42,15 +45,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
-    p.add_argument("--nodes", type=int, help="scale the cluster to N nodes")
-    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
-    p.add_argument("--global-batch", type=int, required=True, help="samples per optimizer step")
-    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
-    p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
-    p.add_argument("--top", type=int, default=3, help="plans to simulate and show (default 3)")
+    p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
+    p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
+    add_config_flags(p, ("global_batch", "seq_len", "dtype"), required=("global_batch",))
+    p.add_argument(
+        "--top",
+        type=positive_int(MAX_TOP),
+        default=3,
+        help="plans to simulate and show (default 3)",
+    )
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=SECONDS,
         default=60.0,
         help="seconds for the whole search, loading included: the best found by then is shown, "
         "with a note of what the limit cut (default 60)",
@@ -70,16 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from simplan.planner import search
     from simplan.progress import QUIET_S, Progress
 
-    if not args.time_limit > 0 or args.time_limit == float("inf"):
-        raise SimplanError(
-            f"--time-limit must be a positive, finite number of seconds, got {args.time_limit}"
-        )
     deadline = Deadline.after(args.time_limit)  # the whole verb, loading included
 
-    for name in ("nodes", "gpus_per_node", "seq_len"):
-        value = getattr(args, name)
-        if (value is not None and value < 0) or (name != "seq_len" and value == 0):
-            raise SimplanError(f"--{name.replace('_', '-')} must be a positive integer")
+    check_outputs(args)
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:
@@ -129,24 +128,38 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from simplan.report import write_plan_report
 
-        path = write_plan_report(result.plans, result.baselines, args.report)
+        path = write_plan_report(result.plans, result.baselines, args.report, flag="--report")
         print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
     if args.export:
         print(result.plans[0].export(args.export))
     return 0
 
 
-def write_outputs(result: Any, out: Path) -> None:
-    from simplan.io import schema_header, write_json_atomic
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written before the search starts."""
+    from simplan.outputs import PLAN_FILES, REPORT_FILES, check_distinct_dirs, check_output_dir
 
-    result.plans[0].write(out / "plan.json")
+    if args.out:
+        check_output_dir(args.out, "--out", owns=PLAN_FILES)
+    if args.report:
+        check_output_dir(args.report, "--report", owns=REPORT_FILES)
+    check_distinct_dirs(("--out", args.out), ("--report", args.report))
+
+
+def write_outputs(result: Any, out: Path) -> None:
+    """DIR/plan.json (the best plan) and DIR/plans.json (all), replacing a previous pair whole."""
+    from simplan.io import schema_header
+    from simplan.outputs import PLAN_FILES, output_set, write_json_atomic
+
     doc = {
         "schema": schema_header("plans", 1),
         **result.to_dict(),
         "plans": [p.to_planfile().to_dict() for p in result.plans],
         "baselines": [p.to_planfile().to_dict() for p in result.baselines],
     }
-    write_json_atomic(doc, out / "plans.json")
+    with output_set(out, "--out", owns=PLAN_FILES) as stage:
+        result.plans[0].write(stage / "plan.json")
+        write_json_atomic(doc, stage / "plans.json")
 
 
 def print_result(result: Any) -> None:

@@ -7,10 +7,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from simplan.commands.argtypes import STEPS, WARMUP, positive_int
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
-from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
+from simplan.parallel import MAX_SAMPLES, MAX_SEQ_LEN
 from simplan.progress import Progress
 from simplan.table import render
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
@@ -47,10 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="cpu",
         help=f"cpu or cuda to measure; or a device model: {', '.join(device_names())}",
     )
-    p.add_argument("--micro-batch", type=int, default=1, metavar="N", help="samples per pass")
+    p.add_argument(
+        "--micro-batch", type=positive_int(MAX_SAMPLES), default=1, metavar="N",
+        help="samples per pass",
+    )  # fmt: skip
     p.add_argument(
         "--seq-len",
-        type=int,
+        type=positive_int(MAX_SEQ_LEN),
         default=None,
         metavar="N",
         help="sequence length (default: the model's own)",
@@ -58,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dtype", default=None, help="fp32, bf16 or fp16 (default: fp32 on cpu, bf16 on GPUs)"
     )
-    p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed steps first")
-    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed steps (median)")
+    p.add_argument("--warmup", type=WARMUP, default=2, metavar="N", help="untimed steps first")
+    p.add_argument("--repeats", type=STEPS, default=10, metavar="N", help="timed steps (median)")
     p.add_argument("--out", default=None, metavar="FILE", help="where to write the profile")
     p.add_argument("--no-save", action="store_true", help="measure but write no profile")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -98,8 +102,10 @@ def _label(row: Row, graph: ModelGraph) -> str:
 def run(args: argparse.Namespace) -> int:
     measured = args.device == "cpu" or args.device.startswith("cuda")
     dtype = check_dtype(args.dtype or ("fp32" if args.device == "cpu" else "bf16"))
-    if args.micro_batch <= 0:
-        raise SimplanError("--micro-batch must be a positive integer")
+    if args.out and measured and not args.no_save:
+        from simplan.outputs import check_output_file
+
+        check_output_file(args.out, "--out")
     profile = None
     if measured:
         profile, graph, device = _measure(args, dtype)

@@ -10,7 +10,9 @@ from typing import Any
 from simplan.errors import SimplanError
 
 HELP = """\
-Write a report directory (PNG and SVG figures plus index.md) under reports/<name>/, or --out DIR.
+Write a report directory (PNG and SVG figures plus index.md) to --out DIR, or else to a new
+folder reports/<name>-<UTC date-time>/ (printed). A report replaces DIR as a whole, never in part;
+a DIR holding files simplan did not write is refused.
 
   plan PLAN.json     the ranked plans and baselines of `simplan plan --out` (plans.json), or one
                      plan (plan.json): comparison, breakdown per plan, the best plan's timeline,
@@ -45,7 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val = sub.add_parser("validation", help="predicted vs measured from traces/runs/")
     val.add_argument("--runs", default="traces/runs", help="directory of validation records")
     for q in (plan, sweep, val):
-        q.add_argument("--out", metavar="DIR", help="report directory (default reports/<name>)")
+        q.add_argument(
+            "--out",
+            metavar="DIR",
+            help="report directory, replaced whole (default: a new reports/<name>-<date-time>)",
+        )
         q.add_argument("--format", default="png,svg", help="figure formats (default png,svg)")
     plan.set_defaults(func=run_plan)
     sweep.set_defaults(func=run_sweep)
@@ -54,22 +60,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
-    from simplan.commands.simulate import add_config_arguments
+    from simplan.commands.argtypes import GPUS_PER_NODE, MAX_FACTOR, NODES, positive_float
+    from simplan.commands.config_flags import add_config_flags
     from simplan.report.sweep import VARY
 
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
-    p.add_argument("--nodes", type=int, help="nodes of the cluster (when not swept)")
-    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
+    p.add_argument("--nodes", type=NODES, help="nodes of the cluster (when not swept)")
+    p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
     p.add_argument("--vary", required=True, choices=VARY, help="the knob to sweep")
-    p.add_argument("--values", required=True, nargs="+", type=float, help="its values")
+    p.add_argument(
+        "--values", required=True, nargs="+", type=positive_float(MAX_FACTOR), help="its values"
+    )
     p.add_argument(
         "--link-kind",
         action="append",
         choices=("network", "nvlink", "pcie", "loopback"),
         help="links scaled by --vary bandwidth (repeatable; default network)",
     )
-    add_config_arguments(p)
+    add_config_flags(p, defaults={"dp": None, "global_batch": None})
 
 
 def _no_kind(p: argparse.ArgumentParser) -> int:
@@ -97,15 +106,41 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "report"
 
 
+REPORTS_DIR = Path("reports")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse an --out that cannot take a report, before any work."""
+    from simplan.outputs import REPORT_FILES, check_output_dir
+
+    if args.out:
+        check_output_dir(args.out, "--out", owns=REPORT_FILES)
+
+
+def out_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
+    """(the report's directory, whether it must be new): --out, else a new folder under
+    reports/ (generated output never replaces what is there unless --out names it)."""
+    from simplan.outputs import check_output_dir, new_directory
+
+    if args.out:
+        return Path(args.out), False
+    out = new_directory(REPORTS_DIR, name)
+    check_output_dir(out, "report directory")
+    return out, True
+
+
 def run_plan(args: argparse.Namespace) -> int:
     from simplan.report import write_plan_report
 
+    check_out(args)
+    formats = _formats(args)
     plans, baselines = read_plans(args.file)
     best = plans[0]
     nodes = f"-{best.cluster.nodes}n" if best.cluster.nodes else ""
-    name = slug(f"{Path(best.model).stem}-{Path(best.cluster.spec).stem}{nodes}")
-    out = Path(args.out or Path("reports") / name)
-    index = write_plan_report(plans, baselines, out, formats=_formats(args), command=_command())
+    out, new = out_dir(args, slug(f"{Path(best.model).stem}-{Path(best.cluster.spec).stem}{nodes}"))
+    index = write_plan_report(
+        plans, baselines, out, formats=formats, command=_command(), flag="--out", new=new
+    )
     print(f"report written to {index}")
     return 0
 
@@ -116,8 +151,9 @@ def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
     from simplan.planfile import PLAN_SCHEMA_VERSION, read_plan
 
     data = read_json(path)
-    schema = data.get("schema") if isinstance(data, dict) else None
-    kind = schema.get("kind") if isinstance(schema, dict) else None
+    raw = data.get("schema") if isinstance(data, dict) else None
+    schema = raw if isinstance(raw, dict) else {}
+    kind = schema.get("kind")
     if kind == "plan":
         return [read_plan(path)], []
     if kind != "plans":
@@ -162,12 +198,14 @@ def _planfile(doc: Any, path: str | Path, version: int) -> Any:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from simplan.commands.simulate import config_from_args
+    from simplan.commands.config_flags import config_from_args
     from simplan.progress import Progress
     from simplan.report import run_sweep as sweep
     from simplan.report import write_sweep_report
     from simplan.topology import load_cluster
 
+    check_out(args)
+    formats = _formats(args)
     kinds = tuple(args.link_kind or ("network",))
     first_nodes = int(args.values[0]) if args.vary == "nodes" else args.nodes
     cluster = load_cluster(args.cluster, nodes=first_nodes, gpus_per_node=args.gpus_per_node)
@@ -179,7 +217,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             progress=lambda done, _total: bar.advance(done - bar.done),
         )  # fmt: skip
     name = slug(f"sweep-{Path(args.model).stem}-{Path(args.cluster).stem}-{args.vary}")
-    out = Path(args.out or Path("reports") / name)
+    out, new = out_dir(args, name)
     title = f"{args.model} on {args.cluster}: {config.describe()}, sweep over {args.vary}"
     index = write_sweep_report(
         points,
@@ -187,8 +225,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         vary=args.vary,
         title=title,
         link_kinds=kinds,
-        formats=_formats(args),
+        formats=formats,
         command=_command(),
+        flag="--out",
+        new=new,
     )
     for p in points:
         state = p.error or f"{p.tokens_per_s:,.0f} tokens/s, MFU {p.mfu:.1%}"
@@ -200,7 +240,10 @@ def run_sweep(args: argparse.Namespace) -> int:
 def run_validation(args: argparse.Namespace) -> int:
     from simplan.report import write_validation_report
 
-    out = Path(args.out or "reports/validation")
-    index = write_validation_report(args.runs, out, formats=_formats(args), command=_command())
+    check_out(args)
+    out, new = out_dir(args, "validation")
+    index = write_validation_report(
+        args.runs, out, formats=_formats(args), command=_command(), flag="--out", new=new
+    )
     print(f"report written to {index}")
     return 0

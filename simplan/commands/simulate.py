@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from simplan.commands.argtypes import GPUS_PER_NODE, NODES
+from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.errors import SimplanError
-from simplan.parallel import RECOMPUTE, SCHEDULES, ParallelConfig
+from simplan.parallel import ParallelConfig
 from simplan.table import render
 from simplan.units import GiB
 
@@ -36,10 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
-    p.add_argument("--nodes", type=int, help="scale the cluster to N nodes")
-    p.add_argument("--gpus-per-node", type=int, help="use G devices of each node")
+    p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
+    p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
     p.add_argument("--plan", help="simulate a plan file instead (written by `simplan plan`)")
-    add_config_arguments(p)
+    add_config_flags(p, defaults={"dp": None, "global_batch": None})
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -47,55 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--global-batch", type=int, help="samples per optimizer step")
-    p.add_argument("--micro-batch", type=int, default=1, help="samples per micro-batch")
-    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
-    p.add_argument("--dp", type=int, help="data-parallel degree (default: the rest)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
-    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree")
-    p.add_argument("--schedule", default="1f1b", choices=SCHEDULES)
-    p.add_argument("--virtual-stages", type=int, default=1, help="chunks per rank (interleaved)")
-    p.add_argument("--zero", type=int, default=0, choices=(0, 1, 2, 3), help="ZeRO stage")
-    p.add_argument("--recompute", default="none", choices=RECOMPUTE)
-    p.add_argument("--sequence-parallel", action="store_true")
-    p.add_argument("--dtype", default="bf16", help="bf16, fp16 or fp32")
-
-
-def config_from_args(args: argparse.Namespace, devices: int) -> ParallelConfig:
-    if not args.global_batch:
-        raise SimplanError("--global-batch is required (samples per optimizer step)")
-    for name in ("tp", "pp", "micro_batch", "virtual_stages"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise SimplanError(f"--{name.replace('_', '-')} must be a positive integer")
-    dp = args.dp
-    if dp is None:
-        dp, rest = divmod(devices, args.tp * args.pp)
-        if rest or dp == 0:
-            raise SimplanError(
-                f"tp {args.tp} x pp {args.pp} does not divide the cluster's "
-                f"{devices} devices; pick degrees that do or give --dp"
-            )
-    return ParallelConfig(
-        dp=dp,
-        tp=args.tp,
-        pp=args.pp,
-        micro_batch=args.micro_batch,
-        global_batch=args.global_batch,
-        seq_len=args.seq_len,
-        schedule=args.schedule,
-        virtual_stages=args.virtual_stages,
-        zero=args.zero,
-        recompute=args.recompute,
-        dtype=args.dtype,
-        sequence_parallel=args.sequence_parallel,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     from simplan.sim.result import write_trace
     from simplan.sim.run import simulate
 
+    check_outputs(args)
     model, cluster, config, placement = _inputs(args)
     profile = None
     if args.profile:
@@ -115,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         from simplan.report import write_simulation_report
 
-        index = write_simulation_report(result, args.report)
+        index = write_simulation_report(result, args.report, flag="--report")
         print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
@@ -124,6 +83,21 @@ def run(args: argparse.Namespace) -> int:
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     return 0
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that cannot be written before the simulation starts."""
+    from simplan.outputs import REPORT_FILES, check_output_dir, check_output_file
+
+    if args.trace:
+        check_output_file(args.trace, "--trace")
+    if args.report:
+        check_output_dir(args.report, "--report", owns=REPORT_FILES)
+        if args.trace and Path(args.report).absolute() in Path(args.trace).absolute().parents:
+            raise SimplanError(
+                f"--trace {args.trace} is inside --report {args.report}, which is replaced as a "
+                "whole; write the trace elsewhere"
+            )
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str, Any, ParallelConfig, list[int]]:

@@ -6,15 +6,28 @@ import argparse
 import json
 from typing import Any
 
+from simplan.commands.argtypes import (
+    MAX_RANKS,
+    SECONDS,
+    STEPS,
+    WARMUP,
+    non_negative_float,
+    positive_int,
+)
+from simplan.commands.config_flags import add_config_flags
 from simplan.errors import SimplanError
-from simplan.parallel import SCHEDULES, ParallelConfig
+from simplan.parallel import ParallelConfig
+
+MAX_MIN_TIME_S = 3600.0  # the timed steps' least duration: an hour is already absurd
 
 HELP = """\
 Profile MODEL on this machine (one torch thread per rank, cached under traces/profiles/),
 simulate a configuration on the local cluster calibrated by `simplan bench-comm` (localhost-cpu
 with NPROCS ranks), run the same configuration for real on NPROCS torch.distributed ranks (gloo;
 DDP, FSDP2, DTensor tensor parallel or torch.distributed.pipelining), and print the predicted and
-measured step time with the relative error. Each run appends a record to traces/runs/.
+measured step time with the relative error. Each run appends a record to traces/runs/ (or
+--runs-dir; checked before the run starts). The calibration is --calibration FILE, else the file
+`simplan bench-comm --nprocs N` writes by default.
 
 examples:
   simplan validate --model mlp --nprocs 2
@@ -32,34 +45,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
-    p.add_argument("--nprocs", type=int, help="local ranks (default 2, or the plan's world size)")
+    p.add_argument(
+        "--nprocs",
+        type=positive_int(MAX_RANKS),
+        help="local ranks (default 2, or the plan's world size)",
+    )
     p.add_argument("--strategy", default="ddp", help="ddp, fsdp, tp or pp (default ddp)")
     p.add_argument("--plan", help="validate a plan file's configuration instead")
-    p.add_argument("--micro-batch", type=int, default=64, help="samples per micro-batch (64)")
-    p.add_argument(
-        "--global-batch",
-        type=int,
-        help="samples per step (default: one or, for pp, 2 x pp micro-batches per replica)",
+    add_config_flags(
+        p,
+        ("micro_batch", "global_batch", "seq_len", "schedule", "virtual_stages"),
+        defaults={"micro_batch": 64, "global_batch": None},
+        helps={
+            "micro_batch": "samples per micro-batch (64)",
+            "global_batch": "samples per step (default: one or, for pp, 2 x pp micro-batches "
+            "per replica)",
+        },
     )
-    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample (model's own)")
-    p.add_argument("--schedule", default="1f1b", choices=SCHEDULES, help="pipeline schedule")
-    p.add_argument("--virtual-stages", type=int, default=1, help="chunks per rank (interleaved)")
     p.add_argument(
         "--compress", default="none", choices=("none", "fp16"), help="DDP gradient compression hook"
     )
-    p.add_argument("--steps", type=int, default=30, help="timed steps, at least (default 30)")
+    p.add_argument("--steps", type=STEPS, default=30, help="timed steps, at least (default 30)")
     p.add_argument(
         "--min-time",
-        type=float,
+        type=non_negative_float(MAX_MIN_TIME_S),
         default=3.0,
         help="seconds the timed steps should last at least: short steps are run more often, up "
         "to 5000, so that their median outlasts the host's slow spells of a second or two "
         "(default 3; 0: exactly --steps)",
     )
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument("--warmup", type=WARMUP, default=5, help="untimed steps first (default 5)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=SECONDS,
         default=120.0,
         help="seconds a rank may go without progress before the run is stopped",
     )
@@ -79,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default), or from one measured in this process alone (cached)",
     )
     p.add_argument("--runs-dir", default="traces/runs", help="where records go (traces/runs)")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="the bench-comm calibration to predict with (default: the one `simplan bench-comm "
+        "--nprocs N` writes, traces/collectives/localhost-cpu/gloo-<N>ranks.json, else the "
+        "2-rank one of the localhost-cpu preset)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -86,10 +111,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
     from simplan.runtime import config_for
 
-    if args.nprocs is not None and args.nprocs < 1:
-        raise SimplanError(f"--nprocs must be >= 1, got {args.nprocs}")
-    if args.min_time < 0:
-        raise SimplanError(f"--min-time must be >= 0 seconds, got {args.min_time}")
     if args.plan:
         from simplan.planfile import read_plan
 
@@ -103,8 +124,6 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
         return plan.model, plan.config
     if not args.model:
         raise SimplanError("give --model (or --plan PLAN.json)")
-    if args.micro_batch < 1:
-        raise SimplanError(f"--micro-batch must be >= 1, got {args.micro_batch}")
     config = config_for(
         args.strategy,
         2 if args.nprocs is None else args.nprocs,
@@ -118,9 +137,17 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simplan.outputs import check_record_dir
     from simplan.validate import validate
 
+    check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
+    if args.calibration:
+        from simplan.topology.cluster import resolve_calibration
+        from simplan.topology.comm_calibration import read_link_calibration
+
+        # a bad file is refused before any rank starts
+        read_link_calibration(resolve_calibration(args.calibration))
     record = validate(
         model,
         config,
@@ -133,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         refresh_profile=args.reprofile,
         profile_source=args.profile_source,
         runs_dir=args.runs_dir,
+        calibration=args.calibration,
     )
     if args.json:
         print(json.dumps(record, indent=1))

@@ -91,7 +91,8 @@ def layouts(cluster: Any, dp: int, tp: int, pp: int) -> list[Layout]:
     out: dict[tuple[int, ...], Layout] = {}
     for perm in itertools.permutations(range(len(classes))):
         for counts in _compositions(need, [len(classes[i][1]) for i in perm]):
-            nodes, solves = [], []
+            nodes: list[int] = []
+            solves: list[dict[str, Any]] = []
             for i, k in zip(perm, counts, strict=True):
                 ordered, record = order_nodes(cluster, classes[i][1][:k])
                 nodes += ordered

@@ -3,11 +3,11 @@ tables (index.md, written atomically)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from simplan.outputs import write_text_atomic
 
 Table = tuple[Sequence[str], Sequence[Sequence[str]]]
 
@@ -62,18 +62,3 @@ def render_index(title: str, intro: str, sections: Sequence[Section]) -> str:
 def write_index(out_dir: str | Path, title: str, intro: str, sections: Sequence[Section]) -> Path:
     """Write out_dir/index.md atomically and return its path."""
     return write_text_atomic(render_index(title, intro, sections), Path(out_dir) / "index.md")
-
-
-def write_text_atomic(text: str, path: str | Path) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target

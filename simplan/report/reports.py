@@ -8,11 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.outputs import REPORT_FILES, output_set
 from simplan.report import breakdown, compare, memory, timeline, validation
 from simplan.report.index import Figure, Section, write_index
 from simplan.report.style import FORMATS, gib, save_figure
 
 SVG_MAX_EVENTS = 5000  # above this a timeline SVG grows past a few MB: PNG only
+
+
+def report_set(out_dir: str | Path, flag: str, *, new: bool = False) -> Any:
+    """The report directory as a set: built aside, then replacing out_dir whole (new: out_dir
+    must not exist yet)."""
+    return output_set(out_dir, flag, owns=REPORT_FILES, new=new)
 
 
 def _save(fig: Any, out: Path, name: str, caption: str, formats: Sequence[str]) -> Figure:
@@ -115,11 +122,15 @@ def write_simulation_report(
     title: str = "",
     formats: Sequence[str] = FORMATS,
     command: str = "",
+    flag: str = "--report",
+    new: bool = False,
 ) -> Path:
     """Report of one simulated step (simulate(..., record=True)); returns out_dir/index.md."""
     head = title or f"{result.model} on {result.cluster}"
-    sections = simulation_sections(result, out_dir, formats=formats, title=head)
-    return write_index(out_dir, f"Simulated step: {head}", _regen_note(command), sections)
+    with report_set(out_dir, flag, new=new) as stage:
+        sections = simulation_sections(result, stage, formats=formats, title=head)
+        write_index(stage, f"Simulated step: {head}", _regen_note(command), sections)
+    return Path(out_dir) / "index.md"
 
 
 def simulate_plan(plan: Any, *, record: bool) -> Any:
@@ -164,13 +175,23 @@ def write_plan_report(
     *,
     formats: Sequence[str] = FORMATS,
     command: str = "",
+    flag: str = "--report",
+    new: bool = False,
 ) -> Path:
     """Report of the planner's ranked plans (best first) and the baselines: comparison and
     per-plan breakdown, then the best plan's timeline, breakdown and memory (simulated again
     with its timeline). Accepts planner Plans or PlanFiles; returns out_dir/index.md."""
     if not plans:
         raise SimplanError("no plans to report (the plan file lists none)")
-    out = Path(out_dir)
+    with report_set(out_dir, flag, new=new) as stage:
+        _plan_report(plans, baselines, stage, formats=formats, command=command)
+    return Path(out_dir) / "index.md"
+
+
+def _plan_report(
+    plans: Sequence[Any], baselines: Sequence[Any], out: Path, *, formats: Sequence[str],
+    command: str,
+) -> Path:  # fmt: skip
     plans = [_with_prediction(p) for p in plans]
     baselines = [_with_prediction(b) for b in baselines]
     rows = compare.plan_rows(plans, baselines)
@@ -224,6 +245,8 @@ def write_sweep_report(
     link_kinds: Sequence[str] = ("network",),
     formats: Sequence[str] = FORMATS,
     command: str = "",
+    flag: str = "--out",
+    new: bool = False,
 ) -> Path:
     """Report of a sweep (simplan.report.sweep.run_sweep); returns out_dir/index.md."""
     from simplan.report import sweep
@@ -231,17 +254,19 @@ def write_sweep_report(
     if not any(not p.error for p in points):
         reasons = "; ".join(sorted({p.error for p in points}))
         raise SimplanError(f"no value of the sweep could be simulated: {reasons}")
-    fig = _save(
-        sweep.sweep_figure(points, vary=vary, title=title, link_kinds=link_kinds),
-        out_dir,
-        "sweep",
-        f"predicted throughput and MFU against {vary}",
-        formats,
-    )
-    section = Section(
-        title=f"Sweep over {vary}", figures=(fig,), table=sweep.sweep_table(points, vary)
-    )
-    return write_index(out_dir, title, _regen_note(command), [section])
+    with report_set(out_dir, flag, new=new) as stage:
+        fig = _save(
+            sweep.sweep_figure(points, vary=vary, title=title, link_kinds=link_kinds),
+            stage,
+            "sweep",
+            f"predicted throughput and MFU against {vary}",
+            formats,
+        )
+        section = Section(
+            title=f"Sweep over {vary}", figures=(fig,), table=sweep.sweep_table(points, vary)
+        )
+        write_index(stage, title, _regen_note(command), [section])
+    return Path(out_dir) / "index.md"
 
 
 def write_validation_report(
@@ -250,27 +275,31 @@ def write_validation_report(
     *,
     formats: Sequence[str] = FORMATS,
     command: str = "",
+    flag: str = "--out",
+    new: bool = False,
 ) -> Path:
     """Predicted vs measured over every record in runs_dir; returns out_dir/index.md."""
     points = validation.read_points(runs_dir)
-    scatter = _save(
-        validation.validation_figure(points),
-        out_dir,
-        "validation",
-        "predicted against measured step time, y = x and ±10%",
-        formats,
-    )
-    errors = _save(
-        validation.error_figure(points), out_dir, "errors", "relative error per run", formats
-    )
-    section = Section(
-        title="Predicted vs measured",
-        text=validation.summary(points),
-        figures=(scatter, errors),
-        table=validation.validation_table(points),
-    )
-    intro = f"Records: `{runs_dir}` ({len(points)} runs). " + _regen_note(command)
-    return write_index(out_dir, "Validation: simulator against real runs", intro, [section])
+    with report_set(out_dir, flag, new=new) as stage:
+        scatter = _save(
+            validation.validation_figure(points),
+            stage,
+            "validation",
+            "predicted against measured step time, y = x and ±10%",
+            formats,
+        )
+        errors = _save(
+            validation.error_figure(points), stage, "errors", "relative error per run", formats
+        )
+        section = Section(
+            title="Predicted vs measured",
+            text=validation.summary(points),
+            figures=(scatter, errors),
+            table=validation.validation_table(points),
+        )
+        intro = f"Records: `{runs_dir}` ({len(points)} runs). " + _regen_note(command)
+        write_index(stage, "Validation: simulator against real runs", intro, [section])
+    return Path(out_dir) / "index.md"
 
 
 def _regen_note(command: str) -> str:

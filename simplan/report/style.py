@@ -5,11 +5,10 @@ pyplot, so rendering needs no display and keeps no global state between figures.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,9 +16,11 @@ if "matplotlib.pyplot" not in sys.modules:  # headless, unless a notebook alread
     matplotlib.use("Agg")
 matplotlib.rcParams["svg.hashsalt"] = "simplan"  # stable ids: regenerated SVGs diff cleanly
 
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from simplan.outputs import write_with  # noqa: E402
 from simplan.units import GiB  # noqa: E402
 
 DPI = 100
@@ -127,21 +128,14 @@ def save_figure(
 ) -> list[Path]:
     """Write fig as out_dir/name.<fmt> for each format, atomically; returns the paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
-        target = out / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=out)
-        os.close(fd)
-        try:
-            metadata = {"Date": None} if fmt == "svg" else {}
+        metadata = {"Date": None} if fmt == "svg" else {}
+
+        def render(tmp: Path, fmt: str = fmt, metadata: dict = metadata) -> None:
             fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(target)
+
+        paths.append(write_with(out / f"{name}.{fmt}", render))
     return paths
 
 
@@ -156,10 +150,10 @@ def stage_ticks(devices: Sequence[object]) -> tuple[list[str], str]:
     return ticks, "pipeline stage (its representative device)"
 
 
-def figure_legend(fig: Figure, ax: object, *, last: Sequence[str] = (), **kwargs: object) -> None:
+def figure_legend(fig: Figure, ax: Axes, *, last: Sequence[str] = (), **kwargs: Any) -> None:
     """A figure legend of ax's artists in drawing order, with the labels in `last` (reference
     lines such as capacity or step time) moved to the end."""
-    handles, labels = ax.get_legend_handles_labels()  # type: ignore[attr-defined]
+    handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: labels[i] in last)
-    kwargs = {"fontsize": FONT_SIZE, "frameon": False, **kwargs}
-    fig.legend([handles[i] for i in order], [labels[i] for i in order], **kwargs)  # type: ignore[arg-type]
+    options: dict[str, Any] = {"fontsize": FONT_SIZE, "frameon": False, **kwargs}
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], **options)

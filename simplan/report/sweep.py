@@ -74,7 +74,7 @@ def run_sweep(
         if progress is not None:
             progress(len(points), len(values))
         try:
-            if vary == "nodes":
+            if base is None:  # vary == "nodes": one cluster per value
                 c = load_cluster(cluster, nodes=int(value), gpus_per_node=gpus_per_node)
                 cfg = replace(config, dp=max(1, c.num_devices // (config.tp * config.pp)))
             elif vary == "bandwidth":

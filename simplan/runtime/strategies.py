@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
+from simplan.nets.transformer import Attention, Block, TransformerLM
 from simplan.runtime.job import JobSpec
 from simplan.units import MiB
 
@@ -51,8 +53,8 @@ class Trainer:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     batches: list[tuple[tuple[Any, ...], torch.Tensor]]  # (inputs, target) per micro-batch
-    sync_context: Callable[[bool], Any]  # is_last_microbatch -> context manager
-    loss_context: Callable[[], Any] = contextlib.nullcontext
+    sync_context: Callable[[bool], AbstractContextManager[Any]]  # is_last_microbatch -> context
+    loss_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
 
     def forward_backward(self) -> None:
         n = len(self.batches)
@@ -119,6 +121,7 @@ def tp_trainer(
 
     mesh = init_device_mesh(device.type, (job.config.tp,))
     blocks = [layer for layer in graph.layers if layer.kind == "transformer_block"]
+    loss_context: Callable[[], AbstractContextManager[Any]]
     if blocks:
         _parallelize_transformer(model, mesh, job.config.tp)
         loss_context = loss_parallel
@@ -138,6 +141,7 @@ def _parallelize_linears(model: nn.Module, mesh: Any, graph: ModelGraph) -> None
     """Plain linear layers in column/row pairs (fc1 column-, fc2 row-parallel), as simulated."""
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
+        ParallelStyle,
         RowwiseParallel,
         parallelize_module,
     )
@@ -148,7 +152,9 @@ def _parallelize_linears(model: nn.Module, mesh: Any, graph: ModelGraph) -> None
             f"tensor parallelism needs transformer blocks or pairs of linear layers; "
             f"{graph.name} has {len(names)} linear layer(s)"
         )
-    plan = {n: ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i, n in enumerate(names)}
+    plan: dict[str, ParallelStyle] = {
+        n: ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i, n in enumerate(names)
+    }
     parallelize_module(model, mesh, plan)
 
 
@@ -162,8 +168,13 @@ def _parallelize_transformer(model: nn.Module, mesh: Any, tp: int) -> None:
         parallelize_module,
     )
 
+    if not isinstance(model, TransformerLM):
+        raise SimplanError(
+            f"tensor parallelism of transformer blocks needs simplan's TransformerLM "
+            f"(a preset or a model TOML), got {type(model).__name__}"
+        )
     for block in model.blocks:
-        attn = block.attn
+        attn = cast(Block, block).attn
         if attn.heads % tp or attn.kv_heads % tp:
             raise SimplanError(f"tp {tp} must divide the attention heads ({attn.heads})")
         _group_qkv_by_rank(attn, tp)
@@ -191,7 +202,7 @@ def _parallelize_transformer(model: nn.Module, mesh: Any, tp: int) -> None:
 
 
 @torch.no_grad()
-def _group_qkv_by_rank(attn: nn.Module, tp: int) -> None:
+def _group_qkv_by_rank(attn: Attention, tp: int) -> None:
     """Reorder the fused qkv projection's rows as [q_0 k_0 v_0 | q_1 k_1 v_1 | ...] so that a
     contiguous column shard holds whole heads of q, k and v for one rank."""
     d = attn.head_dim

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from simplan.io import write_json_atomic
+from simplan.outputs import write_bytes_atomic, write_json_atomic, write_text_atomic
 from simplan.realtime import enter_realtime
 from simplan.runtime.job import PROGRESS_FORMAT, JobSpec, RankResult
 
@@ -56,7 +56,7 @@ def _write_error(out_dir: Path, rank: int, exc: BaseException) -> None:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    (out_dir / f"rank{rank}.error").write_text(text[:400] + where)
+    write_text_atomic(text[:400] + where, out_dir / f"rank{rank}.error")
 
 
 class Heartbeat:
@@ -68,9 +68,7 @@ class Heartbeat:
 
     def __init__(self, out_dir: Path, rank: int) -> None:
         self.rank = rank
-        path, tmp = out_dir / f"hb{rank}", out_dir / f".hb{rank}"
-        tmp.write_bytes(struct.pack(PROGRESS_FORMAT, -1))
-        os.replace(tmp, path)
+        path = write_bytes_atomic(struct.pack(PROGRESS_FORMAT, -1), out_dir / f"hb{rank}")
         self._file = path.open("r+b")
         self._map = mmap.mmap(self._file.fileno(), struct.calcsize(PROGRESS_FORMAT))
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from simplan.capabilities import CapabilityProvider, DeviceCapabilities, match_profile, provider_for
 from simplan.costmodel import optimizer_step_s
-from simplan.devices import DeviceModel, describes
+from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
 from simplan.parallel import ParallelConfig, balanced_stages
@@ -69,13 +70,6 @@ def chunk_bounds(
     return balanced_stages(weights, chunks)
 
 
-def match_profile(profile: Profile | None, device: DeviceModel) -> Profile | None:
-    """The profile, if it was measured on the kind of device the model describes."""
-    if profile is None or (profile.device == "cpu") != (device.kind == "cpu"):
-        return None
-    return profile if describes(device, profile.device_name) else None
-
-
 def slowest_device(cluster: Any, devices: list[int]) -> DeviceModel:
     models = {cluster.device_model(d).name: cluster.device_model(d) for d in devices}
     return min(models.values(), key=lambda m: (m.peak("bf16"), m.memory_bandwidth_Bps))
@@ -90,15 +84,21 @@ class Assembler:
         grid: Grid,
         profile: Profile | None,
         device: DeviceModel | None = None,
+        capabilities: CapabilityProvider | None = None,
     ) -> None:
+        """capabilities: what each stage's device can do (simplan.capabilities); by default the
+        cluster's provider."""
         self.graph, self.cluster, self.config, self.grid = graph, cluster, config, grid
         self.profile = profile
         self.devices = [
             device or slowest_device(cluster, [d for rep in grid[s] for d in rep])
             for s in range(config.pp)
         ]
+        provide = capabilities or provider_for(cluster)
+        self.caps: list[DeviceCapabilities] = [provide(dev) for dev in self.devices]
         self.steps = [
-            layer_steps(graph, dev, config, match_profile(profile, dev)) for dev in self.devices
+            layer_steps(graph, dev, config, match_profile(profile, dev, caps))
+            for dev, caps in zip(self.devices, self.caps, strict=True)
         ]
         self.dp_factor = [
             sharing_factor(cluster, "all_reduce", dp_groups(grid, s)) if config.dp > 1 else 1.0
@@ -106,7 +106,6 @@ class Assembler:
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
         self._cuts: dict[tuple[int, ...], float] = {}
-        self.framework: FrameworkCosts = cluster.framework
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         return self.cluster.collective_time(op, nbytes, group)
@@ -123,7 +122,7 @@ class Assembler:
     def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
         """The TP collectives of these layers, each with DTensor's per-collective cost."""
         group = tp_group(self.grid, stage)
-        fw = self.framework
+        fw = self.caps[stage].framework
         per_op, per_byte = (fw.tp_collective_s, fw.tp_s_per_byte) if len(group) > 1 else (0, 0)
         total = 0.0
         for step in steps:
@@ -140,7 +139,8 @@ class Assembler:
         """One bucket's gradient sync; DDP (ZeRO 0) adds its per-bucket framework cost."""
         if nbytes <= 0:
             return 0.0
-        extra = self.framework.ddp_bucket_cost_s(nbytes) if self.config.zero == 0 else 0.0
+        fw = self.caps[stage].framework
+        extra = fw.ddp_bucket_cost_s(nbytes) if self.config.zero == 0 else 0.0
         return self.grad_sync(nbytes, stage) + extra
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
@@ -164,7 +164,7 @@ class Assembler:
             last = out[-1]
             out[-1] = Bucket(
                 compute_s=last.compute_s,
-                comm_s=last.comm_s + self.framework.ddp_sync_cost_s(synced),
+                comm_s=last.comm_s + self.caps[stage].framework.ddp_sync_cost_s(synced),
             )
         if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
             total = sum(b.compute_s for b in out)
@@ -180,12 +180,14 @@ class Assembler:
         factor = self.dp_factor[stage]
         weight_b = dtype_bytes(self.config.dtype)
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
-        fw = self.framework
+        fw = self.caps[stage].framework
         gather = tuple(
-            self._fsdp_collective("all_gather", s.params * weight_b, group, factor) for s in steps
+            self._fsdp_collective("all_gather", s.params * weight_b, group, factor, fw)
+            for s in steps
         )
         scatter = [
-            self._fsdp_collective("reduce_scatter", s.params * grad_b, group, factor) for s in steps
+            self._fsdp_collective("reduce_scatter", s.params * grad_b, group, factor, fw)
+            for s in steps
         ]
         units = [i for i, s in enumerate(steps) if s.params > 0]
         if units and fw.fsdp_step_s:  # the root's per-pass work, with the backward's last unit
@@ -193,14 +195,12 @@ class Assembler:
         return gather, tuple(scatter)
 
     def _fsdp_collective(
-        self, op: str, nbytes: float, group: tuple[int, ...], factor: float
+        self, op: str, nbytes: float, group: tuple[int, ...], factor: float, fw: FrameworkCosts
     ) -> float:
         """One FSDP unit's all-gather or reduce-scatter with FSDP2's copy-in/copy-out."""
         if nbytes <= 0 or len(group) < 2:
             return 0.0
-        return self.collective(op, nbytes, group) * factor + self.framework.fsdp_collective_cost_s(
-            nbytes
-        )
+        return self.collective(op, nbytes, group) * factor + fw.fsdp_collective_cost_s(nbytes)
 
     def chunk(self, index: int, lo: int, hi: int, bounds: tuple[int, ...]) -> ChunkPlan:
         cfg = self.config
@@ -210,7 +210,7 @@ class Assembler:
         gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
         fwd_tp = self.tp_time(steps, rank, True)
         if index == 0 and cfg.tp > 1:  # DTensor's per-pass work (its inputs' redistribution)
-            fwd_tp += self.framework.tp_step_s
+            fwd_tp += self.caps[rank].framework.tp_step_s
         return ChunkPlan(
             index=index,
             rank=rank,
@@ -229,18 +229,21 @@ class Assembler:
             layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
             layer_gather_s=gathers,
             layer_scatter_s=scatters,
-            fwd_p2p_cpu_s=self.p2p_cpu_time(index),
-            bwd_p2p_cpu_s=self.p2p_cpu_time(index),
+            fwd_p2p_framework_s=self.p2p_framework_time(index),
+            bwd_p2p_framework_s=self.p2p_framework_time(index),
         )
 
-    def p2p_cpu_time(self, index: int) -> float:
-        """The pipeline framework's work for one forward (or backward) of a chunk: per
-        receive of its input (its output's gradient) and per send of its output (its input's
-        gradient) to a chunk on another rank."""
-        cfg, per = self.config, self.framework.pp_action_s
-        if cfg.pp == 1 or per <= 0:
-            return 0.0
+    def p2p_framework_time(self, index: int) -> float:
+        """The pipeline framework's work on the compute stream for one forward (or backward)
+        of a chunk: per receive of its input (its output's gradient) and per send of its output
+        (its input's gradient) to a chunk on another rank; none where the device issues them
+        off its compute stream."""
+        cfg = self.config
         rank = index % cfg.pp
+        caps = self.caps[rank]
+        per = caps.framework.pp_action_s
+        if cfg.pp == 1 or per <= 0 or not caps.p2p_on_compute_stream:
+            return 0.0
         before = index > 0 and (index - 1) % cfg.pp != rank
         after = index < cfg.chunks - 1 and (index + 1) % cfg.pp != rank
         return per * (before + after)
@@ -324,12 +327,12 @@ class Assembler:
         )
         return plan, memory, bounds
 
-    def optimizer_time(
-        self, params: float, device: DeviceModel, tensors: int | None = None
-    ) -> float:
-        """The Adam step over `params` parameters in `tensors` tensors: measured in the profile
-        when it matches the device, else the device model's memory-bound estimate."""
-        profile = match_profile(self.profile, device)
+    def optimizer_time(self, params: float, stage: int, tensors: int | None = None) -> float:
+        """The Adam step over `params` parameters in `tensors` tensors on the device of `stage`:
+        measured in the profile when it matches the device, else the device model's
+        memory-bound estimate."""
+        device = self.devices[stage]
+        profile = match_profile(self.profile, device, self.caps[stage])
         if profile is not None and profile.dtype == self.config.dtype and self.graph.params:
             measured = profile.optimizer_step_s(params / self.graph.params, tensors)
             if measured is not None:
@@ -340,11 +343,11 @@ class Assembler:
         layers = self.graph.layers
         return [x for c in mine for x in layers[bounds[c.index] : bounds[c.index + 1]]]
 
-    def dtensor_optimizer(self, layers: list[Layer]) -> float:
+    def dtensor_optimizer(self, layers: list[Layer], rank: int) -> float:
         """What DTensor parameters add to the optimizer step of a rank holding `layers`: per
         step, and per parameter tensor held as a DTensor: every tensor of its tensor-parallel
         layers, or, under FSDP2 (which shards every parameter as a DTensor), every tensor."""
-        fw, cfg = self.framework, self.config
+        fw, cfg = self.caps[rank].framework, self.config
         fsdp = cfg.zero == 3 and cfg.dp > 1
         if (cfg.tp == 1 and not fsdp) or not (fw.tp_optimizer_step_s or fw.tp_optimizer_tensor_s):
             return 0.0
@@ -353,7 +356,6 @@ class Assembler:
 
     def rank_plan(self, r: int, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> RankPlan:
         cfg = self.config
-        device = self.devices[r]
         params = sum(
             s.params for c in mine for s in self.steps[r][bounds[c.index] : bounds[c.index + 1]]
         )
@@ -367,14 +369,14 @@ class Assembler:
             )
         layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers) or None
-        optimizer = self.optimizer_time(params / shard, device, tensors) + self.dtensor_optimizer(
-            layers
+        optimizer = self.optimizer_time(params / shard, r, tensors) + self.dtensor_optimizer(
+            layers, r
         )
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],
             optimizer_s=optimizer,
             after_optimizer_comm_s=after,
-            overlap=device.kind == "gpu",
-            framework_s=self.framework.pp_step_s if cfg.pp > 1 else 0.0,
+            overlap=self.caps[r].comm_overlaps_compute,
+            framework_s=self.caps[r].framework.pp_step_s if cfg.pp > 1 else 0.0,
         )

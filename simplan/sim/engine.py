@@ -4,8 +4,9 @@ One representative device per pipeline rank is simulated (data-parallel replicas
 a tensor-parallel group do the same work at the same time, so one stands for all; their
 collectives are costed on the real groups of the topology). Each rank has a compute stream and a
 communication stream (SimPy resources); pipeline sends hold the channel between two ranks, so
-concurrent transfers on it queue. On devices without a separate communication engine (CPU ranks
-of gloo), collectives and sends take the compute stream: nothing overlaps.
+concurrent transfers on it queue. On ranks whose device does not overlap communication with
+compute (`RankPlan.overlap`, from the device's capabilities: simplan.capabilities), collectives
+take the compute stream: nothing overlaps. The engine knows no device kinds.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class ChunkPlan:
     layer_bwd_s: tuple[float, ...] = ()
     layer_gather_s: tuple[float, ...] = ()
     layer_scatter_s: tuple[float, ...] = ()
-    fwd_p2p_cpu_s: float = 0.0  # the pipeline framework's sends and receives of one forward
-    bwd_p2p_cpu_s: float = 0.0  # (backward) of this chunk, on the compute stream
+    fwd_p2p_framework_s: float = 0.0  # the pipeline framework's sends and receives of one
+    bwd_p2p_framework_s: float = 0.0  # forward (backward) of this chunk, on the compute stream
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,8 +224,8 @@ class Engine:
             yield from self._hold(
                 r, [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)]
             )
-        if chunk.fwd_p2p_cpu_s > 0:  # CPU pipelines only: no empty hold elsewhere
-            yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.fwd_p2p_cpu_s)])
+        if chunk.fwd_p2p_framework_s > 0:  # no empty hold where there is none
+            yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.fwd_p2p_framework_s)])
         self._memory(r, chunk.activation_bytes)
         self._forward_send(r, mb, chunk)
 
@@ -264,8 +265,8 @@ class Engine:
             yield from self._hold(
                 r, [(label, "backward", chunk.bwd_s), (f"{label} tp", "tp-comm", chunk.bwd_tp_s)]
             )
-        if chunk.bwd_p2p_cpu_s > 0:  # CPU pipelines only: no empty hold elsewhere
-            yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.bwd_p2p_cpu_s)])
+        if chunk.bwd_p2p_framework_s > 0:  # no empty hold where there is none
+            yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.bwd_p2p_framework_s)])
         self._memory(r, -chunk.activation_bytes - chunk.transient_bytes)
         if chunk.index > 0:
             dst = self.plan.chunks[chunk.index - 1].rank

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from simplan.capabilities import CapabilityProvider
 from simplan.deadline import Deadline
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
@@ -49,6 +50,7 @@ def simulate(
     placement: list[int] | None = None,
     record: bool = True,
     device: DeviceModel | None = None,
+    capabilities: CapabilityProvider | None = None,
     full_microbatches: int = FULL_MICROBATCHES,
     deadline: Deadline | None = None,
 ) -> SimResult:
@@ -58,6 +60,7 @@ def simulate(
     layer times to use where they match the device; placement: the device of each rank (default:
     rank i on device i); record: keep the timeline (for traces and reports); device: a device
     model to use for every rank instead of the cluster's (what-if studies, calibration);
+    capabilities: what each device can do (simplan.capabilities; default: the cluster's);
     full_microbatches: simulate every micro-batch up to this many, beyond it a few periods of the
     schedule, extrapolated exactly (simplan.sim.steady); deadline: stop with
     simplan.deadline.TimeLimitReached when it passes."""
@@ -66,7 +69,7 @@ def simulate(
     graph = resolve_model(model, config)
     check_world(config, cluster.num_devices)
     g = grid(config, placement)
-    assembler = Assembler(graph, cluster, config, g, profile, device)
+    assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
     plan, memory, bounds = assembler.build()
     run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
     devices = tuple(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 import queue
 import socket
@@ -23,10 +22,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from simplan.environment import environment
 from simplan.errors import SimplanError
 from simplan.realtime import enter_realtime
 from simplan.topology import probes
-from simplan.topology.comm_calibration import bench_document, op_fits
+from simplan.topology.comm_calibration import bench_document, local_calibration_path, op_fits
 from simplan.units import KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
@@ -156,7 +156,6 @@ def run_bench(
     realtime: gloo ranks run under SCHED_FIFO where permitted (simplan.realtime), as the
     runtime's ranks do by default."""
     _check_args(backend, nprocs, sizes, ops)
-    import torch
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -194,7 +193,14 @@ def run_bench(
     measurements = _summarise(results, nprocs)
     fits = {op: fit_alpha_beta(measurements, nprocs, op) for op in ops if op != "broadcast"}
     costs = probes.fit_framework(measurements, _op_time(fits, measurements))
-    meta = _metadata(torch.__version__, backend, nprocs, warmup, repeats)
+    meta = environment(
+        backend=backend,
+        nprocs=nprocs,
+        threads_per_rank=1,
+        warmup=warmup,
+        repeats=repeats,
+        timing="barrier, then one call; slowest rank per repeat; median over repeats",
+    )
     return bench_document(
         meta | {"scheduling": scheduling},
         fits["all_reduce"],
@@ -364,25 +370,11 @@ def fit_alpha_beta(
     return fit
 
 
-def _metadata(
-    torch_version: str, backend: str, nprocs: int, warmup: int, repeats: int
-) -> dict[str, Any]:
-    return {
-        "torch": torch_version,
-        "backend": backend,
-        "nprocs": nprocs,
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
-        "threads_per_rank": 1,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "warmup": warmup,
-        "repeats": repeats,
-        "python": platform.python_version(),
-        "timing": "barrier, then one call; slowest rank per repeat; median over repeats",
-    }
-
-
 def default_output(backend: str, nprocs: int, device: str | None = None) -> Path:
+    """Where bench-comm writes without --out: gloo ranks on this machine go to the file
+    `simplan validate` reads (local_calibration_path); NCCL to traces/collectives/<host>/."""
+    if backend == "gloo" and device is None:
+        return local_calibration_path(nprocs, backend)
     where = device or platform.node() or "localhost"
     return Path("traces/collectives") / where / f"{backend}-{nprocs}ranks.json"
 

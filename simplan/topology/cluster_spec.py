@@ -8,6 +8,7 @@ everything is SI (bytes/s, seconds).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from simplan.devices import DeviceModel, get_device
 from simplan.errors import SimplanError
 from simplan.io import read_toml
+from simplan.schema import Either, Float, Int, ListOf, Str, Table, validate
 from simplan.units import GB, GBIT_PER_S_IN_BPS, GiB
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -39,8 +41,7 @@ class FabricSpec:
                 f"fabric.kind must be one of {', '.join(FABRIC_KINDS)}, not {self.kind!r}"
             )
         _positive("fabric.bandwidth", self.bandwidth_Bps)
-        if self.latency_s is not None and self.latency_s < 0:
-            raise ValueError("fabric.latency_us must be >= 0")
+        _latency_ok("fabric.latency_us", self.latency_s)
         if self.devices_per_switch < 1:
             raise ValueError("fabric.devices_per_switch must be >= 1")
         if self.uplink_bandwidth_Bps is not None:
@@ -59,8 +60,7 @@ class NicSpec:
         if self.count < 0:
             raise ValueError("nics.count must be >= 0")
         _positive("nics.bandwidth", self.bandwidth_Bps)
-        if self.latency_s is not None and self.latency_s < 0:
-            raise ValueError("nics.latency_us must be >= 0")
+        _latency_ok("nics.latency_us", self.latency_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,8 +96,11 @@ class NetworkSpec:
             raise ValueError(
                 f"network.kind must be one of {', '.join(NETWORK_KINDS)}, not {self.kind!r}"
             )
-        if self.oversubscription < 1:
-            raise ValueError("network.oversubscription must be >= 1 (1 = non-blocking)")
+        if not 1 <= self.oversubscription < math.inf:
+            raise ValueError(
+                "network.oversubscription must be a finite number >= 1 (1 = non-blocking)"
+            )
+        _latency_ok("network.latency_us", self.latency_s)
         if self.nodes_per_leaf < 1 or self.spines < 1:
             raise ValueError("network.nodes_per_leaf and network.spines must be >= 1")
 
@@ -120,6 +123,7 @@ class LinkSpec:
                 f"loopback, not {self.kind!r}"
             )
         _positive(f"link {self.a}--{self.b}: bandwidth", self.bandwidth_Bps)
+        _latency_ok(f"link {self.a}--{self.b}: latency_us", self.latency_s)
         if self.a == self.b:
             raise ValueError(f"link {self.a}--{self.b}: a link needs two different ends")
 
@@ -137,6 +141,12 @@ class ClusterSpec:
         if not self.groups:
             raise ValueError("a cluster needs at least one [[node_group]]")
         nodes = sum(g.count for g in self.groups)
+        devices = sum(g.count * g.devices_per_node for g in self.groups)
+        if nodes > MAX_NODES or devices > MAX_DEVICES:
+            raise ValueError(
+                f"{nodes:,} nodes with {devices:,} devices is beyond any real cluster (limit "
+                f"{MAX_NODES:,} nodes and {MAX_DEVICES:,} devices); use fewer nodes"
+            )
         if nodes > 1 and self.network.kind == "none":
             raise ValueError(
                 f"network.kind = 'none' leaves the {nodes} nodes disconnected: "
@@ -154,8 +164,13 @@ class ClusterSpec:
 
 
 def _positive(field_name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{field_name} must be > 0, not {value}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{field_name} must be a finite number > 0, not {value}")
+
+
+def _latency_ok(field_name: str, value: float | None) -> None:
+    if value is not None and not 0 <= value < math.inf:
+        raise ValueError(f"{field_name} must be a finite number >= 0")
 
 
 # ---------------------------------------------------------------- parsing
@@ -194,19 +209,91 @@ def _raw(spec: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
     )
 
 
+# Limits beyond any real cluster; they keep the topology graph and its paths bounded in time
+# and memory (10,000+ GPUs build in seconds).
+MAX_NODES = 16_384
+MAX_DEVICES_PER_NODE = 1_024
+MAX_DEVICES = 16_384
+MAX_BANDWIDTH_GBPS = 1e6  # GB/s: 1 PB/s, far beyond any link
+MAX_LATENCY_US = 1e6  # one second
+_BANDWIDTH = Float(min=0.0, min_open=True, max=MAX_BANDWIDTH_GBPS)
+_BANDWIDTH_BITS = Float(min=0.0, min_open=True, max=8 * MAX_BANDWIDTH_GBPS)
+_LATENCY = Float(min=0.0, max=MAX_LATENCY_US)
+_LINK_FIELDS = {
+    "bandwidth_GBps": _BANDWIDTH,
+    "bandwidth_Gbps": _BANDWIDTH_BITS,
+    "latency_us": _LATENCY,
+}
+DEVICE_TABLE = Table(
+    {
+        "name": Str(nonempty=True),
+        "kind": Str(choices=("gpu", "cpu")),
+        "peak_tflops": Float(min=0.0, min_open=True, max=1e6),
+        "memory_gib": Float(min=0.0, min_open=True, max=1e6),
+        "memory_bandwidth_gbps": Float(min=0.0, min_open=True, max=1e7),
+    },
+    required=("peak_tflops", "memory_gib", "memory_bandwidth_gbps"),
+    fix="see docs/cluster-spec.md",
+)
+CLUSTER_FILE = Table(
+    {
+        "name": Str(nonempty=True),
+        "description": Str(),
+        "calibration": Str(nonempty=True),
+        "node_group": ListOf(
+            Table(
+                {
+                    "name": Str(nonempty=True),
+                    "count": Int(min=1, max=MAX_NODES),
+                    "devices_per_node": Int(min=1, max=MAX_DEVICES_PER_NODE),
+                    "device": Either((Str(nonempty=True), DEVICE_TABLE)),
+                    "fabric": Table(
+                        {
+                            "kind": Str(choices=FABRIC_KINDS),
+                            **_LINK_FIELDS,
+                            "devices_per_switch": Int(min=1, max=MAX_DEVICES_PER_NODE),
+                            "uplink_bandwidth_GBps": _BANDWIDTH,
+                        }
+                    ),
+                    "nics": Table({"count": Int(min=0, max=MAX_DEVICES_PER_NODE), **_LINK_FIELDS}),
+                },
+                required=("device",),
+                fix="see docs/cluster-spec.md",
+            ),
+            min_len=1,
+            max_len=1_024,
+        ),
+        "network": Table(
+            {
+                "kind": Str(choices=NETWORK_KINDS),
+                "oversubscription": Float(min=1.0, max=1e3),
+                "nodes_per_leaf": Int(min=1, max=MAX_NODES),
+                "spines": Int(min=1, max=MAX_NODES),
+                "latency_us": _LATENCY,
+            }
+        ),
+        "link": ListOf(
+            Table(
+                {"a": Str(nonempty=True), "b": Str(nonempty=True), "kind": Str(), **_LINK_FIELDS},
+                required=("a", "b"),
+                fix="see docs/cluster-spec.md",
+            ),
+            max_len=MAX_DEVICES,
+        ),
+    },
+    required=("node_group",),
+    fix="add at least one [[node_group]] (see docs/cluster-spec.md)",
+)
+
+
 def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpec:
     """Validate a raw dict; any problem becomes a one-line SimplanError naming the field."""
+    data = validate(data, CLUSTER_FILE, origin=origin)
     try:
-        _check_keys(
-            data, {"name", "description", "calibration", "node_group", "network", "link"}, ""
-        )
-        groups = data.get("node_group")
-        if not isinstance(groups, list) or not groups:
-            raise ValueError("[[node_group]] is missing: add at least one node group")
         return ClusterSpec(
             name=str(data.get("name", origin)),
             description=str(data.get("description", "")),
-            groups=tuple(_group(g, i) for i, g in enumerate(groups)),
+            groups=tuple(_group(g, i) for i, g in enumerate(data["node_group"])),
             network=_network(data.get("network", {})),
             links=tuple(_link(x, i) for i, x in enumerate(data.get("link", []))),
             calibration=data.get("calibration"),
@@ -215,62 +302,39 @@ def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpe
         raise SimplanError(f"{origin}: {exc}") from None
 
 
-def _check_keys(table: Any, allowed: set[str], where: str) -> None:
-    if not isinstance(table, dict):
-        raise ValueError(f"{where or 'spec'} must be a table")
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        known = ", ".join(sorted(allowed))
-        raise ValueError(f"unknown field {prefix}{unknown[0]} (known: {known})")
+def _number(table: dict[str, Any], key: str, default: float) -> float:
+    """A field already checked by CLUSTER_FILE, or its default."""
+    return float(table.get(key, default))
 
 
-def _number(table: dict[str, Any], key: str, where: str, default: float | None = None) -> float:
-    value = table.get(key, default)
-    if value is None:
-        raise ValueError(f"{where}.{key} is required")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{where}.{key} must be a number, not {value!r}")
-    return float(value)
-
-
-def _bandwidth(table: dict[str, Any], where: str, required: bool = True) -> float | None:
-    """bandwidth_GBps (bytes) or bandwidth_Gbps (bits) → bytes/s; must be > 0."""
+def _bandwidth(table: dict[str, Any], where: str) -> float:
+    """bandwidth_GBps (bytes) or bandwidth_Gbps (bits) → bytes/s (one of them is required)."""
+    if "bandwidth_GBps" in table and "bandwidth_Gbps" in table:
+        raise ValueError(f"{where} gives bandwidth_GBps and bandwidth_Gbps: keep one")
     if "bandwidth_GBps" in table:
-        value = _number(table, "bandwidth_GBps", where) * GB
-    elif "bandwidth_Gbps" in table:
-        value = _number(table, "bandwidth_Gbps", where) * GBIT_PER_S_IN_BPS
-    elif required:
-        raise ValueError(f"{where}.bandwidth_GBps (or bandwidth_Gbps) is required")
-    else:
-        return None
-    if not value > 0:
-        raise ValueError(f"{where}.bandwidth must be > 0, not {value / GB:g} GB/s")
-    return value
+        return float(table["bandwidth_GBps"]) * GB
+    if "bandwidth_Gbps" in table:
+        return float(table["bandwidth_Gbps"]) * GBIT_PER_S_IN_BPS
+    raise ValueError(f"{where}.bandwidth_GBps (or bandwidth_Gbps) is missing: add it")
 
 
-def _latency(table: dict[str, Any], where: str) -> float | None:
-    if "latency_us" not in table:
-        return None
-    value = _number(table, "latency_us", where)
-    if value < 0:
-        raise ValueError(f"{where}.latency_us must be >= 0")
-    return value * 1e-6
+def _latency(table: dict[str, Any]) -> float | None:
+    return None if "latency_us" not in table else float(table["latency_us"]) * 1e-6
 
 
 def _device(value: Any, where: str) -> DeviceModel:
     if isinstance(value, str):
-        return preset_device(value)
-    _check_keys(
-        value, {"name", "peak_tflops", "memory_gib", "memory_bandwidth_gbps", "kind"}, where
-    )
-    tflops = _number(value, "peak_tflops", where)
+        try:
+            return preset_device(value)
+        except SimplanError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    tflops = float(value["peak_tflops"])
     return DeviceModel(
         name=str(value.get("name", "custom")),
         kind=str(value.get("kind", "gpu")),
         peak_flops={"bf16": tflops * 1e12, "fp16": tflops * 1e12, "fp32": tflops * 1e12},
-        memory_bytes=_number(value, "memory_gib", where) * GiB,
-        memory_bandwidth_Bps=_number(value, "memory_bandwidth_gbps", where) * GB,
+        memory_bytes=float(value["memory_gib"]) * GiB,
+        memory_bandwidth_Bps=float(value["memory_bandwidth_gbps"]) * GB,
         sources={"peak_flops": "cluster spec (inline device)"},
     )
 
@@ -289,74 +353,48 @@ def preset_device(name: str) -> DeviceModel:
         )
 
 
-def _group(raw: Any, index: int) -> NodeGroupSpec:
+def _group(raw: dict[str, Any], index: int) -> NodeGroupSpec:
     where = f"node_group[{index}]"
-    _check_keys(raw, {"name", "count", "devices_per_node", "device", "fabric", "nics"}, where)
-    if "device" not in raw:
-        raise ValueError(f"{where}.device is required (a preset name or an inline table)")
     fabric = raw.get("fabric", {"kind": "loopback", "bandwidth_GBps": 10})
-    _check_keys(
-        fabric,
-        {
-            "kind",
-            "bandwidth_GBps",
-            "bandwidth_Gbps",
-            "latency_us",
-            "devices_per_switch",
-            "uplink_bandwidth_GBps",
-        },
-        f"{where}.fabric",
-    )
     up = fabric.get("uplink_bandwidth_GBps")
     nics = raw.get("nics", {"count": 0, "bandwidth_Gbps": 1})
-    _check_keys(nics, {"count", "bandwidth_GBps", "bandwidth_Gbps", "latency_us"}, f"{where}.nics")
     return NodeGroupSpec(
         name=str(raw.get("name", f"group{index}")),
-        count=int(_number(raw, "count", where, 1)),
-        devices_per_node=int(_number(raw, "devices_per_node", where, 1)),
+        count=int(raw.get("count", 1)),
+        devices_per_node=int(raw.get("devices_per_node", 1)),
         device=_device(raw["device"], f"{where}.device"),
         fabric=FabricSpec(
             kind=str(fabric.get("kind", "nvswitch")),
-            bandwidth_Bps=_bandwidth(fabric, f"{where}.fabric") or 0.0,
-            latency_s=_latency(fabric, f"{where}.fabric"),
-            devices_per_switch=int(_number(fabric, "devices_per_switch", where, 2)),
-            uplink_bandwidth_Bps=None
-            if up is None
-            else _number(fabric, "uplink_bandwidth_GBps", f"{where}.fabric") * GB,
+            bandwidth_Bps=_bandwidth(fabric, f"{where}.fabric"),
+            latency_s=_latency(fabric),
+            devices_per_switch=int(fabric.get("devices_per_switch", 2)),
+            uplink_bandwidth_Bps=None if up is None else float(up) * GB,
         ),
         nics=NicSpec(
-            count=int(_number(nics, "count", f"{where}.nics", 0)),
-            bandwidth_Bps=_bandwidth(nics, f"{where}.nics") or 0.0,
-            latency_s=_latency(nics, f"{where}.nics"),
+            count=int(nics.get("count", 0)),
+            bandwidth_Bps=_bandwidth(nics, f"{where}.nics"),
+            latency_s=_latency(nics),
         ),
     )
 
 
-def _link(raw: Any, index: int) -> LinkSpec:
-    where = f"link[{index}]"
-    _check_keys(raw, {"a", "b", "kind", "bandwidth_GBps", "bandwidth_Gbps", "latency_us"}, where)
-    for end in ("a", "b"):
-        if not isinstance(raw.get(end), str):
-            raise ValueError(f"{where}.{end} is required: a vertex name such as 'n0.g1'")
+def _link(raw: dict[str, Any], index: int) -> LinkSpec:
     return LinkSpec(
         a=raw["a"],
         b=raw["b"],
         kind=str(raw.get("kind", "nvlink")),
-        bandwidth_Bps=_bandwidth(raw, where) or 0.0,
-        latency_s=_latency(raw, where),
+        bandwidth_Bps=_bandwidth(raw, f"link[{index}]"),
+        latency_s=_latency(raw),
     )
 
 
-def _network(raw: Any) -> NetworkSpec:
-    _check_keys(
-        raw, {"kind", "oversubscription", "nodes_per_leaf", "spines", "latency_us"}, "network"
-    )
+def _network(raw: dict[str, Any]) -> NetworkSpec:
     return NetworkSpec(
         kind=str(raw.get("kind", "single-switch")),
-        oversubscription=_number(raw, "oversubscription", "network", 1.0),
-        nodes_per_leaf=int(_number(raw, "nodes_per_leaf", "network", 16)),
-        spines=int(_number(raw, "spines", "network", 1)),
-        latency_s=_latency(raw, "network"),
+        oversubscription=_number(raw, "oversubscription", 1.0),
+        nodes_per_leaf=int(raw.get("nodes_per_leaf", 16)),
+        spines=int(raw.get("spines", 1)),
+        latency_s=_latency(raw),
     )
 
 

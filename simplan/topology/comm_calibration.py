@@ -29,6 +29,14 @@ CONSTANTS_KIND = "collective-constants"
 BENCH_KIND = "collective-calibration"
 SCHEMA_VERSION = 1
 LINK_CLASSES = ("nvlink", "pcie", "network", "loopback")
+# Where `simplan bench-comm --backend gloo` writes without --out, and where `simplan validate`
+# reads (the localhost-cpu preset names the 2-rank file): one place for both.
+LOCAL_CALIBRATION_DIR = Path("traces/collectives/localhost-cpu")
+
+
+def local_calibration_path(nprocs: int, backend: str = "gloo") -> Path:
+    """The default calibration of `nprocs` local ranks (relative to the working directory)."""
+    return LOCAL_CALIBRATION_DIR / f"{backend}-{nprocs}ranks.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -358,7 +366,7 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=1)
 
 
-# The hardware behind ../shared/reference/collective_bandwidth_measurements.csv's "4 nodes x 8
+# The hardware behind simplan/data/reference/collective_bandwidth_measurements.csv's "4 nodes x 8
 # B200" rows, as a cluster spec: the network constants are fitted on it and checked against it.
 B200_4X8_SPEC: dict[str, object] = {
     "name": "b200-4x8",

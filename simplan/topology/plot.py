@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from simplan.outputs import write_with
+
 if TYPE_CHECKING:
     from simplan.topology.cluster import Cluster
 
@@ -97,8 +99,8 @@ def plot_cluster(cluster: Cluster, path: str | Path, max_nodes: int = 8) -> Path
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=7)
     ax.set_axis_off()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    try:
+        return write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120,
+                                                       bbox_inches="tight"))  # fmt: skip
+    finally:
+        plt.close(fig)

@@ -170,6 +170,7 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import (
         ColwiseParallel,
+        ParallelStyle,
         RowwiseParallel,
         parallelize_module,
     )
@@ -181,7 +182,7 @@ def tp_probes(torch: Any, dist: Any, world: int, warmup: int, repeats: int) -> l
         nbytes = batch * hidden * 4  # each collective: the activations of one linear
         chain = _chain(torch, hidden, layers, bias=True)
         model = _chain(torch, hidden, layers, bias=True)
-        styles = {
+        styles: dict[str, ParallelStyle] = {
             str(i): ColwiseParallel() if i % 2 == 0 else RowwiseParallel() for i in range(layers)
         }
         parallelize_module(model, mesh, styles)

@@ -8,7 +8,10 @@ from simplan.cli import main
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # a usage error, from argparse
+        code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
 

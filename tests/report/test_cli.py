@@ -129,11 +129,23 @@ def test_plan_report_from_a_plans_file(tiny_plans: Path, tmp_path: Path) -> None
 
 
 def test_plan_report_default_name_and_single_plan(
-    tiny_plans: Path, tmp_path: Path, monkeypatch
+    tiny_plans: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["report", "plan", str(tiny_plans.parent / "plan.json"), "--format", "png"]) == 0
-    assert (tmp_path / "reports" / "tiny-dgx-h100-1n" / "index.md").is_file()
+    kept = tmp_path / "reports" / "tiny-dgx-h100-1n" / "index.md"  # an earlier, committed one
+    kept.parent.mkdir(parents=True)
+    kept.write_text("kept")
+    written = []
+    plan = str(tiny_plans.parent / "plan.json")
+    for _ in range(2):
+        assert main(["report", "plan", plan, "--format", "png"]) == 0
+        written.append(capsys.readouterr().out.strip().removeprefix("report written to "))
+    assert kept.read_text() == "kept"  # without --out, each report goes to a new folder
+    assert len(set(written)) == 2
+    for index in written:
+        assert Path(index).parent.parent == Path("reports")
+        assert Path(index).parent.name.startswith("tiny-dgx-h100-1n-")
+        assert "compare.png" in Path(index).read_text()
 
 
 def test_simulate_report(tiny_plans: Path, tmp_path: Path, capsys) -> None:

@@ -14,10 +14,10 @@ from tests.helpers import assert_one_line_error, run_cli
     ("args", "needle"),
     [
         (["--strategy", "zero9"], "unknown strategy 'zero9'"),
-        (["--nprocs", "0"], "--nprocs must be >= 1"),
-        (["--micro-batch", "0"], "--micro-batch must be >= 1"),
+        (["--nprocs", "0"], "argument --nprocs: expected a whole number from 1"),
+        (["--micro-batch", "0"], "argument --micro-batch: expected a whole number from 1"),
         (["--strategy", "tp", "--compress", "fp16"], "DDP only"),
-        (["--min-time", "-1"], "--min-time must be >= 0 seconds"),
+        (["--min-time", "-1"], "argument --min-time: expected a finite number from 0"),
     ],
 )
 def test_bad_arguments(args: list[str], needle: str) -> None:

@@ -18,10 +18,6 @@ from simplan.topology.comm_calibration import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-needs_reference = pytest.mark.skipif(
-    not (ROOT.parent / "shared" / "reference").is_dir(),
-    reason="../shared/reference (the published measurements) is not beside this checkout",
-)
 
 
 def _script(name: str) -> ModuleType:
@@ -33,7 +29,6 @@ def _script(name: str) -> ModuleType:
     return module
 
 
-@needs_reference
 def test_stored_constants_equal_what_the_script_derives() -> None:
     derived, _ = _script("calibrate_collectives").derive()
     stored = json.loads(CONSTANTS_FILE.read_text())["constants"]
@@ -48,7 +43,6 @@ def test_every_constant_says_where_it_came_from() -> None:
     assert "collective_bandwidth_measurements.csv" in c.link("network").source
 
 
-@needs_reference
 def test_vtrain_accuracy_gate() -> None:
     errors = _script("collectives_accuracy").vtrain_errors()
     all_errs = [abs(p / m - 1) for rows in errors.values() for _, m, p in rows]
