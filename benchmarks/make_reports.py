@@ -36,18 +36,13 @@ DEMO = {"model": "gpt3-1.3b", "cluster": "dgx-a100", "nodes": 2, "global_batch":
 
 
 def demo_plan() -> Path:
-    from simplan.planner import search
+    from simplan.planner import SearchOptions, search
 
-    result = search(
-        DEMO["model"],
-        DEMO["cluster"],
-        global_batch=DEMO["global_batch"],
-        nodes=DEMO["nodes"],
-        top=3,
-    )
+    options = SearchOptions(global_batch=DEMO["global_batch"], nodes=DEMO["nodes"], top=3)
+    result = search(DEMO["model"], DEMO["cluster"], options)
     command = (
         "simplan plan --model gpt3-1.3b --cluster dgx-a100 --nodes 2 --global-batch 512 "
-        "--out plans/ && simplan report plan plans/plans.json"
+        "--out plans/ && simplan report plan plans/plans.json --out reports/gpt3-1.3b-dgx-a100-2n"
     )
     out = REPORTS / "gpt3-1.3b-dgx-a100-2n"
     return write_plan_report(result.plans, result.baselines, out, command=command)
@@ -74,7 +69,8 @@ def sweep(
     title = f"gpt3-1.3b on dgx-a100: {config.describe()}, sweep over {vary}"
     command = (
         f"simplan report sweep --model gpt3-1.3b --cluster dgx-a100 {flags} --vary {vary} "
-        f"--values {' '.join(f'{v:g}' for v in values)}"
+        f"--values {' '.join(f'{v:g}' for v in values)} "
+        f"--out reports/sweep-gpt3-1.3b-dgx-a100-{vary}"
     )
     out = REPORTS / f"sweep-gpt3-1.3b-dgx-a100-{vary}"
     return write_sweep_report(points, out, vary=vary, title=title, command=command)
@@ -97,7 +93,7 @@ def validation() -> Path | None:
         print(f"no records in {RUNS}: validation report skipped")
         return None
     return write_validation_report(
-        RUNS, REPORTS / "validation", command="simplan report validation"
+        RUNS, REPORTS / "validation", command="simplan report validation --out reports/validation"
     )
 
 

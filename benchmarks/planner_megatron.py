@@ -18,7 +18,7 @@ from simplan.build import graph_from_spec
 from simplan.device_fit import read_reference_csv
 from simplan.io import write_json_atomic
 from simplan.parallel import ParallelConfig
-from simplan.planner import search
+from simplan.planner import SearchOptions, search
 from simplan.sim.run import simulate
 from simplan.table import render
 from simplan.topology import load_cluster
@@ -52,7 +52,7 @@ def run_row(row: dict[str, str]) -> dict[str, object]:
     ref = simulate(graph, cluster, table, record=False)
     t0 = time.perf_counter()
     # a limit no row reaches: the table compares the full search's plans
-    result = search(graph, cluster, global_batch=batch, top=3, time_limit_s=3600.0)
+    result = search(graph, cluster, SearchOptions(global_batch=batch, top=3, time_limit_s=3600.0))
     wall = time.perf_counter() - t0
     best = result.plans[0]
     ours = best.predicted["tokens_per_s"]

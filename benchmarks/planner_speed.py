@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from simplan.io import write_json_atomic
-from simplan.planner import search
+from simplan.planner import SearchOptions, search
 from simplan.sources import load_model
 from simplan.table import render
 from simplan.topology import load_cluster
@@ -32,7 +32,7 @@ def run_case(model: str, cluster: str, nodes: int, batch: int, seq: int) -> dict
     graph = load_model(model, seq_len=seq, dtype="bf16")
     c = load_cluster(cluster, nodes=nodes)
     load_s = time.perf_counter() - t0
-    result = search(graph, c, global_batch=batch, top=3, time_limit_s=10.0)
+    result = search(graph, c, SearchOptions(global_batch=batch, top=3, time_limit_s=10.0))
     best = result.plans[0]
     statuses = Counter(f"{s['status']}/sol_status {s['sol_status']}" for s in result.solves)
     solve_times = [s["solve_s"] for s in result.solves]

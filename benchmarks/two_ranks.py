@@ -1,4 +1,4 @@
-"""Two spawned ranks for the benchmark scripts: start them, collect rank 0's result, reap.
+"""Two spawned ranks for the benchmark scripts: start them, collect rank 0's result, stop them.
 
 A target is called as target(rank, port, *args, out) and rank 0 puts its result on `out`.
 """
@@ -13,7 +13,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simplan.runtime.launch import free_port  # noqa: E402
+from simplan.ranks import free_port, rank_processes  # noqa: E402
 
 
 def slowest(dist: Any, torch: Any, times: list[float]) -> list[float]:
@@ -25,18 +25,11 @@ def slowest(dist: Any, torch: Any, times: list[float]) -> list[float]:
 
 
 def run_two(target: Callable[..., None], *args: Any, timeout_s: float = 600) -> Any:
-    """Run target on two spawned ranks; rank 0's result."""
+    """Run target on two spawned ranks; rank 0's result. The ranks are stopped once it is in
+    (or on any failure), none left behind (simplan.ranks)."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     out, port = ctx.Queue(), free_port()
-    procs = [ctx.Process(target=target, args=(r, port, *args, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
+    with rank_processes(target, lambda r: (r, port, *args, out), 2, ctx):
         return out.get(timeout=timeout_s)
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()

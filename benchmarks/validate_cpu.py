@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from simplan.errors import SimplanError  # noqa: E402
-from simplan.io import write_json_atomic  # noqa: E402
+from simplan.outputs import write_json_atomic, write_text_atomic  # noqa: E402
 
 MICRO_BATCHES = {"mlp": (64, 512), "gpt-tiny": (1, 4), "cnn-small": (8, 32)}
 SKIP = {
@@ -39,7 +39,7 @@ SKIP = {
 
 def run_row(model: str, strategy: str, mb: int, args: argparse.Namespace) -> dict[str, Any]:
     from simplan.runtime import config_for
-    from simplan.validate import validate
+    from simplan.validate import ValidationOptions, validate
 
     row: dict[str, Any] = {"model": model, "strategy": strategy, "micro_batch": mb}
     if (model, strategy) in SKIP:
@@ -52,10 +52,12 @@ def run_row(model: str, strategy: str, mb: int, args: argparse.Namespace) -> dic
                 validate(
                     model,
                     config,
-                    steps=args.steps,
-                    min_timed_s=args.min_time,
-                    warmup=args.warmup,
-                    realtime=args.realtime,
+                    ValidationOptions(
+                        steps=args.steps,
+                        min_timed_s=args.min_time,
+                        warmup=args.warmup,
+                        realtime=args.realtime,
+                    ),
                 )
             )
         except SimplanError as exc:
@@ -213,8 +215,7 @@ def main() -> int:
     summ = summary(rows)
     write_json_atomic({"summary": summ, "rows": rows}, args.out)
     report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(markdown(rows, summ, args) + kept_analysis(report))
+    write_text_atomic(markdown(rows, summ, args) + kept_analysis(report), report)
     print(markdown(rows, summ, args))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ def _with_seq(tspec: TransformerSpec, seq_len: int | None) -> TransformerSpec:
 
 
 def _from_factory(source: ModelSource, batch: int, device: str) -> tuple[nn.Module, tuple]:
+    _warm_up_counting()
     if source.kind == "preset-py":
         with torch.device(device):
             result = call_factory(source, batch=batch)
@@ -109,6 +111,17 @@ def graph_from_source(
         f"{source.path}: the model's forward pass",
         lambda: count_module(model, inputs, name=source.name, dtype=dtype, source=str(source.path)),
     )
+
+
+@functools.cache
+def _warm_up_counting() -> None:
+    """Build and count a one-layer model on the meta device once: torch imports parts of itself
+    on first use, and that must happen outside the time bound of a user's model file (an import
+    cut short by the bound would leave torch half-imported)."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(2, 2))
+        inputs = (torch.ones(1, 2),)
+    count_module(model, inputs, name="warm-up", dtype="fp32", source="")
 
 
 def graph_from_spec(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
 
+from simplan.commands.argtypes import Text
+from simplan.commands.flag_rules import check_flags
 from simplan.errors import SimplanError
 
 # One module per verb under simplan/commands/, each with `register(subparsers)`.
@@ -30,6 +33,9 @@ examples:
   simplan models                               list the model presets
   simplan profile gpt3-125m --seq-len 512      count and time every layer on this CPU
   simplan profile gpt3-175b --device h200      count on the meta device, time with the H200 model
+
+exit status: 0 done; 2 bad input (one line on stderr, nothing written); 3 `simulate`: the step
+does not fit in device memory (the result is printed, stderr says by how much); 130 interrupted
 """
 
 
@@ -38,6 +44,59 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def verb_parser(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser of the (sub)command `argv` names (simplan report sweep ...), and the
+    arguments that follow its name."""
+    rest = list(argv)
+    sub = subcommands(parser)
+    while sub is not None:
+        index = next((i for i, a in enumerate(rest) if a in sub.choices or a == "--"), None)
+        if index is None or rest[index] == "--":
+            break
+        parser, rest = sub.choices[rest[index]], rest[index + 1 :]
+        sub = subcommands(parser)
+    return parser, rest
+
+
+def refuse_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """A mistyped flag (--global-bach) is named, with the closest known one, before argparse
+    would complain about a required flag it then seems to lack."""
+    verb, rest = verb_parser(parser, argv)
+    known = [o for o in verb._option_string_actions if o.startswith("--")]
+    for arg in rest:
+        if arg == "--":
+            return
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--") or any(o.startswith(name) for o in known):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        verb.error(f"unrecognized argument {name}{hint}")
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    sub = subcommands(parser)
+    children = [] if sub is None else list(sub.choices.values())
+    return [parser, *(p for child in children for p in _all_parsers(child))]
+
+
+def _refuse_empty_text(parser: argparse.ArgumentParser) -> None:
+    """Every flag and argument that takes free text takes a non-empty one."""
+    for p in _all_parsers(parser):
+        for action in p._actions:
+            if isinstance(action, argparse._StoreAction) and action.type is None:
+                action.type = Text()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,16 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"simplan.commands.{name}")
         module.register(subparsers)
+    _refuse_empty_text(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    refuse_unknown_options(parser, argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        verbs = ", ".join(name.replace("_", "-") for name in COMMANDS)
+        parser.error(f"give a command: {verbs}")
     try:
+        check_flags(verb_parser(parser, argv)[0], args)
         return int(args.func(args) or 0)
     except SimplanError as exc:
         print(f"simplan {args.command}: error: {exc}", file=sys.stderr)

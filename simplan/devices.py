@@ -15,6 +15,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.units import TB, TFLOP, GiB, check_dtype
@@ -75,14 +76,14 @@ class DeviceModel:
             nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency), self.kernel_overhead_s
         )
 
-    def with_(self, **changes: object) -> DeviceModel:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def with_(self, **changes: Any) -> DeviceModel:
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(data: dict[str, object]) -> DeviceModel:
+    def from_dict(data: dict[str, Any]) -> DeviceModel:
         names = {f.name for f in dataclasses.fields(DeviceModel)}
         unknown = set(data) - names
         if unknown:
@@ -90,7 +91,7 @@ class DeviceModel:
                 f"device model: unknown field(s) {sorted(unknown)}; known: {sorted(names)}"
             )
         try:
-            return DeviceModel(**data)  # type: ignore[arg-type]
+            return DeviceModel(**data)
         except (TypeError, ValueError) as exc:
             raise SimplanError(f"device model: {exc}") from None
 
@@ -126,7 +127,7 @@ def _gpu(
     )
 
 
-def _calibration() -> dict[str, dict[str, object]]:
+def _calibration() -> dict[str, dict[str, Any]]:
     path = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
     try:
         return dict(json.loads(path.read_text()))
@@ -151,9 +152,9 @@ def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
     if name == "h200":
         source = f"the H100 fit (same chip; the H200 has faster memory): {source}"
     values = {
-        "gemm_efficiency": float(fit.get("gemm_efficiency", 0.7)),  # type: ignore[arg-type]
-        "mem_efficiency": float(fit.get("mem_efficiency", 0.7)),  # type: ignore[arg-type]
-        "kernel_overhead_s": float(fit.get("kernel_overhead_s", KERNEL_OVERHEAD_S)),  # type: ignore[arg-type]
+        "gemm_efficiency": float(fit.get("gemm_efficiency", 0.7)),
+        "mem_efficiency": float(fit.get("mem_efficiency", 0.7)),
+        "kernel_overhead_s": float(fit.get("kernel_overhead_s", KERNEL_OVERHEAD_S)),
     }
     sources = {
         "gemm_efficiency": source,

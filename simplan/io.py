@@ -9,6 +9,7 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.outputs import write_json_atomic as write_json_atomic  # its home is outputs
+from simplan.schema import first_non_finite
 
 MAX_INPUT_BYTES = 512 * 1024**2  # no input file simplan reads is near this size
 
@@ -43,23 +44,26 @@ def read_text(path: str | Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number simplan reads")
-
-
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; NaN and Infinity are refused (simplan writes only finite numbers)."""
+    """Parse a JSON file; NaN and Infinity are refused, naming where they are (simplan writes
+    only finite numbers)."""
     p = Path(path)
     text = read_text(p)
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        data = json.loads(text)
+        where = first_non_finite(data)
     except json.JSONDecodeError as exc:
         raise SimplanError(f"{p}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except ValueError as exc:  # NaN/Infinity, or an integer too long to convert
+    except ValueError as exc:  # an integer too long to convert
         msg = str(exc).splitlines()[0]
         raise SimplanError(f"{p}: invalid JSON value: {msg}; write finite numbers") from None
     except RecursionError:
         raise SimplanError(f"{p}: JSON nested too deeply; regenerate the file") from None
+    if where is not None:
+        raise SimplanError(
+            f"{p}: {where} is NaN or infinite; write a finite number (or regenerate the file)"
+        )
+    return data
 
 
 def read_json_object(path: str | Path) -> dict[str, Any]:

@@ -1,13 +1,31 @@
-"""Documented upper bounds on the sizes a verb accepts, so that its work has a known bound.
-
-Each limit sits well above what any real training job uses; beyond it an input is refused with
-one line that prints the limit, rather than planned or simulated for minutes.
-"""
+"""Sizes beyond any real training job, in one place: every file and flag is checked against them
+so that counting, planning and simulating stay bounded in time and memory. Each is generous
+(a 1T-parameter model, a 1M-token sequence and 10,000+ GPUs are well inside) and small enough
+that no tensor size overflows torch's and no graph or schedule grows without bound."""
 
 from __future__ import annotations
 
 from simplan.errors import SimplanError
 
+# models
+MAX_HIDDEN = 131_072
+MAX_LAYERS = 512
+MAX_HEADS = 4_096
+MAX_SEQ_LEN = 4_194_304
+MAX_VOCAB = 4_194_304
+MAX_FFN = 1_048_576
+MAX_PARAMS = 10**13
+MAX_GRAPH_LAYERS = 1_000_000  # layers of any counted model graph (also from factories)
+
+# clusters
+MAX_NODES = 16_384
+MAX_DEVICES_PER_NODE = 1_024
+MAX_DEVICES = 16_384
+MAX_BANDWIDTH_GBPS = 1e6  # GB/s: 1 PB/s, far beyond any link
+MAX_LATENCY_US = 1e6  # one second
+
+# training steps (degrees and micro-batches: simplan.parallel's MAX_DEGREE and MAX_SAMPLES)
+MAX_BUCKET_BYTES = 2**40
 # Samples per optimizer step. The largest published training batches are 65,536 images
 # (ResNet-50 with LARS/LAMB) and about 16M tokens of language-model sequences (a few thousand
 # samples); 2^20 is 16 times the largest.

@@ -13,8 +13,67 @@ from functools import cached_property
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.limits import MAX_GRAPH_LAYERS, MAX_PARAMS, MAX_SEQ_LEN
+from simplan.schema import Anything, Float, Int, ListOf, MapOf, Str, Table
+from simplan.units import DTYPE_BYTES
 
 GRAPH_SCHEMA_VERSION = 1
+MAX_COUNT = 1e30  # FLOPs or bytes per sample: far beyond a 10T-parameter model at 4M tokens
+
+_AMOUNT = Float(min=0.0, max=MAX_COUNT)
+_OPS = Table(
+    {
+        "gemms": ListOf(ListOf(Float(min=0.0, max=MAX_COUNT), min_len=3, max_len=3)),
+        "mem_bytes": _AMOUNT,
+        "mem_ops": Int(min=0, max=10**12),
+    }
+)
+LAYER_TABLE = Table(
+    {
+        "name": Str(nonempty=True),
+        "kind": Str(),
+        "params": Int(min=0, max=MAX_PARAMS),
+        "param_bytes": Int(min=0, max=8 * MAX_PARAMS),
+        "fwd_flops": _AMOUNT,
+        "bwd_flops": _AMOUNT,
+        "activation_bytes": _AMOUNT,
+        "output_bytes": _AMOUNT,
+        "input_bytes": _AMOUNT,
+        "identity": Str(nonempty=True),
+        "fwd_ops": _OPS,
+        "bwd_ops": _OPS,
+        "attrs": MapOf(Anything()),
+        "param_tensors": Int(min=0, max=10**9),
+    },
+    required=(
+        "name",
+        "kind",
+        "params",
+        "param_bytes",
+        "fwd_flops",
+        "bwd_flops",
+        "activation_bytes",
+        "output_bytes",
+        "input_bytes",
+        "identity",
+    ),
+    fix="count the model again",
+)
+GRAPH_TABLE = Table(
+    {
+        "schema": Anything(),
+        "name": Str(nonempty=True),
+        "seq_len": Int(min=0, max=MAX_SEQ_LEN),
+        "dtype": Str(choices=tuple(DTYPE_BYTES)),
+        "tokens_per_sample": Int(min=0, max=MAX_SEQ_LEN),
+        "source": Str(max_len=1 << 20),
+        "meta": MapOf(Anything()),
+        "layers": ListOf(LAYER_TABLE, min_len=1, max_len=MAX_GRAPH_LAYERS),
+        "edges": ListOf(ListOf(Str(), min_len=2, max_len=2), max_len=10_000_000),
+    },
+    required=("name", "seq_len", "dtype", "tokens_per_sample", "source", "layers", "edges"),
+    fix="count the model again",
+)
 
 
 @dataclass(frozen=True, kw_only=True)

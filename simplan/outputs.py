@@ -6,7 +6,8 @@ directory, and checks of output paths before any work starts.
   new one, never a part.
 - A set of files written together (`output_set`: plan.json with plans.json, a report's figures
   with its index.md) is built in a temporary sibling directory and swapped in whole: on Linux
-  with renameat2(RENAME_EXCHANGE), elsewhere by renaming the old directory aside first. The
+  with renameat2(RENAME_EXCHANGE), elsewhere by renaming the old directory aside first (if the
+  writer is killed before the new one is in place, the next writer puts the old one back). The
   directory then holds the complete previous set or the complete new set. Its marker file
   (MARKER) lists the files of the set.
 - A directory that holds files simplan did not write is never replaced: the write is refused
@@ -97,6 +98,8 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
         if not is_temporary(name) or _owner_alive(name):
             continue
         path = Path(directory) / name
+        if _put_back(path):
+            continue
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -108,11 +111,28 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     return removed
 
 
+ASIDE = "aside-"  # a set moved aside while its successor is put in place (no renameat2)
+
+
+def _put_back(path: Path) -> bool:
+    """A set moved aside by a writer killed before its successor was in place goes back to its
+    own name (it is the complete previous set); True if it did."""
+    tail = path.name[len(TEMP_PREFIX) :].split("-", 1)[-1]
+    if not tail.startswith(ASIDE) or not (path / "old").is_dir():
+        return False
+    target = path.parent / tail[len(ASIDE) :].split("-", 1)[-1]
+    if target.exists():
+        return False
+    os.rename(path / "old", target)
+    path.rmdir()
+    return True
+
+
 def _temp_name() -> str:
     return f"{TEMP_PREFIX}{os.getpid()}-"
 
 
-def write_with(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Atomically create or replace path with what write(tmp_path) writes to a temporary path
     beside it (for writers that want a file name, such as matplotlib's savefig)."""
     target = Path(path)
@@ -230,10 +250,6 @@ PLAN_FILES = owned_names(names=("plan.json", "plans.json"))
 REPORT_FILES = owned_names(names=("index.md",), suffixes=(".png", ".svg", ".pdf"))
 
 
-def _is_ours(name: str, listed: Collection[str], owns: Callable[[str], bool]) -> bool:
-    return name == MARKER or is_temporary(name) or name in listed or owns(name)
-
-
 def _listed(directory: Path) -> frozenset[str] | None:
     """The files the marker of directory lists, or None without a (readable) marker."""
     try:
@@ -245,12 +261,19 @@ def _listed(directory: Path) -> frozenset[str] | None:
 
 
 def _foreign(directory: Path, owns: Callable[[str], bool]) -> list[str]:
-    """Entries of an existing directory that simplan did not write."""
-    names = sorted(os.listdir(directory))
+    """Entries of an existing directory that this kind of set did not write: all but the
+    marker, temporaries, and files of the kind (`owns`) that the marker lists (when there is
+    one). A set of another kind (a plan set where a report goes) counts as foreign."""
     listed = _listed(directory)
-    if listed is not None:
-        return [n for n in names if not _is_ours(n, listed, lambda _: False)]
-    return [n for n in names if not _is_ours(n, (), owns) or (directory / n).is_dir()]
+
+    def ours(name: str) -> bool:
+        if name == MARKER or is_temporary(name):
+            return True
+        if (directory / name).is_dir():
+            return False
+        return owns(name) and (listed is None or name in listed)
+
+    return [n for n in sorted(os.listdir(directory)) if not ours(n)]
 
 
 def _refuse_foreign(directory: Path, flag: str, foreign: list[str]) -> None:
@@ -261,9 +284,7 @@ def _refuse_foreign(directory: Path, flag: str, foreign: list[str]) -> None:
     )
 
 
-def check_output_dir(
-    path: str | Path, flag: str, owns: Callable[[str], bool] = lambda _: False
-) -> Path:
+def check_output_dir(path: str | Path, flag: str, owns: Callable[[str], bool]) -> Path:
     """Refuse (SimplanError) an output directory that cannot be written as a set: a file, a
     read-only place, a directory holding files simplan did not write (see module doc; `owns`
     says which names the caller's kind of set writes). Writes nothing; returns the path."""
@@ -340,8 +361,9 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _swap_in(stage: Path, target: Path) -> None:
-    """Put the staged directory at target: the old set (if any) is replaced whole."""
+def _swap_in(stage: Path, target: Path, flag: str, *, new: bool) -> None:
+    """Put the staged directory at target: the old set (if any) is replaced whole; with new,
+    a directory that appeared there meanwhile is refused instead."""
     if not target.exists() or (target.is_dir() and not os.listdir(target)):
         try:
             os.rename(stage, target)  # onto nothing or an empty directory: atomic
@@ -350,12 +372,15 @@ def _swap_in(stage: Path, target: Path) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
+    if new:
+        _refuse_existing(target, flag)
     if _exchange(stage, target):
         _step()
         shutil.rmtree(stage)  # now the old set, under the temporary name
         _step()
         return
-    aside = Path(tempfile.mkdtemp(prefix=_temp_name(), dir=target.parent))
+    aside = Path(tempfile.mkdtemp(prefix=f"{_temp_name()}{ASIDE}", suffix=f"-{target.name}",
+                                  dir=target.parent))  # fmt: skip
     os.rename(target, aside / "old")
     _step()
     os.rename(stage, target)
@@ -367,8 +392,8 @@ def _swap_in(stage: Path, target: Path) -> None:
 @contextlib.contextmanager
 def output_set(
     path: str | Path,
-    flag: str = "output",
-    owns: Callable[[str], bool] = lambda _: False,
+    flag: str,
+    owns: Callable[[str], bool],
     *,
     new: bool = False,
 ) -> Iterator[Path]:
@@ -398,7 +423,7 @@ def output_set(
             foreign = _foreign(target, owns)
             if foreign:  # appeared while the set was being built
                 _refuse_foreign(target, flag, foreign)
-        _swap_in(stage, target)
+        _swap_in(stage, target, flag, new=new)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
-from simplan.limits import MAX_GLOBAL_BATCH, check_global_batch
+from simplan.limits import MAX_GLOBAL_BATCH, MAX_SEQ_LEN, check_global_batch
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
+
+if TYPE_CHECKING:
+    from simplan.model_graph import ModelGraph
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 RECOMPUTE = ("none", "selective", "full")
@@ -17,7 +20,6 @@ ZERO_STAGES = (0, 1, 2, 3)
 # the largest values any real job has, with room to spare (beyond them a value is a typo)
 MAX_DEGREE = 1 << 20  # devices in one parallel dimension
 MAX_SAMPLES = 1 << 30  # samples in a batch
-MAX_SEQ_LEN = 1 << 24  # tokens per sample
 MAX_VIRTUAL_STAGES = 1024
 
 
@@ -192,6 +194,32 @@ def check_world(config: ParallelConfig, devices: int) -> None:
             f"the cluster has {devices} devices; change the degrees or use --nodes / "
             f"--gpus-per-node to size the cluster"
         )
+
+
+def tp_mismatch(graph: ModelGraph, tp: int) -> str:
+    """Why tensor parallelism of degree tp cannot split the model's layers ("" if it can): tp
+    must divide every layer's attention heads, KV heads and hidden size where it records them."""
+    if tp <= 1:
+        return ""
+    for layer in graph.layers:
+        a = layer.attrs
+        heads = a.get("num_heads") or 0
+        dims = (
+            ("heads", heads),
+            ("KV heads", a.get("num_kv_heads") or heads),
+            ("hidden size", a.get("hidden_size") or 0),
+        )
+        for what, n in dims:
+            if isinstance(n, int) and n and n % tp:
+                return f"tp {tp} does not divide the {n} {what} of layer {layer.name}"
+    return ""
+
+
+def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
+    """The configuration must be able to split this model: a one-line SimplanError if not."""
+    why = tp_mismatch(graph, config.tp)
+    if why:
+        raise SimplanError(f"{why}; choose a tp that divides it")
 
 
 def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:

@@ -18,15 +18,88 @@ needs only the first five):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
+from simplan.limits import (
+    MAX_BUCKET_BYTES,
+    MAX_DEVICES,
+    MAX_DEVICES_PER_NODE,
+    MAX_GRAPH_LAYERS,
+    MAX_NODES,
+)
 from simplan.parallel import ParallelConfig
+from simplan.schema import (
+    Anything,
+    Bool,
+    Int,
+    ListOf,
+    MapOf,
+    Nullable,
+    Spec,
+    Str,
+    Table,
+    validate,
+)
+from simplan.units import DTYPE_BYTES
 
 PLAN_SCHEMA_VERSION = 1
+
+
+def _knob_spec(f: dataclasses.Field) -> Spec:
+    """The schema of one ParallelConfig field, from its Knob (the same limits as its flag)."""
+    knob = f.metadata.get("knob")
+    if f.type == "bool":
+        return Bool()
+    if knob is None:
+        return (
+            Str(choices=("", *DTYPE_BYTES)) if f.type == "str" else Int(min=1, max=MAX_BUCKET_BYTES)
+        )
+    if f.type == "str":
+        return Str(choices=tuple(knob.choices))
+    if knob.choices:
+        return Int(min=min(knob.choices), max=max(knob.choices))
+    return Int(min=knob.lo, max=knob.hi)
+
+
+CONFIG_TABLE = Table(
+    {
+        **{f.name: _knob_spec(f) for f in dataclasses.fields(ParallelConfig) if f.name != "stages"},
+        "stages": ListOf(Int(min=0, max=MAX_GRAPH_LAYERS), max_len=MAX_GRAPH_LAYERS + 1),
+    },
+    required=("dp", "tp", "pp", "micro_batch", "global_batch"),
+    fix="regenerate the file with simplan plan",
+)
+PLAN_DOCUMENT = Table(
+    {
+        "schema": Table({"kind": Str(), "version": Int()}, required=("kind", "version")),
+        "model": Str(nonempty=True),
+        "cluster": Table(
+            {
+                "spec": Str(nonempty=True),
+                "nodes": Nullable(Int(min=1, max=MAX_NODES)),
+                "gpus_per_node": Nullable(Int(min=1, max=MAX_DEVICES_PER_NODE)),
+            },
+            required=("spec",),
+            fix="regenerate the file with simplan plan",
+        ),
+        "config": CONFIG_TABLE,
+        "placement": ListOf(Int(min=0, max=MAX_DEVICES - 1), max_len=MAX_DEVICES),
+        "predicted": MapOf(Anything()),
+        "role": Str(),
+        "layout": Anything(),
+        "degrees": MapOf(Int(min=1, max=MAX_DEVICES)),
+        "stage_layers": ListOf(Anything()),
+        "estimate": MapOf(Anything()),
+        "solver": ListOf(Anything()),
+    },
+    required=("schema", "model", "cluster", "config"),
+    fix="regenerate the file with simplan plan",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,30 +145,42 @@ def write_plan(plan: PlanFile, path: str | Path) -> Path:
 
 def read_plan(path: str | Path) -> PlanFile:
     data = read_versioned_json(path, "plan", PLAN_SCHEMA_VERSION)
+    return plan_from_dict(data, str(path))
+
+
+def plan_from_dict(data: Any, origin: str) -> PlanFile:
+    """A PlanFile from a parsed plan document (a plan file, or one plan of a plans file),
+    checked field by field against PLAN_DOCUMENT; one SimplanError line naming `origin`."""
+    data = validate(data, PLAN_DOCUMENT, origin=origin)
+    cluster = data["cluster"]
+    known = {"schema", "model", "cluster", "config", "placement", "predicted"}
+    config = dict(data["config"])
+    config["stages"] = tuple(config.get("stages", ()))
     try:
-        cluster = data["cluster"]
-        known = {"schema", "model", "cluster", "config", "placement", "predicted"}
-        plan = PlanFile(
-            model=str(data["model"]),
-            cluster=ClusterRef(
-                spec=str(cluster["spec"]),
-                nodes=cluster.get("nodes"),
-                gpus_per_node=cluster.get("gpus_per_node"),
-            ),
-            config=ParallelConfig.from_dict(data["config"]),
-            placement=tuple(int(x) for x in data.get("placement", [])),
-            predicted=dict(data.get("predicted", {})),
-            extra={k: v for k, v in data.items() if k not in known},
-        )
-        _check_placement(path, plan)
-        return plan
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise SimplanError(
-            f"{path}: damaged plan file (missing {exc}); regenerate it with simplan plan"
-        ) from None
+        parallel = ParallelConfig(**config)
+    except SimplanError as exc:
+        raise SimplanError(f"{origin}: config: {exc}") from None
+    plan = PlanFile(
+        model=data["model"],
+        cluster=ClusterRef(
+            spec=cluster["spec"],
+            nodes=cluster.get("nodes"),
+            gpus_per_node=cluster.get("gpus_per_node"),
+        ),
+        config=parallel,
+        placement=tuple(data.get("placement", [])),
+        predicted=dict(data.get("predicted", {})),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
+    _check_placement(origin, plan)
+    return plan
 
 
 def _check_placement(path: str | Path, plan: PlanFile) -> None:
+    if len(set(plan.placement)) != len(plan.placement):
+        raise SimplanError(
+            f"{path}: placement puts two ranks on one device; regenerate it with simplan plan"
+        )
     world = plan.config.world_size
     if plan.placement and len(plan.placement) != world:
         raise SimplanError(

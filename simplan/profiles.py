@@ -15,9 +15,43 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
-from simplan.model_graph import ModelGraph
+from simplan.limits import MAX_SEQ_LEN
+from simplan.model_graph import GRAPH_TABLE, ModelGraph
+from simplan.parallel import MAX_SAMPLES
+from simplan.schema import Anything, Float, Int, MapOf, Nullable, Str, Table, validate
+from simplan.units import DTYPE_BYTES
 
 PROFILE_SCHEMA_VERSION = 1
+
+_TIMING = Table(
+    {
+        "fwd_s": Float(min=0.0, max=1e6),
+        "bwd_s": Float(min=0.0, max=1e6),
+        "repeats": Int(min=1, max=10**9),
+    },
+    required=("fwd_s", "bwd_s", "repeats"),
+    fix="profile the model again",
+)
+_SECONDS = Nullable(Float(min=0.0, max=1e6))
+PROFILE_DOCUMENT = Table(
+    {
+        "schema": Anything(),
+        "device": Str(nonempty=True),
+        "device_name": Str(nonempty=True),
+        "dtype": Str(choices=tuple(DTYPE_BYTES)),
+        "micro_batch": Int(min=1, max=MAX_SAMPLES),
+        "seq_len": Int(min=0, max=MAX_SEQ_LEN),
+        "meta": MapOf(Anything()),
+        "whole_model": Nullable(_TIMING),
+        "optimizer_s": _SECONDS,
+        "optimizer_fixed_s": _SECONDS,
+        "optimizer_tensor_s": _SECONDS,
+        "timings": MapOf(_TIMING),
+        "model": GRAPH_TABLE,
+    },
+    required=("device", "device_name", "dtype", "micro_batch", "seq_len", "timings", "model"),
+    fix="profile the model again",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,6 +193,7 @@ def write_profile(profile: Profile, path: str | Path | None = None) -> Path:
 
 def read_profile(path: str | Path) -> Profile:
     data = read_versioned_json(path, "profile", PROFILE_SCHEMA_VERSION)
+    data = validate(data, PROFILE_DOCUMENT, origin=str(path))
     try:
         return Profile.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:

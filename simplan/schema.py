@@ -40,7 +40,7 @@ def show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int) and abs(value) >= 10**30:
-        return f"a {value.bit_length()}-bit integer"
+        return f"a {len(str(abs(value)))}-digit integer"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list | tuple):
@@ -55,13 +55,19 @@ def _fail(at: str, spec: Spec, value: Any) -> Invalid:
     return Invalid(f"{at} must be {spec.expect()}, not {show(value)}")
 
 
+def _num(x: float) -> str:
+    if float(x).is_integer() and abs(x) < 1e16:
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
 def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
     if lo is not None and hi is not None:
-        return f" in {'(' if lo_open else '['}{lo:,}, {hi:,}]"
+        return f" in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}]"
     if lo is not None:
-        return f" {'>' if lo_open else '>='} {lo:,}"
+        return f" {'>' if lo_open else '>='} {_num(lo)}"
     if hi is not None:
-        return f" <= {hi:,}"
+        return f" <= {_num(hi)}"
     return ""
 
 
@@ -78,15 +84,16 @@ class Int:
     def check(self, value: Any, at: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(at, self, value)
+        number = value
         if isinstance(value, float):
             if not (math.isfinite(value) and value.is_integer()):
                 raise _fail(at, self, value)
-            value = int(value)
-        if (self.min is not None and value < self.min) or (
-            self.max is not None and value > self.max
+            number = int(value)
+        if (self.min is not None and number < self.min) or (
+            self.max is not None and number > self.max
         ):
             raise _fail(at, self, value)
-        return value
+        return int(number)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +279,23 @@ class Table:
             key: (self.fields[key].check(v, _join(at, key)) if key in self.fields else v)
             for key, v in value.items()
         }
+
+
+def first_non_finite(value: Any, at: str = "") -> str | None:
+    """The path of the first NaN or infinite number inside parsed JSON/TOML (None if none)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return at or "the document"
+    if isinstance(value, dict):
+        items: Any = ((_join(at, str(k)), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{at}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = first_non_finite(item, where)
+        if found is not None:
+            return found
+    return None
 
 
 def unknown_key(key: str, known: Mapping[str, Any] | Sequence[str], at: str = "") -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.io import read_json, read_text, read_toml, write_json_atomic
+from simplan.limits import MAX_SEQ_LEN
 from simplan.model_graph import GRAPH_SCHEMA_VERSION, ModelGraph
 from simplan.schema import show, validate
 from simplan.transformer_shape import MODEL_FILE, TransformerSpec, spec_from_file
@@ -122,8 +123,6 @@ def load_model(
     check_dtype(dtype)
     if seq_len is not None and seq_len <= 0:
         raise SimplanError(f"seq_len must be a positive integer, got {seq_len}")
-    from simplan.transformer_shape import MAX_SEQ_LEN
-
     if seq_len is not None and seq_len > MAX_SEQ_LEN:
         raise SimplanError(
             f"seq_len {seq_len:,} is beyond any real job (limit {MAX_SEQ_LEN:,}); lower it"

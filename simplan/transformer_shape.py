@@ -6,6 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.limits import (
+    MAX_FFN,
+    MAX_HEADS,
+    MAX_HIDDEN,
+    MAX_LAYERS,
+    MAX_PARAMS,
+    MAX_SEQ_LEN,
+    MAX_VOCAB,
+)
 from simplan.schema import Bool, Float, Int, Str, Table, validate
 
 REQUIRED = ("hidden_size", "num_layers", "num_heads", "seq_len", "vocab_size")
@@ -103,16 +112,6 @@ class TransformerSpec:
             "dropout": self.dropout,
         }
 
-
-# Limits beyond any real training job; they keep counting and simulation bounded and every tensor
-# size well inside torch's (a 1M-token sequence and a 1T-parameter model are well inside them).
-MAX_HIDDEN = 131_072
-MAX_LAYERS = 512
-MAX_HEADS = 4_096
-MAX_SEQ_LEN = 4_194_304
-MAX_VOCAB = 4_194_304
-MAX_FFN = 1_048_576
-MAX_PARAMS = 10**13
 
 TRANSFORMER_TABLE = Table(
     {

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import math
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,74 +144,94 @@ def local_cluster(
 PROFILE_SOURCES = ("in-run", "standalone")
 
 
-def validate(
-    model: str,
-    config: ParallelConfig,
-    *,
-    steps: int = 30,
-    min_timed_s: float = 3.0,
-    warmup: int = 5,
-    comm_hook: str = "",
-    realtime: bool = True,
-    threads: int = 1,
-    timeout_s: float = 120.0,
-    profile_source: str = "in-run",
-    refresh_profile: bool = False,
-    runs_dir: str | Path = RUNS_DIR,
-    fault: str = "",
-    calibration: str | Path | None = None,
-) -> dict[str, Any]:
-    """Predict and measure one configuration; write and return the validation record.
+@dataclass(frozen=True, kw_only=True)
+class ValidationOptions:
+    """How one validation runs.
 
-    profile_source 'in-run': the prediction uses the profile every rank measured at the start
-    of the run, side by side (the conditions of the run); 'standalone': the profile measured in
-    this process alone (cached). Both predictions are recorded. The run times at least `steps`
-    steps, and more if they would last less than `min_timed_s` (see `timed_steps`). realtime:
-    the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm calibrates.
-    calibration: a bench-comm file (default: see local_cluster)."""
+    steps: timed steps, at least; more if they would last less than `min_timed_s` seconds (by
+        the prediction; see `timed_steps`).
+    warmup: untimed steps first.
+    comm_hook: DDP gradient compression hook ('' none, 'fp16').
+    realtime: the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm
+        calibrates.
+    threads: torch threads per rank.
+    timeout_s: seconds a rank may go without progress before the run is stopped.
+    profile_source: 'in-run', the prediction uses the profile every rank measured at the start
+        of the run, side by side (the conditions of the run); 'standalone', the profile measured
+        in this process alone (cached). Both predictions are recorded.
+    refresh_profile: measure the standalone profile again.
+    runs_dir: where the record goes.
+    fault: a fault to inject in a rank (tests: 'crash@RANK:STEP', 'hang@RANK:STEP').
+    calibration: a bench-comm file (default: see local_cluster).
+    """
+
+    steps: int = 30
+    min_timed_s: float = 3.0
+    warmup: int = 5
+    comm_hook: str = ""
+    realtime: bool = True
+    threads: int = 1
+    timeout_s: float = 120.0
+    profile_source: str = "in-run"
+    refresh_profile: bool = False
+    runs_dir: str | Path = RUNS_DIR
+    fault: str = ""
+    calibration: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.profile_source not in PROFILE_SOURCES:
+            raise SimplanError(f"profile source must be one of {', '.join(PROFILE_SOURCES)}")
+
+
+def validate(
+    model: str, config: ParallelConfig, options: ValidationOptions | None = None
+) -> dict[str, Any]:
+    """Predict and measure one configuration as `options` say; write and return the
+    validation record."""
     from simplan.runtime import JobSpec, run_job
 
-    if profile_source not in PROFILE_SOURCES:
-        raise SimplanError(f"profile source must be one of {', '.join(PROFILE_SOURCES)}")
+    o = options or ValidationOptions()
     job = JobSpec(
         model=model,
         config=config,
-        steps=steps,
-        warmup=warmup,
-        comm_hook=comm_hook,
-        threads=threads,
-        timeout_s=timeout_s,
-        fault=fault,
-        profile_repeats=PROFILE_REPEATS if profile_source == "in-run" else 0,
-        realtime=realtime,
+        steps=o.steps,
+        warmup=o.warmup,
+        comm_hook=o.comm_hook,
+        threads=o.threads,
+        timeout_s=o.timeout_s,
+        fault=o.fault,
+        profile_repeats=PROFILE_REPEATS if o.profile_source == "in-run" else 0,
+        realtime=o.realtime,
     )  # checks the strategy before anything slow
-    alone, alone_path = profile_for(model, config, threads=threads, refresh=refresh_profile)
-    cluster = local_cluster(config.world_size, calibration=calibration)
+    alone, alone_path = profile_for(model, config, threads=o.threads, refresh=o.refresh_profile)
+    cluster = local_cluster(config.world_size, calibration=o.calibration)
     standalone = predict(model, config, alone, cluster)
     job = dataclasses.replace(
         job,
         config=with_stages(config, standalone),
-        steps=timed_steps(steps, min_timed_s, standalone.step_time_s),
+        steps=timed_steps(o.steps, o.min_timed_s, standalone.step_time_s),
         check_bytes=check_size(cluster),
     )
     measured = run_job(job)
     result, profile_path = standalone, alone_path
     if measured.profile is not None:
-        name = f"{alone_path.stem}-x{config.world_size}-in-run.json"
+        # a new file per run, as its record: a record's profile is never replaced by a later run
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"{alone_path.stem}-x{config.world_size}-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
         profile_path = write_profile(measured.profile, alone_path.with_name(name))
         result = predict(model, job.config, measured.profile, cluster)
     record = make_record(job, result, measured, profile_path)
     record["calibration"] = calibration_summary(cluster)
     record["calibration_check"] = calibration_check(cluster, job.check_bytes, measured.check_s)
     record["predicted_standalone_step_s"] = standalone.step_time_s
-    record["profile_source"] = profile_source
+    record["profile_source"] = o.profile_source
     record["profiles"] = {
         "standalone": _profile_summary(alone, alone_path),
         "in_run": None
         if measured.profile is None
         else _profile_summary(measured.profile, profile_path),
     }
-    record["path"] = str(write_record(record, runs_dir))
+    record["path"] = str(write_record(record, o.runs_dir))
     return record
 
 
@@ -246,8 +267,9 @@ def calibration_summary(cluster: Any) -> dict[str, Any] | None:
     from simplan.io import read_json
 
     meta = read_json(cal.path).get("metadata", {})
-    keys = ("date", "torch", "scheduling", "repeats", "warmup")
-    return {"path": cal.path} | {k: meta.get(k) for k in keys}
+    keys = ("date", "scheduling", "repeats", "warmup")
+    torch = meta.get("torch_version", meta.get("torch"))  # "torch" in files before 2026-12-03
+    return {"path": cal.path, "torch": torch} | {k: meta.get(k) for k in keys}
 
 
 def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:

@@ -137,6 +137,18 @@ def test_without_rename_exchange_the_fallback_replaces_the_set(
     assert temporaries(tmp_path) == []
 
 
+def test_a_set_moved_aside_by_a_killed_writer_is_put_back(tmp_path: Path) -> None:
+    out = tmp_path / "my-plans"
+    with output_set(out, "--out", PLAN_FILES) as stage:
+        (stage / "plan.json").write_text("old")
+    before = tree(out)
+    aside = tmp_path / f".simplan-tmp-{dead_pid()}-aside-k3j_x-my-plans"  # as _swap_in names it
+    aside.mkdir()
+    out.rename(aside / "old")  # killed here: the old set aside, the new one not yet in place
+    remove_stale_temporaries(tmp_path)
+    assert tree(out) == before and temporaries(tmp_path) == []
+
+
 @pytest.mark.parametrize("foreign", ["notes.txt", "sub/"])
 def test_a_directory_with_files_simplan_did_not_write_is_refused(
     tmp_path: Path, foreign: str
@@ -169,6 +181,17 @@ def test_a_set_written_before_markers_is_replaced_when_every_name_is_its_kind(
     plans.mkdir()
     (plans / "index.md").write_text("not a plan file")
     with pytest.raises(SimplanError, match=r"index\.md"):
+        check_output_dir(plans, "--out", PLAN_FILES)
+
+
+def test_a_set_of_another_kind_is_not_replaced(tmp_path: Path) -> None:
+    plans = tmp_path / "plans"
+    with output_set(plans, "--out", PLAN_FILES) as stage:
+        (stage / "plans.json").write_text("{}")
+    with pytest.raises(SimplanError, match=r"did not write \(plans\.json\)"):
+        check_output_dir(plans, "--out", REPORT_FILES)
+    (plans / "plan.json").write_text("{}")  # a plan file the set did not list
+    with pytest.raises(SimplanError, match=r"did not write \(plan\.json\)"):
         check_output_dir(plans, "--out", PLAN_FILES)
 
 
@@ -247,17 +270,18 @@ def test_a_read_only_directory_is_refused(tmp_path: Path) -> None:
         with pytest.raises(SimplanError, match="not writable"):
             check_output_file(ro / "x.json", "--out")
         with pytest.raises(SimplanError, match="not writable"):
-            check_output_dir(ro / "plans", "--out")
+            check_output_dir(ro / "plans", "--out", PLAN_FILES)
     finally:
         ro.chmod(0o755)
 
 
 def test_output_directories_are_checked_without_creating_them(tmp_path: Path) -> None:
-    assert check_output_dir(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    assert check_output_dir(tmp_path / "a" / "b", "--out", PLAN_FILES) == tmp_path / "a" / "b"
     assert check_record_dir(tmp_path / "runs", "--runs-dir") == tmp_path / "runs"
     assert os.listdir(tmp_path) == []
     (tmp_path / "f").write_text("x")
-    for check in (check_output_dir, check_record_dir):
+    checks = (lambda p, f: check_output_dir(p, f, PLAN_FILES), check_record_dir)
+    for check in checks:
         with pytest.raises(SimplanError, match="is a file, not a directory"):
             check(tmp_path / "f", "--out")
         with pytest.raises(SimplanError, match="choose another path"):

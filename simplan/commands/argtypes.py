@@ -90,6 +90,16 @@ def non_negative_float(hi: float) -> FloatRange:
     return FloatRange(0.0, hi)
 
 
+@dataclass(frozen=True)
+class Text:
+    """A non-empty text (a name or a path): an empty one would silently mean 'not given'."""
+
+    def __call__(self, text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("expected a name or a path, got an empty value")
+        return text
+
+
 # the flags several verbs share
 NODES = positive_int(MAX_DEVICES)
 GPUS_PER_NODE = positive_int(MAX_GPUS_PER_NODE)

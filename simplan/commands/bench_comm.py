@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from simplan.commands.argtypes import MAX_RANKS, MAX_STEPS, SECONDS, WARMUP, IntRange, positive_int
+from simplan.commands import add_rank_timeout, add_verb
+from simplan.commands.argtypes import MAX_RANKS, MAX_STEPS, WARMUP, IntRange, positive_int
 
 HELP = """\
 Measure collective communication on this machine with torch.distributed and write a
@@ -36,12 +37,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bench-comm",
-        help="measure collectives, write a calibration",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "bench-comm", "measure collectives, write a calibration", HELP)
     p.add_argument(
         "--backend",
         choices=("gloo", "nccl"),
@@ -82,12 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="timed calls per size (default 20)",
     )  # fmt: skip
     p.add_argument("--warmup", type=WARMUP, default=3, help="untimed calls first (default 3)")
-    p.add_argument(
-        "--timeout",
-        type=SECONDS,
-        default=60.0,
-        help="seconds without progress before a rank counts as hung (default 60)",
-    )
+    add_rank_timeout(p, 60.0)
     p.add_argument(
         "--out",
         "--calibration",
@@ -106,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from simplan.topology.bench import default_output, parse_size, run_bench
 
     out_path = check_output_file(
-        args.out or default_output(args.backend, args.nprocs), "--out" if args.out else "output"
+        args.out or default_output(args.backend, args.nprocs),
+        "--out/--calibration" if args.out else "output",
     )
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES
 from simplan.units import MiB
 
@@ -38,20 +39,10 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "clusters",
-        help="list cluster presets, or show one",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "clusters", "list cluster presets, or show one", HELP)
     p.set_defaults(func=run_list)
     sub = p.add_subparsers(dest="clusters_command", metavar="show", parser_class=type(p))
-    s = sub.add_parser(
-        "show",
-        help="describe (and draw) one cluster",
-        description=SHOW_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    s = add_verb(sub, "show", "describe (and draw) one cluster", SHOW_HELP)
     s.add_argument("cluster", metavar="NAME|FILE", help="a preset name or a cluster TOML file")
     s.add_argument("--nodes", type=NODES, default=None, help="scale to N nodes")
     s.add_argument(

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.errors import SimplanError
 from simplan.sources import describe, load_model, models_dir, preset_names, resolve
 from simplan.table import render
@@ -22,12 +23,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "models",
-        help="list the model presets",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "models", "list the model presets", HELP)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
 from simplan.commands.config_flags import add_config_flags
 from simplan.errors import SimplanError
@@ -37,12 +38,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "plan",
-        help="search for the best parallel split and placement",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "plan", "search for the best parallel split and placement", HELP)
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
@@ -61,10 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds for the whole search, loading included: the best found by then is shown, "
         "with a note of what the limit cut (default 60)",
     )
-    p.add_argument("--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json")
+    p.add_argument(
+        "--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json, replaced as a pair"
+    )
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md")
+    p.add_argument(
+        "--report", metavar="DIR", help="write figures and DIR/index.md, replaced as a whole"
+    )
     p.add_argument(
         "--export", choices=("torchrun", "megatron", "torchtitan"), help="print launch arguments"
     )
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplan.deadline import Deadline, TimeLimitReached, call_before
-    from simplan.planner import search
+    from simplan.planner import SearchOptions, search
     from simplan.progress import QUIET_S, Progress
 
     deadline = Deadline.after(args.time_limit)  # the whole verb, loading included
@@ -97,13 +97,13 @@ def run(args: argparse.Namespace) -> int:
     guard = Deadline(
         at_s=deadline.at_s + max(1.0, GRACE * args.time_limit), limit_s=args.time_limit
     )
+    options = SearchOptions(
+        global_batch=args.global_batch, seq_len=args.seq_len or None, top=args.top,
+        time_limit_s=args.time_limit, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        dtype=args.dtype, progress=progress, deadline=deadline,
+    )  # fmt: skip
     try:
-        result = call_before(guard, lambda: search(
-            args.model, args.cluster, global_batch=args.global_batch,
-            seq_len=args.seq_len or None, top=args.top, time_limit_s=args.time_limit,
-            nodes=args.nodes, gpus_per_node=args.gpus_per_node, dtype=args.dtype,
-            progress=progress, deadline=deadline,
-        ))  # fmt: skip
+        result = call_before(guard, lambda: search(args.model, args.cluster, options))
     except TimeLimitReached:
         raise SimplanError(
             f"the time limit of {args.time_limit:g} s passed before the search found a plan "

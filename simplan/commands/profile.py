@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import STEPS, WARMUP, positive_int
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
@@ -22,7 +23,9 @@ device) and time its forward and backward passes.
 
 --device cpu or cuda measures on this machine: the model trains for a few steps with per-layer
 hooks, identical layers are stored once, and the profile is written as JSON under
-traces/profiles/<device-name>/ (or --out). A device-model name (a100-80gb, h100-sxm, h200, ...)
+traces/profiles/<device-name>/<model>-<dtype>-mb<N>-s<seq>.json, replacing the profile of the same
+model, dtype, micro-batch and sequence (the store simulate and validate read), or to --out FILE
+(checked before measuring). A device-model name (a100-80gb, h100-sxm, h200, ...)
 estimates the times with that device's roofline instead, without measuring or writing anything.
 
 MODEL is a preset (see `simplan models`), a TOML shape file, or path/to/file.py:factory.
@@ -36,12 +39,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "profile",
-        help="count and time a model's layers",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "profile", "count and time a model's layers", HELP)
     p.add_argument("model", metavar="MODEL", help="preset name, model.toml or file.py:factory")
     p.add_argument(
         "--device",

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.errors import SimplanError
 
 HELP = """\
@@ -33,11 +34,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "report",
-        help="figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "figures and a markdown report (timeline, breakdown, memory, sweeps, validation)",
+        HELP,
     )
     sub = p.add_subparsers(dest="report_kind", metavar="KIND", parser_class=type(p))
     plan = sub.add_parser("plan", help="report a plan.json or plans.json")
@@ -82,7 +83,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _no_kind(p: argparse.ArgumentParser) -> int:
-    p.print_help()
+    p.error("give a kind of report: plan, sweep or validation")
     return 2
 
 
@@ -120,12 +121,12 @@ def check_out(args: argparse.Namespace) -> None:
 def out_dir(args: argparse.Namespace, name: str) -> tuple[Path, bool]:
     """(the report's directory, whether it must be new): --out, else a new folder under
     reports/ (generated output never replaces what is there unless --out names it)."""
-    from simplan.outputs import check_output_dir, new_directory
+    from simplan.outputs import REPORT_FILES, check_output_dir, new_directory
 
     if args.out:
         return Path(args.out), False
     out = new_directory(REPORTS_DIR, name)
-    check_output_dir(out, "report directory")
+    check_output_dir(out, "report directory", owns=REPORT_FILES)
     return out, True
 
 
@@ -147,54 +148,48 @@ def run_plan(args: argparse.Namespace) -> int:
 
 def read_plans(path: str | Path) -> tuple[list[Any], list[Any]]:
     """(plans, baselines) from a plan file (kind 'plan') or a plans file (kind 'plans')."""
-    from simplan.io import read_json
+    from simplan.io import read_json_object
     from simplan.planfile import PLAN_SCHEMA_VERSION, read_plan
+    from simplan.schema import show
 
-    data = read_json(path)
-    raw = data.get("schema") if isinstance(data, dict) else None
+    data = read_json_object(path)
+    raw = data.get("schema")
     schema = raw if isinstance(raw, dict) else {}
     kind = schema.get("kind")
     if kind == "plan":
         return [read_plan(path)], []
     if kind != "plans":
         raise SimplanError(
-            f"{path}: not a simplan plan or plans file (schema.kind is {kind!r}); "
+            f"{path}: not a simplan plan or plans file (schema.kind is {show(kind)}); "
             f"write one with simplan plan --out DIR"
         )
     if schema.get("version") != 1:
-        raise SimplanError(f"{path}: plans schema version {schema.get('version')!r} unsupported")
-    plans = [_planfile(d, path, PLAN_SCHEMA_VERSION) for d in data.get("plans") or []]
-    if not plans:
+        raise SimplanError(
+            f"{path}: plans schema version {show(schema.get('version'))} is not supported; "
+            "rerun simplan plan --out DIR"
+        )
+    listed, baselines = data.get("plans"), data.get("baselines") or []
+    if not isinstance(listed, list) or not listed or not isinstance(baselines, list):
         raise SimplanError(f"{path}: lists no plans; rerun simplan plan --out DIR")
-    return plans, [_planfile(d, path, PLAN_SCHEMA_VERSION) for d in data.get("baselines") or []]
+    plans = [_planfile(d, f"{path}: plans[{i}]", PLAN_SCHEMA_VERSION) for i, d in enumerate(listed)]
+    return plans, [
+        _planfile(d, f"{path}: baselines[{i}]", PLAN_SCHEMA_VERSION)
+        for i, d in enumerate(baselines)
+    ]
 
 
 def _planfile(doc: Any, path: str | Path, version: int) -> Any:
     """One plan document embedded in a plans file, with the checks of read_plan."""
-    from simplan.parallel import ParallelConfig
-    from simplan.planfile import ClusterRef, PlanFile
+    from simplan.planfile import plan_from_dict
 
-    try:
-        if doc["schema"]["kind"] != "plan" or doc["schema"]["version"] != version:
-            raise SimplanError(f"{path}: an embedded plan has schema {doc['schema']}")
-        cluster = doc["cluster"]
-        known = {"schema", "model", "cluster", "config", "placement", "predicted"}
-        return PlanFile(
-            model=str(doc["model"]),
-            cluster=ClusterRef(
-                spec=str(cluster["spec"]),
-                nodes=cluster.get("nodes"),
-                gpus_per_node=cluster.get("gpus_per_node"),
-            ),
-            config=ParallelConfig.from_dict(doc["config"]),
-            placement=tuple(int(x) for x in doc.get("placement", [])),
-            predicted=dict(doc.get("predicted", {})),
-            extra={k: v for k, v in doc.items() if k not in known},
-        )
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise SimplanError(
-            f"{path}: damaged plans file (missing {exc}); rerun simplan plan"
-        ) from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if (
+        not isinstance(schema, dict)
+        or schema.get("kind") != "plan"
+        or (schema.get("version") != version)
+    ):
+        raise SimplanError(f"{path}: an embedded plan is not a version {version} plan document")
+    return plan_from_dict(doc, str(path))
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES
 from simplan.commands.config_flags import add_config_flags, config_from_args
-from simplan.errors import SimplanError
+from simplan.commands.flag_rules import check_config
+from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.parallel import ParallelConfig
 from simplan.table import render
 from simplan.units import GiB
@@ -27,16 +29,14 @@ examples:
   simplan simulate --model mlp --cluster localhost-cpu --global-batch 128 --micro-batch 64 \\
       --dtype fp32 --profile traces/profiles/<cpu>/mlp-fp32-mb64-s0.json
   simplan simulate --plan plan.json --json
+
+exit status: 0 when the step fits in every device's memory; 3 when it does not (the result is
+still printed, and stderr says which stage needs how much); 2 for bad input.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "simulate",
-        help="simulate one training step",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_verb(subparsers, "simulate", "simulate one training step", HELP)
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
@@ -82,7 +82,26 @@ def run(args: argparse.Namespace) -> int:
         print_result(result)
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
+    shortfall = memory_shortfall(result)
+    if shortfall:
+        print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
     return 0
+
+
+def memory_shortfall(result: Any) -> str:
+    """'' when every device's peak fits its memory, else how far the fullest one overflows."""
+    over = [d for d in result.devices if not d.fits]
+    if not over:
+        return ""
+    worst = max(over, key=lambda d: d.peak_memory_bytes / d.capacity_bytes)
+    share = worst.peak_memory_bytes / worst.capacity_bytes
+    return (
+        f"stage {worst.stage} needs {worst.peak_memory_bytes / GiB:.1f} GiB of "
+        f"{worst.capacity_bytes / GiB:.0f} GiB ({share:.0%}); {len(over)} of "
+        f"{len(result.devices)} stages overflow: use more devices, ZeRO, recomputation or a "
+        f"smaller micro-batch"
+    )
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -111,7 +130,9 @@ def _inputs(args: argparse.Namespace) -> tuple[str, Any, ParallelConfig, list[in
     from simplan.topology import load_cluster
 
     cluster = load_cluster(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
-    return args.model, cluster, config_from_args(args, cluster.num_devices), []
+    config = config_from_args(args, cluster.num_devices)
+    check_config(config)
+    return args.model, cluster, config, []
 
 
 def print_result(result: Any) -> None:

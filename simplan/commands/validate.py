@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from simplan.commands import add_rank_timeout, add_verb
 from simplan.commands.argtypes import (
     MAX_RANKS,
-    SECONDS,
     STEPS,
     WARMUP,
     non_negative_float,
@@ -38,11 +38,11 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    p = add_verb(
+        subparsers,
         "validate",
-        help="run a configuration for real and compare it with the simulation",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a configuration for real and compare it with the simulation",
+        HELP,
     )
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
     p.add_argument(
@@ -75,12 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default 3; 0: exactly --steps)",
     )
     p.add_argument("--warmup", type=WARMUP, default=5, help="untimed steps first (default 5)")
-    p.add_argument(
-        "--timeout",
-        type=SECONDS,
-        default=120.0,
-        help="seconds a rank may go without progress before the run is stopped",
-    )
+    add_rank_timeout(p, 120.0)
     p.add_argument(
         "--default-scheduling",
         dest="realtime",
@@ -138,7 +133,7 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
 
 def run(args: argparse.Namespace) -> int:
     from simplan.outputs import check_record_dir
-    from simplan.validate import validate
+    from simplan.validate import ValidationOptions, validate
 
     check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
@@ -151,16 +146,18 @@ def run(args: argparse.Namespace) -> int:
     record = validate(
         model,
         config,
-        steps=args.steps,
-        min_timed_s=args.min_time,
-        warmup=args.warmup,
-        realtime=args.realtime,
-        comm_hook="" if args.compress == "none" else args.compress,
-        timeout_s=args.timeout,
-        refresh_profile=args.reprofile,
-        profile_source=args.profile_source,
-        runs_dir=args.runs_dir,
-        calibration=args.calibration,
+        ValidationOptions(
+            steps=args.steps,
+            min_timed_s=args.min_time,
+            warmup=args.warmup,
+            realtime=args.realtime,
+            comm_hook="" if args.compress == "none" else args.compress,
+            timeout_s=args.timeout,
+            refresh_profile=args.reprofile,
+            profile_source=args.profile_source,
+            runs_dir=args.runs_dir,
+            calibration=args.calibration,
+        ),
     )
     if args.json:
         print(json.dumps(record, indent=1))

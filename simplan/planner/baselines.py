@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from simplan.errors import SimplanError
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planner.search import divisors, tp_options
 
@@ -31,12 +32,12 @@ def pure_dp_configs(
 
 
 def megatron_configs(
-    graph: object, devices: int, per_node: int, global_batch: int, dtype: str
+    graph: ModelGraph, devices: int, per_node: int, global_batch: int, dtype: str
 ) -> Iterator[ParallelConfig]:
     """TP = GPUs per node (or the largest TP that divides the heads), pp ascending."""
-    tps, _ = tp_options(graph, per_node)  # type: ignore[arg-type]
+    tps, _ = tp_options(graph, per_node)
     tp = max(tps)
-    layers = len(graph.layers)  # type: ignore[attr-defined]
+    layers = len(graph.layers)
     for recompute in ("none", "full"):
         for pp in divisors(devices // tp):
             dp = devices // (tp * pp)

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from simplan.capabilities import match_profile
 from simplan.devices import DeviceModel
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planner.layouts import Layout, node_classes, slowest
 from simplan.profiles import Profile
-from simplan.sim.assemble import FP32, MIXED, match_profile
+from simplan.sim.assemble import FP32, MIXED
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import _activations, layer_steps
 from simplan.units import dtype_bytes

@@ -4,9 +4,10 @@ top K -> ranked plans, with the baselines always simulated beside them.
 One deadline bounds the whole search: the estimates may take half of the time left when they
 start, the ILPs half of what is left then (each at most ILP_SOLVE_LIMIT_S), the simulations of
 the top candidates and baselines the rest (one is started only while the longest so far would
-still end in time). Estimates are made in a fixed pseudo-random order of the candidates, so that
-a cut leaves an even sample of the space, and ranked as if in enumeration order, so that an
-uncut search ranks exactly as an exhaustive one. What the limit cut is said in `cut_short`.
+still end in time, and is left behind at the deadline). Estimates are made in a fixed
+pseudo-random order of the candidates, so that a cut leaves an even sample of the space, and
+ranked as if in enumeration order, so that an uncut search ranks exactly as an exhaustive one.
+What the limit cut is said in `cut_short`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from simplan.deadline import Deadline, TimeLimitReached, call_before
 from simplan.errors import SimplanError
+from simplan.limits import check_global_batch
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef
@@ -40,6 +42,49 @@ ILP_SOLVE_LIMIT_S = 10.0  # the most one partition ILP may take
 MIN_SOLVE_S = 0.2  # an ILP is not started with less time than this left
 ESTIMATE_SHARE = 0.5  # of the time left as the estimates start
 REFINE_SHARE = 0.5  # of the time left as the partition ILPs start
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """What a search is asked for and how long it may take.
+
+    global_batch: samples per optimizer step.
+    seq_len: tokens per sample (None: the model's own).
+    top: plans to simulate and return, best first.
+    time_limit_s: seconds for the whole search (loading, estimates, ILP solves, simulations):
+        what was found by then is returned, with `cut_short` saying what the limit cut.
+    nodes, gpus_per_node: the size of a cluster given by name (preset or TOML file).
+    dtype: 'bf16', 'fp16' or 'fp32' (the search space's dtype).
+    space: what the planner may choose.
+    progress: called with (label, done, total) as the search advances.
+    refine: the best pipelined candidates given an ILP partition (at least 2 x top).
+    deadline: when the time limit ends (a verb makes it as it starts, so that loading counts);
+        None: time_limit_s from the start of the search.
+    """
+
+    global_batch: int
+    seq_len: int | None = None
+    top: int = 3
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    dtype: str = "bf16"
+    space: SearchSpace = field(default_factory=SearchSpace)
+    progress: ProgressFn | None = field(default=None, compare=False)
+    refine: int = 8
+    deadline: Deadline | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        gb = self.global_batch
+        if not isinstance(gb, int) or isinstance(gb, bool) or gb <= 0:
+            raise SimplanError(f"global batch must be a positive integer, got {gb!r}")
+        check_global_batch(gb, "--global-batch")
+        if self.top <= 0:
+            raise SimplanError(f"--top must be a positive integer, got {self.top}")
+        if not self.time_limit_s > 0:
+            raise SimplanError(
+                f"--time-limit must be a positive number of seconds, got {self.time_limit_s}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,16 +117,16 @@ class SearchResult:
 
 class Search:
     def __init__(
-        self, graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, global_batch: int,
-        space: SearchSpace, deadline: Deadline, progress: ProgressFn | None,
-    ) -> None:  # fmt: skip
+        self, graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, options: SearchOptions
+    ) -> None:
         self.graph, self.cluster, self.model, self.ref = graph, cluster, model, ref
-        self.global_batch, self.space, self.deadline = global_batch, space, deadline
+        self.global_batch, self.space = options.global_batch, options.space
+        self.deadline = options.deadline or Deadline.after(options.time_limit_s)
         self.cut: list[str] = []
         self.longest_simulation_s = 0.0
         self.out_of_time = False
-        self.ctx = CostContext(graph, cluster, space.dtype)
-        self.progress = progress or (lambda label, done, total: None)
+        self.ctx = CostContext(graph, cluster, options.space.dtype)
+        self.progress = options.progress or (lambda label, done, total: None)
         self.reasons: Counter = Counter()
         self.solves: list[dict[str, Any]] = []
         self.simulated = 0
@@ -199,8 +244,6 @@ class Search:
 
     def simulate(self, plan: Plan) -> Plan:
         """The plan with the simulator's prediction; at the deadline, the plan as estimated."""
-        from dataclasses import replace
-
         started = time.monotonic()
         try:
             result = call_before(
@@ -267,25 +310,24 @@ def check_fits_somewhere(graph: ModelGraph, cluster: Any, dtype: str) -> None:
 
 
 def run_search(
-    graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, *, global_batch: int,
-    top: int = 3, time_limit_s: float = DEFAULT_TIME_LIMIT_S, space: SearchSpace | None = None,
-    progress: ProgressFn | None = None, refine: int = 8, deadline: Deadline | None = None,
-) -> SearchResult:  # fmt: skip
+    graph: ModelGraph, cluster: Any, model: str, ref: ClusterRef, options: SearchOptions
+) -> SearchResult:
+    """The search on a loaded graph and cluster (options' nodes, gpus_per_node, seq_len and
+    dtype are already applied to them; space.dtype is the one searched)."""
     started = time.perf_counter()
-    deadline = deadline or Deadline.after(time_limit_s)
-    if math.isfinite(deadline.limit_s):
-        time_limit_s = deadline.limit_s
-    space = space or SearchSpace()
+    global_batch, top, space = options.global_batch, options.top, options.space
+    deadline = options.deadline or Deadline.after(options.time_limit_s)
+    time_limit_s = deadline.limit_s if math.isfinite(deadline.limit_s) else options.time_limit_s
+    options = replace(options, deadline=deadline)
     if len(node_classes(cluster)) > 1:
-        from dataclasses import replace
-
         space = replace(space, fewer_nodes=0)
+        options = replace(options, space=space)
     check_fits_somewhere(graph, cluster, space.dtype)
-    s = Search(graph, cluster, model, ref, global_batch, space, deadline, progress)
+    s = Search(graph, cluster, model, ref, options)
     configs, reasons = candidates(graph, cluster, global_batch, space)
     s.reasons.update(reasons)
     ranked = s.evaluate(configs, deadline.share(ESTIMATE_SHARE))
-    ranked = s.refine(ranked, max(refine, 2 * top), deadline.share(REFINE_SHARE))
+    ranked = s.refine(ranked, max(options.refine, 2 * top), deadline.share(REFINE_SHARE))
     plans = _simulate_top(s, ranked, top)
     baselines = _baselines(s)
     plans = _merge(plans, baselines, top)

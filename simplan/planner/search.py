@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.model_graph import ModelGraph
-from simplan.parallel import ParallelConfig
+from simplan.parallel import ParallelConfig, tp_mismatch
 from simplan.sim.assemble import FP32, MIXED
 
 
@@ -54,15 +54,11 @@ def world_sizes(cluster: Any, space: SearchSpace) -> list[int]:
 
 def tp_options(graph: ModelGraph, per_node: int) -> tuple[list[int], dict[int, str]]:
     """TP degrees inside a node that divide heads, KV heads and hidden (and why others fail)."""
-    block = next((layer for layer in graph.layers if layer.kind == "transformer_block"), None)
     ok, why = [], {}
     for tp in divisors(per_node):
-        if block is not None and tp > 1:
-            a = block.attrs
-            dims = (a.get("num_heads", 0), a.get("num_kv_heads") or a.get("num_heads", 0))
-            if any(d and d % tp for d in (*dims, a.get("hidden_size", 0))):
-                why[tp] = "tp does not divide heads/hidden"
-                continue
+        if tp_mismatch(graph, tp):
+            why[tp] = "tp does not divide heads/hidden"
+            continue
         ok.append(tp)
     return ok, why
 

@@ -14,6 +14,7 @@ from simplan.report.style import (
     FONT_SIZE,
     figure_legend,
     new_figure,
+    stacked_bars,
     stage_ticks,
     time_unit,
 )
@@ -49,18 +50,15 @@ def breakdown_figure(
     fig = new_figure(max(6.0, 2.5 + 0.45 * len(bars)), 4.2)
     ax = fig.axes[0]
     xs = list(range(len(bars)))
-    bottom = [0.0] * len(bars)
-    for key in BREAKDOWN_KEYS:
-        heights = [float(b.get(key, 0.0)) * scale for _, b in bars]
-        ax.bar(
-            xs,
-            heights,
-            bottom=bottom,
-            width=0.7,
-            color=BREAKDOWN_COLORS[key],
-            label=BREAKDOWN_LABELS[key],
+    layers = [
+        (
+            [float(b.get(key, 0.0)) * scale for _, b in bars],
+            BREAKDOWN_COLORS[key],
+            BREAKDOWN_LABELS[key],
         )
-        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        for key in BREAKDOWN_KEYS
+    ]
+    stacked_bars(ax, xs, layers)
     if step_times_s:
         ax.plot(
             xs,

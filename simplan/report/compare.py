@@ -10,9 +10,9 @@ from matplotlib.figure import Figure
 
 from simplan.report.style import (
     BASELINE_COLOR,
-    CAPACITY_COLOR,
     FONT_SIZE,
     PLAN_COLOR,
+    capacity_marks,
     gib,
     new_figure,
     time_unit,
@@ -105,15 +105,7 @@ def short_number(value: float) -> str:
 def _capacity_marks(ax: Any, rows: Sequence[PlanRow]) -> None:
     caps = [gib(r.capacity_bytes) for r in rows]
     if any(caps):
-        ys = list(range(len(rows)))
-        ax.vlines(
-            caps,
-            [y - 0.4 for y in ys],
-            [y + 0.4 for y in ys],
-            colors=CAPACITY_COLOR,
-            linewidth=1.5,
-            label="capacity",
-        )
+        capacity_marks(ax, list(range(len(rows))), caps, half_width=0.4, across="y")
         ax.legend(fontsize=FONT_SIZE - 1, frameon=False, loc="lower right")
 
 

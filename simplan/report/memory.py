@@ -13,9 +13,11 @@ from simplan.report.style import (
     MEMORY_COLORS,
     MEMORY_KEYS,
     MEMORY_LABELS,
+    capacity_marks,
     figure_legend,
     gib,
     new_figure,
+    stacked_bars,
     stage_ticks,
     time_unit,
 )
@@ -29,27 +31,17 @@ def memory_figure(result: object, *, title: str | None = None) -> Figure:
     fig = new_figure(max(6.0, 2.5 + 0.45 * len(devices)), 4.2)
     ax = fig.axes[0]
     xs = list(range(len(devices)))
-    bottom = [0.0] * len(devices)
-    for key in MEMORY_KEYS:
-        heights = [gib(float(d.memory.get(key, 0.0))) for d in devices]
-        ax.bar(
-            xs,
-            heights,
-            bottom=bottom,
-            width=0.7,
-            color=MEMORY_COLORS[key],
-            label=MEMORY_LABELS[key],
+    layers = [
+        (
+            [gib(float(d.memory.get(key, 0.0))) for d in devices],
+            MEMORY_COLORS[key],
+            MEMORY_LABELS[key],
         )
-        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        for key in MEMORY_KEYS
+    ]
+    stacked_bars(ax, xs, layers)
     caps = [gib(float(d.capacity_bytes)) for d in devices]
-    ax.hlines(
-        caps,
-        [x - 0.45 for x in xs],
-        [x + 0.45 for x in xs],
-        colors=CAPACITY_COLOR,
-        linewidth=1.5,
-        label="capacity",
-    )
+    capacity_marks(ax, xs, caps, half_width=0.45, across="x")
     for x, d in zip(xs, devices, strict=True):
         if not d.fits:
             ax.annotate(

@@ -150,6 +150,30 @@ def stage_ticks(devices: Sequence[object]) -> tuple[list[str], str]:
     return ticks, "pipeline stage (its representative device)"
 
 
+def stacked_bars(
+    ax: Axes,
+    xs: Sequence[float],
+    layers: Sequence[tuple[Sequence[float], str, str]],
+) -> list[float]:
+    """Bars at xs stacked from (heights, color, label) layers, bottom first; returns the tops."""
+    bottom = [0.0] * len(xs)
+    for heights, color, label in layers:
+        ax.bar(xs, heights, bottom=bottom, width=0.7, color=color, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    return bottom
+
+
+def capacity_marks(
+    ax: Axes, positions: Sequence[float], caps: Sequence[float], *, half_width: float, across: str
+) -> None:
+    """A short capacity line per bar at `positions`: across the bar's width, horizontal for
+    vertical bars (`across` "x") or vertical for horizontal bars ("y")."""
+    lows = [p - half_width for p in positions]
+    highs = [p + half_width for p in positions]
+    draw = ax.hlines if across == "x" else ax.vlines
+    draw(caps, lows, highs, colors=CAPACITY_COLOR, linewidth=1.5, label="capacity")
+
+
 def figure_legend(fig: Figure, ax: Axes, *, last: Sequence[str] = (), **kwargs: Any) -> None:
     """A figure legend of ax's artists in drawing order, with the labels in `last` (reference
     lines such as capacity or step time) moved to the end."""

@@ -13,13 +13,42 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from simplan.errors import SimplanError
-from simplan.io import read_json
+from simplan.io import read_json_object
+from simplan.limits import MAX_DEVICES
+from simplan.parallel import MAX_SAMPLES
 from simplan.report.style import FONT_SIZE, new_figure
+from simplan.schema import Float, Int, Str, Table, validate
 
 BAND = 0.10
 STRATEGY_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B2", "#937860", "#DA8BC3")
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 RECORD_KIND = "validation-record"
+_STEP_S = Float(min=0.0, min_open=True, max=1e6)
+RECORD_FIELDS = Table(
+    {
+        "predicted_step_s": _STEP_S,
+        "measured_step_s": _STEP_S,
+        "rel_error": Float(min=-1e6, max=1e6),
+        "model": Str(nonempty=True),
+        "strategy": Str(nonempty=True),
+        "configuration": Str(),
+        "nprocs": Int(min=1, max=MAX_DEVICES),
+        "micro_batch": Int(min=1, max=MAX_SAMPLES),
+        "job": Table(
+            {
+                "config": Table(
+                    {k: Int(min=1, max=MAX_DEVICES) for k in ("dp", "tp", "pp")}
+                    | {"micro_batch": Int(min=1, max=MAX_SAMPLES)},
+                    open=True,
+                )
+            },
+            open=True,
+        ),
+    },
+    required=("predicted_step_s", "measured_step_s", "model", "strategy"),
+    open=True,
+    fix="run `simplan validate` again",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,12 +68,16 @@ def read_points(runs_dir: str | Path) -> list[ValidationPoint]:
     """Every validation record (*.json) under runs_dir, oldest name first. An empty or missing
     directory, or a file that is not a validation record, is a one-line SimplanError."""
     root = Path(runs_dir)
-    files = sorted(root.glob("*.json")) if root.is_dir() else []
+    files = (
+        sorted(p for p in root.glob("*.json") if not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
     if not files:
         raise SimplanError(
             f"{root}: no validation records (*.json); run `simplan validate` to make some"
         )
-    return [point_from_record(read_json(f), f) for f in files]
+    return [point_from_record(read_json_object(f), f) for f in files]
 
 
 def point_from_record(data: Any, path: str | Path = "") -> ValidationPoint:
@@ -55,6 +88,7 @@ def point_from_record(data: Any, path: str | Path = "") -> ValidationPoint:
     schema = data.get("schema")
     if isinstance(schema, dict) and schema.get("kind") != RECORD_KIND:
         raise SimplanError(f"{path}: a {schema.get('kind')!r} file, not a validation record")
+    data = validate(data, RECORD_FIELDS, origin=str(path))
     config = (data.get("job") or {}).get("config") or {}
     try:
         predicted, measured = float(data["predicted_step_s"]), float(data["measured_step_s"])

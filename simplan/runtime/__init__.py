@@ -12,6 +12,7 @@ parallel (DTensor parallelize_module), pipeline parallel (torch.distributed.pipe
 
 from __future__ import annotations
 
+from simplan.ranks import RankFailure
 from simplan.runtime.job import (
     STRATEGIES,
     JobSpec,
@@ -20,7 +21,7 @@ from simplan.runtime.job import (
     config_for,
     strategy_of,
 )
-from simplan.runtime.launch import RankFailure, job_from_dict, job_to_dict, run_job
+from simplan.runtime.launch import job_from_dict, job_to_dict, run_job
 
 __all__ = [
     "STRATEGIES",

@@ -72,6 +72,23 @@ def _always(_: bool) -> contextlib.nullcontext:
     return contextlib.nullcontext()
 
 
+def _trainer(
+    job: JobSpec,
+    model: nn.Module,
+    batches: list,
+    sync_context: Callable[[bool], AbstractContextManager[Any]] = _always,
+    loss_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> Trainer:
+    """A Trainer of the wrapped `model`, with the job's optimizer over its parameters."""
+    return Trainer(
+        model=model,
+        optimizer=make_optimizer(job, list(model.parameters())),
+        batches=batches,
+        sync_context=sync_context,
+        loss_context=loss_context,
+    )
+
+
 def ddp_trainer(job: JobSpec, model: nn.Module, batches: list, device: torch.device) -> Trainer:
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -84,12 +101,7 @@ def ddp_trainer(job: JobSpec, model: nn.Module, batches: list, device: torch.dev
     def sync(last: bool) -> Any:
         return contextlib.nullcontext() if last else ddp.no_sync()
 
-    return Trainer(
-        model=ddp,
-        optimizer=make_optimizer(job, list(ddp.parameters())),
-        batches=batches,
-        sync_context=sync,
-    )
+    return _trainer(job, ddp, batches, sync)
 
 
 def fsdp_trainer(
@@ -105,12 +117,7 @@ def fsdp_trainer(
         if any(True for _ in sub.parameters()):
             fully_shard(sub, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    return Trainer(
-        model=model,
-        optimizer=make_optimizer(job, list(model.parameters())),
-        batches=batches,
-        sync_context=_always,
-    )
+    return _trainer(job, model, batches)
 
 
 def tp_trainer(
@@ -128,13 +135,7 @@ def tp_trainer(
     else:
         _parallelize_linears(model, mesh, graph)
         loss_context = contextlib.nullcontext
-    return Trainer(
-        model=model,
-        optimizer=make_optimizer(job, list(model.parameters())),
-        batches=batches,
-        sync_context=_always,
-        loss_context=loss_context,
-    )
+    return _trainer(job, model, batches, loss_context=loss_context)
 
 
 def _parallelize_linears(model: nn.Module, mesh: Any, graph: ModelGraph) -> None:

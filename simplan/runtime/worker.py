@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.outputs import write_bytes_atomic, write_json_atomic, write_text_atomic
+from simplan.ranks import enter_rank_process
 from simplan.realtime import enter_realtime
 from simplan.runtime.job import PROGRESS_FORMAT, JobSpec, RankResult
 
@@ -28,28 +29,13 @@ from simplan.runtime.job import PROGRESS_FORMAT, JobSpec, RankResult
 def rank_entry(rank: int, world: int, init_method: str, job: JobSpec, out_dir: str) -> None:
     """The spawned process's target: its own process group (so the launcher can kill it and
     anything it starts), one line of error on failure."""
-    os.setpgid(0, 0)
-    _die_with_parent()
+    enter_rank_process()
     try:
         result = train(rank, world, init_method, job, Path(out_dir))
         write_json_atomic(result.to_dict(), Path(out_dir) / f"rank{rank}.json")
     except BaseException as exc:  # the launcher reports it; nothing else will
         _write_error(Path(out_dir), rank, exc)
         sys.exit(1)
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this rank when the launcher dies, however it dies."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the launcher died before prctl took effect
-        os._exit(1)
 
 
 def _write_error(out_dir: Path, rank: int, exc: BaseException) -> None:

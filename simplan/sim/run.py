@@ -11,7 +11,7 @@ from simplan.deadline import Deadline
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
-from simplan.parallel import ParallelConfig, check_world
+from simplan.parallel import ParallelConfig, check_config_for_model, check_world
 from simplan.profiles import Profile
 from simplan.sim.assemble import Assembler, MemoryParts
 from simplan.sim.engine import RankStats
@@ -68,6 +68,7 @@ def simulate(
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
     check_world(config, cluster.num_devices)
+    check_config_for_model(config, graph)
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
     plan, memory, bounds = assembler.build()

@@ -4,9 +4,9 @@ N worker processes (spawned, one thread each) meet on 127.0.0.1 at a free port. 
 and size each rank runs `warmup` untimed calls, then `repeats` timed calls each preceded by a
 barrier; a repeat's time is the slowest rank's, the reported time the median over repeats.
 The all-reduce medians are fitted with t = alpha_s + beta_s_per_byte · size (least squares,
-rows weighted by 1/sqrt(t)). The parent watches the ranks' progress: a rank that crashes, or
-stops making progress for `timeout_s`, ends the run with a one-line error naming it, and every
-child is terminated (then killed) in all cases. torch is imported only inside functions.
+rows weighted by 1/sqrt(t)). The ranks run under simplan.ranks' supervisor: a rank that
+crashes, or stops making progress for `timeout_s`, ends the run with a one-line error naming it,
+and every rank's process group is killed in all cases. torch is imported only inside functions.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import datetime
 import json
 import platform
 import queue
-import socket
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -24,21 +23,23 @@ from typing import Any
 
 from simplan.environment import environment
 from simplan.errors import SimplanError
+from simplan.ranks import (
+    RankFailure,
+    Watch,
+    enter_rank_process,
+    free_port,
+    rank_processes,
+    supervise,
+)
 from simplan.realtime import enter_realtime
 from simplan.topology import probes
 from simplan.topology.comm_calibration import bench_document, local_calibration_path, op_fits
-from simplan.units import KiB, MiB
+from simplan.units import GiB, KiB, MiB
 
 DEFAULT_SIZES = tuple(64 * KiB * 4**k for k in range(6))  # 64 KiB .. 64 MiB
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "p2p")
 DEFAULT_OPS = ("all_reduce", "all_gather", "reduce_scatter", "p2p")
 STAGES = ("alive", "init", "ready")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _call(dist: Any, op: str, buf: Any, out: Any, world: int) -> None:
@@ -96,9 +97,10 @@ def _worker(
     framework: bool = False,
     realtime: bool = True,
 ) -> None:
-    """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error.
+    """One rank. Reports (kind, rank, payload) on `events`: stage, step, result, error, done.
     Its own collective timeout is longer than the parent's, so that the parent, which sees
     every rank's progress, is the one to name a hung rank."""
+    enter_rank_process()
     events.put(("stage", rank, 0))
     if hang_rank == rank:  # test hook: a rank that never joins
         time.sleep(10**6)
@@ -161,35 +163,36 @@ def run_bench(
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     port = free_port()
-    procs = [
-        ctx.Process(
-            target=_worker,
-            daemon=True,
-            args=(
-                r,
-                nprocs,
-                backend,
-                port,
-                tuple(ops),
-                tuple(sizes),
-                warmup,
-                repeats,
-                timeout_s,
-                events,
-                hang_rank,
-                framework,
-                realtime,
-            ),
+    steps = len(ops) * len(sizes) + (probes.probe_steps(backend == "gloo") if framework else 0)
+    seen = _Events(events, nprocs)
+
+    def args(rank: int) -> tuple[Any, ...]:
+        return (
+            rank,
+            nprocs,
+            backend,
+            port,
+            tuple(ops),
+            tuple(sizes),
+            warmup,
+            repeats,
+            timeout_s,
+            events,
+            hang_rank,
+            framework,
+            realtime,
         )
-        for r in range(nprocs)
-    ]
-    try:
-        for p in procs:
-            p.start()
-        steps = len(ops) * len(sizes) + (probes.probe_steps(backend == "gloo") if framework else 0)
-        results, scheduling = _collect(procs, events, nprocs, timeout_s, steps)
-    finally:
-        _reap(procs)
+
+    with rank_processes(_worker, args, nprocs, ctx) as procs:
+        watch = Watch(
+            progress=seen.progress, errors=lambda: seen.errors, where=lambda m: _where(m, steps)
+        )
+        supervise(procs, watch, timeout_s)
+        seen.drain()
+    missing = [r for r, done in enumerate(seen.done) if not done]
+    if missing:  # cannot happen: a rank reports done before it exits cleanly
+        raise RankFailure(f"rank {missing[0]} ended without its results; measure again")
+    results, scheduling = seen.results, "/".join(sorted(seen.scheduling))
     measurements = _summarise(results, nprocs)
     fits = {op: fit_alpha_beta(measurements, nprocs, op) for op in ops if op != "broadcast"}
     costs = probes.fit_framework(measurements, _op_time(fits, measurements))
@@ -224,6 +227,9 @@ def _op_time(
     return time_s
 
 
+MAX_MESSAGE_BYTES = 16 * GiB  # the largest message bench-comm allocates on each rank
+
+
 def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[str]) -> None:
     if backend not in ("gloo", "nccl"):
         raise SimplanError(f"--backend {backend!r}: use gloo (CPU) or nccl (CUDA GPUs)")
@@ -231,6 +237,10 @@ def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[s
         raise SimplanError(f"--nprocs {nprocs}: a collective needs at least 2 processes")
     if not sizes or min(sizes) < 4 * nprocs:
         raise SimplanError(f"--sizes: every size must be >= {4 * nprocs} bytes")
+    if max(sizes) > MAX_MESSAGE_BYTES:
+        raise SimplanError(
+            f"--sizes: every size must be <= {MAX_MESSAGE_BYTES // GiB} GiB (a message per rank)"
+        )
     bad = [op for op in ops if op not in OPS]
     if bad or "all_reduce" not in ops:
         raise SimplanError(f"--ops: use all_reduce plus any of {', '.join(OPS[1:])}")
@@ -244,76 +254,51 @@ def _check_args(backend: str, nprocs: int, sizes: Sequence[int], ops: Sequence[s
             )
 
 
-def _collect(
-    procs: list[Any], events: Any, world: int, timeout_s: float, steps: int
-) -> tuple[list[tuple[int, probes.Result]], str]:
-    """Every rank's results, and the scheduling policy the ranks ran under (joined when they
-    differ)."""
-    progress = [-1] * world  # stage index, then 2 + steps done
-    done = [False] * world
-    results = []
-    scheduling: set[str] = set()
-    last = time.monotonic()
-    while not all(done):
-        try:
-            kind, rank, payload = events.get(timeout=0.5)
-        except queue.Empty:
-            _check_alive(procs, done, progress)
-            if time.monotonic() - last > timeout_s:
-                rank = min(range(world), key=lambda r: progress[r])
-                raise SimplanError(
-                    f"rank {rank} hung: no progress for {timeout_s:.0f} s "
-                    f"(stuck at {_stage_name(progress[rank], steps)}); all ranks "
-                    "were stopped"
-                ) from None
-            continue
-        last = time.monotonic()
-        if kind == "stage":
-            progress[rank] = max(progress[rank], payload)
-        elif kind == "step":
-            progress[rank] = 2 + payload
-        elif kind == "result":
-            results.append((rank, payload))
-        elif kind == "error":
-            raise SimplanError(f"rank {rank} failed: {payload}")
-        elif kind == "done":
-            done[rank] = True
-            scheduling.add(str(payload))
-    return results, "/".join(sorted(scheduling))
+class _Events:
+    """What the ranks reported on their queue: progress (the stage index, then 2 + steps
+    done), results, errors, and the scheduling policy each ran under once done."""
+
+    def __init__(self, events: Any, world: int) -> None:
+        self.events = events
+        self.marks = [-1] * world
+        self.done = [False] * world
+        self.results: list[tuple[int, probes.Result]] = []
+        self.errors: dict[int, str] = {}
+        self.scheduling: set[str] = set()
+
+    def progress(self) -> list[int]:
+        self.drain()
+        return self.marks
+
+    def drain(self) -> None:
+        """Read every report waiting on the queue (a rank cannot exit before its reports are
+        read: its queue's feeder waits for the pipe)."""
+        while True:
+            try:
+                kind, rank, payload = self.events.get(timeout=0.01)
+            except queue.Empty:
+                return
+            if kind == "stage":
+                self.marks[rank] = max(self.marks[rank], payload)
+            elif kind == "step":
+                self.marks[rank] = 2 + payload
+            elif kind == "result":
+                self.results.append((rank, payload))
+            elif kind == "error":
+                self.errors.setdefault(rank, str(payload))
+            elif kind == "done":
+                self.done[rank] = True
+                self.scheduling.add(str(payload))
 
 
-def _stage_name(progress: int, steps: int) -> str:
-    if progress < 0:
-        return "start-up"
-    if progress < len(STAGES):
-        return {
-            "alive": "start-up",
-            "init": "init_process_group",
-            "ready": "the first measurement",
-        }[STAGES[progress]]
-    return f"measurement {progress - 2 + 1} of {steps}"
-
-
-def _check_alive(procs: list[Any], done: list[bool], progress: list[int]) -> None:
-    for rank, p in enumerate(procs):
-        if not done[rank] and p.exitcode is not None:
-            raise SimplanError(
-                f"rank {rank} died with exit code {p.exitcode}; all ranks were stopped"
-            )
-
-
-def _reap(procs: list[Any]) -> None:
-    """Terminate, then kill, every child still alive; wait for all of them."""
-    started = [p for p in procs if p.pid is not None]
-    for p in started:
-        if p.is_alive():
-            p.terminate()
-    deadline = time.monotonic() + 5
-    for p in started:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join(5)
+def _where(progress: int, steps: int) -> str:
+    if progress < 1:
+        return "during start-up"
+    if progress == 1:
+        return "in init_process_group"
+    if progress == 2:
+        return "before the first measurement"
+    return f"after measurement {progress - 2} of {steps}"
 
 
 def _summarise(results: list[tuple[int, probes.Result]], world: int) -> list[dict[str, Any]]:
@@ -387,5 +372,5 @@ def parse_size(text: str) -> int:
         if t and t[-1] in scale:
             return int(float(t[:-1]) * scale[t[-1]])
         return int(t)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise SimplanError(f"--sizes: cannot read {text!r}; write sizes like 64K,4M,1G") from None

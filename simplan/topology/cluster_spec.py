@@ -16,6 +16,13 @@ from typing import Any
 from simplan.devices import DeviceModel, get_device
 from simplan.errors import SimplanError
 from simplan.io import read_toml
+from simplan.limits import (
+    MAX_BANDWIDTH_GBPS,
+    MAX_DEVICES,
+    MAX_DEVICES_PER_NODE,
+    MAX_LATENCY_US,
+    MAX_NODES,
+)
 from simplan.schema import Either, Float, Int, ListOf, Str, Table, validate
 from simplan.units import GB, GBIT_PER_S_IN_BPS, GiB
 
@@ -209,13 +216,6 @@ def _raw(spec: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
     )
 
 
-# Limits beyond any real cluster; they keep the topology graph and its paths bounded in time
-# and memory (10,000+ GPUs build in seconds).
-MAX_NODES = 16_384
-MAX_DEVICES_PER_NODE = 1_024
-MAX_DEVICES = 16_384
-MAX_BANDWIDTH_GBPS = 1e6  # GB/s: 1 PB/s, far beyond any link
-MAX_LATENCY_US = 1e6  # one second
 _BANDWIDTH = Float(min=0.0, min_open=True, max=MAX_BANDWIDTH_GBPS)
 _BANDWIDTH_BITS = Float(min=0.0, min_open=True, max=8 * MAX_BANDWIDTH_GBPS)
 _LATENCY = Float(min=0.0, max=MAX_LATENCY_US)

@@ -23,6 +23,8 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json
+from simplan.limits import MAX_DEVICES
+from simplan.schema import Anything, Float, Int, ListOf, MapOf, Spec, Str, Table, validate
 
 CONSTANTS_FILE = Path(__file__).parent / "collective_constants.json"
 CONSTANTS_KIND = "collective-constants"
@@ -37,6 +39,65 @@ LOCAL_CALIBRATION_DIR = Path("traces/collectives/localhost-cpu")
 def local_calibration_path(nprocs: int, backend: str = "gloo") -> Path:
     """The default calibration of `nprocs` local ranks (relative to the working directory)."""
     return LOCAL_CALIBRATION_DIR / f"{backend}-{nprocs}ranks.json"
+
+
+_SECONDS = Float(min=0.0, max=1e6)
+_PER_BYTE = Float(min=0.0, max=1.0)
+_FIT = Table(
+    {"alpha_s": _SECONDS, "beta_s_per_byte": Float(min=0.0, min_open=True, max=1.0)},
+    required=("alpha_s", "beta_s_per_byte"),
+    open=True,
+    fix="run `simplan bench-comm` again",
+)
+
+
+def _costs(**fields: Spec) -> Table:
+    return Table(fields, open=True)
+
+
+BENCH_DOCUMENT = Table(
+    {
+        "schema": Anything(),
+        "metadata": Table(
+            {"nprocs": Int(min=2, max=MAX_DEVICES)},
+            required=("nprocs",),
+            open=True,
+            fix="run `simplan bench-comm` again",
+        ),
+        "fit": _FIT,
+        "fits": MapOf(_FIT),
+        "measurements": ListOf(
+            Table(
+                {"op": Str(), "size_B": Float(min=0.0, max=1e15), "median_s": _SECONDS},
+                required=("op", "size_B", "median_s"),
+                open=True,
+            )
+        ),
+        "framework": Table(
+            {
+                "method": Str(max_len=1 << 16),
+                "ddp": _costs(
+                    step_s=_SECONDS,
+                    bucket_s=_SECONDS,
+                    s_per_byte=_PER_BYTE,
+                    sync_points=ListOf(ListOf(Float(min=0.0, max=1e15), min_len=2, max_len=2)),
+                ),
+                "fsdp": _costs(step_s=_SECONDS, collective_s=_SECONDS, s_per_byte=_PER_BYTE),
+                "tp": _costs(
+                    step_s=_SECONDS,
+                    collective_s=_SECONDS,
+                    s_per_byte=_PER_BYTE,
+                    optimizer_step_s=_SECONDS,
+                    optimizer_tensor_s=_SECONDS,
+                ),
+                "pp": _costs(step_s=_SECONDS, action_s=_SECONDS),
+            },
+            open=True,
+        ),
+    },
+    required=("schema", "metadata", "fit"),
+    fix="run `simplan bench-comm` again",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,9 +135,9 @@ class CollectiveConstants:
     def link(self, kind: str) -> LinkClass:
         return self.links[kind]
 
-    def with_link(self, kind: str, **changes: float) -> CollectiveConstants:
+    def with_link(self, kind: str, **changes: Any) -> CollectiveConstants:
         links = dict(self.links)
-        links[kind] = dataclasses.replace(links[kind], **changes)  # type: ignore[arg-type]
+        links[kind] = dataclasses.replace(links[kind], **changes)
         return dataclasses.replace(self, links=links)
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,7 +333,8 @@ def read_link_calibration(path: str | Path) -> LinkCalibration:
             f"calibration = {str(path)!r}: no such file; run `simplan bench-comm` or fix the path"
         )
     data = read_versioned_json(p, BENCH_KIND, SCHEMA_VERSION)
-    fit = data.get("fit", {})
+    data = validate(data, BENCH_DOCUMENT, origin=str(p))
+    fit = data["fit"]
     try:
         cal = LinkCalibration(
             path=str(p),

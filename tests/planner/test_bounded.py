@@ -13,7 +13,7 @@ from simplan.deadline import Deadline, TimeLimitReached
 from simplan.errors import SimplanError
 from simplan.limits import MAX_GLOBAL_BATCH
 from simplan.parallel import ParallelConfig
-from simplan.planner import SearchSpace, search
+from simplan.planner import SearchOptions, SearchSpace, search
 from simplan.planner.search import divisors
 from simplan.sim.run import simulate
 from simplan.sources import load_model
@@ -48,6 +48,10 @@ class CountingDeadline(Deadline):
         return self
 
 
+def _options(global_batch: int = 64, deadline: Deadline | None = None) -> SearchOptions:
+    return SearchOptions(global_batch=global_batch, space=SMALL, deadline=deadline)
+
+
 @pytest.fixture(scope="module")
 def gpt125m():
     return load_model("gpt3-125m", seq_len=512, dtype="bf16")
@@ -56,14 +60,14 @@ def gpt125m():
 def test_an_expired_deadline_ends_the_search_with_one_line(gpt125m) -> None:
     gone = Deadline(at_s=time.monotonic() - 1.0, limit_s=0.5)
     with pytest.raises(SimplanError, match=r"time limit of 0\.5 s .* raise --time-limit"):
-        search(gpt125m, load_cluster("dgx-a100"), global_batch=64, space=SMALL, deadline=gone)
+        search(gpt125m, load_cluster("dgx-a100"), _options(deadline=gone))
 
 
 def test_a_deadline_during_the_estimates_returns_the_best_so_far(gpt125m) -> None:
     cluster = load_cluster("dgx-a100")
-    full = search(gpt125m, cluster, global_batch=64, space=SMALL, deadline=Deadline.never())
+    full = search(gpt125m, cluster, _options(deadline=Deadline.never()))
     assert full.cut_short == ()
-    cut = search(gpt125m, cluster, global_batch=64, space=SMALL, deadline=CountingDeadline(5))
+    cut = search(gpt125m, cluster, _options(deadline=CountingDeadline(5)))
     assert cut.plans, "a plan from the candidates estimated before the limit"
     assert any("estimated 5 of" in note for note in cut.cut_short), cut.cut_short
     assert cut.evaluated < full.evaluated
@@ -104,7 +108,8 @@ def test_a_global_batch_beyond_any_real_job_is_refused_with_the_limit(batch: int
 
 def test_the_largest_global_batch_is_planned_with_bounded_simulations(gpt125m) -> None:
     """2^20 samples: up to 2^17 micro-batches per candidate, simulated as a few periods."""
-    result = search(gpt125m, load_cluster("dgx-a100"), global_batch=MAX_GLOBAL_BATCH, space=SMALL)
+    options = _options(global_batch=MAX_GLOBAL_BATCH)
+    result = search(gpt125m, load_cluster("dgx-a100"), options)
     assert result.plans and result.cut_short == ()
     best = result.plans[0]
     again = best.simulate(record=False)

@@ -6,7 +6,7 @@ import pytest
 
 from simplan.deadline import Deadline
 from simplan.planfile import ClusterRef
-from simplan.planner import Plan, SearchSpace, plan, search
+from simplan.planner import Plan, SearchOptions, SearchSpace, plan, search
 from simplan.planner.driver import Search, _baselines
 from simplan.planner.search import candidates
 from simplan.sources import load_model
@@ -30,8 +30,8 @@ def gpt125m():
 
 def _brute_force(graph, cluster, global_batch: int, space: SearchSpace) -> float:
     """Simulate every candidate with both the default and the ILP partition; the best fitting."""
-    s = Search(graph, cluster, "gpt3-125m", ClusterRef(spec=cluster.name), global_batch, space,
-               Deadline.never(), None)  # fmt: skip
+    options = SearchOptions(global_batch=global_batch, space=space, deadline=Deadline.never())
+    s = Search(graph, cluster, "gpt3-125m", ClusterRef(spec=cluster.name), options)
     configs, _ = candidates(graph, cluster, global_batch, space)
     everything = [s.score(c, layout) for c in configs for layout in s.layouts(c.dp, c.tp, c.pp)]
     refined = s.refine(list(everything), len(everything), Deadline.never())
@@ -51,7 +51,7 @@ def _brute_force(graph, cluster, global_batch: int, space: SearchSpace) -> float
 )
 def test_best_plan_equals_brute_force(gpt125m, cluster: str, nodes, global_batch: int) -> None:
     c = load_cluster(cluster, nodes=nodes)
-    result = search(gpt125m, c, global_batch=global_batch, top=3, space=SMALL)
+    result = search(gpt125m, c, SearchOptions(global_batch=global_batch, top=3, space=SMALL))
     brute = _brute_force(gpt125m, c, global_batch, SMALL)
     assert result.plans[0].step_time_s == pytest.approx(brute, rel=1e-9)
 
@@ -68,9 +68,8 @@ def test_best_plan_equals_brute_force(gpt125m, cluster: str, nodes, global_batch
     ],
 )
 def test_never_worse_than_the_baselines(model, cluster, nodes, global_batch, dtype) -> None:
-    result = search(
-        model, cluster, global_batch=global_batch, nodes=nodes, dtype=dtype, top=2, space=SMALL
-    )
+    options = SearchOptions(global_batch=global_batch, nodes=nodes, dtype=dtype, top=2, space=SMALL)
+    result = search(model, cluster, options)
     assert result.baselines, "the baselines are always evaluated"
     best = result.plans[0]
     assert best.fits
@@ -105,3 +104,19 @@ def test_plan_round_trip_and_exports(tmp_path, gpt125m) -> None:
     assert f"--global-batch-size {best.config.global_batch}" in megatron
     assert "--parallelism.tensor_parallel_degree" in best.export("torchtitan")
     assert best.export("torchrun").splitlines()[-1].startswith("torchrun --nnodes 2")
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"global_batch": 0}, "global batch"),
+        ({"global_batch": True}, "global batch"),
+        ({"global_batch": 8, "top": 0}, "--top"),
+        ({"global_batch": 8, "time_limit_s": float("nan")}, "--time-limit"),
+    ],
+)
+def test_search_options_refuse_what_no_search_can_do(fields, needle: str) -> None:
+    from simplan.errors import SimplanError
+
+    with pytest.raises(SimplanError, match=needle):
+        SearchOptions(**fields)

@@ -67,7 +67,7 @@ def test_a_file_of_another_schema_is_a_one_line_error(tmp_path: Path, capsys) ->
         {"schema": schema_header("plans", 1), "plans": [{"schema": schema_header("plan", 1)}]},
         tmp_path / "broken.json",
     )
-    one_line_error(capsys, main(["report", "plan", str(broken)]), "damaged plans file")
+    one_line_error(capsys, main(["report", "plan", str(broken)]), "plans[0]: model is missing")
     one_line_error(capsys, main(["report", "plan", str(tmp_path / "missing.json")]), "no such")
 
 

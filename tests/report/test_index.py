@@ -25,7 +25,7 @@ def test_simulation_report_without_events_has_no_timeline(tmp_path: Path) -> Non
     index = write_simulation_report(make_result(events=()), tmp_path, formats=("png",))
     text = index.read_text()
     assert "no events recorded" in text and "timeline.png" not in text
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".simplan-set.json") == [
         "breakdown.png",
         "index.md",
         "memory.png",

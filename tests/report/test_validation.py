@@ -79,5 +79,5 @@ def test_empty_or_foreign_input_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(SimplanError, match="not a validation record"):
         read_points(tmp_path)
     (tmp_path / "x.json").write_text(json.dumps({"model": "m"}))
-    with pytest.raises(SimplanError, match="damaged validation record"):
+    with pytest.raises(SimplanError, match="predicted_step_s is missing"):
         read_points(tmp_path)

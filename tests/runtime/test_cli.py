@@ -71,3 +71,11 @@ def test_short_steps_are_timed_for_the_minimum_time() -> None:
     assert timed_steps(30, 1.0, 0.1) == 30  # long steps: --steps already lasts 3 s
     assert timed_steps(30, 1.0, 1e-6) == MAX_STEPS
     assert timed_steps(30, 0.0, 2e-3) == 30  # --min-time 0: exactly --steps
+
+
+def test_validation_options_refuse_an_unknown_profile_source() -> None:
+    from simplan.errors import SimplanError
+    from simplan.validate import ValidationOptions
+
+    with pytest.raises(SimplanError, match="profile source must be one of in-run, standalone"):
+        ValidationOptions(profile_source="elsewhere")

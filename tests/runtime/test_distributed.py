@@ -69,18 +69,24 @@ def test_a_crashing_rank_ends_the_run() -> None:
 
 
 def test_a_hanging_rank_ends_the_run_within_its_timeout() -> None:
+    """Rank 1 hangs after step 2. The limit on a rank's silence also bounds its start-up
+    (spawn, import torch, gloo's rendezvous): 2-3 s on an idle machine, over 20 s on one
+    loaded five times over. So the limit is three times the wall time of a one-step run just
+    before (at least 5 s). The run ends no sooner than the limit after the call (the last
+    progress came after it), and no later than the limit after the start-up, which the
+    message shows ended within one limit too ("at step 2", not "during start-up")."""
+    config = config_for("ddp", 2, micro_batch=8)
+    probe = run_job(JobSpec(model="mlp", config=config, steps=1, warmup=0, baseline_steps=0))
+    timeout_s = float(max(5, round(3 * probe.wall_s)))
     job = JobSpec(
-        model="mlp",
-        config=config_for("ddp", 2, micro_batch=8),
-        steps=5,
-        warmup=1,
-        timeout_s=4,
-        fault="hang@1:3",
+        model="mlp", config=config, steps=5, warmup=1, timeout_s=timeout_s, fault="hang@1:3"
     )
     started = time.monotonic()
-    with pytest.raises(RankFailure, match=r"^rank 1 made no progress for 4 s \(at step 2\)"):
+    message = rf"^rank 1 made no progress for {timeout_s:g} s \(at step 2\)"
+    with pytest.raises(RankFailure, match=message):
         run_job(job)
-    assert time.monotonic() - started < 40
+    elapsed = time.monotonic() - started
+    assert timeout_s <= elapsed < 2 * timeout_s + 5  # 5 s: the steps, stopping the ranks
     assert not _ranks(os.getpid())
 
 

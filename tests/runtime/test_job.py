@@ -11,14 +11,9 @@ import pytest
 
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
+from simplan.ranks import failure_message, hang_message
 from simplan.runtime import JobSpec, Measurement, RankResult, config_for, strategy_of
-from simplan.runtime.launch import (
-    _failure_message,
-    _hang_message,
-    job_from_dict,
-    job_to_dict,
-    read_progress,
-)
+from simplan.runtime.launch import job_from_dict, job_to_dict, read_progress, run_watch
 from simplan.runtime.worker import Heartbeat
 from simplan.validate import read_record, write_record
 from tests.helpers import mlp_profile_with
@@ -83,17 +78,19 @@ def _procs(*codes: int | None) -> list[SimpleNamespace]:
 def test_failure_message_prefers_the_root_cause(tmp_path: Path) -> None:
     (tmp_path / "rank0.error").write_text("RuntimeError: Connection closed by peer")
     (tmp_path / "rank1.error").write_text("RuntimeError: injected crash at step 3")
-    msg = _failure_message(_procs(1, 1), tmp_path)
+    errors = run_watch(tmp_path, 2).errors()
+    msg = failure_message(_procs(1, 1), errors)  # type: ignore[arg-type]
     assert msg == "rank 1 failed: RuntimeError: injected crash at step 3; stopped all 2 ranks"
-    killed = _failure_message(_procs(1, -signal.SIGKILL), tmp_path)
+    killed = failure_message(_procs(1, -signal.SIGKILL), errors)  # type: ignore[arg-type]
     assert killed.startswith("rank 1 was killed by SIGKILL")
 
 
-def test_hang_message_names_the_rank_behind() -> None:
-    assert _hang_message({0: (6, 0.0), 1: (5, 0.0)}, 5).startswith(
+def test_hang_message_names_the_rank_behind(tmp_path: Path) -> None:
+    watch = run_watch(tmp_path, 2)
+    assert hang_message({0: 6, 1: 5}, 5, watch).startswith(
         "rank 1 made no progress for 5 s (at step 2)"
     )
-    assert "during start-up" in _hang_message({0: (-1, 0.0), 1: (-1, 0.0)}, 5)
+    assert "during start-up" in hang_message({0: -1, 1: -1}, 5, watch)
 
 
 def test_a_heartbeat_is_read_by_the_launcher(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -43,13 +44,24 @@ def test_same_input_gives_identical_json(graph) -> None:
 
 
 def test_chrome_trace_has_a_process_per_stage(graph) -> None:
+    """A process per stage, and per stage: one forward span per micro-batch (16 samples / dp 2
+    / micro-batch 1 = 8), forward and backward spans that add up to the stage's compute time,
+    a compute stream that runs one span at a time, and every span inside the step."""
     result = simulate(graph, load_cluster("dgx-a100", nodes=2), CFG)
     trace = chrome_trace(result)
     names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"}
     assert len(names) == 2
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert any(e["name"].startswith("F0 c0") for e in spans)
-    assert all(e["dur"] >= 0 for e in spans)
+    step_us = result.step_time_s * 1e6
+    for d in result.devices:
+        mine = [e for e in spans if e["pid"] == d.stage]
+        assert sum(e["cat"] == "forward" for e in mine) == 16 // 2 // 1
+        work_us = sum(e["dur"] for e in mine if e["cat"] in ("forward", "backward"))
+        assert work_us == pytest.approx(d.compute_s * 1e6, rel=1e-9)
+        compute = sorted((e["ts"], e["ts"] + e["dur"]) for e in mine if e["tid"] == 0)
+        assert all(end <= start + 1e-6 for (_, end), (start, _) in itertools.pairwise(compute))
+        assert all(e["ts"] >= 0 and e["ts"] + e["dur"] <= step_us * (1 + 1e-9) for e in mine)
 
 
 def test_bad_configurations() -> None:

@@ -70,9 +70,12 @@ def test_show_json_scaled(capsys: pytest.CaptureFixture[str]) -> None:
         ("name = [unclosed\n", "malformed TOML"),
         (
             GOOD.replace("bandwidth_GBps = 450", "bandwidth_GBps = 0"),
-            "fabric.bandwidth must be > 0",
+            "fabric.bandwidth_GBps must be a finite number in (0,",
         ),
-        (GOOD.replace("bandwidth_Gbps = 400", "bandwidth_Gbps = -5"), "nics.bandwidth must be > 0"),
+        (
+            GOOD.replace("bandwidth_Gbps = 400", "bandwidth_Gbps = -5"),
+            "nics.bandwidth_Gbps must be a finite number in (0,",
+        ),
         (GOOD + '\n[[link]]\na = "n0.g0"\nb = "n0.g7"\nbandwidth_GBps = 50\n', "link[0].b"),
         (GOOD.replace('kind = "leaf-spine"', 'kind = "none"'), "disconnected"),
         (GOOD.replace("nics = { count = 4,", "nics = { count = 0,"), "disconnected"),

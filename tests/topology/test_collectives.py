@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from itertools import permutations
 
 import pytest
 from hypothesis import given, settings
@@ -133,11 +134,26 @@ def test_algorithm_flips_from_tree_to_ring_where_the_rule_says() -> None:
     assert crossings == sorted(crossings)  # the crossover grows with the node count
 
 
+# the least each rank must send or receive, as a fraction of the per-rank buffer, in a group of n
+MIN_TRAFFIC = {
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "all_to_all": lambda n: (n - 1) / n,
+    "broadcast": lambda n: 1.0,  # every receiver gets the whole buffer
+}
+
+
 def test_any_group_works() -> None:
+    """Every op on every kind of group (a node, all nodes, a rail, ragged, one device per
+    node) takes at least its least traffic per rank at the group's fastest route."""
     cluster = load_cluster("dgx-a100", nodes=4)
+    size = 8 * MiB
     for group in _groups(cluster):
-        for op in ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "all_to_all"):
-            assert cluster.collective_time(op, 8 * MiB, group) > 0
+        fastest = max(cluster.bottleneck_bandwidth(a, b) for a, b in permutations(group, 2))
+        for op, traffic in MIN_TRAFFIC.items():
+            bound = traffic(len(group)) * size / fastest
+            assert cluster.collective_time(op, size, group) >= bound, (op, group)
     assert cluster.algorithm("all_reduce", 1024 * MiB, (0, 1, 8)) in ("ring", "tree")
 
 
