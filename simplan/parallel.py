@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
-from simplan.limits import MAX_SEQ_LEN  # tokens per sample
+from simplan.limits import MAX_GLOBAL_BATCH, MAX_SEQ_LEN, check_global_batch
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class ParallelConfig:
     tp: int = _knob(1, "tensor-parallel degree", lo=1, hi=MAX_DEGREE)
     pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
-    global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_SAMPLES)
+    global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
     schedule: str = _knob("1f1b", "pipeline schedule", choices=SCHEDULES)
     virtual_stages: int = _knob(1, "chunks per rank (interleaved)", lo=1, hi=MAX_VIRTUAL_STAGES)
@@ -92,6 +92,7 @@ class ParallelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise SimplanError(f"{name} must be a positive integer, got {value!r}")
+        check_global_batch(self.global_batch)
         if self.seq_len < 0:
             raise SimplanError(f"seq_len must be >= 0, got {self.seq_len}")
         if self.schedule not in SCHEDULES:

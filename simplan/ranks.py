@@ -71,8 +71,7 @@ def rank_processes(
     terminated parent stops its ranks too."""
     ctx = context or multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = [
-        ctx.Process(target=target, args=args(r), daemon=True)
-        for r in range(world)
+        ctx.Process(target=target, args=args(r), daemon=True) for r in range(world)
     ]
     previous = _raise_on_sigterm()
     try:
