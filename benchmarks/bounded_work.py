@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,13 +66,13 @@ def cli(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     return time.monotonic() - started, done
 
 
-def timed_cli(name: str, args: list[str]) -> dict[str, object]:
+def timed_cli(name: str, args: list[str]) -> dict[str, Any]:
     times, last = [], None
     for _ in range(RUNS):
         seconds, last = cli(args)
         times.append(seconds)
     assert last is not None
-    row: dict[str, object] = {
+    row: dict[str, Any] = {
         "case": name,
         "command": "simplan " + " ".join(args),
         "median_s": statistics.median(times),
@@ -88,7 +89,7 @@ def timed_cli(name: str, args: list[str]) -> dict[str, object]:
     return row
 
 
-def simulate_api() -> dict[str, object]:
+def simulate_api() -> dict[str, Any]:
     graph = load_model("gpt3-1.3b", dtype="bf16")
     cluster = load_cluster("dgx-h100")
     config = ParallelConfig(dp=1, tp=2, pp=4, micro_batch=1, global_batch=65536, dtype="bf16")
@@ -141,7 +142,7 @@ def main() -> int:
     )
     for r in rows:
         if r.get("cut_short"):
-            print(f"{r['case']}: the limit cut: {'; '.join(r['cut_short'])}")  # type: ignore[arg-type]
+            print(f"{r['case']}: the limit cut: {'; '.join(r['cut_short'])}")
     write_json_atomic(
         {"runs": RUNS, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows}, OUT
     )

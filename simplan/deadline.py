@@ -63,19 +63,20 @@ def call_before(deadline: Deadline, work: Callable[[], T]) -> T:
     next deadline check, or with the process."""
     if deadline.at_s == math.inf:
         return work()
-    box: dict[str, object] = {}
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            box["value"] = work()
+            values.append(work())
         except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
+            errors.append(exc)
 
     thread = threading.Thread(target=run, name="simplan-deadline", daemon=True)
     thread.start()
     thread.join(deadline.left_s())
     if thread.is_alive():
         raise TimeLimitReached(f"the time limit of {deadline.limit_s:g} s stopped the work")
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if errors:
+        raise errors[0]
+    return values[0]
