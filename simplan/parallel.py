@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
-from simplan.limits import MAX_SEQ_LEN  # tokens per sample
+from simplan.limits import MAX_DEVICES, MAX_SEQ_LEN  # devices of a cluster, tokens per sample
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ RECOMPUTE = ("none", "selective", "full")
 ZERO_STAGES = (0, 1, 2, 3)
 
 # the largest values any real job has, with room to spare (beyond them a value is a typo)
-MAX_DEGREE = 1 << 20  # devices in one parallel dimension
+MAX_DEGREE = MAX_DEVICES  # devices in one parallel dimension
 MAX_SAMPLES = 1 << 30  # samples in a batch
 MAX_VIRTUAL_STAGES = 1024
 
