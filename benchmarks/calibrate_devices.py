@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 from simplan.device_fit import (
     CALIBRATION_FILE,
@@ -40,14 +41,14 @@ HELD_OUT = {  # family: (section, cluster, device preset)
 
 
 def evaluate(
-    rows: list[ThroughputRow], cluster: str, device_name: str, fit: dict[str, object]
-) -> list[dict[str, object]]:
+    rows: list[ThroughputRow], cluster: str, device_name: str, fit: dict[str, Any]
+) -> list[dict[str, Any]]:
     sim = RowSimulator(rows, cluster)
-    device = get_device(device_name).with_(**{k: float(fit[k]) for k in CONSTANTS})  # type: ignore[arg-type]
+    device = get_device(device_name).with_(**{k: float(fit[k]) for k in CONSTANTS})
     return sim.table(device)
 
 
-def print_rows(title: str, rows: list[dict[str, object]], limit: int = 12) -> dict[str, float]:
+def print_rows(title: str, rows: list[dict[str, Any]], limit: int = 12) -> dict[str, float]:
     errors = [
         float(r["predicted_samples_per_s"]) / float(r["measured_samples_per_s"]) - 1 for r in rows
     ]
@@ -76,8 +77,8 @@ def print_rows(title: str, rows: list[dict[str, object]], limit: int = 12) -> di
     return summary
 
 
-def held_out(family: str, fit: dict[str, object]) -> dict[str, object]:
-    out: dict[str, object] = {}
+def held_out(family: str, fit: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for section, cluster, device in HELD_OUT[family]:
         rows = [
             r
@@ -93,10 +94,10 @@ def held_out(family: str, fit: dict[str, object]) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     stored = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.is_file() else {}
-    calibration: dict[str, object] = {}
-    report: dict[str, object] = {}
+    calibration: dict[str, Any] = {}
+    report: dict[str, Any] = {}
     for family in FITS:
-        shared = None if family == "a100" else float(calibration["a100"]["mem_efficiency"])  # type: ignore[index]
+        shared = None if family == "a100" else float(calibration["a100"]["mem_efficiency"])
         fit = stored[family] if check else fit_efficiencies(family, shared)
         print(f"{family}: " + ", ".join(f"{k} {fit[k]}" for k in CONSTANTS))
         print(f"  source: {fit['source']}")

@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,8 +59,8 @@ def busbw_rows(hardware_prefix: str, tool: str | None = None) -> list[tuple[int,
     return rows
 
 
-def other_checks() -> list[dict[str, object]]:
-    cases = [
+def other_checks() -> list[dict[str, Any]]:
+    cases: list[tuple[str, str | dict[str, Any], list[tuple[int, int, float]]]] = [
         ("8x A100 nccl-tests (stas00)", "dgx-a100", busbw_rows("single 8x A100 node")),
         (
             "8x H200 ring, NVLS off",

@@ -63,7 +63,7 @@ def _steps(torch: Any, dist: Any) -> dict[str, Any]:
 
     def trainer(wrap: bool) -> Any:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+        model: nn.Module = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
         model = DDP(model) if wrap else model
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
         x, y = torch.randn(512, 784), torch.randint(0, 10, (512,))

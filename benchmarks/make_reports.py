@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from simplan.parallel import ParallelConfig
 from simplan.report import (
@@ -32,7 +33,12 @@ from simplan.report import (
 
 REPORTS = Path("reports")
 RUNS = Path("traces/runs")
-DEMO = {"model": "gpt3-1.3b", "cluster": "dgx-a100", "nodes": 2, "global_batch": 512}
+DEMO: dict[str, Any] = {
+    "model": "gpt3-1.3b",
+    "cluster": "dgx-a100",
+    "nodes": 2,
+    "global_batch": 512,
+}
 
 
 def demo_plan() -> Path:

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simplan.io import write_json_atomic
 from simplan.parallel import ParallelConfig
@@ -26,6 +27,9 @@ from simplan.sim.run import simulate
 from simplan.sources import load_model
 from simplan.table import render
 from simplan.topology import load_cluster
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OUT = Path(__file__).parent / "results" / "report_speed.json"
 REPEATS = 3
@@ -48,14 +52,14 @@ CASES = (
 )
 
 
-def timed(make: Callable[[], object], out: Path, name: str, fmt: str) -> dict[str, float]:
+def timed(make: Callable[[], Figure], out: Path, name: str, fmt: str) -> dict[str, float]:
     """Median over REPEATS of building the figure and of saving it."""
     build, save = [], []
     for _ in range(REPEATS):
         t0 = time.perf_counter()
         fig = make()
         t1 = time.perf_counter()
-        save_figure(fig, out, name, (fmt,))  # type: ignore[arg-type]
+        save_figure(fig, out, name, (fmt,))
         save.append(time.perf_counter() - t1)
         build.append(t1 - t0)
     size = (out / f"{name}.{fmt}").stat().st_size
@@ -73,7 +77,7 @@ def run_case(model: str, cluster: str, nodes: int, config: ParallelConfig) -> li
     t0 = time.perf_counter()
     result = simulate(graph, c, config, record=True)
     sim_s = time.perf_counter() - t0
-    figures: list[tuple[str, Callable[[], object]]] = [
+    figures: list[tuple[str, Callable[[], Figure]]] = [
         ("timeline", lambda: timeline_figure(result))
     ]
     if nodes > 8:

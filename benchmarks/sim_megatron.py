@@ -43,6 +43,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from simplan.build import graph_from_spec
 from simplan.device_fit import read_reference_csv
@@ -86,7 +87,7 @@ def megatron_gpt(name: str, h: int, layers: int, heads: int, seq: int, dtype: st
     return graph_from_spec(spec, dtype=dtype)
 
 
-def run_row(row: dict[str, str]) -> dict[str, object]:
+def run_row(row: dict[str, str]) -> dict[str, Any]:
     h, layers = int(row["hidden_size[R]"]), int(row["num_layers[R]"])
     heads, gpus = int(row["attention_heads[P]"]), int(row["num_gpus[R]"])
     tp, pp = int(row["tensor_parallel[P]"]), int(row["pipeline_parallel[P]"])
@@ -94,7 +95,7 @@ def run_row(row: dict[str, str]) -> dict[str, object]:
     graph = megatron_gpt(f"gpt-{row['model_size_label[R]']}", h, layers, heads, 2048, "bf16")
     cluster = load_cluster("dgx-a100", nodes=gpus // 8)
     dp = gpus // (tp * pp)
-    results = {}
+    results: dict[int, dict[str, Any]] = {}
     for mb in MICRO_BATCHES:
         if (batch // dp) % mb:
             continue
@@ -141,7 +142,7 @@ def run_row(row: dict[str, str]) -> dict[str, object]:
     }
 
 
-def run_2020_row(row: dict[str, str]) -> dict[str, object]:
+def run_2020_row(row: dict[str, str]) -> dict[str, Any]:
     h, layers = int(row["hidden_size"]), int(row["num_layers"])
     tp, gpus = int(row["model_parallel_partitions"]), int(row["num_gpus"])
     batch, seq = int(row["global_batch_size"]), int(row["seq_len"])
@@ -179,7 +180,7 @@ def run_2020_row(row: dict[str, str]) -> dict[str, object]:
     }
 
 
-def print_2020(rows: list[dict[str, object]]) -> None:
+def print_2020(rows: list[dict[str, Any]]) -> None:
     print(f"\nheld out: {TABLE_2020} (DGX A100 rows; fp16, seq 1024, micro-batch 16)")
     print(
         f"{'table':>22} {'model':>5} {'GPUs':>5} {'TP':>3} {'DP':>4} {'paper ms':>8} "
@@ -191,11 +192,11 @@ def print_2020(rows: list[dict[str, object]]) -> None:
             f"{r['published_ms']:>8.0f} {r['predicted_ms']:>8.0f} {r['published_tflops']:>8.1f} "
             f"{r['predicted_tflops']:>8.1f} {r['rel_error']:>+7.1%}"
         )
-    errors = [abs(float(r["rel_error"])) for r in rows]  # type: ignore[arg-type]
+    errors = [abs(float(r["rel_error"])) for r in rows]
     print(f"median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}")
 
 
-def run_table2_row(row: dict[str, str]) -> dict[str, object]:
+def run_table2_row(row: dict[str, str]) -> dict[str, Any]:
     h, layers, heads = SHAPES[row["params_billion"]]
     gpus, batch, mb = (
         int(row["num_gpus"]),
@@ -237,7 +238,7 @@ def run_table2_row(row: dict[str, str]) -> dict[str, object]:
     }
 
 
-def print_table2(rows: list[dict[str, object]]) -> None:
+def print_table2(rows: list[dict[str, Any]]) -> None:
     print(f"\nheld out: {TABLE_ZERO} (PTD parallelism vs ZeRO-3, bf16, seq 2048)")
     print(
         f"{'scheme':>34} {'params':>6} {'GPUs':>5} {'TP':>3} {'PP':>3} {'mb':>3} "
@@ -250,7 +251,7 @@ def print_table2(rows: list[dict[str, object]]) -> None:
             f"{r['predicted_tflops']:>8.1f} {r['rel_error']:>+7.1%}"
         )
     for scheme in sorted({str(r["scheme"]) for r in rows}):
-        errors = [abs(float(r["rel_error"])) for r in rows if r["scheme"] == scheme]  # type: ignore[arg-type]
+        errors = [abs(float(r["rel_error"])) for r in rows if r["scheme"] == scheme]
         print(f"{scheme}: median |error| {statistics.median(errors):.1%}, max {max(errors):.1%}")
 
 

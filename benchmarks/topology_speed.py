@@ -61,7 +61,7 @@ def main() -> int:
     pp_t = [cluster.transfer_time(a, b, PP_BYTES) for a, b in pp_pairs]
     t_costs = time.perf_counter() - t1
     t2 = time.perf_counter()
-    channels = set()
+    channels: set[str] = set()
     for g in tp_groups:
         channels.update(
             *(p.channel_bytes for p in cluster.collective_plan("all_reduce", TP_BYTES, g).phases)

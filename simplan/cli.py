@@ -7,6 +7,7 @@ import difflib
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from simplan.commands.argtypes import Text
 from simplan.commands.flag_rules import check_flags
@@ -42,7 +43,7 @@ does not fit in device memory (the result is printed, stderr says by how much); 
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error on one line (and exits with status 2)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -18,6 +18,7 @@ from simplan.devices import DeviceModel
 from simplan.environment import cpu_name, environment
 from simplan.io import read_json, write_json_atomic
 from simplan.profiles import slug
+from simplan.schema import Float, Str, Table, validate
 from simplan.sources import cache_dir
 
 SCHEMA = {"kind": "device-bench", "version": 1}
@@ -86,7 +87,21 @@ def _memory_bytes() -> float:
         return 8.0 * 1024**3
 
 
+BENCH_FIELDS = Table(
+    {
+        "peak_flops_fp32": Float(min=0.0, min_open=True, max=1e18),
+        "memory_bandwidth_Bps": Float(min=0.0, min_open=True, max=1e15),
+        "kernel_overhead_s": Float(min=0.0, max=1.0),
+        "cpu": Str(),
+    },
+    required=("peak_flops_fp32", "memory_bandwidth_Bps", "kernel_overhead_s", "cpu"),
+    open=True,
+    fix="delete the file to measure again",
+)
+
+
 def device_from_bench(doc: dict[str, Any], source: str) -> DeviceModel:
+    doc = validate(doc, BENCH_FIELDS, origin=source)
     peak = float(doc["peak_flops_fp32"])
     return DeviceModel(
         name="cpu",

@@ -5,6 +5,8 @@ that no tensor size overflows torch's and no graph or schedule grows without bou
 
 from __future__ import annotations
 
+from simplan.errors import SimplanError
+
 # models
 MAX_HIDDEN = 131_072
 MAX_LAYERS = 512
@@ -22,5 +24,19 @@ MAX_DEVICES = 16_384
 MAX_BANDWIDTH_GBPS = 1e6  # GB/s: 1 PB/s, far beyond any link
 MAX_LATENCY_US = 1e6  # one second
 
-# training steps (batch sizes and degrees: simplan.parallel's MAX_SAMPLES and MAX_DEGREE)
+# training steps (degrees and micro-batches: simplan.parallel's MAX_DEGREE and MAX_SAMPLES)
 MAX_BUCKET_BYTES = 2**40
+# Samples per optimizer step. The largest published training batches are 65,536 images
+# (ResNet-50 with LARS/LAMB) and about 16M tokens of language-model sequences (a few thousand
+# samples); 2^20 is 16 times the largest.
+MAX_GLOBAL_BATCH = 2**20
+
+
+def check_global_batch(value: int, name: str = "global batch") -> None:
+    """Refuse a global batch above MAX_GLOBAL_BATCH (one line naming the limit)."""
+    if value > MAX_GLOBAL_BATCH:
+        raise SimplanError(
+            f"{name} {value:,} is above the largest this tool plans or simulates, "
+            f"{MAX_GLOBAL_BATCH:,} samples per step (16x the largest published training "
+            f"batch); use a global batch of at most {MAX_GLOBAL_BATCH:,}"
+        )

@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
-from simplan.limits import MAX_DEVICES, MAX_SEQ_LEN  # devices of a cluster, tokens per sample
+from simplan.limits import (  # devices of a cluster, samples per step, tokens per sample
+    MAX_DEVICES,
+    MAX_GLOBAL_BATCH,
+    MAX_SEQ_LEN,
+    check_global_batch,
+)
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
 
 if TYPE_CHECKING:
@@ -19,7 +24,7 @@ ZERO_STAGES = (0, 1, 2, 3)
 
 # the largest values any real job has, with room to spare (beyond them a value is a typo)
 MAX_DEGREE = MAX_DEVICES  # devices in one parallel dimension
-MAX_SAMPLES = 1 << 30  # samples in a batch
+MAX_SAMPLES = MAX_GLOBAL_BATCH  # samples in a micro-batch: at most a global batch
 MAX_VIRTUAL_STAGES = 1024
 
 
@@ -66,7 +71,7 @@ class ParallelConfig:
     tp: int = _knob(1, "tensor-parallel degree", lo=1, hi=MAX_DEGREE)
     pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
-    global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_SAMPLES)
+    global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
     schedule: str = _knob("1f1b", "pipeline schedule", choices=SCHEDULES)
     virtual_stages: int = _knob(1, "chunks per rank (interleaved)", lo=1, hi=MAX_VIRTUAL_STAGES)
@@ -92,6 +97,7 @@ class ParallelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise SimplanError(f"{name} must be a positive integer, got {value!r}")
+        check_global_batch(self.global_batch)
         if self.seq_len < 0:
             raise SimplanError(f"seq_len must be >= 0, got {self.seq_len}")
         if self.schedule not in SCHEDULES:
@@ -200,18 +206,21 @@ def tp_mismatch(graph: ModelGraph, tp: int) -> str:
     must divide every layer's attention heads, KV heads and hidden size where it records them."""
     if tp <= 1:
         return ""
-    for layer in graph.layers:
-        a = layer.attrs
-        heads = a.get("num_heads") or 0
-        dims = (
-            ("heads", heads),
-            ("KV heads", a.get("num_kv_heads") or heads),
-            ("hidden size", a.get("hidden_size") or 0),
-        )
-        for what, n in dims:
+    for what in ("heads", "KV heads", "hidden size"):  # the most telling reason first
+        for layer in graph.layers:
+            n = _tp_dims(layer.attrs).get(what, 0)
             if isinstance(n, int) and n and n % tp:
                 return f"tp {tp} does not divide the {n} {what} of layer {layer.name}"
     return ""
+
+
+def _tp_dims(attrs: dict[str, Any]) -> dict[str, Any]:
+    heads = attrs.get("num_heads") or 0
+    return {
+        "heads": heads,
+        "KV heads": attrs.get("num_kv_heads") or heads,
+        "hidden size": attrs.get("hidden_size") or 0,
+    }
 
 
 def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:

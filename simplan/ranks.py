@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.context import BaseContext
+from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -64,15 +64,14 @@ def rank_processes(
     target: Callable[..., None],
     args: Callable[[int], tuple[Any, ...]],
     world: int,
-    context: BaseContext | None = None,
+    context: SpawnContext | None = None,
 ) -> Iterator[list[BaseProcess]]:
     """Start `world` processes `target(*args(rank))` (spawned); on leaving, kill every one's
     process group and reap it. SIGTERM to this process raises SystemExit meanwhile, so that a
     terminated parent stops its ranks too."""
     ctx = context or multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = [
-        ctx.Process(target=target, args=args(r), daemon=True)  # type: ignore[attr-defined]
-        for r in range(world)
+        ctx.Process(target=target, args=args(r), daemon=True) for r in range(world)
     ]
     previous = _raise_on_sigterm()
     try:

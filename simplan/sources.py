@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -265,12 +266,17 @@ def time_bound(seconds: float) -> Iterator[None]:
         raise _FactoryTimeout()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    outer_s, outer_interval_s = signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
+    started = time.monotonic()
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGALRM, previous)
+        if outer_s > 0:  # someone else's alarm was pending: give it back what is left
+            left_s = max(outer_s - (time.monotonic() - started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left_s, outer_interval_s)
 
 
 def call_factory(source: ModelSource, **kwargs: Any) -> Any:

@@ -99,17 +99,23 @@ def is_complete_new_plan_set(out: Path, global_batch: int) -> bool:
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "rename-aside"])
 def test_a_killed_plan_out_leaves_the_old_pair_or_the_new_pair(
-    tmp_path: Path, exchange: bool
+    tmp_path: Path, exchange: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With renameat2 DIR holds a complete pair at every moment; with the rename-aside fallback
-    it does once the next writer has put a set moved aside back (remove_stale_temporaries)."""
+    """With renameat2 DIR holds a complete pair at every moment (killed at every write step);
+    with the rename-aside fallback (killed at each step of its swap) it does once the next
+    writer has put a set moved aside back (remove_stale_temporaries)."""
     out, old = tmp_path / "plans", tmp_path / "old-copy"
     code, _, err = run([*PLAN, "--global-batch", "16", "--out", str(out)], tmp_path)
     assert code == 0, err
     shutil.copytree(out, old)
     seen = {"old": 0, "new": 0}
     argv = [*PLAN, "--global-batch", "32", "--out", str(out)]
-    for kill_at in range(1, 60):
+    points = range(1, 60)
+    if not exchange:  # the steps before the swap are those of the renameat2 case
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+        steps = write_steps(argv, tmp_path, monkeypatch)
+        points = range(steps - 4, steps + 2)  # the last file's rename, the swap, one past it
+    for kill_at in points:
         restore(old, out)
         code, pid, err = run(argv, tmp_path, kill_at, exchange=exchange)
         if code == 0:
@@ -127,7 +133,8 @@ def test_a_killed_plan_out_leaves_the_old_pair_or_the_new_pair(
         assert not [p for p in out.iterdir() if is_temporary(p.name)]
     else:
         pytest.fail("the plan never finished: more write steps than expected")
-    assert kill_at > 8 and seen["old"] >= 6 and seen["new"] >= 1, seen  # every step was hit
+    least_old = 6 if exchange else 1
+    assert kill_at > 8 and seen["old"] >= least_old and seen["new"] >= 1, seen  # all were hit
     assert is_complete_new_plan_set(out, 32)
     assert temporaries_of(tmp_path) == []  # the finished run removed what the killed ones left
 

@@ -222,6 +222,24 @@ def test_tp_must_divide_the_heads_and_kv_heads(tmp_path: Path) -> None:
         check_config_for_model(ParallelConfig(tp=3, global_batch=1), graph)
 
 
+def test_simulate_refuses_a_tp_that_does_not_divide_the_heads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simplan.cli import main
+
+    path = tmp_path / "mha.toml"
+    path.write_text(
+        "[transformer]\nhidden_size = 64\nnum_layers = 1\nnum_heads = 16\nseq_len = 8\n"
+        "vocab_size = 32\n"
+    )
+    argv = ["simulate", "--model", str(path), "--cluster", "dgx-h100", "--gpus-per-node", "3"]
+    code = main([*argv, "--tp", "3", "--global-batch", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "tp 3 does not divide the 16 heads of layer blocks.0" in err
+    assert main([*argv, "--tp", "1", "--global-batch", "3"]) == 0
+
+
 def test_a_model_file_beyond_any_real_job_is_refused_with_the_limit(tmp_path: Path) -> None:
     from simplan.limits import MAX_PARAMS
     from simplan.sources import resolve, transformer_spec
@@ -244,3 +262,33 @@ def test_a_bad_factory_timeout_setting_is_one_line(monkeypatch: pytest.MonkeyPat
             factory_timeout_s()
     monkeypatch.setenv(FACTORY_TIMEOUT_ENV, "2.5")
     assert factory_timeout_s() == 2.5
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def test_the_time_bound_ends_a_loop_and_gives_back_an_outer_alarm() -> None:
+    import signal
+    import time
+
+    from simplan.sources import run_user_code
+
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        started = time.monotonic()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SIMPLAN_FACTORY_TIMEOUT_S", "0.2")
+            with pytest.raises(SimplanError, match=r"spin\(\) did not return within 0.2 s"):
+                run_user_code("spin()", _spin)
+        assert time.monotonic() - started < 0.9  # ended by its own bound, not the outer alarm
+        deadline = time.monotonic() + 5
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fired == [signal.SIGALRM]  # the outer alarm still went off, once
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

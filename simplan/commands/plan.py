@@ -12,9 +12,11 @@ from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
+from simplan.errors import SimplanError
 from simplan.table import render
 from simplan.units import GiB
 
+GRACE = 0.2  # of --time-limit: how long past it a step that cannot be cut may run
 MAX_TOP = 100  # plans simulated and shown
 
 HELP = """\
@@ -53,7 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="plans to simulate and show (default 3)",
     )
     p.add_argument(
-        "--time-limit", type=SECONDS, default=10.0, help="seconds for the search's ILP solves"
+        "--time-limit",
+        type=SECONDS,
+        default=60.0,
+        help="seconds for the whole search, loading included: the best found by then is shown, "
+        "with a note of what the limit cut (default 60)",
     )
     p.add_argument(
         "--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json, replaced as a pair"
@@ -70,8 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simplan.deadline import Deadline, TimeLimitReached, call_before
     from simplan.planner import SearchOptions, search
-    from simplan.progress import Progress
+    from simplan.progress import QUIET_S, Progress
+
+    deadline = Deadline.after(args.time_limit)  # the whole verb, loading included
 
     check_outputs(args)
     check_seq_len(args.model, args.seq_len, args.dtype)
@@ -83,15 +92,28 @@ def run(args: argparse.Namespace) -> int:
             for old in bars.values():
                 old.__exit__(None, None, None)
             bars.clear()
-            bar = bars[label] = Progress(total, label)
+            # plain lines (stderr not a terminal) once the whole verb has run QUIET_S seconds
+            elapsed = args.time_limit - deadline.left_s()
+            bar = bars[label] = Progress(total, label, quiet_s=max(QUIET_S - elapsed, 0.0))
         bar.advance(done - bar.done)
 
+    # the search cuts its own phases at the deadline and returns what it found; this guard,
+    # a little later, ends the verb where one step could not look at the clock (loading a model)
+    guard = Deadline(
+        at_s=deadline.at_s + max(1.0, GRACE * args.time_limit), limit_s=args.time_limit
+    )
     options = SearchOptions(
         global_batch=args.global_batch, seq_len=args.seq_len or None, top=args.top,
         time_limit_s=args.time_limit, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-        dtype=args.dtype, progress=progress,
+        dtype=args.dtype, progress=progress, deadline=deadline,
     )  # fmt: skip
-    result = search(args.model, args.cluster, options)
+    try:
+        result = call_before(guard, lambda: search(args.model, args.cluster, options))
+    except TimeLimitReached:
+        raise SimplanError(
+            f"the time limit of {args.time_limit:g} s passed before the search found a plan "
+            f"(loading the model and cluster took most of it); raise --time-limit"
+        ) from None
     for bar in bars.values():
         bar.__exit__(None, None, None)
     if args.out:
@@ -161,9 +183,9 @@ def print_result(result: Any) -> None:
                 p.role,
                 p.config.describe(),
                 f"{p.step_time_s:.4g}",
-                f"{(p.predicted.get('tokens_per_s') or 0):,.0f}",
-                f"{(p.predicted.get('mfu') or 0):.1%}",
-                f"{(p.predicted.get('peak_memory_bytes') or 0) / GiB:.1f}",
+                f"{(p.predicted.get('tokens_per_s') or 0):,.0f}" if p.predicted else "-",
+                f"{(p.predicted.get('mfu') or 0):.1%}" if p.predicted else "-",
+                f"{(p.summary().get('peak_memory_bytes') or 0) / GiB:.1f}",
                 p.layout,
             ]
         )
@@ -175,6 +197,11 @@ def print_result(result: Any) -> None:
     )
     stages = best.config.stages
     print(f"best plan's stages (layer boundaries): {list(stages)}")
+    if result.cut_short:
+        print(
+            f"the time limit of {result.time_limit_s:g} s cut the search: "
+            f"{'; '.join(result.cut_short)} (raise --time-limit for a full search)"
+        )
     if result.infeasible:
         fell = ", ".join(f"{k}: {v}" for k, v in sorted(result.infeasible.items()))
         print(f"pruned: {fell}")

@@ -195,6 +195,7 @@ def _planfile(doc: Any, path: str | Path, version: int) -> Any:
 def run_sweep(args: argparse.Namespace) -> int:
     from simplan.commands.config_flags import config_from_args
     from simplan.commands.flag_rules import check_model
+    from simplan.progress import Progress
     from simplan.report import run_sweep as sweep
     from simplan.report import write_sweep_report
     from simplan.sim.run import resolve_model
@@ -212,10 +213,12 @@ def run_sweep(args: argparse.Namespace) -> int:
         recompute=config.recompute,
         sequence_parallel=config.sequence_parallel,
     )
-    points = sweep(
-        args.model, args.cluster, config, vary=args.vary, values=args.values,
-        nodes=args.nodes, gpus_per_node=args.gpus_per_node, link_kinds=kinds,
-    )  # fmt: skip
+    with Progress(len(args.values), f"sweep over {args.vary}") as bar:
+        points = sweep(
+            args.model, args.cluster, config, vary=args.vary, values=args.values,
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node, link_kinds=kinds,
+            progress=lambda done, _total: bar.advance(done - bar.done),
+        )  # fmt: skip
     name = slug(f"sweep-{Path(args.model).stem}-{Path(args.cluster).stem}-{args.vary}")
     out, new = out_dir(args, name)
     title = f"{args.model} on {args.cluster}: {config.describe()}, sweep over {args.vary}"

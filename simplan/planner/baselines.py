@@ -24,7 +24,7 @@ def pure_dp_configs(
     per = global_batch // devices
     for recompute in ("none", "full"):
         for zero in (0, 1, 2, 3):
-            for mb in sorted((d for d in divisors(per) if d <= 16), reverse=True):
+            for mb in (d for d in range(16, 0, -1) if per % d == 0):
                 yield ParallelConfig(
                     dp=devices, micro_batch=mb, global_batch=global_batch, zero=zero,
                     recompute=recompute, dtype=dtype, seq_len=getattr(graph, "seq_len", 0),

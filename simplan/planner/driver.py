@@ -1,15 +1,28 @@
 """search(): candidates -> analytic estimates -> ILP partitions for the best -> simulation of the
-top K -> ranked plans, with the baselines always simulated beside them."""
+top K -> ranked plans, with the baselines always simulated beside them.
+
+One deadline bounds the whole search: the estimates may take half of the time left when they
+start, the ILPs half of what is left then (each at most ILP_SOLVE_LIMIT_S), the simulations of
+the top candidates and baselines the rest (one is started only while the longest so far would
+still end in time, and is left behind at the deadline). Estimates are made in a fixed
+pseudo-random order of the candidates, so that a cut leaves an even sample of the space, and
+ranked as if in enumeration order, so that an uncut search ranks exactly as an exhaustive one.
+What the limit cut is said in `cut_short`.
+"""
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from simplan.deadline import Deadline, TimeLimitReached, call_before
 from simplan.errors import SimplanError
+from simplan.limits import check_global_batch
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef
@@ -24,6 +37,12 @@ from simplan.units import GiB
 ProgressFn = Callable[[str, int, int], None]
 Scored = tuple[Estimate, ParallelConfig, Layout, tuple[int, ...]]
 
+DEFAULT_TIME_LIMIT_S = 60.0  # the whole search, loading included when a verb passes its deadline
+ILP_SOLVE_LIMIT_S = 10.0  # the most one partition ILP may take
+MIN_SOLVE_S = 0.2  # an ILP is not started with less time than this left
+ESTIMATE_SHARE = 0.5  # of the time left as the estimates start
+REFINE_SHARE = 0.5  # of the time left as the partition ILPs start
+
 
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions:
@@ -32,33 +51,40 @@ class SearchOptions:
     global_batch: samples per optimizer step.
     seq_len: tokens per sample (None: the model's own).
     top: plans to simulate and return, best first.
-    time_limit_s: seconds for the search's ILP solves.
+    time_limit_s: seconds for the whole search (loading, estimates, ILP solves, simulations):
+        what was found by then is returned, with `cut_short` saying what the limit cut.
     nodes, gpus_per_node: the size of a cluster given by name (preset or TOML file).
     dtype: 'bf16', 'fp16' or 'fp32' (the search space's dtype).
     space: what the planner may choose.
     progress: called with (label, done, total) as the search advances.
     refine: the best pipelined candidates given an ILP partition (at least 2 x top).
+    deadline: when the time limit ends (a verb makes it as it starts, so that loading counts);
+        None: time_limit_s from the start of the search.
     """
 
     global_batch: int
     seq_len: int | None = None
     top: int = 3
-    time_limit_s: float = 10.0
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
     nodes: int | None = None
     gpus_per_node: int | None = None
     dtype: str = "bf16"
     space: SearchSpace = field(default_factory=SearchSpace)
     progress: ProgressFn | None = field(default=None, compare=False)
     refine: int = 8
+    deadline: Deadline | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         gb = self.global_batch
         if not isinstance(gb, int) or isinstance(gb, bool) or gb <= 0:
             raise SimplanError(f"global batch must be a positive integer, got {gb!r}")
+        check_global_batch(gb, "--global-batch")
         if self.top <= 0:
             raise SimplanError(f"--top must be a positive integer, got {self.top}")
         if not self.time_limit_s > 0:
-            raise SimplanError(f"--time-limit must be positive, got {self.time_limit_s}")
+            raise SimplanError(
+                f"--time-limit must be a positive number of seconds, got {self.time_limit_s}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,12 +97,16 @@ class SearchResult:
     search_time_s: float
     solves: tuple[dict[str, Any], ...]
     simulated: int
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    cut_short: tuple[str, ...] = ()  # what the time limit cut, one sentence each
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "plans": [p.summary() for p in self.plans],
             "baselines": [p.summary() for p in self.baselines],
             "search_time_s": self.search_time_s,
+            "time_limit_s": self.time_limit_s,
+            "cut_short": list(self.cut_short),
             "candidates": self.candidates,
             "evaluated": self.evaluated,
             "simulated": self.simulated,
@@ -91,7 +121,10 @@ class Search:
     ) -> None:
         self.graph, self.cluster, self.model, self.ref = graph, cluster, model, ref
         self.global_batch, self.space = options.global_batch, options.space
-        self.time_limit_s = options.time_limit_s
+        self.deadline = options.deadline or Deadline.after(options.time_limit_s)
+        self.cut: list[str] = []
+        self.longest_simulation_s = 0.0
+        self.out_of_time = False
         self.ctx = CostContext(graph, cluster, options.space.dtype)
         self.progress = options.progress or (lambda label, done, total: None)
         self.reasons: Counter = Counter()
@@ -111,22 +144,33 @@ class Search:
         bounds = default_bounds(self.ctx, config, layout)
         return estimate(self.ctx, config, layout, bounds), config, layout, bounds
 
-    def evaluate(self, configs: list[ParallelConfig]) -> list[Scored]:
-        out = []
-        for i, config in enumerate(configs):
-            if i % 500 == 0:
-                self.progress("estimating", i, len(configs))
-            for layout in self.layouts(config.dp, config.tp, config.pp):
+    def evaluate(self, configs: list[ParallelConfig], deadline: Deadline) -> list[Scored]:
+        """Estimates of the candidates made before `deadline`, best first (ties in
+        enumeration order)."""
+        order = list(range(len(configs)))
+        random.Random(0).shuffle(order)  # a cut leaves an even sample of the space
+        out: list[tuple[Scored, int, int]] = []
+        for done, i in enumerate(order):
+            if done % 50 == 0:
+                self.progress("estimating", done, len(configs))
+            if deadline.expired():
+                self.cut.append(
+                    f"estimated {done} of {len(configs)} candidates (an even sample) "
+                    f"before the time limit"
+                )
+                break
+            config = configs[i]
+            for j, layout in enumerate(self.layouts(config.dp, config.tp, config.pp)):
                 scored = self.score(config, layout)
                 est = scored[0]
                 if est.fits or _balanced_fits(est):
-                    out.append(scored)
+                    out.append((scored, i, j))
                 else:
                     self.reasons["memory (activations, estimated)"] += 1
-        out.sort(key=_rank_key)
-        return out
+        out.sort(key=lambda x: (_rank_key(x[0]), x[1], x[2]))
+        return [scored for scored, _i, _j in out]
 
-    def refine(self, ranked: list[Scored], count: int, deadline: float) -> list[Scored]:
+    def refine(self, ranked: list[Scored], count: int, deadline: Deadline) -> list[Scored]:
         """The ILP partition for the best `count` pipelined (GPipe/1F1B) candidates."""
         picks = [
             i for i, (_e, c, _l, _b) in enumerate(ranked)
@@ -134,9 +178,12 @@ class Search:
         ][:count]  # fmt: skip
         for k, i in enumerate(picks):
             self.progress("partition ILP", k, len(picks))
+            left = deadline.left_s()
+            if left < MIN_SOLVE_S:
+                self.cut.append(f"solved {k} of {len(picks)} partition ILPs before the time limit")
+                break
             _est, config, layout, bounds = ranked[i]
-            limit = max(min(self.time_limit_s, deadline - time.perf_counter()), 0.5)
-            new, record = ilp_bounds(self.ctx, config, layout, limit)
+            new, record = ilp_bounds(self.ctx, config, layout, min(ILP_SOLVE_LIMIT_S, left))
             row = record.to_dict() | {"candidate": config.describe()}
             self.solves.append(row)
             self.records[(config, layout.label)] = row
@@ -191,10 +238,25 @@ class Search:
             cluster_obj=cluster,
         )
 
-    def simulate(self, plan: Plan) -> Plan:
-        from dataclasses import replace
+    def can_simulate(self) -> bool:
+        """Whether another simulation, as long as the longest so far, ends before the deadline."""
+        return not self.out_of_time and self.deadline.left_s() > self.longest_simulation_s
 
-        result = plan.simulate(record=False)
+    def simulate(self, plan: Plan) -> Plan:
+        """The plan with the simulator's prediction; at the deadline, the plan as estimated."""
+        started = time.monotonic()
+        try:
+            result = call_before(
+                self.deadline, lambda: plan.simulate(record=False, deadline=self.deadline)
+            )
+        except TimeLimitReached:
+            self.out_of_time = True
+            self.cut.append(
+                f"{plan.config.describe()} ({plan.role}) estimated only: the time limit "
+                f"stopped its simulation"
+            )
+            return plan
+        self.longest_simulation_s = max(self.longest_simulation_s, time.monotonic() - started)
         self.simulated += 1
         predicted = {
             "step_time_s": result.step_time_s,
@@ -254,20 +316,26 @@ def run_search(
     dtype are already applied to them; space.dtype is the one searched)."""
     started = time.perf_counter()
     global_batch, top, space = options.global_batch, options.top, options.space
+    deadline = options.deadline or Deadline.after(options.time_limit_s)
+    time_limit_s = deadline.limit_s if math.isfinite(deadline.limit_s) else options.time_limit_s
+    options = replace(options, deadline=deadline)
     if len(node_classes(cluster)) > 1:
-        from dataclasses import replace
-
         space = replace(space, fewer_nodes=0)
         options = replace(options, space=space)
     check_fits_somewhere(graph, cluster, space.dtype)
     s = Search(graph, cluster, model, ref, options)
     configs, reasons = candidates(graph, cluster, global_batch, space)
     s.reasons.update(reasons)
-    ranked = s.evaluate(configs)
-    ranked = s.refine(ranked, max(options.refine, 2 * top), started + options.time_limit_s)
+    ranked = s.evaluate(configs, deadline.share(ESTIMATE_SHARE))
+    ranked = s.refine(ranked, max(options.refine, 2 * top), deadline.share(REFINE_SHARE))
     plans = _simulate_top(s, ranked, top)
     baselines = _baselines(s)
     plans = _merge(plans, baselines, top)
+    if not plans and s.cut:
+        raise SimplanError(
+            f"the time limit of {time_limit_s:g} s ended the search before any plan of "
+            f"{graph.name} was simulated ({'; '.join(s.cut)}); raise --time-limit"
+        )
     if not plans or not plans[0].fits:
         raise SimplanError(
             f"no configuration of {graph.name} fits {cluster.name} with global batch "
@@ -283,6 +351,8 @@ def run_search(
         search_time_s=time.perf_counter() - started,
         solves=tuple(s.solves),
         simulated=s.simulated,
+        time_limit_s=time_limit_s,
+        cut_short=tuple(s.cut),
     )
 
 
@@ -300,6 +370,16 @@ def _simulate_top(s: Search, ranked: list[Scored], top: int) -> list[Plan]:
             break
     for i, scored in enumerate(unique):
         s.progress("simulating", i, len(unique))
+        if not s.can_simulate():
+            s.cut.append(
+                f"simulated {s.simulated} of the {len(unique)} best candidates before the "
+                f"time limit"
+            )
+            fitting = [x for x in unique[i:] if x[0].fits]
+            if not out and fitting:  # the best estimate stands in for a simulated plan
+                out.append(s.to_plan(fitting[0]))
+                s.cut.append(f"{fitting[0][1].describe()} (plan) estimated only")
+            break
         plan = s.simulate(s.to_plan(scored))
         if plan.fits:
             out.append(plan)
@@ -320,6 +400,9 @@ def _baselines(s: Search) -> list[Plan]:
     ):
         tried = 0
         while tried < 4:
+            if not s.can_simulate():
+                s.cut.append(f"{role} not simulated before the time limit")
+                break
             config = first_fitting(
                 configs, lambda c: s.score(c, s.layouts(c.dp, c.tp, c.pp)[0])[0].fits
             )

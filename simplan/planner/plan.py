@@ -43,8 +43,9 @@ class Plan:
     def load_cluster(self) -> Any:
         return self.cluster_obj if self.cluster_obj is not None else self.cluster.load()
 
-    def simulate(self, *, record: bool = True, profile: Any = None) -> Any:
-        """The SimResult of this plan under simplan.sim.run.simulate."""
+    def simulate(self, *, record: bool = True, profile: Any = None, deadline: Any = None) -> Any:
+        """The SimResult of this plan under simplan.sim.run.simulate (stopped with
+        simplan.deadline.TimeLimitReached at `deadline`, a simplan.deadline.Deadline)."""
         from simplan.sim.run import simulate
 
         model = self.graph if self.graph is not None else self.model
@@ -55,6 +56,7 @@ class Plan:
             profile=profile,
             placement=list(self.placement) or None,
             record=record,
+            deadline=deadline,
         )
 
     def summary(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ recompute and optimizer, per pipeline stage of one plan and per plan."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
@@ -19,18 +20,21 @@ from simplan.report.style import (
     time_unit,
 )
 
+if TYPE_CHECKING:
+    from simplan.sim.result import SimResult
 
-def stage_breakdowns(result: object) -> list[tuple[str, dict[str, float]]]:
+
+def stage_breakdowns(result: SimResult) -> list[tuple[str, dict[str, float]]]:
     """(label, breakdown) per stage's representative device of a SimResult."""
     out = []
-    for d in result.devices:  # type: ignore[attr-defined]
+    for d in result.devices:
         parts = {key: float(getattr(d, key)) for key in BREAKDOWN_KEYS}
         out.append((f"stage {d.stage}\n{d.device_name}", parts))
     return out
 
 
-def stage_breakdown_bars(result: object) -> tuple[list[tuple[str, dict[str, float]]], str]:
-    devices = list(result.devices)  # type: ignore[attr-defined]
+def stage_breakdown_bars(result: SimResult) -> tuple[list[tuple[str, dict[str, float]]], str]:
+    devices = list(result.devices)
     ticks, xlabel = stage_ticks(devices)
     bars = [(t, b) for t, (_, b) in zip(ticks, stage_breakdowns(result), strict=True)]
     return bars, xlabel
@@ -78,15 +82,15 @@ def breakdown_figure(
     return fig
 
 
-def stage_breakdown_figure(result: object, *, title: str | None = None) -> Figure:
+def stage_breakdown_figure(result: SimResult, *, title: str | None = None) -> Figure:
     """Per-stage breakdown of one simulated step."""
     bars, xlabel = stage_breakdown_bars(result)
-    head = title or f"{result.model} on {result.cluster}"  # type: ignore[attr-defined]
+    head = title or f"{result.model} on {result.cluster}"
     return breakdown_figure(
         bars,
         title=f"{head}: time per stage",
         xlabel=xlabel,
-        step_times_s=[float(result.step_time_s)] * len(bars),  # type: ignore[attr-defined]
+        step_times_s=[float(result.step_time_s)] * len(bars),
     )
 
 

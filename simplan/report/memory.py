@@ -4,6 +4,7 @@ state, activations, buffers) against its capacity, and the fullest device over t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
@@ -22,12 +23,15 @@ from simplan.report.style import (
     time_unit,
 )
 
+if TYPE_CHECKING:
+    from simplan.sim.result import SimResult
+
 STATIC_KEYS = ("weights", "grads", "optimizer", "buffers")
 
 
-def memory_figure(result: object, *, title: str | None = None) -> Figure:
+def memory_figure(result: SimResult, *, title: str | None = None) -> Figure:
     """Stacked bars per stage (GiB) with each device's capacity as a line over its bar."""
-    devices = list(result.devices)  # type: ignore[attr-defined]
+    devices = list(result.devices)
     fig = new_figure(max(6.0, 2.5 + 0.45 * len(devices)), 4.2)
     ax = fig.axes[0]
     xs = list(range(len(devices)))
@@ -56,26 +60,26 @@ def memory_figure(result: object, *, title: str | None = None) -> Figure:
     ax.set_xticks(xs, ticks, fontsize=FONT_SIZE - 1)
     ax.set_ylabel("peak memory per device (GiB)")
     ax.set_xlabel(xlabel)
-    head = title or f"{result.model} on {result.cluster}"  # type: ignore[attr-defined]
+    head = title or f"{result.model} on {result.cluster}"
     ax.set_title(f"{head}: peak memory per device", fontsize=FONT_SIZE + 1)
     ax.grid(axis="x", visible=False)
     figure_legend(fig, ax, last=("capacity",), loc="outside right upper")
     return fig
 
 
-def fullest_stage(result: object) -> int:
+def fullest_stage(result: SimResult) -> int:
     """Index (in result.devices) of the device with the largest share of its capacity."""
-    devices = list(result.devices)  # type: ignore[attr-defined]
+    devices = list(result.devices)
     shares = [d.peak_memory_bytes / max(d.capacity_bytes, 1.0) for d in devices]
     return max(range(len(devices)), key=lambda i: (shares[i], -i))
 
 
-def memory_series(result: object, index: int) -> list[tuple[float, float]]:
+def memory_series(result: SimResult, index: int) -> list[tuple[float, float]]:
     """(time_s, bytes) of device `index`: static memory plus activations as they change; a
     flat line at the peak when the simulation kept no series."""
-    d = result.devices[index]  # type: ignore[attr-defined]
+    d = result.devices[index]
     static = sum(float(d.memory.get(k, 0.0)) for k in STATIC_KEYS)
-    step = float(result.step_time_s)  # type: ignore[attr-defined]
+    step = float(result.step_time_s)
     series: Sequence = ()
     all_series = getattr(result, "memory_series", ())
     if index < len(all_series):
@@ -85,12 +89,12 @@ def memory_series(result: object, index: int) -> list[tuple[float, float]]:
     return points
 
 
-def memory_time_figure(result: object, *, title: str | None = None) -> Figure:
+def memory_time_figure(result: SimResult, *, title: str | None = None) -> Figure:
     """Memory of the fullest device over one step: static part shaded, activations on top."""
     index = fullest_stage(result)
-    d = result.devices[index]  # type: ignore[attr-defined]
+    d = result.devices[index]
     points = memory_series(result, index)
-    scale, unit = time_unit(float(result.step_time_s))  # type: ignore[attr-defined]
+    scale, unit = time_unit(float(result.step_time_s))
     fig = new_figure(8.0, 3.6)
     ax = fig.axes[0]
     xs = [t * scale for t, _ in points]
@@ -119,7 +123,7 @@ def memory_time_figure(result: object, *, title: str | None = None) -> Figure:
     ax.set_ylim(0, max(gib(d.capacity_bytes), max(ys)) * 1.05)
     ax.set_xlabel(f"time ({unit})")
     ax.set_ylabel("memory (GiB)")
-    head = title or f"{result.model} on {result.cluster}"  # type: ignore[attr-defined]
+    head = title or f"{result.model} on {result.cluster}"
     ax.set_title(
         f"{head}: memory of the fullest device (stage {d.stage}, {d.device_name}), "
         f"peak {gib(d.peak_memory_bytes):.1f} of {gib(d.capacity_bytes):.0f} GiB",

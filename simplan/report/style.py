@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -22,6 +22,9 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from simplan.outputs import write_with  # noqa: E402
 from simplan.units import GiB  # noqa: E402
+
+if TYPE_CHECKING:
+    from simplan.sim.result import DeviceStats
 
 DPI = 100
 FORMATS = ("png", "svg")
@@ -102,12 +105,12 @@ def new_figure(width_in: float, height_in: float, *, rows: int = 1, cols: int = 
     return fig
 
 
-def style_axes(ax: object) -> None:
-    ax.tick_params(labelsize=FONT_SIZE)  # type: ignore[attr-defined]
-    ax.grid(axis="both", color="#EEEEEE", linewidth=0.6)  # type: ignore[attr-defined]
-    ax.set_axisbelow(True)  # type: ignore[attr-defined]
+def style_axes(ax: Axes) -> None:
+    ax.tick_params(labelsize=FONT_SIZE)
+    ax.grid(axis="both", color="#EEEEEE", linewidth=0.6)
+    ax.set_axisbelow(True)
     for side in ("top", "right"):
-        ax.spines[side].set_visible(False)  # type: ignore[attr-defined]
+        ax.spines[side].set_visible(False)
 
 
 def legend_patches(colors: dict[str, str], labels: dict[str, str] | None = None) -> list[Patch]:
@@ -139,14 +142,14 @@ def save_figure(
     return paths
 
 
-def stage_ticks(devices: Sequence[object]) -> tuple[list[str], str]:
+def stage_ticks(devices: Sequence[DeviceStats]) -> tuple[list[str], str]:
     """Tick labels for per-stage bars and the axis label: the device name goes in the axis
     label when every stage runs on the same kind of device."""
-    names = {d.device_name for d in devices}  # type: ignore[attr-defined]
+    names = {d.device_name for d in devices}
     if len(names) == 1:
         label = f"pipeline stage (representative {names.pop()} of each stage)"
-        return [str(d.stage) for d in devices], label  # type: ignore[attr-defined]
-    ticks = [f"{d.stage}\n{d.device_name}" for d in devices]  # type: ignore[attr-defined]
+        return [str(d.stage) for d in devices], label
+    ticks = [f"{d.stage}\n{d.device_name}" for d in devices]
     return ticks, "pipeline stage (its representative device)"
 
 

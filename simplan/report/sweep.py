@@ -3,7 +3,7 @@ from simulations through the API (one simulated step per value)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,11 +49,13 @@ def run_sweep(
     nodes: int | None = None,
     gpus_per_node: int | None = None,
     link_kinds: Sequence[str] = ("network",),
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepPoint]:
     """Simulate `config` of `model` on the cluster preset/TOML `cluster` once per value.
     vary: 'nodes' (the cluster scaled to N nodes, dp = the devices left by tp and pp; the
     global batch stays), 'bandwidth' (links of `link_kinds` scaled by the factor) or
-    'micro-batch'. A value that cannot run (degrees that do not divide) becomes an error row."""
+    'micro-batch'. A value that cannot run (degrees that do not divide) becomes an error row.
+    progress(done, total) is called before each value and once at the end."""
     from simplan.sim.run import resolve_model
     from simplan.topology import load_cluster
 
@@ -67,8 +69,10 @@ def run_sweep(
     base = (
         None if vary == "nodes" else load_cluster(cluster, nodes=nodes, gpus_per_node=gpus_per_node)
     )
-    points = []
+    points: list[SweepPoint] = []
     for value in values:
+        if progress is not None:
+            progress(len(points), len(values))
         try:
             if base is None:  # vary == "nodes": one cluster per value
                 c = load_cluster(cluster, nodes=int(value), gpus_per_node=gpus_per_node)
@@ -81,6 +85,8 @@ def run_sweep(
         except SimplanError as exc:
             devices = base.num_devices if base is not None else 0
             points.append(SweepPoint(value=float(value), devices=devices, error=str(exc)))
+    if progress is not None:
+        progress(len(points), len(values))
     return points
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from simplan.report.style import (
@@ -23,6 +25,9 @@ from simplan.report.style import (
     new_figure,
     time_unit,
 )
+
+if TYPE_CHECKING:
+    from simplan.sim.result import SimResult
 
 STREAMS: tuple[str, ...] = ("compute", "comm", "p2p")
 STREAM_LABELS = {"compute": "compute", "comm": "dp/zero comm", "p2p": "pipeline p2p"}
@@ -126,7 +131,7 @@ def _gaps(by_class: dict[str, list[Span]], step_time_s: float) -> list[Span]:
 
 
 def timeline_figure(
-    result: object,
+    result: SimResult,
     *,
     title: str | None = None,
     width_in: float = 13.0,
@@ -134,7 +139,7 @@ def timeline_figure(
 ) -> Figure:
     """The timeline of a SimResult simulated with record=True. compact_rows: one row per stage
     (default: when the pipeline has more than COMPACT_ABOVE_STAGES stages)."""
-    step = float(result.step_time_s)  # type: ignore[attr-defined]
+    step = float(result.step_time_s)
     rows = timeline_rows(getattr(result, "events", ()), step)
     stages = sorted({r.stage for r in rows})
     if compact_rows is None:
@@ -150,8 +155,8 @@ def timeline_figure(
     ax.set_xlim(0, step * scale)
     ax.set_xlabel(f"time ({unit})")
     ax.grid(axis="y", visible=False)
-    head = title or f"{result.model} on {result.cluster}"  # type: ignore[attr-defined]
-    note = fold_note(dict(result.config), len(stages))  # type: ignore[attr-defined]
+    head = title or f"{result.model} on {result.cluster}"
+    note = fold_note(dict(result.config), len(stages))
     if compact_rows:
         note += "; communication streams: thin strip under each row"
     ax.set_title(f"{head}: one step, {step * scale:.4g} {unit}\n{note}", fontsize=FONT_SIZE + 1)
@@ -173,7 +178,7 @@ def _row_ticks(rows: list[TimelineRow], compact_rows: bool) -> list[str]:
     return [f"stage {s}" for s in sorted({r.stage for r in rows})]
 
 
-def draw_rows(ax: object, rows: list[TimelineRow], scale: float) -> None:
+def draw_rows(ax: Axes, rows: list[TimelineRow], scale: float) -> None:
     """One broken_barh (PolyCollection) per (row, class); its label names both."""
     for row in rows:
         offset, height = row.band
@@ -182,7 +187,7 @@ def draw_rows(ax: object, rows: list[TimelineRow], scale: float) -> None:
             if not spans:
                 continue
             thin = cls == "communication"
-            ax.broken_barh(  # type: ignore[attr-defined]
+            ax.broken_barh(
                 [(s * scale, w * scale) for s, w in spans],
                 (row.y + offset, height),
                 facecolors=TIMELINE_COLORS[cls],
@@ -193,10 +198,10 @@ def draw_rows(ax: object, rows: list[TimelineRow], scale: float) -> None:
 
 
 def label_tasks(
-    fig: Figure, ax: object, rows: list[TimelineRow], scale: float, width_in: float
+    fig: Figure, ax: Axes, rows: list[TimelineRow], scale: float, width_in: float
 ) -> int:
     """Write micro-batch numbers inside the bars wide enough to hold them; returns how many."""
-    x0, x1 = ax.get_xlim()  # type: ignore[attr-defined]
+    x0, x1 = ax.get_xlim()
     px_per_unit = 0.8 * width_in * fig.dpi / max(x1 - x0, 1e-12)
     count = 0
     for row in rows:
@@ -205,7 +210,7 @@ def label_tasks(
                 continue
             if count >= MAX_LABELS:
                 return count
-            ax.text(  # type: ignore[attr-defined]
+            ax.text(
                 (start + end) / 2 * scale,
                 row.y,
                 text,

@@ -105,6 +105,7 @@ class Assembler:
             for s in range(config.pp)
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
+        self._cuts: dict[tuple[int, ...], float] = {}
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         return self.cluster.collective_time(op, nbytes, group)
@@ -277,9 +278,15 @@ class Assembler:
             largest = max((s.params for s in self.steps[rank]), default=0.0)
             buffers += 2 * largest * dtype_bytes(cfg.dtype)
         if cfg.pp > 1:  # receive buffers for activations and gradients
-            cut = max(self.graph.cut_bytes(b - 1) for b in bounds[1:-1]) if len(bounds) > 2 else 0.0
-            buffers += 2 * cut * cfg.micro_batch / cfg.tp
+            buffers += 2 * self._largest_cut(bounds) * cfg.micro_batch / cfg.tp
         return MemoryParts(weights=weights, grads=grads, optimizer=optimizer, buffers=buffers)
+
+    def _largest_cut(self, bounds: tuple[int, ...]) -> float:
+        """Bytes per sample of the largest inner cut (the same for every rank: once per plan)."""
+        if bounds not in self._cuts:
+            inner = [self.graph.cut_bytes(b - 1) for b in bounds[1:-1]]
+            self._cuts[bounds] = max(inner, default=0.0)
+        return self._cuts[bounds]
 
     def _tied_copy(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
         """A head tied to the embedding keeps its own copy of the weights on another stage."""

@@ -7,10 +7,15 @@ channel's load with all sibling groups, over the busiest channel's load of one g
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 NOMINAL_BYTES = 64 * 2**20
+
+# per cluster: (op, groups) -> factor; the planner's estimates and the simulations of its
+# candidates ask for the same groups, and on a large cluster each answer costs collective plans
+_FACTORS: weakref.WeakKeyDictionary[Any, dict[tuple, float]] = weakref.WeakKeyDictionary()
 
 
 def _max_load(plans: Sequence[Any], cluster: Any) -> float:
@@ -30,9 +35,20 @@ def _max_load(plans: Sequence[Any], cluster: Any) -> float:
 
 def sharing_factor(cluster: Any, op: str, groups: Sequence[Sequence[int]]) -> float:
     """How much slower one group's collective runs while all `groups` run it together (>= 1)."""
-    groups = [tuple(g) for g in groups if len(g) > 1]
-    if len(groups) <= 1:
+    shared = [tuple(g) for g in groups if len(g) > 1]
+    if len(shared) <= 1:
         return 1.0
+    try:
+        known = _FACTORS.setdefault(cluster, {})
+    except TypeError:  # an object that cannot be weakly referenced: no cache
+        known = {}
+    key = (op, tuple(shared))
+    if key not in known:
+        known[key] = _sharing_factor(cluster, op, shared)
+    return known[key]
+
+
+def _sharing_factor(cluster: Any, op: str, groups: list[tuple[int, ...]]) -> float:
     try:
         plans = [cluster.collective_plan(op, NOMINAL_BYTES, g) for g in groups]
     except Exception:  # a group shape the plan cannot describe: assume no sharing

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import simpy
 
+from simplan.deadline import Deadline, TimeLimitReached
 from simplan.sim.schedules import Op, schedule
 
 Event = tuple[int, str, str, str, float, float]  # rank, stream, name, category, start, end
@@ -87,8 +88,11 @@ class RankStats:
 
 
 class Engine:
-    def __init__(self, plan: EnginePlan, record: bool = True) -> None:
+    def __init__(
+        self, plan: EnginePlan, record: bool = True, deadline: Deadline | None = None
+    ) -> None:
         self.plan = plan
+        self.deadline = deadline
         self.env = simpy.Environment()
         self.record = record
         self.events: list[Event] = []
@@ -198,6 +202,8 @@ class Engine:
 
     def _rank(self, r: int) -> Generator:
         for kind, mb, c in self.ops[r]:
+            if self.deadline is not None and self.deadline.expired():
+                raise TimeLimitReached(f"the time limit stopped the simulation at {kind}{mb}")
             chunk = self.plan.chunks[c]
             if kind == "F":
                 yield from self._forward(r, mb, chunk)
@@ -330,8 +336,8 @@ class Engine:
 
 
 def run_engine(
-    plan: EnginePlan, record: bool = True
+    plan: EnginePlan, record: bool = True, deadline: Deadline | None = None
 ) -> tuple[float, list[RankStats], list[Event], int]:
-    engine = Engine(plan, record)
+    engine = Engine(plan, record, deadline)
     step = engine.run()
     return step, engine.stats, engine.events, engine.event_count

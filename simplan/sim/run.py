@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from simplan.capabilities import CapabilityProvider
+from simplan.deadline import Deadline
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
@@ -51,6 +52,7 @@ def simulate(
     device: DeviceModel | None = None,
     capabilities: CapabilityProvider | None = None,
     full_microbatches: int = FULL_MICROBATCHES,
+    deadline: Deadline | None = None,
 ) -> SimResult:
     """Simulate one training step of `config` for `model` on `cluster`.
 
@@ -60,7 +62,8 @@ def simulate(
     model to use for every rank instead of the cluster's (what-if studies, calibration);
     capabilities: what each device can do (simplan.capabilities; default: the cluster's);
     full_microbatches: simulate every micro-batch up to this many, beyond it a few periods of the
-    schedule, extrapolated exactly (simplan.sim.steady)."""
+    schedule, extrapolated exactly (simplan.sim.steady); deadline: stop with
+    simplan.deadline.TimeLimitReached when it passes."""
     started = time.perf_counter()
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
@@ -69,7 +72,7 @@ def simulate(
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
     plan, memory, bounds = assembler.build()
-    run = run_bounded(plan, record, full_microbatches=full_microbatches)
+    run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
     devices = tuple(
         _device(r, assembler, run.stats[r], memory[r], run.step_s, plan.ranks[r].device)
         for r in range(config.pp)

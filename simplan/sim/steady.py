@@ -24,6 +24,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 
+from simplan.deadline import Deadline
 from simplan.sim.engine import EnginePlan, Event, RankStats, run_engine
 
 FULL_MICROBATCHES = 1024  # simulated one by one up to this many; beyond, extrapolated
@@ -60,9 +61,14 @@ class _Sample:
 
 
 def run_bounded(
-    plan: EnginePlan, record: bool = True, *, full_microbatches: int = FULL_MICROBATCHES
+    plan: EnginePlan,
+    record: bool = True,
+    *,
+    full_microbatches: int = FULL_MICROBATCHES,
+    deadline: Deadline | None = None,
 ) -> BoundedRun:
-    """Simulate `plan`'s step with work bounded independently of its number of micro-batches."""
+    """Simulate `plan`'s step with work bounded independently of its number of micro-batches
+    (and raise simplan.deadline.TimeLimitReached at `deadline`, if given)."""
     m, period = plan.microbatches, plan.pp
     start = max(4 * period, 8)
     count = 0
@@ -73,14 +79,14 @@ def run_bounded(
             break
         samples = []
         for k in range(SAMPLES):
-            sample = _simulate(plan, m0 + k * period, record and k == SAMPLES - 1)
+            sample = _simulate(plan, m0 + k * period, record and k == SAMPLES - 1, deadline)
             count += sample.event_count
             samples.append(sample)
         extended = _extend(samples, m, period, count)
         if extended is not None:
             return extended
         start *= 2
-    full = _simulate(plan, m, record)
+    full = _simulate(plan, m, record, deadline)
     return BoundedRun(
         step_s=full.step_s,
         stats=tuple(full.stats),
@@ -91,8 +97,12 @@ def run_bounded(
     )
 
 
-def _simulate(plan: EnginePlan, microbatches: int, record: bool) -> _Sample:
-    step, stats, events, count = run_engine(replace(plan, microbatches=microbatches), record)
+def _simulate(
+    plan: EnginePlan, microbatches: int, record: bool, deadline: Deadline | None
+) -> _Sample:
+    step, stats, events, count = run_engine(
+        replace(plan, microbatches=microbatches), record, deadline
+    )
     return _Sample(
         microbatches=microbatches, step_s=step, stats=stats, events=events, event_count=count
     )

@@ -119,7 +119,15 @@ class Cluster:
         return i
 
     def node_devices(self, node: int) -> tuple[int, ...]:
-        return tuple(d.index for d in self.devices if d.node == node)
+        return self._by_node.get(node, ())
+
+    @cached_property
+    def _by_node(self) -> dict[int, tuple[int, ...]]:
+        """Each node's devices, in device order (built once: node_devices is called per node)."""
+        nodes: dict[int, list[int]] = {}
+        for d in self.devices:
+            nodes.setdefault(d.node, []).append(d.index)
+        return {node: tuple(devices) for node, devices in nodes.items()}
 
     def rail_devices(self, local: int) -> tuple[int, ...]:
         """One device per node: the local-th device of every node that has one (a rail)."""

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simplan.cli import main
 from tests.helpers import ROOT, assert_one_line_error, mlp_profile_with, run_cli
@@ -436,6 +438,11 @@ def plan_cases() -> Iterator[Case]:
     for label, data in corruptions(json.dumps(PLAN), "json"):
         yield Case(f"plan file: {label}", "plan.json", data, simulate)
         yield Case(f"plan file (report): {label}", "plan.json", data, report)
+    validate = ("validate", "--plan", "{in}", "--runs-dir", "{out}")
+    for label, data in corruptions(json.dumps(PLAN), "json"):  # refused before any rank starts
+        yield Case(f"plan file (validate): {label}", "plan.json", data, validate)
+    for label, doc in PLAN_EXTRA[:3]:
+        yield Case(f"plan (validate): {label}", "plan.json", _json(doc), validate)
     plans = {"schema": {"kind": "plans", "version": 1}, "plans": [PLAN], "baselines": []}
     for label, doc in (
         ("plans=[]", {**plans, "plans": []}),
@@ -504,8 +511,10 @@ def calibration_cases() -> Iterator[Case]:
     fields, required = CALIBRATION_FIELDS, CALIBRATION_REQUIRED
     for label, doc in mutations(base, fields, required, open_tables=("framework",)):
         yield Case(f"calibration: {label}", "cal.json", _json(doc), argv, cluster_file)
+    validate = ("validate", "--model", "mlp", "--calibration", "{in}", "--runs-dir", "{out}")
     for label, data in corruptions(json.dumps(base), "json"):
         yield Case(f"calibration file: {label}", "cal.json", data, argv, cluster_file)
+        yield Case(f"calibration file (validate): {label}", "cal.json", data, validate)
 
 
 FACTORIES = {
@@ -717,3 +726,72 @@ def test_the_entry_point_behaves_the_same(tmp_path: Path) -> None:
     net = tmp_path / "net.py"
     net.write_text(FACTORIES["sys.exit(0)"])
     assert_one_line_error(run_cli("profile", f"{net}:make", "--device", "h200"), "sys.exit(0)")
+
+
+# ------------------------------------------------------------------ property: parsed documents
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _table_of(doc: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """The document with any of its keys given any value (and maybe one foreign key)."""
+    return st.fixed_dictionaries(
+        {}, optional={k: VALUES | st.just(v) for k, v in doc.items()} | {"extra": VALUES}
+    )
+
+
+def _refused_or_accepted(fn: Callable[[], Any]) -> None:
+    """fn() returns, or raises one SimplanError line; never anything else."""
+    from simplan.errors import SimplanError
+
+    try:
+        fn()
+    except SimplanError as exc:
+        assert str(exc).strip() and "\n" not in str(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_table_of(MODEL["transformer"]), st.booleans())
+def test_any_transformer_table_is_a_spec_or_one_line(table: dict[str, Any], whole: bool) -> None:
+    from simplan.transformer_shape import spec_from_file, spec_from_table
+
+    if whole:
+        _refused_or_accepted(lambda: spec_from_file({"transformer": table}, name="m", where="m"))
+    else:
+        _refused_or_accepted(lambda: spec_from_table(table, name="m", where="m.toml"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_table_of(CLUSTER["node_group"][0]), _table_of(CLUSTER["network"]))
+def test_any_cluster_table_is_a_spec_or_one_line(
+    group: dict[str, Any], network: dict[str, Any]
+) -> None:
+    from simplan.topology.cluster_spec import parse_spec
+
+    _refused_or_accepted(
+        lambda: parse_spec({"node_group": [group], "network": network}, origin="c.toml")
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(_table_of(PLAN["config"]), _table_of(PLAN["cluster"]), VALUES)
+def test_any_plan_document_is_a_plan_or_one_line(
+    config: dict[str, Any], cluster: dict[str, Any], placement: Any
+) -> None:
+    from simplan.planfile import plan_from_dict
+
+    doc = {**PLAN, "config": config, "cluster": cluster, "placement": placement}
+    _refused_or_accepted(lambda: plan_from_dict(doc, "plan.json"))

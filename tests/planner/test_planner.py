@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from simplan.deadline import Deadline
 from simplan.planfile import ClusterRef
 from simplan.planner import Plan, SearchOptions, SearchSpace, plan, search
 from simplan.planner.driver import Search, _baselines
@@ -29,11 +30,11 @@ def gpt125m():
 
 def _brute_force(graph, cluster, global_batch: int, space: SearchSpace) -> float:
     """Simulate every candidate with both the default and the ILP partition; the best fitting."""
-    options = SearchOptions(global_batch=global_batch, space=space)
+    options = SearchOptions(global_batch=global_batch, space=space, deadline=Deadline.never())
     s = Search(graph, cluster, "gpt3-125m", ClusterRef(spec=cluster.name), options)
     configs, _ = candidates(graph, cluster, global_batch, space)
     everything = [s.score(c, layout) for c in configs for layout in s.layouts(c.dp, c.tp, c.pp)]
-    refined = s.refine(list(everything), len(everything), float("inf"))
+    refined = s.refine(list(everything), len(everything), Deadline.never())
     best = float("inf")
     for scored in everything + refined:
         p = s.simulate(s.to_plan(scored))
