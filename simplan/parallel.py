@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
-from simplan.limits import MAX_GLOBAL_BATCH, MAX_SEQ_LEN, check_global_batch
+from simplan.limits import (  # devices of a cluster, samples per step, tokens per sample
+    MAX_DEVICES,
+    MAX_GLOBAL_BATCH,
+    MAX_SEQ_LEN,
+    check_global_batch,
+)
 from simplan.units import DTYPE_BYTES, MiB, check_dtype
 
 if TYPE_CHECKING:
@@ -18,8 +23,8 @@ RECOMPUTE = ("none", "selective", "full")
 ZERO_STAGES = (0, 1, 2, 3)
 
 # the largest values any real job has, with room to spare (beyond them a value is a typo)
-MAX_DEGREE = 1 << 20  # devices in one parallel dimension
-MAX_SAMPLES = 1 << 30  # samples in a batch
+MAX_DEGREE = MAX_DEVICES  # devices in one parallel dimension
+MAX_SAMPLES = MAX_GLOBAL_BATCH  # samples in a micro-batch: at most a global batch
 MAX_VIRTUAL_STAGES = 1024
 
 

@@ -13,13 +13,12 @@ import math
 import re
 from dataclasses import dataclass
 
-from simplan.parallel import MAX_DEGREE
+from simplan.limits import MAX_DEVICES_PER_NODE, MAX_NODES
 
 _INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
-# the largest values any real job has, with room to spare; beyond them a flag is a typo
-MAX_DEVICES = MAX_DEGREE  # a node count
-MAX_GPUS_PER_NODE = 1024
+# the largest values any real job has, with room to spare; beyond them a flag is a typo (the
+# sizes of models, clusters and batches are simplan.limits' and simplan.parallel's)
 MAX_RANKS = 1024  # processes started on this machine
 MAX_STEPS = 1_000_000  # timed or warm-up steps, repeats
 MAX_SECONDS = 7 * 24 * 3600.0  # a time limit or timeout: a week
@@ -101,8 +100,8 @@ class Text:
 
 
 # the flags several verbs share
-NODES = positive_int(MAX_DEVICES)
-GPUS_PER_NODE = positive_int(MAX_GPUS_PER_NODE)
+NODES = positive_int(MAX_NODES)
+GPUS_PER_NODE = positive_int(MAX_DEVICES_PER_NODE)
 SECONDS = positive_float(MAX_SECONDS)
 STEPS = positive_int(MAX_STEPS)
 WARMUP = non_negative_int(MAX_STEPS)

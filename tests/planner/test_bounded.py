@@ -33,16 +33,18 @@ SMALL = SearchSpace(
 class CountingDeadline(Deadline):
     """Expires after a fixed number of checks: a deterministic stand-in for the clock."""
 
+    _left: list[int]
+
     def __init__(self, checks: int) -> None:
         super().__init__(at_s=math.inf, limit_s=1.0)
         object.__setattr__(self, "_left", [checks])
 
     def expired(self) -> bool:
-        self._left[0] -= 1  # type: ignore[attr-defined]
-        return self._left[0] < 0  # type: ignore[attr-defined]
+        self._left[0] -= 1
+        return self._left[0] < 0
 
     def left_s(self) -> float:
-        return 0.0 if self._left[0] <= 0 else math.inf  # type: ignore[attr-defined]
+        return 0.0 if self._left[0] <= 0 else math.inf
 
     def share(self, fraction: float) -> Deadline:
         return self
