@@ -99,7 +99,68 @@ class Text:
         return text
 
 
+@dataclass(frozen=True)
+class IntSpan:
+    """N (exactly N) or LO-HI (LO <= n <= HI), whole numbers from lo to hi: (LO, HI)."""
+
+    lo: int
+    hi: int
+
+    def __call__(self, text: str) -> tuple[int, int]:
+        one = IntRange(self.lo, self.hi)
+        parts = text.split("-") if not text.strip().startswith("-") else [text]
+        if len(parts) not in (1, 2):
+            raise argparse.ArgumentTypeError(f"expected {self.wanted()}, got {_show(text)}")
+        values = [one(part) for part in parts]
+        if values[0] > values[-1]:
+            raise argparse.ArgumentTypeError(
+                f"expected {self.wanted()}, got {text.strip()} (LO above HI)"
+            )
+        return values[0], values[-1]
+
+    def wanted(self) -> str:
+        return f"N or LO-HI, whole numbers from {self.lo:,} to {self.hi:,}"
+
+
+@dataclass(frozen=True)
+class ChoiceList:
+    """A comma-separated list of some of `names` (each at most once), in the given order."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, text: str) -> tuple[str, ...]:
+        items = [item.strip() for item in text.split(",")]
+        for item in items:
+            if item not in self.names:
+                raise argparse.ArgumentTypeError(
+                    f"expected a comma-separated list of {', '.join(self.names)}, got {_show(item)}"
+                )
+        if len(set(items)) != len(items):
+            raise argparse.ArgumentTypeError(f"{_show(text)} names one value twice")
+        return tuple(items)
+
+
+@dataclass(frozen=True)
+class HeadroomText:
+    """GiB (4, 4GiB) or a percentage of capacity (10%): a simplan.headroom.Headroom."""
+
+    def __call__(self, text: str) -> object:
+        from simplan.errors import SimplanError
+        from simplan.headroom import parse_headroom
+
+        try:
+            return parse_headroom(text, flag="the headroom")
+        except SimplanError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # the flags several verbs share
+HEADROOM = HeadroomText()
+HEADROOM_HELP = (
+    "memory kept free on every device, in GiB (4) or as a percentage of capacity (10%%); a step "
+    "fits when its peak is within capacity less this (default 2.92 GiB: CUDA context 0.92 + NCCL "
+    "buffers 2.00, published measurements, see the README)"
+)
 NODES = positive_int(MAX_NODES)
 GPUS_PER_NODE = positive_int(MAX_DEVICES_PER_NODE)
 SECONDS = positive_float(MAX_SECONDS)

@@ -131,6 +131,17 @@ def profile_rules(f: Flags) -> Iterator[str]:
 
 
 def plan_rules(f: Flags) -> Iterator[str]:
+    pp, dp = f.get("pp"), f.get("dp")
+    if f.get("schedules") and pp is not None and pp[1] == 1:
+        yield (
+            f"--schedules {','.join(f.get('schedules'))} does nothing with --pp 1 (a schedule "
+            f"orders the micro-batches of a pipeline); allow --pp > 1 or drop --schedules"
+        )
+    if f.get("zero") and dp is not None and dp[1] == 1:
+        yield (
+            f"--zero {','.join(f.get('zero'))} does nothing with --dp 1 (ZeRO shards over the "
+            f"data-parallel ranks); allow --dp > 1 or drop --zero"
+        )
     if f.get("json") and f.get("explain"):
         yield "--explain prints its reasons beside the table, not in --json; drop one of them"
     if f.get("json") and f.get("export"):

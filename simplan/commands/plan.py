@@ -9,10 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from simplan.commands import add_verb
-from simplan.commands.argtypes import GPUS_PER_NODE, NODES, SECONDS, positive_int
+from simplan.commands.argtypes import (
+    GPUS_PER_NODE,
+    HEADROOM,
+    HEADROOM_HELP,
+    NODES,
+    SECONDS,
+    ChoiceList,
+    IntSpan,
+    positive_int,
+)
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
+from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
 from simplan.table import render
 from simplan.units import GiB
 
@@ -25,7 +35,17 @@ schedule, virtual stages, ZeRO stage, recomputation, which layers each pipeline 
 ILP sized to each device's speed and memory) and which device each rank runs on. Every candidate
 gets a fast analytic estimate; the best are simulated, beside two baselines (pure data parallel,
 and Megatron's rule: TP = GPUs per node, the smallest PP that fits). The winner is never worse
-than the baselines under the simulator.
+than the baselines under the simulator (a baseline outside the constraints below is shown, never
+proposed).
+
+constraints (each narrows the search; none given: everything is tried):
+  --tp N / --tp LO-HI       fix tensor parallelism to N, or bound it to LO..HI (same for --pp, --dp)
+  --micro-batch LO-HI       micro-batches tried: LO, HI and the powers of two between
+                            (default 1-256: powers of two; those that do not fit are pruned)
+  --zero 0,1                only these ZeRO stages (0-3; 1 is Megatron's distributed optimizer)
+  --schedules 1f1b,interleaved   only these pipeline schedules (1f1b, interleaved, gpipe)
+  --memory-headroom 4 / 10%      keep 4 GiB (or 10% of capacity) of every device free
+No plan is proposed whose simulated peak memory exceeds a device's capacity less the headroom.
 
 examples:
   simplan plan --model gpt3-1.3b --cluster dgx-a100 --nodes 2 --global-batch 64
@@ -34,6 +54,8 @@ examples:
       # writes plans/plan.json (the best) and plans/plans.json (the top K and baselines)
   simplan plan --model llama3-8b --cluster h200 --global-batch 256 --export megatron
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
+  simplan plan --model llama3-8b --cluster dgx-h100 --nodes 2 --global-batch 256 --tp 4 \\
+      --pp 1-2 --zero 0,1 --memory-headroom 8
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
 
 exit status: 0 with the plans; 2 for bad input, and when no configuration fits the cluster (one
@@ -64,6 +86,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json, replaced as a pair"
     )
+    degree = IntSpan(1, MAX_DEVICES)
+    for name, what in (("tp", "tensor"), ("pp", "pipeline"), ("dp", "data")):
+        p.add_argument(
+            f"--{name}",
+            type=degree,
+            metavar="N|LO-HI",
+            help=f"{what}-parallel degree: N fixes it, LO-HI bounds it (default: any)",
+        )
+    p.add_argument(
+        "--micro-batch",
+        type=IntSpan(1, MAX_GLOBAL_BATCH),
+        metavar="N|LO-HI",
+        help="micro-batches to try: N only, or LO, HI and the powers of two between "
+        "(default 1-256, powers of two)",
+    )
+    p.add_argument(
+        "--zero",
+        type=ChoiceList(("0", "1", "2", "3")),
+        metavar="STAGES",
+        help="ZeRO stages to try, comma-separated, e.g. 0,1 (default: all)",
+    )
+    p.add_argument(
+        "--schedules",
+        type=ChoiceList(("1f1b", "interleaved", "gpipe")),
+        metavar="NAMES",
+        help="pipeline schedules to try, comma-separated, e.g. 1f1b,interleaved (default: all)",
+    )
+    p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%%", help=HEADROOM_HELP)
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
@@ -77,6 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from simplan.deadline import Deadline, TimeLimitReached, call_before
+    from simplan.headroom import DEFAULT_HEADROOM
     from simplan.planner import SearchOptions, search
     from simplan.progress import QUIET_S, Progress
 
@@ -105,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
     options = SearchOptions(
         global_batch=args.global_batch, seq_len=args.seq_len or None, top=args.top,
         time_limit_s=args.time_limit, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-        dtype=args.dtype, progress=progress, deadline=deadline,
+        dtype=args.dtype, progress=progress, deadline=deadline, tp=args.tp, pp=args.pp,
+        dp=args.dp, micro_batch=args.micro_batch,
+        zero=tuple(int(z) for z in args.zero) if args.zero else None, schedules=args.schedules,
+        memory_headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )  # fmt: skip
     try:
         result = call_before(guard, lambda: search(args.model, args.cluster, options))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.commands import add_verb
-from simplan.commands.argtypes import GPUS_PER_NODE, NODES
+from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES
 from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", help="simulate a plan file instead (written by `simplan plan`)")
     add_config_flags(p, defaults={"dp": None, "global_batch": None})
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
+    p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%%", help=HEADROOM_HELP)
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simplan.headroom import DEFAULT_HEADROOM
     from simplan.sim.result import write_trace
     from simplan.sim.run import simulate
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         profile=profile,
         placement=placement or None,
         record=bool(args.trace or args.report),
+        headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )
     if args.trace:
         write_trace(result, args.trace)
@@ -91,15 +94,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def memory_shortfall(result: Any) -> str:
-    """'' when every device's peak fits its memory, else how far the fullest one overflows."""
+    """'' when every device's peak fits its memory less the headroom, else how far the fullest
+    one overflows."""
     over = [d for d in result.devices if not d.fits]
     if not over:
         return ""
-    worst = max(over, key=lambda d: d.peak_memory_bytes / d.capacity_bytes)
+    worst = max(over, key=lambda d: d.peak_memory_bytes / d.usable_bytes)
     share = worst.peak_memory_bytes / worst.capacity_bytes
     return (
         f"stage {worst.stage} needs {worst.peak_memory_bytes / GiB:.1f} GiB of "
-        f"{worst.capacity_bytes / GiB:.0f} GiB ({share:.0%}); {len(over)} of "
+        f"{worst.capacity_bytes / GiB:.0f} GiB ({share:.0%}), which keeps "
+        f"{worst.headroom_bytes / GiB:.2f} GiB free (--memory-headroom); {len(over)} of "
         f"{len(result.devices)} stages overflow: use more devices, ZeRO, recomputation or a "
         f"smaller micro-batch"
     )
@@ -170,6 +175,7 @@ def print_result(result: Any) -> None:
                 f"{d.optimizer_s * 1e3:.1f}",
                 f"{d.peak_memory_bytes / GiB:.1f}",
                 f"{d.capacity_bytes / GiB:.0f}",
+                f"{d.headroom_bytes / GiB:.2f}",
                 "yes" if d.fits else "NO",
             ]
         )
@@ -185,6 +191,7 @@ def print_result(result: Any) -> None:
                 "optimizer ms",
                 "peak GiB",
                 "capacity GiB",
+                "headroom GiB",
                 "fits",
             ],
             rows,

@@ -9,6 +9,7 @@ from typing import Any
 
 from simplan.capabilities import match_profile
 from simplan.devices import DeviceModel
+from simplan.headroom import DEFAULT_HEADROOM, Headroom
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planner.layouts import Layout, node_classes, slowest
@@ -36,9 +37,11 @@ class CostContext:
     """Caches of layer costs and collective times for one (model, cluster, dtype)."""
 
     def __init__(
-        self, graph: ModelGraph, cluster: Any, dtype: str, profile: Profile | None = None
-    ) -> None:
+        self, graph: ModelGraph, cluster: Any, dtype: str, profile: Profile | None = None,
+        headroom: Headroom = DEFAULT_HEADROOM,
+    ) -> None:  # fmt: skip
         self.graph, self.cluster, self.dtype, self.profile = graph, cluster, dtype, profile
+        self.headroom = headroom  # kept free on every device: plans fit capacity less it
         self.cut_bytes = cut_bytes_all(graph)
         self.models: dict[str, DeviceModel] = {}
         self._table_c = lru_cache(maxsize=None)(self._table)

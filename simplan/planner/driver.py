@@ -22,6 +22,7 @@ from typing import Any
 
 from simplan.deadline import Deadline, TimeLimitReached, call_before
 from simplan.errors import SimplanError
+from simplan.headroom import DEFAULT_HEADROOM, Headroom
 from simplan.limits import check_global_batch
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
@@ -31,7 +32,13 @@ from simplan.planner.estimate import CostContext, Estimate, estimate
 from simplan.planner.layouts import Layout, layouts, node_classes
 from simplan.planner.partition import default_bounds, ilp_bounds
 from simplan.planner.plan import Plan
-from simplan.planner.search import SearchSpace, candidates, minimum_memory_bytes
+from simplan.planner.search import (
+    SearchSpace,
+    Span,
+    candidates,
+    micro_batches_in,
+    minimum_memory_bytes,
+)
 from simplan.units import GiB
 
 ProgressFn = Callable[[str, int, int], None]
@@ -60,6 +67,11 @@ class SearchOptions:
     refine: the best pipelined candidates given an ILP partition (at least 2 x top).
     deadline: when the time limit ends (a verb makes it as it starts, so that loading counts);
         None: time_limit_s from the start of the search.
+    tp, pp, dp: (lo, hi) inclusive bounds on a degree, (n, n) to fix it; None: any.
+    micro_batch: (lo, hi) the micro-batches tried (both ends and the powers of two between);
+        None: the space's (powers of two up to 256).
+    zero, schedules: the ZeRO stages and pipeline schedules allowed; None: the space's.
+    memory_headroom: kept free on every device; no plan is proposed above capacity less it.
     """
 
     global_batch: int
@@ -73,6 +85,13 @@ class SearchOptions:
     progress: ProgressFn | None = field(default=None, compare=False)
     refine: int = 8
     deadline: Deadline | None = field(default=None, compare=False)
+    tp: Span | None = None
+    pp: Span | None = None
+    dp: Span | None = None
+    micro_batch: Span | None = None
+    zero: tuple[int, ...] | None = None
+    schedules: tuple[str, ...] | None = None
+    memory_headroom: Headroom = DEFAULT_HEADROOM
 
     def __post_init__(self) -> None:
         gb = self.global_batch
@@ -85,6 +104,46 @@ class SearchOptions:
             raise SimplanError(
                 f"--time-limit must be a positive number of seconds, got {self.time_limit_s}"
             )
+        for name in ("tp", "pp", "dp", "micro_batch"):
+            span = getattr(self, name)
+            if span is not None and not 1 <= span[0] <= span[1]:
+                flag = "--" + name.replace("_", "-")
+                raise SimplanError(f"{flag} must be N or LO-HI with 1 <= LO <= HI, got {span}")
+        if self.zero is not None and (not self.zero or not set(self.zero) <= {0, 1, 2, 3}):
+            raise SimplanError(f"--zero takes stages from 0, 1, 2, 3, got {self.zero}")
+        known = SearchSpace().schedules
+        if self.schedules is not None and (
+            not self.schedules or not set(self.schedules) <= set(known)
+        ):
+            raise SimplanError(
+                f"--schedules takes some of {', '.join(known)}, got {', '.join(self.schedules)}"
+            )
+
+    def allows(self, config: ParallelConfig) -> bool:
+        """Whether `config` keeps the constraints asked (a baseline that breaks one is shown
+        beside the plans, never proposed among them)."""
+        for span, value in (
+            (self.tp, config.tp), (self.pp, config.pp), (self.dp, config.dp),
+            (self.micro_batch, config.micro_batch),
+        ):  # fmt: skip
+            if span is not None and not span[0] <= value <= span[1]:
+                return False
+        if self.zero is not None and config.dp > 1 and config.zero not in self.zero:
+            return False
+        return not (
+            self.schedules is not None and config.pp > 1 and config.schedule not in self.schedules
+        )
+
+    def constrained_space(self) -> SearchSpace:
+        """The space with the degree bounds, micro-batches, ZeRO stages and schedules asked."""
+        space = replace(self.space, tp_range=self.tp, pp_range=self.pp, dp_range=self.dp)
+        if self.micro_batch is not None:
+            space = replace(space, micro_batches=micro_batches_in(*self.micro_batch))
+        if self.zero is not None:
+            space = replace(space, zero=tuple(sorted(self.zero)))
+        if self.schedules is not None:
+            space = replace(space, schedules=self.schedules)
+        return space
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +184,8 @@ class Search:
         self.cut: list[str] = []
         self.longest_simulation_s = 0.0
         self.out_of_time = False
-        self.ctx = CostContext(graph, cluster, options.space.dtype)
+        self.headroom = options.memory_headroom
+        self.ctx = CostContext(graph, cluster, options.space.dtype, headroom=self.headroom)
         self.progress = options.progress or (lambda label, done, total: None)
         self.reasons: Counter = Counter()
         self.solves: list[dict[str, Any]] = []
@@ -247,7 +307,8 @@ class Search:
         started = time.monotonic()
         try:
             result = call_before(
-                self.deadline, lambda: plan.simulate(record=False, deadline=self.deadline)
+                self.deadline,
+                lambda: plan.simulate(record=False, deadline=self.deadline, headroom=self.headroom),
             )
         except TimeLimitReached:
             self.out_of_time = True
@@ -298,13 +359,24 @@ def _plan_key(plan: Plan) -> tuple[bool, float]:
     return (not plan.fits, plan.step_time_s)
 
 
-def check_fits_somewhere(graph: ModelGraph, cluster: Any, dtype: str) -> None:
+def check_fits_somewhere(
+    graph: ModelGraph, cluster: Any, dtype: str, headroom: Headroom = DEFAULT_HEADROOM
+) -> None:
     need = minimum_memory_bytes(graph, cluster.num_devices, dtype)
-    have = max(cluster.device_model(d).memory_bytes for d in range(cluster.num_devices))
+    have = max(
+        headroom.usable_bytes(cluster.device_model(d).memory_bytes)
+        for d in range(cluster.num_devices)
+    )
+    if have <= 0:
+        raise SimplanError(
+            f"a memory headroom of {headroom.describe()} leaves nothing of the devices' memory; "
+            f"lower --memory-headroom"
+        )
     if need > have:
         raise SimplanError(
             f"{graph.name} needs at least {need / GiB:.1f} GiB per device even fully sharded "
-            f"(ZeRO-3) over all {cluster.num_devices} devices, which have {have / GiB:.0f} GiB; "
+            f"(ZeRO-3) over all {cluster.num_devices} devices, which have {have / GiB:.1f} GiB "
+            f"each once the memory headroom ({headroom.describe()}) is kept free; "
             f"use at least {int(-(-need * cluster.num_devices // have))} such devices (--nodes)"
         )
 
@@ -318,19 +390,20 @@ def run_search(
     global_batch, top, space = options.global_batch, options.top, options.space
     deadline = options.deadline or Deadline.after(options.time_limit_s)
     time_limit_s = deadline.limit_s if math.isfinite(deadline.limit_s) else options.time_limit_s
-    options = replace(options, deadline=deadline)
+    space = options.constrained_space()
+    options = replace(options, deadline=deadline, space=space)
     if len(node_classes(cluster)) > 1:
         space = replace(space, fewer_nodes=0)
         options = replace(options, space=space)
-    check_fits_somewhere(graph, cluster, space.dtype)
+    check_fits_somewhere(graph, cluster, space.dtype, options.memory_headroom)
     s = Search(graph, cluster, model, ref, options)
-    configs, reasons = candidates(graph, cluster, global_batch, space)
+    configs, reasons = candidates(graph, cluster, global_batch, space, options.memory_headroom)
     s.reasons.update(reasons)
     ranked = s.evaluate(configs, deadline.share(ESTIMATE_SHARE))
     ranked = s.refine(ranked, max(options.refine, 2 * top), deadline.share(REFINE_SHARE))
     plans = _simulate_top(s, ranked, top)
     baselines = _baselines(s)
-    plans = _merge(plans, baselines, top)
+    plans = _merge(plans, [b for b in baselines if options.allows(b.config)], top)
     if not plans and s.cut:
         raise SimplanError(
             f"the time limit of {time_limit_s:g} s ended the search before any plan of "

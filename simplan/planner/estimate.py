@@ -129,7 +129,7 @@ def _rank_memory_and_tail(
     acts = Prefix.span(pre.act, mine) * inflight(config, r)
     if config.recompute == "full":
         acts += max(max(pre.table.raw_act_bytes[lo:hi]) for lo, hi in mine)
-    capacity = model.memory_bytes
+    capacity = ctx.headroom.usable_bytes(model.memory_bytes)
     bwd = Prefix.span(pre.bwd, mine)
     return static + acts, capacity, _tail(ctx, config, layout, r, model, params, bwd)
 

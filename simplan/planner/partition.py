@@ -62,7 +62,7 @@ def partition_problem(ctx: CostContext, config: ParallelConfig, layout: Layout) 
         extra = buffers + (2 * max(table.params) * ctx.grad_bytes if z >= 3 and dp > 1 else 0.0)
         if config.recompute == "full":
             extra += max(table.raw_act_bytes)
-        caps.append(model.memory_bytes - extra - 64 * MiB)
+        caps.append(ctx.headroom.usable_bytes(model.memory_bytes) - extra - 64 * MiB)
     cut = ctx.cut_seconds(config, layout)
     mean_cut = sum(ctx.cut_bytes) / max(n, 1) * config.micro_batch / config.tp
     scale, _ = boundary_scale(ctx.cluster, layout, mean_cut)

@@ -43,9 +43,14 @@ class Plan:
     def load_cluster(self) -> Any:
         return self.cluster_obj if self.cluster_obj is not None else self.cluster.load()
 
-    def simulate(self, *, record: bool = True, profile: Any = None, deadline: Any = None) -> Any:
+    def simulate(
+        self, *, record: bool = True, profile: Any = None, deadline: Any = None,
+        headroom: Any = None,
+    ) -> Any:  # fmt: skip
         """The SimResult of this plan under simplan.sim.run.simulate (stopped with
-        simplan.deadline.TimeLimitReached at `deadline`, a simplan.deadline.Deadline)."""
+        simplan.deadline.TimeLimitReached at `deadline`, a simplan.deadline.Deadline; memory
+        kept free per simplan.headroom.Headroom `headroom`, None: the default)."""
+        from simplan.headroom import DEFAULT_HEADROOM
         from simplan.sim.run import simulate
 
         model = self.graph if self.graph is not None else self.model
@@ -57,6 +62,7 @@ class Plan:
             placement=list(self.placement) or None,
             record=record,
             deadline=deadline,
+            headroom=DEFAULT_HEADROOM if headroom is None else headroom,
         )
 
     def summary(self) -> dict[str, Any]:

@@ -12,16 +12,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from simplan.headroom import DEFAULT_HEADROOM, Headroom
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig, tp_mismatch
 from simplan.sim.assemble import FP32, MIXED
 
+# micro-batches tried by default: powers of two up to 256 (a CNN's best is often well above 16);
+# those that do not fit are pruned by the estimate, so the search time grows with the log of this
+MAX_DEFAULT_MICRO_BATCH = 256
+DEFAULT_MICRO_BATCHES = tuple(2**k for k in range(MAX_DEFAULT_MICRO_BATCH.bit_length()))
+Span = tuple[int, int]  # inclusive (lo, hi)
+
+
+def micro_batches_in(lo: int, hi: int) -> tuple[int, ...]:
+    """The micro-batches tried in lo..hi: both ends and the powers of two between them."""
+    powers = {2**k for k in range(hi.bit_length()) if lo <= 2**k <= hi}
+    return tuple(sorted(powers | {lo, hi}))
+
 
 @dataclass(frozen=True, kw_only=True)
 class SearchSpace:
-    """What the planner may choose. Empty tuples mean the defaults below."""
+    """What the planner may choose. tp_range, pp_range, dp_range: inclusive bounds on the
+    degrees (None: any)."""
 
-    micro_batches: tuple[int, ...] = (1, 2, 4, 8, 16)
+    micro_batches: tuple[int, ...] = DEFAULT_MICRO_BATCHES
     schedules: tuple[str, ...] = ("1f1b", "interleaved", "gpipe")
     virtual_stages: tuple[int, ...] = (2, 4)
     zero: tuple[int, ...] = (0, 1, 2, 3)
@@ -29,6 +43,22 @@ class SearchSpace:
     sequence_parallel: tuple[bool, ...] = (False, True)
     fewer_nodes: int = 2  # also try 1/2, 1/4 ... of the nodes, this many halvings
     dtype: str = "bf16"
+    tp_range: Span | None = None
+    pp_range: Span | None = None
+    dp_range: Span | None = None
+
+    def degree_reason(self, dp: int, tp: int, pp: int) -> str:
+        """'' when the degrees are within the bounds, else which bound they break."""
+        for name, value, span in (
+            ("tp", tp, self.tp_range), ("pp", pp, self.pp_range), ("dp", dp, self.dp_range)
+        ):  # fmt: skip
+            if span is not None and not span[0] <= value <= span[1]:
+                return f"{name} outside --{name} {_span(span)}"
+        return ""
+
+
+def _span(span: Span) -> str:
+    return str(span[0]) if span[0] == span[1] else f"{span[0]}-{span[1]}"
 
 
 def divisors(n: int) -> list[int]:
@@ -76,7 +106,10 @@ def degrees(
                 continue
             for pp in divisors(world // tp):
                 dp = world // (tp * pp)
-                if pp > n:
+                outside = space.degree_reason(dp, tp, pp)
+                if outside:
+                    reasons[outside] += 1
+                elif pp > n:
                     reasons["pp exceeds the layer count"] += 1
                 elif global_batch % dp:
                     reasons["dp does not divide the global batch"] += 1
@@ -151,11 +184,16 @@ def minimum_memory_bytes(graph: ModelGraph, devices: int, dtype: str) -> float:
 
 
 def candidates(
-    graph: ModelGraph, cluster: Any, global_batch: int, space: SearchSpace
-) -> tuple[list[ParallelConfig], Counter]:
-    """Every configuration that passes divisibility and the memory floor; the others counted."""
+    graph: ModelGraph, cluster: Any, global_batch: int, space: SearchSpace,
+    headroom: Headroom = DEFAULT_HEADROOM,
+) -> tuple[list[ParallelConfig], Counter]:  # fmt: skip
+    """Every configuration that passes divisibility and the memory floor (within each device's
+    capacity less the headroom); the others counted."""
     reasons: Counter = Counter()
-    capacity = max(cluster.device_model(d).memory_bytes for d in range(cluster.num_devices))
+    capacity = max(
+        headroom.usable_bytes(cluster.device_model(d).memory_bytes)
+        for d in range(cluster.num_devices)
+    )
     out = []
     for dp, tp, pp in degrees(graph, cluster, global_batch, space, reasons):
         for config in knob_configs(graph, dp, tp, pp, global_batch, space, reasons):

@@ -21,8 +21,16 @@ from simplan.sim.rank_devices import Grid, dp_groups, tp_group
 from simplan.topology.comm_calibration import FrameworkCosts
 from simplan.units import dtype_bytes
 
-# Bytes per parameter (ZeRO paper's accounting): weights, gradients, optimizer state (Adam).
-MIXED = {"weights": 2.0, "grads": 2.0, "optimizer": 12.0}  # fp32 master + two moments
+# Bytes per parameter: weights, gradients, optimizer state (Adam). Mixed precision (bf16/fp16)
+# as Megatron-LM runs it: bf16 weights (2), fp32 main gradients (4: Megatron accumulates and
+# reduces gradients in fp32 main-grad buffers by default, --accumulate-allreduce-grads-in-fp32;
+# FSDP2's fp32 sharded parameters also get fp32 gradients), fp32 master weights + two fp32 moments
+# (12): 18 bytes per parameter, the count of Megatron-LM's distributed-optimizer documentation
+# (NVIDIA/Megatron-LM docs/source/api-guide/dist_optimizer.md @ 50b073cc: 'float16 param, fp32
+# grads' 18 bytes, 6 + 12/d with the distributed optimizer). The ZeRO paper's
+# 16 counts fp16 gradients (DeepSpeed's default), 2 bytes fewer. Gradient communication stays at
+# the training dtype's width.
+MIXED = {"weights": 2.0, "grads": 4.0, "optimizer": 12.0}
 FP32 = {"weights": 4.0, "grads": 4.0, "optimizer": 8.0}
 
 

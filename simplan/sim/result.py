@@ -29,10 +29,15 @@ class DeviceStats:
     memory: dict[str, float]  # weights, grads, optimizer, activations, buffers
     peak_memory_bytes: float
     capacity_bytes: float
+    headroom_bytes: float = 0.0  # kept free (simplan.headroom): the step must fit without it
+
+    @property
+    def usable_bytes(self) -> float:
+        return self.capacity_bytes - self.headroom_bytes
 
     @property
     def fits(self) -> bool:
-        return self.peak_memory_bytes <= self.capacity_bytes
+        return self.peak_memory_bytes <= self.usable_bytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +133,7 @@ def _device_dict(d: DeviceStats) -> dict[str, Any]:
         "memory": d.memory,
         "peak_memory_bytes": d.peak_memory_bytes,
         "capacity_bytes": d.capacity_bytes,
+        "headroom_bytes": d.headroom_bytes,
         "fits": d.fits,
     }
 

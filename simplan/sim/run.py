@@ -10,6 +10,7 @@ from simplan.capabilities import CapabilityProvider
 from simplan.deadline import Deadline
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
+from simplan.headroom import DEFAULT_HEADROOM, Headroom
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig, check_config_for_model, check_world
 from simplan.profiles import Profile
@@ -53,6 +54,7 @@ def simulate(
     capabilities: CapabilityProvider | None = None,
     full_microbatches: int = FULL_MICROBATCHES,
     deadline: Deadline | None = None,
+    headroom: Headroom = DEFAULT_HEADROOM,
 ) -> SimResult:
     """Simulate one training step of `config` for `model` on `cluster`.
 
@@ -63,7 +65,8 @@ def simulate(
     capabilities: what each device can do (simplan.capabilities; default: the cluster's);
     full_microbatches: simulate every micro-batch up to this many, beyond it a few periods of the
     schedule, extrapolated exactly (simplan.sim.steady); deadline: stop with
-    simplan.deadline.TimeLimitReached when it passes."""
+    simplan.deadline.TimeLimitReached when it passes; headroom: memory kept free on every
+    device (a step fits when its peak is within capacity less it)."""
     started = time.perf_counter()
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
@@ -74,7 +77,7 @@ def simulate(
     plan, memory, bounds = assembler.build()
     run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
     devices = tuple(
-        _device(r, assembler, run.stats[r], memory[r], run.step_s, plan.ranks[r].device)
+        _device(r, assembler, run.stats[r], memory[r], run.step_s, plan.ranks[r].device, headroom)
         for r in range(config.pp)
     )
     return _result(
@@ -83,8 +86,9 @@ def simulate(
 
 
 def _device(
-    r: int, assembler: Assembler, s: RankStats, mem: MemoryParts, step: float, device: int
-) -> DeviceStats:
+    r: int, assembler: Assembler, s: RankStats, mem: MemoryParts, step: float, device: int,
+    headroom: Headroom,
+) -> DeviceStats:  # fmt: skip
     busy = s.compute_s + s.recompute_s + s.optimizer_s
     model = assembler.devices[r]
     parts = {
@@ -94,6 +98,9 @@ def _device(
         "activations": s.peak_act_bytes,
         "buffers": mem.buffers,
     }
+    capacity = min(
+        assembler.cluster.device_model(d).memory_bytes for rep in assembler.grid[r] for d in rep
+    )
     return DeviceStats(
         stage=r,
         device=device,
@@ -106,9 +113,8 @@ def _device(
         busy_s=busy,
         memory=parts,
         peak_memory_bytes=sum(parts.values()),
-        capacity_bytes=min(
-            assembler.cluster.device_model(d).memory_bytes for rep in assembler.grid[r] for d in rep
-        ),
+        capacity_bytes=capacity,
+        headroom_bytes=headroom.bytes_for(capacity),
     )
 
 

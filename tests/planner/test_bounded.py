@@ -109,8 +109,9 @@ def test_a_global_batch_beyond_any_real_job_is_refused_with_the_limit(batch: int
 
 
 def test_the_largest_global_batch_is_planned_with_bounded_simulations(gpt125m) -> None:
-    """2^20 samples: up to 2^17 micro-batches per candidate, simulated as a few periods."""
-    options = _options(global_batch=MAX_GLOBAL_BATCH)
+    """2^20 samples: up to 2^17 micro-batches per candidate, simulated as a few periods (the
+    micro-batch bounded, so that the pure-DP baseline's largest is not proposed either)."""
+    options = SearchOptions(global_batch=MAX_GLOBAL_BATCH, space=SMALL, micro_batch=(1, 2))
     result = search(gpt125m, load_cluster("dgx-a100"), options)
     assert result.plans and result.cut_short == ()
     best = result.plans[0]
