@@ -292,7 +292,7 @@ def test_a_trillion_parameters_on_10000_gpus(capsys, tmp_path: Path) -> None:
     model.write_text(ONE_TRILLION)
     code, out, err = run(capsys, ("simulate", "--model", str(model), "--cluster", "dgx-h100",
                                   "--nodes", "1250", "--global-batch", "1000", "--tp", "8",
-                                  "--pp", "10", "--zero", "1", "--recompute", "full"))  # fmt: skip
+                                  "--pp", "10", "--zero", "2", "--recompute", "full"))  # fmt: skip
     assert code == 0, err
     assert "dp 125 tp 8 pp 10" in out and "step time" in out
 
