@@ -52,7 +52,7 @@ examples:
   simplan plan --model gpt3-175b --cluster dgx-a100 --nodes 128 --global-batch 1536 --explain
   simplan plan --model gpt3-6.7b --cluster mixed-a100-h100 --global-batch 128 --out plans/
       # writes plans/plan.json (the best) and plans/plans.json (the top K and baselines)
-  simplan plan --model llama3-8b --cluster h200 --global-batch 256 --export megatron
+  simplan plan --model llama3-8b --cluster dgx-h100 --global-batch 256 --export megatron
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
   simplan plan --model llama3-8b --cluster dgx-h100 --nodes 2 --global-batch 256 --tp 4 \\
       --pp 1-2 --zero 0,1 --memory-headroom 8

@@ -60,7 +60,7 @@ def test_the_default_headroom_is_the_published_cuda_context_plus_nccl_init() -> 
     (0.92 GiB) and the largest torch.distributed initialisation (2.00 GiB)."""
     parts = published_overheads_bytes()
     assert parts == {"cuda_context": 0.92 * GiB, "nccl_init": 2.00 * GiB}
-    assert DEFAULT_HEADROOM_BYTES == pytest.approx(sum(parts.values()))
+    assert sum(parts.values()) == pytest.approx(DEFAULT_HEADROOM_BYTES)
 
 
 def test_a_headroom_is_gib_or_a_percentage_of_capacity() -> None:
