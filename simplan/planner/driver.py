@@ -134,6 +134,15 @@ class SearchOptions:
             self.schedules is not None and config.pp > 1 and config.schedule not in self.schedules
         )
 
+    def constraints(self) -> dict[str, Any]:
+        """What the search was held to, for the record (None: unconstrained)."""
+        h = self.memory_headroom
+        return {
+            "tp": self.tp, "pp": self.pp, "dp": self.dp, "micro_batch": self.micro_batch,
+            "zero": self.zero, "schedules": self.schedules,
+            "memory_headroom": {"reserved_bytes": h.reserved_bytes, "fraction": h.fraction},
+        }  # fmt: skip
+
     def constrained_space(self) -> SearchSpace:
         """The space with the degree bounds, micro-batches, ZeRO stages and schedules asked."""
         space = replace(self.space, tp_range=self.tp, pp_range=self.pp, dp_range=self.dp)
@@ -158,9 +167,11 @@ class SearchResult:
     simulated: int
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     cut_short: tuple[str, ...] = ()  # what the time limit cut, one sentence each
+    constraints: dict[str, Any] = field(default_factory=dict)  # SearchOptions.constraints()
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "constraints": dict(self.constraints),
             "plans": [p.summary() for p in self.plans],
             "baselines": [p.summary() for p in self.baselines],
             "search_time_s": self.search_time_s,
@@ -426,6 +437,7 @@ def run_search(
         simulated=s.simulated,
         time_limit_s=time_limit_s,
         cut_short=tuple(s.cut),
+        constraints=options.constraints(),
     )
 
 

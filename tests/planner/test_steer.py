@@ -255,6 +255,9 @@ def test_plan_flags_steer_the_search(capsys) -> None:
 
     doc = json.loads(out)
     assert all(p["config"]["dp"] == 2 and p["config"]["micro_batch"] == 2 for p in doc["plans"])
+    held = doc["constraints"]
+    assert held["dp"] == [2, 2] and held["micro_batch"] == [2, 2] and held["tp"] is None
+    assert held["memory_headroom"] == {"reserved_bytes": DEFAULT_HEADROOM_BYTES, "fraction": 0.0}
 
 
 def test_simulate_shows_the_headroom_against_capacity(capsys) -> None:
