@@ -134,6 +134,18 @@ class SearchOptions:
             self.schedules is not None and config.pp > 1 and config.schedule not in self.schedules
         )
 
+    def given_constraints(self) -> list[str]:
+        """The flags of the constraints that narrow the search (the headroom when not the
+        default)."""
+        named = [
+            "--" + name.replace("_", "-")
+            for name in ("tp", "pp", "dp", "micro_batch", "zero", "schedules")
+            if getattr(self, name) is not None
+        ]
+        if self.memory_headroom != DEFAULT_HEADROOM:
+            named.append("--memory-headroom")
+        return named
+
     def constraints(self) -> dict[str, Any]:
         """What the search was held to, for the record (None: unconstrained)."""
         h = self.memory_headroom
@@ -421,10 +433,12 @@ def run_search(
             f"{graph.name} was simulated ({'; '.join(s.cut)}); raise --time-limit"
         )
     if not plans or not plans[0].fits:
+        held = options.given_constraints()
+        fix = f"loosen {', '.join(held)} or add devices" if held else "add devices"
         raise SimplanError(
             f"no configuration of {graph.name} fits {cluster.name} with global batch "
             f"{global_batch} ({sum(s.reasons.values())} candidates fell: "
-            f"{', '.join(f'{k} {v}' for k, v in s.reasons.most_common(3))}); add devices"
+            f"{', '.join(f'{k} {v}' for k, v in s.reasons.most_common(3))}); {fix}"
         )
     return SearchResult(
         plans=tuple(plans),

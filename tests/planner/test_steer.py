@@ -238,6 +238,7 @@ PLAN = ("plan", "--model", "mlp", "--cluster", "localhost-cpu", "--global-batch"
         (("--memory-headroom", "lots"), "GiB"),
         (("--pp", "1", "--schedules", "gpipe"), "--schedules gpipe does nothing with --pp 1"),
         (("--dp", "1", "--zero", "1"), "--zero 1 does nothing with --dp 1"),
+        (("--dp", "3"), "loosen --dp or add devices"),
     ],
 )
 def test_bad_constraints_are_refused_in_one_line(capsys, extra, needle) -> None:
