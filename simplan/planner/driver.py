@@ -28,7 +28,7 @@ from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef
 from simplan.planner.baselines import first_fitting, megatron_configs, pure_dp_configs
-from simplan.planner.estimate import CostContext, Estimate, estimate
+from simplan.planner.estimate import CostContext, Estimate, estimate, megatron_bounds
 from simplan.planner.layouts import Layout, layouts, node_classes
 from simplan.planner.partition import default_bounds, ilp_bounds
 from simplan.planner.plan import Plan
@@ -229,9 +229,23 @@ class Search:
 
     def evaluate(self, configs: list[ParallelConfig], deadline: Deadline) -> list[Scored]:
         """Estimates of the candidates made before `deadline`, best first (ties in
-        enumeration order)."""
+        enumeration order).
+
+        Candidates that differ only in the micro-batch form a group; groups are estimated in a
+        pseudo-random order (a cut leaves an even sample of the space), each group's
+        micro-batches ascending. Where the stage split does not depend on the micro-batch (no
+        pipeline, or Megatron's even split of the blocks) and the schedule is GPipe or 1F1B, a
+        rank's memory never shrinks as the micro-batch grows (weights, gradients and optimizer
+        state stay; activations x micro-batches in flight and receive buffers grow or stay), so
+        once one does not fit the group's larger ones are not estimated. (A split by layer
+        times, and interleaving's in-flight count, change with the micro-batch: no such order.)"""
         order = list(range(len(configs)))
-        random.Random(0).shuffle(order)  # a cut leaves an even sample of the space
+        random.Random(0).shuffle(order)
+        first: dict[tuple, int] = {}
+        for pos, i in enumerate(order):
+            first.setdefault(_group(configs[i]), pos)
+        order.sort(key=lambda i: (first[_group(configs[i])], configs[i].micro_batch))
+        too_big: dict[tuple, int] = {}  # (group, layout) -> the smallest micro-batch not fitting
         out: list[tuple[Scored, int, int]] = []
         for done, i in enumerate(order):
             if done % 50 == 0:
@@ -243,13 +257,25 @@ class Search:
                 )
                 break
             config = configs[i]
+            group = _group(config)
+            monotone = config.pp == 1 or (
+                config.schedule != "interleaved"
+                and megatron_bounds(self.graph, config.chunks) is not None
+            )
             for j, layout in enumerate(self.layouts(config.dp, config.tp, config.pp)):
+                if (
+                    monotone
+                    and too_big.get((group, j), config.micro_batch + 1) <= config.micro_batch
+                ):
+                    self.reasons["memory (a smaller micro-batch did not fit)"] += 1
+                    continue
                 scored = self.score(config, layout)
                 est = scored[0]
                 if est.fits or _balanced_fits(est):
                     out.append((scored, i, j))
                 else:
                     self.reasons["memory (activations, estimated)"] += 1
+                    too_big.setdefault((group, j), config.micro_batch)
         out.sort(key=lambda x: (_rank_key(x[0]), x[1], x[2]))
         return [scored for scored, _i, _j in out]
 
@@ -366,6 +392,12 @@ class Search:
             ],
         }
         return replace(plan, predicted=predicted)
+
+
+def _group(c: ParallelConfig) -> tuple:
+    """Everything of a configuration but its micro-batch."""
+    return (c.dp, c.tp, c.pp, c.schedule, c.virtual_stages, c.zero, c.recompute,
+            c.sequence_parallel, c.dtype, c.global_batch, c.seq_len)  # fmt: skip
 
 
 def _balanced_fits(est: Estimate) -> bool:

@@ -282,3 +282,28 @@ def test_replace_keeps_options_frozen() -> None:
     options = SearchOptions(global_batch=8, tp=(2, 2))
     assert replace(options, tp=None).constrained_space().tp_range is None
     assert options.constrained_space().tp_range == (2, 2)
+
+
+def test_skipping_larger_micro_batches_loses_no_candidate_that_fits(gpt125m) -> None:
+    """The estimates kept equal those of every candidate estimated one by one."""
+    from simplan.deadline import Deadline
+    from simplan.planner.driver import Search, _balanced_fits
+    from simplan.planner.search import candidates
+
+    cluster = load_cluster("dgx-a100", nodes=2)
+    space = replace(SMALL, micro_batches=SearchSpace().micro_batches, zero=(0, 3))
+    tight = Headroom(reserved_bytes=72 * GiB)  # 8 GiB left: the larger micro-batches overflow
+    options = SearchOptions(
+        global_batch=256, space=space, deadline=Deadline.never(), memory_headroom=tight
+    )
+    s = Search(gpt125m, cluster, "gpt3-125m", ClusterRef(spec="dgx-a100", nodes=2), options)
+    configs, _ = candidates(gpt125m, cluster, 256, space, tight)
+    kept = {(c, layout.label) for _e, c, layout, _b in s.evaluate(configs, Deadline.never())}
+    every = set()
+    for c in configs:
+        for layout in s.layouts(c.dp, c.tp, c.pp):
+            est = s.score(c, layout)[0]
+            if est.fits or _balanced_fits(est):
+                every.add((c, layout.label))
+    assert kept and kept == every
+    assert s.reasons["memory (a smaller micro-batch did not fit)"] > 0
