@@ -49,7 +49,8 @@ def search(model: ModelGraph | str, cluster: Any, options: SearchOptions) -> Sea
 
 
 def plan(model: ModelGraph | str, cluster: Any, **options: Any) -> list[Plan]:
-    """The best plans, best first (never worse than the pure-DP and Megatron baselines under
-    the simulator: a baseline that wins is returned as the plan). `options` are the fields of
-    SearchOptions (global_batch=..., top=..., time_limit_s=...)."""
+    """The best plans, best first (never worse than the pure-DP and Megatron baselines that keep
+    the constraints, under the simulator: a baseline that wins is returned as the plan).
+    `options` are the fields of SearchOptions (global_batch=..., top=..., time_limit_s=...,
+    tp=(4, 4), micro_batch=(1, 64), zero=(0, 1), memory_headroom=Headroom(...))."""
     return list(search(model, cluster, SearchOptions(**options)).plans)
