@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from simplan.sim.result import SimResult
 
 STATIC_KEYS = ("weights", "grads", "optimizer", "buffers")
+USABLE_LABEL = "capacity less headroom"
 
 
 def memory_figure(result: SimResult, *, title: str | None = None) -> Figure:
@@ -46,6 +47,16 @@ def memory_figure(result: SimResult, *, title: str | None = None) -> Figure:
     stacked_bars(ax, xs, layers)
     caps = [gib(float(d.capacity_bytes)) for d in devices]
     capacity_marks(ax, xs, caps, half_width=0.45, across="x")
+    if any(d.headroom_bytes for d in devices):  # what a plan may use: capacity less headroom
+        ax.hlines(
+            [gib(d.usable_bytes) for d in devices],
+            [x - 0.45 for x in xs],
+            [x + 0.45 for x in xs],
+            colors=CAPACITY_COLOR,
+            linestyles="dashed",
+            linewidth=1.0,
+            label=USABLE_LABEL,
+        )
     for x, d in zip(xs, devices, strict=True):
         if not d.fits:
             ax.annotate(
@@ -63,7 +74,7 @@ def memory_figure(result: SimResult, *, title: str | None = None) -> Figure:
     head = title or f"{result.model} on {result.cluster}"
     ax.set_title(f"{head}: peak memory per device", fontsize=FONT_SIZE + 1)
     ax.grid(axis="x", visible=False)
-    figure_legend(fig, ax, last=("capacity",), loc="outside right upper")
+    figure_legend(fig, ax, last=(USABLE_LABEL, "capacity"), loc="outside right upper")
     return fig
 
 

@@ -46,3 +46,18 @@ def test_memory_over_time_adds_activations_to_static_memory(result) -> None:
     assert max(line.get_ydata()) == 19.0
     assert ax.get_xlabel() == "time (ms)" and ax.get_ylabel() == "memory (GiB)"
     assert "stage 0" in ax.get_title()
+
+
+def test_the_headroom_is_drawn_below_capacity(result) -> None:
+    from dataclasses import replace
+
+    kept = replace(
+        result, devices=tuple(replace(d, headroom_bytes=8 * GiB) for d in result.devices)
+    )
+    fig = memory_figure(kept)
+    usable = [c for c in fig.axes[0].collections if c.get_label() == "capacity less headroom"]
+    assert len(usable) == 1
+    assert all(seg[0][1] == 72.0 for seg in usable[0].get_segments())
+    assert "capacity less headroom" in [t.get_text() for t in fig.legends[0].get_texts()]
+    plain = memory_figure(result).axes[0].collections
+    assert not [c for c in plain if c.get_label() == "capacity less headroom"]
