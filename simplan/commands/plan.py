@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAMES",
         help="pipeline schedules to try, comma-separated, e.g. 1f1b,interleaved (default: all)",
     )
-    p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%%", help=HEADROOM_HELP)
+    p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(

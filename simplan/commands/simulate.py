@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", help="simulate a plan file instead (written by `simplan plan`)")
     add_config_flags(p, defaults={"dp": None, "global_batch": None})
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
-    p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%%", help=HEADROOM_HELP)
+    p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
