@@ -491,3 +491,32 @@ def test_accumulation_is_not_lost() -> None:
     training = tomllib.loads(plan.export("torchtitan"))["training"]
     assert training["local_batch_size"] == 2
     assert training["global_batch_size"] // (training["local_batch_size"] * 8) == 16
+
+
+# every verb with --json prints one JSON document on stdout; `validate` (which starts gloo
+# ranks) is checked by its own tests
+JSON_COMMANDS = {
+    "simplan models": ["models"],
+    "simplan clusters show": ["clusters", "show", "dgx-a100"],
+    "simplan simulate": ["simulate", "--model", "gpt3-175b", "--cluster", "dgx-a100",
+                         "--global-batch", "64"],  # does not fit: exit 3, still one document
+    "simplan profile": ["profile", "gpt3-125m", "--device", "h100-sxm"],
+    "simplan plan": ["plan", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch",
+                     "64", "--time-limit", "10", "--top", "1", "--export", "megatron"],
+}  # fmt: skip
+
+
+def test_every_json_flag_is_covered() -> None:
+    from simplan.cli import _all_parsers, build_parser
+
+    with_json = {
+        p.prog for p in _all_parsers(build_parser()) if "--json" in p._option_string_actions
+    }
+    assert with_json == {*JSON_COMMANDS, "simplan export", "simplan validate"}
+
+
+@pytest.mark.parametrize("verb", list(JSON_COMMANDS))
+def test_json_is_one_document(capsys, verb: str) -> None:
+    code, out, _ = _run(capsys, *JSON_COMMANDS[verb], "--json")
+    assert code in (0, 3)
+    assert isinstance(json.loads(out), (dict, list))  # json.loads refuses anything after it
