@@ -90,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     check_seq_len(args.model, args.seq_len, args.dtype)
+    if args.export:
+        from simplan.planner.export import check_model
+
+        check_model(args.model, args.export)  # a model the framework cannot train: no search
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:

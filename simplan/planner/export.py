@@ -90,15 +90,28 @@ def refuse(kind: str, what: str) -> SimplanError:
     return SimplanError(f"cannot export to {fw.name} {fw.version}: {what}")
 
 
+def check_model(model: str, kind: str) -> None:
+    """Refuse (one line), before any search, a model that `kind` cannot train at all."""
+    if kind == "deepspeed":
+        return
+    shape = model_shape(model, "megatron" if kind == "torchrun" else kind)
+    if kind == "torchtitan":
+        torchtitan_flavor(shape)
+
+
 def transformer_shape(plan: Any, kind: str) -> TransformerSpec:
     """The plan's model as a transformer shape (a preset or a model TOML), or a refusal."""
+    return model_shape(plan.model, kind)
+
+
+def model_shape(model: str, kind: str) -> TransformerSpec:
     from simplan.sources import resolve, transformer_spec
 
-    source = resolve(plan.model)
+    source = resolve(model)
     if source.kind != "toml":
         raise refuse(
             kind,
-            f"{plan.model} is not a transformer model file ({FRAMEWORKS[kind].name} builds its "
+            f"{model} is not a transformer model file ({FRAMEWORKS[kind].name} builds its "
             f"own transformer from shape arguments); export a plan of a transformer preset or "
             f"model TOML",
         )

@@ -520,3 +520,13 @@ def test_json_is_one_document(capsys, verb: str) -> None:
     code, out, _ = _run(capsys, *JSON_COMMANDS[verb], "--json")
     assert code in (0, 3)
     assert isinstance(json.loads(out), (dict, list))  # json.loads refuses anything after it
+
+
+def test_plan_refuses_a_model_the_framework_cannot_train_before_searching(capsys) -> None:
+    code, out, err = _run(
+        capsys, "plan", "--model", "gpt3-1.3b", "--cluster", "dgx-a100", "--global-batch", "64",
+        "--export", "torchtitan",
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "torchtitan's Llama 3 models" in err
+    assert "candidates" not in err  # no search ran
