@@ -163,8 +163,13 @@ def read_megatron(text: str, world: int) -> ReadBack:
 
 
 def read_torchtitan(text: str) -> ReadBack:
+    return read_torchtitan_job(tomllib.loads(text))
+
+
+def read_torchtitan_job(job: dict[str, Any]) -> ReadBack:
+    """A torchtitan job config (section -> key -> value): from the export's TOML, or as
+    torchtitan's own ConfigManager parsed it."""
     pin = PINS["torchtitan"]
-    job = tomllib.loads(text)
     for section, values in job.items():
         assert section in pin["sections"], f"[{section}] is not a torchtitan section"
         for key in values:
@@ -200,7 +205,7 @@ def read_torchtitan(text: str) -> ReadBack:
         for part in parts:  # norm and output are one layer of the plan: the head
             stages.append(stages[-1] + len(part) - (1 if "norm" in part else 0))
     else:
-        assert "module_fqns_per_model_part" not in par
+        assert par.get("module_fqns_per_model_part") is None
         mb, microbatches, stages = local, accumulation, [0, layers + 2]
     zero = 3 if shard > 1 else 0
     if zero == 3:
