@@ -1,7 +1,8 @@
 """Exports parsed by the frameworks' own configuration code at the pinned versions (the
-`frameworks` extra: torchtitan 0.2.2's ConfigManager, DeepSpeed 0.16.4's DeepSpeedConfig),
-then read back into the plan's degrees, micro-batch, accumulation, ZeRO stage, recomputation
-and stage split. Each framework parses in a child process: torchtitan's package __init__ imports
+`frameworks` extra: torchtitan 0.2.2's ConfigManager, DeepSpeed 0.16.4's DeepSpeedConfig,
+Megatron-Core 0.15.3's pipeline layout parser; megatron-core does not ship Megatron-LM's argument
+parser, whose names test_export.py checks against the pinned list), then read back into the
+plan's degrees, micro-batch, accumulation, ZeRO stage, recomputation and stage split. Each framework parses in a child process: torchtitan's package __init__ imports
 its GPU kernels (triton), so only its config package is loaded; DeepSpeed sets up an accelerator
 on import. Skipped where the extra is not installed."""
 
@@ -145,3 +146,41 @@ def test_deepspeed_parses_every_export(planned, tmp_path) -> None:  # noqa: F811
         assert (got["micro_batch"], got["accumulation"]) == (cfg.micro_batch, cfg.num_microbatches)
         assert got["zero"] == cfg.zero and got["overlap_comm"] == cfg.overlap_grad_reduce
         assert (got["bf16"], got["fp16"]) == (cfg.dtype == "bf16", cfg.dtype == "fp16")
+
+
+MEGATRON_LAYOUT_PARSE = """
+import json, sys
+from megatron.core import parallel_state
+from megatron.core.transformer.enums import LayerType
+from megatron.core.transformer.pipeline_parallel_layer_layout import PipelineParallelLayerLayout
+
+out = []
+for arg in sys.argv[1:]:
+    layout, pp, layers = json.loads(arg)
+    parsed = PipelineParallelLayerLayout.from_str(layout, pp)
+    parsed.validate_layer_layout(num_layers=layers, mtp_num_layers=None)
+    vpp = len(parsed.layout[0])
+    parallel_state.set_virtual_pipeline_model_parallel_world_size(vpp if vpp > 1 else None)
+    out.append([parsed.get_layer_id_list(LayerType.decoder, vp_stage=v, pp_rank=r)
+                for v in range(vpp) for r in range(pp)])  # in chunk order: v * pp + r
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not installed("megatron.core"), reason="the frameworks extra is not installed")
+def test_megatron_core_reads_every_pipeline_layout(planned) -> None:  # noqa: F811
+    """Megatron-Core's own layout parser puts each decoder layer on the chunk the plan does."""
+    from simplan.planner.export import chunks, megatron_layout
+
+    plans = [p for p in all_plans(planned) if p.config.pp > 1]
+    plans = [p for p in plans if p.config.schedule != "gpipe"]
+    assert len(plans) >= 10
+    args = [
+        json.dumps([megatron_layout(chunks(p)), p.config.pp, layers_of(p.model) - 2]) for p in plans
+    ]
+    for plan, got in zip(plans, parse(MEGATRON_LAYOUT_PARSE, args), strict=True):
+        first, want = 0, []
+        for part in chunks(plan):
+            want.append(list(range(first, first + part.blocks)))
+            first += part.blocks
+        assert got == want
