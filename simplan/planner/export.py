@@ -292,6 +292,12 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
     if cfg.dtype == "fp16":
         raise refuse("torchtitan", "it trains in bf16 or fp32, not fp16; plan with --dtype bf16")
     shard = cfg.dp if cfg.zero == 3 else 1
+    if cfg.dtype == "bf16" and shard == 1 and (cfg.tp > 1 or cfg.pp > 1):
+        raise refuse(
+            "torchtitan",
+            "without FSDP it trains TP and PP plans in fp32, not bf16 (mixed precision needs "
+            "fully_shard there); plan with --zero 3 or --dtype fp32",
+        )
     parallelism: dict[str, Any] = {
         "data_parallel_replicate_degree": cfg.dp // shard,
         "data_parallel_shard_degree": shard,

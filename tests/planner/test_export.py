@@ -293,7 +293,10 @@ def refusal(plan: Plan, kind: str) -> str:
         return "sequence parallel"
     if cfg.recompute == "selective":
         return "attention core"
-    return "fp16" if cfg.dtype == "fp16" else ""
+    if cfg.dtype == "fp16":
+        return "fp16"
+    bf16_without_fsdp = cfg.dtype == "bf16" and cfg.zero == 0 and (cfg.tp > 1 or cfg.pp > 1)
+    return "in fp32, not bf16" if bf16_without_fsdp else ""
 
 
 def check_export(plan: Plan, kind: str) -> None:
@@ -388,6 +391,10 @@ VARIANTS = [
      schedule="gpipe", recompute="full")),
     ("llama3-8b", "dgx-h100", 1, dict(dp=4, pp=2, micro_batch=1, global_batch=32,
      dtype="fp16", overlap_grad_reduce=False)),
+    ("llama3-8b", "dgx-h100", 1, dict(dp=4, pp=2, micro_batch=1, global_batch=32,
+     dtype="fp32")),
+    ("llama3-8b", "dgx-h100", 1, dict(dp=2, tp=4, micro_batch=1, global_batch=32,
+     zero=3, sequence_parallel=True, recompute="full")),
 ]  # fmt: skip
 
 

@@ -1,10 +1,11 @@
 """Exports parsed by the frameworks' own configuration code at the pinned versions (the
 `frameworks` extra: torchtitan 0.2.2's ConfigManager, DeepSpeed 0.16.4's DeepSpeedConfig,
-Megatron-Core 0.15.3's pipeline layout parser; megatron-core does not ship Megatron-LM's argument
-parser, whose names test_export.py checks against the pinned list), then read back into the
-plan's degrees, micro-batch, accumulation, ZeRO stage, recomputation and stage split. Each framework parses in a child process: torchtitan's package __init__ imports
-its GPU kernels (triton), so only its config package is loaded; DeepSpeed sets up an accelerator
-on import. Skipped where the extra is not installed."""
+Megatron-Core 0.15.3's pipeline layout parser; megatron-core does not ship Megatron-LM's
+argument parser, whose names test_export.py checks against the pinned list), then read back into
+the plan's degrees, micro-batch, accumulation, ZeRO stage, recomputation and stage split. Each
+framework parses in a child process: torchtitan's package __init__ imports its GPU kernels
+(triton), so only its config package is loaded; DeepSpeed sets up an accelerator on import.
+Skipped where the extra is not installed."""
 
 from __future__ import annotations
 
