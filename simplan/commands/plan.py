@@ -35,6 +35,8 @@ examples:
   simplan plan --model gpt3-6.7b --cluster mixed-a100-h100 --global-batch 128 --out plans/
       # writes plans/plan.json (the best) and plans/plans.json (the top K and baselines)
   simplan plan --model llama3-8b --cluster h200 --global-batch 256 --export megatron
+  simplan plan --model llama3-70b --cluster dgx-h100 --nodes 16 --global-batch 512 \
+      --export torchtitan --export-out job.toml    # or > job.toml: the export alone on stdout
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
 

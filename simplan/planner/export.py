@@ -307,8 +307,6 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
     }
     if shard > 1:
         parallelism["fsdp_reshard_after_forward"] = "always"  # ZeRO-3: gather per forward
-    if cfg.tp > 1:
-        parallelism["disable_loss_parallel"] = True  # the plan's head computes a full loss
     per_rank = cfg.global_batch // cfg.dp
     if cfg.pp > 1:
         # one pipeline round of all micro-batches per step: no accumulation on top of it
