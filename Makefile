@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup frameworks clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# the frameworks' own configuration code, for the tests that read exports back (they skip
+# without it): --no-deps, since their own dependencies pull GPU builds and GBs of packages
+FRAMEWORKS := torchtitan tyro docstring-parser typeguard megatron-core hjson py-cpuinfo \
+	pydantic pydantic-core annotated-types typing-inspection psutil tqdm msgpack ninja einops
+
+frameworks: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps $(FRAMEWORKS)
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -q -c constraints.txt --no-deps \
+		--no-build-isolation deepspeed
 
 demo: $(STAMP)
 	$(BIN)/python -m simplan demo

@@ -19,6 +19,7 @@ COMMANDS = (
     "profile",
     "simulate",
     "plan",
+    "export",
     "demo",
     "clusters",
     "bench_comm",

@@ -144,11 +144,8 @@ def plan_rules(f: Flags) -> Iterator[str]:
         )
     if f.get("json") and f.get("explain"):
         yield "--explain prints its reasons beside the table, not in --json; drop one of them"
-    if f.get("json") and f.get("export"):
-        yield (
-            f"{f.show('export')} prints launch arguments, which would break --json's one JSON "
-            f"object; drop one of them"
-        )
+    if f.get("export_out") and not f.get("export"):
+        yield "--export-out needs --export (which framework's job to write); give --export"
 
 
 def bench_comm_rules(f: Flags) -> Iterator[str]:

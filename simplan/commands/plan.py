@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
+from simplan.planner.export import EXPORTS
 from simplan.table import render
 from simplan.units import GiB
 
@@ -53,6 +55,8 @@ examples:
   simplan plan --model gpt3-6.7b --cluster mixed-a100-h100 --global-batch 128 --out plans/
       # writes plans/plan.json (the best) and plans/plans.json (the top K and baselines)
   simplan plan --model llama3-8b --cluster dgx-h100 --global-batch 256 --export megatron
+  simplan plan --model llama3-70b --cluster dgx-h100 --nodes 16 --global-batch 512 \
+      --export torchtitan --export-out job.toml    # or > job.toml: the export alone on stdout
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
   simplan plan --model llama3-8b --cluster dgx-h100 --nodes 2 --global-batch 256 --tp 4 \\
       --pp 1-2 --zero 0,1 --memory-headroom 8
@@ -120,8 +124,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--report", metavar="DIR", help="write figures and DIR/index.md, replaced as a whole"
     )
     p.add_argument(
-        "--export", choices=("torchrun", "megatron", "torchtitan"), help="print launch arguments"
+        "--export",
+        choices=EXPORTS,
+        help="the best plan as a framework's job (see simplan export --help): on stdout alone "
+        "(the table goes to stderr), in --export-out FILE, or in --json's document",
     )
+    p.add_argument("--export-out", metavar="FILE", help="write --export's job to FILE")
     p.set_defaults(func=run)
 
 
@@ -135,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     check_seq_len(args.model, args.seq_len, args.dtype)
+    if args.export:
+        from simplan.planner.export import check_model
+
+        check_model(args.model, args.export)  # a model the framework cannot train: no search
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:
@@ -170,11 +182,32 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     for bar in bars.values():
         bar.__exit__(None, None, None)
+    job = result.plans[0].export(args.export) if args.export else ""  # refused: nothing written
     if args.out:
         write_outputs(result, Path(args.out))
+    if args.export_out:
+        from simplan.outputs import write_text_atomic
+
+        write_text_atomic(job, args.export_out)
+    # stdout holds one thing: the JSON document, the export alone, or the table
+    export_alone = bool(args.export and not args.export_out and not args.json)
+    with contextlib.redirect_stdout(sys.stderr if export_alone else sys.stdout):
+        print_text(args, result)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
-    else:
+        doc = result.to_dict()
+        if args.export:
+            from simplan.commands.export import export_document
+
+            doc["export"] = export_document(result.plans[0], args.export, job)
+        print(json.dumps(doc, indent=1))
+    elif export_alone:
+        sys.stdout.write(job)
+    return 0
+
+
+def print_text(args: argparse.Namespace, result: Any) -> None:
+    """The table, the reasons and what was written (nothing of it with --json)."""
+    if not args.json:
         print_result(result)
         if args.explain:
             from simplan.planner.explain import explain
@@ -184,24 +217,31 @@ def run(args: argparse.Namespace) -> int:
                 print(f"- {line}")
         if args.out:
             print(f"\nwrote {Path(args.out) / 'plan.json'} and {Path(args.out) / 'plans.json'}")
+        if args.export_out:
+            print(f"wrote {args.export_out}")
     if args.report:
         from simplan.report import write_plan_report
 
         path = write_plan_report(result.plans, result.baselines, args.report, flag="--report")
         print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
-    if args.export:
-        print(result.plans[0].export(args.export))
-    return 0
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse output paths that cannot be written before the search starts."""
-    from simplan.outputs import PLAN_FILES, REPORT_FILES, check_distinct_dirs, check_output_dir
+    from simplan.outputs import (
+        PLAN_FILES,
+        REPORT_FILES,
+        check_distinct_dirs,
+        check_output_dir,
+        check_output_file,
+    )
 
     if args.out:
         check_output_dir(args.out, "--out", owns=PLAN_FILES)
     if args.report:
         check_output_dir(args.report, "--report", owns=REPORT_FILES)
+    if args.export_out:
+        check_output_file(args.export_out, "--export-out")
     check_distinct_dirs(("--out", args.out), ("--report", args.report))
 
 

@@ -1,93 +1,404 @@
-"""A plan as launch arguments: torchrun, Megatron-LM and torchtitan."""
+"""A plan as a job of a training framework: Megatron-LM arguments, a torchtitan job file, a
+DeepSpeed config, or a torchrun command for Megatron-LM.
+
+Each export says everything the simulation assumed (model shape, degrees, micro-batch and
+gradient accumulation, the ZeRO stage's exact equivalent, recomputation, sequence parallelism,
+the pipeline split, schedule and virtual stages, gradient-reduction overlap), or refuses with one
+line naming what the framework cannot express. The argument names and configuration keys are
+those of the pinned versions in FRAMEWORKS (listed, with their source, in
+simplan/data/framework_pins.json).
+"""
 
 from __future__ import annotations
 
+import json
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.transformer_shape import TransformerSpec
 
-EXPORTS = ("torchrun", "megatron", "torchtitan")
+EXPORTS = ("torchrun", "megatron", "torchtitan", "deepspeed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Framework:
+    """A pinned framework version: where its argument names or configuration keys come from."""
+
+    name: str
+    version: str
+    source: str
+
+
+FRAMEWORKS = {
+    "megatron": Framework(
+        name="Megatron-LM",
+        version="core_v0.15.3",
+        source="NVIDIA/Megatron-LM@core_v0.15.3 megatron/training/arguments.py",
+    ),
+    "torchtitan": Framework(
+        name="torchtitan",
+        version="v0.2.2",
+        source="pytorch/torchtitan@v0.2.2 torchtitan/config/job_config.py",
+    ),
+    "deepspeed": Framework(
+        name="DeepSpeed",
+        version="v0.16.4",
+        source="microsoft/DeepSpeed@v0.16.4 deepspeed/runtime/constants.py, zero/config.py",
+    ),
+}
+
+# torchtitan trains its own model definitions: Llama 3 flavors (torchtitan/models/llama3/
+# __init__.py at v0.2.2) as (hidden, layers, heads, KV heads, FFN hidden) with the FFN hidden
+# size its ffn_dim_multiplier and multiple_of give. All: SwiGLU, RMSNorm, RoPE, no biases,
+# untied embeddings.
+TORCHTITAN_LLAMA3 = {
+    "8B": (4096, 32, 32, 8, 14336),
+    "70B": (8192, 80, 64, 8, 28672),
+    "405B": (16384, 126, 128, 8, 53248),
+}
+TORCHTITAN_SCHEDULES = {"1f1b": "1F1B", "gpipe": "GPipe", "interleaved": "Interleaved1F1B"}
+MEGATRON_POSITIONS = {"learned": "learned_absolute", "rope": "rope", "none": "none"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Chunk:
+    """What one pipeline chunk holds: the embedding, transformer blocks, the output head."""
+
+    embedding: bool
+    blocks: int
+    head: bool
 
 
 def export(plan: Any, kind: str) -> str:
+    """The plan as `kind` (one of EXPORTS): the text of the file or command line, ending in a
+    newline; a one-line SimplanError where the framework cannot express the plan."""
     if kind == "torchrun":
         return torchrun(plan)
     if kind == "megatron":
-        return " ".join(megatron_args(plan))
+        return " ".join(megatron_args(plan)) + "\n"
     if kind == "torchtitan":
-        return " ".join(torchtitan_args(plan))
+        return torchtitan_toml(plan)
+    if kind == "deepspeed":
+        return json.dumps(deepspeed_config(plan), indent=2) + "\n"
     raise SimplanError(f"unknown export {kind!r}: use {', '.join(EXPORTS)}")
 
 
-def _blocks_per_chunk(plan: Any) -> list[int]:
-    """Transformer blocks in each chunk (from the graph when known, else the layer counts)."""
-    bounds = plan.config.stages
+def refuse(kind: str, what: str) -> SimplanError:
+    fw = FRAMEWORKS[kind]
+    return SimplanError(f"cannot export to {fw.name} {fw.version}: {what}")
+
+
+def check_model(model: str, kind: str) -> None:
+    """Refuse (one line), before any search, a model that `kind` cannot train at all."""
+    if kind == "deepspeed":
+        return
+    shape = model_shape(model, "megatron" if kind == "torchrun" else kind)
+    if kind == "torchtitan":
+        torchtitan_flavor(shape)
+
+
+def transformer_shape(plan: Any, kind: str) -> TransformerSpec:
+    """The plan's model as a transformer shape (a preset or a model TOML), or a refusal."""
+    return model_shape(plan.model, kind)
+
+
+def model_shape(model: str, kind: str) -> TransformerSpec:
+    from simplan.sources import resolve, transformer_spec
+
+    source = resolve(model)
+    if source.kind != "toml":
+        raise refuse(
+            kind,
+            f"{model} is not a transformer model file ({FRAMEWORKS[kind].name} builds its "
+            f"own transformer from shape arguments); export a plan of a transformer preset or "
+            f"model TOML",
+        )
+    return transformer_spec(source)
+
+
+def chunks(plan: Any) -> list[Chunk]:
+    """Per pipeline chunk (in the order of plan.config.stages), what it holds."""
     graph = plan.graph
+    if graph is None:
+        from simplan.sources import load_model
+
+        cfg = plan.config
+        graph = load_model(plan.model, seq_len=cfg.seq_len or None, dtype=cfg.dtype)
+    layers = list(graph.layers)
+    bounds = list(plan.config.stages) or [0, len(layers)]
     out = []
     for c in range(len(bounds) - 1):
-        if graph is None:
-            out.append(bounds[c + 1] - bounds[c])
-        else:
-            layers = graph.layers[bounds[c] : bounds[c + 1]]
-            out.append(sum(1 for x in layers if x.kind == "transformer_block"))
+        kinds = [layer.kind for layer in layers[bounds[c] : bounds[c + 1]]]
+        out.append(
+            Chunk(
+                embedding="embedding" in kinds,
+                blocks=kinds.count("transformer_block"),
+                head="lm_head" in kinds,
+            )
+        )
     return out
 
 
+def accumulation(cfg: Any) -> int:
+    """Micro-batches each data-parallel rank runs per optimizer step."""
+    return int(cfg.num_microbatches)
+
+
+# ---- Megatron-LM --------------------------------------------------------------------------
+
+
+def megatron_layout(parts: list[Chunk]) -> str:
+    """--pipeline-model-parallel-layout: E (embedding), t (a decoder layer), L (the output
+    layer and loss), stages split by |; stage c runs on pipeline rank c % pp."""
+    return "|".join(
+        ("E" if c.embedding else "") + "t" * c.blocks + ("L" if c.head else "") for c in parts
+    )
+
+
 def megatron_args(plan: Any) -> list[str]:
+    """pretrain_gpt.py arguments (Megatron-LM core_v0.15.3) that reproduce the plan, each
+    "--flag" or "--flag value" (values quoted for a shell)."""
     cfg = plan.config
+    shape = transformer_shape(plan, "megatron")
+    seq = cfg.seq_len or shape.seq_len
     args = [
+        f"--num-layers {shape.num_layers}",
+        f"--hidden-size {shape.hidden_size}",
+        f"--num-attention-heads {shape.num_heads}",
+        f"--ffn-hidden-size {shape.ffn}",
+        f"--seq-length {seq}",
+        f"--max-position-embeddings {seq}",
+        f"--vocab-size {shape.vocab_size}",
+        "--make-vocab-size-divisible-by 1",  # the vocabulary as given, not padded further
+        f"--position-embedding-type {MEGATRON_POSITIONS[shape.position_kind]}",
+        f"--normalization {'RMSNorm' if shape.norm_kind == 'rmsnorm' else 'LayerNorm'}",
+        f"--hidden-dropout {shape.dropout:g}",
+        f"--attention-dropout {shape.dropout:g}",
+    ]
+    if shape.kv_heads != shape.num_heads:
+        args += ["--group-query-attention", f"--num-query-groups {shape.kv_heads}"]
+    if shape.activation == "swiglu":
+        args.append("--swiglu")
+    if not shape.use_bias:
+        args.append("--disable-bias-linear")
+    if not shape.tie_embeddings:
+        args.append("--untie-embeddings-and-output-weights")
+    args += [
         f"--tensor-model-parallel-size {cfg.tp}",
         f"--pipeline-model-parallel-size {cfg.pp}",
         f"--micro-batch-size {cfg.micro_batch}",
         f"--global-batch-size {cfg.global_batch}",
     ]
-    if cfg.seq_len:
-        args.append(f"--seq-length {cfg.seq_len}")
-    blocks = _blocks_per_chunk(plan) if cfg.stages else []
-    if cfg.virtual_stages > 1 and blocks:
-        args.append(f"--num-layers-per-virtual-pipeline-stage {max(blocks)}")
-    elif cfg.pp > 2 and blocks and len(set(blocks[1:-1])) == 1:
-        if blocks[0] != blocks[1]:
-            args.append(f"--decoder-first-pipeline-num-layers {blocks[0]}")
-        if blocks[-1] != blocks[1]:
-            args.append(f"--decoder-last-pipeline-num-layers {blocks[-1]}")
+    if cfg.pp > 1:
+        args += _megatron_pipeline(cfg, chunks(plan))
     if cfg.recompute == "full":
         args += ["--recompute-granularity full", "--recompute-method uniform",
                  "--recompute-num-layers 1"]  # fmt: skip
     elif cfg.recompute == "selective":
-        args.append("--recompute-granularity selective")
+        args.append("--recompute-granularity selective")  # the attention core
     if cfg.sequence_parallel:
         args.append("--sequence-parallel")
-    if cfg.zero >= 1:
-        args.append("--use-distributed-optimizer")  # ZeRO-1; Megatron has no ZeRO-2/3 switch
+    args += _megatron_zero(cfg)
     if cfg.dtype in ("bf16", "fp16"):
         args.append(f"--{cfg.dtype}")
+        if cfg.grad_reduce_dtype == "fp32":
+            args.append("--accumulate-allreduce-grads-in-fp32")
     return args
 
 
-def torchtitan_args(plan: Any) -> list[str]:
+def _megatron_pipeline(cfg: Any, parts: list[Chunk]) -> list[str]:
+    if cfg.schedule == "gpipe":
+        raise refuse(
+            "megatron",
+            "Megatron-LM runs 1F1B or interleaved 1F1B pipelines, not GPipe; plan with "
+            "--schedule 1f1b or interleaved",
+        )
+    if len(parts) != cfg.pp * cfg.virtual_stages:
+        raise refuse(
+            "megatron",
+            f"the plan has {len(parts)} pipeline chunks for pp {cfg.pp} x virtual stages "
+            f"{cfg.virtual_stages}; regenerate it with simplan plan",
+        )
+    # the layout states every chunk's layers: the ILP's uneven split and the virtual stages
+    return [f"--pipeline-model-parallel-layout {shlex.quote(megatron_layout(parts))}"]
+
+
+def _megatron_zero(cfg: Any) -> list[str]:
+    overlap = cfg.overlap_grad_reduce and cfg.dp > 1
+    args = ["--overlap-grad-reduce"] if overlap else []
+    if cfg.zero == 1:
+        args.append("--use-distributed-optimizer")
+    elif cfg.zero >= 2:
+        strategy = "optim_grads" if cfg.zero == 2 else "optim_grads_params"
+        args += [
+            "--use-megatron-fsdp",
+            f"--data-parallel-sharding-strategy {strategy}",
+            "--ckpt-format fsdp_dtensor",  # the only checkpoint format Megatron-FSDP writes
+        ]
+    if cfg.zero >= 1 and overlap:
+        args.append("--overlap-param-gather")
+    return args
+
+
+# ---- torchtitan ---------------------------------------------------------------------------
+
+
+def torchtitan_flavor(shape: TransformerSpec) -> str:
+    """The torchtitan llama3 flavor of this shape, or a refusal."""
+    dims = (shape.hidden_size, shape.num_layers, shape.num_heads, shape.kv_heads, shape.ffn)
+    llama = (
+        shape.activation == "swiglu"
+        and shape.norm_kind == "rmsnorm"
+        and shape.position_kind == "rope"
+        and not shape.use_bias
+        and not shape.tie_embeddings
+    )
+    for flavor, known in TORCHTITAN_LLAMA3.items():
+        if llama and dims == known:
+            return flavor
+    raise refuse(
+        "torchtitan",
+        f"{shape.name} is not one of torchtitan's Llama 3 models (flavors "
+        f"{', '.join(TORCHTITAN_LLAMA3)}: SwiGLU, RMSNorm, RoPE, untied embeddings), and "
+        f"torchtitan takes no shape from its job config; use --to megatron",
+    )
+
+
+def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
+    """The torchtitan v0.2.2 job configuration (section -> key -> value) of the plan."""
     cfg = plan.config
-    schedule = {"1f1b": "1F1B", "gpipe": "GPipe", "interleaved": "Interleaved1F1B"}
-    shard = cfg.dp if cfg.zero >= 2 else 1
-    replicate = cfg.dp // shard
-    args = [
-        f"--parallelism.data_parallel_replicate_degree {replicate}",
-        f"--parallelism.data_parallel_shard_degree {shard}",
-        f"--parallelism.tensor_parallel_degree {cfg.tp}",
-        f"--parallelism.pipeline_parallel_degree {cfg.pp}",
-        f"--training.global_batch_size {cfg.global_batch}",
-        f"--training.local_batch_size {cfg.global_batch // cfg.dp}",
-        f"--parallelism.pipeline_parallel_microbatch_size {cfg.micro_batch}",
-    ]
+    shape = transformer_shape(plan, "torchtitan")
+    flavor = torchtitan_flavor(shape)
+    if cfg.zero in (1, 2):
+        raise refuse(
+            "torchtitan",
+            f"ZeRO-{cfg.zero} has no exact FSDP2 equivalent (FSDP2 shards parameters too, "
+            f"i.e. ZeRO-3; DDP shards nothing); plan with --zero 0 or 3",
+        )
+    if cfg.tp > 1 and not cfg.sequence_parallel:
+        raise refuse(
+            "torchtitan",
+            "its tensor parallelism always shards the norms' activations along the sequence "
+            "(sequence parallel); plan with --sequence-parallel",
+        )
+    if cfg.recompute == "selective":
+        raise refuse(
+            "torchtitan",
+            "its selective checkpointing (per op or every n-th layer) is not recomputation of "
+            "the attention core; plan with --recompute none or full",
+        )
+    if cfg.dtype == "fp16":
+        raise refuse("torchtitan", "it trains in bf16 or fp32, not fp16; plan with --dtype bf16")
+    shard = cfg.dp if cfg.zero == 3 else 1
+    if cfg.dtype == "bf16" and shard == 1 and (cfg.tp > 1 or cfg.pp > 1):
+        raise refuse(
+            "torchtitan",
+            "without FSDP it trains TP and PP plans in fp32, not bf16 (mixed precision needs "
+            "fully_shard there); plan with --zero 3 or --dtype fp32",
+        )
+    parallelism: dict[str, Any] = {
+        "data_parallel_replicate_degree": cfg.dp // shard,
+        "data_parallel_shard_degree": shard,
+        "tensor_parallel_degree": cfg.tp,
+        "pipeline_parallel_degree": cfg.pp,
+        "context_parallel_degree": 1,
+    }
+    if shard > 1:
+        parallelism["fsdp_reshard_after_forward"] = "always"  # ZeRO-3: gather per forward
+    per_rank = cfg.global_batch // cfg.dp
     if cfg.pp > 1:
-        args.append(f"--parallelism.pipeline_parallel_schedule {schedule[cfg.schedule]}")
-    if cfg.seq_len:
-        args.append(f"--training.seq_len {cfg.seq_len}")
-    args.append(f"--activation_checkpoint.mode {cfg.recompute}")
-    if cfg.dtype == "bf16":
-        args.append("--training.mixed_precision_param bfloat16")
-    return args
+        # one pipeline round of all micro-batches per step: no accumulation on top of it
+        local = per_rank
+        parallelism["pipeline_parallel_microbatch_size"] = cfg.micro_batch
+        parallelism["pipeline_parallel_schedule"] = TORCHTITAN_SCHEDULES[cfg.schedule]
+        parallelism["module_fqns_per_model_part"] = torchtitan_parts(chunks(plan))
+    else:
+        local = cfg.micro_batch  # global // (local * dp) micro-batches are accumulated
+    precision = "float32" if cfg.dtype == "fp32" else "bfloat16"
+    return {
+        "model": {"name": "llama3", "flavor": flavor},
+        "training": {
+            "local_batch_size": local,
+            "global_batch_size": cfg.global_batch,
+            "seq_len": cfg.seq_len or shape.seq_len,
+            "mixed_precision_param": precision,
+            "mixed_precision_reduce": "float32",
+        },
+        "parallelism": parallelism,
+        "activation_checkpoint": {"mode": cfg.recompute},
+    }
+
+
+def torchtitan_parts(parts: list[Chunk]) -> list[list[str]]:
+    """module_fqns_per_model_part: the modules of each pipeline chunk, in torchtitan's names."""
+    out, first = [], 0
+    for c in parts:
+        names = ["tok_embeddings"] if c.embedding else []
+        names += [f"layers.{i}" for i in range(first, first + c.blocks)]
+        names += ["norm", "output"] if c.head else []
+        out.append(names)
+        first += c.blocks
+    return out
+
+
+def torchtitan_toml(plan: Any) -> str:
+    job = torchtitan_job(plan)
+    lines = [f"# torchtitan {FRAMEWORKS['torchtitan'].version} job: {plan.model}"]
+    for section, values in job.items():
+        lines.append(f"\n[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a basic TOML string: JSON's escapes are TOML's
+
+
+# ---- DeepSpeed ----------------------------------------------------------------------------
+
+
+def deepspeed_config(plan: Any) -> dict[str, Any]:
+    """The DeepSpeed config (ds_config.json) of a data-parallel plan."""
+    cfg = plan.config
+    if cfg.tp > 1 or cfg.pp > 1:
+        raise refuse(
+            "deepspeed",
+            f"its config sets no tensor or pipeline degree (the plan has tp {cfg.tp}, pp "
+            f"{cfg.pp}: they live in the model code); use --to megatron",
+        )
+    if cfg.recompute != "none":
+        raise refuse(
+            "deepspeed",
+            f"its config does not switch recomputation on (the model code calls "
+            f"deepspeed.checkpointing); plan with --recompute none or use --to megatron "
+            f"(the plan recomputes {cfg.recompute})",
+        )
+    config: dict[str, Any] = {
+        "train_batch_size": cfg.global_batch,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
+        "gradient_accumulation_steps": accumulation(cfg),
+        "zero_optimization": {
+            "stage": cfg.zero,
+            "overlap_comm": bool(cfg.overlap_grad_reduce),
+            "contiguous_gradients": True,
+        },
+        "bf16": {"enabled": cfg.dtype == "bf16"},
+        "fp16": {"enabled": cfg.dtype == "fp16"},
+    }
+    if cfg.dtype in ("bf16", "fp16") and cfg.grad_reduce_dtype == "fp32":
+        config["communication_data_type"] = "fp32"
+    return config
+
+
+# ---- torchrun -----------------------------------------------------------------------------
 
 
 def node_order(plan: Any) -> list[int]:
@@ -105,12 +416,16 @@ def node_order(plan: Any) -> list[int]:
 def torchrun(plan: Any) -> str:
     """A torchrun command for Megatron-LM's pretrain_gpt.py, with the node ranks to use."""
     cfg = plan.config
+    args = megatron_args(plan)
     nodes = node_order(plan)
     per_node = cfg.world_size // max(len(nodes), 1)
+    shape = transformer_shape(plan, "megatron")
     lines = [
         f"# {plan.model}: {cfg.describe()}",
         "# node rank -> cluster node: "
         + ", ".join(f"{rank}->n{node}" for rank, node in enumerate(nodes)),
+        f"# the tokenizer must give {shape.vocab_size} tokens (--vocab-size); add its "
+        "--tokenizer-type and the data arguments",
         "torchrun "
         + " ".join(
             [
@@ -120,8 +435,8 @@ def torchrun(plan: Any) -> str:
                 "--rdzv-backend c10d",
                 "--rdzv-endpoint $MASTER_ADDR:29500",
                 shlex.quote("pretrain_gpt.py"),
-                *megatron_args(plan),
+                *args,
             ]
         ),
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from simplan.deadline import Deadline
+from simplan.errors import SimplanError
 from simplan.planfile import ClusterRef
 from simplan.planner import Plan, SearchOptions, SearchSpace, plan, search
 from simplan.planner.driver import Search, _baselines
@@ -102,7 +103,8 @@ def test_plan_round_trip_and_exports(tmp_path, gpt125m) -> None:
     megatron = best.export("megatron")
     assert f"--tensor-model-parallel-size {best.config.tp}" in megatron
     assert f"--global-batch-size {best.config.global_batch}" in megatron
-    assert "--parallelism.tensor_parallel_degree" in best.export("torchtitan")
+    with pytest.raises(SimplanError, match="not one of torchtitan's Llama 3 models"):
+        best.export("torchtitan")  # GPT-3: learned positions, GELU, LayerNorm
     assert best.export("torchrun").splitlines()[-1].startswith("torchrun --nnodes 2")
 
 
