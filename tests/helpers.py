@@ -90,3 +90,23 @@ def mlp_profile_with(whole_fwd_s: float, whole_bwd_s: float, **fields: object) -
         whole_model=LayerTiming(fwd_s=whole_fwd_s, bwd_s=whole_bwd_s, repeats=3),
         **fields,  # type: ignore[arg-type]
     )
+
+
+def two_cpu_spec(calibration: Path) -> dict[str, Any]:
+    """A cluster spec of one node of 2 CPU devices on loopback, priced by a bench-comm file."""
+    return {
+        "name": "cpu2",
+        "calibration": str(calibration),
+        "node_group": [
+            {
+                "devices_per_node": 2,
+                "device": {
+                    "kind": "cpu",
+                    "peak_tflops": 0.1,
+                    "memory_gib": 8,
+                    "memory_bandwidth_gbps": 10,
+                },
+                "fabric": {"kind": "loopback", "bandwidth_GBps": 99},
+            }
+        ],
+    }

@@ -12,15 +12,7 @@ from simplan.cli import main
 from simplan.io import schema_header, write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef, PlanFile, write_plan
-
-TINY = """\
-[transformer]
-hidden_size = 64
-num_layers = 4
-num_heads = 4
-seq_len = 32
-vocab_size = 128
-"""
+from tests.plan_files import TINY_MODEL
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:
@@ -96,7 +88,7 @@ def test_sweep_with_an_unknown_knob_is_a_usage_error(capsys) -> None:
 @pytest.fixture
 def tiny_plans(tmp_path: Path) -> Path:
     model = tmp_path / "tiny.toml"
-    model.write_text(TINY)
+    model.write_text(TINY_MODEL)
     ref = ClusterRef(spec="dgx-h100", nodes=1, gpus_per_node=4)
 
     def doc(role: str, dp: int, pp: int) -> dict:

@@ -16,6 +16,7 @@ from simplan.topology.comm_calibration import (
     default_constants,
     read_link_calibration,
 )
+from tests.helpers import two_cpu_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,26 +60,10 @@ def test_calibration_file_sets_loopback_links(tmp_path: Path) -> None:
     }
     path = tmp_path / "cal.json"
     path.write_text(json.dumps(doc))
-    spec = {
-        "name": "cpu2",
-        "calibration": str(path),
-        "node_group": [
-            {
-                "devices_per_node": 2,
-                "device": {
-                    "kind": "cpu",
-                    "peak_tflops": 0.1,
-                    "memory_gib": 8,
-                    "memory_bandwidth_gbps": 10,
-                },
-                "fabric": {"kind": "loopback", "bandwidth_GBps": 99},
-            }
-        ],
-    }
-    cluster = load_cluster(spec)
+    cluster = load_cluster(two_cpu_spec(path))
     size = 8 * 2**20
     assert cluster.collective_time("all_reduce", size, [0, 1]) == pytest.approx(2e-4 + 1e-9 * size)
     assert read_link_calibration(path).link_bandwidth_Bps == pytest.approx(1e9)
     path.write_text(json.dumps({"schema": {"kind": "profile", "version": 1}}))
     with pytest.raises(SimplanError, match="collective-calibration"):
-        load_cluster(spec)
+        load_cluster(two_cpu_spec(path))

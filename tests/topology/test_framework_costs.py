@@ -18,6 +18,7 @@ from simplan.topology.comm_calibration import (
     read_link_calibration,
 )
 from simplan.topology.probes import fit_framework
+from tests.helpers import two_cpu_spec
 
 FRAMEWORK = {
     "ddp": {"step_s": 3e-4, "bucket_s": 1e-4, "s_per_byte": 2e-10},
@@ -40,25 +41,6 @@ def _doc(**parts: Any) -> dict[str, Any]:
     }
     meta = {"nprocs": 2, "date": "2026-01-01T00:00:00+00:00", "torch": "2.13.0+cpu"}
     return bench_document(meta, fits["all_reduce"], [], fits=fits, framework=FRAMEWORK) | parts
-
-
-def _spec(path: Path) -> dict[str, Any]:
-    return {
-        "name": "cpu2",
-        "calibration": str(path),
-        "node_group": [
-            {
-                "devices_per_node": 2,
-                "device": {
-                    "kind": "cpu",
-                    "peak_tflops": 0.1,
-                    "memory_gib": 8,
-                    "memory_bandwidth_gbps": 10,
-                },
-                "fabric": {"kind": "loopback", "bandwidth_GBps": 99},
-            }
-        ],
-    }
 
 
 def _write(tmp_path: Path, doc: dict[str, Any]) -> Path:
@@ -88,7 +70,7 @@ def test_calibration_round_trips_fits_and_framework_costs(tmp_path: Path) -> Non
 
 
 def test_cluster_uses_each_measured_op_fit_and_scales_its_bandwidth(tmp_path: Path) -> None:
-    cluster = load_cluster(_spec(_write(tmp_path, _doc())))
+    cluster = load_cluster(two_cpu_spec(_write(tmp_path, _doc())))
     n = 4 * 2**20
     assert cluster.collective_time("reduce_scatter", n, [0, 1]) == pytest.approx(5e-5 + 2e-9 * n)
     assert cluster.transfer_time(0, 1, n) == pytest.approx(7e-5 + 4e-10 * n)
@@ -105,7 +87,7 @@ def test_measured_medians_price_their_sizes_and_bend_between_them(tmp_path: Path
         {"op": "all_reduce", "size_B": n, "median_s": t, "repeats": 3, "ranks": 2}
         for n, t in ((2**16, 2.5e-4), (2**20, 5e-4), (2**22, 1.7e-3))
     ]
-    cluster = load_cluster(_spec(_write(tmp_path, _doc(measurements=rows))))
+    cluster = load_cluster(two_cpu_spec(_write(tmp_path, _doc(measurements=rows))))
     time = lambda n: cluster.collective_time("all_reduce", n, [0, 1])  # noqa: E731
     assert time(2**20) == pytest.approx(5e-4)
     mid = (2**20 + 2**22) / 2
@@ -119,7 +101,7 @@ def test_measured_medians_price_their_sizes_and_bend_between_them(tmp_path: Path
 def test_files_without_the_new_sections_read_as_before(tmp_path: Path) -> None:
     doc = _doc()
     del doc["fits"], doc["framework"]
-    cluster = load_cluster(_spec(_write(tmp_path, doc)))
+    cluster = load_cluster(two_cpu_spec(_write(tmp_path, doc)))
     assert cluster.framework == FrameworkCosts()
     n = 4 * 2**20  # the ring over the calibrated link: half an all-reduce's steps and bytes
     assert cluster.collective_time("reduce_scatter", n, [0, 1]) == pytest.approx(1e-4 + 5e-10 * n)
