@@ -94,32 +94,32 @@ def test_canonical_gpu_type(name: str, canonical: str) -> None:
 
 
 def test_unknown_gpu_type() -> None:
-    with pytest.raises(SimplanError, match="unknown GPU type 'v100'.*a100-80gb"):
+    with pytest.raises(SimplanError, match=r"unknown GPU type 'v100'.*a100-80gb"):
         canonical_gpu_type("v100")
 
 
 GOOD = "1,a,gpt-tiny,8,,10,steps,,,,,,"
 
 BAD_ROWS = [
-    ("1,a,no-such-model,8,,10,steps,,,,,,", "line 2, field model: unknown model 'no-such-model'"),
-    ("1,a,gpt-tiny,8,,-5,steps,,,,,,", "line 2, field work: must be > 0, got -5"),
-    ("1,a,gpt-tiny,8,,0,steps,,,,,,", "line 2, field work: must be > 0"),
-    ("1,a,gpt-tiny,0,,10,steps,,,,,,", "line 2, field global_batch: must be >= 1"),
-    ("1,a,gpt-tiny,8.5,,10,steps,,,,,,", "line 2, field global_batch: must be a whole number"),
-    ("1,a,gpt-tiny,8,,ten,steps,,,,,,", "line 2, field work: must be a number, got 'ten'"),
-    ("1,a,gpt-tiny,8,,nan,steps,,,,,,", "line 2, field work: must be a finite number"),
-    ("1,a,gpt-tiny,8,,10,epochs,,,,,,", "line 2, field work_unit: must be one of steps, samples, tokens"),
-    ("1,a,gpt-tiny,8,,10,steps,-1,,,,,", "line 2, field arrival_s: must be >= 0"),
-    ("1,a,gpt-tiny,8,,10,steps,,-2,,,,", "line 2, field weight: must be >= 0"),
-    ("1,a,gpt-tiny,8,,10,steps,50,,40,,,", "line 2, field deadline_s: 40 is not after arrival_s 50"),
-    ("1,a,gpt-tiny,8,,10,steps,,,,0,,", "line 2, field min_gpus: must be >= 1"),
-    ("1,a,gpt-tiny,8,,10,steps,,,,4,2,", "line 2, field max_gpus: 2 is below min_gpus 4"),
-    ("1,a,gpt-tiny,8,,10,steps,,,,,,v100", "line 2, field gpu_types: unknown GPU type 'v100'"),
-    ("1,,gpt-tiny,8,,10,steps,,,,,,", "line 2, field id: is missing"),
-    ("1,a,gpt-tiny,,,10,steps,,,,,,", "line 2, field global_batch: is missing"),
-    ("2,a,gpt-tiny,8,,10,steps,,,,,,", "line 2, field version: is '2'; this simplan reads version 1"),
-    ("1,a,gpt-tiny,8,,10,steps", "line 2, field (row): has not the 13 cells of the header"),
-    ("1,a,gpt-tiny,8,,10,steps,,,,,,,extra", "line 2, field (row)"),
+    ("1,a,no-such-model,8,,10,steps,,,,,,", "model: unknown model 'no-such-model'"),
+    ("1,a,gpt-tiny,8,,-5,steps,,,,,,", "work: must be > 0, got -5"),
+    ("1,a,gpt-tiny,8,,0,steps,,,,,,", "work: must be > 0"),
+    ("1,a,gpt-tiny,0,,10,steps,,,,,,", "global_batch: must be >= 1"),
+    ("1,a,gpt-tiny,8.5,,10,steps,,,,,,", "global_batch: must be a whole number"),
+    ("1,a,gpt-tiny,8,,ten,steps,,,,,,", "work: must be a number, got 'ten'"),
+    ("1,a,gpt-tiny,8,,nan,steps,,,,,,", "work: must be a finite number"),
+    ("1,a,gpt-tiny,8,,10,epochs,,,,,,", "work_unit: must be one of steps, samples, tokens"),
+    ("1,a,gpt-tiny,8,,10,steps,-1,,,,,", "arrival_s: must be >= 0"),
+    ("1,a,gpt-tiny,8,,10,steps,,-2,,,,", "weight: must be >= 0"),
+    ("1,a,gpt-tiny,8,,10,steps,50,,40,,,", "deadline_s: 40 is not after arrival_s 50"),
+    ("1,a,gpt-tiny,8,,10,steps,,,,0,,", "min_gpus: must be >= 1"),
+    ("1,a,gpt-tiny,8,,10,steps,,,,4,2,", "max_gpus: 2 is below min_gpus 4"),
+    ("1,a,gpt-tiny,8,,10,steps,,,,,,v100", "gpu_types: unknown GPU type 'v100'"),
+    ("1,,gpt-tiny,8,,10,steps,,,,,,", "id: is missing"),
+    ("1,a,gpt-tiny,,,10,steps,,,,,,", "global_batch: is missing"),
+    ("2,a,gpt-tiny,8,,10,steps,,,,,,", "version: is '2'; this simplan reads version 1"),
+    ("1,a,gpt-tiny,8,,10,steps", "(row): has not the 13 cells of the header"),
+    ("1,a,gpt-tiny,8,,10,steps,,,,,,,extra", "(row)"),
 ]  # fmt: skip
 
 
@@ -130,7 +130,7 @@ def test_bad_row(tmp_path: Path, row: str, message: str) -> None:
         read_trace(path)
     text = str(info.value)
     assert "\n" not in text
-    assert f"{path}: {message}" in text, text
+    assert f"{path}: line 2, field {message}" in text, text
 
 
 def test_duplicate_id_names_both_rows(tmp_path: Path) -> None:
@@ -176,5 +176,5 @@ def test_bad_json(tmp_path: Path, doc: str, message: str) -> None:
 
 
 def test_other_extension_refused(tmp_path: Path) -> None:
-    with pytest.raises(SimplanError, match="name a .csv or .json file"):
+    with pytest.raises(SimplanError, match=r"name a \.csv or \.json file"):
         read_trace(tmp_path / "t.txt")
