@@ -25,6 +25,7 @@ COMMANDS = (
     "bench_comm",
     "validate",
     "report",
+    "trace",
 )
 
 DESCRIPTION = """\
@@ -35,6 +36,7 @@ examples:
   simplan models                               list the model presets
   simplan profile gpt3-125m --seq-len 512      count and time every layer on this CPU
   simplan profile gpt3-175b --device h200      count on the meta device, time with the H200 model
+  simplan trace check examples/traces/tiny.csv check a job trace and summarise it
 
 exit status: 0 done; 2 bad input (one line on stderr, nothing written); 3 `simulate`: the step
 does not fit in device memory (the result is printed, stderr says by how much); 130 interrupted

@@ -33,6 +33,9 @@ BASE: dict[tuple[str, ...], tuple[str, ...]] = {
                           "--global-batch", "8", "--vary", "micro-batch", "--values", "1"),
     ("report", "plan"): ("report", "plan", "plans.json"),
     ("report", "validation"): ("report", "validation"),
+    ("trace", "generate"): ("trace", "generate", "--cluster", "dgx-a100", "--out", "t.csv"),
+    ("trace", "check"): ("trace", "check", "t.csv"),
+    ("trace", "speeds"): ("trace", "speeds", "t.csv", "--cluster", "dgx-a100"),
 }  # fmt: skip
 BAD_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e30", "2.5", "many", "")
 

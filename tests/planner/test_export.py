@@ -515,6 +515,11 @@ JSON_COMMANDS = {
     "simplan profile": ["profile", "gpt3-125m", "--device", "h100-sxm"],
     "simplan plan": ["plan", "--model", "llama3-8b", "--cluster", "dgx-h100", "--global-batch",
                      "64", "--time-limit", "10", "--top", "1", "--export", "megatron"],
+    "simplan trace check": ["trace", "check", str(ROOT / "examples" / "traces" / "tiny.csv")],
+    "simplan trace speeds": ["trace", "speeds", str(ROOT / "examples" / "traces" / "tiny.csv"),
+                             "--cluster", "localhost-cpu", "--executor", "inline"],
+    "simplan trace generate": ["trace", "generate", "--jobs", "2", "--cluster", "dgx-a100",
+                               "--executor", "inline", "--out", "t.csv"],  # in a temporary cwd
 }  # fmt: skip
 
 
@@ -528,7 +533,8 @@ def test_every_json_flag_is_covered() -> None:
 
 
 @pytest.mark.parametrize("verb", list(JSON_COMMANDS))
-def test_json_is_one_document(capsys, verb: str) -> None:
+def test_json_is_one_document(capsys, tmp_path, monkeypatch, verb: str) -> None:
+    monkeypatch.chdir(tmp_path)
     code, out, _ = _run(capsys, *JSON_COMMANDS[verb], "--json")
     assert code in (0, 3)
     assert isinstance(json.loads(out), (dict, list))  # json.loads refuses anything after it
