@@ -98,6 +98,9 @@ class MeasuredSpeeds:
         self.rows = rows
         self.fallback = fallback
         self.names = {r.job for r in rows}
+        self.index: dict[tuple[str, str, int], list[Measurement]] = {}
+        for r in rows:
+            self.index.setdefault((r.job, r.gpu_type, r.gpus), []).append(r)
 
     @classmethod
     def from_csv(cls, path: str | Path, fallback: SpeedTable | None = None) -> MeasuredSpeeds:
@@ -108,9 +111,8 @@ class MeasuredSpeeds:
 
     def _match(self, job: Job, shape: Shape) -> Measurement | None:
         for name in (job.kind, job.model):  # the kind is the more specific
-            for r in self.rows:
-                same = (r.job, r.gpu_type, r.gpus) == (name, shape.gpu_type, shape.gpus)
-                if same and r.nodes in (0, shape.nodes):
+            for r in self.index.get((name, shape.gpu_type, shape.gpus), []):
+                if r.nodes in (0, shape.nodes):
                     return r
         return None
 

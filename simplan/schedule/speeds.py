@@ -22,7 +22,14 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.schedule.core import Job, Shape, Speed
-from simplan.schedule.shapes import allows, candidate_shapes, shape_label, shape_spec
+from simplan.schedule.shapes import (
+    allows,
+    candidate_shapes,
+    kind_shapes,
+    node_kinds,
+    shape_label,
+    shape_spec,
+)
 from simplan.topology.cluster_spec import ClusterSpec
 
 SPEED_RECORD_VERSION = 1
@@ -143,6 +150,12 @@ class PlannedSpeeds:
         self.records: dict[str, dict[str, Any]] = {}  # by cache key
         self.searched = 0  # searches run by this table (the rest came from the cache)
         self._model_hashes: dict[str, str] = {}
+        self._speeds: dict[tuple[str, Shape], Speed | None] = {}  # by (job kind, shape)
+        self._shapes = frozenset(
+            shape
+            for kind in node_kinds(self.spec).values()
+            for shape in kind_shapes(kind, 1, kind.gpus)
+        )
 
     def task(self, job: Job, shape: Shape) -> SpeedTask:
         return SpeedTask(
@@ -182,7 +195,7 @@ class PlannedSpeeds:
         self.searched += 1
 
     def _fits(self, job: Job, shape: Shape) -> bool:
-        return allows(job, shape) and shape in candidate_shapes(self.spec, job)
+        return shape in self._shapes and allows(job, shape)
 
     def prepare(
         self,
@@ -223,13 +236,16 @@ class PlannedSpeeds:
         does not allow the shape, the cluster has no such shape, or no plan fits."""
         if not self._fits(job, shape):
             return None
-        task = self.task(job, shape)
-        key = self.key(task)
-        record = self._cached(key)
-        if record is None:
-            record = search_speed(task)
-            self._store(key, record)
-        return speed_of(record)
+        known = (job.kind, shape)
+        if known not in self._speeds:
+            task = self.task(job, shape)
+            key = self.key(task)
+            record = self._cached(key)
+            if record is None:
+                record = search_speed(task)
+                self._store(key, record)
+            self._speeds[known] = speed_of(record)
+        return self._speeds[known]
 
     def step_time_s(self, job: Job, shape: Shape) -> float | None:
         speed = self.speed(job, shape)

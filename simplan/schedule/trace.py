@@ -7,8 +7,10 @@ The schema (version 1) is documented in docs/job-trace.md. Every error names the
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ def _normalised(name: str) -> str:
     return re.sub(r"-(sxm\d?|pcie)(?=-|$)", "", text)
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_gpu_type(name: str) -> str:
     """The device-table name (simplan.devices) of a GPU type as people write it:
     'A100' -> 'a100-80gb', 'NVIDIA H100 SXM' -> 'h100-sxm', 'a100_40gb' -> 'a100-40gb',
@@ -116,8 +119,6 @@ def _at_least(where: _Where, field: str, value: float, low: float, fix: str) -> 
 
 
 def _model(where: _Where, value: Any) -> str:
-    from simplan.sources import resolve
-
     text = str(value).strip()
     if not text:
         raise where.fail("model", "is empty; give a preset, a .toml file or file.py:factory")
@@ -127,10 +128,20 @@ def _model(where: _Where, value: Any) -> str:
     if is_file and not Path(path_part).exists() and beside.exists():
         text = str(where.path.parent / text)
     try:
-        resolve(text)
+        _resolved(text, os.getcwd())
     except SimplanError as exc:
         raise where.fail("model", str(exc)) from None
     return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolved(model: str, cwd: str) -> str:
+    """The model spec if it names a model (a preset, a model file, from `cwd`); cached while
+    the process runs, so a trace of 10,000 jobs looks each model up once."""
+    from simplan.sources import resolve
+
+    resolve(model)
+    return model
 
 
 def _gpu_types(where: _Where, value: Any) -> tuple[str, ...]:
