@@ -74,8 +74,13 @@ def kind_shapes(kind: NodeKind, low: int, high: int) -> list[Shape]:
     return shapes
 
 
-def candidate_shapes(spec: ClusterSpec, job: Job) -> list[Shape]:
-    """Every shape the job may get on the cluster, sorted (GPU type, count, nodes)."""
+def candidate_shapes(spec: ClusterSpec | str, job: Job) -> list[Shape]:
+    """Every shape the job may get on the cluster (a spec, or a preset or TOML file at its own
+    size), sorted (GPU type, count, nodes)."""
+    if isinstance(spec, str):
+        from simplan.topology.cluster_spec import load_spec
+
+        spec = load_spec(spec)
     kinds = node_kinds(spec)
     shapes: list[Shape] = []
     for name, kind in kinds.items():
@@ -94,12 +99,13 @@ def check_fits_cluster(spec: ClusterSpec, jobs: list[Job]) -> None:
         usable = [k for k in kinds.values() if not job.gpu_types or k.gpu_type in job.gpu_types]
         if not usable:
             raise SimplanError(
-                f"job {job.id}: allows GPU types {', '.join(job.gpu_types)} and {spec.name} has "
-                f"only {', '.join(kinds)}; widen gpu_types or use another cluster"
+                f"job {job.id}, field gpu_types: allows {', '.join(job.gpu_types)} and "
+                f"{spec.name} has only {', '.join(kinds)}; widen gpu_types or use another cluster"
             )
         most = max(k.gpus for k in usable)
         raise SimplanError(
-            f"job {job.id}: needs {job.min_gpus}..{job.max_gpus or 'any'} GPUs (a power of two "
+            f"job {job.id}, field min_gpus: needs {job.min_gpus}..{job.max_gpus or 'any'} GPUs "
+            f"(a power of two "
             f"in that range) and {spec.name} has at most {most} of the types it allows; "
             f"lower min_gpus or add nodes"
         )

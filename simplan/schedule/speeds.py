@@ -12,6 +12,7 @@ spec, the search's time limit, simplan's version and COUNTING_VERSION.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable
@@ -75,10 +76,20 @@ def task_key(task: SpeedTask, model_hash: str) -> str:
         calibration = Path(task.spec.calibration).read_bytes()
     fields = (
         SPEED_RECORD_VERSION, __version__, COUNTING_VERSION, model_hash, task.global_batch,
-        task.seq_len, task.dtype, repr(task.shape), repr(task.spec), task.time_limit_s,
+        task.seq_len, task.dtype, repr(task.shape), _spec_text(task.spec), task.time_limit_s,
     )  # fmt: skip
     digest = hashlib.sha256(repr(fields).encode() + calibration).hexdigest()
     return digest[:32]
+
+
+def _spec_text(spec: ClusterSpec) -> str:
+    """The spec's values, without where its device numbers were read from (a measured CPU
+    device names its benchmark file: the same numbers from another cache are the same spec)."""
+    groups = tuple(
+        dataclasses.replace(g, device=dataclasses.replace(g.device, sources={}))
+        for g in spec.groups
+    )
+    return repr(dataclasses.replace(spec, groups=groups))
 
 
 def search_speed(task: SpeedTask) -> dict[str, Any]:

@@ -28,6 +28,8 @@ def _labels(shapes: list[Shape]) -> list[str]:
 def test_powers_of_two_packed_and_spread() -> None:
     spec = load_spec("dgx-h100", nodes=2)  # 2 nodes x 8 GPUs
     shapes = candidate_shapes(spec, _job())
+    one_node = [s for s in shapes if s.nodes == 1]
+    assert candidate_shapes("dgx-h100", _job()) == one_node  # the preset: a single node
     assert _labels(shapes) == [
         "1xh100-sxm/1n", "2xh100-sxm/1n", "2xh100-sxm/2n", "4xh100-sxm/1n", "8xh100-sxm/1n",
         "16xh100-sxm/2n",
@@ -70,9 +72,11 @@ def test_shape_spec_refuses_what_the_cluster_lacks() -> None:
 def test_a_job_that_fits_nowhere() -> None:
     spec = load_spec("dgx-h100", nodes=2)
     check_fits_cluster(spec, [_job(), _job(min_gpus=16)])
-    with pytest.raises(SimplanError, match=r"job j: needs 32..any GPUs.*at most 16"):
+    with pytest.raises(
+        SimplanError, match=r"job j, field min_gpus: needs 32\.\.any GPUs.*at most 16"
+    ):
         check_fits_cluster(spec, [_job(min_gpus=32)])
-    with pytest.raises(SimplanError, match=r"allows GPU types a100-80gb.*only h100-sxm"):
+    with pytest.raises(SimplanError, match=r"field gpu_types: allows a100-80gb.*only h100-sxm"):
         check_fits_cluster(spec, [_job(gpu_types=("a100-80gb",))])
     with pytest.raises(SimplanError, match=r"needs 3\.\.3 GPUs"):
         check_fits_cluster(spec, [_job(min_gpus=3, max_gpus=3)])
