@@ -91,3 +91,15 @@ def test_a_model_too_big_for_a_shape_has_no_speed(tmp_path: Path) -> None:
     assert table.step_time_s(big, _shape(1, 1)) is None  # 13B needs > 200 GiB
     assert "needs at least" in table.reason(big, _shape(1, 1))
     assert table.step_time_s(big, _shape(4, 2)) is not None
+
+
+def test_spread_is_slower_than_packed(tmp_path: Path) -> None:
+    """Locality: the same GPUs one per node (over the network) are slower than in one node."""
+    spec = load_spec("dgx-h100", nodes=4)
+    table = PlannedSpeeds(spec, cache_dir=tmp_path, executor="inline", time_limit_s=20)
+    job = _job("gpt3-350m", global_batch=64, seq_len=1024)
+    for gpus in (2, 4):
+        packed = table.step_time_s(job, _shape(gpus, 1))
+        spread = table.step_time_s(job, _shape(gpus, gpus))
+        assert packed is not None and spread is not None
+        assert spread > packed, (gpus, packed, spread)  # its gradients cross the network
