@@ -8,7 +8,6 @@ reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import mmap
 import os
@@ -116,6 +115,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         scheduling=scheduling,
         profile_passes_s=tuple(passes),
         check_s=tuple(check),
+        losses=tuple(trainer.losses),
     )
 
 
@@ -228,6 +228,7 @@ def _steps(
         trainer.optimizer_step()
         sync()
         t2 = time.perf_counter()
+        trainer.record_loss()  # untimed: one small all-reduce
         beat.beat(2 * progress + 1)
         step_s.append(t2 - t0)
         opt_s.append(t2 - t1)
@@ -247,44 +248,11 @@ def _maybe_fail(fault: str, rank: int, step: int) -> None:
         time.sleep(1.0)
 
 
-def _model_and_data(job: JobSpec, device: Any) -> tuple[Any, Any, tuple[Any, ...], Any]:
-    """(graph, module, one replica's inputs for a step, targets), the same on every rank."""
-    import torch
-
-    from simplan.build import instantiate
-    from simplan.sources import load_model, resolve, transformer_spec
-
-    cfg = job.config
-    graph = load_model(job.model, seq_len=cfg.seq_len or None, dtype=cfg.dtype)
-    source = resolve(job.model)
-    tspec = transformer_spec(source) if source.kind == "toml" else None
-    per_replica = cfg.micro_batch * cfg.num_microbatches
-    torch.manual_seed(0)
-    model, inputs = instantiate(
-        source,
-        tspec,
-        batch=per_replica,
-        seq_len=cfg.seq_len or None,
-        device=str(device),
-        dtype=cfg.dtype,
-    )
-    model.train()
-    return graph, model, inputs, _targets(model, inputs, per_replica)
-
-
 def build_trainer(job: JobSpec, device: Any, rank: int) -> Any:
-    """The model of the job on this rank, wrapped by its strategy, with synthetic data."""
-    from simplan.runtime import pipeline, strategies
+    """The job's model on this rank, composed as its configuration says (runtime.compose)."""
+    from simplan.runtime.compose import build_trainer as compose
 
-    graph, model, inputs, target = _model_and_data(job, device)
-    if job.strategy == "pp":
-        return pipeline.pp_trainer(job, model, graph, inputs, target, device, rank)
-    batches = _micro_batches(inputs, target, job.config.num_microbatches)
-    if job.strategy == "ddp":
-        return strategies.ddp_trainer(job, model, batches, device)
-    if job.strategy == "fsdp":
-        return strategies.fsdp_trainer(job, model, batches, device, graph)
-    return strategies.tp_trainer(job, model, batches, device, graph)
+    return compose(job, device)
 
 
 def baseline_steps(job: JobSpec, device: Any) -> list[float]:
@@ -293,44 +261,26 @@ def baseline_steps(job: JobSpec, device: Any) -> list[float]:
     the ranks manage side by side on this machine, to compare with the profile's."""
     import torch.distributed as dist
 
-    from simplan.runtime.strategies import Trainer, make_optimizer
+    from simplan.runtime.compose import loss_of, micro_batches, seeded_model_and_batch
 
-    _, model, inputs, target = _model_and_data(job, device)
-    batches = _micro_batches(inputs, target, job.config.num_microbatches)
-    plain = Trainer(
-        model=model,
-        optimizer=make_optimizer(job, list(model.parameters())),
-        batches=batches,
-        sync_context=lambda _: contextlib.nullcontext(),
-    )
+    cfg = job.config
+    _, model, inputs, target = seeded_model_and_batch(job.model, cfg, device)
+    per_replica = cfg.global_batch // cfg.dp
+    n = cfg.num_microbatches
+    batches = micro_batches(tuple(x[:per_replica] for x in inputs), target[:per_replica], n)
     sync = _sync(device)
     times = []
     for i in range(2 + job.baseline_steps):
         dist.barrier()
         sync()
         t0 = time.perf_counter()
-        plain.forward_backward()
+        for x, t in batches:
+            (loss_of(model(*x), t) / n).backward()
         sync()
         if i >= 2:
             times.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
     return times
-
-
-def _targets(model: Any, inputs: tuple[Any, ...], batch: int) -> Any:
-    """Random class indices shaped like the model's output without its class dimension."""
-    import torch
-
-    with torch.no_grad():
-        out = model(*(x[:1] for x in inputs))
-    gen = torch.Generator().manual_seed(1)
-    shape = (batch, *out.shape[1:-1])
-    return torch.randint(0, out.shape[-1], shape, generator=gen).to(out.device)
-
-
-def _micro_batches(inputs: tuple[Any, ...], target: Any, n: int) -> list[tuple[tuple, Any]]:
-    split = [x.chunk(n) for x in inputs]
-    return [(tuple(s[i] for s in split), t) for i, t in enumerate(target.chunk(n))]
 
 
 def main(argv: list[str] | None = None) -> int:
