@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
-from simplan.runtime.job import JobSpec, runtime_refusal
+from simplan.runtime.job import WRONG_SPLIT, JobSpec, runtime_refusal
 from simplan.units import MiB
 
 MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
@@ -171,7 +171,7 @@ def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
     pp_i, rep_i, shard_i, tp_i = coordinate
     where = Coordinates(pp=pp_i, dp=rep_i * mesh.size(2) + shard_i, tp=tp_i)
     per_replica = cfg.global_batch // cfg.dp
-    lo = where.dp * per_replica
+    lo = 0 if job.fault == WRONG_SPLIT else where.dp * per_replica
     inputs = tuple(x[lo : lo + per_replica] for x in inputs)
     target = target[lo : lo + per_replica]
     vocab_parallel = cfg.tp > 1 and cfg.pp == 1 and _has_blocks(graph)

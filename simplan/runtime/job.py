@@ -22,6 +22,7 @@ OPTIMIZERS = ("adam", "sgd")
 # a rank's progress marker (OUT_DIR/hb{rank}): one little-endian int64, 2 * step (+1 once the
 # step is done), -1 during start-up
 PROGRESS_FORMAT = "<q"
+WRONG_SPLIT = "wrong-split"  # JobSpec.fault: a deliberately wrong data split
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +49,8 @@ class JobSpec:
         collective runs at once (simplan.realtime; bench-comm calibrates the same way). False:
         the default scheduler.
     fault: 'crash@RANK:STEP' or 'hang@RANK:STEP' makes a rank fail on purpose (tests failure
-        handling).
+        handling); 'wrong-split' makes every data-parallel replica train on the first replica's
+        slice of the global batch (tests that the loss oracle catches a wrong split).
     """
 
     model: str

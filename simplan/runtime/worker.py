@@ -22,7 +22,7 @@ from typing import Any
 from simplan.outputs import write_bytes_atomic, write_json_atomic, write_text_atomic
 from simplan.ranks import enter_rank_process
 from simplan.realtime import enter_realtime
-from simplan.runtime.job import PROGRESS_FORMAT, JobSpec, RankResult
+from simplan.runtime.job import PROGRESS_FORMAT, WRONG_SPLIT, JobSpec, RankResult
 
 
 def rank_entry(rank: int, world: int, init_method: str, job: JobSpec, out_dir: str) -> None:
@@ -65,14 +65,25 @@ class Heartbeat:
         self._file.close()
 
 
-def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) -> RankResult:
+def train(
+    rank: int,
+    world: int,
+    init_method: str,
+    job: JobSpec,
+    out_dir: Path,
+    local_rank: int | None = None,
+) -> RankResult:
+    """One rank's run: build the model -> warm-up steps -> timed steps (and what is measured
+    beside them). local_rank: the rank on its machine (torchrun's LOCAL_RANK; default: rank),
+    which picks its GPU."""
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
     scheduling = enter_realtime(job.realtime and not cuda)  # before any thread starts
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if cuda else "cpu")
+    local = rank if local_rank is None else local_rank
+    device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
     beat = Heartbeat(out_dir, rank)
@@ -236,7 +247,7 @@ def _steps(
 
 
 def _maybe_fail(fault: str, rank: int, step: int) -> None:
-    if not fault:
+    if not fault or fault == WRONG_SPLIT:
         return
     kind, _, where = fault.partition("@")
     at_rank, _, at_step = where.partition(":")
@@ -294,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = job_from_dict(read_json(args[0]))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
     Path(args[1]).mkdir(parents=True, exist_ok=True)
-    result = train(rank, world, "env://", job, Path(args[1]))
+    result = train(rank, world, "env://", job, Path(args[1]), local_rank)
     write_json_atomic(result.to_dict(), Path(args[1]) / f"rank{rank}.json")
     return 0
 
