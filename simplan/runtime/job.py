@@ -119,10 +119,22 @@ def config_refusal(config: ParallelConfig) -> str:
 
 def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = "") -> str:
     """Why the runtime cannot run `config` on the model of `graph` ('' when it can)."""
-    blocks = any(layer.kind == "transformer_block" for layer in graph.layers)
+    block_attrs = [layer.attrs for layer in graph.layers if layer.kind == "transformer_block"]
+    blocks = bool(block_attrs)
+    heads = {(a.get("num_heads", 1), a.get("num_kv_heads", 1)) for a in block_attrs}
     names = [layer.name for layer in graph.layers]
     checks = (
         (config_refusal(config), ""),
+        (
+            any(h % config.tp or kv % config.tp for h, kv in heads),
+            f"tp {config.tp} must divide the attention heads and key/value heads "
+            f"({', '.join(f'{h}/{kv}' for h, kv in sorted(heads))}): choose another tp",
+        ),
+        (
+            config.sequence_parallel and config.tp > 1 and graph.seq_len % config.tp != 0,
+            f"sequence parallelism needs tp {config.tp} to divide the sequence length "
+            f"{graph.seq_len}",
+        ),
         (
             config.recompute == "selective" and not blocks,
             f"selective recomputation recomputes attention; {graph.name} has no attention: "
