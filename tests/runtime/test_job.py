@@ -173,3 +173,11 @@ def test_the_calibration_check_is_the_median_of_the_slowest_rank_per_call() -> N
     assert Measurement(job=job, ranks=(_rank(0, []),), wall_s=1.0).check_s is None
     again = RankResult.from_dict(a.to_dict())
     assert again == a
+
+
+def test_the_local_cluster_holds_every_rank_of_a_larger_plan() -> None:
+    from simplan.validate import local_cluster
+
+    for world in (1, 2, 4, 8):
+        cluster = local_cluster(world)
+        assert (cluster.num_devices, cluster.nodes) == (world, 1)
