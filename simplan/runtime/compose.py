@@ -21,6 +21,7 @@ its data-parallel slice; gradients are accumulated over the replica's micro-batc
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -161,6 +162,9 @@ def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
     from torch.distributed.device_mesh import init_device_mesh
 
     cfg = job.config
+    # a tensor-parallel layer's local output is a view; FSDP2 warns that an in-place op on it
+    # would skip its hook. The models here add out of place (the loss oracle checks gradients).
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     graph, model, inputs, target = seeded_model_and_batch(job.model, cfg, device)
     refusal = runtime_refusal(cfg, graph, job.comm_hook)
     if refusal:
