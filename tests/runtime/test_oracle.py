@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,14 @@ def full_cases() -> dict[str, dict[str, Any]]:
         {"tp": 2, "pp": 2},
         {"dp": 4, "zero": 1},
     ]
-    schedules = itertools.cycle(
+    schedules: Iterator[dict[str, Any]] = itertools.cycle(
         [
             {"schedule": "1f1b"},
             {"schedule": "gpipe"},
             {"schedule": "interleaved", "virtual_stages": 2},
         ]
     )
-    cases = {}
+    cases: dict[str, dict[str, Any]] = {}
     for hybrid in hybrids:
         for recompute in ("none", "selective", "full"):
             for sp in (False, True) if hybrid.get("tp", 1) > 1 else (False,):
