@@ -19,7 +19,7 @@ train in fp32; a plan's bf16/fp16 mixed precision is reported, not run. What no 
 runs exactly (ZeRO-1 with tp or pp, selective recomputation without attention, ...) is refused.
 
 With --reference the same model, seed and global batch also train in this one process, and
-the losses must agree within a relative 1e-5 (fp32 rounding; a wrong split differs by ~1e-2).
+the losses must agree within a relative 1e-5 (fp32 rounding; a wrong data split differed by 4e-3).
 
 exit status: 0 done (and, with --reference, the losses agree); 2 bad input or a failed rank
 (one line on stderr); 4 --reference: the losses differ (the comparison is printed)

@@ -98,7 +98,7 @@ def test_a_plan_trains_as_one_process_does(tmp_path: Path, degrees: dict[str, An
 
 def test_the_oracle_catches_a_wrong_data_split(tmp_path: Path) -> None:
     """Every replica trains on the first replica's slice: the losses leave the reference by far
-    more than the tolerance (~1e-2 relative), so the comparison can fail."""
+    more than the tolerance (4.3e-3 relative by step 5, measured), so the comparison can fail."""
     plan = read_plan(write_tiny_plan(tmp_path, dp=2, tp=2))
     job = dataclasses.replace(runnable_job(plan, steps=STEPS, timeout_s=120), fault=WRONG_SPLIT)
     measured = run_job(job)
