@@ -24,6 +24,7 @@ COMMANDS = (
     "clusters",
     "bench_comm",
     "validate",
+    "run",
     "report",
     "trace",
 )

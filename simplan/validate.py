@@ -133,7 +133,12 @@ def local_cluster(
     from simplan.topology.cluster_spec import load_spec
     from simplan.topology.comm_calibration import local_calibration_path
 
-    spec = load_spec(name, nodes=1, gpus_per_node=world)
+    spec = load_spec(name, nodes=1)
+    # a run of more ranks than the preset's node lists runs them all on this one machine
+    groups = tuple(
+        dataclasses.replace(g, devices_per_node=max(g.devices_per_node, world)) for g in spec.groups
+    )
+    spec = load_spec(dataclasses.replace(spec, groups=groups), gpus_per_node=world)
     if calibration is None and resolve_calibration(str(local_calibration_path(world))).is_file():
         calibration = local_calibration_path(world)
     if calibration is not None:
@@ -203,6 +208,7 @@ def validate(
         profile_repeats=PROFILE_REPEATS if o.profile_source == "in-run" else 0,
         realtime=o.realtime,
     )  # checks the strategy before anything slow
+    _refuse_unrunnable(model, config, o.comm_hook)
     alone, alone_path = profile_for(model, config, threads=o.threads, refresh=o.refresh_profile)
     cluster = local_cluster(config.world_size, calibration=o.calibration)
     standalone = predict(model, config, alone, cluster)
@@ -233,6 +239,17 @@ def validate(
     }
     record["path"] = str(write_record(record, o.runs_dir))
     return record
+
+
+def _refuse_unrunnable(model: str, config: ParallelConfig, comm_hook: str) -> None:
+    """What the runtime cannot run on this model, refused before any profile or rank."""
+    from simplan.runtime.job import runtime_refusal
+    from simplan.sources import load_model
+
+    graph = load_model(model, seq_len=config.seq_len or None, dtype=config.dtype)
+    refusal = runtime_refusal(config, graph, comm_hook)
+    if refusal:
+        raise SimplanError(refusal)
 
 
 def check_size(cluster: Any) -> int:

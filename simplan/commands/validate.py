@@ -26,7 +26,9 @@ Profile MODEL on this machine (one torch thread per rank, cached under traces/pr
 simulate a configuration on the local cluster calibrated by `simplan bench-comm` (localhost-cpu
 with NPROCS ranks), run the same configuration for real on NPROCS torch.distributed ranks (gloo;
 DDP, FSDP2, DTensor tensor parallel or torch.distributed.pipelining), and print the predicted and
-measured step time with the relative error. Each run appends a record to traces/runs/ (or
+measured step time with the relative error. With --plan, any plan runs: its dp x tp x pp
+ranks composed on one DeviceMesh (README, "How a plan runs"), on a local cluster of as many
+ranks. Each run appends a record to traces/runs/ (or
 --runs-dir; checked before the run starts). The calibration is --calibration FILE, else the file
 `simplan bench-comm --nprocs N` writes by default.
 

@@ -119,6 +119,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(spec.hidden_size, spec.hidden_size, bias=spec.use_bias)
         self.rope = spec.position_kind == "rope"
         self.math, self.dropout = spec.attention == "math", spec.dropout
+        # selective activation recomputation: the attention core (scores, softmax, weighted
+        # sum) keeps no activations for backward and runs again there (Megatron-LM's selective)
+        self.recompute_core = False
+
+    def core(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.math:
+            return math_attention(q, k, v, self.dropout, self.training)
+        return causal_attention(q, k, v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
@@ -135,10 +143,13 @@ class Attention(nn.Module):
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.rope:
             q, k = _rotate(q), _rotate(k)
-        if self.math:
-            y = math_attention(q, k, v, self.dropout, self.training)
+        if self.recompute_core and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            # early_stop=False: recompute the whole core, as tensor-parallel DTensors need
+            y = checkpoint(self.core, q, k, v, use_reentrant=False, early_stop=False)
         else:
-            y = causal_attention(q, k, v)
+            y = self.core(q, k, v)
         return self.proj(y.transpose(1, 2).reshape(b, s, -1))
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import LayerTiming, Profile
 
@@ -21,6 +22,7 @@ OPTIMIZERS = ("adam", "sgd")
 # a rank's progress marker (OUT_DIR/hb{rank}): one little-endian int64, 2 * step (+1 once the
 # step is done), -1 during start-up
 PROGRESS_FORMAT = "<q"
+WRONG_SPLIT = "wrong-split"  # JobSpec.fault: a deliberately wrong data split
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +49,8 @@ class JobSpec:
         collective runs at once (simplan.realtime; bench-comm calibrates the same way). False:
         the default scheduler.
     fault: 'crash@RANK:STEP' or 'hang@RANK:STEP' makes a rank fail on purpose (tests failure
-        handling).
+        handling); 'wrong-split' makes every data-parallel replica train on the first replica's
+        slice of the global batch (tests that the loss oracle catches a wrong split).
     """
 
     model: str
@@ -77,7 +80,7 @@ class JobSpec:
             raise SimplanError("threads and the timeout must be positive")
         if self.comm_hook and strategy_of(self.config) != "ddp":
             raise SimplanError("gradient compression (--compress) applies to DDP only")
-        strategy_of(self.config)
+        strategy_of(self.config)  # refuses what no torch setting runs
 
     @property
     def strategy(self) -> str:
@@ -85,22 +88,89 @@ class JobSpec:
 
 
 def strategy_of(config: ParallelConfig) -> str:
-    """The torch.distributed strategy that executes a configuration (one parallel axis)."""
-    axes = [n for n in ("dp", "tp", "pp") if getattr(config, n) > 1]
-    if len(axes) > 1:
-        raise SimplanError(
-            f"the runtime executes one parallel axis at a time; {config.describe()} combines "
-            f"{' and '.join(axes)}"
+    """How the runtime executes a configuration, in words: 'ddp', 'fsdp', 'tp', 'pp' for one
+    parallel axis (ZeRO-1/2 as 'zero1'/'zero2'), else the axes joined by 'x' ('pp x fsdp x tp'),
+    with '+sp' and '+recompute-MODE' where set. Raises for what the runtime cannot run
+    whatever the model (see `runtime_refusal` for the model-dependent rest)."""
+    refusal = config_refusal(config)
+    if refusal:
+        raise SimplanError(refusal)
+    data = {0: "ddp", 1: "zero1", 2: "zero2", 3: "fsdp"}[config.zero]
+    axes = [name for name, on in (("pp", config.pp > 1), (data, config.dp > 1)) if on]
+    axes += ["tp"] if config.tp > 1 else []
+    label = " x ".join(axes) or data
+    if config.sequence_parallel and config.tp > 1:
+        label += "+sp"
+    if config.recompute != "none":
+        label += f"+recompute-{config.recompute}"
+    return label
+
+
+def config_refusal(config: ParallelConfig) -> str:
+    """Why no torch setting runs `config` exactly ('' when one does)."""
+    if config.zero == 1 and config.dp > 1 and (config.tp > 1 or config.pp > 1):
+        return (
+            f"ZeRO-1 with {'tp' if config.tp > 1 else 'pp'} has no exact torch equivalent "
+            "(ZeroRedundancyOptimizer needs DDP, which refuses DTensor parameters and breaks "
+            "inside a pipeline stage): use zero 0, 2 or 3"
         )
-    if config.zero in (1, 2):
-        raise SimplanError(f"ZeRO-{config.zero} has no runtime here; use zero 0 (DDP) or 3 (FSDP)")
-    if config.recompute != "none" or config.sequence_parallel:
-        raise SimplanError("the runtime does not run recomputation or sequence parallelism")
-    if config.tp > 1:
-        return "tp"
-    if config.pp > 1:
-        return "pp"
-    return "fsdp" if config.zero == 3 else "ddp"
+    return ""
+
+
+def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = "") -> str:
+    """Why the runtime cannot run `config` on the model of `graph` ('' when it can)."""
+    block_attrs = [layer.attrs for layer in graph.layers if layer.kind == "transformer_block"]
+    blocks = bool(block_attrs)
+    heads = {(a.get("num_heads", 1), a.get("num_kv_heads", 1)) for a in block_attrs}
+    names = [layer.name for layer in graph.layers]
+    checks = (
+        (config_refusal(config), ""),
+        (
+            any(h % config.tp or kv % config.tp for h, kv in heads),
+            f"tp {config.tp} must divide the attention heads and key/value heads "
+            f"({', '.join(f'{h}/{kv}' for h, kv in sorted(heads))}): choose another tp",
+        ),
+        (
+            config.sequence_parallel and config.tp > 1 and graph.seq_len % config.tp != 0,
+            f"sequence parallelism needs tp {config.tp} to divide the sequence length "
+            f"{graph.seq_len}",
+        ),
+        (
+            config.recompute == "selective" and not blocks,
+            f"selective recomputation recomputes attention; {graph.name} has no attention: "
+            "use recompute none or full",
+        ),
+        (
+            config.sequence_parallel and config.tp > 1 and not blocks,
+            f"sequence parallelism needs transformer blocks; {graph.name} has none: "
+            "set sequence_parallel to false",
+        ),
+        (
+            config.tp > 1 and config.pp > 1 and not blocks,
+            f"tp x pp needs transformer blocks ({graph.name} is a plain layer stack, whose "
+            "column/row pairs a pipeline cut would separate): use tp or pp alone",
+        ),
+        (
+            (config.pp > 1 or config.tp > 1)
+            and any(layer.attrs.get("tied_to") in names for layer in graph.layers),
+            f"{graph.name} ties its head to its embedding, which pipeline stages and "
+            "tensor-parallel shards cannot share: set tie_embeddings = false",
+        ),
+        (
+            config.pp > 1 and bool(graph.edges) and not graph.is_chain,
+            f"{graph.name} is not a chain of layers; pipelining here needs a sequential model: "
+            "use pp 1",
+        ),
+        (
+            bool(comm_hook)
+            and not (config.dp > 1 and config.zero <= 1 and config.tp == 1 and config.pp == 1),
+            "gradient compression (--compress) applies to DDP only",
+        ),
+    )
+    for refused, why in checks:
+        if refused:
+            return refused if isinstance(refused, str) else why
+    return ""
 
 
 def config_for(
@@ -151,6 +221,8 @@ class RankResult:
     # the in-run profile's whole-model passes on this rank: (forward, backward, optimizer) s
     profile_passes_s: tuple[tuple[float, float, float], ...] = ()
     check_s: tuple[float, ...] = ()  # the all-reduces of job.check_bytes, in order
+    # the loss of every step (warm-up and timed, in order) over the whole global batch
+    losses: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
@@ -159,6 +231,7 @@ class RankResult:
             "baseline_s": list(self.baseline_s),
             "profile_passes_s": [list(p) for p in self.profile_passes_s],
             "check_s": list(self.check_s),
+            "losses": list(self.losses),
         }
 
     @staticmethod
@@ -176,6 +249,7 @@ class RankResult:
                 (float(f), float(b), float(o)) for f, b, o in d.get("profile_passes_s", ())
             ),
             check_s=tuple(float(t) for t in d.get("check_s", ())),
+            losses=tuple(float(x) for x in d.get("losses", ())),
         )
 
 
@@ -224,6 +298,12 @@ class Measurement:
         return statistics.median(self.per_step_s)
 
     @property
+    def losses(self) -> tuple[float, ...]:
+        """The loss of every step (warm-up first) over the global batch (rank 0's record;
+        every rank holds the same all-reduced values)."""
+        return self.ranks[0].losses
+
+    @property
     def optimizer_s(self) -> float:
         return statistics.median(statistics.median(r.optimizer_s) for r in self.ranks)
 
@@ -264,6 +344,7 @@ class Measurement:
             "spread": self.spread,
             "check_s": self.check_s,
             "per_step_s": list(self.per_step_s),
+            "losses": list(self.losses),
             "ranks": [
                 r.to_dict() | {"median_step_s": statistics.median(r.step_s)} for r in self.ranks
             ],

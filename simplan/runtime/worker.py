@@ -8,7 +8,6 @@ reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import mmap
 import os
@@ -23,7 +22,7 @@ from typing import Any
 from simplan.outputs import write_bytes_atomic, write_json_atomic, write_text_atomic
 from simplan.ranks import enter_rank_process
 from simplan.realtime import enter_realtime
-from simplan.runtime.job import PROGRESS_FORMAT, JobSpec, RankResult
+from simplan.runtime.job import PROGRESS_FORMAT, WRONG_SPLIT, JobSpec, RankResult
 
 
 def rank_entry(rank: int, world: int, init_method: str, job: JobSpec, out_dir: str) -> None:
@@ -66,14 +65,25 @@ class Heartbeat:
         self._file.close()
 
 
-def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) -> RankResult:
+def train(
+    rank: int,
+    world: int,
+    init_method: str,
+    job: JobSpec,
+    out_dir: Path,
+    local_rank: int | None = None,
+) -> RankResult:
+    """One rank's run: build the model -> warm-up steps -> timed steps (and what is measured
+    beside them). local_rank: the rank on its machine (torchrun's LOCAL_RANK; default: rank),
+    which picks its GPU."""
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
     scheduling = enter_realtime(job.realtime and not cuda)  # before any thread starts
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if cuda else "cpu")
+    local = rank if local_rank is None else local_rank
+    device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
     beat = Heartbeat(out_dir, rank)
@@ -116,6 +126,7 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         scheduling=scheduling,
         profile_passes_s=tuple(passes),
         check_s=tuple(check),
+        losses=tuple(trainer.losses),
     )
 
 
@@ -228,6 +239,7 @@ def _steps(
         trainer.optimizer_step()
         sync()
         t2 = time.perf_counter()
+        trainer.record_loss()  # untimed: one small all-reduce
         beat.beat(2 * progress + 1)
         step_s.append(t2 - t0)
         opt_s.append(t2 - t1)
@@ -235,7 +247,7 @@ def _steps(
 
 
 def _maybe_fail(fault: str, rank: int, step: int) -> None:
-    if not fault:
+    if not fault or fault == WRONG_SPLIT:
         return
     kind, _, where = fault.partition("@")
     at_rank, _, at_step = where.partition(":")
@@ -247,44 +259,11 @@ def _maybe_fail(fault: str, rank: int, step: int) -> None:
         time.sleep(1.0)
 
 
-def _model_and_data(job: JobSpec, device: Any) -> tuple[Any, Any, tuple[Any, ...], Any]:
-    """(graph, module, one replica's inputs for a step, targets), the same on every rank."""
-    import torch
-
-    from simplan.build import instantiate
-    from simplan.sources import load_model, resolve, transformer_spec
-
-    cfg = job.config
-    graph = load_model(job.model, seq_len=cfg.seq_len or None, dtype=cfg.dtype)
-    source = resolve(job.model)
-    tspec = transformer_spec(source) if source.kind == "toml" else None
-    per_replica = cfg.micro_batch * cfg.num_microbatches
-    torch.manual_seed(0)
-    model, inputs = instantiate(
-        source,
-        tspec,
-        batch=per_replica,
-        seq_len=cfg.seq_len or None,
-        device=str(device),
-        dtype=cfg.dtype,
-    )
-    model.train()
-    return graph, model, inputs, _targets(model, inputs, per_replica)
-
-
 def build_trainer(job: JobSpec, device: Any, rank: int) -> Any:
-    """The model of the job on this rank, wrapped by its strategy, with synthetic data."""
-    from simplan.runtime import pipeline, strategies
+    """The job's model on this rank, composed as its configuration says (runtime.compose)."""
+    from simplan.runtime.compose import build_trainer as compose
 
-    graph, model, inputs, target = _model_and_data(job, device)
-    if job.strategy == "pp":
-        return pipeline.pp_trainer(job, model, graph, inputs, target, device, rank)
-    batches = _micro_batches(inputs, target, job.config.num_microbatches)
-    if job.strategy == "ddp":
-        return strategies.ddp_trainer(job, model, batches, device)
-    if job.strategy == "fsdp":
-        return strategies.fsdp_trainer(job, model, batches, device, graph)
-    return strategies.tp_trainer(job, model, batches, device, graph)
+    return compose(job, device)
 
 
 def baseline_steps(job: JobSpec, device: Any) -> list[float]:
@@ -293,44 +272,26 @@ def baseline_steps(job: JobSpec, device: Any) -> list[float]:
     the ranks manage side by side on this machine, to compare with the profile's."""
     import torch.distributed as dist
 
-    from simplan.runtime.strategies import Trainer, make_optimizer
+    from simplan.runtime.compose import loss_of, micro_batches, seeded_model_and_batch
 
-    _, model, inputs, target = _model_and_data(job, device)
-    batches = _micro_batches(inputs, target, job.config.num_microbatches)
-    plain = Trainer(
-        model=model,
-        optimizer=make_optimizer(job, list(model.parameters())),
-        batches=batches,
-        sync_context=lambda _: contextlib.nullcontext(),
-    )
+    cfg = job.config
+    _, model, inputs, target = seeded_model_and_batch(job.model, cfg, device)
+    per_replica = cfg.global_batch // cfg.dp
+    n = cfg.num_microbatches
+    batches = micro_batches(tuple(x[:per_replica] for x in inputs), target[:per_replica], n)
     sync = _sync(device)
     times = []
     for i in range(2 + job.baseline_steps):
         dist.barrier()
         sync()
         t0 = time.perf_counter()
-        plain.forward_backward()
+        for x, t in batches:
+            (loss_of(model(*x), t) / n).backward()
         sync()
         if i >= 2:
             times.append(time.perf_counter() - t0)
         model.zero_grad(set_to_none=True)
     return times
-
-
-def _targets(model: Any, inputs: tuple[Any, ...], batch: int) -> Any:
-    """Random class indices shaped like the model's output without its class dimension."""
-    import torch
-
-    with torch.no_grad():
-        out = model(*(x[:1] for x in inputs))
-    gen = torch.Generator().manual_seed(1)
-    shape = (batch, *out.shape[1:-1])
-    return torch.randint(0, out.shape[-1], shape, generator=gen).to(out.device)
-
-
-def _micro_batches(inputs: tuple[Any, ...], target: Any, n: int) -> list[tuple[tuple, Any]]:
-    split = [x.chunk(n) for x in inputs]
-    return [(tuple(s[i] for s in split), t) for i, t in enumerate(target.chunk(n))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     job = job_from_dict(read_json(args[0]))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
     Path(args[1]).mkdir(parents=True, exist_ok=True)
-    result = train(rank, world, "env://", job, Path(args[1]))
+    result = train(rank, world, "env://", job, Path(args[1]), local_rank)
     write_json_atomic(result.to_dict(), Path(args[1]) / f"rank{rank}.json")
     return 0
 

@@ -29,6 +29,7 @@ BASE: dict[tuple[str, ...], tuple[str, ...]] = {
     ("clusters", "show"): ("clusters", "show", "dgx-a100"),
     ("bench-comm",): ("bench-comm",),
     ("validate",): ("validate", "--model", "mlp"),
+    ("run",): ("run", "--plan", "plan.json"),
     ("report", "sweep"): ("report", "sweep", "--model", "mlp", "--cluster", "localhost-cpu",
                           "--global-batch", "8", "--vary", "micro-batch", "--values", "1"),
     ("report", "plan"): ("report", "plan", "plans.json"),

@@ -505,8 +505,8 @@ def test_accumulation_is_not_lost() -> None:
     assert training["global_batch_size"] // (training["local_batch_size"] * 8) == 16
 
 
-# every verb with --json prints one JSON document on stdout; `validate` (which starts gloo
-# ranks) is checked by its own tests
+# every verb with --json prints one JSON document on stdout; `validate` and `run` (which start
+# gloo ranks) are checked by their own tests
 JSON_COMMANDS = {
     "simplan models": ["models"],
     "simplan clusters show": ["clusters", "show", "dgx-a100"],
@@ -529,7 +529,7 @@ def test_every_json_flag_is_covered() -> None:
     with_json = {
         p.prog for p in _all_parsers(build_parser()) if "--json" in p._option_string_actions
     }
-    assert with_json == {*JSON_COMMANDS, "simplan export", "simplan validate"}
+    assert with_json == {*JSON_COMMANDS, "simplan export", "simplan validate", "simplan run"}
 
 
 @pytest.mark.parametrize("verb", list(JSON_COMMANDS))

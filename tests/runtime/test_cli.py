@@ -53,9 +53,13 @@ def _plan(tmp_path: Path, **config: object) -> Path:
     return write_plan(plan, tmp_path / "plan.json")
 
 
-def test_plan_with_two_parallel_axes(tmp_path: Path) -> None:
-    path = _plan(tmp_path, dp=2, tp=2, global_batch=4)
-    assert_one_line_error(run_cli("validate", "--plan", str(path)), "one parallel axis")
+def test_plan_the_runtime_cannot_run(tmp_path: Path) -> None:
+    """Hybrid plans run (tests/runtime/test_oracle.py); what none can run is refused before any
+    profile or rank."""
+    path = _plan(tmp_path, dp=2, tp=2, global_batch=4, zero=1)
+    assert_one_line_error(run_cli("validate", "--plan", str(path)), "ZeRO-1 with tp")
+    path = _plan(tmp_path, dp=2, global_batch=4, recompute="selective")
+    assert_one_line_error(run_cli("validate", "--plan", str(path)), "no attention")
 
 
 def test_plan_on_other_world_size(tmp_path: Path) -> None:

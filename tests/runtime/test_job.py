@@ -13,10 +13,13 @@ from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
 from simplan.ranks import failure_message, hang_message
 from simplan.runtime import JobSpec, Measurement, RankResult, config_for, strategy_of
+from simplan.runtime.job import runtime_refusal
 from simplan.runtime.launch import job_from_dict, job_to_dict, read_progress, run_watch
 from simplan.runtime.worker import Heartbeat
+from simplan.sources import load_model
 from simplan.validate import read_record, write_record
 from tests.helpers import mlp_profile_with
+from tests.plan_files import TINY_MODEL
 
 
 def test_config_for_each_strategy() -> None:
@@ -38,13 +41,35 @@ def test_config_for_rejects_bad_input(strategy: str, nprocs: int, needle: str) -
         config_for(strategy, nprocs, micro_batch=1)
 
 
-def test_runtime_rejects_what_it_cannot_run() -> None:
-    with pytest.raises(SimplanError, match="one parallel axis"):
-        strategy_of(ParallelConfig(dp=2, tp=2, global_batch=2, dtype="fp32"))
-    with pytest.raises(SimplanError, match="ZeRO-1"):
-        strategy_of(ParallelConfig(dp=2, zero=1, global_batch=2, dtype="fp32"))
+def test_strategy_names_the_composition() -> None:
+    def cfg(**kw: object) -> ParallelConfig:
+        return ParallelConfig(global_batch=8, dtype="fp32", **kw)  # type: ignore[arg-type]
+
+    assert strategy_of(cfg(dp=2, tp=2)) == "ddp x tp"
+    assert strategy_of(cfg(dp=2, pp=2, zero=3)) == "pp x fsdp"
+    assert strategy_of(cfg(tp=2, pp=2, sequence_parallel=True)) == "pp x tp+sp"
+    assert strategy_of(cfg(dp=2, zero=2, recompute="full")) == "zero2+recompute-full"
+
+
+def test_runtime_rejects_what_it_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(SimplanError, match="ZeRO-1 with tp has no exact torch equivalent"):
+        strategy_of(ParallelConfig(dp=2, tp=2, zero=1, global_batch=2, dtype="fp32"))
     with pytest.raises(SimplanError, match="DDP only"):
         JobSpec(model="mlp", config=config_for("tp", 2, micro_batch=1), comm_hook="fp16")
+    mlp = load_model("mlp")
+    base = ParallelConfig(global_batch=8, dtype="fp32")
+    cases = {
+        "selective recomputation recomputes attention": base.replace(recompute="selective"),
+        "sequence parallelism needs transformer blocks": base.replace(tp=2, sequence_parallel=True),
+        "tp x pp needs transformer blocks": base.replace(tp=2, pp=2),
+    }
+    for needle, config in cases.items():
+        assert needle in runtime_refusal(config, mlp)
+    (tmp_path / "tied.toml").write_text(TINY_MODEL)  # ties its embeddings (the default)
+    tied = load_model(str(tmp_path / "tied.toml"))
+    for split in (base.replace(pp=2), base.replace(tp=2)):
+        assert "tie_embeddings = false" in runtime_refusal(split, tied)
+    assert runtime_refusal(base.replace(dp=2, zero=1, recompute="selective"), tied) == ""
 
 
 def test_job_round_trips_through_json() -> None:
@@ -148,3 +173,11 @@ def test_the_calibration_check_is_the_median_of_the_slowest_rank_per_call() -> N
     assert Measurement(job=job, ranks=(_rank(0, []),), wall_s=1.0).check_s is None
     again = RankResult.from_dict(a.to_dict())
     assert again == a
+
+
+def test_the_local_cluster_holds_every_rank_of_a_larger_plan() -> None:
+    from simplan.validate import local_cluster
+
+    for world in (1, 2, 4, 8):
+        cluster = local_cluster(world)
+        assert (cluster.num_devices, cluster.nodes) == (world, 1)

@@ -1,0 +1,369 @@
+"""One rank's share of a plan, composed from what torch provides (imports torch).
+
+One DeviceMesh over (pp, dp_replicate, dp_shard, tp), torchtitan's order, and torchtitan's
+order of composition:
+
+1. pipeline split: the model's layers cut at the plan's stage boundaries into pp x
+   virtual_stages chunks; this rank keeps chunks pp_rank, pp_rank + pp, ... as PipelineStages
+   (torch.distributed.pipelining: ScheduleGPipe, Schedule1F1B, ScheduleInterleaved1F1B);
+2. tensor parallel (DTensor, simplan.runtime.tensor_parallel), with sequence parallelism;
+3. activation recomputation: 'selective' recomputes each block's attention core
+   (Attention.recompute_core), 'full' wraps each block in checkpoint_wrapper;
+4. data parallel by ZeRO stage (README, "How a plan runs"): ZeRO-0 is DDP, or with tp or pp
+   FSDP2 HSDP with shard groups of 1 (DDP refuses DTensor parameters and breaks inside a
+   PipelineStage); ZeRO-1 is DDP + ZeroRedundancyOptimizer (refused with tp or pp); ZeRO-2 is
+   fully_shard(reshard_after_forward=False); ZeRO-3 is fully_shard(reshard_after_forward=True).
+
+Every rank builds the same seeded model and global batch (`seeded_model_and_batch`) and takes
+its data-parallel slice; gradients are accumulated over the replica's micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from simplan.errors import SimplanError
+from simplan.model_graph import ModelGraph
+from simplan.parallel import ParallelConfig
+from simplan.runtime.job import WRONG_SPLIT, JobSpec, runtime_refusal
+from simplan.units import MiB
+
+MESH_DIMS = ("pp", "dp_replicate", "dp_shard", "tp")
+SEED = 0  # the model's initial weights and the global batch's inputs
+TARGET_SEED = 1  # the global batch's targets
+
+
+def loss_of(output: Any, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits (..., classes) against class indices (...)."""
+    return F.cross_entropy(output.flatten(0, -2), target.flatten())
+
+
+def make_optimizer(job: JobSpec, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD with momentum, or Adam with the fused kernel; DTensor and plain parameters (a
+    tensor-parallel model's sharded and replicated ones) in separate groups, as fused Adam
+    needs."""
+    from torch.distributed.tensor import DTensor
+
+    groups = [
+        {"params": [p for p in params if isinstance(p, DTensor) == dt]} for dt in (True, False)
+    ]
+    nonempty = [g for g in groups if g["params"]]
+    if job.optimizer == "sgd":
+        return torch.optim.SGD(nonempty, lr=1e-3, momentum=0.9)
+    return torch.optim.Adam(nonempty, lr=1e-4, fused=True)  # one kernel per tensor: what
+    # the simulator's optimizer model (28 bytes of traffic per parameter) describes
+
+
+def seeded_model_and_batch(
+    model_spec: str, config: ParallelConfig, device: Any
+) -> tuple[ModelGraph, nn.Module, tuple[Any, ...], torch.Tensor]:
+    """(graph, module, the global batch's inputs, its targets): the same on every rank and in
+    the single-process reference (seeded)."""
+    from simplan.build import instantiate
+    from simplan.sources import load_model, resolve, transformer_spec
+
+    seq = config.seq_len or None
+    graph = load_model(model_spec, seq_len=seq, dtype=config.dtype)
+    source = resolve(model_spec)
+    tspec = transformer_spec(source) if source.kind == "toml" else None
+    torch.manual_seed(SEED)
+    model, inputs = instantiate(
+        source,
+        tspec,
+        batch=config.global_batch,
+        seq_len=seq,
+        device=str(device),
+        dtype=config.dtype,
+    )
+    model.train()
+    return graph, model, inputs, _targets(model, inputs, config.global_batch)
+
+
+def _targets(model: nn.Module, inputs: tuple[Any, ...], batch: int) -> torch.Tensor:
+    """Random class indices shaped like the model's output without its class dimension."""
+    with torch.no_grad():
+        out = model(*(x[:1] for x in inputs))
+    gen = torch.Generator().manual_seed(TARGET_SEED)
+    shape = (batch, *out.shape[1:-1])
+    return torch.randint(0, out.shape[-1], shape, generator=gen).to(out.device)
+
+
+def micro_batches(
+    inputs: tuple[Any, ...], target: torch.Tensor, n: int
+) -> list[tuple[tuple[Any, ...], torch.Tensor]]:
+    split = [x.chunk(n) for x in inputs]
+    return [(tuple(s[i] for s in split), t) for i, t in enumerate(target.chunk(n))]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Coordinates:
+    """This rank's place in the mesh."""
+
+    pp: int
+    dp: int  # data-parallel replica index, dp_replicate * dp_shard_size + dp_shard
+    tp: int
+
+
+@dataclass
+class Trainer:
+    """One optimizer step = forward_backward() then optimizer_step(); step_loss() is the
+    step's loss over the whole global batch (the mean of its micro-batch losses), the same on
+    every rank (one all-reduce)."""
+
+    optimizer: Any
+    global_microbatches: int
+    holds_loss: bool  # this rank's losses count (the last pipeline stage, tensor rank 0)
+    run: Callable[[], list[torch.Tensor]]  # forward+backward, the micro-batch losses it saw
+    losses: list[float] = field(default_factory=list)  # step_loss() of every step so far
+    _loss_sum: float = 0.0
+
+    def forward_backward(self) -> None:
+        self._loss_sum = float(sum(_plain(x).detach().item() for x in self.run()))
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step_loss(self) -> float:
+        import torch.distributed as dist
+
+        share = self._loss_sum / self.global_microbatches if self.holds_loss else 0.0
+        total = torch.tensor([share], dtype=torch.float64)
+        dist.all_reduce(total)
+        return float(total.item())
+
+    def record_loss(self) -> None:
+        self.losses.append(self.step_loss())
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return x.full_tensor() if isinstance(x, DTensor) else x
+
+
+def mesh_shape(config: ParallelConfig) -> tuple[int, int, int, int]:
+    """(pp, dp_replicate, dp_shard, tp): ZeRO-2/3 shard over dp, the others replicate."""
+    shard = config.dp if config.zero >= 2 else 1
+    return (config.pp, config.dp // shard, shard, config.tp)
+
+
+def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
+    """This rank's part of `job.config`, composed in torchtitan's order (see the module doc)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    cfg = job.config
+    # a tensor-parallel layer's local output is a view; FSDP2 warns that an in-place op on it
+    # would skip its hook. The models here add out of place (the loss oracle checks gradients).
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    graph, model, inputs, target = seeded_model_and_batch(job.model, cfg, device)
+    refusal = runtime_refusal(cfg, graph, job.comm_hook)
+    if refusal:
+        raise SimplanError(refusal)
+    mesh = init_device_mesh(device.type, mesh_shape(cfg), mesh_dim_names=MESH_DIMS)
+    coordinate = mesh.get_coordinate()
+    assert coordinate is not None  # every rank is in the mesh that spans the world
+    pp_i, rep_i, shard_i, tp_i = coordinate
+    where = Coordinates(pp=pp_i, dp=rep_i * mesh.size(2) + shard_i, tp=tp_i)
+    per_replica = cfg.global_batch // cfg.dp
+    lo = 0 if job.fault == WRONG_SPLIT else where.dp * per_replica
+    inputs = tuple(x[lo : lo + per_replica] for x in inputs)
+    target = target[lo : lo + per_replica]
+    vocab_parallel = cfg.tp > 1 and cfg.pp == 1 and _has_blocks(graph)
+    if cfg.tp > 1:
+        from simplan.runtime.tensor_parallel import parallelize
+
+        parallelize(
+            model,
+            mesh["tp"],
+            graph,
+            sequence_parallel=cfg.sequence_parallel,
+            vocab_parallel_loss=vocab_parallel,
+        )
+    apply_recompute(model, graph, cfg.recompute)
+    trainer_args = (job, mesh, where, model, graph, inputs, target, device)
+    if cfg.pp > 1:
+        return _pipeline_trainer(*trainer_args)
+    return _plain_trainer(*trainer_args, vocab_parallel)
+
+
+def _has_blocks(graph: ModelGraph) -> bool:
+    return any(layer.kind == "transformer_block" for layer in graph.layers)
+
+
+def apply_recompute(model: nn.Module, graph: ModelGraph, mode: str) -> None:
+    """'selective': each block's attention core; 'full': each transformer block (each layer
+    of a model without blocks) wrapped by checkpoint_wrapper."""
+    from simplan.nets.transformer import Attention
+
+    if mode == "selective":
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.recompute_core = True
+    if mode != "full":
+        return
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    blocks = _has_blocks(graph)
+    for layer in graph.layers:
+        if blocks and layer.kind != "transformer_block":
+            continue
+        parent, _, name = layer.name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        # early_stop=False: recompute the whole block, as tensor-parallel DTensors need
+        setattr(owner, name, checkpoint_wrapper(getattr(owner, name), early_stop=False))
+
+
+def _data_parallel(job: JobSpec, mesh: Any, parts: list[tuple[nn.Module, list[nn.Module]]]) -> None:
+    """FSDP2 on every layer of each part that holds parameters, then on the part: ZeRO-2/3
+    shard over dp; ZeRO-0 with tp or pp is HSDP with shard groups of 1 (DDP's arithmetic)."""
+    from torch.distributed.fsdp import fully_shard
+
+    cfg = job.config
+    dp_mesh = mesh["dp_shard"] if cfg.zero >= 2 else mesh["dp_replicate", "dp_shard"]
+    reshard = cfg.zero == 3
+    for part, layers in parts:
+        for sub in layers:
+            if any(True for _ in sub.parameters()):
+                fully_shard(sub, mesh=dp_mesh, reshard_after_forward=reshard)
+        fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard)
+
+
+def _plain_trainer(
+    job: JobSpec,
+    mesh: Any,
+    where: Coordinates,
+    model: nn.Module,
+    graph: ModelGraph,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    device: torch.device,
+    vocab_parallel: bool,
+) -> Trainer:
+    """No pipeline: the whole model, accumulating over the replica's micro-batches."""
+    cfg = job.config
+    n = cfg.num_microbatches
+    batches = micro_batches(inputs, target, n)
+    sync: Callable[[bool], AbstractContextManager[Any]] = _always_sync
+    wrapped = model
+    if cfg.dp > 1 and cfg.zero <= 1 and cfg.tp == 1:
+        wrapped, sync = _ddp(job, model, device)
+    elif cfg.dp > 1:
+        _data_parallel(job, mesh, [(model, [model.get_submodule(x.name) for x in graph.layers])])
+        sync = _fsdp_sync(model)
+    optimizer = _optimizer(job, list(model.parameters()))
+    loss_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+    if vocab_parallel:
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        loss_context = loss_parallel
+
+    def run() -> list[torch.Tensor]:
+        losses = []
+        for i, (x, t) in enumerate(batches):
+            with sync(i == n - 1), loss_context():
+                loss = loss_of(wrapped(*x), t)
+                (loss / n).backward()
+            losses.append(loss)
+        return losses
+
+    return Trainer(
+        optimizer=optimizer,
+        global_microbatches=cfg.dp * n,
+        holds_loss=where.tp == 0,
+        run=run,
+    )
+
+
+def _always_sync(_last: bool) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def _optimizer(job: JobSpec, params: list[nn.Parameter]) -> Any:
+    if job.config.zero != 1 or job.config.dp == 1:
+        return make_optimizer(job, params)
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    if job.optimizer == "sgd":
+        return ZeroRedundancyOptimizer(params, torch.optim.SGD, lr=1e-3, momentum=0.9)
+    return ZeroRedundancyOptimizer(params, torch.optim.Adam, lr=1e-4, fused=True)
+
+
+def _ddp(
+    job: JobSpec, model: nn.Module, device: torch.device
+) -> tuple[nn.Module, Callable[[bool], AbstractContextManager[Any]]]:
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = DDP(model, device_ids=ids, bucket_cap_mb=job.config.bucket_bytes / MiB)
+    if job.comm_hook == "fp16":
+        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+
+    def sync(last: bool) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext() if last else ddp.no_sync()
+
+    return ddp, sync
+
+
+def _fsdp_sync(model: nn.Module) -> Callable[[bool], AbstractContextManager[Any]]:
+    """Reduce gradients only after the last micro-batch's backward."""
+
+    @contextlib.contextmanager
+    def sync(last: bool) -> Any:
+        model.set_requires_gradient_sync(last)  # type: ignore[operator]
+        yield
+
+    return sync
+
+
+def _pipeline_trainer(
+    job: JobSpec,
+    mesh: Any,
+    where: Coordinates,
+    model: nn.Module,
+    graph: ModelGraph,
+    inputs: tuple[Any, ...],
+    target: torch.Tensor,
+    device: torch.device,
+) -> Trainer:
+    from torch.distributed.pipelining import PipelineStage
+
+    from simplan.runtime.pipeline import chunk_module, schedule_class, stage_bounds
+
+    cfg = job.config
+    bounds = stage_bounds(graph, cfg)
+    mine = list(range(where.pp, cfg.chunks, cfg.pp))
+    parts = [chunk_module(model, graph, bounds[c], bounds[c + 1]) for c in mine]
+    if cfg.dp > 1:
+        _data_parallel(job, mesh, [(part, list(part.children())) for part in parts])
+    group = mesh["pp"].get_group()
+    stages = [
+        PipelineStage(part, c, cfg.chunks, device, group=group)
+        for part, c in zip(parts, mine, strict=True)
+    ]
+    schedule = schedule_class(cfg)(stages, cfg.num_microbatches, loss_of)
+    first, last = 0 in mine, cfg.chunks - 1 in mine
+    optimizer = make_optimizer(job, [p for part in parts for p in part.parameters()])
+
+    def run() -> list[torch.Tensor]:
+        losses: list[torch.Tensor] = []
+        kwargs: dict[str, Any] = {"target": target, "losses": losses} if last else {}
+        schedule.step(*(inputs if first else ()), **kwargs)
+        return losses
+
+    return Trainer(
+        optimizer=optimizer,
+        global_microbatches=cfg.dp * cfg.num_microbatches,
+        holds_loss=last and where.tp == 0,
+        run=run,
+    )
