@@ -48,9 +48,11 @@ class PipelineTrainer:
     target: torch.Tensor | None  # on the rank with the last chunk
 
     def forward_backward(self) -> None:
-        kwargs: dict[str, Any] = {}
+        # return_outputs=False: the last stage does not keep every micro-batch's output (the
+        # logits) for the step's caller, who does not read them
+        kwargs: dict[str, Any] = {"return_outputs": False}
         if self.target is not None:
-            kwargs = {"target": self.target, "losses": []}
+            kwargs |= {"target": self.target, "losses": []}
         self.schedule.step(*(self.first_inputs or ()), **kwargs)
 
     def optimizer_step(self) -> None:

@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import mmap
 import os
-import resource
 import struct
 import sys
 import time
@@ -70,6 +69,8 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
     import torch
     import torch.distributed as dist
 
+    from simplan.runtime.memory import MemoryProbe
+
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
     scheduling = enter_realtime(job.realtime and not cuda)  # before any thread starts
@@ -86,14 +87,15 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         timeout=dt.timedelta(seconds=2 * job.timeout_s + 30),
     )
     try:
-        rss0 = _rss_bytes()
-        trainer = build_trainer(job, device, rank)
-        _steps(job, trainer, device, beat, -job.warmup, job.warmup)  # warm-up
-        # the training's footprint, before the in-run profile builds its own copy of the model
-        memory = _peak_memory(device, rss0) if job.warmup else None
+        probe = MemoryProbe(device)
+        with probe.tracking():  # what the build and warm-up leave: parameters, state, data
+            trainer = build_trainer(job, device, rank)
+            _steps(job, trainer, device, beat, -job.warmup, job.warmup)  # warm-up
+        # one more, untimed step measures the training's memory, before the in-run profile
+        # builds its own copy of the model
+        memory = probe.measure(trainer.forward_backward, trainer.optimizer_step, trainer.optimizer)
         session = _profile_session(job, device) if job.profile_repeats else None
         step_s, opt_s, check = _timed_rounds(job, trainer, session, device, beat)
-        peak, method = memory or _peak_memory(device, rss0)
         passes: list[tuple[float, float, float]] = []
         if session is not None:
             from simplan.profiles import write_profile
@@ -109,8 +111,11 @@ def train(rank: int, world: int, init_method: str, job: JobSpec, out_dir: Path) 
         rank=rank,
         step_s=tuple(step_s),
         optimizer_s=tuple(opt_s),
-        peak_memory_bytes=peak,
-        memory_method=method,
+        memory_parts=memory.parts_bytes,
+        tracked_peak_bytes=memory.tracked_peak_bytes,
+        peak_phase=memory.peak_phase,
+        peak_allocated_bytes=memory.peak_allocated_bytes,
+        peak_reserved_bytes=memory.peak_reserved_bytes,
         device=str(device),
         baseline_s=tuple(baseline),
         scheduling=scheduling,
@@ -185,18 +190,6 @@ def _check_all_reduce(nbytes: int, device: Any) -> list[float]:
     from simplan.topology.bench import time_collective
 
     return time_collective(torch, dist, "all_reduce", nbytes, device, 1, CHECK_CALLS)[1]
-
-
-def _rss_bytes() -> float:
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _peak_memory(device: Any, rss0: float) -> tuple[float, str]:
-    import torch
-
-    if device.type == "cuda":
-        return float(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
-    return _rss_bytes() - rss0, "ru_maxrss delta"
 
 
 def _sync(device: Any) -> Any:

@@ -51,6 +51,10 @@ def test_each_strategy_trains_the_mlp(strategy: str, extra: dict) -> None:
     m = run_job(JobSpec(model="mlp", config=config, steps=3, warmup=1, timeout_s=60))
     assert len(m.ranks) == 2 and all(len(r.step_s) == 3 for r in m.ranks)
     assert 0 < m.step_time_s < 5 and m.optimizer_s > 0
+    for r in m.ranks:  # one more, untimed step measured its tensor memory
+        assert r.memory_parts["parameters"] > 0 and r.memory_parts["optimizer"] > 0
+        assert sum(r.memory_parts.values()) == r.tracked_peak_bytes
+        assert r.peak_phase in ("forward_backward", "optimizer_step")
     assert not _ranks(os.getpid())
 
 
