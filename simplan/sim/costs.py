@@ -43,6 +43,7 @@ class LayerStep:
     input_bytes: float  # the layer's input, per micro-batch, on this device
     output_bytes: float  # the layer's output (what crosses a pipeline cut), per micro-batch
     source: str
+    rematerialized_bytes: float = 0.0  # recomputed for its backward (recomputation), live then
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -199,6 +200,7 @@ def _step(
     split = _tp_split(layer, config.tp)
     acts = _activations(layer, config, b)
     recompute = 0.0
+    full = acts
     shard_in = config.tp if split and config.sequence_parallel else 1
     if config.recompute == "full":
         recompute = cost.fwd_s
@@ -218,17 +220,5 @@ def _step(
         input_bytes=layer.input_bytes * b / shard_in,
         output_bytes=layer.output_bytes * b / shard_in,
         source=cost.source,
-    )
-
-
-def full_activation_peak(
-    layers: tuple[LayerStep, ...], graph: ModelGraph, config: ParallelConfig
-) -> float:
-    """With full recomputation, the largest single layer's activations, live while its
-    backward runs."""
-    if config.recompute != "full":
-        return 0.0
-    by_name = graph.by_name
-    return max(
-        (_activations(by_name[s.name], config, config.micro_batch) for s in layers), default=0.0
+        rematerialized_bytes=max(full - acts, 0.0),
     )

@@ -1,0 +1,103 @@
+"""What one rank keeps through a step, in the terms of simplan.sim.peak: the buffers live all
+step (the data, pipeline receive buffers) and each layer of its chunks as the backward reaches
+it.
+
+The data: the runtime holds the step's inputs (every micro-batch of the replica) on the rank
+that runs the first layer and the targets (class indices, int64, one per output position) on
+the rank that runs the last. Pipeline receive buffers: torch.distributed.pipelining's
+PipelineStage allocates one buffer per micro-batch for what it receives, the activations from
+the previous stage and the gradients from the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from simplan.model_graph import ModelGraph
+from simplan.parallel import ParallelConfig
+from simplan.sim.costs import LayerStep
+from simplan.sim.peak import Moment, Static, SweepLayer, backward_moments, optimizer_moment
+from simplan.units import dtype_bytes
+
+TARGET_BYTES = 8  # one int64 class index per output position
+
+
+def step_buffers_bytes(
+    graph: ModelGraph, config: ParallelConfig, chunks: Sequence[int], bounds: Sequence[int]
+) -> float:
+    """The data and the pipeline receive buffers of the rank that runs `chunks`."""
+    samples = config.micro_batch * config.num_microbatches
+    total = 0.0
+    if 0 in chunks:
+        total += graph.layers[0].input_bytes * samples
+    if config.chunks - 1 in chunks:
+        total += TARGET_BYTES * max(graph.seq_len, 1) * samples
+    if config.pp > 1:
+        per = config.num_microbatches * config.micro_batch / config.tp
+        for c in chunks:
+            if c > 0:  # activations from the previous chunk
+                total += per * graph.cut_bytes(bounds[c] - 1)
+            if c < config.chunks - 1:  # gradients from the next chunk
+                total += per * graph.cut_bytes(bounds[c + 1] - 1)
+    return total
+
+
+def sweep_layers(
+    graph: ModelGraph,
+    config: ParallelConfig,
+    steps: Sequence[LayerStep],
+    first: int,
+    grad_bytes_per_param: float,
+) -> list[SweepLayer]:
+    """The layers steps[...] (the model's layers from index `first` on) for simplan.sim.peak.
+    The model's first layer saves its input, the data, which the buffers already hold; it needs
+    no input gradient. The last layer carries the loss. A vocabulary-parallel head's logits are
+    split over the TP group."""
+    fsdp = config.zero == 3 and config.dp > 1
+    shard = config.dp if config.zero >= 2 else 1
+    weight_b = dtype_bytes(config.dtype)
+    last = len(graph.layers) - 1
+    out = []
+    for offset, s in enumerate(steps):
+        index = first + offset
+        kind = graph.layers[index].kind
+        grad_out = s.output_bytes / (config.tp if kind == "lm_head" and config.tp > 1 else 1)
+        saved = s.activation_bytes - (min(s.activation_bytes, s.input_bytes) if index == 0 else 0)
+        out.append(
+            SweepLayer(
+                activation_bytes=saved,
+                rematerialized_bytes=s.rematerialized_bytes,
+                grad_out_bytes=grad_out,
+                grad_in_bytes=0.0 if index == 0 else s.input_bytes,
+                loss_bytes=grad_out if index == last else 0.0,
+                param_grad_bytes=s.params * grad_bytes_per_param / shard,
+                gathered_bytes=s.params * weight_b if fsdp else 0.0,
+                unsharded_grad_bytes=s.params * grad_bytes_per_param if fsdp else 0.0,
+            )
+        )
+    return out
+
+
+def rank_moments(
+    chunk_layers: Sequence[tuple[list[SweepLayer], float]],
+    static: Static,
+    grad_bytes: float,
+    *,
+    peak_saved_bytes: float,
+    microbatches: int,
+) -> list[Moment]:
+    """Every moment of a rank's step: the backward of each of its chunks (chunk_layers: the
+    chunk's sweep layers and its saved activations per micro-batch, as the schedule counts
+    them), when the schedule holds its most activations (peak_saved_bytes), and the optimizer
+    step. With several micro-batches, the gradients exist from the first one's backward on."""
+    accumulated = grad_bytes if microbatches > 1 else 0.0
+    moments = [optimizer_moment(static, grad_bytes)]
+    for i, (layers, saved) in enumerate(chunk_layers):
+        moments += backward_moments(
+            layers,
+            static,
+            held_bytes=max(peak_saved_bytes - saved, 0.0),
+            accumulated_grad_bytes=accumulated,
+            label=f"backward of chunk {i}",
+        )
+    return moments
