@@ -286,8 +286,10 @@ def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:
 
 def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dict[str, Any]:
     from simplan.runtime import job_to_dict
+    from simplan.validate_memory import compare_memory
 
     pred, meas = result.step_time_s, measured.step_time_s
+    predicted, measured_dict = result.to_dict(), measured.to_dict()
     return {
         "schema": schema_header("validation-record", RECORD_SCHEMA_VERSION),
         "model": job.model,
@@ -299,9 +301,10 @@ def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dic
         "predicted_step_s": pred,
         "measured_step_s": meas,
         "rel_error": (pred - meas) / meas,
-        "predicted": result.to_dict(),
-        "measured": measured.to_dict(),
-        "per_rank_step_s": [r["median_step_s"] for r in measured.to_dict()["ranks"]],
+        "predicted": predicted,
+        "measured": measured_dict,
+        "per_rank_step_s": [r["median_step_s"] for r in measured_dict["ranks"]],
+        "memory": compare_memory(predicted, measured_dict["ranks"], job.config.pp),
     }
 
 

@@ -194,6 +194,10 @@ def print_record(record: dict[str, Any]) -> None:
     )
     parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.2f}" for k, v in pred["breakdown"].items())
     print(f"predicted breakdown (ms, mean over stages): {parts}")
+    if "memory" in record:
+        from simplan.validate_memory import memory_lines
+
+        print("\n".join(memory_lines(record["memory"])))
     print(
         f"prediction from the {record['profile_source']} profile {record['profile']}; "
         f"from the standalone profile: {record['predicted_standalone_step_s'] * 1e3:.2f} ms"

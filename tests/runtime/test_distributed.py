@@ -182,6 +182,12 @@ def test_cli_validates_the_mlp_and_records_it(tmp_path: Path) -> None:
     )
     assert record["environment"]["threads_per_rank"] == 1
     assert len(record["per_rank_step_s"]) == 2
+    memory = record["memory"]  # predicted against measured tensor memory, per rank
+    assert [row["rank"] for row in memory["ranks"]] == [0, 1]
+    for row in memory["ranks"]:
+        assert row["measured_peak_bytes"] > 0 and row["predicted_peak_bytes"] > 0
+        params = row["components"]["parameters"]  # one replica of the MLP in fp32
+        assert params["measured_bytes"] == params["predicted_bytes"] == 101_770 * 4
     assert Path(tmp_path / record["path"]).is_file()
     assert record["calibration"]["path"].endswith("gloo-2ranks.json")
     assert record["calibration"]["date"]
