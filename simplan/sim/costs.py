@@ -158,7 +158,17 @@ def layer_steps(
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
             linear_index += 1
-    return _with_glue(_without_data_gradient(graph, steps), config, profile)
+    return _with_glue(_without_saved_data(_without_data_gradient(graph, steps)), config, profile)
+
+
+def _without_saved_data(steps: list[LayerStep]) -> list[LayerStep]:
+    """The model's first layer saves its input, the data, which the step holds anyway (counted
+    with the buffers: simplan.sim.rank_memory): not an activation of each micro-batch."""
+    if steps:
+        first = steps[0]
+        saved = first.activation_bytes - min(first.activation_bytes, first.input_bytes)
+        steps[0] = dataclasses.replace(first, activation_bytes=saved)
+    return steps
 
 
 def _without_data_gradient(graph: ModelGraph, steps: list[LayerStep]) -> list[LayerStep]:

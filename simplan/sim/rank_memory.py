@@ -50,9 +50,8 @@ def sweep_layers(
     grad_bytes_per_param: float,
 ) -> list[SweepLayer]:
     """The layers steps[...] (the model's layers from index `first` on) for simplan.sim.peak.
-    The model's first layer saves its input, the data, which the buffers already hold; it needs
-    no input gradient. The last layer carries the loss. A vocabulary-parallel head's logits are
-    split over the TP group."""
+    The model's first layer needs no input gradient. The last layer carries the loss. A
+    vocabulary-parallel head's logits are split over the TP group."""
     fsdp = config.zero == 3 and config.dp > 1
     shard = config.dp if config.zero >= 2 else 1
     weight_b = dtype_bytes(config.dtype)
@@ -62,10 +61,9 @@ def sweep_layers(
         index = first + offset
         kind = graph.layers[index].kind
         grad_out = s.output_bytes / (config.tp if kind == "lm_head" and config.tp > 1 else 1)
-        saved = s.activation_bytes - (min(s.activation_bytes, s.input_bytes) if index == 0 else 0)
         out.append(
             SweepLayer(
-                activation_bytes=saved,
+                activation_bytes=s.activation_bytes,
                 rematerialized_bytes=s.rematerialized_bytes,
                 grad_out_bytes=grad_out,
                 grad_in_bytes=0.0 if index == 0 else s.input_bytes,
