@@ -236,4 +236,5 @@ def _layer(
         fwd_ops=count.fwd_ops,
         bwd_ops=count.bwd_ops,
         attrs=dict(getattr(module, "simplan_attrs", {})),
+        saved_output_bytes=count.saved_output_bytes,
     )

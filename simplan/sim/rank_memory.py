@@ -76,8 +76,20 @@ def sweep_layers(
     return out
 
 
+def kept_output_bytes(graph: ModelGraph, config: ParallelConfig, step: LayerStep) -> float:
+    """What a pipeline stage keeps of its output for each micro-batch in flight besides what its
+    last layer saves: torch.distributed.pipelining's PipelineStage holds every forwarded
+    micro-batch's output (fwd_cache) until that micro-batch's backward. None without a
+    pipeline."""
+    if config.pp == 1:
+        return 0.0
+    layer = graph.by_name[step.name]
+    unsaved = 1.0 - min(layer.saved_output_bytes / layer.output_bytes, 1.0)
+    return step.output_bytes * unsaved if layer.output_bytes else 0.0
+
+
 def rank_moments(
-    chunk_layers: Sequence[tuple[list[SweepLayer], float]],
+    chunk_layers: Sequence[tuple[list[SweepLayer], float, float]],
     static: Static,
     grad_bytes: float,
     *,
@@ -85,16 +97,18 @@ def rank_moments(
     microbatches: int,
 ) -> list[Moment]:
     """Every moment of a rank's step: the backward of each of its chunks (chunk_layers: the
-    chunk's sweep layers and its saved activations per micro-batch, as the schedule counts
-    them), when the schedule holds its most activations (peak_saved_bytes), and the optimizer
-    step. With several micro-batches, the gradients exist from the first one's backward on."""
+    chunk's sweep layers, its saved activations and its kept output per micro-batch, as the
+    schedule counts them), when the schedule holds its most activations (peak_saved_bytes: as
+    many micro-batches' kept outputs), and the optimizer step. With several micro-batches, the
+    gradients exist from the first one's backward on."""
     accumulated = grad_bytes if microbatches > 1 else 0.0
     moments = [optimizer_moment(static, grad_bytes)]
-    for i, (layers, saved) in enumerate(chunk_layers):
+    for i, (layers, saved, kept) in enumerate(chunk_layers):
+        in_flight = peak_saved_bytes / saved if saved > 0 else 1.0
         moments += backward_moments(
             layers,
             static,
-            held_bytes=max(peak_saved_bytes - saved, 0.0),
+            held_bytes=max(peak_saved_bytes - saved, 0.0) + in_flight * kept,
             accumulated_grad_bytes=accumulated,
             label=f"backward of chunk {i}",
         )

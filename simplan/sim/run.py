@@ -18,7 +18,7 @@ from simplan.sim.assemble import FP32, MIXED, Assembler, MemoryParts
 from simplan.sim.engine import RankStats
 from simplan.sim.peak import Moment, Static, peak_moment
 from simplan.sim.rank_devices import grid
-from simplan.sim.rank_memory import rank_moments, sweep_layers
+from simplan.sim.rank_memory import kept_output_bytes, rank_moments, sweep_layers
 from simplan.sim.result import DeviceStats, SimResult
 from simplan.sim.steady import FULL_MICROBATCHES, BoundedRun, run_bounded
 
@@ -105,6 +105,7 @@ def _peak(
         (
             sweep_layers(assembler.graph, cfg, assembler.steps[r][lo:hi], lo, per["grads"]),
             sum(s.activation_bytes for s in assembler.steps[r][lo:hi]),
+            kept_output_bytes(assembler.graph, cfg, assembler.steps[r][hi - 1]),
         )
         for c in range(r, cfg.chunks, cfg.pp)
         for lo, hi in [(bounds[c], bounds[c + 1])]
