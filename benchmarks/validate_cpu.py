@@ -1,4 +1,5 @@
-"""CPU validation suite: the simulator's predicted step time against real torch.distributed runs.
+"""CPU validation suite: the simulator's predicted step time and peak memory against real
+torch.distributed runs.
 
     .venv/bin/python benchmarks/validate_cpu.py [--nprocs 2] [--steps 30] [--min-time 3]
         [--repeat 1] [--default-scheduling] [--models mlp,gpt-tiny,cnn-small]
@@ -83,8 +84,68 @@ def run_row(model: str, strategy: str, mb: int, args: argparse.Namespace) -> dic
         "load_average": last["environment"]["load_average"],
         "breakdown": last["predicted"]["breakdown"],
         "last_measured_step_s": last["measured_step_s"],
+        "memory": last.get("memory"),
         "records": [r["path"] for r in records],
     }
+
+
+def memory_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration and pipeline stage (the ranks of a stage hold the same): the
+    predicted and measured peak tensor memory of its first rank (last run)."""
+    out = []
+    for r in rows:
+        if r["status"] != "ok" or not r.get("memory"):
+            continue
+        seen: set[int] = set()
+        for rank in r["memory"]["ranks"]:
+            if rank["stage"] in seen:
+                continue
+            seen.add(rank["stage"])
+            stage = f" stage {rank['stage']}" if r["strategy"] == "pp" else ""
+            out.append({"row": f"{r['configuration']}{stage}", **rank})
+    return out
+
+
+def memory_section(mem_rows: list[dict[str, Any]]) -> list[str]:
+    """The memory table and its summary."""
+    from simplan.validate_memory import COMPONENTS
+
+    def mib(x: float) -> str:
+        return f"{x / 2**20:.2f}"
+
+    names = list(COMPONENTS)
+    out = [
+        "Peak tensor memory per rank (MiB). Predicted: the simulator's largest moment of the "
+        "step (`simplan.sim.peak`). Measured: the live tensor storages at the peak of one "
+        "extra untimed step (`simplan.runtime.memory`, equal to torch's MemTracker and the "
+        "profiler's memory events). Components (predicted / measured, at each side's peak): "
+        + ", ".join(names)
+        + ". Peak when: the predicted moment, the measured phase.",
+        "",
+        "| row | predicted MiB | measured MiB | error | "
+        + " | ".join(names)
+        + " | predicted when | measured when |",
+        "|---|---:|---:|---:|" + "---:|" * len(names) + "---|---|",
+    ]
+    for m in mem_rows:
+        comps = " | ".join(
+            f"{mib(c['predicted_bytes'])} / {mib(c['measured_bytes'])}"
+            for c in (m["components"][n] for n in names)
+        )
+        out.append(
+            f"| {m['row']} | {mib(m['predicted_peak_bytes'])} | {mib(m['measured_peak_bytes'])} "
+            f"| {m['rel_error']:+.1%} | {comps} | {m['predicted_moment']} | "
+            f"{m['measured_phase']} |"
+        )
+    errors = [abs(m["rel_error"]) for m in mem_rows]
+    if errors:
+        out += [
+            "",
+            f"{len(errors)} rows: median |error| {statistics.median(errors):.1%}, max "
+            f"{max(errors):.1%}; {sum(e <= 0.10 for e in errors)} within 10%, "
+            f"{sum(e <= 0.25 for e in errors)} within 25%.",
+        ]
+    return out
 
 
 def decomposition(rows: list[dict[str, Any]]) -> list[str]:
@@ -125,6 +186,7 @@ def decomposition(rows: list[dict[str, Any]]) -> list[str]:
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     errors = [abs(r["rel_error"]) for r in rows if r["status"] == "ok"]
+    memory = [abs(m["rel_error"]) for m in memory_rows(rows)]
     return {
         "rows": len(rows),
         "ok": len(errors),
@@ -132,6 +194,13 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "max_abs_error": max(errors) if errors else None,
         "within_10pct": sum(e <= 0.10 for e in errors),
         "within_25pct": sum(e <= 0.25 for e in errors),
+        "memory": {
+            "rows": len(memory),
+            "median_abs_error": statistics.median(memory) if memory else None,
+            "max_abs_error": max(memory) if memory else None,
+            "within_10pct": sum(e <= 0.10 for e in memory),
+            "within_25pct": sum(e <= 0.25 for e in memory),
+        },
     }
 
 
@@ -178,6 +247,8 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any], args: argparse.Na
         if med is not None
         else "no configuration ran.",
         "",
+        *memory_section(memory_rows(rows)),
+        "",
     ]
     return "\n".join(lines)
 
@@ -211,7 +282,8 @@ def main() -> int:
                 row = run_row(model, strategy, mb, args)
                 rows.append(row)
                 err = f"{row['rel_error']:+.1%}" if row["status"] == "ok" else row["status"]
-                print(f"{model:10} {strategy:5} mb{mb:<4} {err}", flush=True)
+                mem = " ".join(f"{m['rel_error']:+.1%}" for m in memory_rows([row]))
+                print(f"{model:10} {strategy:5} mb{mb:<4} {err}  memory {mem}", flush=True)
     summ = summary(rows)
     write_json_atomic({"summary": summ, "rows": rows}, args.out)
     report = Path(args.report)

@@ -163,12 +163,15 @@ def count_module(
     read = {src for call in calls for src in call.inputs_from}
     counts: dict[tuple[str, bool], Any] = {}
     layers = []
+    of: dict[str, Any] = {}
     for call in calls:
         key = identity_key(call)
         is_output = call.name not in read
         if (key, is_output) not in counts:
             counts[(key, is_output)] = _count(call, batch, is_output)
-        layers.append(_layer(call, key, counts[(key, is_output)], owned[call.name], dtype))
+        of[call.name] = counts[(key, is_output)]
+        shared = _saved_by_producer(call, of)
+        layers.append(_layer(call, key, of[call.name], owned[call.name], dtype, shared))
     edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
     return ModelGraph(
         name=name,
@@ -198,7 +201,24 @@ def _count(call: LayerCall, batch: int, is_output: bool) -> Any:
         ) from None
 
 
-def _layer(call: LayerCall, key: str, count: Any, params: list[nn.Parameter], dtype: str) -> Layer:
+def _saved_by_producer(call: LayerCall, counts: dict[str, Any]) -> float:
+    """Bytes per sample of the layer's saved input that the one layer feeding it already saves
+    as its output (a ReLU's output that the next convolution or linear layer saves too): one
+    tensor, kept once in a real step, counted with the producer."""
+    if len(call.inputs_from) != 1:
+        return 0.0
+    producer = counts[call.inputs_from[0]]
+    return min(producer.saved_output_bytes, counts[call.name].saved_input_bytes)
+
+
+def _layer(
+    call: LayerCall,
+    key: str,
+    count: Any,
+    params: list[nn.Parameter],
+    dtype: str,
+    shared_bytes: float = 0.0,
+) -> Layer:
     module = call.module
     n_params = sum(p.numel() for p in params)
     return Layer(
@@ -209,11 +229,12 @@ def _layer(call: LayerCall, key: str, count: Any, params: list[nn.Parameter], dt
         param_bytes=n_params * dtype_bytes(dtype),
         fwd_flops=count.fwd_flops,
         bwd_flops=count.bwd_flops,
-        activation_bytes=count.activation_bytes,
+        activation_bytes=count.activation_bytes - shared_bytes,
         output_bytes=count.output_bytes,
         input_bytes=count.input_bytes,
         identity=key,
         fwd_ops=count.fwd_ops,
         bwd_ops=count.bwd_ops,
         attrs=dict(getattr(module, "simplan_attrs", {})),
+        saved_output_bytes=count.saved_output_bytes,
     )

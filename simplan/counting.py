@@ -83,11 +83,16 @@ class OpRecorder(TorchDispatchMode):
 
 class SavedBytes:
     """Sums the bytes autograd saves for backward, excluding parameters and counting each
-    storage once."""
+    storage once; `part_of` tells how many of them are given tensors (the layer's input or
+    output, which a neighbouring layer may save too)."""
 
     def __init__(self, params: set[int]) -> None:
         self.params = params
         self.seen: dict[int, torch.Tensor] = {}
+
+    def part_of(self, tensors: list[torch.Tensor]) -> int:
+        ids = {id(t) for t in tensors} | {id(t._base) for t in tensors if t._base is not None}
+        return sum(t.nbytes for key, t in self.seen.items() if key in ids)
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
         base = t._base if t._base is not None else t
@@ -109,6 +114,8 @@ class LayerCount:
     input_bytes: float
     fwd_ops: OpCost
     bwd_ops: OpCost
+    saved_input_bytes: float = 0.0  # of activation_bytes: the layer's input
+    saved_output_bytes: float = 0.0  # of activation_bytes: the layer's output
 
 
 def identity_key(call: LayerCall) -> str:
@@ -172,6 +179,8 @@ def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCo
     ):
         outputs = tensors_in(module(*args, **kwargs))
         loss = loss_of(outputs) if is_output else None
+    saved_in = saved.part_of(tensors_in((args, kwargs)))
+    saved_out = saved.part_of(outputs)
     with FlopCounterMode(display=False) as bwd_counter, bwd_rec:
         run_backward([loss] if loss is not None else outputs)
     module.zero_grad(set_to_none=True)
@@ -183,6 +192,8 @@ def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCo
         input_bytes=sum(t.nbytes for t in tensors_in((call.args, call.kwargs))) / batch,
         fwd_ops=fwd_rec.cost(batch),
         bwd_ops=bwd_rec.cost(batch),
+        saved_input_bytes=saved_in / batch,
+        saved_output_bytes=saved_out / batch,
     )
 
 

@@ -44,6 +44,7 @@ LAYER_TABLE = Table(
         "bwd_ops": _OPS,
         "attrs": MapOf(Anything()),
         "param_tensors": Int(min=0, max=10**9),
+        "saved_output_bytes": _AMOUNT,
     },
     required=(
         "name",
@@ -131,6 +132,7 @@ class Layer:
     bwd_ops: OpCost = field(default_factory=OpCost)
     attrs: dict[str, Any] = field(default_factory=dict)
     param_tensors: int = 0  # how many parameter tensors hold the params (0: not counted)
+    saved_output_bytes: float = 0.0  # of activation_bytes: its own output (0: none, or not counted)
 
     def __post_init__(self) -> None:
         for attr in (
@@ -142,6 +144,7 @@ class Layer:
             "activation_bytes",
             "output_bytes",
             "input_bytes",
+            "saved_output_bytes",
         ):
             if getattr(self, attr) < 0:
                 raise ValueError(f"layer {self.name}: {attr} must be >= 0")

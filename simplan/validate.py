@@ -26,7 +26,8 @@ from simplan.io import read_versioned_json, schema_header, write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile, default_profile_path, read_profile, write_profile
 
-RECORD_SCHEMA_VERSION = 1
+RECORD_SCHEMA_VERSION = 2  # 2: measured tensor memory per rank and record["memory"]
+READABLE_RECORD_VERSIONS = (1, 2)  # 1: a resident-set delta instead of tensor memory
 RUNS_DIR = Path("traces/runs")
 PROFILE_WARMUP, PROFILE_REPEATS = 5, 30
 MAX_STEPS = 5000  # the most timed steps a short step is given to fill the minimum time
@@ -302,8 +303,10 @@ def _profile_summary(profile: Profile, path: Path) -> dict[str, Any]:
 
 def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dict[str, Any]:
     from simplan.runtime import job_to_dict
+    from simplan.validate_memory import compare_memory
 
     pred, meas = result.step_time_s, measured.step_time_s
+    predicted, measured_dict = result.to_dict(), measured.to_dict()
     return {
         "schema": schema_header("validation-record", RECORD_SCHEMA_VERSION),
         "model": job.model,
@@ -315,9 +318,10 @@ def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dic
         "predicted_step_s": pred,
         "measured_step_s": meas,
         "rel_error": (pred - meas) / meas,
-        "predicted": result.to_dict(),
-        "measured": measured.to_dict(),
-        "per_rank_step_s": [r["median_step_s"] for r in measured.to_dict()["ranks"]],
+        "predicted": predicted,
+        "measured": measured_dict,
+        "per_rank_step_s": [r["median_step_s"] for r in measured_dict["ranks"]],
+        "memory": compare_memory(predicted, measured_dict["ranks"], job.config.pp),
     }
 
 
@@ -340,4 +344,11 @@ def write_record(record: dict[str, Any], runs_dir: str | Path = RUNS_DIR) -> Pat
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
+    """A validation record of a version this simplan reads (READABLE_RECORD_VERSIONS)."""
+    from simplan.io import read_json_object
+
+    schema = read_json_object(path).get("schema")
+    version = schema.get("version") if isinstance(schema, dict) else None
+    if version in READABLE_RECORD_VERSIONS:
+        return read_versioned_json(path, "validation-record", version)
     return read_versioned_json(path, "validation-record", RECORD_SCHEMA_VERSION)

@@ -107,3 +107,12 @@ def test_dropout_counts_as_the_fused_kernel() -> None:
     extra = block.fwd_ops.mem_bytes - plain.fwd_ops.mem_bytes
     assert extra == pytest.approx(5 * scores + 2 * 5 * hidden)
     assert block.fwd_ops.mem_ops - plain.fwd_ops.mem_ops == 3
+
+
+def test_a_tensor_saved_by_two_neighbours_is_counted_once() -> None:
+    """The MLP's ReLU saves its output (128 fp32 values per sample) for its backward and fc2
+    saves the same tensor as its input: one tensor, counted with the ReLU. fc2 keeps besides it
+    only what the loss saves (its 10 fp32 log-probabilities and 12 bytes of target and
+    scalars); fc1 saves the model's input (784 fp32 values)."""
+    graph = load_model("mlp")
+    assert [layer.activation_bytes for layer in graph.layers] == [784 * 4, 128 * 4, 10 * 4 + 12]

@@ -192,11 +192,14 @@ def print_record(record: dict[str, Any]) -> None:
         f"measured: median of the slowest rank per step; per rank {ranks} ms; p10-p90 spread "
         f"{meas['spread']['p10_p90']:.0%}; optimizer {meas['optimizer_s'] * 1e3:.2f} ms; "
         f"unsplit fwd+bwd {meas['baseline_fwd_bwd_s'] * 1e3:.2f} ms (slower rank "
-        f"+{meas['baseline_straggler_s'] * 1e3:.2f}); peak "
-        f"memory {meas['peak_memory_bytes'] / 2**20:.0f} MiB ({meas['ranks'][0]['memory_method']})"
+        f"+{meas['baseline_straggler_s'] * 1e3:.2f})"
     )
     parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.2f}" for k, v in pred["breakdown"].items())
     print(f"predicted breakdown (ms, mean over stages): {parts}")
+    if "memory" in record:
+        from simplan.validate_memory import memory_lines
+
+        print("\n".join(memory_lines(record["memory"])))
     print(
         f"prediction from the {record['profile_source']} profile {record['profile']}; "
         f"from the standalone profile: {record['predicted_standalone_step_s'] * 1e3:.2f} ms"

@@ -1,10 +1,14 @@
 """Memory: the peak of each stage's device by category (parameters, gradients, optimizer
-state, activations, buffers) against its capacity, and the fullest device over the step."""
+state, activations, buffers) against its capacity, the fullest device over the step, and the
+predicted peak against the tensor memory real runs measured (validation records)."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
@@ -22,6 +26,7 @@ from simplan.report.style import (
     stage_ticks,
     time_unit,
 )
+from simplan.units import MiB
 
 if TYPE_CHECKING:
     from simplan.sim.result import SimResult
@@ -141,4 +146,84 @@ def memory_time_figure(result: SimResult, *, title: str | None = None) -> Figure
         fontsize=FONT_SIZE + 1,
     )
     fig.legend(loc="outside lower center", ncol=4, fontsize=FONT_SIZE, frameon=False)
+    return fig
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryPoint:
+    """One rank's predicted and measured peak tensor memory from a validation record."""
+
+    label: str
+    predicted_bytes: float
+    measured_bytes: float
+
+    @property
+    def rel_error(self) -> float:
+        return (self.predicted_bytes - self.measured_bytes) / self.measured_bytes
+
+
+def memory_points(record: dict[str, Any]) -> list[MemoryPoint]:
+    """The first rank of each pipeline stage of a record's memory comparison (the ranks of a
+    stage hold the same); none for records from before memory was measured."""
+    rows = (record.get("memory") or {}).get("ranks") or []
+    points, seen = [], set()
+    for row in rows:
+        if row["stage"] in seen or not row["measured_peak_bytes"]:
+            continue
+        seen.add(row["stage"])
+        stage = f" stage {row['stage']}" if len({r["stage"] for r in rows}) > 1 else ""
+        points.append(
+            MemoryPoint(
+                label=f"{record.get('configuration', '')}{stage}",
+                predicted_bytes=float(row["predicted_peak_bytes"]),
+                measured_bytes=float(row["measured_peak_bytes"]),
+            )
+        )
+    return points
+
+
+def read_memory_points(runs_dir: str | Path) -> list[MemoryPoint]:
+    """memory_points of every record (*.json) under runs_dir, oldest name first."""
+    from simplan.io import read_json_object
+
+    files = sorted(p for p in Path(runs_dir).glob("*.json") if not p.name.startswith("."))
+    return [p for f in files for p in memory_points(read_json_object(f))]
+
+
+def memory_validation_figure(points: Sequence[MemoryPoint]) -> Figure:
+    """Predicted (y) against measured (x) peak tensor memory per rank in MiB, log-log, with
+    y = x and +-10%."""
+    fig = new_figure(6.4, 5.6)
+    ax = fig.axes[0]
+    values = [v / MiB for p in points for v in (p.predicted_bytes, p.measured_bytes)]
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    ax.fill_between(
+        [lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="#DDDDDD", label="±10%"
+    )
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, label="y = x")
+    ax.scatter(
+        [p.measured_bytes / MiB for p in points],
+        [p.predicted_bytes / MiB for p in points],
+        color=MEMORY_COLORS["activations"],
+        edgecolors="black",
+        linewidths=0.4,
+        s=36,
+        zorder=3,
+        label="rank (first of its stage)",
+    )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("measured peak tensor memory (MiB)")
+    ax.set_ylabel("predicted peak memory (MiB)")
+    errors = [abs(p.rel_error) for p in points]
+    median = statistics.median(errors)
+    ax.set_title(
+        f"peak memory: predicted vs measured\n{len(points)} ranks, median |error| "
+        f"{median:.1%}, max {max(errors):.1%}",
+        fontsize=FONT_SIZE + 1,
+    )
+    ax.legend(fontsize=FONT_SIZE - 1, frameon=False, loc="upper left")
     return fig

@@ -297,9 +297,39 @@ def write_validation_report(
             figures=(scatter, errors),
             table=validation.validation_table(points),
         )
+        sections = [section, *_memory_sections(runs_dir, stage, formats)]
         intro = f"Records: `{runs_dir}` ({len(points)} runs). " + _regen_note(command)
-        write_index(stage, "Validation: simulator against real runs", intro, [section])
+        write_index(stage, "Validation: simulator against real runs", intro, sections)
     return Path(out_dir) / "index.md"
+
+
+def _memory_sections(runs_dir: str | Path, stage: Path, formats: Sequence[str]) -> list[Section]:
+    """Predicted against measured peak memory, where the records measured it."""
+    from simplan.report.memory import memory_validation_figure, read_memory_points
+
+    points = read_memory_points(runs_dir)
+    if not points:
+        return []
+    figure = _save(
+        memory_validation_figure(points),
+        stage,
+        "memory",
+        "predicted against measured peak tensor memory per rank, y = x and ±10%",
+        formats,
+    )
+    rows = [
+        [p.label, f"{p.predicted_bytes / 2**20:.2f}", f"{p.measured_bytes / 2**20:.2f}",
+         f"{p.rel_error:+.1%}"]
+        for p in points
+    ]  # fmt: skip
+    return [
+        Section(
+            title="Peak memory: predicted vs measured",
+            text="Measured: the tensor storages live at the peak of one untimed step per rank.",
+            figures=(figure,),
+            table=(["rank", "predicted MiB", "measured MiB", "error"], rows),
+        )
+    ]
 
 
 def _regen_note(command: str) -> str:

@@ -357,7 +357,11 @@ def _pipeline_trainer(
 
     def run() -> list[torch.Tensor]:
         losses: list[torch.Tensor] = []
-        kwargs: dict[str, Any] = {"target": target, "losses": losses} if last else {}
+        # return_outputs=False: the last stage does not keep every micro-batch's output (the
+        # logits) for a caller who does not read them
+        kwargs: dict[str, Any] = {"return_outputs": False}
+        if last:
+            kwargs |= {"target": target, "losses": losses}
         schedule.step(*(inputs if first else ()), **kwargs)
         return losses
 

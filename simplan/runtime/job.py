@@ -208,14 +208,20 @@ def config_for(
 
 @dataclass(frozen=True, kw_only=True)
 class RankResult:
-    """What one rank measured: per timed step, the whole step and its optimizer part."""
+    """What one rank measured: per timed step, the whole step and its optimizer part; the
+    tensor memory of one more, untimed step (simplan.runtime.memory.StepMemory): the live bytes
+    at its peak by part, the peak, the phase it happened in, and on a GPU the caching
+    allocator's peaks (0 on a CPU, and in records written before memory was measured)."""
 
     rank: int
     step_s: tuple[float, ...]
     optimizer_s: tuple[float, ...]
-    peak_memory_bytes: float
-    memory_method: str
     device: str
+    memory_parts: dict[str, int] = field(default_factory=dict)
+    tracked_peak_bytes: int = 0
+    peak_phase: str = ""
+    peak_allocated_bytes: int = 0
+    peak_reserved_bytes: int = 0
     baseline_s: tuple[float, ...] = ()  # the unsplit model's forward+backward, side by side
     scheduling: str = ""  # the policy the rank ran under (simplan.realtime)
     # the in-run profile's whole-model passes on this rank: (forward, backward, optimizer) s
@@ -240,9 +246,12 @@ class RankResult:
             rank=int(d["rank"]),
             step_s=tuple(d["step_s"]),
             optimizer_s=tuple(d["optimizer_s"]),
-            peak_memory_bytes=float(d["peak_memory_bytes"]),
-            memory_method=str(d["memory_method"]),
             device=str(d["device"]),
+            memory_parts={str(k): int(v) for k, v in d.get("memory_parts", {}).items()},
+            tracked_peak_bytes=int(d.get("tracked_peak_bytes", 0)),
+            peak_phase=str(d.get("peak_phase", "")),
+            peak_allocated_bytes=int(d.get("peak_allocated_bytes", 0)),
+            peak_reserved_bytes=int(d.get("peak_reserved_bytes", 0)),
             baseline_s=tuple(d.get("baseline_s", ())),
             scheduling=str(d.get("scheduling", "")),
             profile_passes_s=tuple(
@@ -348,7 +357,7 @@ class Measurement:
             "ranks": [
                 r.to_dict() | {"median_step_s": statistics.median(r.step_s)} for r in self.ranks
             ],
-            "peak_memory_bytes": max(r.peak_memory_bytes for r in self.ranks),
+            "tracked_peak_bytes": max(r.tracked_peak_bytes for r in self.ranks),
             "wall_s": self.wall_s,
             "meta": self.meta,
         }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import mmap
 import os
-import resource
 import struct
 import sys
 import time
@@ -79,6 +78,8 @@ def train(
     import torch
     import torch.distributed as dist
 
+    from simplan.runtime.memory import MemoryProbe
+
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
     scheduling = enter_realtime(job.realtime and not cuda)  # before any thread starts
@@ -96,14 +97,22 @@ def train(
         timeout=dt.timedelta(seconds=2 * job.timeout_s + 30),
     )
     try:
-        rss0 = _rss_bytes()
-        trainer = build_trainer(job, device, rank)
-        _steps(job, trainer, device, beat, -job.warmup, job.warmup)  # warm-up
-        # the training's footprint, before the in-run profile builds its own copy of the model
-        memory = _peak_memory(device, rss0) if job.warmup else None
+        probe = MemoryProbe(device)
+        with probe.tracking():  # what the build and warm-up leave: parameters, state, data
+            trainer = build_trainer(job, device, rank)
+            _steps(job, trainer, device, beat, -job.warmup, max(job.warmup - 1, 0))  # warm-up
+        # the last warm-up step measures the training's memory, before the in-run profile
+        # builds its own copy of the model; it is a step like the others (its loss recorded),
+        # so a run trains exactly warmup + steps steps; no warm-up, no memory measured
+        memory = None
+        if job.warmup:
+            beat.beat(2 * (job.warmup - 1))
+            memory = probe.measure(
+                trainer.forward_backward, trainer.optimizer_step, trainer.optimizer
+            )
+            trainer.record_loss()
         session = _profile_session(job, device) if job.profile_repeats else None
         step_s, opt_s, check = _timed_rounds(job, trainer, session, device, beat)
-        peak, method = memory or _peak_memory(device, rss0)
         passes: list[tuple[float, float, float]] = []
         if session is not None:
             from simplan.profiles import write_profile
@@ -119,8 +128,7 @@ def train(
         rank=rank,
         step_s=tuple(step_s),
         optimizer_s=tuple(opt_s),
-        peak_memory_bytes=peak,
-        memory_method=method,
+        **_memory_fields(memory),
         device=str(device),
         baseline_s=tuple(baseline),
         scheduling=scheduling,
@@ -128,6 +136,19 @@ def train(
         check_s=tuple(check),
         losses=tuple(trainer.losses),
     )
+
+
+def _memory_fields(memory: Any) -> dict[str, Any]:
+    """RankResult's memory fields from a StepMemory (none measured: the defaults)."""
+    if memory is None:
+        return {}
+    return {
+        "memory_parts": memory.parts_bytes,
+        "tracked_peak_bytes": memory.tracked_peak_bytes,
+        "peak_phase": memory.peak_phase,
+        "peak_allocated_bytes": memory.peak_allocated_bytes,
+        "peak_reserved_bytes": memory.peak_reserved_bytes,
+    }
 
 
 PROFILE_ROUNDS = 8  # the in-run profile's repeats, spread over the run in this many rounds
@@ -196,18 +217,6 @@ def _check_all_reduce(nbytes: int, device: Any) -> list[float]:
     from simplan.topology.bench import time_collective
 
     return time_collective(torch, dist, "all_reduce", nbytes, device, 1, CHECK_CALLS)[1]
-
-
-def _rss_bytes() -> float:
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def _peak_memory(device: Any, rss0: float) -> tuple[float, str]:
-    import torch
-
-    if device.type == "cuda":
-        return float(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
-    return _rss_bytes() - rss0, "ru_maxrss delta"
 
 
 def _sync(device: Any) -> Any:

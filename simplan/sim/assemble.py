@@ -15,9 +15,10 @@ from simplan.model_graph import Layer, ModelGraph
 from simplan.parallel import ParallelConfig, balanced_stages
 from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
-from simplan.sim.costs import TP_KINDS, LayerStep, full_activation_peak, layer_steps
+from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
 from simplan.sim.rank_devices import Grid, dp_groups, tp_group
+from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
 from simplan.units import dtype_bytes
 
@@ -113,7 +114,6 @@ class Assembler:
             for s in range(config.pp)
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
-        self._cuts: dict[tuple[int, ...], float] = {}
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         return self.cluster.collective_time(op, nbytes, group)
@@ -231,7 +231,7 @@ class Assembler:
             send_fwd_s=self.send_time(index, hi, forward=True),
             send_bwd_s=self.send_time(index, lo, forward=False),
             activation_bytes=sum(s.activation_bytes for s in steps),
-            transient_bytes=full_activation_peak(steps, self.graph, cfg),
+            transient_bytes=0.0,  # recomputation's live activations: simplan.sim.peak
             buckets=self.buckets(steps, rank),
             layer_fwd_s=tuple(s.fwd_s for s in steps) if fsdp else (),
             layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
@@ -281,20 +281,13 @@ class Assembler:
         weights = params * per["weights"] / (dp if cfg.zero >= 3 else 1)
         grads = params * per["grads"] / (dp if cfg.zero >= 2 else 1)
         optimizer = params * per["optimizer"] / (dp if cfg.zero >= 1 else 1)
-        buffers = 0.0
-        if cfg.zero >= 3 and dp > 1:  # the gathered layer and the prefetched one
-            largest = max((s.params for s in self.steps[rank]), default=0.0)
-            buffers += 2 * largest * dtype_bytes(cfg.dtype)
-        if cfg.pp > 1:  # receive buffers for activations and gradients
-            buffers += 2 * self._largest_cut(bounds) * cfg.micro_batch / cfg.tp
+        buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)
+        if cfg.zero == 0 and dp > 1 and per is FP32:
+            # torch DDP's gradient buckets: a flat copy of the gradients (its default,
+            # gradient_as_bucket_view=False); Megatron-LM's mixed-precision gradient buffer is
+            # itself the bucket (counted with the gradients)
+            buffers += grads
         return MemoryParts(weights=weights, grads=grads, optimizer=optimizer, buffers=buffers)
-
-    def _largest_cut(self, bounds: tuple[int, ...]) -> float:
-        """Bytes per sample of the largest inner cut (the same for every rank: once per plan)."""
-        if bounds not in self._cuts:
-            inner = [self.graph.cut_bytes(b - 1) for b in bounds[1:-1]]
-            self._cuts[bounds] = max(inner, default=0.0)
-        return self._cuts[bounds]
 
     def _tied_copy(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
         """A head tied to the embedding keeps its own copy of the weights on another stage."""

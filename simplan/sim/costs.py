@@ -43,6 +43,7 @@ class LayerStep:
     input_bytes: float  # the layer's input, per micro-batch, on this device
     output_bytes: float  # the layer's output (what crosses a pipeline cut), per micro-batch
     source: str
+    rematerialized_bytes: float = 0.0  # recomputed for its backward (recomputation), live then
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -157,7 +158,17 @@ def layer_steps(
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
             linear_index += 1
-    return _with_glue(_without_data_gradient(graph, steps), config, profile)
+    return _with_glue(_without_saved_data(_without_data_gradient(graph, steps)), config, profile)
+
+
+def _without_saved_data(steps: list[LayerStep]) -> list[LayerStep]:
+    """The model's first layer saves its input, the data, which the step holds anyway (counted
+    with the buffers: simplan.sim.rank_memory): not an activation of each micro-batch."""
+    if steps:
+        first = steps[0]
+        saved = first.activation_bytes - min(first.activation_bytes, first.input_bytes)
+        steps[0] = dataclasses.replace(first, activation_bytes=saved)
+    return steps
 
 
 def _without_data_gradient(graph: ModelGraph, steps: list[LayerStep]) -> list[LayerStep]:
@@ -199,6 +210,7 @@ def _step(
     split = _tp_split(layer, config.tp)
     acts = _activations(layer, config, b)
     recompute = 0.0
+    full = acts
     shard_in = config.tp if split and config.sequence_parallel else 1
     if config.recompute == "full":
         recompute = cost.fwd_s
@@ -218,17 +230,5 @@ def _step(
         input_bytes=layer.input_bytes * b / shard_in,
         output_bytes=layer.output_bytes * b / shard_in,
         source=cost.source,
-    )
-
-
-def full_activation_peak(
-    layers: tuple[LayerStep, ...], graph: ModelGraph, config: ParallelConfig
-) -> float:
-    """With full recomputation, the largest single layer's activations, live while its
-    backward runs."""
-    if config.recompute != "full":
-        return 0.0
-    by_name = graph.by_name
-    return max(
-        (_activations(by_name[s.name], config, config.micro_batch) for s in layers), default=0.0
+        rematerialized_bytes=max(full - acts, 0.0),
     )

@@ -30,6 +30,8 @@ class DeviceStats:
     peak_memory_bytes: float
     capacity_bytes: float
     headroom_bytes: float = 0.0  # kept free (simplan.headroom): the step must fit without it
+    peak_moment: str = ""  # when the peak happens (simplan.sim.peak); memory is what is live then
+    saved_activation_bytes: float = 0.0  # the most activations the schedule keeps saved
 
     @property
     def usable_bytes(self) -> float:
@@ -132,6 +134,8 @@ def _device_dict(d: DeviceStats) -> dict[str, Any]:
         "busy_s": d.busy_s,
         "memory": d.memory,
         "peak_memory_bytes": d.peak_memory_bytes,
+        "peak_moment": d.peak_moment,
+        "saved_activation_bytes": d.saved_activation_bytes,
         "capacity_bytes": d.capacity_bytes,
         "headroom_bytes": d.headroom_bytes,
         "fits": d.fits,

@@ -14,9 +14,11 @@ from simplan.headroom import DEFAULT_HEADROOM, Headroom
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig, check_config_for_model, check_world
 from simplan.profiles import Profile
-from simplan.sim.assemble import Assembler, MemoryParts
+from simplan.sim.assemble import FP32, MIXED, Assembler, MemoryParts
 from simplan.sim.engine import RankStats
+from simplan.sim.peak import Moment, Static, peak_moment
 from simplan.sim.rank_devices import grid
+from simplan.sim.rank_memory import kept_output_bytes, rank_moments, sweep_layers
 from simplan.sim.result import DeviceStats, SimResult
 from simplan.sim.steady import FULL_MICROBATCHES, BoundedRun, run_bounded
 
@@ -77,7 +79,15 @@ def simulate(
     plan, memory, bounds = assembler.build()
     run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
     devices = tuple(
-        _device(r, assembler, run.stats[r], memory[r], run.step_s, plan.ranks[r].device, headroom)
+        _device(
+            r,
+            assembler,
+            run.stats[r],
+            _peak(assembler, r, bounds, memory[r], run.stats[r].peak_act_bytes),
+            run.step_s,
+            plan.ranks[r].device,
+            headroom,
+        )
         for r in range(config.pp)
     )
     return _result(
@@ -85,19 +95,35 @@ def simulate(
     )
 
 
+def _peak(
+    assembler: Assembler, r: int, bounds: tuple[int, ...], mem: MemoryParts, saved_peak: float
+) -> Moment:
+    """Rank r's largest moment of the step (simplan.sim.peak)."""
+    cfg = assembler.config
+    per = MIXED if cfg.dtype in ("bf16", "fp16") else FP32
+    chunks = [
+        (
+            sweep_layers(assembler.graph, cfg, assembler.steps[r][lo:hi], lo, per["grads"]),
+            sum(s.activation_bytes for s in assembler.steps[r][lo:hi]),
+            kept_output_bytes(assembler.graph, cfg, assembler.steps[r][hi - 1]),
+        )
+        for c in range(r, cfg.chunks, cfg.pp)
+        for lo, hi in [(bounds[c], bounds[c + 1])]
+    ]
+    static = Static(weights=mem.weights, optimizer=mem.optimizer, buffers=mem.buffers)
+    moments = rank_moments(
+        chunks, static, mem.grads, peak_saved_bytes=saved_peak, microbatches=cfg.num_microbatches
+    )
+    return peak_moment(moments)
+
+
 def _device(
-    r: int, assembler: Assembler, s: RankStats, mem: MemoryParts, step: float, device: int,
+    r: int, assembler: Assembler, s: RankStats, peak: Moment, step: float, device: int,
     headroom: Headroom,
 ) -> DeviceStats:  # fmt: skip
     busy = s.compute_s + s.recompute_s + s.optimizer_s
     model = assembler.devices[r]
-    parts = {
-        "weights": mem.weights,
-        "grads": mem.grads,
-        "optimizer": mem.optimizer,
-        "activations": s.peak_act_bytes,
-        "buffers": mem.buffers,
-    }
+    parts = dict(peak.parts)
     capacity = min(
         assembler.cluster.device_model(d).memory_bytes for rep in assembler.grid[r] for d in rep
     )
@@ -112,7 +138,9 @@ def _device(
         bubble_s=max(step - busy - s.exposed_comm_s, 0.0),
         busy_s=busy,
         memory=parts,
-        peak_memory_bytes=sum(parts.values()),
+        peak_memory_bytes=peak.total,
+        peak_moment=peak.name,
+        saved_activation_bytes=s.peak_act_bytes,
         capacity_bytes=capacity,
         headroom_bytes=headroom.bytes_for(capacity),
     )

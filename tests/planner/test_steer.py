@@ -104,8 +104,9 @@ def test_the_simulator_keeps_the_headroom_free(gpt125m) -> None:
 
 
 def test_mixed_precision_keeps_fp32_main_gradients(gpt125m) -> None:
-    """bf16 weights (2 bytes), fp32 main gradients (4), fp32 master + two moments (12)."""
-    config = ParallelConfig(dp=1, global_batch=1, micro_batch=1, seq_len=2048, dtype="bf16")
+    """bf16 weights (2 bytes), fp32 main gradients (4), fp32 master + two moments (12). Two
+    micro-batches: the gradients exist at the peak (the second one's backward)."""
+    config = ParallelConfig(dp=1, global_batch=2, micro_batch=1, seq_len=2048, dtype="bf16")
     one = load_cluster("dgx-a100", nodes=1, gpus_per_node=1)
     mem = simulate(gpt125m, one, config, record=False).devices[0].memory
     assert mem["grads"] == pytest.approx(2 * mem["weights"])

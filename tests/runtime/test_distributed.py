@@ -51,6 +51,10 @@ def test_each_strategy_trains_the_mlp(strategy: str, extra: dict) -> None:
     m = run_job(JobSpec(model="mlp", config=config, steps=3, warmup=1, timeout_s=60))
     assert len(m.ranks) == 2 and all(len(r.step_s) == 3 for r in m.ranks)
     assert 0 < m.step_time_s < 5 and m.optimizer_s > 0
+    for r in m.ranks:  # one more, untimed step measured its tensor memory
+        assert r.memory_parts["parameters"] > 0 and r.memory_parts["optimizer"] > 0
+        assert sum(r.memory_parts.values()) == r.tracked_peak_bytes
+        assert r.peak_phase in ("forward_backward", "optimizer_step")
     assert not _ranks(os.getpid())
 
 
@@ -178,6 +182,12 @@ def test_cli_validates_the_mlp_and_records_it(tmp_path: Path) -> None:
     )
     assert record["environment"]["threads_per_rank"] == 1
     assert len(record["per_rank_step_s"]) == 2
+    memory = record["memory"]  # predicted against measured tensor memory, per rank
+    assert [row["rank"] for row in memory["ranks"]] == [0, 1]
+    for row in memory["ranks"]:
+        assert row["measured_peak_bytes"] > 0 and row["predicted_peak_bytes"] > 0
+        params = row["components"]["parameters"]  # one replica of the MLP in fp32
+        assert params["measured_bytes"] == params["predicted_bytes"] == 101_770 * 4
     assert Path(tmp_path / record["path"]).is_file()
     assert record["calibration"]["path"].endswith("gloo-2ranks.json")
     assert record["calibration"]["date"]

@@ -84,8 +84,6 @@ def test_measurement_takes_the_slowest_rank_per_step() -> None:
             rank=r,
             step_s=s,
             optimizer_s=(0.1,) * 3,
-            peak_memory_bytes=1.0,
-            memory_method="m",
             device="cpu",
         )
         for r, s in enumerate([(1.0, 5.0, 2.0), (3.0, 1.0, 2.5)])
@@ -138,13 +136,34 @@ def test_records_are_never_overwritten(tmp_path: Path) -> None:
     assert read_record(a)["configuration"] == "mlp ddp"
 
 
+def test_rank_results_of_records_before_memory_was_measured_still_load() -> None:
+    old = {
+        "rank": 1,
+        "step_s": [1.0],
+        "optimizer_s": [0.1],
+        "peak_memory_bytes": 0.0,
+        "memory_method": "ru_maxrss delta",
+        "device": "cpu",
+    }
+    r = RankResult.from_dict(old)
+    assert (r.tracked_peak_bytes, r.memory_parts, r.peak_phase) == (0, {}, "")
+    new = RankResult(
+        rank=0,
+        step_s=(1.0,),
+        optimizer_s=(0.1,),
+        device="cpu",
+        memory_parts={"parameters": 8, "activations": 4},
+        tracked_peak_bytes=12,
+        peak_phase="forward_backward",
+    )
+    assert RankResult.from_dict(new.to_dict()) == new
+
+
 def _rank(rank: int, passes: list[tuple[float, float, float]]) -> RankResult:
     return RankResult(
         rank=rank,
         step_s=(1.0,),
         optimizer_s=(0.1,),
-        peak_memory_bytes=0.0,
-        memory_method="test",
         device="cpu",
         profile_passes_s=tuple(passes),
     )
