@@ -323,6 +323,8 @@ def test_a_recipe_that_does_not_fit_is_shown_and_said(capsys) -> None:
     assert recipe["fits"] == rows[0]["fits_memory"]
     if not recipe["fits"]:
         assert all(p["config"] != rows[0]["config"] for p in doc["plans"])
-        code, out, _ = _run(capsys, *argv)
+        code, out, _ = _run(capsys, *argv, "--explain")
         assert "baseline:megatron-recipe: examples/llama/train_llama3_8b_h100_fp8.sh" in out
         assert "does not fit in memory under the simulator" in out
+        (line,) = [x for x in out.splitlines() if "vs baseline:megatron-recipe" in x]
+        assert line.endswith("(it does not fit: the memory less the headroom)")
