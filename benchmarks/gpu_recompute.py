@@ -42,7 +42,7 @@ from simplan.units import GiB  # noqa: E402
 
 MODES = ("none", "selective", "full")
 DEMO_MODEL = "gpt3-1.3b"  # simplan/commands/demo.py plans this model
-SMOKE = {"model": "gpt-tiny", "micro_batch": 2, "steps": 2, "warmup": 1}
+SMOKE = {"model": "gpt-tiny", "micro_batch": 2, "steps": 2, "warmup": 1, "cluster": "localhost-cpu"}
 RECORD_KIND = "gpu-recompute"
 
 
@@ -58,6 +58,8 @@ class Row:
     max_memory_reserved_bytes: float | None = None
     runtime_peak_bytes: float | None = None
     runtime_memory_method: str = ""
+    predicted_step_time_s: float | None = None
+    predicted_peak_bytes: float | None = None
     error: str = ""
 
 
@@ -79,12 +81,11 @@ def commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def job_for(args: argparse.Namespace, mode: str, micro_batch: int) -> Any:
-    """The runtime's job: one rank, `mode` recomputation (a SimplanError if it refuses)."""
+def job_config(args: argparse.Namespace, mode: str, micro_batch: int) -> Any:
+    """One rank, one micro-batch per step, `mode` recomputation."""
     from simplan.parallel import ParallelConfig
-    from simplan.runtime import JobSpec
 
-    config = ParallelConfig(
+    return ParallelConfig(
         dp=1,
         micro_batch=micro_batch,
         global_batch=micro_batch,
@@ -92,9 +93,15 @@ def job_for(args: argparse.Namespace, mode: str, micro_batch: int) -> Any:
         dtype=args.dtype,
         seq_len=args.seq_len,
     )
+
+
+def job_for(args: argparse.Namespace, mode: str, micro_batch: int) -> Any:
+    """The runtime's job: one rank, `mode` recomputation (a SimplanError if it refuses)."""
+    from simplan.runtime import JobSpec
+
     return JobSpec(
         model=args.model,
-        config=config,
+        config=job_config(args, mode, micro_batch),
         steps=args.steps,
         warmup=args.warmup,
         baseline_steps=0,  # the unsplit model's passes would set the peak, not the mode's
@@ -145,6 +152,21 @@ def measure(args: argparse.Namespace, mode: str, micro_batch: int) -> Row:
     )
 
 
+def predicted(args: argparse.Namespace, row: Row) -> Row:
+    """The row with the simulator's step time and peak memory for the same configuration on
+    one device of --cluster."""
+    from simplan.sim.run import simulate
+    from simplan.topology import load_cluster
+
+    config = job_config(args, row.mode, row.micro_batch)
+    result = simulate(args.model, load_cluster(args.cluster, gpus_per_node=1), config, record=False)
+    return dataclasses.replace(
+        row,
+        predicted_step_time_s=result.step_time_s,
+        predicted_peak_bytes=float(result.peak_memory_bytes),
+    )
+
+
 def run_modes(args: argparse.Namespace) -> list[Row]:
     """Every mode at the largest micro-batch (from --micro-batch, halving) whose step without
     recomputation fits; the modes asked for, in MODES order."""
@@ -155,7 +177,7 @@ def run_modes(args: argparse.Namespace) -> list[Row]:
         first = measure(args, "none", micro_batch)
     rows = [first] if "none" in args.modes else []
     rows += [measure(args, mode, micro_batch) for mode in args.modes if mode != "none"]
-    return rows
+    return [predicted(args, r) for r in rows]
 
 
 def device_name() -> str:
@@ -178,6 +200,7 @@ def record(args: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
         "steps": args.steps,
         "warmup": args.warmup,
         "smoke": args.smoke,
+        "simulated_on": args.cluster,
         "meta": environment(device=device_name(), commit=args.commit or commit()),
         "rows": [dataclasses.asdict(r) | {"step_s": list(r.step_s)} for r in rows],
     }
@@ -216,11 +239,14 @@ def table(rows: list[Row]) -> str:
                 _gib(r.max_memory_reserved_bytes),
                 _gib(r.runtime_peak_bytes),
                 r.runtime_memory_method or "-",
+                "-" if r.predicted_step_time_s is None else f"{r.predicted_step_time_s * 1e3:.1f}",
+                _gib(r.predicted_peak_bytes),
                 r.error,
             ]
         )
     heads = ["recompute", "mb", "step ms", "vs none", "max allocated GiB", "max reserved GiB",
-             "runtime peak GiB", "runtime method", "note"]  # fmt: skip
+             "runtime peak GiB", "runtime method", "simulated step ms", "simulated peak GiB",
+             "note"]  # fmt: skip
     return render(heads, body)
 
 
@@ -237,6 +263,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--runs-dir", default=str(ROOT / "traces" / "runs"), help="where the record goes"
+    )
+    p.add_argument(
+        "--cluster",
+        default="h200",
+        help="the cluster preset whose device the simulator predicts for (default h200)",
     )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a step may take")
     p.add_argument(

@@ -32,6 +32,12 @@ def test_smoke_runs_every_mode_and_writes_one_record(tmp_path) -> None:
     none = rows["none"]
     assert none["step_time_s"] > 0 and len(none["step_s"]) == 2 and none["error"] == ""
     cuda = "cpu" not in meta["device"]
+    assert doc["simulated_on"] == "localhost-cpu"
+    for row in rows.values():
+        assert row["predicted_step_time_s"] > 0 and row["predicted_peak_bytes"] > 0
+    # the simulator's view, beside the measurement: full recomputation trades time for memory
+    assert rows["full"]["predicted_peak_bytes"] < none["predicted_peak_bytes"]
+    assert rows["full"]["predicted_step_time_s"] > none["predicted_step_time_s"]
     for row in rows.values():
         if row["error"]:  # a mode the runtime refuses: its own reason, nothing measured
             assert row["error"] == f"not run: {refusal(row['mode'])}"
