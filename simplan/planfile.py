@@ -14,6 +14,8 @@ needs only the first five):
   stage_layers     per chunk: stage, [first, last) layer indices, first and last layer names
   estimate         the planner's analytic estimate
   solver           one record per ILP solve: solver, status, sol_status, objective, gap, time
+  framework        optional: the framework the plan was made for (simplan plan --framework:
+                   megatron, torchtitan or deepspeed); `simplan export` defaults to it
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from simplan.schema import (
 from simplan.units import DTYPE_BYTES
 
 PLAN_SCHEMA_VERSION = 1
+FRAMEWORK_NAMES = ("megatron", "torchtitan", "deepspeed")  # simplan.planner.export.TARGETS
 
 
 def _knob_spec(f: dataclasses.Field) -> Spec:
@@ -96,6 +99,7 @@ PLAN_DOCUMENT = Table(
         "stage_layers": ListOf(Anything()),
         "estimate": MapOf(Anything()),
         "solver": ListOf(Anything()),
+        "framework": Str(choices=FRAMEWORK_NAMES),
     },
     required=("schema", "model", "cluster", "config"),
     fix="regenerate the file with simplan plan",

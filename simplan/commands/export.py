@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from simplan.commands import add_verb
+from simplan.errors import SimplanError
 from simplan.planner.export import EXPORTS
 
 HELP = """\
@@ -29,6 +30,7 @@ examples:
   simplan export plans/plan.json --to megatron
   simplan export plans/plan.json --to torchtitan --out job.toml
   simplan export plans/plan.json --to deepspeed --json | jq .config
+  simplan export plans/plan.json     # a plan made with --framework F: exported to F
 
 exit status: 0 with the export; 2 for bad input, and when the framework cannot express the plan.
 """
@@ -37,7 +39,11 @@ exit status: 0 with the export; 2 for bad input, and when the framework cannot e
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "export", "write a plan as a framework's job", HELP)
     p.add_argument("plan", metavar="PLAN", help="plan file (from simplan plan --out)")
-    p.add_argument("--to", required=True, choices=EXPORTS, help="the framework")
+    p.add_argument(
+        "--to",
+        choices=EXPORTS,
+        help="the framework (default: the one the plan was made for, simplan plan --framework)",
+    )
     p.add_argument("--out", metavar="FILE", help="write the export to FILE, not stdout")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -50,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, "--out")
     plan = Plan.read(args.plan)
+    if args.to is None:
+        if plan.framework is None:
+            raise SimplanError(
+                f"{args.plan} was not planned for a framework (simplan plan --framework); "
+                f"give --to {'|'.join(EXPORTS)}"
+            )
+        args.to = plan.framework
     text = plan.export(args.to)
     if args.out:
         write_text_atomic(text, args.out)

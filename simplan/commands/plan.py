@@ -24,12 +24,13 @@ from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
-from simplan.planner.export import EXPORTS
+from simplan.planner.export import EXPORTS, TARGETS
 from simplan.table import render
 from simplan.units import GiB
 
 GRACE = 0.2  # of --time-limit: how long past it a step that cannot be cut may run
 MAX_TOP = 100  # plans simulated and shown
+FROM_FRAMEWORK = "framework"  # --export with no name: the --framework's
 
 HELP = """\
 Search how to split MODEL's training over CLUSTER: data/tensor/pipeline degrees, micro-batch,
@@ -47,6 +48,9 @@ constraints (each narrows the search; none given: everything is tried):
   --zero 0,1                only these ZeRO stages (0-3; 1 is Megatron's distributed optimizer)
   --schedules 1f1b,interleaved   only these pipeline schedules (1f1b, interleaved, gpipe)
   --memory-headroom 4 / 10%      keep 4 GiB (or 10% of capacity) of every device free
+  --framework torchtitan    only what torchtitan can run (megatron, torchtitan, deepspeed): the
+                            configurations its export would refuse are pruned; --export with
+                            no name then exports to it
 No plan is proposed whose simulated peak memory exceeds a device's capacity less the headroom.
 
 examples:
@@ -55,11 +59,13 @@ examples:
   simplan plan --model gpt3-6.7b --cluster mixed-a100-h100 --global-batch 128 --out plans/
       # writes plans/plan.json (the best) and plans/plans.json (the top K and baselines)
   simplan plan --model llama3-8b --cluster dgx-h100 --global-batch 256 --export megatron
-  simplan plan --model llama3-70b --cluster dgx-h100 --nodes 16 --global-batch 512 \
+  simplan plan --model llama3-70b --cluster dgx-h100 --nodes 16 --global-batch 512 \\
       --export torchtitan --export-out job.toml    # or > job.toml: the export alone on stdout
   simplan plan --model gpt3-350m --cluster dgx-h100 --global-batch 64 --json | jq .plans[0]
   simplan plan --model llama3-8b --cluster dgx-h100 --nodes 2 --global-batch 256 --tp 4 \\
       --pp 1-2 --zero 0,1 --memory-headroom 8
+  simplan plan --model llama3-8b --cluster dgx-h100 --global-batch 256 --framework torchtitan \\
+      --export --export-out job.toml     # a plan torchtitan runs, as its job file
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
 
 exit status: 0 with the plans; 2 for bad input, and when no configuration fits the cluster (one
@@ -124,10 +130,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--report", metavar="DIR", help="write figures and DIR/index.md, replaced as a whole"
     )
     p.add_argument(
+        "--framework",
+        choices=TARGETS,
+        help="propose only plans this framework can run (what its export would refuse is "
+        "pruned); the plans' files record it and --export defaults to it",
+    )
+    p.add_argument(
         "--export",
-        choices=EXPORTS,
+        nargs="?",
+        const=FROM_FRAMEWORK,
+        choices=(*EXPORTS, FROM_FRAMEWORK),
+        metavar="{" + ",".join(EXPORTS) + "}",
         help="the best plan as a framework's job (see simplan export --help): on stdout alone "
-        "(the table goes to stderr), in --export-out FILE, or in --json's document",
+        "(the table goes to stderr), in --export-out FILE, or in --json's document; with no "
+        "name (or 'framework'), the --framework's",
     )
     p.add_argument("--export-out", metavar="FILE", help="write --export's job to FILE")
     p.set_defaults(func=run)
@@ -143,6 +159,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     check_seq_len(args.model, args.seq_len, args.dtype)
+    if args.export == FROM_FRAMEWORK:
+        if not args.framework:
+            raise SimplanError(
+                "--export without a name needs --framework; give --export megatron, "
+                "torchtitan, deepspeed or torchrun"
+            )
+        args.export = args.framework
     if args.export:
         from simplan.planner.export import check_model
 
@@ -171,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, progress=progress, deadline=deadline, tp=args.tp, pp=args.pp,
         dp=args.dp, micro_batch=args.micro_batch,
         zero=tuple(int(z) for z in args.zero) if args.zero else None, schedules=args.schedules,
-        memory_headroom=args.memory_headroom or DEFAULT_HEADROOM,
+        memory_headroom=args.memory_headroom or DEFAULT_HEADROOM, framework=args.framework,
     )  # fmt: skip
     try:
         result = call_before(guard, lambda: search(args.model, args.cluster, options))
@@ -261,6 +284,21 @@ def write_outputs(result: Any, out: Path) -> None:
         write_json_atomic(doc, stage / "plans.json")
 
 
+def recipe_lines(result: Any) -> list[str]:
+    """Where each published recipe of the framework comes from, and whether it applied."""
+    lines = []
+    for r in result.recipes:
+        text = f"{r['role']}: {r['name']} ({r['source']})"
+        if not r.get("applies"):
+            text += f": does not apply here ({r['why_not']})"
+        elif r.get("fits") is False:
+            text += ": does not fit in memory under the simulator"
+        if r.get("approximation"):
+            text += f"; {r['approximation']}"
+        lines.append(text)
+    return lines
+
+
 def print_result(result: Any) -> None:
     best = result.plans[0]
     print(
@@ -291,6 +329,8 @@ def print_result(result: Any) -> None:
     )
     stages = best.config.stages
     print(f"best plan's stages (layer boundaries): {list(stages)}")
+    for line in recipe_lines(result):
+        print(line)
     if result.cut_short:
         print(
             f"the time limit of {result.time_limit_s:g} s cut the search: "

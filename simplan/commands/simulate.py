@@ -15,6 +15,7 @@ from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
+from simplan.planfile import FRAMEWORK_NAMES
 from simplan.table import render
 from simplan.units import GiB
 
@@ -30,6 +31,8 @@ examples:
   simplan simulate --model mlp --cluster localhost-cpu --global-batch 128 --micro-batch 64 \\
       --dtype fp32 --profile traces/profiles/<cpu>/mlp-fp32-mb64-s0.json
   simplan simulate --plan plan.json --json
+  simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 256 --zero 3 \\
+      --framework torchtitan      # refused in one line if torchtitan cannot run it
 
 exit status: 0 when the step fits in every device's memory; 3 when it does not (the result is
 still printed, and stderr says which stage needs how much); 2 for bad input.
@@ -44,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
     p.add_argument("--plan", help="simulate a plan file instead (written by `simplan plan`)")
     add_config_flags(p, defaults={"dp": None, "global_batch": None})
+    p.add_argument(
+        "--framework",
+        choices=FRAMEWORK_NAMES,
+        help="first check that this framework can run the configuration (one line saying "
+        "why not, exit 2); the rules of simplan plan --framework and simplan export",
+    )
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
     p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
@@ -59,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     model, cluster, config, placement = _inputs(args)
+    if args.framework:
+        from simplan.planner.export import unsupported
+
+        why = unsupported(args.framework, config, args.model or str(model))
+        if why is not None:
+            raise SimplanError(f"{why} (--framework {args.framework})")
     profile = None
     if args.profile:
         from simplan.profiles import read_profile

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.planfile import ClusterRef
 from simplan.planner.driver import SearchOptions, SearchResult, run_search
@@ -27,6 +28,12 @@ def search(model: ModelGraph | str, cluster: Any, options: SearchOptions) -> Sea
     search's record."""
     from dataclasses import replace
 
+    if options.framework is not None and isinstance(model, str):
+        from simplan.planner.export import model_reason
+
+        why = model_reason(options.framework, model)
+        if why is not None:  # a model the framework cannot train: no search
+            raise SimplanError(f"--framework {options.framework}: {why}")
     if isinstance(cluster, str):
         from simplan.topology import load_cluster
 

@@ -29,6 +29,7 @@ from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef
 from simplan.planner.baselines import first_fitting, megatron_configs, pure_dp_configs
 from simplan.planner.estimate import CostContext, Estimate, estimate, megatron_bounds
+from simplan.planner.export import FRAMEWORKS, TARGETS, config_reason
 from simplan.planner.layouts import Layout, layouts, node_classes
 from simplan.planner.partition import default_bounds, ilp_bounds
 from simplan.planner.plan import Plan
@@ -72,6 +73,8 @@ class SearchOptions:
         None: the space's (powers of two up to 256).
     zero, schedules: the ZeRO stages and pipeline schedules allowed; None: the space's.
     memory_headroom: kept free on every device; no plan is proposed above capacity less it.
+    framework: propose only what this framework (one of export.TARGETS) can run, by the rules
+        its export refuses with; None: any.
     """
 
     global_batch: int
@@ -92,6 +95,7 @@ class SearchOptions:
     zero: tuple[int, ...] | None = None
     schedules: tuple[str, ...] | None = None
     memory_headroom: Headroom = DEFAULT_HEADROOM
+    framework: str | None = None
 
     def __post_init__(self) -> None:
         gb = self.global_batch
@@ -118,6 +122,10 @@ class SearchOptions:
             raise SimplanError(
                 f"--schedules takes some of {', '.join(known)}, got {', '.join(self.schedules)}"
             )
+        if self.framework is not None and self.framework not in TARGETS:
+            raise SimplanError(
+                f"--framework takes one of {', '.join(TARGETS)}, got {self.framework!r}"
+            )
 
     def allows(self, config: ParallelConfig) -> bool:
         """Whether `config` keeps the constraints asked (a baseline that breaks one is shown
@@ -130,16 +138,20 @@ class SearchOptions:
                 return False
         if self.zero is not None and config.dp > 1 and config.zero not in self.zero:
             return False
-        return not (
-            self.schedules is not None and config.pp > 1 and config.schedule not in self.schedules
-        )
+        if self.schedules is not None and config.pp > 1 and config.schedule not in self.schedules:
+            return False
+        return self.runnable(config)
+
+    def runnable(self, config: ParallelConfig) -> bool:
+        """Whether the framework asked for (if any) can run `config`."""
+        return self.framework is None or config_reason(self.framework, config) is None
 
     def given_constraints(self) -> list[str]:
         """The flags of the constraints that narrow the search (the headroom when not the
         default)."""
         named = [
             "--" + name.replace("_", "-")
-            for name in ("tp", "pp", "dp", "micro_batch", "zero", "schedules")
+            for name in ("tp", "pp", "dp", "micro_batch", "zero", "schedules", "framework")
             if getattr(self, name) is not None
         ]
         if self.memory_headroom != DEFAULT_HEADROOM:
@@ -151,7 +163,7 @@ class SearchOptions:
         h = self.memory_headroom
         return {
             "tp": self.tp, "pp": self.pp, "dp": self.dp, "micro_batch": self.micro_batch,
-            "zero": self.zero, "schedules": self.schedules,
+            "zero": self.zero, "schedules": self.schedules, "framework": self.framework,
             "memory_headroom": {"reserved_bytes": h.reserved_bytes, "fraction": h.fraction},
         }  # fmt: skip
 
@@ -180,6 +192,7 @@ class SearchResult:
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     cut_short: tuple[str, ...] = ()  # what the time limit cut, one sentence each
     constraints: dict[str, Any] = field(default_factory=dict)  # SearchOptions.constraints()
+    recipes: tuple[dict[str, Any], ...] = ()  # the framework's published recipes considered
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +207,8 @@ class SearchResult:
             "simulated": self.simulated,
             "infeasible": dict(self.infeasible),
             "solves": list(self.solves),
+            "framework": self.constraints.get("framework"),
+            "recipes": list(self.recipes),
         }
 
 
@@ -208,6 +223,8 @@ class Search:
         self.longest_simulation_s = 0.0
         self.out_of_time = False
         self.headroom = options.memory_headroom
+        self.framework = options.framework
+        self.recipes: list[dict[str, Any]] = []  # the framework's recipes: which applied
         self.ctx = CostContext(graph, cluster, options.space.dtype, headroom=self.headroom)
         self.progress = options.progress or (lambda label, done, total: None)
         self.reasons: Counter = Counter()
@@ -338,6 +355,7 @@ class Search:
                 **est.parts,
             },
             role=role,
+            framework=self.framework,
             solves=tuple(
                 [*layout.solves, self.records[(config, layout.label)]]
                 if (config, layout.label) in self.records
@@ -453,12 +471,14 @@ def run_search(
     check_fits_somewhere(graph, cluster, space.dtype, options.memory_headroom)
     s = Search(graph, cluster, model, ref, options)
     configs, reasons = candidates(graph, cluster, global_batch, space, options.memory_headroom)
+    configs = runnable_configs(configs, options, reasons, graph.name)
     s.reasons.update(reasons)
     ranked = s.evaluate(configs, deadline.share(ESTIMATE_SHARE))
     ranked = s.refine(ranked, max(options.refine, 2 * top), deadline.share(REFINE_SHARE))
     plans = _simulate_top(s, ranked, top)
     baselines = _baselines(s)
-    plans = _merge(plans, [b for b in baselines if options.allows(b.config)], top)
+    mergeable = [b for b in baselines if options.allows(b.config) and not _is_recipe(b)]
+    plans = _merge(plans, mergeable, top)
     if not plans and s.cut:
         raise SimplanError(
             f"the time limit of {time_limit_s:g} s ended the search before any plan of "
@@ -467,8 +487,9 @@ def run_search(
     if not plans or not plans[0].fits:
         held = options.given_constraints()
         fix = f"loosen {', '.join(held)} or add devices" if held else "add devices"
+        runs = f" that {FRAMEWORKS[options.framework].name} can run" if options.framework else ""
         raise SimplanError(
-            f"no configuration of {graph.name} fits {cluster.name} with global batch "
+            f"no configuration of {graph.name}{runs} fits {cluster.name} with global batch "
             f"{global_batch} ({sum(s.reasons.values())} candidates fell: "
             f"{', '.join(f'{k} {v}' for k, v in s.reasons.most_common(3))}); {fix}"
         )
@@ -484,7 +505,38 @@ def run_search(
         time_limit_s=time_limit_s,
         cut_short=tuple(s.cut),
         constraints=options.constraints(),
+        recipes=tuple(s.recipes),
     )
+
+
+def runnable_configs(
+    configs: list[ParallelConfig], options: SearchOptions, reasons: Counter, model: str
+) -> list[ParallelConfig]:
+    """The candidates options.framework can run (all without one); the others are counted in
+    `reasons` under why the framework cannot run them. None left: a one-line SimplanError."""
+    framework = options.framework
+    if framework is None:
+        return configs
+    kept = []
+    refused: Counter = Counter()
+    for config in configs:
+        why = config_reason(framework, config)
+        if why is None:
+            kept.append(config)
+        else:
+            refused[why.split(";")[0].split(" (")[0]] += 1  # its first clause
+    name = FRAMEWORKS[framework].name
+    reasons.update({f"not runnable by {name} ({why})": n for why, n in refused.items()})
+    if configs and not kept:
+        held = [f for f in options.given_constraints() if f != "--framework"]
+        what = f"within {', '.join(held)} " if held else ""
+        fell = "; ".join(f"{n} because {why}" for why, n in refused.most_common(2))
+        raise SimplanError(
+            f"{name} can run none of the {len(configs)} configurations of {model} {what}that "
+            f"fit ({fell or 'none fit'}); plan without --framework {framework}, for another "
+            f"framework, or with other constraints"
+        )
+    return kept
 
 
 def _simulate_top(s: Search, ranked: list[Scored], top: int) -> list[Plan]:
@@ -546,7 +598,43 @@ def _baselines(s: Search) -> list[Plan]:
             if plan.fits:
                 out.append(plan)
                 break
+    return out + _recipe_baselines(s)
+
+
+def _recipe_baselines(s: Search) -> list[Plan]:
+    """The published recipes of the framework planned for that apply to this model, cluster
+    and global batch, simulated as they are (shown even when they do not fit, never merged into
+    the plans); what each was and why one did not apply go to s.recipes."""
+    if s.framework is None:
+        return []
+    from simplan.planner.recipes import recipes_for
+
+    out = []
+    for recipe in recipes_for(s.framework, s.model):
+        row: dict[str, Any] = {
+            "role": recipe.role, "name": recipe.name, "source": recipe.source,
+            "settings": recipe.settings, "approximation": recipe.approximation,
+        }  # fmt: skip
+        s.recipes.append(row)
+        config = recipe.config(
+            s.cluster.num_devices, s.global_batch, s.space.dtype, getattr(s.graph, "seq_len", 0)
+        )
+        if isinstance(config, str):
+            row["applies"], row["why_not"] = False, config
+            continue
+        row["applies"] = True
+        if not s.can_simulate():
+            s.cut.append(f"{recipe.role} not simulated before the time limit")
+            continue
+        layout = s.layouts(config.dp, config.tp, config.pp)[0]
+        plan = s.simulate(s.to_plan(s.score(config, layout), recipe.role))
+        row["fits"] = plan.fits
+        out.append(plan)
     return out
+
+
+def _is_recipe(plan: Plan) -> bool:
+    return plan.role.endswith("-recipe")
 
 
 def _merge(plans: list[Plan], baselines: list[Plan], top: int) -> list[Plan]:

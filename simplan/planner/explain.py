@@ -67,6 +67,7 @@ def compare(winner: Any, other: Any) -> str:
         f"({why or 'same breakdown'}); its peak memory "
         f"{other.predicted.get('peak_memory_bytes', 0) / GiB:.1f} GiB vs "
         f"{winner.predicted.get('peak_memory_bytes', 0) / GiB:.1f} GiB"
+        + ("" if other.fits else " (it does not fit: the memory less the headroom)")
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.planfile import FRAMEWORK_NAMES
 from simplan.transformer_shape import TransformerSpec
 
 EXPORTS = ("torchrun", "megatron", "torchtitan", "deepspeed")
@@ -85,9 +86,115 @@ def export(plan: Any, kind: str) -> str:
     raise SimplanError(f"unknown export {kind!r}: use {', '.join(EXPORTS)}")
 
 
-def refuse(kind: str, what: str) -> SimplanError:
-    fw = FRAMEWORKS[kind]
-    return SimplanError(f"cannot export to {fw.name} {fw.version}: {what}")
+class Refusal(SimplanError):
+    """A framework cannot run what was asked; `why` is the reason alone."""
+
+    def __init__(self, kind: str, why: str) -> None:
+        fw = FRAMEWORKS[RULES.get(kind, kind)]
+        super().__init__(f"cannot export to {fw.name} {fw.version}: {why}")
+        self.why = why
+
+
+def refuse(kind: str, what: str) -> Refusal:
+    return Refusal(kind, what)
+
+
+# ---- what each framework can run -----------------------------------------------------------
+# One set of rules, used by the exporters (to refuse) and by the planner (to propose only what
+# a framework can run, `simplan plan --framework`).
+
+TARGETS = FRAMEWORK_NAMES  # what --framework takes
+RULES = {"torchrun": "megatron"}  # an export kind that runs another framework's rules
+
+
+def _megatron_reason(cfg: Any) -> str | None:
+    if cfg.pp > 1 and cfg.schedule == "gpipe":
+        return (
+            "Megatron-LM runs 1F1B or interleaved 1F1B pipelines, not GPipe; plan with "
+            "--schedule 1f1b or interleaved"
+        )
+    return None
+
+
+def _torchtitan_reason(cfg: Any) -> str | None:
+    if cfg.zero in (1, 2):
+        return (
+            f"ZeRO-{cfg.zero} has no exact FSDP2 equivalent (FSDP2 shards parameters too, "
+            f"i.e. ZeRO-3; DDP shards nothing); plan with --zero 0 or 3"
+        )
+    if cfg.tp > 1 and not cfg.sequence_parallel:
+        return (
+            "its tensor parallelism always shards the norms' activations along the sequence "
+            "(sequence parallel); plan with --sequence-parallel"
+        )
+    if cfg.recompute == "selective":
+        return (
+            "its selective checkpointing (per op or every n-th layer) is not recomputation of "
+            "the attention core; plan with --recompute none or full"
+        )
+    if cfg.dtype == "fp16":
+        return "it trains in bf16 or fp32, not fp16; plan with --dtype bf16"
+    shard = cfg.dp if cfg.zero == 3 else 1
+    if cfg.dtype == "bf16" and shard == 1 and (cfg.tp > 1 or cfg.pp > 1):
+        return (
+            "without FSDP it trains TP and PP plans in fp32, not bf16 (mixed precision needs "
+            "fully_shard there); plan with --zero 3 or --dtype fp32"
+        )
+    return None
+
+
+def _deepspeed_reason(cfg: Any) -> str | None:
+    if cfg.tp > 1 or cfg.pp > 1:
+        return (
+            f"its config sets no tensor or pipeline degree (the plan has tp {cfg.tp}, pp "
+            f"{cfg.pp}: they live in the model code); use --to megatron"
+        )
+    if cfg.recompute != "none":
+        return (
+            f"its config does not switch recomputation on (the model code calls "
+            f"deepspeed.checkpointing); plan with --recompute none or use --to megatron "
+            f"(the plan recomputes {cfg.recompute})"
+        )
+    return None
+
+
+CONFIG_RULES = {
+    "megatron": _megatron_reason,
+    "torchtitan": _torchtitan_reason,
+    "deepspeed": _deepspeed_reason,
+}
+
+
+def config_reason(kind: str, cfg: Any) -> str | None:
+    """Why `kind` (a framework or export kind) cannot run the parallel configuration `cfg`,
+    in one clause; None when it can."""
+    return CONFIG_RULES[RULES.get(kind, kind)](cfg)
+
+
+def model_reason(kind: str, model: str) -> str | None:
+    """Why `kind` cannot train `model` at all (whatever the configuration); None when it can."""
+    try:
+        check_model(model, kind)
+    except Refusal as exc:
+        return exc.why
+    return None
+
+
+def unsupported(kind: str, config: Any, model: str | None = None) -> str | None:
+    """Why `kind` (a framework or export kind) cannot run `config` (of `model`, when given), as
+    one line naming the framework; None when it can."""
+    why = (model_reason(kind, model) if model is not None else None) or config_reason(kind, config)
+    if why is None:
+        return None
+    fw = FRAMEWORKS[RULES.get(kind, kind)]
+    return f"{fw.name} {fw.version} cannot run this: {why}"
+
+
+def check_config(kind: str, cfg: Any) -> None:
+    """Refuse (one line) a configuration `kind` cannot run."""
+    why = config_reason(kind, cfg)
+    if why is not None:
+        raise refuse(kind, why)
 
 
 def check_model(model: str, kind: str) -> None:
@@ -162,6 +269,7 @@ def megatron_args(plan: Any) -> list[str]:
     "--flag" or "--flag value" (values quoted for a shell)."""
     cfg = plan.config
     shape = transformer_shape(plan, "megatron")
+    check_config("megatron", cfg)
     seq = cfg.seq_len or shape.seq_len
     args = [
         f"--num-layers {shape.num_layers}",
@@ -209,12 +317,6 @@ def megatron_args(plan: Any) -> list[str]:
 
 
 def _megatron_pipeline(cfg: Any, parts: list[Chunk]) -> list[str]:
-    if cfg.schedule == "gpipe":
-        raise refuse(
-            "megatron",
-            "Megatron-LM runs 1F1B or interleaved 1F1B pipelines, not GPipe; plan with "
-            "--schedule 1f1b or interleaved",
-        )
     if len(parts) != cfg.pp * cfg.virtual_stages:
         raise refuse(
             "megatron",
@@ -271,33 +373,8 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
     cfg = plan.config
     shape = transformer_shape(plan, "torchtitan")
     flavor = torchtitan_flavor(shape)
-    if cfg.zero in (1, 2):
-        raise refuse(
-            "torchtitan",
-            f"ZeRO-{cfg.zero} has no exact FSDP2 equivalent (FSDP2 shards parameters too, "
-            f"i.e. ZeRO-3; DDP shards nothing); plan with --zero 0 or 3",
-        )
-    if cfg.tp > 1 and not cfg.sequence_parallel:
-        raise refuse(
-            "torchtitan",
-            "its tensor parallelism always shards the norms' activations along the sequence "
-            "(sequence parallel); plan with --sequence-parallel",
-        )
-    if cfg.recompute == "selective":
-        raise refuse(
-            "torchtitan",
-            "its selective checkpointing (per op or every n-th layer) is not recomputation of "
-            "the attention core; plan with --recompute none or full",
-        )
-    if cfg.dtype == "fp16":
-        raise refuse("torchtitan", "it trains in bf16 or fp32, not fp16; plan with --dtype bf16")
+    check_config("torchtitan", cfg)
     shard = cfg.dp if cfg.zero == 3 else 1
-    if cfg.dtype == "bf16" and shard == 1 and (cfg.tp > 1 or cfg.pp > 1):
-        raise refuse(
-            "torchtitan",
-            "without FSDP it trains TP and PP plans in fp32, not bf16 (mixed precision needs "
-            "fully_shard there); plan with --zero 3 or --dtype fp32",
-        )
     parallelism: dict[str, Any] = {
         "data_parallel_replicate_degree": cfg.dp // shard,
         "data_parallel_shard_degree": shard,
@@ -368,19 +445,7 @@ def _toml_value(value: Any) -> str:
 def deepspeed_config(plan: Any) -> dict[str, Any]:
     """The DeepSpeed config (ds_config.json) of a data-parallel plan."""
     cfg = plan.config
-    if cfg.tp > 1 or cfg.pp > 1:
-        raise refuse(
-            "deepspeed",
-            f"its config sets no tensor or pipeline degree (the plan has tp {cfg.tp}, pp "
-            f"{cfg.pp}: they live in the model code); use --to megatron",
-        )
-    if cfg.recompute != "none":
-        raise refuse(
-            "deepspeed",
-            f"its config does not switch recomputation on (the model code calls "
-            f"deepspeed.checkpointing); plan with --recompute none or use --to megatron "
-            f"(the plan recomputes {cfg.recompute})",
-        )
+    check_config("deepspeed", cfg)
     config: dict[str, Any] = {
         "train_batch_size": cfg.global_batch,
         "train_micro_batch_size_per_gpu": cfg.micro_batch,

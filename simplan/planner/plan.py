@@ -18,7 +18,8 @@ class Plan:
     cluster it runs on; config: degrees, knobs and `stages` (layer boundaries per chunk);
     placement: placement[rank] = device; estimate: the analytic estimate; predicted: the
     simulated step (step_time_s, tokens_per_s, mfu, peak_memory_bytes, fits_memory, ...);
-    solves: the ILP records; role: 'plan', 'baseline:pure-dp' or 'baseline:megatron'."""
+    solves: the ILP records; role: 'plan', 'baseline:pure-dp', 'baseline:megatron' or
+    'baseline:<framework>-recipe'; framework: the framework it was planned for (None: any)."""
 
     model: str
     cluster: ClusterRef
@@ -29,6 +30,7 @@ class Plan:
     predicted: dict[str, Any] = field(default_factory=dict)
     solves: tuple[dict[str, Any], ...] = ()
     role: str = "plan"
+    framework: str | None = None
     graph: ModelGraph | None = field(default=None, repr=False, compare=False)
     cluster_obj: Any = field(default=None, repr=False, compare=False)
 
@@ -95,6 +97,7 @@ class Plan:
                 "stage_layers": stage_layers(self.config, self.graph),
                 "estimate": dict(self.estimate),
                 "solver": list(self.solves),
+                **({"framework": self.framework} if self.framework else {}),
             },
         )
 
@@ -140,4 +143,5 @@ def from_planfile(pf: PlanFile) -> Plan:
         predicted=dict(pf.predicted),
         solves=tuple(extra.get("solver", [])),
         role=str(extra.get("role", "plan")),
+        framework=extra.get("framework"),
     )

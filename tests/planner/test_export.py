@@ -353,7 +353,7 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name, (model, cluster, nodes, batch) in SCENARIOS.items():
         directory = tmp_path_factory.mktemp(name)
         argv = ["plan", "--model", model, "--cluster", cluster, "--global-batch", batch,
-                "--time-limit", "10", "--top", "1", "--out", str(directory)]  # fmt: skip
+                "--time-limit", "40", "--top", "1", "--out", str(directory)]  # fmt: skip
         if nodes:
             argv += ["--nodes", nodes]
         assert main(argv) == 0
