@@ -12,8 +12,9 @@ device; every mode then runs at that micro-batch, so that the rows differ only i
 Each mode is one single-rank run of simplan.runtime (its worker's `train`, in this process, so
 that the CUDA allocator's peaks can be read after it): --warmup untimed steps, then --steps timed
 ones; step time is their median. Peak memory: torch.cuda.max_memory_allocated and
-max_memory_reserved over the run (reset before each mode), beside what the runtime itself reports
-(RankResult.peak_memory_bytes and its method; on CPU the only figure). A mode the runtime does not
+max_memory_reserved over the run (reset before each mode), beside the tensor memory the runtime
+measures in its last warm-up step (RankResult.tracked_peak_bytes and the phase of its peak; on
+CPU the only figure). A mode the runtime does not
 run, or that runs out of memory, is a row with the reason.
 
 Writes one JSON record to --runs-dir (traces/runs/<time>-gpu-recompute-<model>-<id>.json) with
@@ -56,8 +57,8 @@ class Row:
     step_s: tuple[float, ...] = ()
     max_memory_allocated_bytes: float | None = None
     max_memory_reserved_bytes: float | None = None
-    runtime_peak_bytes: float | None = None
-    runtime_memory_method: str = ""
+    runtime_peak_bytes: float | None = None  # live tensor bytes at the step's peak (the probe's)
+    runtime_peak_phase: str = ""
     predicted_step_time_s: float | None = None
     predicted_peak_bytes: float | None = None
     error: str = ""
@@ -110,13 +111,8 @@ def job_for(args: argparse.Namespace, mode: str, micro_batch: int) -> Any:
     )
 
 
-RUNS_IN_PROCESS: list[str] = []  # the modes run so far in this process
-
-
 def measure(args: argparse.Namespace, mode: str, micro_batch: int) -> Row:
-    """One single-rank run of the runtime in this process, with the allocator's peaks. A
-    runtime figure that is the process's lifetime maximum (ru_maxrss) is kept for the first run
-    only: after it, it would be the earlier run's."""
+    """One single-rank run of the runtime in this process, with the allocator's peaks."""
     import torch
 
     from simplan.ranks import free_port
@@ -137,9 +133,6 @@ def measure(args: argparse.Namespace, mode: str, micro_batch: int) -> Row:
             if torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
             return Row(mode=mode, micro_batch=micro_batch, error="out of memory")
-    lifetime = result.memory_method.startswith("ru_maxrss")
-    runtime_peak = None if lifetime and RUNS_IN_PROCESS else result.peak_memory_bytes
-    RUNS_IN_PROCESS.append(mode)
     return Row(
         mode=mode,
         micro_batch=micro_batch,
@@ -147,8 +140,8 @@ def measure(args: argparse.Namespace, mode: str, micro_batch: int) -> Row:
         step_s=tuple(result.step_s),
         max_memory_allocated_bytes=float(torch.cuda.max_memory_allocated()) if cuda else None,
         max_memory_reserved_bytes=float(torch.cuda.max_memory_reserved()) if cuda else None,
-        runtime_peak_bytes=runtime_peak,
-        runtime_memory_method=result.memory_method,
+        runtime_peak_bytes=float(result.tracked_peak_bytes) or None,
+        runtime_peak_phase=result.peak_phase,
     )
 
 
@@ -238,14 +231,14 @@ def table(rows: list[Row]) -> str:
                 _gib(r.max_memory_allocated_bytes),
                 _gib(r.max_memory_reserved_bytes),
                 _gib(r.runtime_peak_bytes),
-                r.runtime_memory_method or "-",
+                r.runtime_peak_phase or "-",
                 "-" if r.predicted_step_time_s is None else f"{r.predicted_step_time_s * 1e3:.1f}",
                 _gib(r.predicted_peak_bytes),
                 r.error,
             ]
         )
     heads = ["recompute", "mb", "step ms", "vs none", "max allocated GiB", "max reserved GiB",
-             "runtime peak GiB", "runtime method", "simulated step ms", "simulated peak GiB",
+             "runtime peak GiB", "peak phase", "simulated step ms", "simulated peak GiB",
              "note"]  # fmt: skip
     return render(heads, body)
 

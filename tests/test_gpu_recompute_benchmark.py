@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simplan.errors import SimplanError
-
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_recompute.py"
 
@@ -38,11 +36,9 @@ def test_smoke_runs_every_mode_and_writes_one_record(tmp_path) -> None:
     # the simulator's view, beside the measurement: full recomputation trades time for memory
     assert rows["full"]["predicted_peak_bytes"] < none["predicted_peak_bytes"]
     assert rows["full"]["predicted_step_time_s"] > none["predicted_step_time_s"]
-    for row in rows.values():
-        if row["error"]:  # a mode the runtime refuses: its own reason, nothing measured
-            assert row["error"] == f"not run: {refusal(row['mode'])}"
-            assert row["step_time_s"] is None
-            continue
+    for row in rows.values():  # the runtime runs every mode: each one measured
+        assert row["error"] == "", row["error"]
+        assert row["runtime_peak_bytes"] > 0 and row["runtime_peak_phase"]
         assert row["step_time_s"] > 0 and row["micro_batch"] == none["micro_batch"]
         if cuda:
             assert row["max_memory_reserved_bytes"] >= row["max_memory_allocated_bytes"] > 0
@@ -52,24 +48,6 @@ def test_smoke_runs_every_mode_and_writes_one_record(tmp_path) -> None:
     for mode in rows:
         assert mode in done.stdout
     assert str(path) in done.stdout
-
-
-def refusal(mode: str) -> str:
-    """What the runtime says when it does not run `mode`."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import argparse
-
-        from gpu_recompute import job_for
-
-        args = argparse.Namespace(model="gpt-tiny", dtype="fp32", seq_len=0, steps=2, warmup=1,
-                                  timeout=60.0)  # fmt: skip
-        job_for(args, mode, 2)
-    except SimplanError as exc:
-        return str(exc)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return ""
 
 
 def test_bad_modes_are_refused(tmp_path) -> None:
