@@ -109,6 +109,13 @@ class JobState:
     def steps_left(self, now_s: float) -> float:
         return max(0.0, self.total_steps - self.steps_at(now_s))
 
+    def gpu_s_on(self, gpu_type: str, now_s: float) -> float:
+        """GPU-seconds the job has held on gpu_type, the running segment included."""
+        held = self.gpu_s_by_type.get(gpu_type, 0.0)
+        if self.placement is not None and self.placement.gpu_type == gpu_type:
+            held += (now_s - self.seg_start_s) * self.placement.gpus
+        return held
+
     def attained_at(self, now_s: float) -> float:
         if self.placement is None:
             return self.attained_gpu_s

@@ -7,8 +7,9 @@ from simplan.topology.cluster_spec import ClusterSpec, load_spec
 
 
 class LinearSpeeds:
-    """step_time = base_s[model] / gpus * (1 + spread_penalty * (nodes - 1)) * type_factor[type];
-    None for a type listed in `no` for that model."""
+    """step_time = base_s[model] / gpus * (1 + spread_penalty * (nodes - 1)) * factor, factor
+    being type_factor["model@type"], else type_factor["type"], else 1; None for a type listed
+    in `no` for that model."""
 
     def __init__(
         self,
@@ -23,7 +24,9 @@ class LinearSpeeds:
     def step_time_s(self, job: Job, shape: Shape) -> float | None:
         if self.no.get(job.model) == shape.gpu_type:
             return None
-        factor = self.type_factor.get(shape.gpu_type, 1.0)
+        factor = self.type_factor.get(
+            f"{job.model}@{shape.gpu_type}", self.type_factor.get(shape.gpu_type, 1.0)
+        )
         spread = 1 + self.spread_penalty * (shape.nodes - 1)
         return self.base_s[job.model] / shape.gpus * spread * factor
 
