@@ -135,9 +135,9 @@ class ClusterSim:
         if not jobs:
             raise SimplanError("the trace has no jobs; give at least one")
         self.env = simpy.Environment()
-        self.state = ClusterState(nodes=nodes, speeds=speeds)
-        self.policy, self.cluster_name = policy, cluster_name
         self.options = options or SimOptions()
+        self.state = ClusterState(nodes=nodes, speeds=speeds, restart_s=self.options.checkpoint_s)
+        self.policy, self.cluster_name = policy, cluster_name
         self.pending = sorted(jobs, key=lambda j: j.arrival_s)
         self.states = {j.id: self._job_state(j, work(j)) for j in self.pending}
         self.active: dict[str, JobState] = {}

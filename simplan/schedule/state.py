@@ -40,6 +40,7 @@ class Request:
     job_id: str
     gpus: int
     gpu_type: str = ""
+    move_off_slow: bool = False  # a running job on a slowed node may be moved (restarted)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,11 +126,12 @@ class JobState:
 @dataclass(kw_only=True, eq=False)
 class ClusterState:
     """The cluster now: nodes, which are up, each node's slowdown factor (1: healthy; a
-    straggler runs slower), and the speed table."""
+    straggler runs slower), the speed table, and the time a job loses when it restarts."""
 
     nodes: tuple[Node, ...]
     speeds: SpeedTable
     now_s: float = 0.0
+    restart_s: float = 0.0
     up: list[bool] = field(default_factory=list)
     slowdown: list[float] = field(default_factory=list)
 
@@ -205,6 +207,7 @@ def _keeps(request: Request, current: Placement | None, state: ClusterState) -> 
         and current.gpus == request.gpus
         and request.gpu_type in ("", current.gpu_type)
         and all(state.up[i] for i, _ in current.per_node)
+        and not (request.move_off_slow and any(state.slowdown[i] > 1 for i, _ in current.per_node))
     )
 
 

@@ -11,8 +11,10 @@ The problem is plain arrays (the solver never sees jobs or clusters):
   with H = last release + sum of each job's shortest duration (a serial schedule fits);
 - (1) each job starts once: sum_{o,s} x[j,o,s] = 1;
 - (2) capacity: for each pool p and slot t, sum of gpus[j][o] x[j,o,s] over the options of p
-  running at t (s <= t < s + dur) <= capacity[p];
-- completion C_j = sum_{o,s} (s + dur[j][o]) x[j,o,s]; objective sum_j w_j C_j (weighted) or
+  running at t (s <= t < s + len) <= capacity[p];
+- a job with resume[j] > 0 (one running now, released at slot 0) runs resume[j] slots longer
+  when it starts later (it is stopped and restarts from a checkpoint): len(j,o,s);
+- completion C_j = sum_{o,s} (s + len(j,o,s)) x[j,o,s]; objective sum_j w_j C_j (weighted) or
   M >= C_j for all j, min M (makespan).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pulp
@@ -39,6 +42,8 @@ class StaticProblem:
     dur: tuple[tuple[int, ...], ...]
     capacity: tuple[int, ...]
     objective: str = "weighted"
+    pinned: tuple[bool, ...] = ()  # jobs that must start at their release slot
+    resume: tuple[int, ...] = ()  # extra slots when a job starts after its release (a restart)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -49,13 +54,30 @@ class StaticProblem:
             if any(self.gpus[j][o] > self.capacity[p] for o, p in enumerate(self.pool[j])):
                 raise ValueError(f"job {j}: an option needs more GPUs than its pool has")
 
+    def length(self, j: int, o: int, s: int) -> int:
+        """Slots option o of job j runs when it starts at slot s."""
+        late = bool(self.resume) and s > self.release[j]
+        return self.dur[j][o] + (self.resume[j] if late else 0)
+
+    def is_pinned(self, j: int) -> bool:
+        return bool(self.pinned) and self.pinned[j]
+
+    def starts(self, j: int, o: int) -> range:
+        """The start slots of option o of job j within the horizon."""
+        if self.is_pinned(j):
+            return range(self.release[j], self.release[j] + 1)
+        extra = self.resume[j] if self.resume else 0
+        last = self.horizon - self.dur[j][o] - extra
+        return range(self.release[j], max(last, self.release[j]) + 1)
+
     @property
     def jobs(self) -> int:
         return len(self.release)
 
-    @property
+    @cached_property
     def horizon(self) -> int:
-        return max(self.release) + sum(min(d) for d in self.dur)
+        extra = sum(self.resume) if self.resume else 0
+        return max(self.release) + sum(min(d) for d in self.dur) + extra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,32 +97,28 @@ class StaticSolution:
 def objective_value(
     problem: StaticProblem, option: tuple[int, ...], start: tuple[int, ...]
 ) -> float:
-    ends = [start[j] + problem.dur[j][option[j]] for j in range(problem.jobs)]
+    ends = [start[j] + problem.length(j, option[j], start[j]) for j in range(problem.jobs)]
     if problem.objective == "makespan":
         return float(max(ends))
     return float(sum(w * c for w, c in zip(problem.weight, ends, strict=True)))
 
 
 def feasible(problem: StaticProblem, option: tuple[int, ...], start: tuple[int, ...]) -> bool:
-    use = np.zeros((len(problem.capacity), problem.horizon + max(max(d) for d in problem.dur)))
+    use = np.zeros((len(problem.capacity), 2 * problem.horizon + max(max(d) for d in problem.dur)))
     for j in range(problem.jobs):
         o = option[j]
         if start[j] < problem.release[j]:
             return False
-        use[problem.pool[j][o], start[j] : start[j] + problem.dur[j][o]] += problem.gpus[j][o]
+        end = start[j] + problem.length(j, o, start[j])
+        use[problem.pool[j][o], start[j] : end] += problem.gpus[j][o]
     return bool((use <= np.array(problem.capacity)[:, None]).all())
 
 
 def brute_force(problem: StaticProblem) -> StaticSolution:
     """Every option and start slot of every job within the horizon: exact, exponential."""
     started = time.perf_counter()
-    horizon = problem.horizon
     choices = [
-        [
-            (o, s)
-            for o, d in enumerate(problem.dur[j])
-            for s in range(problem.release[j], horizon - d + 1)
-        ]
+        [(o, s) for o in range(len(problem.dur[j])) for s in problem.starts(j, o)]
         for j in range(problem.jobs)
     ]
     best: tuple[float, tuple[int, ...], tuple[int, ...]] | None = None
@@ -125,11 +143,11 @@ def solve_ilp(problem: StaticProblem, *, time_limit_s: float = 10.0) -> StaticSo
     prob = pulp.LpProblem("static_schedule", pulp.LpMinimize)
     x: dict[tuple[int, int, int], pulp.LpVariable] = {}
     for j in range(problem.jobs):
-        for o, d in enumerate(problem.dur[j]):
-            for s in range(problem.release[j], horizon - d + 1):
+        for o in range(len(problem.dur[j])):
+            for s in problem.starts(j, o):
                 x[j, o, s] = prob.add_variable(f"x_{j}_{o}_{s}", 0, 1, cat="Binary")
     completion = {
-        j: pulp.lpSum((s + problem.dur[j][o]) * v for (jj, o, s), v in x.items() if jj == j)
+        j: pulp.lpSum((s + problem.length(j, o, s)) * v for (jj, o, s), v in x.items() if jj == j)
         for j in range(problem.jobs)
     }
     if problem.objective == "makespan":
@@ -170,7 +188,7 @@ def _capacity_rows(
 ) -> None:  # fmt: skip
     rows: dict[tuple[int, int], list[tuple[int, pulp.LpVariable]]] = {}
     for (j, o, s), v in x.items():
-        for t in range(s, s + problem.dur[j][o]):
+        for t in range(s, s + problem.length(j, o, s)):
             rows.setdefault((problem.pool[j][o], t), []).append((problem.gpus[j][o], v))
     for (p, t), terms in sorted(rows.items()):
         if sum(g for g, _ in terms) > problem.capacity[p]:
@@ -194,7 +212,8 @@ def list_schedule(problem: StaticProblem, order: list[int] | None = None) -> Sta
     started = time.perf_counter()
     if order is None:
         order = sorted(
-            range(problem.jobs), key=lambda j: (-problem.weight[j] / min(problem.dur[j]), j)
+            range(problem.jobs),
+            key=lambda j: (not problem.is_pinned(j), -problem.weight[j] / min(problem.dur[j]), j),
         )
     length = problem.horizon + max(max(d) for d in problem.dur) + 1
     free = np.array(problem.capacity, dtype=np.int64)[:, None].repeat(length, axis=1)
@@ -202,12 +221,17 @@ def list_schedule(problem: StaticProblem, order: list[int] | None = None) -> Sta
     for j in order:
         best: tuple[int, int, int] | None = None
         for o, d in enumerate(problem.dur[j]):
-            s = earliest_start(free[problem.pool[j][o]], problem.gpus[j][o], d, problem.release[j])
+            s = problem.release[j]
+            if not problem.is_pinned(j):
+                s = earliest_start(free[problem.pool[j][o]], problem.gpus[j][o], d, s)
+                if s > problem.release[j] and problem.resume:
+                    d = problem.length(j, o, s)
+                    s = earliest_start(free[problem.pool[j][o]], problem.gpus[j][o], d, s)
             if best is None or s + d < best[0]:
                 best = (s + d, o, s)
         assert best is not None
-        _, o, s = best
-        free[problem.pool[j][o], s : s + problem.dur[j][o]] -= problem.gpus[j][o]
+        end, o, s = best
+        free[problem.pool[j][o], s:end] -= problem.gpus[j][o]
         option[j], start[j] = o, s
     value = objective_value(problem, tuple(option), tuple(start))
     return StaticSolution(
