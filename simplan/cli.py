@@ -25,6 +25,7 @@ COMMANDS = (
     "bench_comm",
     "validate",
     "report",
+    "schedule",
 )
 
 DESCRIPTION = """\

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 SCHEDULE_SCHEMA_VERSION = 1
@@ -89,3 +90,46 @@ def results_document(results: list[ScheduleResult], trace: str) -> dict[str, Any
         "trace": trace,
         "results": [r.to_dict() for r in results],
     }
+
+
+def result_from_dict(data: dict[str, Any]) -> ScheduleResult:
+    """A ScheduleResult from its to_dict() form (KeyError/TypeError/ValueError when malformed)."""
+    jobs = tuple(
+        JobRecord(**{k: v for k, v in j.items() if k not in ("jct_s", "queueing_s")})
+        for j in data["jobs"]
+    )
+    return ScheduleResult(
+        policy=str(data["policy"]),
+        cluster=str(data["cluster"]),
+        total_gpus=int(data["total_gpus"]),
+        metrics=Metrics(**data["metrics"]),
+        jobs=jobs,
+        busy=tuple((float(t), int(g)) for t, g in data["busy"]),
+        events=int(data["events"]),
+        wall_s=float(data["wall_s"]),
+        notes=tuple(str(n) for n in data["notes"]),
+    )
+
+
+def read_results(path: str | Path) -> tuple[str, list[ScheduleResult]]:
+    """(trace, results) of a schedule.json written by `simplan schedule --out` or `--json`."""
+    from simplan.errors import SimplanError
+    from simplan.io import read_json_object
+
+    data = read_json_object(path)
+    schema = data.get("schema")
+    if not isinstance(schema, dict) or schema.get("kind") != "schedule":
+        raise SimplanError(
+            f"{path}: not a simplan schedule file; write one with simplan schedule --out DIR"
+        )
+    if schema.get("version") != SCHEDULE_SCHEMA_VERSION:
+        raise SimplanError(
+            f"{path}: schedule schema version {schema.get('version')!r} is not supported; "
+            "rerun simplan schedule"
+        )
+    try:
+        return str(data["trace"]), [result_from_dict(r) for r in data["results"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SimplanError(
+            f"{path}: a malformed schedule result ({exc!r}); rerun simplan schedule"
+        ) from None

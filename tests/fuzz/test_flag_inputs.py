@@ -33,6 +33,8 @@ BASE: dict[tuple[str, ...], tuple[str, ...]] = {
                           "--global-batch", "8", "--vary", "micro-batch", "--values", "1"),
     ("report", "plan"): ("report", "plan", "plans.json"),
     ("report", "validation"): ("report", "validation"),
+    ("report", "schedule"): ("report", "schedule", "schedule.json"),
+    ("schedule",): ("schedule", "--trace", "jobs.csv", "--cluster", "dgx-a100"),
 }  # fmt: skip
 BAD_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e30", "2.5", "many", "")
 
