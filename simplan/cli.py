@@ -26,6 +26,7 @@ COMMANDS = (
     "validate",
     "report",
     "trace",
+    "schedule",
 )
 
 DESCRIPTION = """\
