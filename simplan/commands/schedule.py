@@ -77,6 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seconds a job loses at each restart (default 30)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--out", metavar="DIR", help="write schedule.json, figures and index.md")
+    from simplan.commands.schedule_run import add_run_flags
+
+    add_run_flags(p)
     p.set_defaults(func=run)
 
 
@@ -124,10 +127,14 @@ def load_workload(args: argparse.Namespace, spec: ClusterSpec) -> Workload:
 
 
 def run(args: argparse.Namespace) -> int:
+    from simplan.commands.schedule_run import check_run_flags, run_real
     from simplan.schedule.cluster import SimOptions
     from simplan.schedule.run import run_policies
     from simplan.topology.cluster_spec import load_spec
 
+    check_run_flags(args)
+    if args.run:
+        return run_real(args)
     names = policy_names(args)
     if args.out:
         from simplan.outputs import check_output_dir

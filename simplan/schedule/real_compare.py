@@ -2,7 +2,7 @@
 
 Order of work (`execute`): the modelled step time of every job on every slot count it may get
 (RunSpeeds, measured profiles; before any clock runs), the measured launch costs
-(real_costs.measure_costs), the simulation (ModelledClusterSim), then the real run
+(real_costs.measure_costs, unless given), the simulation (ModelledClusterSim), then the real run
 (RealClusterRun). `comparison_document` is the record written under traces/schedule/.
 
 Errors are (simulated - measured) / measured, for the makespan, the average JCT and each JCT.
@@ -79,6 +79,7 @@ def execute(
     timeout_s: float = 120.0,
     profiled: bool = True,
     work_dir: Path | None = None,
+    costs: LaunchCosts | None = None,
     echo: Callable[[str], None] = lambda _: None,
 ) -> RealComparison:
     from simplan.schedule.real_launch import rank_context
@@ -95,9 +96,10 @@ def execute(
     workload = Workload(jobs=tuple(jobs), spec=spec, speeds=speeds, work=job_steps)
     with tempfile.TemporaryDirectory(prefix="simplan-schedule-", dir=work_dir) as tmp:
         context = rank_context()
-        costs = measure_costs(
-            jobs, lambda j: slot_counts(j, slots), Path(tmp) / "costs", context, echo
-        )
+        if costs is None:
+            costs = measure_costs(
+                jobs, lambda j: slot_counts(j, slots), Path(tmp) / "costs", context, echo
+            )
         chosen, notes = make_policy(policy, workload)
         sim = ModelledClusterSim(
             jobs, nodes, speeds, chosen, SimOptions(checkpoint_s=0.0),

@@ -42,13 +42,14 @@ def run_config(job: Job, gpus: int) -> ParallelConfig | None:
 
 
 def run_spec(job: Job, gpus: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
-    """The runtime's JobSpec of a job on `gpus` slots (adam, one thread, default scheduler)."""
+    """The runtime's JobSpec of a job on `gpus` slots: adam, one thread per rank, SCHED_FIFO
+    where permitted (as the runtime runs and as its calibration was measured)."""
     from simplan.runtime.job import JobSpec
 
     config = run_config(job, gpus)
     assert config is not None
     return JobSpec(model=job.model, config=config, warmup=0, baseline_steps=0,
-                   timeout_s=timeout_s, realtime=False)  # fmt: skip
+                   timeout_s=timeout_s, realtime=True)  # fmt: skip
 
 
 class RunSpeeds:

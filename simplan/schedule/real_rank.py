@@ -32,7 +32,8 @@ class RankTask:
     total_steps: the job's optimizer steps in all; a launch continues from its checkpoint.
     ckpt_dir: the job's checkpoints (simplan.schedule.checkpointing), kept across launches.
     stop_file: its existence asks the ranks to checkpoint and exit.
-    fault: 'crash@RANK:STEP' makes a rank fail on purpose before that step (tests).
+    fault: 'crash@RANK:STEP' or 'hang@RANK:STEP' makes a rank fail or stall on purpose before
+        that step (tests of failure handling).
     """
 
     job: JobSpec
@@ -134,7 +135,10 @@ def train_step(trainer: Any) -> float:
 def _maybe_fail(fault: str, rank: int, step: int) -> None:
     if not fault:
         return
-    _, _, where = fault.partition("@")
+    kind, _, where = fault.partition("@")
     at_rank, _, at_step = where.partition(":")
-    if int(at_rank) == rank and int(at_step) == step:
-        raise RuntimeError(f"injected crash at step {step}")
+    if int(at_rank) != rank or int(at_step) != step:
+        return
+    while kind == "hang":
+        time.sleep(1.0)
+    raise RuntimeError(f"injected crash at step {step}")
