@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,7 @@ class RealClusterRun(ClusterSim):
         cluster_name: str = "",
         timeout_s: float = 120.0,
         echo: Callable[[str], None] = lambda _: None,
+        faults: Mapping[str, str] | None = None,
     ) -> None:
         options = SimOptions(checkpoint_s=0.0)
         super().__init__(
@@ -116,6 +117,8 @@ class RealClusterRun(ClusterSim):
         self.costs, self.run_dir, self.context = costs, run_dir, context
         self.timeout_s, self.echo = timeout_s, echo
         self.launches: dict[str, Launch] = {}
+        self.started: list[Launch] = []  # every launch, in order
+        self.faults = dict(faults or {})  # job id -> RankTask.fault (tests of failures)
         self.records: list[LaunchRecord] = []
         self._real_start = time.monotonic()
 
@@ -143,10 +146,13 @@ class RealClusterRun(ClusterSim):
             total_steps=int(js.total_steps),
             ckpt_dir=str(folder / "ckpt"),
             stop_file=str(folder / "stop"),
+            fault=self.faults.get(js.id, ""),
         )
         Path(task.stop_file).unlink(missing_ok=True)
         launch_dir = folder / f"launch{sum(r.job_id == js.id for r in self.records)}"
-        return Launch(task, ranks, launch_dir, self.context)
+        launch = Launch(task, ranks, launch_dir, self.context)
+        self.started.append(launch)
+        return launch
 
     def _stop(self, js: JobState, reason: str) -> None:
         launch = self.launches.pop(js.id, None)

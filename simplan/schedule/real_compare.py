@@ -70,6 +70,20 @@ def slot_counts(job: Job, slots: int) -> list[int]:
     return [n for n in range(job.min_gpus, top + 1) if run_config(job, n) is not None]
 
 
+RIGID_POLICIES = ("fifo", "srtf", "las")
+
+
+def rigid_count(job: Job, slots: int) -> list[int]:
+    """The slot count a rigid policy gives a job (ClusterSim's rigid_size: max_gpus, else
+    min_gpus, halved while the batch does not split)."""
+    n = min(job.max_gpus or job.min_gpus, slots)
+    while n >= job.min_gpus:
+        if run_config(job, n) is not None:
+            return [n]
+        n //= 2
+    return []
+
+
 def execute(
     jobs: Sequence[Job],
     spec: ClusterSpec,
@@ -89,17 +103,18 @@ def execute(
     jobs = scaled(jobs, time_scale)
     nodes = cluster_nodes(spec)
     speeds = RunSpeeds(profiled=profiled)
-    echo("modelling each job's step time on each slot count")
+    def sizes(job: Job) -> list[int]:
+        return rigid_count(job, slots) if policy in RIGID_POLICIES else slot_counts(job, slots)
+
+    echo("modelling each job's step time on the slot counts the policy may give it")
     for job in jobs:
-        for n in slot_counts(job, slots):
+        for n in sizes(job):
             speeds.step_time_s(job, Shape(gpu_type=nodes[0].gpu_type, gpus=n, nodes=1))
     workload = Workload(jobs=tuple(jobs), spec=spec, speeds=speeds, work=job_steps)
     with tempfile.TemporaryDirectory(prefix="simplan-schedule-", dir=work_dir) as tmp:
         context = rank_context()
         if costs is None:
-            costs = measure_costs(
-                jobs, lambda j: slot_counts(j, slots), Path(tmp) / "costs", context, echo
-            )
+            costs = measure_costs(jobs, sizes, Path(tmp) / "costs", context, echo)
         chosen, notes = make_policy(policy, workload)
         sim = ModelledClusterSim(
             jobs, nodes, speeds, chosen, SimOptions(checkpoint_s=0.0),

@@ -76,3 +76,37 @@ def test_run_flags_are_checked_first(extra: list[str], needle: str) -> None:
     result = run_cli("schedule", "--trace", "examples/traces/tiny.csv", "--cluster", cluster,
                      *extra)  # fmt: skip
     assert_one_line_error(result, needle)
+
+
+@pytest.mark.distributed
+def test_a_failing_job_stops_the_run_and_every_rank(tmp_path: Path) -> None:
+    from simplan.ranks import RankFailure
+    from simplan.schedule.real import RealClusterRun, job_steps
+    from simplan.schedule.real_costs import RunSpeeds
+    from simplan.schedule.real_launch import rank_context
+    from simplan.schedule.run import Workload, make_policy
+    from simplan.schedule.state import cluster_nodes
+
+    spec = load_spec("localhost-cpu")
+    one = {"min_gpus": 1, "max_gpus": 1}
+    jobs = (Job(id="ok", model="mlp", global_batch=4, work=10**7, **one),
+            Job(id="bad", model="mlp", global_batch=4, work=100, arrival_s=0.5, **one))  # fmt: skip
+    speeds = RunSpeeds(profiled=False)
+    policy, _ = make_policy("fifo", Workload(jobs=jobs, spec=spec, speeds=speeds, work=job_steps))
+    run = RealClusterRun(jobs, cluster_nodes(spec), speeds, policy, costs=NO_COSTS,
+                         run_dir=tmp_path, context=rank_context(),
+                         faults={"bad": "crash@0:3"})  # fmt: skip
+    with pytest.raises(RankFailure, match="injected crash at step 3"):
+        run.run()
+    assert [launch.task.fault for launch in run.started] == ["", "crash@0:3"]
+    pids = [p.pid for launch in run.started for p in launch.procs]
+    assert all(pid is not None and _gone(pid) for pid in pids)
+    assert not run.launches
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
