@@ -102,7 +102,8 @@ def execute(
     slots = check_slots(spec)
     jobs = scaled(jobs, time_scale)
     nodes = cluster_nodes(spec)
-    speeds = RunSpeeds(profiled=profiled)
+    context = rank_context()
+    speeds = RunSpeeds(profiled=profiled, context=context)
     def sizes(job: Job) -> list[int]:
         return rigid_count(job, slots) if policy in RIGID_POLICIES else slot_counts(job, slots)
 
@@ -112,7 +113,6 @@ def execute(
             speeds.step_time_s(job, Shape(gpu_type=nodes[0].gpu_type, gpus=n, nodes=1))
     workload = Workload(jobs=tuple(jobs), spec=spec, speeds=speeds, work=job_steps)
     with tempfile.TemporaryDirectory(prefix="simplan-schedule-", dir=work_dir) as tmp:
-        context = rank_context()
         if costs is None:
             costs = measure_costs(jobs, sizes, Path(tmp) / "costs", context, echo)
         chosen, notes = make_policy(policy, workload)

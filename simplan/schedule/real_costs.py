@@ -3,10 +3,13 @@ start, stop and restart a job there.
 
 - `RunSpeeds`: a SpeedTable of the plan each job really runs on n CPU slots (data parallel over n
   gloo ranks, one micro-batch of global_batch / n per rank, fp32, `run_config`), priced by
-  simplan's simulator: with this machine's measured layer profile (simplan.validate.profile_for,
-  measured once per model and micro-batch, kept under traces/profiles/) and the local cluster's
+  simplan's simulator: with this machine's layer profile of the model at that micro-batch
+  (simplan.validate.profile_for, written under traces/profiles/) and the local cluster's
   calibration (validate.local_cluster), or, with profiled=False, the device model alone (fast,
-  for tests). None where global_batch is not divisible by n.
+  for tests). None where global_batch is not divisible by n. Each profile is measured afresh,
+  once per run, in a child process that runs as the ranks do (one thread, SCHED_FIFO where
+  permitted): on a busy machine a profile measured at normal priority prices the other
+  tenants' load, which the ranks do not see.
 - `LaunchCosts`: measured once per model and rank count before a schedule runs
   (`measure_costs`): one launch that saves a checkpoint without training and one that loads it;
   launch_s is the time a launch holds its slots besides training, saving and loading (process
@@ -55,8 +58,8 @@ def run_spec(job: Job, gpus: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
 class RunSpeeds:
     """Step time of the plan a job runs on a shape of CPU slots (see the module's docstring)."""
 
-    def __init__(self, *, profiled: bool = True) -> None:
-        self.profiled = profiled
+    def __init__(self, *, profiled: bool = True, context: Any = None) -> None:
+        self.profiled, self.context = profiled, context
         self._memo: dict[tuple[str, int], float | None] = {}
 
     def step_time_s(self, job: Job, shape: Shape) -> float | None:
@@ -75,9 +78,36 @@ class RunSpeeds:
         cluster = local_cluster(gpus)
         if not self.profiled:
             return float(simulate(job.model, cluster, config, record=False).step_time_s)
+        measure_profile(job.model, config, self.context)
         profile, _ = profile_for(job.model, config, threads=1)
         result = simulate(profile.model, cluster, config, profile=profile, record=False)
         return float(result.step_time_s)
+
+
+def measure_profile(model: str, config: ParallelConfig, context: Any = None) -> None:
+    """Measure (again) the layer profile profile_for keeps, in a child process under the
+    ranks' scheduling; SimplanError when that fails."""
+    import multiprocessing
+
+    from simplan.errors import SimplanError
+
+    ctx = context or multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_profile_child, args=(model, config))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SimplanError(
+            f"measuring the layer profile of {model} at micro-batch {config.micro_batch} failed "
+            f"(exit status {child.exitcode}); check that `simplan profile {model}` runs"
+        )
+
+
+def _profile_child(model: str, config: ParallelConfig) -> None:
+    from simplan.realtime import enter_realtime
+    from simplan.validate import profile_for
+
+    enter_realtime(True)
+    profile_for(model, config, threads=1, refresh=True)
 
 
 @dataclass(frozen=True, kw_only=True)
