@@ -232,7 +232,11 @@ class ClusterSim:
 
     def _apply(self, allocation: Allocation) -> None:
         placed = place(self.state, self.active, allocation)
-        changed = [js for js in self.active.values() if placed.get(js.id) != js.placement]
+        changed = [
+            js
+            for js in self.active.values()
+            if placed.get(js.id) is not js.placement and placed.get(js.id) != js.placement
+        ]
         for js in changed:
             if js.placement is not None:
                 self._stop(js, "preempt")

@@ -36,7 +36,7 @@ LAS_THRESHOLDS_GPU_S = (3600.0, 36000.0)
 
 
 def rigid(js: JobState) -> Request:
-    return Request(job_id=js.id, gpus=js.rigid_gpus)
+    return js.rigid_request
 
 
 def fifo(state: ClusterState, queue: Sequence[JobState]) -> Allocation:
