@@ -17,12 +17,13 @@ from simplan.commands.argtypes import (
     positive_float,
 )
 from simplan.errors import SimplanError
+from simplan.schedule.run import POLICY_NAMES as POLICIES
 
 if TYPE_CHECKING:
     from simplan.schedule.run import Workload
     from simplan.topology.cluster_spec import ClusterSpec
 
-POLICIES = ("fifo", "srtf", "las", "gavel", "gavel-agnostic", "elastic", "static", "hybrid")
+
 MAX_MTBF_H = 1e6  # about a century
 
 HELP = """\

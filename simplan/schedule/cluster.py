@@ -98,7 +98,7 @@ def rigid_size(job: Job, state: ClusterState) -> tuple[int, float]:
     min_gpus; halved down to min_gpus while it has no speed on any allowed type."""
     gpus = job.max_gpus or job.min_gpus
     while gpus >= job.min_gpus:
-        times = [t for t in (_packed_time(job, state, g, gpus) for g in allowed_types(job, state))]
+        times = (_packed_time(job, state, t, gpus) for t in allowed_types(job, state))
         known = [t for t in times if t is not None]
         if known:
             return gpus, min(known)
@@ -232,7 +232,11 @@ class ClusterSim:
 
     def _apply(self, allocation: Allocation) -> None:
         placed = place(self.state, self.active, allocation)
-        changed = [js for js in self.active.values() if placed.get(js.id) != js.placement]
+        changed = [
+            js
+            for js in self.active.values()
+            if placed.get(js.id) is not js.placement and placed.get(js.id) != js.placement
+        ]
         for js in changed:
             if js.placement is not None:
                 self._stop(js, "preempt")

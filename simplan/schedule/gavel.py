@@ -1,13 +1,13 @@
 """Gavel-style heterogeneity-aware max-min fairness (Narayanan et al., OSDI 2020), and its
 heterogeneity-agnostic counterpart.
 
-Each round (GAVEL_ROUND_S) an LP (PuLP, HiGHS) chooses X[j, t], the share of time job j should
-run on GPU type t, to maximise min_j (sum_t X[j,t] * T[j,t]) / (w_j * T_eq[j]) subject to
-sum_t X[j,t] <= 1 (a job runs on one type at a time) and sum_j X[j,t] * g_j <= G_t (GPUs of
-type t that are up), where T[j,t] is job j's throughput (steps/s) on its rigid GPU count of
-type t, T_eq[j] = sum_t (G_t / G) T[j,t] its throughput on an equal share of every type, and
-w_j its weight. The agnostic counterpart solves the same LP with T[j,t] = T_eq[j] on every
-type: all GPUs look alike to it.
+Each round (GAVEL_ROUND_S) in which the jobs or the up GPUs changed, an LP (PuLP, HiGHS)
+chooses X[j, t], the share of time job j should run on GPU type t, to maximise
+min_j (sum_t X[j,t] * T[j,t]) / (w_j * T_eq[j]) subject to sum_t X[j,t] <= 1 (a job runs on
+one type at a time) and sum_j X[j,t] * g_j <= G_t (GPUs of type t that are up), where T[j,t]
+is job j's throughput (steps/s) on its rigid GPU count of type t, T_eq[j] = sum_t (G_t / G)
+T[j,t] its throughput on an equal share of every type, and w_j its weight. The agnostic
+counterpart solves the same LP with T[j,t] = T_eq[j] on every type: all GPUs look alike to it.
 
 Between LP solves, Gavel's round mechanism places jobs by priority X[j,t] / (share of its time
 so far that j received on t), highest first (jobs that have not received their share come
@@ -101,6 +101,7 @@ class Gavel:
         self.shares: dict[tuple[str, str], float] = {}
         self.solved_at_s = -float("inf")
         self.solves = 0
+        self.solved_for: tuple[frozenset[str], tuple[int, ...]] = (frozenset(), ())
 
     def _tput(self, state: ClusterState, js: JobState) -> dict[str, float]:
         real = throughputs(state, js)
@@ -112,11 +113,13 @@ class Gavel:
 
     def decide(self, state: ClusterState, queue: Sequence[JobState]) -> Allocation:
         now = state.now_s
-        if now >= self.solved_at_s + GAVEL_ROUND_S - 1e-9 and queue:
-            capacity = {t: state.gpus_of_type(t) for t in state.gpu_types}
+        capacity = {t: state.gpus_of_type(t) for t in state.gpu_types}
+        key = (frozenset(js.id for js in queue), tuple(capacity.values()))
+        due = now >= self.solved_at_s + GAVEL_ROUND_S - 1e-9
+        if due and queue and key != self.solved_for:
             tput = {js.id: self._tput(state, js) for js in queue}
             self.shares = max_min_shares(queue, tput, capacity)
-            self.solved_at_s, self.solves = now, self.solves + 1
+            self.solved_at_s, self.solves, self.solved_for = now, self.solves + 1, key
         pairs: list[tuple[float, int, Request]] = []
         for n, js in enumerate(queue):
             waited = max(now - js.job.arrival_s, GAVEL_ROUND_S)

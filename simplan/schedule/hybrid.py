@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from simplan.schedule.run import Workload
 
 ILP_MAX_JOBS = 10
+REPLAN_MAX_JOBS = 64  # a re-plan orders at most this many waiting jobs (Smith's rule picks)
 ILP_MAX_SLOTS = 80
-LIST_MAX_SLOTS = 4000
+LIST_MAX_SLOTS = 1000
 STATIC_TIME_LIMIT_S = 30.0
 REPLAN_TIME_LIMIT_S = 2.0
 
@@ -193,7 +194,11 @@ class Hybrid:
             (js for js in queue if self.plan[js.id].start_s <= now + 1e-6),
             key=lambda js: self.plan[js.id].rank,
         )
-        later = [self.plan[js.id].start_s for js in queue if self.plan[js.id].start_s > now + 1e-6]
+        later = [
+            self.plan[js.id].start_s
+            for js in queue
+            if now + 1e-6 < self.plan[js.id].start_s < math.inf
+        ]
         requests = []
         for js in due:
             first = self.plan[js.id].gpu_type
@@ -206,9 +211,18 @@ class Hybrid:
     def _replan(
         self, state: ClusterState, waiting: list[JobState], running: list[JobState], now: float
     ) -> None:
-        plan, solution = build_plan(
-            state, waiting, running, now_s=now, time_limit_s=REPLAN_TIME_LIMIT_S
+        """Plan the running jobs and the REPLAN_MAX_JOBS waiting ones first by Smith's rule;
+        the others wait for a later plan (bounded re-planning)."""
+        ranked = sorted(
+            waiting,
+            key=lambda js: -js.job.weight / max(js.steps_left(now) * js.nominal_step_s, 1e-9),
         )
+        planned, later = ranked[:REPLAN_MAX_JOBS], ranked[REPLAN_MAX_JOBS:]
+        plan, solution = build_plan(
+            state, planned, running, now_s=now, time_limit_s=REPLAN_TIME_LIMIT_S
+        )
+        for rank, js in enumerate(later, start=len(plan)):
+            plan[js.id] = PlanEntry(gpu_type="", start_s=math.inf, rank=rank)
         self.plan = plan
         if solution is not None:
             self.replans += 1

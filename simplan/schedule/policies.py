@@ -36,7 +36,7 @@ LAS_THRESHOLDS_GPU_S = (3600.0, 36000.0)
 
 
 def rigid(js: JobState) -> Request:
-    return Request(job_id=js.id, gpus=js.rigid_gpus)
+    return js.rigid_request
 
 
 def fifo(state: ClusterState, queue: Sequence[JobState]) -> Allocation:
@@ -49,8 +49,14 @@ def remaining_s(js: JobState, now_s: float) -> float:
 
 def srtf(state: ClusterState, queue: Sequence[JobState]) -> Allocation:
     now = state.now_s
-    order = sorted(range(len(queue)), key=lambda i: (remaining_s(queue[i], now), i))
-    return Allocation(requests=tuple(rigid(queue[i]) for i in order))
+    keys = [
+        ((js.total_steps - js.steps_done) * js.nominal_step_s, i)
+        if js.placement is None
+        else (remaining_s(js, now), i)
+        for i, js in enumerate(queue)
+    ]  # a waiting job's remaining time is its last one: no call per waiting job
+    keys.sort()
+    return Allocation(requests=tuple(queue[i].rigid_request for _, i in keys))
 
 
 def las_queue(attained_gpu_s: float, thresholds: Sequence[float]) -> int:
@@ -72,12 +78,19 @@ def _next_demotion_s(js: JobState, now_s: float, thresholds: Sequence[float]) ->
 def make_las(thresholds: Sequence[float] = LAS_THRESHOLDS_GPU_S) -> Policy:
     def las(state: ClusterState, queue: Sequence[JobState]) -> Allocation:
         now = state.now_s
-        ranks = [las_queue(js.attained_at(now), thresholds) for js in queue]
-        order = sorted(range(len(queue)), key=lambda i: (ranks[i], i))
-        demotions = [_next_demotion_s(js, now, thresholds) for js in queue]
-        due = [t for t in demotions if t is not None]
+        keys = [
+            (las_queue(js.attained_gpu_s if js.placement is None else js.attained_at(now),
+                       thresholds), i)
+            for i, js in enumerate(queue)
+        ]  # fmt: skip
+        keys.sort()
+        due = [
+            t
+            for js in queue
+            if js.placement is not None and (t := _next_demotion_s(js, now, thresholds)) is not None
+        ]
         return Allocation(
-            requests=tuple(rigid(queue[i]) for i in order),
+            requests=tuple(queue[i].rigid_request for _, i in keys),
             wake_s=min(due) if due else None,
         )
 

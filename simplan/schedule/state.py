@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from simplan.schedule.core import Job, Shape, SpeedTable
 from simplan.topology.cluster_spec import ClusterSpec
@@ -61,7 +62,7 @@ class Placement:
     gpu_type: str
     per_node: tuple[tuple[int, int], ...]
 
-    @property
+    @cached_property
     def gpus(self) -> int:
         return sum(g for _, g in self.per_node)
 
@@ -96,6 +97,11 @@ class JobState:
     @property
     def id(self) -> str:
         return self.job.id
+
+    @cached_property
+    def rigid_request(self) -> Request:
+        """Its rigid GPU count on any type (what rigid policies ask for)."""
+        return Request(job_id=self.job.id, gpus=self.rigid_gpus)
 
     @property
     def running(self) -> bool:
@@ -142,10 +148,8 @@ class ClusterState:
         for node in self.nodes:
             types.setdefault(node.gpu_type, []).append(node.index)
         self.nodes_by_type = {t: tuple(ix) for t, ix in types.items()}
-
-    @property
-    def gpu_types(self) -> tuple[str, ...]:
-        return tuple(self.nodes_by_type)
+        self.gpu_types: tuple[str, ...] = tuple(self.nodes_by_type)
+        self.allowed_cache: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def gpus_of_type(self, gpu_type: str, *, up_only: bool = True) -> int:
         return sum(
@@ -167,7 +171,12 @@ class ClusterState:
 
 
 def allowed_types(job: Job, state: ClusterState) -> tuple[str, ...]:
-    return tuple(t for t in state.gpu_types if not job.gpu_types or t in job.gpu_types)
+    """The cluster's GPU types the job allows, in cluster order (cached per allow-list)."""
+    cached = state.allowed_cache.get(job.gpu_types)
+    if cached is None:
+        cached = tuple(t for t in state.gpu_types if not job.gpu_types or t in job.gpu_types)
+        state.allowed_cache[job.gpu_types] = cached
+    return cached
 
 
 def _divisors_from(gpus: int, per_node: int) -> list[int]:
@@ -201,39 +210,54 @@ def _types_for(request: Request, job: Job, state: ClusterState) -> tuple[str, ..
     return allowed_types(job, state)
 
 
-def _keeps(request: Request, current: Placement | None, state: ClusterState) -> bool:
-    return (
-        current is not None
-        and current.gpus == request.gpus
-        and request.gpu_type in ("", current.gpu_type)
-        and all(state.up[i] for i, _ in current.per_node)
-        and not (request.move_off_slow and any(state.slowdown[i] > 1 for i, _ in current.per_node))
+def _keeps(request: Request, current: Placement, state: ClusterState, healthy: bool) -> bool:
+    """Whether a running job's placement satisfies its request (healthy: no node down or slow,
+    so the nodes need no check)."""
+    if current.gpus != request.gpus or request.gpu_type not in ("", current.gpu_type):
+        return False
+    if healthy:
+        return True
+    return all(state.up[i] for i, _ in current.per_node) and not (
+        request.move_off_slow and any(state.slowdown[i] > 1 for i, _ in current.per_node)
     )
 
 
 def _admit(
     state: ClusterState, jobs: dict[str, JobState], allocation: Allocation
-) -> list[tuple[Request, str]]:
+) -> list[tuple[Request, str, bool]]:
     """The requests that fit the cluster's up GPUs counted per type, in priority order, each
-    with the type it is counted on (a running job keeps its type when the request allows)."""
+    with the type it is counted on and whether the job keeps its current placement (a running
+    job keeps its type when the request allows)."""
     room = {t: state.gpus_of_type(t) for t in state.gpu_types}
-    admitted: list[tuple[Request, str]] = []
+    left = sum(room.values())
+    healthy = all(state.up) and max(state.slowdown, default=1.0) <= 1.0
+    admitted: list[tuple[Request, str, bool]] = []
     seen: set[str] = set()
     for request in allocation.requests:
-        if request.job_id in seen:
+        if left <= 0:
+            break  # every GPU is taken: the rest wait
+        job_id = request.job_id
+        if job_id in seen:
             continue  # an alternative of a job already admitted
-        js = jobs[request.job_id]
-        types = _types_for(request, js.job, state)
-        if js.placement is not None and js.placement.gpu_type in types:
-            types = (js.placement.gpu_type, *(t for t in types if t != js.placement.gpu_type))
-        chosen = next((t for t in types if room[t] >= request.gpus), None)
+        js = jobs[job_id]
+        current = js.placement
+        if current is not None and _keeps(request, current, state, healthy):
+            chosen: str | None = current.gpu_type
+            keep = room[current.gpu_type] >= request.gpus
+            if not keep:
+                chosen = None
+        else:
+            keep = False
+            types = _types_for(request, js.job, state)
+            chosen = next((t for t in types if room[t] >= request.gpus), None)
         if chosen is None:
             if not allocation.backfill:
                 break
             continue
         room[chosen] -= request.gpus
-        seen.add(request.job_id)
-        admitted.append((request, chosen))
+        left -= request.gpus
+        seen.add(job_id)
+        admitted.append((request, chosen, keep))
     return admitted
 
 
@@ -247,14 +271,15 @@ def place(
     admitted = _admit(state, jobs, allocation)
     free = [n.gpus if state.up[n.index] else 0 for n in state.nodes]
     placed: dict[str, Placement] = {}
-    for request, _ in admitted:
-        current = jobs[request.job_id].placement
-        if current is not None and _keeps(request, current, state):
+    for request, _, keep in admitted:
+        if keep:
+            current = jobs[request.job_id].placement
+            assert current is not None
             placed[request.job_id] = current
             for i, g in current.per_node:
                 free[i] -= g
-    for request, gpu_type in admitted:
-        if request.job_id in placed:
+    for request, gpu_type, keep in admitted:
+        if keep:
             continue
         job = jobs[request.job_id].job
         others = tuple(t for t in _types_for(request, job, state) if t != gpu_type)

@@ -246,7 +246,7 @@ def earliest_start(free: np.ndarray, gpus: int, dur: int, release: int) -> int:
     if dur == 1:
         hits = np.flatnonzero(ok)
         return release + int(hits[0])
-    # windows of dur consecutive True: a sliding sum over ok
-    sums = np.convolve(ok.astype(np.int64), np.ones(dur, dtype=np.int64), mode="valid")
-    hits = np.flatnonzero(sums == dur)
+    # windows of dur consecutive True: differences of a running count
+    count = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
+    hits = np.flatnonzero(count[dur:] - count[:-dur] == dur)
     return release + int(hits[0])
