@@ -11,8 +11,8 @@ from simplan.commands.argtypes import MAX_SECONDS, positive_float
 from simplan.errors import SimplanError
 
 RUN_HELP = """
-real execution (--run): every CPU slot of --cluster localhost-cpu stands for a GPU (the
-preset's slots, or --gpus-per-node N up to this machine's cores). Jobs arrive at their trace
+real execution (--run): every CPU slot of --cluster localhost-cpu stands for a GPU (one per
+core of this machine, or --gpus-per-node N up to that). Jobs arrive at their trace
 times times --time-scale; the policy decides as in the simulation; each job trains its
 data-parallel plan on its slots (gloo ranks, one thread each) for its work in steps; a
 preemption saves a checkpoint (torch.distributed.checkpoint) and a restart continues from it.
@@ -65,7 +65,7 @@ def run_real(args: argparse.Namespace) -> int:
     from simplan.topology.cluster_spec import load_spec
 
     record_dir = check_record_dir(args.record or RECORD_DIR, "--record")
-    spec = load_spec(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    spec = load_spec(args.cluster, nodes=args.nodes, gpus_per_node=slots_wanted(args))
     jobs = read_trace(args.trace)
     result = execute(
         jobs, spec, args.policy or "fifo", time_scale=args.time_scale, timeout_s=args.timeout_s,
@@ -80,6 +80,15 @@ def run_real(args: argparse.Namespace) -> int:
     print_comparison(document)
     print(f"record written to {path}")
     return 0
+
+
+def slots_wanted(args: argparse.Namespace) -> int | None:
+    """--gpus-per-node, else one slot per core of this machine on a CPU preset."""
+    import os
+
+    if args.gpus_per_node or args.cluster != "localhost-cpu":
+        return args.gpus_per_node
+    return os.cpu_count() or 1
 
 
 def print_comparison(document: dict) -> None:
