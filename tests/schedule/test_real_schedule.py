@@ -5,10 +5,12 @@ the record compares both schedules; `--run`'s flags are checked before anything 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simplan.schedule.core import Job
+from simplan.schedule.real import RealClusterRun
 from simplan.schedule.real_compare import comparison_document, execute, write_record
 from simplan.schedule.real_costs import LaunchCost, LaunchCosts
 from simplan.topology.cluster_spec import load_spec
@@ -78,30 +80,51 @@ def test_run_flags_are_checked_first(extra: list[str], needle: str) -> None:
     assert_one_line_error(result, needle)
 
 
-@pytest.mark.distributed
-def test_a_failing_job_stops_the_run_and_every_rank(tmp_path: Path) -> None:
-    from simplan.ranks import RankFailure
-    from simplan.schedule.real import RealClusterRun, job_steps
+def _run_of_two(tmp_path: Path, **kwargs: Any) -> RealClusterRun:
+    """A real run of two one-slot mlp jobs side by side: 'ok' (endless) and 'bad'."""
+    from simplan.schedule.real import job_steps
     from simplan.schedule.real_costs import RunSpeeds
     from simplan.schedule.real_launch import rank_context
     from simplan.schedule.run import Workload, make_policy
     from simplan.schedule.state import cluster_nodes
 
     spec = load_spec("localhost-cpu")
-    one = {"min_gpus": 1, "max_gpus": 1}
-    jobs = (Job(id="ok", model="mlp", global_batch=4, work=10**7, **one),
-            Job(id="bad", model="mlp", global_batch=4, work=100, arrival_s=0.5, **one))  # fmt: skip
+    jobs = tuple(
+        Job(id=id, model="mlp", global_batch=4, work=work, arrival_s=at, min_gpus=1, max_gpus=1)
+        for id, work, at in (("ok", 10**7, 0.0), ("bad", 100, 0.5))
+    )
     speeds = RunSpeeds(profiled=False)
     policy, _ = make_policy("fifo", Workload(jobs=jobs, spec=spec, speeds=speeds, work=job_steps))
-    run = RealClusterRun(jobs, cluster_nodes(spec), speeds, policy, costs=NO_COSTS,
-                         run_dir=tmp_path, context=rank_context(),
-                         faults={"bad": "crash@0:3"})  # fmt: skip
+    return RealClusterRun(jobs, cluster_nodes(spec), speeds, policy, costs=NO_COSTS,
+                          run_dir=tmp_path, context=rank_context(), **kwargs)  # fmt: skip
+
+
+def _all_gone(run: RealClusterRun) -> bool:
+    pids = [p.pid for launch in run.started for p in launch.procs]
+    return bool(pids) and all(pid is not None and _gone(pid) for pid in pids)
+
+
+@pytest.mark.distributed
+def test_a_failing_job_stops_the_run_and_every_rank(tmp_path: Path) -> None:
+    from simplan.ranks import RankFailure
+
+    run = _run_of_two(tmp_path, faults={"bad": "crash@0:3"})
     with pytest.raises(RankFailure, match="injected crash at step 3"):
         run.run()
     assert [launch.task.fault for launch in run.started] == ["", "crash@0:3"]
-    pids = [p.pid for launch in run.started for p in launch.procs]
-    assert all(pid is not None and _gone(pid) for pid in pids)
-    assert not run.launches
+    assert _all_gone(run) and not run.launches
+
+
+@pytest.mark.distributed
+def test_ctrl_c_stops_every_rank(tmp_path: Path) -> None:
+    def interrupt(line: str) -> None:
+        if "start bad" in line:
+            raise KeyboardInterrupt
+
+    run = _run_of_two(tmp_path, echo=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    assert len(run.started) == 2 and _all_gone(run)
 
 
 def _gone(pid: int) -> bool:
