@@ -19,7 +19,6 @@ start, stop and restart a job there.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,34 +160,32 @@ def measure_costs(
             if run_config(job, n) is not None:
                 seen.setdefault((job.model, n), job)
     costs = []
-    for (model, ranks), job in sorted(seen.items()):
+    for i, ((model, ranks), job) in enumerate(sorted(seen.items())):
         echo(f"measuring the launch cost of {model} on {ranks} rank(s)")
-        costs.append(
-            (model, ranks, _measure_one(job, ranks, base_dir / f"{model}-{ranks}", context))
-        )
+        costs.append((model, ranks, _measure_one(job, ranks, base_dir / f"m{i}", context)))
     return LaunchCosts(costs=tuple(costs))
 
 
 def _measure_one(job: Job, ranks: int, folder: Path, context: Any) -> LaunchCost:
+    """Launch 0 is asked to stop before its first step (it saves a checkpoint of step 0);
+    launch 1 loads it and has no step left. Each launch's time besides its save and load
+    (rank 0's phases) is a launch cost; launch_s is their mean."""
     from simplan.schedule.real_launch import Launch
 
     folder.mkdir(parents=True, exist_ok=True)
     stop = folder / "stop"
     stop.touch()
-    task = RankTask(job=run_spec(job, ranks), total_steps=1, ckpt_dir=str(folder / "ckpt"),
-                    stop_file=str(stop))  # fmt: skip
+    spec = run_spec(job, ranks)
     overheads, save, load = [], 0.0, 0.0
     for i, steps in enumerate((1, 0)):
-        task = RankTask(job=task.job, total_steps=steps, ckpt_dir=task.ckpt_dir,
-                        stop_file=task.stop_file)  # fmt: skip
-        started = time.monotonic()
+        task = RankTask(job=spec, total_steps=steps, ckpt_dir=str(folder / "ckpt"),
+                        stop_file=str(stop))  # fmt: skip
         launch = Launch(task, ranks, folder / f"launch{i}", context)
-        result = launch.wait()
-        wall = time.monotonic() - started
-        t = result["times"]
+        t = launch.wait()["times"]
+        assert launch.ended_s is not None
         if i == 0:
             save = t["saved"] - t["stepped"]
         else:
             load = t["loaded"] - t["built"]
-        overheads.append(wall - (t["saved"] - t["built"]))
+        overheads.append(launch.ended_s - launch.started_s - (t["saved"] - t["built"]))
     return LaunchCost(launch_s=statistics.mean(overheads), save_s=save, load_s=load)
