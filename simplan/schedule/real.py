@@ -135,6 +135,10 @@ class RealClusterRun(ClusterSim):
             js.first_start_s = now
         js.version += 1
         self.allocated += placement.gpus
+        if js.steps_done >= js.total_steps:  # it finished while being preempted: nothing to run
+            version = js.version
+            self.env.timeout(0).callbacks.append(lambda _e: self._complete(js, version))
+            return
         self.launches[js.id] = self._launch(js, placement.gpus)
         what = "restart" if restart else "start"
         self.echo(f"[{now:7.1f} s] {what} {js.id} on {placement.gpus} slot(s)")
