@@ -167,9 +167,17 @@ class RealClusterRun(ClusterSim):
             self._record(js.id, launch, result)
             real_steps = float(result["end_step"])
             self.echo(f"[{self._wall_s():7.1f} s] preempted {js.id} at step {int(real_steps)}")
+        placement = js.placement
         super()._stop(js, reason)
         if real_steps is not None:
             js.steps_done = real_steps
+            if real_steps >= js.total_steps and placement is not None:
+                # it finished as it was asked to stop: done now, unless placed again at once
+                self.env.timeout(0).callbacks.append(lambda _e: self._done(js, placement))
+
+    def _done(self, js: JobState, placement: Placement) -> None:
+        if js.placement is None and js.id in self.active:
+            self._start(js, placement, restart=False)  # completes at once (nothing to run)
 
     def _record(self, job_id: str, launch: Launch, result: dict[str, Any]) -> None:
         t0 = self._real_start
