@@ -104,6 +104,7 @@ def execute(
     nodes = cluster_nodes(spec)
     context = rank_context()
     speeds = RunSpeeds(profiled=profiled, context=context)
+
     def sizes(job: Job) -> list[int]:
         return rigid_count(job, slots) if policy in RIGID_POLICIES else slot_counts(job, slots)
 
