@@ -141,6 +141,7 @@ class ClusterSim:
         self.pending = sorted(jobs, key=lambda j: j.arrival_s)
         self.states = {j.id: self._job_state(j, work(j)) for j in self.pending}
         self.active: dict[str, JobState] = {}
+        self.running: dict[str, JobState] = {}
         self.done: list[JobState] = []
         self.busy: list[tuple[float, int]] = [(0.0, 0)]
         self.allocated = 0
@@ -232,10 +233,11 @@ class ClusterSim:
 
     def _apply(self, allocation: Allocation) -> None:
         placed = place(self.state, self.active, allocation)
+        candidates = {**self.running, **{i: self.active[i] for i in placed}}
         changed = [
             js
-            for js in self.active.values()
-            if placed.get(js.id) is not js.placement and placed.get(js.id) != js.placement
+            for i, js in candidates.items()
+            if placed.get(i) is not js.placement and placed.get(i) != js.placement
         ]
         for js in changed:
             if js.placement is not None:
@@ -285,6 +287,7 @@ class ClusterSim:
         end = self.env.timeout(delay_s + js.steps_left(now) * step_s)
         end.callbacks.append(lambda _e: self._complete(js, version))
         self.allocated += placement.gpus
+        self.running[js.id] = js
 
     def _stop(self, js: JobState, reason: str) -> None:
         """Account the running segment and take the job off its GPUs. reason: 'preempt',
@@ -307,6 +310,7 @@ class ClusterSim:
         js.placement = None
         js.version += 1
         self.allocated -= placement.gpus
+        del self.running[js.id]
 
     def _complete(self, js: JobState, version: int) -> None:
         if version != js.version:

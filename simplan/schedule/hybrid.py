@@ -10,8 +10,9 @@ ILP (time limit, status and gap reported); a larger one by the list schedule.
 - static: plans every job of the trace once, at the start (arrival times known in advance);
   a job starts when its planned start comes and its planned GPUs are free, in plan order and
   never early (no backfilling); it never preempts.
-- hybrid: plans the arrived jobs, running ones included (a plan that starts a running job
-  later stops it now and charges it the restart time), and re-plans when a job arrives or
+- hybrid: plans the arrived jobs, running ones included (a plan by the ILP that starts a
+  running job later stops it now and charges it the restart time; a list schedule keeps
+  running jobs running), and re-plans when a job arrives or
   completes, a node fails or is repaired, or a straggler starts or ends
   (each re-plan bounded: at most ILP_MAX_JOBS jobs by the ILP within REPLAN_TIME_LIMIT_S, else
   the list schedule). It runs the jobs whose planned start has come, in plan order as far as
@@ -86,16 +87,17 @@ def build_plan(
     objective: str = "weighted",
 ) -> tuple[dict[str, PlanEntry], StaticSolution | None]:
     """Plan the waiting jobs (released at their arrival) and the running ones (released now, on
-    their current GPU type, paying the restart time if the plan stops them and starts them
-    later)."""
+    their current GPU type; in a plan by the ILP they may be stopped and started later, paying
+    the restart time; in a list schedule they keep running)."""
     types = state.gpu_types
     options = {js.id: _options(state, js, now_s) for js in waiting}
     for js in running:
         assert js.placement is not None
         options[js.id] = [(js.placement.gpu_type, js.steps_left(now_s) * js.seg_step_s)]
     jobs = [js for js in [*running, *waiting] if options[js.id]]
-    if not jobs:
-        return {}, None
+    if not waiting or not jobs:
+        return {js.id: PlanEntry(gpu_type=o[0][0], start_s=now_s, rank=r)
+                for r, js in enumerate(running) if (o := options[js.id])}, None  # fmt: skip
     releases = [max(0.0, js.job.arrival_s - now_s) for js in jobs]
     total_s = max(releases) + sum(min(d for _, d in options[js.id]) for js in jobs)
     total_s += state.restart_s * len(running)
@@ -109,7 +111,9 @@ def build_plan(
         dur=tuple(tuple(_slots(d, slot_s) for _, d in options[js.id]) for js in jobs),
         capacity=tuple(max(1, state.gpus_of_type(t)) for t in types),
         objective=objective,
-        resume=tuple(_slots(state.restart_s, slot_s) if js.running else 0 for js in jobs),
+        resume=tuple(_slots(state.restart_s, slot_s) if js.running and exact else 0
+                     for js in jobs),
+        pinned=() if exact else tuple(js.running for js in jobs),
     )  # fmt: skip
     solution = solve_ilp(problem, time_limit_s=time_limit_s) if exact else list_schedule(problem)
     run_s = [options[js.id][solution.option[j]][1] for j, js in enumerate(jobs)]

@@ -241,23 +241,25 @@ def _admit(
             continue  # an alternative of a job already admitted
         js = jobs[job_id]
         current = js.placement
+        gpus = request.gpus
         if current is not None and _keeps(request, current, state, healthy):
-            chosen: str | None = current.gpu_type
-            keep = room[current.gpu_type] >= request.gpus
-            if not keep:
-                chosen = None
+            if room[current.gpu_type] >= gpus:
+                room[current.gpu_type] -= gpus
+                left -= gpus
+                seen.add(job_id)
+                admitted.append((request, current.gpu_type, True))
+                continue
         else:
-            keep = False
             types = _types_for(request, js.job, state)
-            chosen = next((t for t in types if room[t] >= request.gpus), None)
-        if chosen is None:
-            if not allocation.backfill:
-                break
-            continue
-        room[chosen] -= request.gpus
-        left -= request.gpus
-        seen.add(job_id)
-        admitted.append((request, chosen, keep))
+            chosen = next((t for t in types if room[t] >= gpus), None)
+            if chosen is not None:
+                room[chosen] -= gpus
+                left -= gpus
+                seen.add(job_id)
+                admitted.append((request, chosen, False))
+                continue
+        if not allocation.backfill:
+            break
     return admitted
 
 
@@ -269,18 +271,22 @@ def place(
     satisfies stays where it is; the other admitted jobs are placed in order (find_nodes) where
     their speed table has a step time. Jobs left out are not to run (preempted if running)."""
     admitted = _admit(state, jobs, allocation)
-    free = [n.gpus if state.up[n.index] else 0 for n in state.nodes]
     placed: dict[str, Placement] = {}
-    for request, _, keep in admitted:
-        if keep:
-            current = jobs[request.job_id].placement
+    fresh = []
+    for entry in admitted:
+        if entry[2]:
+            current = jobs[entry[0].job_id].placement
             assert current is not None
-            placed[request.job_id] = current
-            for i, g in current.per_node:
-                free[i] -= g
-    for request, gpu_type, keep in admitted:
-        if keep:
-            continue
+            placed[entry[0].job_id] = current
+        else:
+            fresh.append(entry)
+    if not fresh:
+        return placed
+    free = [n.gpus if state.up[n.index] else 0 for n in state.nodes]
+    for current in placed.values():
+        for i, g in current.per_node:
+            free[i] -= g
+    for request, gpu_type, _ in fresh:
         job = jobs[request.job_id].job
         others = tuple(t for t in _types_for(request, job, state) if t != gpu_type)
         where = _first_fit(state, free, (gpu_type, *others), request.gpus, job)
