@@ -92,7 +92,7 @@ class LaunchRecord:
     phases_s: dict[str, float]
 
 
-class RealClusterRun(ClusterSim):
+class RealClusterRun(ModelledClusterSim):
     """The cluster simulation driving real launches in real time (see the module docstring)."""
 
     def __init__(
@@ -112,9 +112,10 @@ class RealClusterRun(ClusterSim):
     ) -> None:
         options = SimOptions(checkpoint_s=0.0)
         super().__init__(
-            jobs, nodes, speeds, policy, options, cluster_name=cluster_name, work=job_steps
-        )
-        self.costs, self.run_dir, self.context = costs, run_dir, context
+            jobs, nodes, speeds, policy, options, cluster_name=cluster_name, work=job_steps,
+            costs=costs,
+        )  # fmt: skip
+        self.run_dir, self.context = run_dir, context
         self.timeout_s, self.echo = timeout_s, echo
         self.launches: dict[str, Launch] = {}
         self.started: list[Launch] = []  # every launch, in order
@@ -125,23 +126,15 @@ class RealClusterRun(ClusterSim):
     def _start(
         self, js: JobState, placement: Placement, *, restart: bool, delay_s: float = -1
     ) -> None:
-        now = self.env.now
-        step_s = self.state.step_time_s(js.job, placement)
-        assert step_s is not None
-        js.restarts += int(restart)
-        delay = self.costs.delay_s(js.job.model, placement.gpus, restart)
-        js.placement, js.seg_start_s, js.seg_delay_s, js.seg_step_s = placement, now, delay, step_s
-        if js.first_start_s is None:
-            js.first_start_s = now
-        js.version += 1
-        self.allocated += placement.gpus
+        super()._start(js, placement, restart=restart, delay_s=delay_s)
+        js.version += 1  # the completion is the ranks' exit, not the simulated one
         if js.steps_done >= js.total_steps:  # it finished while being preempted: nothing to run
             version = js.version
             self.env.timeout(0).callbacks.append(lambda _e: self._complete(js, version))
             return
         self.launches[js.id] = self._launch(js, placement.gpus)
         what = "restart" if restart else "start"
-        self.echo(f"[{now:7.1f} s] {what} {js.id} on {placement.gpus} slot(s)")
+        self.echo(f"[{self.env.now:7.1f} s] {what} {js.id} on {placement.gpus} slot(s)")
 
     def _launch(self, js: JobState, ranks: int) -> Launch:
         folder = self.run_dir / js.id
@@ -177,7 +170,7 @@ class RealClusterRun(ClusterSim):
 
     def _done(self, js: JobState, placement: Placement) -> None:
         if js.placement is None and js.id in self.active:
-            self._start(js, placement, restart=False)  # completes at once (nothing to run)
+            self._start(js, placement, restart=False, delay_s=0.0)  # completes at once
 
     def _record(self, job_id: str, launch: Launch, result: dict[str, Any]) -> None:
         t0 = self._real_start

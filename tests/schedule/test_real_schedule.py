@@ -27,8 +27,8 @@ NO_COSTS = LaunchCosts(
 )
 
 
-def _job(id: str, model: str, steps: int, arrival_s: float, gb: int = 4) -> Job:
-    return Job(id=id, model=model, global_batch=gb, seq_len=32 if model == "gpt-tiny" else 0,
+def _job(id: str, model: str, steps: int, arrival_s: float, gb: int = 4, seq: int = 0) -> Job:
+    return Job(id=id, model=model, global_batch=gb, seq_len=seq,
                work=steps, arrival_s=arrival_s, min_gpus=2, max_gpus=2)  # fmt: skip
 
 
@@ -53,7 +53,7 @@ def test_fifo_runs_the_jobs_in_arrival_order(tmp_path: Path) -> None:
 
 @pytest.mark.distributed
 def test_srtf_preempts_and_the_job_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    jobs = [_job("long", "gpt-tiny", 60, 0.0), _job("short", "mlp", 30, 4.0)]
+    jobs = [_job("long", "gpt-tiny", 40, 0.0, gb=8, seq=128), _job("short", "mlp", 30, 4.0)]
     result = execute(jobs, load_spec("localhost-cpu"), "srtf", profiled=False,
                      costs=NO_COSTS, work_dir=tmp_path)  # fmt: skip
     got = {j.id: j for j in result.measured.jobs}
@@ -62,8 +62,8 @@ def test_srtf_preempts_and_the_job_resumes_from_its_checkpoint(tmp_path: Path) -
     long_runs = [r for r in result.launches if r.job_id == "long"]
     assert [r.stopped for r in long_runs] == [True, False]
     first, second = long_runs
-    assert 0 < first.end_step < 60
-    assert second.start_step == first.end_step and second.end_step == 60
+    assert 0 < first.end_step < 40
+    assert second.start_step == first.end_step and second.end_step == 40
     assert result.simulated.metrics.preemptions == 1  # the simulation decides the same
 
 
