@@ -11,6 +11,7 @@ Usage: python benchmarks/schedule_scale.py [policy,policy,...] [jobs]
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -30,6 +31,21 @@ NODES = 128
 JOBS = 10_000
 TARGET_S = 60.0
 HEADERS = ["policy", "wall s", "CPU s", "events", "avg JCT h", "utilization", "CPU < 60 s"]
+
+
+RESULTS = Path(__file__).parent / "results" / "schedule_scale.json"
+
+
+def save(records: list[dict], jobs: int) -> None:
+    """Merge these policies' records into the results file (other policies' stay)."""
+    old = []
+    if RESULTS.exists():
+        doc = json.loads(RESULTS.read_text())
+        if doc.get("jobs") == jobs:
+            old = [r for r in doc["results"] if r["policy"] not in {n["policy"] for n in records}]
+    doc = {"benchmark": "schedule_scale", "jobs": jobs, "gpus": NODES * 8, "cluster": "dgx-a100",
+           "target_s": TARGET_S, "results": old + records}  # fmt: skip
+    write_json_atomic(doc, RESULTS)
 
 
 def warm(workload: Workload) -> None:
@@ -60,11 +76,9 @@ def main() -> int:
                         "avg_jct_s": m.avg_jct_s, "utilization": m.utilization,
                         "notes": list(result.notes)})  # fmt: skip
         print(table(HEADERS, rows[-1:]), flush=True)
+        save(records, jobs)  # after each policy: a long run keeps what it measured
     print(table(HEADERS, rows))
-    out = Path(__file__).parent / "results" / "schedule_scale.json"
-    doc = {"benchmark": "schedule_scale", "jobs": jobs, "gpus": NODES * 8, "cluster": "dgx-a100",
-           "target_s": TARGET_S, "results": records}  # fmt: skip
-    write_json_atomic(doc, out)
+    out = RESULTS
     print(f"written {out}")
     return 0
 
