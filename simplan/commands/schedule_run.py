@@ -17,11 +17,11 @@ times times --time-scale; the policy decides as in the simulation; each job trai
 data-parallel plan on its slots (gloo ranks, one thread each) for its work in steps; a
 preemption saves a checkpoint (torch.distributed.checkpoint) and a restart continues from it.
 First the step time of each job's plan is modelled (this machine's layer profiles, measured
-once and kept under traces/profiles/) and each model's launch, save and load costs are
-measured; the same trace is simulated with them. Prints the simulated and measured makespan,
-average JCT and each JCT with the error, progress on stderr, and writes a record (JSON with
-metadata) to --record (default traces/schedule/). A run that makes no progress for
---timeout-s is stopped with an error; every rank is stopped on failure and on Ctrl-C.
+at the start as the ranks run and kept under traces/profiles/) and each model's launch, save
+and load costs are measured; the same trace is simulated with them. Prints the simulated and
+measured makespan, average JCT and each JCT with the error, progress on stderr, and writes a
+record (JSON with metadata) to --record (default traces/schedule/). A run that makes no
+progress for --timeout-s is stopped with an error; every rank is stopped on failure and on Ctrl-C.
   simplan schedule --trace examples/traces/tiny.csv --cluster localhost-cpu --run
 """
 
