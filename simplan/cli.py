@@ -27,6 +27,7 @@ COMMANDS = (
     "run",
     "report",
     "trace",
+    "schedule",
 )
 
 DESCRIPTION = """\

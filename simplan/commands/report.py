@@ -20,6 +20,8 @@ a DIR holding files simplan did not write is refused.
                      per-stage breakdown and memory
   sweep              predicted throughput against nodes, link bandwidth or micro-batch
   validation         predicted vs measured step time of the records in traces/runs/
+  schedule FILE      a schedule.json of `simplan schedule --out` or `--json`: JCT CDFs,
+                     utilization over time and the metrics of every policy in it
 
 examples:
   simplan report plan plans/plans.json
@@ -47,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _sweep_arguments(sweep)
     val = sub.add_parser("validation", help="predicted vs measured from traces/runs/")
     val.add_argument("--runs", default="traces/runs", help="directory of validation records")
-    for q in (plan, sweep, val):
+    sched = sub.add_parser("schedule", help="JCT CDFs and utilization of a schedule.json")
+    sched.add_argument("file", metavar="SCHEDULE.json", help="written by `simplan schedule`")
+    for q in (plan, sweep, val, sched):
         q.add_argument(
             "--out",
             metavar="DIR",
@@ -57,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.set_defaults(func=run_plan)
     sweep.set_defaults(func=run_sweep)
     val.set_defaults(func=run_validation)
+    sched.set_defaults(func=run_schedule)
     p.set_defaults(func=lambda args: _no_kind(p))
 
 
@@ -83,7 +88,7 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _no_kind(p: argparse.ArgumentParser) -> int:
-    p.error("give a kind of report: plan, sweep or validation")
+    p.error("give a kind of report: plan, sweep, validation or schedule")
     return 2
 
 
@@ -247,6 +252,26 @@ def run_validation(args: argparse.Namespace) -> int:
     out, new = out_dir(args, "validation")
     index = write_validation_report(
         args.runs, out, formats=_formats(args), command=_command(), flag="--out", new=new
+    )
+    print(f"report written to {index}")
+    return 0
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from simplan.outputs import check_output_dir, new_directory
+    from simplan.report.schedule import SCHEDULE_FILES, write_schedule_report
+    from simplan.schedule.results import read_results
+
+    if args.out:
+        check_output_dir(args.out, "--out", owns=SCHEDULE_FILES)
+    trace, results = read_results(args.file)
+    if not results:
+        raise SimplanError(f"{args.file}: holds no schedule results; rerun simplan schedule")
+    out, new = Path(args.out or ""), False
+    if not args.out:
+        out, new = new_directory(REPORTS_DIR, slug(f"schedule-{Path(trace).stem}")), True
+    index = write_schedule_report(
+        results, out, trace=trace, formats=_formats(args), command=_command(), new=new
     )
     print(f"report written to {index}")
     return 0

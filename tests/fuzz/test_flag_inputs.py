@@ -37,6 +37,8 @@ BASE: dict[tuple[str, ...], tuple[str, ...]] = {
     ("trace", "generate"): ("trace", "generate", "--cluster", "dgx-a100", "--out", "t.csv"),
     ("trace", "check"): ("trace", "check", "t.csv"),
     ("trace", "speeds"): ("trace", "speeds", "t.csv", "--cluster", "dgx-a100"),
+    ("report", "schedule"): ("report", "schedule", "schedule.json"),
+    ("schedule",): ("schedule", "--trace", "jobs.csv", "--cluster", "dgx-a100"),
 }  # fmt: skip
 BAD_VALUES = ("0", "-1", "nan", "inf", "-inf", "1e30", "2.5", "many", "")
 

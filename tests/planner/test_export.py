@@ -529,7 +529,14 @@ def test_every_json_flag_is_covered() -> None:
     with_json = {
         p.prog for p in _all_parsers(build_parser()) if "--json" in p._option_string_actions
     }
-    assert with_json == {*JSON_COMMANDS, "simplan export", "simplan validate", "simplan run"}
+    # simplan schedule's JSON: tests/schedule/test_schedule_cli.py (it needs a workload)
+    assert with_json == {
+        *JSON_COMMANDS,
+        "simplan export",
+        "simplan validate",
+        "simplan run",
+        "simplan schedule",
+    }
 
 
 @pytest.mark.parametrize("verb", list(JSON_COMMANDS))
