@@ -209,9 +209,10 @@ def config_for(
 @dataclass(frozen=True, kw_only=True)
 class RankResult:
     """What one rank measured: per timed step, the whole step and its optimizer part; the
-    tensor memory of one more, untimed step (simplan.runtime.memory.StepMemory): the live bytes
-    at its peak by part, the peak, the phase it happened in, and on a GPU the caching
-    allocator's peaks (0 on a CPU, and in records written before memory was measured)."""
+    tensor memory of one more, untimed step after the warm-up (simplan.runtime.memory.StepMemory):
+    the live bytes at its peak by part, the peak, the phase it happened in, and on a GPU the
+    caching allocator's peaks (0 on a CPU; all empty in a run without warm-up, and in records
+    written before memory was measured)."""
 
     rank: int
     step_s: tuple[float, ...]
@@ -227,7 +228,8 @@ class RankResult:
     # the in-run profile's whole-model passes on this rank: (forward, backward, optimizer) s
     profile_passes_s: tuple[tuple[float, float, float], ...] = ()
     check_s: tuple[float, ...] = ()  # the all-reduces of job.check_bytes, in order
-    # the loss of every step (warm-up and timed, in order) over the whole global batch
+    # the loss of every step (warm-up, the memory step after it, timed; in order) over the
+    # whole global batch
     losses: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:

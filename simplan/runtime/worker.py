@@ -100,13 +100,13 @@ def train(
         probe = MemoryProbe(device)
         with probe.tracking():  # what the build and warm-up leave: parameters, state, data
             trainer = build_trainer(job, device, rank)
-            _steps(job, trainer, device, beat, -job.warmup, max(job.warmup - 1, 0))  # warm-up
-        # the last warm-up step measures the training's memory, before the in-run profile
-        # builds its own copy of the model; it is a step like the others (its loss recorded),
-        # so a run trains exactly warmup + steps steps; no warm-up, no memory measured
+            _steps(job, trainer, device, beat, -job.warmup, job.warmup)  # warm-up
+        # one more, untimed step after the warm-up (the optimizer's state exists by then)
+        # measures the training's memory, before the in-run profile builds its own copy of the
+        # model; its loss is recorded like the others'. A run without warm-up (simplan run, the
+        # correctness oracle) trains exactly its steps and measures no memory
         memory = None
         if job.warmup:
-            beat.beat(2 * (job.warmup - 1))
             memory = probe.measure(
                 trainer.forward_backward, trainer.optimizer_step, trainer.optimizer
             )
