@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simplan.commands import add_verb
 from simplan.commands.argtypes import (
@@ -45,7 +45,7 @@ policies:
   hybrid          a plan of the known jobs, re-planned on arrivals, completions, failures
 
 examples:
-  simplan schedule --trace examples/traces/tiny.csv --cluster dgx-a100 --nodes 16 --policy las
+  simplan schedule --trace examples/traces/small.csv --cluster dgx-a100 --nodes 16 --policy las
   simplan schedule --trace jobs.csv --cluster mixed-a100-h100 --nodes 16 \\
       --compare fifo,las,gavel,gavel-agnostic --speeds analytic --out reports/sched
   simplan schedule --trace jobs.csv --cluster dgx-h100 --nodes 32 --policy hybrid \\
@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local",
                    help="where planned speeds are computed: local or a Dask address")  # fmt: skip
     p.add_argument("--cache-dir", metavar="DIR", help="speed cache (default simplan's cache)")
+    p.add_argument("--measured", metavar="FILE.csv",
+                   help="measured steps/s per job and shape, in front of --speeds "
+                   "(docs/job-trace.md)")  # fmt: skip
     p.add_argument("--seed", type=non_negative_int(2**31 - 1), default=0, help="failure seed")
     p.add_argument("--mtbf-h", type=positive_float(MAX_MTBF_H), help="node MTBF in hours")
     p.add_argument("--repair-h", type=positive_float(MAX_SECONDS / 3600), default=1.0,
@@ -99,32 +102,33 @@ def policy_names(args: argparse.Namespace) -> list[str]:
 
 
 def load_workload(args: argparse.Namespace, spec: ClusterSpec) -> Workload:
-    """The trace's jobs and their speed table: the one place the trace and speed modules are
-    imported."""
+    """The trace's jobs and their speed table (a measured table in front of the planned or
+    analytic speeds): the one place the trace and speed modules are imported."""
+    from simplan.schedule.executors import check_executor
+    from simplan.schedule.measured import MeasuredSpeeds
     from simplan.schedule.run import Workload
+    from simplan.schedule.shapes import check_fits_cluster
+    from simplan.schedule.trace import read_trace, work_steps
 
-    try:
-        from simplan.schedule.trace import read_trace, work_steps
-    except ImportError as exc:
-        raise SimplanError(
-            f"reading job traces needs {exc.name or 'simplan.schedule.trace'}, which this "
-            "installation lacks; install simplan in full"
-        ) from None
+    check_executor(args.executor)
     jobs = read_trace(args.trace)
+    measured = MeasuredSpeeds.from_csv(args.measured) if args.measured else None
+    check_fits_cluster(spec, jobs)  # a job no allocation of this cluster can hold: exit 2
+    table: Any
     if args.speeds == "analytic":
         from simplan.schedule.analytic import AnalyticSpeeds
 
-        return Workload(jobs=tuple(jobs), spec=spec, speeds=AnalyticSpeeds(spec), work=work_steps)
-    try:
+        table = AnalyticSpeeds(spec)
+    else:
+        from simplan.commands.trace import progress_bars
         from simplan.schedule.speeds import PlannedSpeeds
-    except ImportError as exc:
-        raise SimplanError(
-            f"planned speeds need {exc.name or 'simplan.schedule.speeds'}, which this "
-            "installation lacks; use --speeds analytic"
-        ) from None
-    planned = PlannedSpeeds(spec, cache_dir=args.cache_dir, executor=args.executor)
-    planned.prepare(jobs)
-    return Workload(jobs=tuple(jobs), spec=spec, speeds=planned, work=work_steps)
+
+        table = PlannedSpeeds(spec, cache_dir=args.cache_dir, executor=args.executor)
+        simulated = [j for j in jobs if measured is None or not measured.covers(j)]
+        table.prepare(simulated, progress=None if args.json else progress_bars())
+    if measured is not None:
+        table = MeasuredSpeeds(measured.rows, table)
+    return Workload(jobs=tuple(jobs), spec=spec, speeds=table, work=work_steps)
 
 
 def run(args: argparse.Namespace) -> int:

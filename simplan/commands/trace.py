@@ -128,7 +128,8 @@ def _spec(args: argparse.Namespace) -> Any:
     return load_spec(args.cluster, nodes=args.nodes)
 
 
-def _progress() -> Any:
+def progress_bars() -> Any:
+    """A progress callback for PlannedSpeeds.prepare: one bar a label, on stderr."""
     from simplan.progress import Progress
 
     bars: dict[str, Progress] = {}
@@ -180,7 +181,7 @@ def run_generate(args: argparse.Namespace) -> int:
         Job(id=k.model, model=k.model, global_batch=k.global_batch, seq_len=k.seq_len, work=1.0)
         for k in kinds
     ]
-    speeds.prepare(probes, shapes, progress=None if args.json else _progress())
+    speeds.prepare(probes, shapes, progress=None if args.json else progress_bars())
     from simplan.schedule.synthetic import synthetic_trace
 
     jobs = synthetic_trace(draws, kinds=kinds, speeds=speeds, spec=spec, gpu_type=gpu_type)
@@ -264,7 +265,7 @@ def run_speeds(args: argparse.Namespace) -> int:
     check_fits_cluster(spec, jobs)
     planned = PlannedSpeeds(spec, executor=args.executor, time_limit_s=args.time_limit)
     simulated = [j for j in jobs if measured is None or not measured.covers(j)]
-    searched = planned.prepare(simulated, progress=None if args.json else _progress())
+    searched = planned.prepare(simulated, progress=None if args.json else progress_bars())
     table: Any = planned if measured is None else MeasuredSpeeds(measured.rows, planned)
     rows = speed_rows(jobs, spec, table, planned)
     doc = {"trace": str(args.trace), "cluster": spec.name, "searched": searched,

@@ -4,7 +4,6 @@ place of a trace file (the seam `load_workload`)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -88,11 +87,35 @@ def test_a_job_that_fits_nowhere_gets_one_line(capsys, monkeypatch):
     assert len(err.strip().splitlines()) == 1 and "job huge" in err
 
 
-def test_without_the_trace_module_the_verb_says_so_in_one_line(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "simplan.schedule.trace", None)
-    code, out, err = run(capsys, *BASE)
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = "version,id,model,global_batch,seq_len,work,work_unit,arrival_s,min_gpus,max_gpus\n"
+
+
+def test_a_trace_file_that_asks_for_absent_gpus_gets_one_line(capsys):
+    """The bundled CPU trace asks for gpu_types cpu: a dgx-a100 cluster has none."""
+    tiny = str(ROOT / "examples" / "traces" / "tiny.csv")
+    code, out, err = run(capsys, "schedule", "--trace", tiny, "--cluster", "dgx-a100",
+                         "--speeds", "analytic")  # fmt: skip
     assert code == 2 and out == ""
-    assert len(err.strip().splitlines()) == 1 and "simplan.schedule.trace" in err
+    assert len(err.strip().splitlines()) == 1 and "field gpu_types" in err
+
+
+def test_a_measured_table_sets_the_speed_of_the_jobs_it_names(capsys, tmp_path):
+    """One job alone on the cluster with a measured 4 steps/s runs its 100 steps in 25 s; the
+    job the table does not name keeps its analytic speed."""
+    trace = tmp_path / "t.csv"
+    trace.write_text(HEADER + "1,a,gpt3-125m,32,0,100,steps,0,8,8\n1,b,mlp,64,0,100,steps,0,1,1\n")
+    measured = tmp_path / "m.csv"
+    measured.write_text("job,gpu_type,gpus,steps_per_s\ngpt3-125m,A100,8,4\n")
+    argv = ["schedule", "--trace", str(trace), "--cluster", "dgx-a100", "--nodes", "2",
+            "--speeds", "analytic", "--json"]  # fmt: skip
+    code, out, _ = run(capsys, *argv, "--measured", str(measured))
+    assert code == 0
+    jcts = {j["id"]: j["jct_s"] for j in json.loads(out)["results"][0]["jobs"]}
+    assert jcts["a"] == pytest.approx(25.0)
+    code, out, _ = run(capsys, *argv)
+    plain = {j["id"]: j["jct_s"] for j in json.loads(out)["results"][0]["jobs"]}
+    assert plain["a"] != pytest.approx(25.0) and plain["b"] == pytest.approx(jcts["b"])
 
 
 def test_report_schedule_refuses_other_json(capsys, tmp_path: Path):
