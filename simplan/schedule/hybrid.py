@@ -46,7 +46,11 @@ if TYPE_CHECKING:
 ILP_MAX_JOBS = 10
 REPLAN_MAX_JOBS = 64  # a re-plan orders at most this many waiting jobs (Smith's rule picks)
 ILP_MAX_SLOTS = 80
-LIST_MAX_SLOTS = 1000
+# list schedules: slots over the estimated makespan, a few per job (a job's run time is rounded
+# up to whole slots: more slots, less idle time reserved; each job scans them once)
+LIST_SLOTS_PER_JOB = 4
+LIST_MIN_SLOTS = 1000
+LIST_MAX_SLOTS = 40000
 STATIC_TIME_LIMIT_S = 30.0
 REPLAN_TIME_LIMIT_S = 2.0
 
@@ -99,10 +103,17 @@ def build_plan(
         return {js.id: PlanEntry(gpu_type=o[0][0], start_s=now_s, rank=r)
                 for r, js in enumerate(running) if (o := options[js.id])}, None  # fmt: skip
     releases = [max(0.0, js.job.arrival_s - now_s) for js in jobs]
-    total_s = max(releases) + sum(min(d for _, d in options[js.id]) for js in jobs)
-    total_s += state.restart_s * len(running)
+    shortest = [min(d for _, d in options[js.id]) for js in jobs]
     exact = len(jobs) <= ILP_MAX_JOBS
-    slot_s = max(total_s / (ILP_MAX_SLOTS if exact else LIST_MAX_SLOTS), 1e-6)
+    if exact:  # the ILP's horizon: every job one after another
+        total_s = max(releases) + sum(shortest) + state.restart_s * len(running)
+        slot_s = max(total_s / ILP_MAX_SLOTS, 1e-6)
+    else:  # the list schedule's: about a work-conserving makespan (its slots grow if short)
+        gpus = max(1, sum(state.gpus_of_type(t) for t in types))
+        work = sum(js.rigid_gpus * d for js, d in zip(jobs, shortest, strict=True))
+        total_s = max(releases) + work / gpus + max(shortest)
+        slots = min(max(LIST_SLOTS_PER_JOB * len(jobs), LIST_MIN_SLOTS), LIST_MAX_SLOTS)
+        slot_s = max(total_s / slots, 1e-6)
     problem = StaticProblem(
         release=tuple(math.ceil(r / slot_s - 1e-9) for r in releases),
         weight=tuple(js.job.weight for js in jobs),

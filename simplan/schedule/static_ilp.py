@@ -208,30 +208,31 @@ def _read(
 
 def list_schedule(problem: StaticProblem, order: list[int] | None = None) -> StaticSolution:
     """Jobs in Smith's-rule order (weight / shortest duration, highest first; or `order`), each
-    at the option and earliest start slot that complete it first given the jobs before it."""
+    at the option and earliest start slot that complete it first given the jobs before it. The
+    slots it tracks start at a work-conserving estimate of the makespan and double when a job
+    finds no room (the serial horizon of the ILP would cost memory and time for nothing)."""
     started = time.perf_counter()
     if order is None:
         order = sorted(
             range(problem.jobs),
             key=lambda j: (not problem.is_pinned(j), -problem.weight[j] / min(problem.dur[j]), j),
         )
-    length = problem.horizon + max(max(d) for d in problem.dur) + 1
-    free = np.array(problem.capacity, dtype=np.int64)[:, None].repeat(length, axis=1)
+    free = _Free(problem.capacity, 2 * makespan_estimate(problem))
     option, start = [0] * problem.jobs, [0] * problem.jobs
     for j in order:
         best: tuple[int, int, int] | None = None
         for o, d in enumerate(problem.dur[j]):
             s = problem.release[j]
             if not problem.is_pinned(j):
-                s = earliest_start(free[problem.pool[j][o]], problem.gpus[j][o], d, s)
+                s = free.earliest(problem.pool[j][o], problem.gpus[j][o], d, s)
                 if s > problem.release[j] and problem.resume:
                     d = problem.length(j, o, s)
-                    s = earliest_start(free[problem.pool[j][o]], problem.gpus[j][o], d, s)
+                    s = free.earliest(problem.pool[j][o], problem.gpus[j][o], d, s)
             if best is None or s + d < best[0]:
                 best = (s + d, o, s)
         assert best is not None
         end, o, s = best
-        free[problem.pool[j][o], s:end] -= problem.gpus[j][o]
+        free.take(problem.pool[j][o], problem.gpus[j][o], s, end)
         option[j], start[j] = o, s
     value = objective_value(problem, tuple(option), tuple(start))
     return StaticSolution(
@@ -240,13 +241,49 @@ def list_schedule(problem: StaticProblem, order: list[int] | None = None) -> Sta
     )  # fmt: skip
 
 
+def makespan_estimate(problem: StaticProblem) -> int:
+    """Slots: the last release, plus the jobs' GPU-slots (shortest option) over the GPUs, plus
+    the longest job: about the makespan of a work-conserving schedule."""
+    work = sum(problem.gpus[j][0] * min(problem.dur[j]) for j in range(problem.jobs))
+    longest = max(max(d) for d in problem.dur)
+    extra = max(problem.resume, default=0)
+    return max(problem.release) + -(-work // sum(problem.capacity)) + longest + extra + 1
+
+
+class _Free:
+    """Free GPUs per pool and slot, growing on demand."""
+
+    def __init__(self, capacity: tuple[int, ...], slots: int) -> None:
+        self.capacity = np.array(capacity, dtype=np.int64)
+        self.free = self.capacity[:, None].repeat(max(slots, 1), axis=1)
+
+    def _grow(self, slots: int) -> None:
+        if slots > self.free.shape[1]:
+            more = max(slots, 2 * self.free.shape[1]) - self.free.shape[1]
+            self.free = np.hstack([self.free, self.capacity[:, None].repeat(more, axis=1)])
+
+    def earliest(self, pool: int, gpus: int, dur: int, release: int) -> int:
+        """The first slot s >= release with `gpus` free in every slot of [s, s + dur)."""
+        self._grow(release + dur)
+        while True:
+            s = earliest_start(self.free[pool], gpus, dur, release)
+            if s >= 0:
+                return s
+            self._grow(2 * self.free.shape[1])
+
+    def take(self, pool: int, gpus: int, start: int, end: int) -> None:
+        self._grow(end)
+        self.free[pool, start:end] -= gpus
+
+
 def earliest_start(free: np.ndarray, gpus: int, dur: int, release: int) -> int:
-    """The first slot s >= release with at least gpus free in every slot of [s, s + dur)."""
+    """The first slot s >= release with at least gpus free in every slot of [s, s + dur), where
+    the window lies within `free`; -1 when there is none."""
     ok = free[release:] >= gpus
     if dur == 1:
         hits = np.flatnonzero(ok)
-        return release + int(hits[0])
-    # windows of dur consecutive True: differences of a running count
-    count = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
-    hits = np.flatnonzero(count[dur:] - count[:-dur] == dur)
-    return release + int(hits[0])
+    else:
+        # windows of dur consecutive True: differences of a running count
+        count = np.concatenate(([0], np.cumsum(ok, dtype=np.int64)))
+        hits = np.flatnonzero(count[dur:] - count[:-dur] == dur)
+    return release + int(hits[0]) if hits.size else -1

@@ -65,3 +65,14 @@ def test_bad_problem_is_refused():
     with pytest.raises(ValueError, match="more GPUs than its pool"):
         StaticProblem(release=(0,), weight=(1.0,), pool=((0,),), gpus=((9,),), dur=((1,),),
                       capacity=(8,))  # fmt: skip
+
+
+def test_list_schedule_grows_past_its_makespan_estimate():
+    # a hundred 5-slot jobs that all want the single GPU of pool 0, beside an idle pool of 100:
+    # the work over every GPU underestimates the makespan (500 slots, end to end) many times
+    n = 100
+    problem = StaticProblem(release=(0,) * n, weight=(1.0,) * n, pool=((0,),) * n,
+                            gpus=((1,),) * n, dur=((5,),) * n, capacity=(1, 100))  # fmt: skip
+    heuristic = list_schedule(problem)
+    assert feasible(problem, heuristic.option, heuristic.start)
+    assert sorted(heuristic.start) == list(range(0, 5 * n, 5))
