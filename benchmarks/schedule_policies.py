@@ -8,8 +8,9 @@
    Gavel (Narayanan et al., OSDI 2020, abstract) reports average JCT and makespan improved "by
    up to 3.5x" over heterogeneity-agnostic policies.
 
-The workload is benchmarks/schedule_workload.py's (analytic speeds: each model's speedup from
-A100 to H100 follows from its compute and communication terms, so it differs between jobs).
+The workload is benchmarks/schedule_workload.py's (the Philly generator of
+simplan.schedule.synthetic with analytic speeds: each model's speedup from A100 to H100 follows
+from its compute and communication terms, so it differs between jobs).
 Prints a table and writes benchmarks/results/schedule_policies.json.
 """
 

@@ -1,6 +1,6 @@
 """How fast the cluster simulation is: 10,000 jobs on a 1,024-GPU cluster (128 DGX A100 nodes).
 
-The workload is benchmarks/schedule_workload.py's heavy-tailed synthetic trace with the analytic
+The workload is benchmarks/schedule_workload.py's Philly-like synthetic trace with the analytic
 speed table, warmed before timing (every job's rigid shape is priced first: "once the speed
 table is known"). Each policy's run (SimPy events, policy decisions, placement) is timed whole.
 Prints a table and writes benchmarks/results/schedule_scale.json. The target is under 60 s per
