@@ -123,6 +123,7 @@ class Trainer:
     global_microbatches: int
     holds_loss: bool  # this rank's losses count (the last pipeline stage, tensor rank 0)
     run: Callable[[], list[torch.Tensor]]  # forward+backward, the micro-batch losses it saw
+    modules: tuple[nn.Module, ...]  # the model's parts on this rank (for checkpoints)
     losses: list[float] = field(default_factory=list)  # step_loss() of every step so far
     _loss_sum: float = 0.0
 
@@ -281,6 +282,7 @@ def _plain_trainer(
         global_microbatches=cfg.dp * n,
         holds_loss=where.tp == 0,
         run=run,
+        modules=(model,),
     )
 
 
@@ -370,4 +372,5 @@ def _pipeline_trainer(
         global_microbatches=cfg.dp * cfg.num_microbatches,
         holds_loss=last and where.tp == 0,
         run=run,
+        modules=tuple(parts),
     )

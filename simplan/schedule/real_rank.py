@@ -4,8 +4,9 @@ checkpoint (DCP) and exit.
 
 The scheduler asks by creating the task's stop file; every step starts with a MAX all-reduce of
 "this rank sees the stop file", so all ranks stop after the same step. Rank 0 writes
-RUN_DIR/rank0.json: the steps it ran, each step's loss (its own micro-batches) and the times of
-its phases (process entry, model built, checkpoint loaded, steps done, checkpoint saved).
+RUN_DIR/rank0.json: the steps it ran, each step's loss (over the whole global batch) and the
+times of its phases (process entry, model built, checkpoint loaded, steps done, checkpoint
+saved).
 Progress is the runtime's heartbeat (RUN_DIR/hb{rank}, simplan.runtime.worker.Heartbeat).
 """
 
@@ -84,7 +85,10 @@ def train_task(
         trainer = build_trainer(task.job, torch.device("cpu"), rank)
         times["built"] = time.time()
         folder = latest_checkpoint(task.ckpt_dir)
-        start = load_checkpoint(folder, trainer.model, trainer.optimizer) if folder else 0
+        # one module, or the pipeline stages' parts held as one (their parameters unchanged)
+        parts = trainer.modules
+        model = parts[0] if len(parts) == 1 else torch.nn.ModuleList(parts)
+        start = load_checkpoint(folder, model, trainer.optimizer) if folder else 0
         times["loaded"] = time.time()
         step, losses, stopped = start, [], False
         while step < task.total_steps:
@@ -98,7 +102,7 @@ def train_task(
             beat.beat(2 * step - 1)
         times["stepped"] = time.time()
         if stopped:
-            save_checkpoint(task.ckpt_dir, trainer.model, trainer.optimizer, step)
+            save_checkpoint(task.ckpt_dir, model, trainer.optimizer, step)
         times["saved"] = time.time()
     finally:
         dist.destroy_process_group()
@@ -118,18 +122,11 @@ def stop_requested(stop_file: str) -> bool:
 
 
 def train_step(trainer: Any) -> float:
-    """One optimizer step over the trainer's micro-batches (as Trainer.forward_backward then
-    optimizer_step); returns this rank's loss."""
-    from simplan.runtime.strategies import loss_of
-
-    n, total = len(trainer.batches), 0.0
-    for i, (inputs, target) in enumerate(trainer.batches):
-        with trainer.sync_context(i == n - 1), trainer.loss_context():
-            loss = loss_of(trainer.model(*inputs), target) / n
-            loss.backward()
-        total += float(loss.detach())
+    """One optimizer step of the runtime's trainer (simplan.runtime.compose.Trainer); returns
+    the step's loss over the whole global batch (the same on every rank)."""
+    trainer.forward_backward()
     trainer.optimizer_step()
-    return total
+    return float(trainer.step_loss())
 
 
 def _maybe_fail(fault: str, rank: int, step: int) -> None:
