@@ -13,7 +13,9 @@ as in the simulation; when a job is stopped, its real step count replaces the es
 The simulation (`ModelledClusterSim`) prices the same decisions with the modelled step time of
 each job's plan (real_costs.RunSpeeds) and the measured start, save and load costs
 (real_costs.LaunchCosts): a start holds the job's slots for launch_s before its first step, a
-restart for launch_s + save_s + load_s.
+restart for launch_s + load_s; a preemption holds the stopped job's slots until its ranks next
+look for the request (the end of their launch or of their current step) and have saved
+(save_s), and the jobs placed at that instant start after that, as in the real run.
 """
 
 from __future__ import annotations
@@ -61,11 +63,17 @@ def scaled(jobs: Sequence[Job], time_scale: float) -> tuple[Job, ...]:
 
 
 class ModelledClusterSim(ClusterSim):
-    """The cluster simulation with each start priced by measured launch costs."""
+    """The cluster simulation with each start priced by measured launch costs, and each
+    preemption by the time the ranks take to stop: a rank looks for the stop request before
+    each step, so a preempted job first ends its launch (if it is still starting) or its
+    current step, then saves its checkpoint; the jobs placed at that instant start after it."""
+
+    MODELS_STOPS = True  # the real run measures its stops instead
 
     def __init__(self, *args: Any, costs: LaunchCosts, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.costs = costs
+        self._stopped_at_s = 0.0  # when the last preempted job's ranks have exited
 
     def _start(
         self, js: JobState, placement: Placement, *, restart: bool, delay_s: float = -1
@@ -73,7 +81,27 @@ class ModelledClusterSim(ClusterSim):
         if delay_s < 0:
             js.restarts += int(restart)
             delay_s = self.costs.delay_s(js.job.model, placement.gpus, restart)
+        delay_s += max(0.0, self._stopped_at_s - self.env.now)
         super()._start(js, placement, restart=restart, delay_s=delay_s)
+
+    def _stop(self, js: JobState, reason: str) -> None:
+        if self.MODELS_STOPS and reason == "preempt" and js.placement is not None:
+            stop_s = (
+                stop_latency_s(js, self.env.now)
+                + self.costs.of(js.job.model, js.placement.gpus).save_s
+            )
+            self._stopped_at_s = max(self._stopped_at_s, self.env.now + stop_s)
+        super()._stop(js, reason)
+
+
+def stop_latency_s(js: JobState, now_s: float) -> float:
+    """Seconds until a running job's ranks next look for a stop request: the rest of its
+    launch (start and checkpoint load) while it is starting, else the rest of its step."""
+    working_s = now_s - js.seg_start_s - js.seg_delay_s
+    if working_s < 0:
+        return -working_s
+    into_step_s = working_s % js.seg_step_s
+    return 0.0 if into_step_s < 1e-9 else js.seg_step_s - into_step_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +122,8 @@ class LaunchRecord:
 
 class RealClusterRun(ModelledClusterSim):
     """The cluster simulation driving real launches in real time (see the module docstring)."""
+
+    MODELS_STOPS = False
 
     def __init__(
         self,

@@ -7,9 +7,11 @@ start, stop and restart a job there.
   (simplan.validate.profile_for, written under traces/profiles/) and the local cluster's
   calibration (validate.local_cluster), or, with profiled=False, the device model alone (fast,
   for tests). None where global_batch is not divisible by n. Each profile is measured afresh,
-  once per run, in a child process that runs as the ranks do (one thread, SCHED_FIFO where
-  permitted): on a busy machine a profile measured at normal priority prices the other
-  tenants' load, which the ranks do not see.
+  once per run, as the ranks run (one thread, SCHED_FIFO where permitted; on a busy machine a
+  profile measured at normal priority prices the other tenants' load, which the ranks do not
+  see): on one slot in a child process; on n > 1 slots by the n ranks of a short run side by
+  side (the in-run profile of `simplan validate`), which prices the cores' sharing with the
+  other ranks and their communication threads.
 - `LaunchCosts`: measured once per model and rank count before a schedule runs
   (`measure_costs`): one launch that saves a checkpoint without training and one that loads it;
   launch_s is the time a launch holds its slots besides training, saving and loading (process
@@ -77,10 +79,31 @@ class RunSpeeds:
         cluster = local_cluster(gpus)
         if not self.profiled:
             return float(simulate(job.model, cluster, config, record=False).step_time_s)
-        measure_profile(job.model, config, self.context)
-        profile, _ = profile_for(job.model, config, threads=1)
+        if gpus == 1:
+            measure_profile(job.model, config, self.context)
+            profile, _ = profile_for(job.model, config, threads=1)
+        else:
+            profile = in_run_profile(job, gpus)
         result = simulate(profile.model, cluster, config, profile=profile, record=False)
         return float(result.step_time_s)
+
+
+def in_run_profile(job: Job, gpus: int) -> Any:
+    """The layer profile every rank of the job's plan on `gpus` slots measures side by side in
+    a short run (as `simplan validate` does by default): the cores' sharing with the other
+    ranks and their gloo threads is in it, which a profile measured alone misses."""
+    import dataclasses
+
+    from simplan.errors import SimplanError
+    from simplan.runtime import run_job
+    from simplan.validate import PROFILE_REPEATS
+
+    spec = dataclasses.replace(run_spec(job, gpus), steps=2, warmup=1,
+                               profile_repeats=PROFILE_REPEATS)  # fmt: skip
+    measured = run_job(spec)
+    if measured.profile is None:
+        raise SimplanError(f"the run of {job.model} on {gpus} slots measured no layer profile")
+    return measured.profile
 
 
 def measure_profile(model: str, config: ParallelConfig, context: Any = None) -> None:
@@ -132,10 +155,10 @@ class LaunchCosts:
         raise KeyError(f"no measured launch cost for {model} on {ranks} ranks")
 
     def delay_s(self, model: str, ranks: int, restart: bool) -> float:
-        """A start's time before the first step (and the exit after the last) ; a restart adds
-        the save before it and the load."""
+        """A start's time before the first step (and the exit after the last); a restart adds
+        the checkpoint's load (its save is paid when the job is stopped)."""
         cost = self.of(model, ranks)
-        return cost.launch_s + (cost.save_s + cost.load_s if restart else 0.0)
+        return cost.launch_s + (cost.load_s if restart else 0.0)
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [

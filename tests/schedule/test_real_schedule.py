@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from simplan.schedule.core import Job
+from simplan.schedule.core import Job, Shape
 from simplan.schedule.real import RealClusterRun
 from simplan.schedule.real_compare import comparison_document, execute, write_record
 from simplan.schedule.real_costs import LaunchCost, LaunchCosts
@@ -133,3 +133,31 @@ def _gone(pid: int) -> bool:
     except OSError:
         return True
     return state == "Z"
+
+
+def test_the_simulation_holds_a_preempted_jobs_slots_until_its_ranks_have_saved() -> None:
+    """SRTF on two slots: a long job starts at 0 (launch 1 s), a short one arrives at 3.25 s.
+    The long job's ranks see the stop request at the end of their step under way, then save
+    for 0.5 s: the short job's launch (1 s) and two steps (0.5 s each) start then, not at its
+    arrival."""
+    from simplan.schedule.real import ModelledClusterSim, job_steps
+    from simplan.schedule.run import Workload, make_policy
+    from simplan.schedule.state import cluster_nodes
+    from tests.schedule.fakes import LinearSpeeds
+
+    spec = load_spec("localhost-cpu", gpus_per_node=2)
+    jobs = tuple(
+        Job(id=id, model="mlp", global_batch=4, work=work, arrival_s=at, min_gpus=2, max_gpus=2)
+        for id, work, at in (("long", 100, 0.0), ("short", 2, 3.25))
+    )
+    speeds = LinearSpeeds({"mlp": 1.0})  # 1 GPU-second a step: 0.5 s a step on two slots
+    costs = LaunchCosts(costs=(("mlp", 2, LaunchCost(launch_s=1.0, save_s=0.5, load_s=0.2)),))
+    workload = Workload(jobs=jobs, spec=spec, speeds=speeds, work=job_steps)
+    policy, notes = make_policy("srtf", workload)
+    result = ModelledClusterSim(jobs, cluster_nodes(spec), speeds, policy, costs=costs).run(notes)
+    by_id = {r.id: r for r in result.jobs}
+    step_s = speeds.step_time_s(jobs[0], Shape(gpu_type="cpu", gpus=2, nodes=1))
+    assert step_s == pytest.approx(0.5)
+    # at 3.25 s the long job is 0.25 s into its 5th step (it began stepping at 1 s)
+    assert by_id["short"].finish_s == pytest.approx(3.25 + (0.25 + 0.5) + 1.0 + 2 * 0.5)
+    assert by_id["long"].preemptions == 1
