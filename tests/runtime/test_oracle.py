@@ -1,9 +1,10 @@
 """The runtime's correctness oracle: a plan run on 4 gloo ranks gives, step by step, the losses
 of the same model, seed and global batch trained in one process (fp32, relative 1e-5).
 
-By default a representative set (one process group launch each); SIMPLAN_ORACLE_FULL=1 runs
-every combination of the hybrids with each recomputation mode, with and without sequence
-parallelism where it applies.
+Every hybrid (dp x tp, ZeRO-2 x tp, FSDP x tp, dp x pp, ZeRO-2 x pp, pp x FSDP, tp x pp, DDP
++ ZeroRedundancyOptimizer), with and without sequence parallelism where it applies, each without
+recomputation and with it (one process group launch each); SIMPLAN_ORACLE_FULL=1 runs every
+recomputation mode of each.
 """
 
 from __future__ import annotations
@@ -31,50 +32,41 @@ STEPS = 5
 # the tiny model (embed, 4 blocks, head) with untied embeddings, as TP and PP need
 UNTIED_MODEL = TINY_MODEL + "tie_embeddings = false\n"
 
-DEFAULT_CASES: dict[str, dict[str, Any]] = {
-    "dp x tp, sp": {"dp": 2, "tp": 2, "sequence_parallel": True},
-    "dp x pp, uneven split, full recompute": {
-        "dp": 2, "pp": 2, "stages": (0, 2, 6), "recompute": "full"
-    },
-    "tp x pp, sp, selective, gpipe": {
-        "tp": 2, "pp": 2, "sequence_parallel": True, "recompute": "selective",
-        "schedule": "gpipe",
-    },
-    "fsdp x tp, full recompute": {"dp": 2, "tp": 2, "zero": 3, "recompute": "full"},
-    "pp x fsdp, interleaved": {
-        "dp": 2, "pp": 2, "zero": 3, "schedule": "interleaved", "virtual_stages": 2
-    },
-    "zero2 x tp, selective": {"dp": 2, "tp": 2, "zero": 2, "recompute": "selective"},
-    "zero1 (ddp + ZeroRedundancyOptimizer)": {"dp": 4, "zero": 1, "recompute": "full"},
-}  # fmt: skip
+HYBRIDS: tuple[dict[str, Any], ...] = (
+    *({"dp": 2, "tp": 2, "zero": z} for z in (0, 2, 3)),  # dp x tp, ZeRO-2 x tp, FSDP x tp
+    *({"dp": 2, "pp": 2, "zero": z} for z in (0, 2, 3)),  # dp x pp, ..., pp x FSDP
+    {"tp": 2, "pp": 2},
+    {"dp": 4, "zero": 1},  # DDP + ZeroRedundancyOptimizer
+)
+SCHEDULES: tuple[dict[str, Any], ...] = (
+    {"schedule": "1f1b"},
+    {"schedule": "gpipe"},
+    {"schedule": "interleaved", "virtual_stages": 2},
+)
 
 
-def full_cases() -> dict[str, dict[str, Any]]:
-    """Every hybrid x ZeRO stage x recomputation x sequence parallel (where tp > 1)."""
-    hybrids: list[dict[str, Any]] = [
-        *({"dp": 2, "tp": 2, "zero": z} for z in (0, 2, 3)),
-        *({"dp": 2, "pp": 2, "zero": z} for z in (0, 2, 3)),
-        {"tp": 2, "pp": 2},
-        {"dp": 4, "zero": 1},
-    ]
-    schedules: Iterator[dict[str, Any]] = itertools.cycle(
-        [
-            {"schedule": "1f1b"},
-            {"schedule": "gpipe"},
-            {"schedule": "interleaved", "virtual_stages": 2},
-        ]
-    )
-    cases: dict[str, dict[str, Any]] = {}
-    for hybrid in hybrids:
-        for recompute in ("none", "selective", "full"):
+def cases(every_recompute: bool) -> dict[str, dict[str, Any]]:
+    """Every hybrid, with and without sequence parallelism (where tp > 1), each without
+    recomputation and with it: every mode when `every_recompute`, else selective and full by
+    turns (the pipeline schedules by turns too); and an uneven ILP-style stage split."""
+    schedules: Iterator[dict[str, Any]] = itertools.cycle(SCHEDULES)
+    modes: Iterator[str] = itertools.cycle(("selective", "full"))
+    out: dict[str, dict[str, Any]] = {}
+    for hybrid in HYBRIDS:
+        recomputes = ("none", "selective", "full") if every_recompute else ("none", next(modes))
+        for recompute in recomputes:
             for sp in (False, True) if hybrid.get("tp", 1) > 1 else (False,):
                 case = hybrid | {"recompute": recompute, "sequence_parallel": sp}
                 case |= next(schedules) if hybrid.get("pp", 1) > 1 else {}
-                cases[" ".join(f"{k}={v}" for k, v in case.items())] = case
-    return cases
+                out[" ".join(f"{k}={v}" for k, v in case.items())] = case
+    out["dp=2 pp=2 stages=(0, 2, 6) recompute=full"] = {
+        "dp": 2, "pp": 2, "stages": (0, 2, 6), "recompute": "full"
+    }  # fmt: skip
+    return out
 
 
-CASES = full_cases() if os.environ.get("SIMPLAN_ORACLE_FULL") == "1" else DEFAULT_CASES
+# CI: 25 cases; SIMPLAN_ORACLE_FULL=1: every recomputation mode of each (37)
+CASES = cases(every_recompute=os.environ.get("SIMPLAN_ORACLE_FULL") == "1")
 
 
 def write_tiny_plan(directory: Path, **degrees: Any) -> Path:
