@@ -177,8 +177,10 @@ def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
     where = Coordinates(pp=pp_i, dp=rep_i * mesh.size(2) + shard_i, tp=tp_i)
     per_replica = cfg.global_batch // cfg.dp
     lo = 0 if job.fault == WRONG_SPLIT else where.dp * per_replica
-    inputs = tuple(x[lo : lo + per_replica] for x in inputs)
-    target = target[lo : lo + per_replica]
+    # copies, so that the rest of the global batch is freed: a rank holds its replica's share,
+    # as a data loader gives it
+    inputs = tuple(x[lo : lo + per_replica].clone() for x in inputs)
+    target = target[lo : lo + per_replica].clone()
     vocab_parallel = cfg.tp > 1 and cfg.pp == 1 and _has_blocks(graph)
     if cfg.tp > 1:
         from simplan.runtime.tensor_parallel import parallelize
@@ -356,6 +358,9 @@ def _pipeline_trainer(
     schedule = schedule_class(cfg)(stages, cfg.num_microbatches, loss_of)
     first, last = 0 in mine, cfg.chunks - 1 in mine
     optimizer = make_optimizer(job, [p for part in parts for p in part.parameters()])
+    # only the first stage reads the inputs and only the last the targets: the others drop them
+    inputs = inputs if first else ()
+    target = target if last else torch.empty(0)
 
     def run() -> list[torch.Tensor]:
         losses: list[torch.Tensor] = []
