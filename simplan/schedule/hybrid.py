@@ -194,6 +194,7 @@ class Hybrid:
         self.condition: tuple[tuple[bool, ...], tuple[float, ...]] = ((), ())
         self.replans = 0
         self.by_ilp = 0
+        self.uncontended = 0  # re-plans skipped: every waiting job fitted in free GPUs
         self.statuses: dict[str, int] = {}
 
     def decide(self, state: ClusterState, queue: Sequence[JobState]) -> Allocation:
@@ -228,6 +229,12 @@ class Hybrid:
     ) -> None:
         """Plan the running jobs and the REPLAN_MAX_JOBS waiting ones first by Smith's rule;
         the others wait for a later plan (bounded re-planning)."""
+        if len(waiting) + len(running) > ILP_MAX_JOBS:
+            at_once = start_now(state, waiting, running, now)
+            if at_once is not None:  # no contention: the list schedule would say the same
+                self.plan = at_once
+                self.uncontended += 1
+                return
         ranked = sorted(
             waiting,
             key=lambda js: -js.job.weight / max(js.steps_left(now) * js.nominal_step_s, 1e-9),
@@ -246,7 +253,33 @@ class Hybrid:
 
     def notes(self) -> tuple[str, ...]:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
-        return (f"hybrid: {self.replans} plans ({self.by_ilp} by the ILP; {counts})",)
+        return (
+            f"hybrid: {self.replans} plans ({self.by_ilp} by the ILP; {counts}); "
+            f"{self.uncontended} times every waiting job fitted in free GPUs (no plan needed)",
+        )
+
+
+def start_now(
+    state: ClusterState, waiting: Sequence[JobState], running: Sequence[JobState], now_s: float
+) -> dict[str, PlanEntry] | None:
+    """When the free GPUs of each type (pooled, as the plans pool them) hold every waiting job
+    on its fastest type that has room: that plan, everything starting
+    now; else None (a plan is needed)."""
+    used: dict[str, int] = {}
+    for js in running:
+        assert js.placement is not None
+        used[js.placement.gpu_type] = used.get(js.placement.gpu_type, 0) + js.placement.gpus
+    free = {t: state.gpus_of_type(t) - used.get(t, 0) for t in state.gpu_types}
+    plan = {js.id: PlanEntry(gpu_type=js.placement.gpu_type, start_s=now_s, rank=r)
+            for r, js in enumerate(running) if js.placement is not None}  # fmt: skip
+    for js in waiting:
+        fits = [(d, t) for t, d in _options(state, js, now_s) if free[t] >= js.rigid_gpus]
+        if not fits:
+            return None
+        _, gpu_type = min(fits)
+        free[gpu_type] -= js.rigid_gpus
+        plan[js.id] = PlanEntry(gpu_type=gpu_type, start_s=now_s, rank=len(plan))
+    return plan
 
 
 def make_static(workload: Workload) -> tuple[Policy, Callable[[], tuple[str, ...]]]:
