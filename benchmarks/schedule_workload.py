@@ -21,15 +21,15 @@ from simplan.topology.cluster_spec import ClusterSpec
 LOAD = 0.9
 
 
-def synthetic_workload(spec: ClusterSpec, jobs: int, seed: int = 0) -> Workload:
+def synthetic_workload(spec: ClusterSpec, jobs: int, seed: int = 0, load: float = LOAD) -> Workload:
     """`jobs` Philly-like jobs on `spec` (work sized on its first GPU type), arriving at the rate
-    that offers LOAD of its GPUs."""
+    that offers `load` of its GPUs."""
     philly = load_workload("philly")
     kinds = default_kinds()
     draws = draw_jobs(jobs, seed=seed, jobs_per_hour=1.0, workload=philly, kinds=len(kinds))
     total_gpus = sum(g.count * g.devices_per_node for g in spec.groups)
     offered = sum(d.gpus * d.duration_s for d in draws)
-    rate_per_s = LOAD * total_gpus * jobs / offered
+    rate_per_s = load * total_gpus * jobs / offered
     scale = 1.0 / (rate_per_s * 3600.0)  # drawn at one job an hour
     draws = [dataclasses.replace(d, arrival_s=d.arrival_s * scale) for d in draws]
     speeds = AnalyticSpeeds(spec)

@@ -29,7 +29,7 @@ import simpy
 from simplan.errors import SimplanError
 from simplan.schedule.core import Job, Shape, SpeedTable
 from simplan.schedule.metrics import schedule_metrics
-from simplan.schedule.results import JobRecord, ScheduleResult
+from simplan.schedule.results import JobRecord, ScheduleResult, Segment
 from simplan.schedule.state import (
     Allocation,
     ClusterState,
@@ -144,6 +144,7 @@ class ClusterSim:
         self.running: dict[str, JobState] = {}
         self.done: list[JobState] = []
         self.busy: list[tuple[float, int]] = [(0.0, 0)]
+        self.segments: list[Segment] = []
         self.allocated = 0
         self.events = 0
         self.failures = 0
@@ -302,6 +303,10 @@ class ClusterSim:
             js.lost_steps += steps - kept
             steps = kept
         held_s = now - js.seg_start_s
+        self.segments.append(
+            Segment(job=js.id, gpu_type=placement.gpu_type, per_node=placement.per_node,
+                    start_s=js.seg_start_s, end_s=now, delay_s=min(js.seg_delay_s, held_s))
+        )  # fmt: skip
         js.attained_gpu_s += held_s * placement.gpus
         by_type = js.gpu_s_by_type
         by_type[placement.gpu_type] = by_type.get(placement.gpu_type, 0.0) + held_s * placement.gpus
@@ -387,6 +392,7 @@ class ClusterSim:
             events=self.events,
             wall_s=wall_s,
             notes=notes,
+            segments=tuple(self.segments),
         )
 
 

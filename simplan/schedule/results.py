@@ -36,6 +36,36 @@ class JobRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Segment:
+    """A job on some GPUs from start_s to end_s: (node index, GPUs) pairs; the first delay_s
+    seconds it makes no progress (a restart's checkpoint load, a launch)."""
+
+    job: str
+    gpu_type: str
+    per_node: tuple[tuple[int, int], ...]
+    start_s: float
+    end_s: float
+    delay_s: float = 0.0
+
+    def to_list(self) -> list[Any]:
+        return [self.job, self.gpu_type, [list(p) for p in self.per_node], self.start_s,
+                self.end_s, self.delay_s]  # fmt: skip
+
+    @staticmethod
+    def from_list(row: list[Any]) -> Segment:
+        job, gpu_type, per_node, start_s, end_s, delay_s = row
+        pairs = tuple((int(n), int(g)) for n, g in per_node)
+        return Segment(
+            job=str(job),
+            gpu_type=str(gpu_type),
+            per_node=pairs,
+            start_s=float(start_s),
+            end_s=float(end_s),
+            delay_s=float(delay_s),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Metrics:
     """Aggregates of a schedule (formulas in simplan.schedule.metrics)."""
 
@@ -66,6 +96,7 @@ class ScheduleResult:
     events: int
     wall_s: float
     notes: tuple[str, ...] = ()
+    segments: tuple[Segment, ...] = ()  # who ran where and when (the Gantt chart)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +111,8 @@ class ScheduleResult:
             "events": self.events,
             "wall_s": self.wall_s,
             "notes": list(self.notes),
+            # [job, gpu type, [[node, GPUs], ...], start s, end s, delay s]
+            "segments": [g.to_list() for g in self.segments],
         }
 
 
@@ -108,6 +141,7 @@ def result_from_dict(data: dict[str, Any]) -> ScheduleResult:
         events=int(data["events"]),
         wall_s=float(data["wall_s"]),
         notes=tuple(str(n) for n in data["notes"]),
+        segments=tuple(Segment.from_list(g) for g in data.get("segments", ())),
     )
 
 

@@ -44,3 +44,33 @@ def test_result_round_trips_through_json():
                             busy=tuple(BUSY), events=7, wall_s=0.1, notes=("n",))  # fmt: skip
     again = result_from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
+
+
+def test_segments_account_for_every_gpu_second_and_no_gpu_holds_two_jobs():
+    """The Gantt chart's data: each job's segments add up to its GPU-seconds, and the lanes
+    handed out on each node never give one GPU to two segments at once."""
+    from simplan.report.schedule import gpu_lanes
+    from simplan.schedule.results import result_from_dict
+    from simplan.schedule.run import Workload, run_policy
+    from simplan.topology.cluster_spec import load_spec
+    from tests.schedule.fakes import LinearSpeeds, job
+
+    jobs = tuple(job(f"j{i}", 300 + 50 * i, gpus=2 ** (i % 3), arrival_s=15.0 * i)
+                 for i in range(12))  # fmt: skip
+    spec = load_spec("dgx-a100", nodes=2, gpus_per_node=4)
+    result = run_policy("las", Workload(jobs=jobs, spec=spec, speeds=LinearSpeeds({"m": 1.0})))
+    assert result.metrics.preemptions > 0  # segments of preempted jobs too
+    for record in result.jobs:
+        mine = [g for g in result.segments if g.job == record.id]
+        held = sum((g.end_s - g.start_s) * sum(n for _, n in g.per_node) for g in mine)
+        assert held == pytest.approx(record.gpu_s)
+    lanes: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for node, lane, seg in gpu_lanes(result.segments):
+        assert lane < 4  # four GPUs a node
+        lanes.setdefault((node, lane), []).append((seg.start_s, seg.end_s))
+    for spans in lanes.values():
+        spans.sort()
+        ends, starts = [e for _, e in spans[:-1]], [b for b, _ in spans[1:]]
+        assert all(end <= start + 1e-9 for end, start in zip(ends, starts, strict=True))
+    again: ScheduleResult = result_from_dict(result.to_dict())
+    assert again.segments == result.segments

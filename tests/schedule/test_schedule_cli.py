@@ -57,6 +57,7 @@ def test_out_writes_figures_and_report_schedule_rereads_them(capsys, workload, t
     assert code == 0
     names = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     assert {"schedule.json", "jct_cdf.png", "utilization.png", "index.md"} <= names
+    assert {"gantt-fifo.png", "gantt-las.png"} <= names
     assert "| las |" in (out / "index.md").read_text()
     again = tmp_path / "again"
     code, _, _ = run(capsys, "report", "schedule", str(out / "schedule.json"), "--out", str(again))
