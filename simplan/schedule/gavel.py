@@ -13,7 +13,8 @@ Between LP solves, Gavel's round mechanism places jobs by priority X[j,t] / (sha
 so far that j received on t), highest first (jobs that have not received their share come
 first); the remaining jobs then fill spare GPUs. As in Gavel, the max-min LP is followed by a
 second one that keeps the max-min value and maximises the total normalised throughput (the
-first LP alone leaves ties, and GPUs, to chance).
+first LP alone leaves ties, and GPUs, to chance). On a cluster of one GPU type both LPs have a
+closed-form solution (`one_type_shares`), used there: the same optimum, without a solver.
 """
 
 from __future__ import annotations
@@ -55,7 +56,19 @@ def max_min_shares(
     tput: dict[str, dict[str, float]],
     capacity: dict[str, int],
 ) -> dict[tuple[str, str], float]:
-    """The max-min fair time shares X[(job id, type)] of the LP in the module doc."""
+    """The max-min fair time shares X[(job id, type)] of the LP in the module doc (on one GPU
+    type, its closed-form solution)."""
+    if len(capacity) == 1:
+        return one_type_shares(jobs, tput, capacity)
+    return lp_shares(jobs, tput, capacity)
+
+
+def lp_shares(
+    jobs: Sequence[JobState],
+    tput: dict[str, dict[str, float]],
+    capacity: dict[str, int],
+) -> dict[tuple[str, str], float]:
+    """The two LPs of the module doc, solved by PuLP (HiGHS)."""
     total = sum(capacity.values()) or 1
     prob = pulp.LpProblem("gavel_max_min", pulp.LpMaximize)
     z = prob.add_variable("z", 0, None, cat="Continuous")
@@ -86,6 +99,34 @@ def max_min_shares(
     prob.setObjective(pulp.lpSum(progress))
     _solve(prob)
     return {key: float(v.value() or 0.0) for key, v in x.items()}
+
+
+def one_type_shares(
+    jobs: Sequence[JobState],
+    tput: dict[str, dict[str, float]],
+    capacity: dict[str, int],
+) -> dict[tuple[str, str], float]:
+    """The two LPs on one GPU type, solved exactly without a solver. There T_eq = T, so job j's
+    normalised progress is X_j / w_j: the max-min value is z = min(1 / max w_j, G / sum w_j g_j)
+    (every X_j = z w_j fits both bounds); the second LP keeps X_j >= z w_j and spends the GPUs
+    left on the most progress per GPU, 1 / (w_j g_j), first, each job up to X_j = 1 (a
+    fractional knapsack, whose greedy solution is optimal)."""
+    ((gpu_type, gpus),) = capacity.items()
+    mine = [js for js in jobs if tput[js.id].get(gpu_type, 0.0) > 0]
+    if not mine:
+        return {}
+    weight = {js.id: js.job.weight if js.job.weight > 0 else 1.0 for js in mine}
+    demand = sum(weight[js.id] * js.rigid_gpus for js in mine)
+    z = min(1.0 / max(weight.values()), gpus / demand) * (1 - 1e-6)
+    shares = {js.id: z * weight[js.id] for js in mine}
+    left = gpus - sum(shares[js.id] * js.rigid_gpus for js in mine)
+    for js in sorted(mine, key=lambda js: weight[js.id] * js.rigid_gpus):
+        if left <= 0:
+            break
+        more = min(1.0 - shares[js.id], left / js.rigid_gpus)
+        shares[js.id] += more
+        left -= more * js.rigid_gpus
+    return {(i, gpu_type): x for i, x in shares.items()}
 
 
 def _solve(prob: pulp.LpProblem) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from simplan.schedule.cluster import ClusterSim, SimOptions
-from simplan.schedule.gavel import make_gavel, max_min_shares, throughputs
+from simplan.schedule.gavel import (
+    lp_shares,
+    make_gavel,
+    max_min_shares,
+    one_type_shares,
+    throughputs,
+)
 from simplan.schedule.policies import elastic, fifo, make_las, srtf
 from simplan.schedule.run import Workload, run_policy
 from simplan.schedule.state import ClusterState, JobState, Policy, cluster_nodes, place
@@ -99,3 +105,33 @@ def test_policies_by_name_run_the_same_workload():
     workload = Workload(jobs=jobs, spec=mixed(), speeds=SPEEDS)
     for name in ("fifo", "srtf", "las", "gavel", "gavel-agnostic", "elastic"):
         assert run_policy(name, workload).metrics.jobs == 8
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_gavel_on_one_type_solves_both_lps_exactly(seed):
+    """The closed form reaches the LP's optimum: the same max-min value and, at it, the same
+    total normalised progress (shares may differ where the optimum is not unique)."""
+    import random
+
+    rng = random.Random(seed)
+    jobs = [
+        job(f"j{i}", 100, gpus=rng.choice((1, 2, 4, 8)), weight=float(rng.randint(1, 3)))
+        for i in range(rng.randint(2, 12))
+    ]
+    state, states = _states(jobs, one_node(8), SPEEDS)
+    queue = list(states.values())
+    tput = {js.id: throughputs(state, js) for js in queue}
+    capacity = {t: state.gpus_of_type(t) for t in state.gpu_types}
+    closed, lp = one_type_shares(queue, tput, capacity), lp_shares(queue, tput, capacity)
+
+    def progress(shares):  # each job's X / w, and the GPUs used
+        per_job = [sum(x for (i, _), x in shares.items() if i == js.id) / js.job.weight
+                   for js in queue]  # fmt: skip
+        used = sum(x * states[i].rigid_gpus for (i, _), x in shares.items())
+        return min(per_job), sum(per_job), used
+
+    (z_closed, total_closed, used_closed), (z_lp, total_lp, _) = progress(closed), progress(lp)
+    assert z_closed == pytest.approx(z_lp, rel=1e-5)
+    assert total_closed == pytest.approx(total_lp, rel=1e-5)
+    assert used_closed <= 8 + 1e-9
+    assert all(0 <= x <= 1 + 1e-12 for x in closed.values())
