@@ -144,12 +144,15 @@ class Gavel:
         self.solves = 0
         self.solved_for: tuple[frozenset[str], tuple[int, ...]] = (frozenset(), ())
 
-    def _tput(self, state: ClusterState, js: JobState) -> dict[str, float]:
+    def _tput(
+        self, state: ClusterState, js: JobState, fraction: dict[str, float]
+    ) -> dict[str, float]:
+        """Steps/s by type; agnostic: the same on every type, that of an equal share of every
+        type (`fraction`: each type's share of the cluster's GPUs)."""
         real = throughputs(state, js)
         if self.aware:
             return real
-        total = state.total_gpus
-        equal = sum(state.gpus_of_type(t, up_only=False) / total * v for t, v in real.items())
+        equal = sum(fraction[t] * v for t, v in real.items())
         return {t: equal for t, v in real.items() if v > 0}
 
     def decide(self, state: ClusterState, queue: Sequence[JobState]) -> Allocation:
@@ -158,7 +161,9 @@ class Gavel:
         key = (frozenset(js.id for js in queue), tuple(capacity.values()))
         due = now >= self.solved_at_s + GAVEL_ROUND_S - 1e-9
         if due and queue and key != self.solved_for:
-            tput = {js.id: self._tput(state, js) for js in queue}
+            total = state.total_gpus
+            fraction = {t: state.gpus_of_type(t, up_only=False) / total for t in state.gpu_types}
+            tput = {js.id: self._tput(state, js, fraction) for js in queue}
             self.shares = max_min_shares(queue, tput, capacity)
             self.solved_at_s, self.solves, self.solved_for = now, self.solves + 1, key
         pairs: list[tuple[float, int, Request]] = []
