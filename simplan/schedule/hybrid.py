@@ -255,7 +255,8 @@ class Hybrid:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.statuses.items()))
         return (
             f"hybrid: {self.replans} plans ({self.by_ilp} by the ILP; {counts}); "
-            f"{self.uncontended} times every waiting job fitted in free GPUs (no plan needed)",
+            f"no plan needed at {self.uncontended} decisions (every waiting job fitted in free "
+            "GPUs)",
         )
 
 
