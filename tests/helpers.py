@@ -110,3 +110,24 @@ def two_cpu_spec(calibration: Path) -> dict[str, Any]:
             }
         ],
     }
+
+
+def run_main(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """simplan's main in this process: (exit status, stdout, stderr); argparse's exits too."""
+    from simplan.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def process_gone(pid: int) -> bool:
+    """Whether a process has exited (absent, or a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"

@@ -237,7 +237,7 @@ def _steps(
     step_s, opt_s = [], []
     for i in range(first, first + count):
         progress = i + job.warmup
-        _maybe_fail(job.fault, beat.rank, progress)
+        maybe_fail(job.fault, beat.rank, progress)
         beat.beat(2 * progress)
         dist.barrier()
         sync()
@@ -255,7 +255,9 @@ def _steps(
     return step_s, opt_s
 
 
-def _maybe_fail(fault: str, rank: int, step: int) -> None:
+def maybe_fail(fault: str, rank: int, step: int) -> None:
+    """The fault a test injects: 'crash@RANK:STEP' raises, 'hang@RANK:STEP' stalls for good,
+    in that rank before that step."""
     if not fault or fault == WRONG_SPLIT:
         return
     kind, _, where = fault.partition("@")

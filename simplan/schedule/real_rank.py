@@ -67,7 +67,7 @@ def train_task(
     import torch.distributed as dist
 
     from simplan.realtime import enter_realtime
-    from simplan.runtime.worker import Heartbeat, build_trainer
+    from simplan.runtime.worker import Heartbeat, build_trainer, maybe_fail
     from simplan.schedule.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 
     torch.set_num_threads(task.job.threads)
@@ -96,7 +96,7 @@ def train_task(
             if stop_requested(task.stop_file):
                 stopped = True
                 break
-            _maybe_fail(task.fault, rank, step)
+            maybe_fail(task.fault, rank, step)
             losses.append(train_step(trainer))
             step += 1
             beat.beat(2 * step - 1)
@@ -127,15 +127,3 @@ def train_step(trainer: Any) -> float:
     trainer.forward_backward()
     trainer.optimizer_step()
     return float(trainer.step_loss())
-
-
-def _maybe_fail(fault: str, rank: int, step: int) -> None:
-    if not fault:
-        return
-    kind, _, where = fault.partition("@")
-    at_rank, _, at_step = where.partition(":")
-    if int(at_rank) != rank or int(at_step) != step:
-        return
-    while kind == "hang":
-        time.sleep(1.0)
-    raise RuntimeError(f"injected crash at step {step}")

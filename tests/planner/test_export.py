@@ -23,6 +23,7 @@ from simplan.parallel import ParallelConfig
 from simplan.planfile import ClusterRef, PlanFile, write_plan
 from simplan.planner.export import EXPORTS, FRAMEWORKS
 from simplan.planner.plan import Plan, from_planfile
+from tests.helpers import run_main as _run
 
 ROOT = Path(__file__).resolve().parents[2]
 PINS = json.loads((ROOT / "simplan" / "data" / "framework_pins.json").read_text())
@@ -442,15 +443,6 @@ def test_the_pins_name_their_source() -> None:
 
 
 # ---- the command line ---------------------------------------------------------------------
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_export_verb_writes_the_file_and_json(capsys, planned, tmp_path) -> None:

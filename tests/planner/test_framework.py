@@ -13,6 +13,7 @@ import pytest
 from simplan.cli import main
 from simplan.planner.export import TARGETS, chunks, megatron_layout, unsupported
 from simplan.planner.plan import Plan
+from tests.helpers import run_main as _run
 from tests.planner.test_export import check_export, refusal
 from tests.planner.test_export_frameworks import (
     DEEPSPEED_PARSE,
@@ -28,15 +29,6 @@ SCENARIOS = {
     "torchtitan": ("llama3-8b", "dgx-h100", "", "256"),
     "deepspeed": ("llama3-8b", "dgx-h100", "2", "256"),
 }
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def plan_argv(framework: str, out: Path | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from simplan.runtime import JobSpec, config_for
 from simplan.runtime.launch import read_progress
 from simplan.schedule.real_launch import Launch, rank_context
 from simplan.schedule.real_rank import RankTask
+from tests.helpers import process_gone
 
 pytestmark = pytest.mark.distributed
 
@@ -37,14 +38,6 @@ def _task(tmp: Path, name: str, *, steps: int = STEPS, fault: str = "", timeout_
     folder.mkdir()
     return RankTask(job=job, total_steps=steps, ckpt_dir=str(folder / "ckpt"),
                     stop_file=str(folder / "stop"), fault=fault)  # fmt: skip
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
 
 
 def test_restart_from_checkpoint_continues_the_losses(tmp_path: Path, context: object) -> None:
@@ -86,6 +79,6 @@ def test_a_failed_launch_stops_every_rank(
     pids = [p.pid for p in launch.procs]
     with pytest.raises(RankFailure, match=message):
         launch.wait()
-    assert all(p is not None and _gone(p) for p in pids)
+    assert all(p is not None and process_gone(p) for p in pids)
     launch.close()  # closing again is harmless
     assert os.getpid()  # the test process itself is untouched

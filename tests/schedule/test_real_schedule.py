@@ -14,7 +14,7 @@ from simplan.schedule.real import RealClusterRun
 from simplan.schedule.real_compare import comparison_document, execute, write_record
 from simplan.schedule.real_costs import LaunchCost, LaunchCosts
 from simplan.topology.cluster_spec import load_spec
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, process_gone, run_cli
 
 # The order and preemption tests do not need the launch costs (they only shift the simulated
 # schedule); measuring them is the run's own business, tested by the CLI run below.
@@ -101,7 +101,7 @@ def _run_of_two(tmp_path: Path, **kwargs: Any) -> RealClusterRun:
 
 def _all_gone(run: RealClusterRun) -> bool:
     pids = [p.pid for launch in run.started for p in launch.procs]
-    return bool(pids) and all(pid is not None and _gone(pid) for pid in pids)
+    return bool(pids) and all(pid is not None and process_gone(pid) for pid in pids)
 
 
 @pytest.mark.distributed
@@ -125,14 +125,6 @@ def test_ctrl_c_stops_every_rank(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         run.run()
     assert len(run.started) == 2 and _all_gone(run)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
 
 
 def test_the_simulation_holds_a_preempted_jobs_slots_until_its_ranks_have_saved() -> None:

@@ -8,21 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from simplan.cli import main
 from simplan.schedule.trace import COLUMNS, read_trace
 from tests.helpers import ROOT
+from tests.helpers import run_main as _run
 
 TINY = str(ROOT / "examples" / "traces" / "tiny.csv")
 SMALL = str(ROOT / "examples" / "traces" / "small.csv")
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _refused(capsys, argv: tuple[str, ...], needle: str) -> None:
