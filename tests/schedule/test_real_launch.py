@@ -18,7 +18,7 @@ from tests.helpers import process_gone
 
 pytestmark = pytest.mark.distributed
 
-STEPS = 6
+STEPS = 40  # a stop asked for at step 2 has ~38 steps (seconds) to land before the last one
 
 
 @pytest.fixture(scope="module")
