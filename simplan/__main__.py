@@ -1,5 +1,3 @@
-import sys
+from simplan.cli import entry
 
-from simplan.cli import main
-
-sys.exit(main())
+entry()

@@ -19,6 +19,8 @@ from simplan.errors import SimplanError
 
 T = TypeVar("T")
 
+_LEFT_BEHIND: list[threading.Thread] = []  # work call_before stopped waiting for
+
 
 class TimeLimitReached(SimplanError):
     """Work stopped at its deadline; the caller keeps what was done before it."""
@@ -76,7 +78,16 @@ def call_before(deadline: Deadline, work: Callable[[], T]) -> T:
     thread.start()
     thread.join(deadline.left_s())
     if thread.is_alive():
+        _LEFT_BEHIND.append(thread)
         raise TimeLimitReached(f"the time limit of {deadline.limit_s:g} s stopped the work")
     if errors:
         raise errors[0]
     return values[0]
+
+
+def work_left_behind() -> bool:
+    """Whether work that call_before stopped waiting for is still running. The process should
+    then end without the interpreter's shutdown, which can abort ("terminate called without an
+    active exception") when that thread is inside a native library's initialisation, such as
+    torch's first import."""
+    return any(thread.is_alive() for thread in _LEFT_BEHIND)
