@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 RECOMPUTE = ("none", "selective", "full")
 ZERO_STAGES = (0, 1, 2, 3)
+COMPRESSION = ("none", "fp16", "bf16", "powersgd")
+OFFLOAD = ("none", "optimizer")
+MAX_SYNC_PERIOD = 1 << 20  # steps between model averages (local SGD) or of staleness
+MAX_POWERSGD_RANK = 1024
 
 # the largest values any real job has, with room to spare (beyond them a value is a typo)
 MAX_DEGREE = MAX_DEVICES  # devices in one parallel dimension
@@ -65,6 +69,15 @@ class ParallelConfig:
     reduce_dtype: dtype of gradient reductions ('' = dtype; Megatron-LM and FSDP's default mixed
         precision reduce in 'fp32').
     stages: optional layer-index boundaries: stage i holds layers [stages[i], stages[i+1]).
+    compress: data-parallel gradient compression (DDP communication hooks): 'none', 'fp16',
+        'bf16' or 'powersgd' (low-rank, rank `powersgd_rank`, with error feedback).
+    powersgd_rank: the rank of PowerSGD's gradient approximation.
+    local_sgd: local SGD period H: replicas step on their own gradients and average their
+        parameters every H steps (1: every step's gradients are all-reduced, plain DP).
+    staleness: asynchronous data parallelism with bounded staleness s: a replica's gradients
+        may be applied up to s updates after the parameters they were computed on (0: sync).
+    offload: 'optimizer' keeps optimizer states (and the step) in host memory, ZeRO-Offload /
+        FSDP2 CPUOffloadPolicy style; 'none' keeps everything on the device.
     """
 
     dp: int = _knob(1, "data-parallel degree (default: the rest)", lo=1, hi=MAX_DEGREE)
@@ -79,6 +92,14 @@ class ParallelConfig:
     recompute: str = _knob("none", "activation recomputation", choices=RECOMPUTE)
     dtype: str = _knob("bf16", "bf16, fp16 or fp32", choices=tuple(DTYPE_BYTES))
     sequence_parallel: bool = _knob(False, "Megatron sequence parallelism inside TP groups")
+    compress: str = _knob("none", "DP gradient compression", choices=COMPRESSION)
+    powersgd_rank: int = _knob(1, "PowerSGD rank (with --compress powersgd)", lo=1,
+                               hi=MAX_POWERSGD_RANK)  # fmt: skip
+    local_sgd: int = _knob(1, "local SGD: average parameters every H steps (1: off)", lo=1,
+                           hi=MAX_SYNC_PERIOD)  # fmt: skip
+    staleness: int = _knob(0, "async DP: bounded gradient staleness (0: sync)", lo=0,
+                           hi=MAX_SYNC_PERIOD)  # fmt: skip
+    offload: str = _knob("none", "keep optimizer states in host memory", choices=OFFLOAD)
     bucket_bytes: int = 25 * MiB
     overlap_grad_reduce: bool = True
     reduce_dtype: str = ""
@@ -113,6 +134,7 @@ class ParallelConfig:
         check_dtype(self.dtype)
         if self.reduce_dtype:
             check_dtype(self.reduce_dtype)
+        self._check_update_knobs()
         if self.schedule == "interleaved" and self.virtual_stages < 2:
             raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
@@ -133,6 +155,42 @@ class ParallelConfig:
             raise SimplanError(
                 f"the interleaved schedule needs the number of micro-batches "
                 f"({self.num_microbatches}) to be a multiple of pp {self.pp}"
+            )
+
+    def _check_update_knobs(self) -> None:
+        """Gradient compression, local SGD, staleness and offload: valid values, and at most
+        one way of changing how replicas synchronise."""
+        if self.compress not in COMPRESSION:
+            raise SimplanError(
+                f"compress must be one of {', '.join(COMPRESSION)}, got {self.compress!r}"
+            )
+        if self.offload not in OFFLOAD:
+            raise SimplanError(f"offload must be one of {', '.join(OFFLOAD)}, got {self.offload!r}")
+        for name in ("powersgd_rank", "local_sgd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SimplanError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.staleness, int) or self.staleness < 0:
+            raise SimplanError(f"staleness must be >= 0, got {self.staleness!r}")
+        chosen = [
+            flag
+            for flag, on in (
+                ("--compress", self.compress != "none"),
+                ("--local-sgd", self.local_sgd > 1),
+                ("--staleness", self.staleness > 0),
+            )
+            if on
+        ]
+        if len(chosen) > 1:
+            raise SimplanError(
+                f"{' and '.join(chosen)} are different ways to synchronise replicas; choose one"
+            )
+        if self.powersgd_rank != 1 and self.compress != "powersgd":
+            raise SimplanError("--powersgd-rank needs --compress powersgd")
+        if chosen and self.zero > 1:
+            raise SimplanError(
+                f"{chosen[0]} changes how DDP replicas synchronise; it needs --zero 0 or 1, "
+                f"not {self.zero}"
             )
 
     @property
@@ -167,6 +225,15 @@ class ParallelConfig:
             parts.append(f"recompute-{self.recompute}")
         if self.sequence_parallel:
             parts.append("sp")
+        if self.compress != "none":
+            rank = f"-r{self.powersgd_rank}" if self.compress == "powersgd" else ""
+            parts.append(f"compress-{self.compress}{rank}")
+        if self.local_sgd > 1:
+            parts.append(f"local-sgd-{self.local_sgd}")
+        if self.staleness:
+            parts.append(f"staleness-{self.staleness}")
+        if self.offload != "none":
+            parts.append(f"offload-{self.offload}")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
