@@ -31,6 +31,8 @@ examples:
   simplan simulate --model mlp --cluster localhost-cpu --global-batch 128 --micro-batch 64 \\
       --dtype fp32 --profile traces/profiles/<cpu>/mlp-fp32-mb64-s0.json
   simplan simulate --plan plan.json --json
+  simplan simulate --model mlp --cluster mixed-a100-h100 --global-batch 1024 --staleness 4
+      # also asynchronous DP with bounded staleness 4: updates/s and the staleness seen
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 256 --zero 3 \\
       --framework torchtitan      # refused in one line if torchtitan cannot run it
 
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         record=bool(args.trace or args.report),
         headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )
+    asynchronous = _async(model, cluster, config, result, placement)
     if args.trace:
         write_trace(result, args.trace)
     if args.report:
@@ -96,9 +99,14 @@ def run(args: argparse.Namespace) -> int:
         index = write_simulation_report(result, args.report, flag="--report")
         print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+        out = result.to_dict()
+        if asynchronous is not None:
+            out["async_dp"] = asynchronous.to_dict()
+        print(json.dumps(out, indent=1))
     else:
         print_result(result)
+        if asynchronous is not None:
+            print_async(asynchronous, config)
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     shortfall = memory_shortfall(result)
@@ -106,6 +114,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _async(
+    model: str | ModelGraph, cluster: Any, config: ParallelConfig, step: Any, placement: list[int]
+) -> Any:
+    """With --staleness s > 0: asynchronous DP of the configuration (simplan.sim.async_dp)."""
+    if config.staleness == 0:
+        return None
+    from simplan.sim.async_dp import simulate_async_step
+    from simplan.sim.run import resolve_model
+
+    graph = resolve_model(model, config)
+    return simulate_async_step(graph, cluster, config, step, placement or None)
+
+
+def print_async(res: Any, config: ParallelConfig) -> None:
+    per_replica = config.global_batch // config.dp
+    print(
+        f"asynchronous DP (parameter server, at most {res.bound} gradients ahead of the "
+        f"slowest worker): {res.updates_per_s:.2f} updates/s = "
+        f"{res.updates_per_s * per_replica:.2f} samples/s at {per_replica} samples per update"
+    )
+    print(
+        f"staleness (updates applied between a gradient's read and its apply): mean "
+        f"{res.staleness_mean:.2f}, max {res.staleness_max}, over {res.updates} updates; "
+        f"waiting on the bound: {max(res.blocked_s) / res.duration_s:.0%} of the time for "
+        f"the most-blocked worker"
+    )
 
 
 def memory_shortfall(result: Any) -> str:
