@@ -6,7 +6,7 @@ from simplan.errors import SimplanError
 from simplan.topology import load_cluster, preset_names
 from simplan.topology.cluster_spec import load_spec
 
-GPU_PRESETS = ["dgx-a100", "dgx-h100", "h200", "pcie-a100", "mixed-a100-h100"]
+GPU_PRESETS = ["dgx-a100", "dgx-h100", "h200", "pcie-a100", "mixed-a100-h100", "eth25-a100"]
 
 
 def test_presets_are_listed() -> None:
@@ -69,3 +69,11 @@ def test_unknown_preset_and_field() -> None:
         load_cluster("dgx-z")
     with pytest.raises(SimplanError, match=r"unknown field network\.color"):
         load_cluster({"node_group": [{"device": "h200"}], "network": {"color": "red"}})
+
+
+def test_eth25_a100_is_the_slow_network_preset() -> None:
+    """One 25 Gb/s Ethernet NIC per node: a quarter of pcie-a100's 100 Gb/s NIC between nodes,
+    NVSwitch inside a node."""
+    slow, fast = load_cluster("eth25-a100", nodes=2), load_cluster("pcie-a100", nodes=2)
+    assert slow.bottleneck_bandwidth(0, 8) == pytest.approx(fast.bottleneck_bandwidth(0, 8) / 4)
+    assert slow.bottleneck_bandwidth(0, 1) > 20 * slow.bottleneck_bandwidth(0, 8)
