@@ -161,3 +161,19 @@ def test_the_recorded_table() -> None:
         assert e.value == pytest.approx(min(1.0, steps[("none", 1)] / steps[key]))
         assert e.source.startswith("measured: ") and "mlp-teacher.json" in e.source
     assert doc["metadata"]["seeds"] == [0, 1, 2] and doc["metadata"]["torch_version"]
+
+
+SIM = ("simulate", "--model", "mlp", "--cluster", "localhost-cpu", "--global-batch", "128",
+       "--micro-batch", "64", "--dtype", "fp32")  # fmt: skip
+
+
+def test_simulate_prints_goodput(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.helpers import run_main
+
+    code, out, _ = run_main(capsys, *SIM, "--local-sgd", "8", "--efficiency", "local_sgd=8:0.5",
+                            "--json")  # fmt: skip
+    doc = json.loads(out)
+    assert code == 0 and doc["goodput"]["efficiency_source"] == "declared"
+    assert doc["goodput"]["goodput_samples_per_s"] == pytest.approx(doc["samples_per_s"] * 0.5)
+    code, _, err = run_main(capsys, *SIM, "--local-sgd", "32", "--efficiency-table", str(RECORDED))
+    assert code == 2 and "extrapolation" in err and err.count("\n") == 1

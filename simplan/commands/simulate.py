@@ -56,6 +56,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "why not, exit 2); the rules of simplan plan --framework and simplan export",
     )
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
+    p.add_argument(
+        "--efficiency",
+        action="append",
+        default=[],
+        metavar="KNOB[=V]:E",
+        help="declare the statistical efficiency of the configuration's knob, e.g. "
+        "local_sgd=8:0.8 or staleness=4:0.9 (or a JSON file of them); with it or "
+        "--efficiency-table the goodput (samples/s x efficiency) is printed",
+    )
+    p.add_argument(
+        "--efficiency-table",
+        metavar="FILE",
+        help="statistical efficiency measured by benchmarks/stat_efficiency.py, e.g. "
+        "traces/efficiency/mlp-teacher.json",
+    )
     p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -91,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )
     asynchronous = _async(model, cluster, config, result, placement)
+    goodput = _goodput(args, config, result, asynchronous)
     if args.trace:
         write_trace(result, args.trace)
     if args.report:
@@ -102,11 +118,19 @@ def run(args: argparse.Namespace) -> int:
         out = result.to_dict()
         if asynchronous is not None:
             out["async_dp"] = asynchronous.to_dict()
+        if goodput is not None:
+            out["goodput"] = goodput.to_dict()
         print(json.dumps(out, indent=1))
     else:
         print_result(result)
         if asynchronous is not None:
             print_async(asynchronous, config)
+        if goodput is not None:
+            e = goodput.efficiency
+            print(
+                f"goodput {goodput.goodput:.4g} samples/s = {goodput.samples_per_s:.4g} samples/s "
+                f"x statistical efficiency {e.value:.3f} ({e.source})"
+            )
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     shortfall = memory_shortfall(result)
@@ -127,6 +151,21 @@ def _async(
 
     graph = resolve_model(model, config)
     return simulate_async_step(graph, cluster, config, step, placement or None)
+
+
+def _goodput(args: argparse.Namespace, config: ParallelConfig, step: Any, asynchronous: Any) -> Any:
+    """With --efficiency or --efficiency-table: the configuration's goodput (simplan.planner.
+    goodput.Variant); asynchronous DP counts the samples/s of its updates."""
+    if not args.efficiency and not args.efficiency_table:
+        return None
+    from simplan.efficiency import efficiency
+    from simplan.planner.goodput import Variant, sources_from_flags
+
+    sources = sources_from_flags(args.efficiency, args.efficiency_table)
+    rate = step.samples_per_s
+    if asynchronous is not None:
+        rate = asynchronous.updates_per_s * (config.global_batch // config.dp)
+    return Variant(config=config, samples_per_s=rate, efficiency=efficiency(config, sources))
 
 
 def print_async(res: Any, config: ParallelConfig) -> None:
