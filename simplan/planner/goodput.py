@@ -180,18 +180,21 @@ def choose_for_plan(plan: Any, sources: EfficiencySources, headroom: Any = None)
 def apply_goodput(
     result: Any, sources: EfficiencySources, headroom: Any = None
 ) -> tuple[Any, list[GoodputChoice]]:
-    """The search result with each of its plans replaced by its best-goodput variant and the
-    plans re-ranked by goodput (those that fit first), and each plan's choice, in that order."""
-    scored = []
+    """The search result with each simulated plan replaced by its best-goodput variant, the
+    plans re-ranked by goodput (those that fit first; plans only estimated, at the time limit,
+    last), and each simulated plan's choice, in that order."""
+    scored, unscored = [], []
     for plan in result.plans:
         if not plan.predicted:  # estimated only (the time limit): nothing to compare with
+            unscored.append(plan)
             continue
         chosen, choice = choose_for_plan(plan, sources, headroom)
         scored.append((chosen, choice))
     if not scored:
         return result, []
     scored.sort(key=lambda pc: (not pc[0].fits, -pc[1].chosen.goodput))
-    return replace(result, plans=tuple(p for p, _ in scored)), [c for _, c in scored]
+    plans = tuple(p for p, _ in scored) + tuple(unscored)
+    return replace(result, plans=plans), [c for _, c in scored]
 
 
 def sources_from_flags(declared: Sequence[str], table: str | None) -> EfficiencySources:
