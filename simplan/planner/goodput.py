@@ -68,7 +68,10 @@ class GoodputChoice:
 
     def lines(self) -> list[str]:
         """--explain: the chosen and the best rejected variant, with both numbers."""
-        out = [f"goodput (samples/s x statistical efficiency): chosen {_describe(self.chosen)}"]
+        out = [
+            f"goodput of [{self.plain.config.describe()}] (samples/s x statistical efficiency): "
+            f"chosen {_describe(self.chosen)}"
+        ]
         other = self.runner_up
         if other is not None:
             verdict = "ties with" if other.goodput == self.chosen.goodput else "loses to"
