@@ -266,6 +266,12 @@ def _efficiency_sources(args: argparse.Namespace) -> Any:
         raise SimplanError("--efficiency and --efficiency-table need --goodput")
     if not args.goodput:
         return None
+    if args.export or args.framework:
+        flag = "--export" if args.export else "--framework"
+        raise SimplanError(
+            f"--goodput may choose gradient compression or local SGD, which {flag} cannot check "
+            f"or write yet; plan with --goodput alone, or without it for {flag}"
+        )
     from simplan.planner.goodput import sources_from_flags
 
     return sources_from_flags(args.efficiency, args.efficiency_table)

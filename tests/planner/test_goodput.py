@@ -117,3 +117,8 @@ def test_plan_refuses_bad_efficiency_in_one_line(
 ) -> None:
     code, _, err = run_main(capsys, *PLAN, *flags)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_goodput_is_refused_with_an_export(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(capsys, *PLAN, "--goodput", "--export", "torchrun")
+    assert code == 2 and "--export cannot check or write yet" in err and err.count("\n") == 1
