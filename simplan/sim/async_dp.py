@@ -23,7 +23,7 @@ all updates; blocked_s per worker = time spent waiting on the bound.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +175,7 @@ def workers_for_step(
     config: ParallelConfig,
     step: SimResult,
     placement: Sequence[int] | None = None,
+    slowdown: Mapping[int, float] | None = None,
 ) -> tuple[list[AsyncWorker], float]:
     """The workers of an asynchronous run of `config` (one per DP replica) and the server's
     seconds per update, from the synchronous step `step` simulated for the same configuration.
@@ -183,7 +184,8 @@ def workers_for_step(
     FLOP/s of the device the step was costed on over that of the worker's own device (a mixed
     cluster has slower replicas). The server sits on replica 0's device and applies each
     gradient in the step's optimizer time; a push or pull moves the model's parameters in the
-    gradient-reduction dtype over the topology's point-to-point path (0 for replica 0)."""
+    gradient-reduction dtype over the topology's point-to-point path (0 for replica 0).
+    slowdown: device -> factor (>= 1) on its gradient time, a straggler for what-if studies."""
     if config.tp > 1 or config.pp > 1:
         raise SimplanError(
             f"--staleness simulates asynchronous data parallelism of whole-model replicas; it "
@@ -194,11 +196,15 @@ def workers_for_step(
     costed = cluster.device_model(stage.device).peak(config.dtype)
     nbytes = graph.params * DTYPE_BYTES[config.grad_reduce_dtype]
     server = devices[0]
+    slow = dict(slowdown or {})
+    if any(not f >= 1.0 for f in slow.values()):
+        raise SimplanError(f"a straggler's slowdown must be >= 1, got {slow}")
     workers = [
         AsyncWorker(
             compute_s=(stage.compute_s + stage.recompute_s)
             * costed
-            / cluster.device_model(d).peak(config.dtype),
+            / cluster.device_model(d).peak(config.dtype)
+            * slow.get(d, 1.0),
             pull_s=cluster.transfer_time(server, d, nbytes),
             push_s=cluster.transfer_time(d, server, nbytes),
         )
@@ -213,9 +219,10 @@ def simulate_async_step(
     config: ParallelConfig,
     step: SimResult,
     placement: Sequence[int] | None = None,
+    slowdown: Mapping[int, float] | None = None,
 ) -> AsyncResult:
     """Asynchronous DP of `config` with its staleness bound, UPDATES_PER_WORKER updates per
     worker (at most MAX_SIM_UPDATES in all)."""
-    workers, apply_s = workers_for_step(graph, cluster, config, step, placement)
+    workers, apply_s = workers_for_step(graph, cluster, config, step, placement, slowdown)
     updates = min(UPDATES_PER_WORKER * len(workers), MAX_SIM_UPDATES)
     return simulate_async(workers, bound=config.staleness, updates=updates, apply_s=apply_s)

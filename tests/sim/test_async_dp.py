@@ -120,3 +120,23 @@ def test_simulate_refuses_staleness_with_tensor_parallelism(
         "--global-batch", "64", "--tp", "2", "--staleness", "1",
     )  # fmt: skip
     assert code == 2 and "needs --tp 1 --pp 1" in err and err.count("\n") == 1
+
+
+def test_a_straggler_sets_the_pace_of_a_bounded_run() -> None:
+    """Four A100 replicas, the last 4x slower; with an ideal server (their transfers left
+    out), bound 0 runs in rounds of the straggler's time (4 updates per 4/r s: r updates/s);
+    a bound never reached lets the three others run free (3r + r/4 updates/s)."""
+    cluster = load_cluster("dgx-a100", gpus_per_node=4)
+    config = ParallelConfig(dp=4, micro_batch=64, global_batch=256, staleness=1)
+    graph = resolve_model("mlp", config)
+    step = simulate(graph, cluster, config, record=False)
+    workers, _ = workers_for_step(graph, cluster, config, step, slowdown={3: 4.0})
+    assert workers[3].compute_s == pytest.approx(4 * workers[0].compute_s)
+    ideal = [AsyncWorker(compute_s=w.compute_s) for w in workers]
+    lockstep = simulate_async(ideal, bound=0, updates=400)
+    free = simulate_async(ideal, bound=10_000, updates=400)
+    rate = 1 / workers[0].compute_s
+    assert lockstep.updates_per_s == pytest.approx(rate, rel=0.02)
+    assert free.updates_per_s == pytest.approx(3.25 * rate, rel=0.02)
+    with pytest.raises(SimplanError, match="slowdown must be >= 1"):
+        workers_for_step(graph, cluster, config, step, slowdown={0: 0.5})
