@@ -1,6 +1,7 @@
 """Statistical efficiency of the synchronisation knobs, measured: steps to a target loss.
 
-    .venv/bin/python benchmarks/stat_efficiency.py [--seeds 0 1 2] [--name mlp-teacher]
+    .venv/bin/python benchmarks/stat_efficiency.py [--seeds 0 1 2] [--lr 0.1] [--target 0.6]
+        [--name mlp-teacher] [--from-trace]
 
 The model is the 784-128-10 MLP of models/mlp.py; the data a stream made here: inputs
 x ~ N(0, I) in 784 dimensions (a fresh batch every step from a generator seeded by the run's
@@ -24,10 +25,11 @@ Variants, all real on 2 gloo ranks (one torch thread each) except the staleness 
                       parameters of step t - s (s = 0 is plain SGD, a check against ddp).
 
 Writes traces/efficiency/<name>.json (the table simplan.efficiency reads; metadata: machine,
-torch version, date, seeds, target) and benchmarks/results/stat_efficiency.json, and prints the
-table with the simulator's prediction beside each row: time to target = steps x the simulated
-step time of that configuration (simplan simulate, mlp on localhost-cpu, dp 2, the measured
-micro-batch-64 profile), and for staleness s the asynchronous simulation's update rate.
+torch version, date, seeds, target) and benchmarks/results/stat_efficiency-<name>.json, and
+prints the table with the simulator's prediction beside each row: time to target = steps x
+the simulated step time of that configuration (simplan simulate, mlp on localhost-cpu, dp 2,
+the measured micro-batch-64 profile), and for staleness s the asynchronous simulation's update
+rate.
 """
 
 from __future__ import annotations
