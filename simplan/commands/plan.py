@@ -18,6 +18,7 @@ from simplan.commands.argtypes import (
     SECONDS,
     ChoiceList,
     IntSpan,
+    Text,
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
@@ -139,6 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--efficiency",
         action="append",
         default=[],
+        type=Text(),
         metavar="KNOB[=V]:E",
         help="with --goodput: declare a statistical efficiency in (0, 1], e.g. local_sgd=8:0.8, "
         'powersgd=2:0.9, fp16:1 (repeatable), or a JSON file {"local_sgd=8": 0.8}; it wins '
@@ -146,6 +148,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--efficiency-table",
+        type=Text(),
         metavar="FILE",
         help="with --goodput: steps to a target loss measured by benchmarks/stat_efficiency.py, "
         "e.g. traces/efficiency/mlp-teacher.json (interpolated, never extrapolated)",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.commands import add_verb
-from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES
+from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES, Text
 from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--efficiency",
         action="append",
         default=[],
+        type=Text(),
         metavar="KNOB[=V]:E",
         help="declare the statistical efficiency of the configuration's knob, e.g. "
         "local_sgd=8:0.8 or staleness=4:0.9 (or a JSON file of them); with it or "
@@ -67,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--efficiency-table",
+        type=Text(),
         metavar="FILE",
         help="statistical efficiency measured by benchmarks/stat_efficiency.py, e.g. "
         "traces/efficiency/mlp-teacher.json",
