@@ -205,6 +205,29 @@ def measured(table: MeasuredTable, knob: Knob) -> Efficiency:
     return Efficiency(value=min(ratio, 1.0), source=f"measured: {table.path}{how}{capped}")
 
 
+def at_mean_staleness(table: MeasuredTable, mean: float) -> Efficiency:
+    """The measured efficiency at a mean staleness seen by an asynchronous run: the table's
+    fixed-delay rows, with plain DDP as staleness 0, interpolated at `mean` (a distribution of
+    delays is taken to cost what a fixed delay of its mean costs: an assumption, and the source
+    says so)."""
+    rows = ((0, table.baseline_steps), *table.steps.get("staleness", ()))
+    if len(rows) < 2 or mean > rows[-1][0]:
+        raise SimplanError(
+            f"a mean staleness of {mean:.2f} is beyond the staleness measured in {table.path} "
+            f"(up to {rows[-1][0]}); declare it with --efficiency staleness=S:E"
+        )
+    values = [v for v, _ in rows]
+    i = max(bisect.bisect_left(values, mean), 1)
+    (v0, s0), (v1, s1) = rows[i - 1], rows[i]
+    steps = s0 + (s1 - s0) * (mean - v0) / (v1 - v0)
+    ratio = table.baseline_steps / steps
+    return Efficiency(
+        value=min(ratio, 1.0),
+        source=f"measured: {table.path}, fixed delay {mean:.2f} interpolated between {v0} and "
+        f"{v1} (assumed: a delay of mean {mean:.2f} costs what a fixed one does)",
+    )
+
+
 def efficiency(config: ParallelConfig, sources: EfficiencySources) -> Efficiency:
     """The statistical efficiency of the configuration's knob: 1 for plain DP, else the
     declared number, else the measured table's; neither is a one-line SimplanError."""

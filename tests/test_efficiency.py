@@ -177,3 +177,17 @@ def test_simulate_prints_goodput(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["goodput"]["goodput_samples_per_s"] == pytest.approx(doc["samples_per_s"] * 0.5)
     code, _, err = run_main(capsys, *SIM, "--local-sgd", "32", "--efficiency-table", str(RECORDED))
     assert code == 2 and "extrapolation" in err and err.count("\n") == 1
+
+
+def test_asynchronous_runs_read_the_table_at_their_mean_staleness(tmp_path: Path) -> None:
+    """Plain DDP (staleness 0) 100 steps, fixed delay 1: 110, 4: 200. A mean of 0.5 lies
+    between 0 and 1 (105 steps), 2.5 half-way from 1 to 4 (155 steps); 5 is beyond."""
+    from simplan.efficiency import at_mean_staleness
+
+    rows = [("none", 1, 100.0), ("staleness", 1, 110.0), ("staleness", 4, 200.0)]
+    t = read_table(write_table(tmp_path, rows))
+    assert at_mean_staleness(t, 0.5).value == pytest.approx(100 / 105)
+    e = at_mean_staleness(t, 2.5)
+    assert e.value == pytest.approx(100 / 155) and "assumed" in e.source
+    with pytest.raises(SimplanError, match="beyond the staleness measured"):
+        at_mean_staleness(t, 5.0)

@@ -157,17 +157,23 @@ def _async(
 
 def _goodput(args: argparse.Namespace, config: ParallelConfig, step: Any, asynchronous: Any) -> Any:
     """With --efficiency or --efficiency-table: the configuration's goodput (simplan.planner.
-    goodput.Variant); asynchronous DP counts the samples/s of its updates."""
+    goodput.Variant); asynchronous DP counts the samples/s of its updates, and its measured
+    efficiency is read at the mean staleness its updates saw (a declared one is taken as is)."""
     if not args.efficiency and not args.efficiency_table:
         return None
-    from simplan.efficiency import efficiency
+    from simplan.efficiency import at_mean_staleness, efficiency
     from simplan.planner.goodput import Variant, sources_from_flags
 
     sources = sources_from_flags(args.efficiency, args.efficiency_table)
-    rate = step.samples_per_s
-    if asynchronous is not None:
-        rate = asynchronous.updates_per_s * (config.global_batch // config.dp)
-    return Variant(config=config, samples_per_s=rate, efficiency=efficiency(config, sources))
+    if asynchronous is None:
+        eff = efficiency(config, sources)
+        return Variant(config=config, samples_per_s=step.samples_per_s, efficiency=eff)
+    rate = asynchronous.updates_per_s * (config.global_batch // config.dp)
+    if ("staleness", config.staleness) in sources.declared or sources.table is None:
+        eff = efficiency(config, sources)
+    else:  # the staleness the run saw, not its bound
+        eff = at_mean_staleness(sources.table, asynchronous.staleness_mean)
+    return Variant(config=config, samples_per_s=rate, efficiency=eff)
 
 
 def print_async(res: Any, config: ParallelConfig) -> None:
