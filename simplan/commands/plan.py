@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     if args.goodput:
         from simplan.planner.goodput import apply_goodput
 
-        result, choices = apply_goodput(result, sources, options.memory_headroom)
+        result, choices = apply_goodput(result, sources, options.memory_headroom, deadline)
     job = result.plans[0].export(args.export) if args.export else ""  # refused: nothing written
     if args.out:
         write_outputs(result, Path(args.out))

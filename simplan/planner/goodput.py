@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from simplan.deadline import TimeLimitReached
 from simplan.efficiency import Efficiency, EfficiencySources, efficiency, knob_label, knob_of
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
@@ -145,22 +146,31 @@ def score_variants(
     if not knob_variants(config):
         skipped.append(f"every knob: {no_variants_reason(config)}")
     for variant in knob_variants(config):
+        label = knob_label(knob_of(variant) or ("none", 0))
         try:
             eff = efficiency(variant, sources)
-        except SimplanError as exc:
-            skipped.append(f"{knob_label(knob_of(variant) or ('none', 0))}: {exc}")
+            rate = samples_per_s(variant)
+        except TimeLimitReached:
+            skipped.append(f"{label}: not simulated before the time limit (raise --time-limit)")
             continue
-        others.append(Variant(config=variant, samples_per_s=samples_per_s(variant), efficiency=eff))
+        except SimplanError as exc:
+            skipped.append(f"{label}: {exc}")
+            continue
+        others.append(Variant(config=variant, samples_per_s=rate, efficiency=eff))
     return choose(plain, others, skipped)
 
 
-def choose_for_plan(plan: Any, sources: EfficiencySources, headroom: Any = None) -> tuple[Any, Any]:
+def choose_for_plan(
+    plan: Any, sources: EfficiencySources, headroom: Any = None, deadline: Any = None
+) -> tuple[Any, Any]:
     """(the plan with its chosen variant, the GoodputChoice). A knob variant is simulated with
-    the plan's own simulate(); the chosen plan carries the variant's simulated prediction."""
+    the plan's own simulate() (stopped at `deadline`, a simplan.deadline.Deadline: that variant
+    is skipped); the chosen plan carries the variant's simulated prediction."""
     results: dict[ParallelConfig, Any] = {}
 
     def simulated(config: ParallelConfig) -> float:
-        result = replace(plan, config=config).simulate(record=False, headroom=headroom)
+        variant = replace(plan, config=config)
+        result = variant.simulate(record=False, headroom=headroom, deadline=deadline)
         results[config] = result
         return float(result.samples_per_s)
 
@@ -181,7 +191,7 @@ def choose_for_plan(plan: Any, sources: EfficiencySources, headroom: Any = None)
 
 
 def apply_goodput(
-    result: Any, sources: EfficiencySources, headroom: Any = None
+    result: Any, sources: EfficiencySources, headroom: Any = None, deadline: Any = None
 ) -> tuple[Any, list[GoodputChoice]]:
     """The search result with each simulated plan replaced by its best-goodput variant, the
     plans re-ranked by goodput (those that fit first; plans only estimated, at the time limit,
@@ -191,7 +201,7 @@ def apply_goodput(
         if not plan.predicted:  # estimated only (the time limit): nothing to compare with
             unscored.append(plan)
             continue
-        chosen, choice = choose_for_plan(plan, sources, headroom)
+        chosen, choice = choose_for_plan(plan, sources, headroom, deadline)
         scored.append((chosen, choice))
     if not scored:
         return result, []

@@ -122,3 +122,15 @@ def test_plan_refuses_bad_efficiency_in_one_line(
 def test_goodput_is_refused_with_an_export(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_main(capsys, *PLAN, "--goodput", "--export", "torchrun")
     assert code == 2 and "--export cannot check or write yet" in err and err.count("\n") == 1
+
+
+def test_variants_the_time_limit_stops_are_skipped_and_said() -> None:
+    from simplan.deadline import TimeLimitReached
+
+    def out_of_time(config: ParallelConfig) -> float:
+        raise TimeLimitReached("deadline")
+
+    sources = EfficiencySources(declared={("fp16", 0): 1.0})
+    choice = score_variants(PLAIN, out_of_time, sources, 100.0)
+    assert choice.chosen is choice.plain and choice.others == ()
+    assert "fp16: not simulated before the time limit (raise --time-limit)" in choice.skipped
