@@ -76,7 +76,13 @@ class GoodputChoice:
         other = self.runner_up
         if other is not None:
             verdict = "ties with" if other.goodput == self.chosen.goodput else "loses to"
-            out.append(f"  rejected {_describe(other)}: {verdict} the chosen")
+            same = [v for v in (self.chosen, other) if v is not self.plain]
+            note = (
+                " (the simulator gives it plain DDP's step time)"
+                if same and same[0].samples_per_s == self.plain.samples_per_s
+                else ""
+            )
+            out.append(f"  rejected {_describe(other)}: {verdict} the chosen{note}")
         out += [f"  skipped {why}" for why in self.skipped]
         return out
 

@@ -45,6 +45,7 @@ def test_ties_keep_plain_ddp() -> None:
     choice = choose(plain(), [tie])
     assert choice.chosen is choice.plain
     assert "ties with the chosen" in "\n".join(choice.lines())
+    assert "plain DDP's step time" not in "\n".join(choice.lines())
 
 
 def test_explain_shows_both_numbers() -> None:
@@ -134,3 +135,9 @@ def test_variants_the_time_limit_stops_are_skipped_and_said() -> None:
     choice = score_variants(PLAIN, out_of_time, sources, 100.0)
     assert choice.chosen is choice.plain and choice.others == ()
     assert "fp16: not simulated before the time limit (raise --time-limit)" in choice.skipped
+
+
+def test_explain_says_when_a_knob_costs_what_plain_ddp_does() -> None:
+    same = variant(PLAIN.replace(compress="fp16"), 100.0, 1.0)
+    text = "\n".join(choose(plain(), [same]).lines())
+    assert "ties with the chosen (the simulator gives it plain DDP's step time)" in text
