@@ -63,23 +63,25 @@ class GoodputChoice:
 
     @property
     def runner_up(self) -> Variant | None:
-        """The best variant that was not chosen (plain DDP when a knob won)."""
-        rest = [v for v in (self.plain, *self.others) if v is not self.chosen]
+        """The best knob variant that was not chosen."""
+        rest = [v for v in self.others if v is not self.chosen]
         return max(rest, key=lambda v: v.goodput, default=None)
 
     def lines(self) -> list[str]:
-        """--explain: the chosen and the best rejected variant, with both numbers."""
+        """--explain: the chosen variant, plain DDP (when a knob won) and the best rejected
+        knob, each with samples/s, efficiency and its source, and goodput."""
         out = [
             f"goodput of [{self.plain.config.describe()}] (samples/s x statistical efficiency): "
             f"chosen {_describe(self.chosen)}"
         ]
-        other = self.runner_up
-        if other is not None:
+        rejected = [self.plain] if self.chosen is not self.plain else []
+        rejected += [v for v in (self.runner_up,) if v is not None]
+        for other in rejected:
             verdict = "ties with" if other.goodput == self.chosen.goodput else "loses to"
-            same = [v for v in (self.chosen, other) if v is not self.plain]
+            knob = other if other is not self.plain else self.chosen
             note = (
                 " (the simulator gives it plain DDP's step time)"
-                if same and same[0].samples_per_s == self.plain.samples_per_s
+                if knob is not self.plain and knob.samples_per_s == self.plain.samples_per_s
                 else ""
             )
             out.append(f"  rejected {_describe(other)}: {verdict} the chosen{note}")
@@ -184,15 +186,9 @@ def choose_for_plan(
     choice = score_variants(plan.config, simulated, sources, plain_rate)
     if choice.chosen is choice.plain:
         return plan, choice
-    result = results[choice.chosen.config]
-    predicted = dict(plan.predicted) | {
-        "step_time_s": result.step_time_s,
-        "samples_per_s": result.samples_per_s,
-        "tokens_per_s": result.tokens_per_s,
-        "mfu": result.mfu,
-        "breakdown": result.breakdown,
-        "critical_path": list(result.critical_path),
-    }
+    from simplan.planner.driver import prediction
+
+    predicted = prediction(results[choice.chosen.config])
     return replace(plan, config=choice.chosen.config, predicted=predicted), choice
 
 

@@ -50,7 +50,9 @@ def test_ties_keep_plain_ddp() -> None:
 
 def test_explain_shows_both_numbers() -> None:
     local = variant(PLAIN.replace(local_sgd=8), 150.0, 0.9)
-    text = "\n".join(choose(plain(), [local]).lines())
+    fp16 = variant(PLAIN.replace(compress="fp16"), 110.0, 1.0)
+    text = "\n".join(choose(plain(), [fp16, local]).lines())
+    assert "rejected fp16: 110 samples/s x efficiency 1.000 (declared) = goodput 110" in text
     assert "chosen local_sgd=8: 150 samples/s x efficiency 0.900 (declared) = goodput 135" in text
     assert "rejected plain DDP: 100 samples/s x efficiency 1.000" in text
     assert "goodput 100 samples/s: loses to the chosen" in text
