@@ -259,8 +259,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--cluster",
-        default="h200",
-        help="the cluster preset whose device the simulator predicts for (default h200)",
+        default="h200-1gpu",
+        help="the cluster preset whose device the simulator predicts for (default h200-1gpu)",
     )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a step may take")
     p.add_argument(
