@@ -169,6 +169,7 @@ def _device(
         saved_activation_bytes=s.peak_act_bytes,
         capacity_bytes=capacity,
         headroom_bytes=headroom.bytes_for(capacity),
+        overheads=headroom.parts(capacity),
     )
 
 
