@@ -20,7 +20,12 @@ It measures, in this order (a part that would pass --budget-s is recorded as ski
 
 The record (schema kind 'gpu-check') carries the device name, driver, CUDA and torch versions
 and the date; the profiles are also written as simplan profiles beside it, for
-`simplan simulate --profile`.
+`simplan simulate --profile`. Back where simplan is installed,
+
+    python benchmarks/gpu_check.py --compare traces/gpu_check/RECORD.json [--cluster h200-1gpu]
+
+prints the record's GEMMs beside the device model's roofline and its training steps beside
+simulate()'s step time and peak memory.
 """
 
 from __future__ import annotations
@@ -373,6 +378,48 @@ def summary(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gemm_table(rows: list[dict[str, Any]], device: Any) -> str:
+    """Measured GEMM TFLOP/s beside the device model's roofline for the same product."""
+    from simplan.table import render
+    from simplan.units import DTYPE_BYTES
+
+    body = []
+    for g in rows:
+        if not g["time_s"] or g["dtype"] not in DTYPE_BYTES:  # no FP8 device model yet
+            continue
+        m, n, k, flops = g["m"], g["n"], g["k"], 2.0 * g["m"] * g["n"] * g["k"]
+        nbytes = (m * k + k * n + m * n) * DTYPE_BYTES[g["dtype"]]
+        model_s = device.roofline_time_s(flops, nbytes, g["dtype"])
+        body.append([f"{m}x{n}x{k}", g["dtype"], f"{g['tflops']:.3g}",
+                     f"{flops / model_s / 1e12:.3g}", f"{model_s / g['time_s']:.3g}"])  # fmt: skip
+    heads = ["m x n x k", "dtype", "measured TFLOP/s", f"{device.name} model TFLOP/s",
+             "model / measured time"]  # fmt: skip
+    return render(heads, body)
+
+
+def compare(path: Path, cluster: str) -> str:
+    """A record's GEMMs and training steps beside simplan's predictions for one device of
+    `cluster` (the device model's roofline; simulate() of the same single-device step). Needs
+    the simulator: run it where simplan is installed, on a record brought back from the GPU."""
+    import json
+
+    from simplan.topology import load_cluster
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    one = load_cluster(cluster, gpus_per_node=1)
+    out = [f"{doc['meta']['device']} against {cluster} ({one.device_model(0).name})"]
+    if isinstance(doc.get("gemm"), list):
+        out.append(gemm_table(doc["gemm"], one.device_model(0)))
+    if isinstance(doc.get("training"), list):
+        s = doc["settings"]
+        args = argparse.Namespace(model=s["train_model"], dtype=s["dtype"], seq_len=0,
+                                  cluster=cluster)  # fmt: skip
+        rows = [gpu_recompute.Row(**(r | {"step_s": tuple(r["step_s"])})) for r in doc["training"]]
+        rows = [r if r.error else gpu_recompute.predicted(args, r) for r in rows]
+        out.append(gpu_recompute.table(rows))
+    return "\n".join(out)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU, seconds")
@@ -381,11 +428,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--budget-s", type=float, default=0.0, help="seconds for all parts (0: 420)")
     p.add_argument("--commit", default="", help="the commit to record outside a git checkout")
+    p.add_argument(
+        "--compare",
+        metavar="RECORD",
+        default="",
+        help="measure nothing: print RECORD beside simplan's predictions (needs the simulator)",
+    )
+    p.add_argument(
+        "--cluster",
+        default="h200-1gpu",
+        help="with --compare: the preset whose device predicts (default h200-1gpu)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        try:
+            print(compare(Path(args.compare), args.cluster))
+        except (SimplanError, OSError, ValueError, KeyError) as exc:
+            print(f"gpu_check: error: {args.compare}: {exc}", file=sys.stderr)
+            return 2
+        return 0
     s = CPU_SMOKE if args.cpu_smoke else GPU
     if args.budget_s:
         s = dataclasses.replace(s, budget_s=args.budget_s)

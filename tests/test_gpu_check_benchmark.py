@@ -52,3 +52,12 @@ def test_cpu_smoke_runs_every_part_and_writes_one_record(tmp_path: Path) -> None
         assert row["error"] == "" and row["step_time_s"] > 0 and row["runtime_peak_bytes"] > 0
     assert "max_memory_reserved_bytes" in rows["none"] and "context_bytes" in doc["memory"]
     assert str(path) in done.stdout
+    # back where the simulator is: the record beside the device model and simulate()
+    compared = subprocess.run(
+        [sys.executable, str(SCRIPT), "--compare", str(path), "--cluster", "localhost-cpu"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert "cpu model TFLOP/s" in compared.stdout and "simulated peak GiB" in compared.stdout
+    for mode in rows:
+        assert f"\n{mode} " in compared.stdout
