@@ -24,6 +24,7 @@ from simplan.commands.argtypes import (
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
+from simplan.headroom import describe_overheads
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
 from simplan.planner.export import EXPORTS, TARGETS
 from simplan.table import render
@@ -382,6 +383,10 @@ def print_result(result: Any) -> None:
             rows,
         )
     )
+    overheads = (best.predicted.get("stages") or [{}])[0].get("overheads")
+    if overheads:
+        print(f"peak GiB is tensor memory; kept free besides it on every device (runtime "
+              f"overheads): {describe_overheads(overheads)}")  # fmt: skip
     stages = best.config.stages
     print(f"best plan's stages (layer boundaries): {list(stages)}")
     for line in recipe_lines(result):

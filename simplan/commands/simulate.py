@@ -13,6 +13,7 @@ from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NO
 from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
+from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import FRAMEWORK_NAMES
@@ -297,6 +298,10 @@ def print_result(result: Any) -> None:
     )
     for line in result.critical_path:
         print(f"- {line}")
+    overheads = result.devices[0].overheads if result.devices else {}
+    if overheads:  # the same on every device: the headroom's causes, not tensor memory
+        print(f"runtime overheads kept free on every device (not in peak): "
+              f"{describe_overheads(overheads)}")  # fmt: skip
     sources = ", ".join(f"{k}: {v}" for k, v in result.cost_sources.items())
     print(f"layer costs from {sources}; {result.event_count} events simulated")
     if result.extrapolated:

@@ -410,6 +410,7 @@ def prediction(result: Any) -> dict[str, Any]:
                 "bubble_s": d.bubble_s,
                 "peak_memory_bytes": d.peak_memory_bytes,
                 "capacity_bytes": d.capacity_bytes,
+                "overheads": dict(d.overheads),  # kept free besides the peak's tensors
             }
             for d in result.devices
         ],
