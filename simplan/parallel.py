@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
+from simplan.fp8 import FP8_RECIPES, check_recipe
 from simplan.limits import (  # devices of a cluster, samples per step, tokens per sample
     MAX_DEVICES,
     MAX_GLOBAL_BATCH,
@@ -78,6 +79,10 @@ class ParallelConfig:
         may be applied up to s updates after the parameters they were computed on (0: sync).
     offload: 'optimizer' keeps optimizer states (and the step) in host memory, ZeRO-Offload /
         FSDP2 CPUOffloadPolicy style; 'none' keeps everything on the device.
+    fp8: FP8 GEMMs in the linear layers with this scaling recipe: 'delayed', 'current' or
+        'block' ('none': the training dtype throughout); see simplan.fp8.
+    tp_overlap: hide the TP all-gathers and reduce-scatters behind the GEMMs they feed
+        (Megatron-LM --tp-comm-overlap, torchtitan async TP); needs sequence parallelism.
     """
 
     dp: int = _knob(1, "data-parallel degree (default: the rest)", lo=1, hi=MAX_DEGREE)
@@ -100,6 +105,8 @@ class ParallelConfig:
     staleness: int = _knob(0, "async DP: bounded gradient staleness (0: sync)", lo=0,
                            hi=MAX_SYNC_PERIOD)  # fmt: skip
     offload: str = _knob("none", "keep optimizer states in host memory", choices=OFFLOAD)
+    fp8: str = _knob("none", "FP8 linear-layer GEMMs: scaling recipe", choices=FP8_RECIPES)
+    tp_overlap: bool = _knob(False, "overlap TP all-gather/reduce-scatter with the GEMMs")
     bucket_bytes: int = 25 * MiB
     overlap_grad_reduce: bool = True
     reduce_dtype: str = ""
@@ -135,6 +142,7 @@ class ParallelConfig:
         if self.reduce_dtype:
             check_dtype(self.reduce_dtype)
         self._check_update_knobs()
+        self._check_fp8_and_overlap()
         if self.schedule == "interleaved" and self.virtual_stages < 2:
             raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
@@ -193,6 +201,19 @@ class ParallelConfig:
                 f"not {self.zero}"
             )
 
+    def _check_fp8_and_overlap(self) -> None:
+        check_recipe(self.fp8)
+        if self.fp8 != "none" and self.dtype == "fp32":
+            raise SimplanError(
+                f"--fp8 {self.fp8} runs the linear GEMMs in FP8 inside bf16 or fp16 mixed "
+                f"precision; use --dtype bf16"
+            )
+        if self.tp_overlap and not (self.tp > 1 and self.sequence_parallel):
+            raise SimplanError(
+                "--tp-overlap hides the all-gathers and reduce-scatters of sequence-parallel "
+                "TP; it needs --tp > 1 and --sequence-parallel"
+            )
+
     @property
     def grad_reduce_dtype(self) -> str:
         return self.reduce_dtype or self.dtype
@@ -234,6 +255,10 @@ class ParallelConfig:
             parts.append(f"staleness-{self.staleness}")
         if self.offload != "none":
             parts.append(f"offload-{self.offload}")
+        if self.fp8 != "none":
+            parts.append(f"fp8-{self.fp8}")
+        if self.tp_overlap:
+            parts.append("tp-overlap")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

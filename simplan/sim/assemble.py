@@ -279,6 +279,14 @@ class Assembler:
         per = MIXED if cfg.dtype in ("bf16", "fp16") else FP32
         dp = cfg.dp
         weights = params * per["weights"] / (dp if cfg.zero >= 3 else 1)
+        weights += (
+            sum(  # FP8 copies of the weights (simplan.fp8), sharded like the weights
+                s.fp8_copy_bytes
+                for c in chunks
+                for s in self.steps[rank][bounds[c.index] : bounds[c.index + 1]]
+            )
+            / (dp if cfg.zero >= 3 else 1)
+        )
         grads = params * per["grads"] / (dp if cfg.zero >= 2 else 1)
         optimizer = params * per["optimizer"] / (dp if cfg.zero >= 1 else 1)
         buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)

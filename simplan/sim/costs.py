@@ -18,6 +18,13 @@ from dataclasses import dataclass
 
 from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
+from simplan.fp8 import (
+    FP8_COPY_BYTES_PER_PARAM,
+    check_fp8_device,
+    fp8_applies,
+    fp8_pass_time_s,
+    saved_input_savings_bytes,
+)
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
@@ -44,6 +51,7 @@ class LayerStep:
     output_bytes: float  # the layer's output (what crosses a pipeline cut), per micro-batch
     source: str
     rematerialized_bytes: float = 0.0  # recomputed for its backward (recomputation), live then
+    fp8_copy_bytes: float = 0.0  # FP8 weight copies kept beside the weights (simplan.fp8)
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -70,17 +78,29 @@ def shard_ops(ops: OpCost, tp: int, replicated_bytes: float) -> OpCost:
 def _sharded_cost(
     layer: Layer, device: DeviceModel, config: ParallelConfig, b: int, profile: Profile | None
 ) -> LayerCost:
+    """The layer's cost on one device: the whole layer's (measured or modelled) scaled by the
+    device model's ratio of this device's share (its TP shard, its FP8 GEMMs) to the whole."""
     whole = layer_cost(layer, device, config.dtype, b, profile)
-    if not _tp_split(layer, config.tp):
+    split = _tp_split(layer, config.tp)
+    fp8 = fp8_applies(layer, config.fp8)
+    if not split and not fp8:
         return whole
-    rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
-    tp = config.tp
-    fwd = shard_ops(layer.fwd_ops, tp, rep)
-    bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
+    fwd, bwd, tp = layer.fwd_ops, layer.bwd_ops, 1
+    if split:
+        rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
+        tp = config.tp
+        fwd = shard_ops(layer.fwd_ops, tp, rep)
+        bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
     base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
     base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)
-    part_f = pass_time_s(fwd, device, config.dtype, b)
-    part_b = pass_time_s(bwd, device, config.dtype, b)
+    if fp8:
+        part_f = fp8_pass_time_s(layer, fwd, device, config.dtype, config.fp8, b,
+                                 backward=False, tp=tp)  # fmt: skip
+        part_b = fp8_pass_time_s(layer, bwd, device, config.dtype, config.fp8, b,
+                                 backward=True, tp=tp)  # fmt: skip
+    else:
+        part_f = pass_time_s(fwd, device, config.dtype, b)
+        part_b = pass_time_s(bwd, device, config.dtype, b)
     return LayerCost(
         fwd_s=whole.fwd_s * ratio(part_f, base_f),
         bwd_s=whole.bwd_s * ratio(part_b, base_b),
@@ -147,6 +167,7 @@ def layer_steps(
     graph: ModelGraph, device: DeviceModel, config: ParallelConfig, profile: Profile | None = None
 ) -> tuple[LayerStep, ...]:
     """Every layer's costs on one device of the configuration, per micro-batch."""
+    check_fp8_device(config.fp8, device)
     b = config.micro_batch
     steps = []
     linear_index = 0
@@ -209,6 +230,9 @@ def _step(
     fwd_c, bwd_c = tp_collectives(layer, config, b, linear_index)
     split = _tp_split(layer, config.tp)
     acts = _activations(layer, config, b)
+    if fp8_applies(layer, config.fp8):
+        tp = config.tp if split else 1
+        acts = max(acts - saved_input_savings_bytes(layer, config.dtype, b, tp), 0.0)
     recompute = 0.0
     full = acts
     shard_in = config.tp if split and config.sequence_parallel else 1
@@ -218,6 +242,7 @@ def _step(
     elif config.recompute == "selective" and layer.kind == "transformer_block":
         recompute = _attention_core(layer, config, device, b)
         acts = max(acts - _attention_core_bytes(layer, config, b), 0.0)
+    params = layer.params / config.tp if split else float(layer.params)
     return LayerStep(
         name=layer.name,
         fwd_s=cost.fwd_s,
@@ -225,10 +250,11 @@ def _step(
         recompute_s=recompute,
         tp_fwd=fwd_c,
         tp_bwd=bwd_c,
-        params=layer.params / config.tp if split else float(layer.params),
+        params=params,
         activation_bytes=acts,
         input_bytes=layer.input_bytes * b / shard_in,
         output_bytes=layer.output_bytes * b / shard_in,
         source=cost.source,
         rematerialized_bytes=max(full - acts, 0.0),
+        fp8_copy_bytes=params * FP8_COPY_BYTES_PER_PARAM if fp8_applies(layer, config.fp8) else 0.0,
     )

@@ -1,0 +1,85 @@
+"""FP8 training: the linear GEMMs at the FP8 peak, the attention core in bf16, FP8 weight
+copies in memory, one-line refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from simplan.devices import get_device
+from simplan.errors import SimplanError
+from simplan.fp8 import FP8_GEMM_EFFICIENCY_RATIO, is_attention_core
+from simplan.parallel import ParallelConfig
+from simplan.sim.costs import layer_steps
+from simplan.sim.run import simulate
+from simplan.sources import load_model
+from tests.sim.test_oracles import h100s
+
+
+@pytest.fixture(scope="module")
+def gpt():  # type: ignore[no-untyped-def]
+    return load_model("gpt3-125m", seq_len=512, dtype="bf16")
+
+
+def test_fp8_gemms_scale_by_the_peak_ratio(gpt) -> None:  # type: ignore[no-untyped-def]
+    # compute-bound device: memory and launches cost nothing, so a GEMM costs flops / peak
+    dev = get_device("h100-sxm").with_(memory_bandwidth_Bps=1e30, kernel_overhead_s=1e-15)
+    b = 4
+    base = ParallelConfig(micro_batch=b, global_batch=b)
+    bf16 = layer_steps(gpt, dev, base)
+    fp8 = layer_steps(gpt, dev, base.replace(fp8="delayed"))
+    block = next(i for i, layer in enumerate(gpt.layers) if layer.kind == "transformer_block")
+    layer = gpt.layers[block]
+    s, h = 512, 768
+    attention = 4.0 * s * s * h  # the fused attention core, forward, per sample
+    linear = 2.0 * s * h * (3 * h + h + 4 * h + 4 * h)  # QKV, out, FC1, FC2
+    assert layer.fwd_ops.gemm_flops == pytest.approx(attention + linear)
+    rate = dev.gemm_efficiency
+    bf16_s = b * (attention + linear) / (989.5e12 * rate)
+    fp8_s = b * attention / (989.5e12 * rate) + b * linear / (
+        1979e12 * rate * FP8_GEMM_EFFICIENCY_RATIO
+    )
+    assert bf16[block].fwd_s == pytest.approx(bf16_s, rel=1e-6)
+    assert fp8[block].fwd_s == pytest.approx(fp8_s, rel=1e-6)
+    # the embedding and the output head stay in bf16
+    assert fp8[0].fwd_s == bf16[0].fwd_s
+    assert fp8[-1].fwd_s == bf16[-1].fwd_s
+
+
+def test_attention_core_is_told_from_projections(gpt) -> None:  # type: ignore[no-untyped-def]
+    layer = next(x for x in gpt.layers if x.kind == "transformer_block")
+    core = [g for g in layer.fwd_ops.gemms if is_attention_core(layer, g)]
+    assert [g[0] for g in core] == [4.0 * 512 * 512 * 768]
+    core_bwd = [g for g in layer.bwd_ops.gemms if is_attention_core(layer, g)]
+    assert sum(g[0] * g[2] for g in core_bwd) == 10.0 * 512 * 512 * 768
+
+
+def test_fp8_step_is_faster_and_weights_gain_fp8_copies(gpt) -> None:  # type: ignore[no-untyped-def]
+    cluster = h100s(1)
+    base = ParallelConfig(micro_batch=4, global_batch=8)
+    # launches at the device model's prior (5 us), not the fitted floor, so the GEMMs dominate
+    dev = get_device("h100-sxm").with_(kernel_overhead_s=5e-6)
+    bf16 = simulate(gpt, cluster, base, record=False, device=dev)
+    fp8 = simulate(gpt, cluster, base.replace(fp8="delayed"), record=False, device=dev)
+    assert fp8.step_time_s < bf16.step_time_s
+    block_params = sum(x.params for x in gpt.layers if x.kind == "transformer_block")
+    # bf16 weights as before, plus TE's FP8 weight and its transpose: 2 bytes per FP8 parameter
+    extra = fp8.devices[0].memory["weights"] - bf16.devices[0].memory["weights"]
+    assert extra == pytest.approx(2.0 * block_params)
+    # the inputs the linear GEMMs save for wgrad are kept in 1 byte instead of 2
+    s, h, blocks = 512, 768, 12
+    saved = 4 * blocks * s * (3 * h + 4 * h)
+    assert bf16.devices[0].saved_activation_bytes - fp8.devices[0].saved_activation_bytes == (
+        pytest.approx(saved)
+    )
+
+
+def test_fp8_refused_without_fp8_tensor_cores(gpt) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SimplanError, match="a100-80gb has no FP8 tensor cores"):
+        layer_steps(gpt, get_device("a100-80gb"), ParallelConfig(fp8="current"))
+
+
+def test_fp8_needs_mixed_precision() -> None:
+    with pytest.raises(SimplanError, match=r"--fp8 block .* use --dtype bf16"):
+        ParallelConfig(fp8="block", dtype="fp32")
+    with pytest.raises(SimplanError, match="fp8 must be one of"):
+        ParallelConfig(fp8="e5m2")
