@@ -64,6 +64,15 @@ def check_fp8_device(recipe: str, device: DeviceModel) -> None:
         )
 
 
+def as_fp8(device: DeviceModel, dtype: str) -> DeviceModel:
+    """The device as its FP8 GEMMs see it: the FP8 peak in place of `dtype`'s, at the FP8
+    efficiency."""
+    return device.with_(
+        peak_flops={**device.peak_flops, dtype: device.fp8_flops},
+        gemm_efficiency=device.gemm_efficiency * FP8_GEMM_EFFICIENCY_RATIO,
+    )
+
+
 def fp8_applies(layer: Layer, recipe: str) -> bool:
     return recipe != "none" and layer.kind in FP8_KINDS
 
@@ -124,10 +133,7 @@ def fp8_pass_time_s(
     """Roofline time of one pass of a layer with its linear GEMMs in FP8 (ops: the pass's
     counts, already split over the TP group when the layer is split)."""
     b = micro_batch
-    fp8_device = device.with_(
-        peak_flops={**device.peak_flops, dtype: device.fp8_flops},
-        gemm_efficiency=device.gemm_efficiency * FP8_GEMM_EFFICIENCY_RATIO,
-    )
+    fp8_device = as_fp8(device, dtype)
     narrow = 1.0 / dtype_bytes(dtype)  # FP8 operands are 1 byte
     linear = _linear_gemms(layer, ops)
     total = 0.0

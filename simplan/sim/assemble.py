@@ -20,6 +20,7 @@ from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
 from simplan.sim.rank_devices import Grid, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
+from simplan.tp_overlap import exposed_s
 from simplan.units import dtype_bytes
 
 # Bytes per parameter: weights, gradients, optimizer state (Adam). Mixed precision (bf16/fp16)
@@ -128,15 +129,28 @@ class Assembler:
         return chunk_bounds(self.graph, self.config, weights)
 
     def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
-        """The TP collectives of these layers, each with DTensor's per-collective cost."""
+        """The TP collectives of these layers, each with DTensor's per-collective cost: the
+        exposed part (all of it, unless --tp-overlap hides some behind the GEMMs)."""
+        return self.tp_times(steps, stage, forward)[0]
+
+    def tp_times(
+        self, steps: tuple[LayerStep, ...], stage: int, forward: bool
+    ) -> tuple[float, float]:
+        """(exposed, hidden) seconds of the TP collectives of these layers (simplan.tp_overlap
+        for the collectives that their layer pairs with a GEMM)."""
         group = tp_group(self.grid, stage)
         fw = self.caps[stage].framework
         per_op, per_byte = (fw.tp_collective_s, fw.tp_s_per_byte) if len(group) > 1 else (0, 0)
-        total = 0.0
+        exposed = hidden = 0.0
         for step in steps:
-            for op, nbytes in step.tp_fwd if forward else step.tp_bwd:
-                total += self.collective(op, nbytes, group) + per_op + per_byte * nbytes
-        return total
+            ops = step.tp_fwd if forward else step.tp_bwd
+            gemms = step.tp_fwd_gemm_s if forward else step.tp_bwd_gemm_s
+            for i, (op, nbytes) in enumerate(ops):
+                seconds = self.collective(op, nbytes, group) + per_op + per_byte * nbytes
+                shown = exposed_s(seconds, gemms[i], len(group)) if gemms else seconds
+                exposed += shown
+                hidden += seconds - shown
+        return exposed, hidden
 
     def grad_sync(self, nbytes: float, stage: int) -> float:
         op = "reduce_scatter" if self.config.zero == 2 else "all_reduce"
@@ -216,7 +230,8 @@ class Assembler:
         steps = self.steps[rank][lo:hi]
         fsdp = cfg.zero == 3 and cfg.dp > 1
         gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
-        fwd_tp = self.tp_time(steps, rank, True)
+        fwd_tp, fwd_hidden = self.tp_times(steps, rank, True)
+        bwd_tp, bwd_hidden = self.tp_times(steps, rank, False)
         if index == 0 and cfg.tp > 1:  # DTensor's per-pass work (its inputs' redistribution)
             fwd_tp += self.caps[rank].framework.tp_step_s
         return ChunkPlan(
@@ -225,7 +240,9 @@ class Assembler:
             fwd_s=sum(s.fwd_s for s in steps),
             fwd_tp_s=fwd_tp,
             bwd_s=sum(s.bwd_s for s in steps),
-            bwd_tp_s=self.tp_time(steps, rank, False),
+            bwd_tp_s=bwd_tp,
+            fwd_tp_hidden_s=fwd_hidden,
+            bwd_tp_hidden_s=bwd_hidden,
             recompute_s=sum(s.recompute_s for s in steps),
             recompute_tp_s=fwd_tp if cfg.recompute == "full" else 0.0,
             send_fwd_s=self.send_time(index, hi, forward=True),

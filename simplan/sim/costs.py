@@ -28,6 +28,7 @@ from simplan.fp8 import (
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
+from simplan.tp_overlap import paired_gemm_s
 from simplan.units import dtype_bytes
 
 TP_KINDS = ("transformer_block", "lm_head", "embedding", "linear")
@@ -52,6 +53,10 @@ class LayerStep:
     source: str
     rematerialized_bytes: float = 0.0  # recomputed for its backward (recomputation), live then
     fp8_copy_bytes: float = 0.0  # FP8 weight copies kept beside the weights (simplan.fp8)
+    # with --tp-overlap: the GEMM seconds each TP collective hides behind (simplan.tp_overlap),
+    # one per collective of tp_fwd / tp_bwd; empty: the collectives are not overlapped
+    tp_fwd_gemm_s: tuple[float, ...] = ()
+    tp_bwd_gemm_s: tuple[float, ...] = ()
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -243,6 +248,10 @@ def _step(
         recompute = _attention_core(layer, config, device, b)
         acts = max(acts - _attention_core_bytes(layer, config, b), 0.0)
     params = layer.params / config.tp if split else float(layer.params)
+    hide: tuple[float, ...] = ()
+    if config.tp_overlap and split and layer.kind == "transformer_block":
+        fp8 = fp8_applies(layer, config.fp8)
+        hide = paired_gemm_s(layer, device, config.dtype, fp8, b, config.tp)
     return LayerStep(
         name=layer.name,
         fwd_s=cost.fwd_s,
@@ -257,4 +266,6 @@ def _step(
         source=cost.source,
         rematerialized_bytes=max(full - acts, 0.0),
         fp8_copy_bytes=params * FP8_COPY_BYTES_PER_PARAM if fp8_applies(layer, config.fp8) else 0.0,
+        tp_fwd_gemm_s=hide,
+        tp_bwd_gemm_s=tuple(reversed(hide)),  # the backward meets the pairs in reverse
     )
