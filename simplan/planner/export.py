@@ -149,6 +149,10 @@ def _torchtitan_reason(cfg: Any) -> str | None:
 
 
 def _deepspeed_reason(cfg: Any) -> str | None:
+    if cfg.cp > 1:
+        return (
+            f"its config has no context parallelism (the plan has cp {cfg.cp}); use --to megatron"
+        )
     if cfg.fp8 != "none":
         return "its config has no FP8 training (Transformer Engine lives in the model code)"
     if cfg.tp > 1 or cfg.pp > 1:
@@ -324,7 +328,14 @@ def megatron_args(plan: Any) -> list[str]:
         args += ["--fp8-format hybrid", f"--fp8-recipe {MEGATRON_FP8_RECIPES[cfg.fp8]}"]
     if cfg.tp_overlap:  # userbuffers ring-exchange of the sequence-parallel collectives
         args.append("--tp-comm-overlap")
+    if cfg.cp > 1:
+        args += [f"--context-parallel-size {cfg.cp}", f"--cp-comm-type {MEGATRON_CP[cfg.cp_comm]}"]
     return args
+
+
+# K/V exchange of context parallelism: Megatron's --cp-comm-type, torchtitan's rotate method
+MEGATRON_CP = {"ring": "p2p", "all_gather": "all_gather"}
+TORCHTITAN_CP = {"ring": "alltoall", "all_gather": "allgather"}
 
 
 # simplan's FP8 recipes as Megatron-core's Fp8Recipe names (megatron/core/enums.py)
@@ -395,8 +406,10 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
         "data_parallel_shard_degree": shard,
         "tensor_parallel_degree": cfg.tp,
         "pipeline_parallel_degree": cfg.pp,
-        "context_parallel_degree": 1,
+        "context_parallel_degree": cfg.cp,
     }
+    if cfg.cp > 1:  # head-tail load balancing (its default) is simplan's 2 x cp chunks
+        parallelism["context_parallel_rotate_method"] = TORCHTITAN_CP[cfg.cp_comm]
     if shard > 1:
         parallelism["fsdp_reshard_after_forward"] = "always"  # ZeRO-3: gather per forward
     per_rank = cfg.global_batch // cfg.dp

@@ -131,6 +131,11 @@ def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = 
             f"tensor cores): drop --fp8 {config.fp8}",
         ),
         (
+            config.cp > 1,
+            f"the runtime splits no sequence over ranks (context parallelism): drop "
+            f"--cp {config.cp}",
+        ),
+        (
             config.tp_overlap,
             "the runtime's DTensor tensor parallelism issues its collectives in turn with the "
             "GEMMs: drop --tp-overlap",

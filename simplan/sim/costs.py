@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from simplan.context_parallel import attention_core_s, cp_collectives, split_ops
 from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
 from simplan.fp8 import (
@@ -57,6 +58,12 @@ class LayerStep:
     # one per collective of tp_fwd / tp_bwd; empty: the collectives are not overlapped
     tp_fwd_gemm_s: tuple[float, ...] = ()
     tp_bwd_gemm_s: tuple[float, ...] = ()
+    # context parallelism: K/V exchanges over the CP group and (ring) the attention seconds
+    # they hide behind (simplan.context_parallel)
+    cp_fwd: tuple[Collective, ...] = ()
+    cp_bwd: tuple[Collective, ...] = ()
+    cp_fwd_attention_s: float = 0.0
+    cp_bwd_attention_s: float = 0.0
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -88,7 +95,7 @@ def _sharded_cost(
     whole = layer_cost(layer, device, config.dtype, b, profile)
     split = _tp_split(layer, config.tp)
     fp8 = fp8_applies(layer, config.fp8)
-    if not split and not fp8:
+    if not split and not fp8 and config.cp == 1:
         return whole
     fwd, bwd, tp = layer.fwd_ops, layer.bwd_ops, 1
     if split:
@@ -96,6 +103,7 @@ def _sharded_cost(
         tp = config.tp
         fwd = shard_ops(layer.fwd_ops, tp, rep)
         bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
+    fwd, bwd = split_ops(fwd, config.cp), split_ops(bwd, config.cp)
     base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
     base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)
     if fp8:
@@ -180,7 +188,8 @@ def layer_steps(
     for layer in graph.layers:
         key = (layer.identity, linear_index % 2 if layer.kind == "linear" else 0)
         if key not in cache:
-            cache[key] = _step(layer, device, config, b, profile, linear_index)
+            step = _step(layer, device, config, b, profile, linear_index)
+            cache[key] = _context_parallel(step, layer, device, config, b)
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
             linear_index += 1
@@ -268,4 +277,40 @@ def _step(
         fp8_copy_bytes=params * FP8_COPY_BYTES_PER_PARAM if fp8_applies(layer, config.fp8) else 0.0,
         tp_fwd_gemm_s=hide,
         tp_bwd_gemm_s=tuple(reversed(hide)),  # the backward meets the pairs in reverse
+    )
+
+
+def _context_parallel(
+    step: LayerStep, layer: Layer, device: DeviceModel, config: ParallelConfig, b: int
+) -> LayerStep:
+    """One CP rank's share of a layer step (simplan.context_parallel): the per-token work,
+    bytes and TP transfers / cp (the time is already split: _sharded_cost), and its K/V
+    exchange with the attention core it hides behind (ring)."""
+    cp = config.cp
+    if cp == 1:
+        return step
+    tp = config.tp if _tp_split(layer, config.tp) else 1
+    cp_fwd, cp_bwd = cp_collectives(layer, config.dtype, b, tp, cp, config.cp_comm)
+    ring = config.cp_comm == "ring" and bool(cp_fwd)
+    share = tp * cp
+    selective = config.recompute == "selective"
+    return dataclasses.replace(
+        step,
+        recompute_s=step.recompute_s / cp if selective else step.recompute_s,
+        tp_fwd=tuple((op, n / cp) for op, n in step.tp_fwd),
+        tp_bwd=tuple((op, n / cp) for op, n in step.tp_bwd),
+        activation_bytes=step.activation_bytes / cp,
+        input_bytes=step.input_bytes / cp,
+        output_bytes=step.output_bytes / cp,
+        rematerialized_bytes=step.rematerialized_bytes / cp,
+        tp_fwd_gemm_s=tuple(g / cp for g in step.tp_fwd_gemm_s),
+        tp_bwd_gemm_s=tuple(g / cp for g in step.tp_bwd_gemm_s),
+        cp_fwd=cp_fwd,
+        cp_bwd=cp_bwd,
+        cp_fwd_attention_s=(
+            attention_core_s(layer, layer.fwd_ops, device, config.dtype, b, share) if ring else 0.0
+        ),
+        cp_bwd_attention_s=(
+            attention_core_s(layer, layer.bwd_ops, device, config.dtype, b, share) if ring else 0.0
+        ),
     )

@@ -52,8 +52,8 @@ def sweep_layers(
     """The layers steps[...] (the model's layers from index `first` on) for simplan.sim.peak.
     The model's first layer needs no input gradient. The last layer carries the loss. A
     vocabulary-parallel head's logits are split over the TP group."""
-    fsdp = config.zero == 3 and config.dp > 1
-    shard = config.dp if config.zero >= 2 else 1
+    fsdp = config.zero == 3 and config.replicas > 1
+    shard = config.replicas if config.zero >= 2 else 1
     weight_b = dtype_bytes(config.dtype)
     last = len(graph.layers) - 1
     out = []

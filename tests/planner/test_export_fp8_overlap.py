@@ -1,5 +1,6 @@
-"""FP8 and TP communication overlap in the exports: the flags each framework takes, refusals
-where it has none, and torchtitan's own ConfigManager reading the job back."""
+"""FP8, TP communication overlap and context parallelism in the exports: the flags each
+framework takes, refusals where it has none, and torchtitan's own ConfigManager reading the job
+back."""
 
 from __future__ import annotations
 
@@ -27,14 +28,16 @@ print(json.dumps([{
     "float8": dataclasses.asdict(job.quantize.linear.float8),
     "async_tp": job.parallelism.enable_async_tensor_parallel,
     "compile": job.compile.enable,
+    "cp": job.parallelism.context_parallel_degree,
+    "rotate": job.parallelism.context_parallel_rotate_method,
 }]))
 """
 
 
-def plan(**fields: object) -> Plan:
-    config = ParallelConfig(dp=2, tp=8, micro_batch=1, global_batch=8, zero=3,
+def plan(dp: int = 2, **fields: object) -> Plan:
+    config = ParallelConfig(dp=dp, tp=8, micro_batch=1, global_batch=8, zero=3,
                             sequence_parallel=True, **fields)  # type: ignore[arg-type]  # fmt: skip
-    ref = ClusterRef(spec="dgx-h100", nodes=2)
+    ref = ClusterRef(spec="dgx-h100", nodes=config.world_size // 8)
     return from_planfile(PlanFile(model="llama3-8b", cluster=ref, config=config))
 
 
@@ -76,3 +79,19 @@ def test_torchtitan_reads_float8_and_async_tp(tmp_path) -> None:  # type: ignore
     assert job["float8"]["filter_fqns"] == ["output"]
     assert job["async_tp"] is True and job["compile"] is True
     json.dumps(job)
+
+
+@pytest.mark.parametrize("comm,megatron", [("ring", "p2p"), ("all_gather", "all_gather")])
+def test_megatron_takes_context_parallelism(comm: str, megatron: str) -> None:
+    flags = megatron_flags(plan(dp=1, cp=2, cp_comm=comm).export("megatron"))
+    assert flags["--context-parallel-size"] == "2"
+    assert flags["--cp-comm-type"] == megatron
+    assert "--context-parallel-size" not in megatron_flags(plan().export("megatron"))
+
+
+@pytest.mark.skipif(not installed("torchtitan"), reason="the frameworks extra is not installed")
+def test_torchtitan_reads_context_parallelism(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "job.toml"
+    path.write_text(plan(cp=2, cp_comm="ring").export("torchtitan"))
+    (job,) = parse(TORCHTITAN_READ, [str(path)])
+    assert (job["cp"], job["rotate"]) == (2, "alltoall")
