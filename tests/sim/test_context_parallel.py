@@ -10,6 +10,7 @@ from simplan.parallel import ParallelConfig
 from simplan.sim.costs import layer_steps
 from simplan.sim.run import simulate
 from simplan.sources import load_model
+from tests.helpers import run_main
 from tests.sim.test_oracles import h100s
 
 
@@ -69,3 +70,14 @@ def test_world_counts_cp() -> None:
     config = ParallelConfig(dp=2, tp=2, cp=2, global_batch=2)
     assert config.world_size == 8 and config.replicas == 4
     assert "cp2" in config.describe()
+
+
+def test_cli_refuses_in_one_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    base = ("simulate", "--model", "gpt3-125m", "--global-batch", "8")
+    code, _, err = run_main(capsys, *base, "--cluster", "dgx-h100", "--cp", "3", "--dp", "1",
+                            "--gpus-per-node", "3")  # fmt: skip
+    assert code == 2 and "cp 3 does not divide the sequence of 2048 tokens" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_main(capsys, *base, "--cluster", "dgx-a100", "--fp8", "delayed")
+    assert code == 2 and "a100-80gb has no FP8 tensor cores" in err
+    assert len(err.strip().splitlines()) == 1
