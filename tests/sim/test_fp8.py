@@ -83,3 +83,18 @@ def test_fp8_needs_mixed_precision() -> None:
         ParallelConfig(fp8="block", dtype="fp32")
     with pytest.raises(SimplanError, match="fp8 must be one of"):
         ParallelConfig(fp8="e5m2")
+
+
+def test_an_inline_device_has_fp8_when_its_spec_says_so(gpt) -> None:  # type: ignore[no-untyped-def]
+    from simplan.topology import load_cluster
+
+    device = {"name": "my-gpu", "peak_tflops": 400, "memory_gib": 96,
+              "memory_bandwidth_gbps": 3000}  # fmt: skip
+    spec = {"node_group": [{"devices_per_node": 1, "device": {**device, "peak_fp8_tflops": 800},
+                            "fabric": {"kind": "loopback", "bandwidth_GBps": 450}}]}  # fmt: skip
+    config = ParallelConfig(fp8="current")
+    assert load_cluster(spec).device_model(0).fp8_flops == 800e12
+    assert layer_steps(gpt, load_cluster(spec).device_model(0), config)
+    spec["node_group"][0]["device"] = device
+    with pytest.raises(SimplanError, match="my-gpu has no FP8 tensor cores"):
+        layer_steps(gpt, load_cluster(spec).device_model(0), config)
