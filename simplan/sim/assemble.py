@@ -311,7 +311,7 @@ class Assembler:
             return 0.0
         src = self.grid[index % cfg.pp][0][0]
         dst = self.grid[other % cfg.pp][0][0]
-        nbytes = self.graph.cut_bytes(cut - 1) * cfg.micro_batch / cfg.tp
+        nbytes = self.graph.cut_bytes(cut - 1) * cfg.micro_batch / (cfg.tp * cfg.cp)
         return self.cluster.transfer_time(src, dst, nbytes) if src != dst else 0.0
 
     def memory(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> MemoryParts:

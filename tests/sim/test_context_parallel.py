@@ -81,3 +81,12 @@ def test_cli_refuses_in_one_line(capsys) -> None:  # type: ignore[no-untyped-def
     code, _, err = run_main(capsys, *base, "--cluster", "dgx-a100", "--fp8", "delayed")
     assert code == 2 and "a100-80gb has no FP8 tensor cores" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cp_with_pipeline_and_data_parallel_ranks(gpt) -> None:  # type: ignore[no-untyped-def]
+    base = ParallelConfig(pp=2, dp=2, micro_batch=1, global_batch=4)
+    plain = simulate(gpt, h100s(4), base, record=False)
+    split = simulate(gpt, h100s(8), base.replace(cp=2), record=False)
+    for a, b in zip(plain.devices, split.devices, strict=True):
+        assert b.saved_activation_bytes == pytest.approx(a.saved_activation_bytes / 2)
+    assert split.step_time_s < plain.step_time_s
