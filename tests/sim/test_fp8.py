@@ -98,3 +98,24 @@ def test_an_inline_device_has_fp8_when_its_spec_says_so(gpt) -> None:  # type: i
     spec["node_group"][0]["device"] = device
     with pytest.raises(SimplanError, match="my-gpu has no FP8 tensor cores"):
         layer_steps(gpt, load_cluster(spec).device_model(0), config)
+
+
+@pytest.mark.parametrize("recipe,per_element", [("delayed", 4), ("current", 6), ("block", 4)])
+def test_casts_are_memory_bound_work(gpt, recipe: str, per_element: int) -> None:  # type: ignore[no-untyped-def]
+    # memory-bound device: GEMMs cost their operand bytes, so the FP8 pass differs from the
+    # bf16 one by the casts' bytes less half the linear GEMMs' operand bytes (1-byte operands)
+    dev = get_device("h100-sxm").with_(
+        peak_flops={"bf16": 1e30, "fp16": 1e30, "fp32": 1e30}, fp8_flops=1e30,
+        kernel_overhead_s=1e-15,
+    )  # fmt: skip
+    bw = dev.memory_bandwidth_Bps * dev.mem_efficiency
+    b = 2
+    base = ParallelConfig(micro_batch=b, global_batch=b)
+    i = next(i for i, layer in enumerate(gpt.layers) if layer.kind == "transformer_block")
+    layer = gpt.layers[i]
+    bf16 = layer_steps(gpt, dev, base)[i]
+    fp8 = layer_steps(gpt, dev, base.replace(fp8=recipe))[i]
+    s, h = 512, 768
+    linear_bytes = sum(n * nb for f, nb, n in layer.fwd_ops.gemms if f != 4.0 * s * s * h)
+    casts = (b * s * (3 * h + 4 * h) + layer.params) * per_element
+    assert fp8.fwd_s - bf16.fwd_s == pytest.approx((casts - b * linear_bytes / 2) / bw)
