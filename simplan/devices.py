@@ -24,12 +24,17 @@ from simplan.units import GB, TB, TFLOP, GiB, check_dtype
 REF = "simplan/data/reference/README.md (vendor peak numbers quoted there)"
 DATASHEET_A100 = "NVIDIA A100 datasheet (HBM2e 2,039 GB/s for 80GB SXM, 1,555 GB/s for 40GB)"
 DATASHEET_H100 = "NVIDIA H100 datasheet (SXM5: 3.35 TB/s HBM3, 67 TFLOP/s FP32)"
+FP8_PEAKS = (
+    "dense FP8 peak from /work/shared/reference/device_specs.csv (stas00/ml-engineering "
+    "@744d01e1: H100 SXM and H200 SXM 1979 TFLOP/s dense; A100: X, no FP8)"
+)
 DATASHEET_H200 = "NVIDIA H200 datasheet (4.8 TB/s HBM3e, 141 GB; 140 GiB seen by the CUDA driver)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceModel:
-    """One device type. peak_flops maps a dtype ('fp32', 'bf16', 'fp16') to FLOP/s."""
+    """One device type. peak_flops maps a dtype ('fp32', 'bf16', 'fp16') to FLOP/s; fp8_flops is
+    the dense FP8 tensor-core peak (0: no FP8 tensor cores)."""
 
     name: str
     kind: str  # "gpu" or "cpu"
@@ -40,6 +45,7 @@ class DeviceModel:
     mem_efficiency: float = 0.85
     kernel_overhead_s: float = 5e-6
     sm_count: int = 0
+    fp8_flops: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +55,8 @@ class DeviceModel:
             check_dtype(dtype)
             if value <= 0:
                 raise ValueError(f"device {self.name}: peak_flops[{dtype}] must be > 0")
+        if self.fp8_flops < 0:
+            raise ValueError(f"device {self.name}: fp8_flops must be >= 0")
         if self.memory_bytes <= 0 or self.memory_bandwidth_Bps <= 0:
             raise ValueError(f"device {self.name}: memory and bandwidth must be > 0")
         for attr in ("gemm_efficiency", "mem_efficiency"):
@@ -112,6 +120,7 @@ def _gpu(
     bandwidth_TBps: float,
     sm_count: int,
     sheet: str,
+    fp8_tflops: float = 0.0,
 ) -> DeviceModel:
     efficiency, efficiency_sources = _efficiency(name)
     return DeviceModel(
@@ -125,8 +134,10 @@ def _gpu(
         memory_bytes=memory_GiB * GiB,
         memory_bandwidth_Bps=bandwidth_TBps * TB,
         sm_count=sm_count,
+        fp8_flops=fp8_tflops * TFLOP,
         sources={
             "peak_flops": f"{REF}; fp32 (no TF32) from {sheet}",
+            "fp8_flops": FP8_PEAKS if fp8_tflops else "no FP8 tensor cores",
             "memory": sheet,
             **efficiency_sources,
         },
@@ -241,6 +252,7 @@ def gpu_presets() -> dict[str, DeviceModel]:
         "h100-sxm": _gpu(
             "h100-sxm",
             bf16_tflops=989.5,
+            fp8_tflops=1979,
             fp32_tflops=67,
             memory_GiB=80,
             bandwidth_TBps=3.35,
@@ -250,6 +262,7 @@ def gpu_presets() -> dict[str, DeviceModel]:
         "h200": _gpu(
             "h200",
             bf16_tflops=989.5,
+            fp8_tflops=1979,
             fp32_tflops=67,
             memory_GiB=140,
             bandwidth_TBps=4.8,

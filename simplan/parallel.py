@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from simplan.errors import SimplanError
+from simplan.fp8 import FP8_RECIPES, check_recipe
 from simplan.limits import (  # devices of a cluster, samples per step, tokens per sample
     MAX_DEVICES,
     MAX_GLOBAL_BATCH,
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
 RECOMPUTE = ("none", "selective", "full")
 ZERO_STAGES = (0, 1, 2, 3)
+CP_COMM = ("ring", "all_gather")
 COMPRESSION = ("none", "fp16", "bf16", "powersgd")
 OFFLOAD = ("none", "optimizer")
 MAX_SYNC_PERIOD = 1 << 20  # steps between model averages (local SGD) or of staleness
@@ -52,7 +54,8 @@ def _knob(default: Any, help: str, **limits: Any) -> Any:
 class ParallelConfig:
     """One training configuration.
 
-    dp, tp, pp: data-, tensor- and pipeline-parallel degrees (world size = dp * tp * pp).
+    dp, tp, pp, cp: data-, tensor-, pipeline- and context-parallel degrees (world size =
+        dp * tp * pp * cp). Context parallelism splits each sample's sequence over cp ranks.
     micro_batch: samples per micro-batch per data-parallel replica.
     global_batch: samples per optimizer step over all replicas.
     seq_len: tokens per sample (0: the model's own).
@@ -78,11 +81,20 @@ class ParallelConfig:
         may be applied up to s updates after the parameters they were computed on (0: sync).
     offload: 'optimizer' keeps optimizer states (and the step) in host memory, ZeRO-Offload /
         FSDP2 CPUOffloadPolicy style; 'none' keeps everything on the device.
+    fp8: FP8 GEMMs in the linear layers with this scaling recipe: 'delayed', 'current' or
+        'block' ('none': the training dtype throughout); see simplan.fp8.
+    cp_comm: how context-parallel ranks share keys and values: 'ring' (passed around the ring,
+        each transfer overlapped with the attention of the chunk before; Megatron p2p) or
+        'all_gather' (gathered before attention, exposed).
+    tp_overlap: hide the TP all-gathers and reduce-scatters behind the GEMMs they feed
+        (Megatron-LM --tp-comm-overlap, torchtitan async TP); needs sequence parallelism.
     """
 
     dp: int = _knob(1, "data-parallel degree (default: the rest)", lo=1, hi=MAX_DEGREE)
     tp: int = _knob(1, "tensor-parallel degree", lo=1, hi=MAX_DEGREE)
     pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
+    cp: int = _knob(1, "context-parallel degree (splits the sequence)", lo=1, hi=MAX_DEGREE)
+    cp_comm: str = _knob("ring", "context parallelism's K/V exchange", choices=CP_COMM)
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
     global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
@@ -100,6 +112,8 @@ class ParallelConfig:
     staleness: int = _knob(0, "async DP: bounded gradient staleness (0: sync)", lo=0,
                            hi=MAX_SYNC_PERIOD)  # fmt: skip
     offload: str = _knob("none", "keep optimizer states in host memory", choices=OFFLOAD)
+    fp8: str = _knob("none", "FP8 linear-layer GEMMs: scaling recipe", choices=FP8_RECIPES)
+    tp_overlap: bool = _knob(False, "overlap TP all-gather/reduce-scatter with the GEMMs")
     bucket_bytes: int = 25 * MiB
     overlap_grad_reduce: bool = True
     reduce_dtype: str = ""
@@ -110,6 +124,7 @@ class ParallelConfig:
             "dp",
             "tp",
             "pp",
+            "cp",
             "micro_batch",
             "global_batch",
             "virtual_stages",
@@ -135,6 +150,7 @@ class ParallelConfig:
         if self.reduce_dtype:
             check_dtype(self.reduce_dtype)
         self._check_update_knobs()
+        self._check_fp8_and_overlap()
         if self.schedule == "interleaved" and self.virtual_stages < 2:
             raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
@@ -193,13 +209,34 @@ class ParallelConfig:
                 f"not {self.zero}"
             )
 
+    def _check_fp8_and_overlap(self) -> None:
+        check_recipe(self.fp8)
+        if self.cp_comm not in CP_COMM:
+            raise SimplanError(f"cp_comm must be one of {', '.join(CP_COMM)}, got {self.cp_comm!r}")
+        if self.fp8 != "none" and self.dtype == "fp32":
+            raise SimplanError(
+                f"--fp8 {self.fp8} runs the linear GEMMs in FP8 inside bf16 or fp16 mixed "
+                f"precision; use --dtype bf16"
+            )
+        if self.tp_overlap and not (self.tp > 1 and self.sequence_parallel):
+            raise SimplanError(
+                "--tp-overlap hides the all-gathers and reduce-scatters of sequence-parallel "
+                "TP; it needs --tp > 1 and --sequence-parallel"
+            )
+
     @property
     def grad_reduce_dtype(self) -> str:
         return self.reduce_dtype or self.dtype
 
     @property
     def world_size(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def replicas(self) -> int:
+        """Ranks of a stage and TP rank that hold the same parameters: dp * cp (gradients are
+        reduced, and ZeRO/FSDP shards, over data- and context-parallel ranks together)."""
+        return self.dp * self.cp
 
     @property
     def num_microbatches(self) -> int:
@@ -212,7 +249,7 @@ class ParallelConfig:
 
     def describe(self) -> str:
         parts = [
-            f"dp{self.dp} tp{self.tp} pp{self.pp}",
+            f"dp{self.dp} tp{self.tp} pp{self.pp}" + (f" cp{self.cp}" if self.cp > 1 else ""),
             f"mb{self.micro_batch}",
             f"gb{self.global_batch}",
             self.schedule,
@@ -234,6 +271,12 @@ class ParallelConfig:
             parts.append(f"staleness-{self.staleness}")
         if self.offload != "none":
             parts.append(f"offload-{self.offload}")
+        if self.cp > 1 and self.cp_comm != "ring":
+            parts.append(f"cp-{self.cp_comm}")
+        if self.fp8 != "none":
+            parts.append(f"fp8-{self.fp8}")
+        if self.tp_overlap:
+            parts.append("tp-overlap")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,9 +304,10 @@ class ParallelConfig:
 def check_world(config: ParallelConfig, devices: int) -> None:
     """The degrees must use exactly the cluster's devices."""
     if config.world_size != devices:
+        cp = f" x cp {config.cp}" if config.cp > 1 else ""
         raise SimplanError(
-            f"dp {config.dp} x tp {config.tp} x pp {config.pp} = {config.world_size} ranks, but "
-            f"the cluster has {devices} devices; change the degrees or use --nodes / "
+            f"dp {config.dp} x tp {config.tp} x pp {config.pp}{cp} = {config.world_size} ranks, "
+            f"but the cluster has {devices} devices; change the degrees or use --nodes / "
             f"--gpus-per-node to size the cluster"
         )
 
@@ -295,6 +339,12 @@ def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
     why = tp_mismatch(graph, config.tp)
     if why:
         raise SimplanError(f"{why}; choose a tp that divides it")
+    seq = config.seq_len or graph.seq_len
+    if config.cp > 1 and seq % (2 * config.cp):
+        raise SimplanError(
+            f"cp {config.cp} does not divide the sequence of {seq} tokens into 2 x cp "
+            f"load-balanced chunks; choose a cp with 2 x cp dividing {seq}"
+        )
 
 
 def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:

@@ -69,17 +69,18 @@ def add_config_flags(
 def config_from_args(args: argparse.Namespace, devices: int, **changes: Any) -> ParallelConfig:
     """The configuration the flags describe on `devices` devices: the fields not on the
     command line keep ParallelConfig's defaults; dp left unset is the devices left over by tp
-    and pp."""
+    and pp (and cp)."""
     values = {n: getattr(args, n) for n in CONFIG_FIELDS if getattr(args, n, None) is not None}
     values.update(changes)
     if "global_batch" not in values:
         raise SimplanError("--global-batch is required (samples per optimizer step)")
     if "dp" not in values:
-        tp, pp = values.get("tp", 1), values.get("pp", 1)
-        dp, rest = divmod(devices, tp * pp)
+        tp, pp, cp = values.get("tp", 1), values.get("pp", 1), values.get("cp", 1)
+        dp, rest = divmod(devices, tp * pp * cp)
         if rest or dp == 0:
+            cps = f" x cp {cp}" if cp > 1 else ""
             raise SimplanError(
-                f"tp {tp} x pp {pp} does not divide the cluster's {devices} devices; pick "
+                f"tp {tp} x pp {pp}{cps} does not divide the cluster's {devices} devices; pick "
                 f"degrees that do or give --dp"
             )
         values["dp"] = dp

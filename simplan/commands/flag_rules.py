@@ -207,10 +207,10 @@ def check_flags(
 
 def check_config(config: ParallelConfig) -> None:
     """What only the configuration of the flags tells, once the cluster has set dp."""
-    if config.zero and config.dp == 1:
+    if config.zero and config.replicas == 1:
         raise SimplanError(
             f"--zero {config.zero} does nothing with dp 1 (ZeRO shards over the data-parallel "
-            f"ranks); lower --tp/--pp to leave dp > 1, or drop --zero"
+            f"and context-parallel ranks); lower --tp/--pp to leave dp > 1, or drop --zero"
         )
 
 

@@ -251,10 +251,21 @@ def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelCo
 
 def print_result(result: Any) -> None:
     cfg = result.config
+    cp = cfg.get("cp", 1)
+    extras = "".join(
+        text
+        for on, text in (
+            (cfg.get("fp8", "none") != "none", f" + fp8 {cfg.get('fp8')}"),
+            (cfg.get("tp_overlap", False), ", tp overlap"),
+            (cp > 1, f", cp {cfg.get('cp_comm', 'ring')}"),
+        )
+        if on
+    )
     print(
-        f"{result.model} on {result.cluster}: dp {cfg['dp']} tp {cfg['tp']} pp {cfg['pp']}, "
-        f"micro-batch {cfg['micro_batch']} x {cfg['num_microbatches']}, {cfg['schedule']}, "
-        f"zero {cfg['zero']}, recompute {cfg['recompute']}, {cfg['dtype']}"
+        f"{result.model} on {result.cluster}: dp {cfg['dp']} tp {cfg['tp']} pp {cfg['pp']}"
+        f"{f' cp {cp}' if cp > 1 else ''}, micro-batch {cfg['micro_batch']} x "
+        f"{cfg['num_microbatches']}, {cfg['schedule']}, zero {cfg['zero']}, recompute "
+        f"{cfg['recompute']}, {cfg['dtype']}{extras}"
     )
     print(
         f"step time {result.step_time_s * 1e3:.2f} ms   {result.samples_per_s:.2f} samples/s   "

@@ -134,6 +134,11 @@ def _torchtitan_reason(cfg: Any) -> str | None:
         )
     if cfg.dtype == "fp16":
         return "it trains in bf16 or fp32, not fp16; plan with --dtype bf16"
+    if cfg.fp8 not in ("none", "current"):
+        return (
+            f"its float8 training (torchao) scales per tensor from the current amax "
+            f"(tensorwise) or per row, with no {cfg.fp8} scaling; plan with --fp8 current"
+        )
     shard = cfg.dp if cfg.zero == 3 else 1
     if cfg.dtype == "bf16" and shard == 1 and (cfg.tp > 1 or cfg.pp > 1):
         return (
@@ -144,6 +149,12 @@ def _torchtitan_reason(cfg: Any) -> str | None:
 
 
 def _deepspeed_reason(cfg: Any) -> str | None:
+    if cfg.cp > 1:
+        return (
+            f"its config has no context parallelism (the plan has cp {cfg.cp}); use --to megatron"
+        )
+    if cfg.fp8 != "none":
+        return "its config has no FP8 training (Transformer Engine lives in the model code)"
     if cfg.tp > 1 or cfg.pp > 1:
         return (
             f"its config sets no tensor or pipeline degree (the plan has tp {cfg.tp}, pp "
@@ -313,7 +324,22 @@ def megatron_args(plan: Any) -> list[str]:
         args.append(f"--{cfg.dtype}")
         if cfg.grad_reduce_dtype == "fp32":
             args.append("--accumulate-allreduce-grads-in-fp32")
+    if cfg.fp8 != "none":  # Transformer Engine (its default --transformer-impl)
+        args += ["--fp8-format hybrid", f"--fp8-recipe {MEGATRON_FP8_RECIPES[cfg.fp8]}"]
+    if cfg.tp_overlap:  # userbuffers ring-exchange of the sequence-parallel collectives
+        args.append("--tp-comm-overlap")
+    if cfg.cp > 1:
+        args += [f"--context-parallel-size {cfg.cp}", f"--cp-comm-type {MEGATRON_CP[cfg.cp_comm]}"]
     return args
+
+
+# K/V exchange of context parallelism: Megatron's --cp-comm-type, torchtitan's rotate method
+MEGATRON_CP = {"ring": "p2p", "all_gather": "all_gather"}
+TORCHTITAN_CP = {"ring": "alltoall", "all_gather": "allgather"}
+
+
+# simplan's FP8 recipes as Megatron-core's Fp8Recipe names (megatron/core/enums.py)
+MEGATRON_FP8_RECIPES = {"delayed": "delayed", "current": "tensorwise", "block": "blockwise"}
 
 
 def _megatron_pipeline(cfg: Any, parts: list[Chunk]) -> list[str]:
@@ -380,8 +406,10 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
         "data_parallel_shard_degree": shard,
         "tensor_parallel_degree": cfg.tp,
         "pipeline_parallel_degree": cfg.pp,
-        "context_parallel_degree": 1,
+        "context_parallel_degree": cfg.cp,
     }
+    if cfg.cp > 1:  # head-tail load balancing (its default) is simplan's 2 x cp chunks
+        parallelism["context_parallel_rotate_method"] = TORCHTITAN_CP[cfg.cp_comm]
     if shard > 1:
         parallelism["fsdp_reshard_after_forward"] = "always"  # ZeRO-3: gather per forward
     per_rank = cfg.global_batch // cfg.dp
@@ -394,7 +422,7 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
     else:
         local = cfg.micro_batch  # global // (local * dp) micro-batches are accumulated
     precision = "float32" if cfg.dtype == "fp32" else "bfloat16"
-    return {
+    job: dict[str, dict[str, Any]] = {
         "model": {"name": "llama3", "flavor": flavor},
         "training": {
             "local_batch_size": local,
@@ -405,7 +433,24 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
         },
         "parallelism": parallelism,
         "activation_checkpoint": {"mode": cfg.recompute},
+        **_torchtitan_fast_paths(cfg, parallelism),
     }
+    if cfg.fp8 == "current":
+        job["model"]["converters"] = ["quantize.linear.float8"]
+    return job
+
+
+def _torchtitan_fast_paths(cfg: Any, parallelism: dict[str, Any]) -> dict[str, Any]:
+    """FP8 (torchao float8, tensorwise: current scaling; the output head left in bf16) and
+    async TP, both of which torchtitan runs under torch.compile."""
+    extra: dict[str, Any] = {}
+    if cfg.fp8 == "current":  # with the converter named in [model]
+        extra["quantize.linear.float8"] = {"recipe_name": "tensorwise", "filter_fqns": ["output"]}
+    if cfg.tp_overlap:
+        parallelism["enable_async_tensor_parallel"] = True
+    if extra or cfg.tp_overlap:
+        extra["compile"] = {"enable": True}
+    return extra
 
 
 def torchtitan_parts(parts: list[Chunk]) -> list[list[str]]:

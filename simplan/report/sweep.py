@@ -76,7 +76,9 @@ def run_sweep(
         try:
             if base is None:  # vary == "nodes": one cluster per value
                 c = load_cluster(cluster, nodes=int(value), gpus_per_node=gpus_per_node)
-                cfg = replace(config, dp=max(1, c.num_devices // (config.tp * config.pp)))
+                cfg = replace(
+                    config, dp=max(1, c.num_devices // (config.tp * config.pp * config.cp))
+                )
             elif vary == "bandwidth":
                 c, cfg = base.with_bandwidth(float(value), kinds=list(link_kinds)), config
             else:

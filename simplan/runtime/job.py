@@ -126,6 +126,21 @@ def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = 
     checks = (
         (config_refusal(config), ""),
         (
+            config.fp8 != "none",
+            f"the runtime has no FP8 GEMMs (Transformer Engine / torchao float8 need FP8 "
+            f"tensor cores): drop --fp8 {config.fp8}",
+        ),
+        (
+            config.cp > 1,
+            f"the runtime splits no sequence over ranks (context parallelism): drop "
+            f"--cp {config.cp}",
+        ),
+        (
+            config.tp_overlap,
+            "the runtime's DTensor tensor parallelism issues its collectives in turn with the "
+            "GEMMs: drop --tp-overlap",
+        ),
+        (
             any(h % config.tp or kv % config.tp for h, kv in heads),
             f"tp {config.tp} must divide the attention heads and key/value heads "
             f"({', '.join(f'{h}/{kv}' for h, kv in sorted(heads))}): choose another tp",

@@ -17,9 +17,10 @@ from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
-from simplan.sim.rank_devices import Grid, dp_groups, tp_group
+from simplan.sim.rank_devices import Grid, cp_group, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
+from simplan.tp_overlap import exposed_s
 from simplan.units import dtype_bytes
 
 # Bytes per parameter: weights, gradients, optimizer state (Adam). Mixed precision (bf16/fp16)
@@ -110,7 +111,9 @@ class Assembler:
             for dev, caps in zip(self.devices, self.caps, strict=True)
         ]
         self.dp_factor = [
-            sharing_factor(cluster, "all_reduce", dp_groups(grid, s)) if config.dp > 1 else 1.0
+            sharing_factor(cluster, "all_reduce", dp_groups(grid, s))
+            if config.replicas > 1
+            else 1.0
             for s in range(config.pp)
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
@@ -128,15 +131,54 @@ class Assembler:
         return chunk_bounds(self.graph, self.config, weights)
 
     def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
-        """The TP collectives of these layers, each with DTensor's per-collective cost."""
+        """The TP collectives of these layers, each with DTensor's per-collective cost: the
+        exposed part (all of it, unless --tp-overlap hides some behind the GEMMs)."""
+        return self.tp_times(steps, stage, forward)[0]
+
+    def tp_times(
+        self, steps: tuple[LayerStep, ...], stage: int, forward: bool
+    ) -> tuple[float, float]:
+        """(exposed, hidden) seconds of the TP collectives of these layers (simplan.tp_overlap
+        for the collectives that their layer pairs with a GEMM)."""
         group = tp_group(self.grid, stage)
         fw = self.caps[stage].framework
         per_op, per_byte = (fw.tp_collective_s, fw.tp_s_per_byte) if len(group) > 1 else (0, 0)
-        total = 0.0
+        exposed = hidden = 0.0
         for step in steps:
-            for op, nbytes in step.tp_fwd if forward else step.tp_bwd:
-                total += self.collective(op, nbytes, group) + per_op + per_byte * nbytes
-        return total
+            ops = step.tp_fwd if forward else step.tp_bwd
+            gemms = step.tp_fwd_gemm_s if forward else step.tp_bwd_gemm_s
+            for i, (op, nbytes) in enumerate(ops):
+                seconds = self.collective(op, nbytes, group) + per_op + per_byte * nbytes
+                shown = exposed_s(seconds, gemms[i], len(group)) if gemms else seconds
+                exposed += shown
+                hidden += seconds - shown
+        return exposed, hidden
+
+    def comm_times(
+        self, steps: tuple[LayerStep, ...], stage: int, forward: bool
+    ) -> tuple[float, float]:
+        """(exposed, hidden) seconds of the TP and CP transfers of these layers."""
+        tp_exposed, tp_hidden = self.tp_times(steps, stage, forward)
+        cp_exposed, cp_hidden = self.cp_times(steps, stage, forward)
+        return tp_exposed + cp_exposed, tp_hidden + cp_hidden
+
+    def cp_times(
+        self, steps: tuple[LayerStep, ...], stage: int, forward: bool
+    ) -> tuple[float, float]:
+        """(exposed, hidden) seconds of the context-parallel K/V exchanges of these layers: a
+        ring's transfers hide behind the attention core (simplan.context_parallel)."""
+        if self.config.cp == 1:
+            return 0.0, 0.0
+        group = cp_group(self.grid, stage, self.config.cp)
+        exposed = hidden = 0.0
+        for step in steps:
+            ops = step.cp_fwd if forward else step.cp_bwd
+            behind = step.cp_fwd_attention_s if forward else step.cp_bwd_attention_s
+            seconds = sum(self.collective(op, nbytes, group) for op, nbytes in ops)
+            shown = exposed_s(seconds, behind, len(group)) if behind > 0 else seconds
+            exposed += shown
+            hidden += seconds - shown
+        return exposed, hidden
 
     def grad_sync(self, nbytes: float, stage: int) -> float:
         op = "reduce_scatter" if self.config.zero == 2 else "all_reduce"
@@ -153,7 +195,7 @@ class Assembler:
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
         """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
-        if self.config.dp == 1 or self.config.zero == 3:
+        if self.config.replicas == 1 or self.config.zero == 3:
             return ()
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes
@@ -214,9 +256,11 @@ class Assembler:
         cfg = self.config
         rank = index % cfg.pp
         steps = self.steps[rank][lo:hi]
-        fsdp = cfg.zero == 3 and cfg.dp > 1
+        fsdp = cfg.zero == 3 and cfg.replicas > 1
         gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
-        fwd_tp = self.tp_time(steps, rank, True)
+        # TP and CP transfers: exposed after the chunk's compute, hidden during it
+        fwd_tp, fwd_hidden = self.comm_times(steps, rank, True)
+        bwd_tp, bwd_hidden = self.comm_times(steps, rank, False)
         if index == 0 and cfg.tp > 1:  # DTensor's per-pass work (its inputs' redistribution)
             fwd_tp += self.caps[rank].framework.tp_step_s
         return ChunkPlan(
@@ -225,7 +269,9 @@ class Assembler:
             fwd_s=sum(s.fwd_s for s in steps),
             fwd_tp_s=fwd_tp,
             bwd_s=sum(s.bwd_s for s in steps),
-            bwd_tp_s=self.tp_time(steps, rank, False),
+            bwd_tp_s=bwd_tp,
+            fwd_tp_hidden_s=fwd_hidden,
+            bwd_tp_hidden_s=bwd_hidden,
             recompute_s=sum(s.recompute_s for s in steps),
             recompute_tp_s=fwd_tp if cfg.recompute == "full" else 0.0,
             send_fwd_s=self.send_time(index, hi, forward=True),
@@ -265,7 +311,7 @@ class Assembler:
             return 0.0
         src = self.grid[index % cfg.pp][0][0]
         dst = self.grid[other % cfg.pp][0][0]
-        nbytes = self.graph.cut_bytes(cut - 1) * cfg.micro_batch / cfg.tp
+        nbytes = self.graph.cut_bytes(cut - 1) * cfg.micro_batch / (cfg.tp * cfg.cp)
         return self.cluster.transfer_time(src, dst, nbytes) if src != dst else 0.0
 
     def memory(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> MemoryParts:
@@ -277,8 +323,16 @@ class Assembler:
         )
         params += self._tied_copy(rank, chunks, bounds)
         per = MIXED if cfg.dtype in ("bf16", "fp16") else FP32
-        dp = cfg.dp
+        dp = cfg.replicas
         weights = params * per["weights"] / (dp if cfg.zero >= 3 else 1)
+        weights += (
+            sum(  # FP8 copies of the weights (simplan.fp8), sharded like the weights
+                s.fp8_copy_bytes
+                for c in chunks
+                for s in self.steps[rank][bounds[c.index] : bounds[c.index + 1]]
+            )
+            / (dp if cfg.zero >= 3 else 1)
+        )
         grads = params * per["grads"] / (dp if cfg.zero >= 2 else 1)
         optimizer = params * per["optimizer"] / (dp if cfg.zero >= 1 else 1)
         buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)
@@ -324,7 +378,7 @@ class Assembler:
             virtual_stages=cfg.virtual_stages,
             chunks=tuple(chunks),
             ranks=tuple(ranks),
-            fsdp=cfg.zero == 3 and cfg.dp > 1,
+            fsdp=cfg.zero == 3 and cfg.replicas > 1,
         )
         return plan, memory, bounds
 
@@ -349,7 +403,7 @@ class Assembler:
         step, and per parameter tensor held as a DTensor: every tensor of its tensor-parallel
         layers, or, under FSDP2 (which shards every parameter as a DTensor), every tensor."""
         fw, cfg = self.caps[rank].framework, self.config
-        fsdp = cfg.zero == 3 and cfg.dp > 1
+        fsdp = cfg.zero == 3 and cfg.replicas > 1
         if (cfg.tp == 1 and not fsdp) or not (fw.tp_optimizer_step_s or fw.tp_optimizer_tensor_s):
             return 0.0
         tensors = sum(x.param_tensors for x in layers if fsdp or x.kind in TP_KINDS)
@@ -360,9 +414,9 @@ class Assembler:
         params = sum(
             s.params for c in mine for s in self.steps[r][bounds[c.index] : bounds[c.index + 1]]
         )
-        shard = cfg.dp if cfg.zero >= 1 else 1
+        shard = cfg.replicas if cfg.zero >= 1 else 1
         after = 0.0
-        if cfg.zero in (1, 2) and cfg.dp > 1:
+        if cfg.zero in (1, 2) and cfg.replicas > 1:
             group = dp_groups(self.grid, r)[0]
             after = (
                 self.collective("all_gather", params * dtype_bytes(cfg.dtype), group)

@@ -16,11 +16,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from simplan.context_parallel import attention_core_s, cp_collectives, split_ops
 from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
+from simplan.fp8 import (
+    FP8_COPY_BYTES_PER_PARAM,
+    check_fp8_device,
+    fp8_applies,
+    fp8_pass_time_s,
+    saved_input_savings_bytes,
+)
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
+from simplan.tp_overlap import paired_gemm_s
 from simplan.units import dtype_bytes
 
 TP_KINDS = ("transformer_block", "lm_head", "embedding", "linear")
@@ -44,6 +53,17 @@ class LayerStep:
     output_bytes: float  # the layer's output (what crosses a pipeline cut), per micro-batch
     source: str
     rematerialized_bytes: float = 0.0  # recomputed for its backward (recomputation), live then
+    fp8_copy_bytes: float = 0.0  # FP8 weight copies kept beside the weights (simplan.fp8)
+    # with --tp-overlap: the GEMM seconds each TP collective hides behind (simplan.tp_overlap),
+    # one per collective of tp_fwd / tp_bwd; empty: the collectives are not overlapped
+    tp_fwd_gemm_s: tuple[float, ...] = ()
+    tp_bwd_gemm_s: tuple[float, ...] = ()
+    # context parallelism: K/V exchanges over the CP group and (ring) the attention seconds
+    # they hide behind (simplan.context_parallel)
+    cp_fwd: tuple[Collective, ...] = ()
+    cp_bwd: tuple[Collective, ...] = ()
+    cp_fwd_attention_s: float = 0.0
+    cp_bwd_attention_s: float = 0.0
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -70,17 +90,30 @@ def shard_ops(ops: OpCost, tp: int, replicated_bytes: float) -> OpCost:
 def _sharded_cost(
     layer: Layer, device: DeviceModel, config: ParallelConfig, b: int, profile: Profile | None
 ) -> LayerCost:
+    """The layer's cost on one device: the whole layer's (measured or modelled) scaled by the
+    device model's ratio of this device's share (its TP shard, its FP8 GEMMs) to the whole."""
     whole = layer_cost(layer, device, config.dtype, b, profile)
-    if not _tp_split(layer, config.tp):
+    split = _tp_split(layer, config.tp)
+    fp8 = fp8_applies(layer, config.fp8)
+    if not split and not fp8 and config.cp == 1:
         return whole
-    rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
-    tp = config.tp
-    fwd = shard_ops(layer.fwd_ops, tp, rep)
-    bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
+    fwd, bwd, tp = layer.fwd_ops, layer.bwd_ops, 1
+    if split:
+        rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
+        tp = config.tp
+        fwd = shard_ops(layer.fwd_ops, tp, rep)
+        bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
+    fwd, bwd = split_ops(fwd, config.cp), split_ops(bwd, config.cp)
     base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
     base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)
-    part_f = pass_time_s(fwd, device, config.dtype, b)
-    part_b = pass_time_s(bwd, device, config.dtype, b)
+    if fp8:
+        part_f = fp8_pass_time_s(layer, fwd, device, config.dtype, config.fp8, b,
+                                 backward=False, tp=tp)  # fmt: skip
+        part_b = fp8_pass_time_s(layer, bwd, device, config.dtype, config.fp8, b,
+                                 backward=True, tp=tp)  # fmt: skip
+    else:
+        part_f = pass_time_s(fwd, device, config.dtype, b)
+        part_b = pass_time_s(bwd, device, config.dtype, b)
     return LayerCost(
         fwd_s=whole.fwd_s * ratio(part_f, base_f),
         bwd_s=whole.bwd_s * ratio(part_b, base_b),
@@ -165,6 +198,7 @@ def layer_steps(
     graph: ModelGraph, device: DeviceModel, config: ParallelConfig, profile: Profile | None = None
 ) -> tuple[LayerStep, ...]:
     """Every layer's costs on one device of the configuration, per micro-batch."""
+    check_fp8_device(config.fp8, device)
     b = config.micro_batch
     steps = []
     linear_index = 0
@@ -172,7 +206,8 @@ def layer_steps(
     for layer in graph.layers:
         key = (layer.identity, linear_index % 2 if layer.kind == "linear" else 0)
         if key not in cache:
-            cache[key] = _step(layer, device, config, b, profile, linear_index)
+            step = _step(layer, device, config, b, profile, linear_index)
+            cache[key] = _context_parallel(step, layer, device, config, b)
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
             linear_index += 1
@@ -227,6 +262,9 @@ def _step(
     fwd_c, bwd_c = tp_collectives(layer, config, b, linear_index)
     split = _tp_split(layer, config.tp)
     acts = _activations(layer, config, b)
+    if fp8_applies(layer, config.fp8):
+        tp = config.tp if split else 1
+        acts = max(acts - saved_input_savings_bytes(layer, config.dtype, b, tp), 0.0)
     recompute = 0.0
     full = acts
     shard_in = config.tp if split and config.sequence_parallel else 1
@@ -236,6 +274,11 @@ def _step(
     elif config.recompute == "selective" and layer.kind == "transformer_block":
         recompute = _attention_core(layer, config, device, b)
         acts = max(acts - _attention_core_bytes(layer, config, b), 0.0)
+    params = layer.params / config.tp if split else float(layer.params)
+    hide: tuple[float, ...] = ()
+    if config.tp_overlap and split and layer.kind == "transformer_block":
+        fp8 = fp8_applies(layer, config.fp8)
+        hide = paired_gemm_s(layer, device, config.dtype, fp8, b, config.tp)
     return LayerStep(
         name=layer.name,
         fwd_s=cost.fwd_s,
@@ -243,10 +286,49 @@ def _step(
         recompute_s=recompute,
         tp_fwd=fwd_c,
         tp_bwd=bwd_c,
-        params=layer.params / config.tp if split else float(layer.params),
+        params=params,
         activation_bytes=acts,
         input_bytes=layer.input_bytes * b / shard_in,
         output_bytes=layer.output_bytes * b / shard_in,
         source=cost.source,
         rematerialized_bytes=max(full - acts, 0.0),
+        fp8_copy_bytes=params * FP8_COPY_BYTES_PER_PARAM if fp8_applies(layer, config.fp8) else 0.0,
+        tp_fwd_gemm_s=hide,
+        tp_bwd_gemm_s=tuple(reversed(hide)),  # the backward meets the pairs in reverse
+    )
+
+
+def _context_parallel(
+    step: LayerStep, layer: Layer, device: DeviceModel, config: ParallelConfig, b: int
+) -> LayerStep:
+    """One CP rank's share of a layer step (simplan.context_parallel): the per-token work,
+    bytes and TP transfers / cp (the time is already split: _sharded_cost), and its K/V
+    exchange with the attention core it hides behind (ring)."""
+    cp = config.cp
+    if cp == 1:
+        return step
+    tp = config.tp if _tp_split(layer, config.tp) else 1
+    cp_fwd, cp_bwd = cp_collectives(layer, config.dtype, b, tp, cp, config.cp_comm)
+    ring = config.cp_comm == "ring" and bool(cp_fwd)
+    share = tp * cp
+    selective = config.recompute == "selective"
+    return dataclasses.replace(
+        step,
+        recompute_s=step.recompute_s / cp if selective else step.recompute_s,
+        tp_fwd=tuple((op, n / cp) for op, n in step.tp_fwd),
+        tp_bwd=tuple((op, n / cp) for op, n in step.tp_bwd),
+        activation_bytes=step.activation_bytes / cp,
+        input_bytes=step.input_bytes / cp,
+        output_bytes=step.output_bytes / cp,
+        rematerialized_bytes=step.rematerialized_bytes / cp,
+        tp_fwd_gemm_s=tuple(g / cp for g in step.tp_fwd_gemm_s),
+        tp_bwd_gemm_s=tuple(g / cp for g in step.tp_bwd_gemm_s),
+        cp_fwd=cp_fwd,
+        cp_bwd=cp_bwd,
+        cp_fwd_attention_s=(
+            attention_core_s(layer, layer.fwd_ops, device, config.dtype, b, share) if ring else 0.0
+        ),
+        cp_bwd_attention_s=(
+            attention_core_s(layer, layer.bwd_ops, device, config.dtype, b, share) if ring else 0.0
+        ),
     )

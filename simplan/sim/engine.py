@@ -51,6 +51,8 @@ class ChunkPlan:
     layer_scatter_s: tuple[float, ...] = ()
     fwd_p2p_framework_s: float = 0.0  # the pipeline framework's sends and receives of one
     bwd_p2p_framework_s: float = 0.0  # forward (backward) of this chunk, on the compute stream
+    fwd_tp_hidden_s: float = 0.0  # TP communication hidden behind this chunk's forward GEMMs
+    bwd_tp_hidden_s: float = 0.0  # (--tp-overlap): runs on the 'tp' stream during compute
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,10 +142,19 @@ class Engine:
             self.arrived[key] = self.env.event()
         return self.arrived[key]
 
-    def _hold(self, rank: int, segments: list[tuple[str, str, float]]) -> Generator:
-        """Run (name, category, seconds) segments back to back on the compute stream."""
+    def _hold(
+        self,
+        rank: int,
+        segments: list[tuple[str, str, float]],
+        hidden: tuple[str, float] = ("", 0.0),
+    ) -> Generator:
+        """Run (name, category, seconds) segments back to back on the compute stream; `hidden`
+        (name, seconds): communication that runs during the first segment, overlapped."""
         with self.compute[rank].request() as req:
             yield req
+            if hidden[1] > 0:
+                now = self.env.now
+                self._log(rank, "tp", hidden[0], "tp-comm-hidden", now, now + hidden[1])
             for name, cat, seconds in segments:
                 if seconds <= 0:
                     continue
@@ -222,7 +233,9 @@ class Engine:
             yield from self._hold(r, [(f"{label} tp", "tp-comm", chunk.fwd_tp_s)])
         else:
             yield from self._hold(
-                r, [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)]
+                r,
+                [(label, "forward", chunk.fwd_s), (f"{label} tp", "tp-comm", chunk.fwd_tp_s)],
+                hidden=(f"{label} tp overlapped", chunk.fwd_tp_hidden_s),
             )
         if chunk.fwd_p2p_framework_s > 0:  # no empty hold where there is none
             yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.fwd_p2p_framework_s)])
@@ -263,7 +276,9 @@ class Engine:
             yield from self._bucketed_backward(r, label, chunk)
         else:
             yield from self._hold(
-                r, [(label, "backward", chunk.bwd_s), (f"{label} tp", "tp-comm", chunk.bwd_tp_s)]
+                r,
+                [(label, "backward", chunk.bwd_s), (f"{label} tp", "tp-comm", chunk.bwd_tp_s)],
+                hidden=(f"{label} tp overlapped", chunk.bwd_tp_hidden_s),
             )
         if chunk.bwd_p2p_framework_s > 0:  # no empty hold where there is none
             yield from self._hold(r, [(f"{label} p2p", "pp-comm", chunk.bwd_p2p_framework_s)])

@@ -1,9 +1,11 @@
 """Which device each rank runs on.
 
-Ranks are numbered Megatron-style, tensor-parallel fastest: rank = (stage * dp + replica) * tp +
-tp_rank. The default placement puts rank i on device i (devices are numbered node by node), so a
-TP group sits inside a node, a data-parallel group takes one device per node on the same rail,
-and pipeline stages span consecutive nodes.
+Ranks are numbered Megatron-style, tensor-parallel fastest, then context-parallel, then data-
+parallel: rank = (stage * dp * cp + replica) * tp + tp_rank with replica = dp_rank * cp + cp_rank
+(a stage's replicas are its dp * cp ranks that hold the same parameters). The default placement
+puts rank i on device i (devices are numbered node by node), so a TP group sits inside a node, a
+data-parallel group takes one device per node on the same rail, and pipeline stages span
+consecutive nodes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ Grid = tuple[tuple[tuple[int, ...], ...], ...]  # [stage][replica][tp_rank] -> d
 
 
 def rank_of(config: ParallelConfig, stage: int, replica: int, tp_rank: int) -> int:
-    return (stage * config.dp + replica) * config.tp + tp_rank
+    return (stage * config.replicas + replica) * config.tp + tp_rank
 
 
 def grid(config: ParallelConfig, devices: Sequence[int] | None = None) -> Grid:
@@ -30,7 +32,7 @@ def grid(config: ParallelConfig, devices: Sequence[int] | None = None) -> Grid:
     return tuple(
         tuple(
             tuple(order[rank_of(config, s, d, t)] for t in range(config.tp))
-            for d in range(config.dp)
+            for d in range(config.replicas)
         )
         for s in range(config.pp)
     )
@@ -47,3 +49,8 @@ def dp_group(g: Grid, stage: int, tp_rank: int = 0) -> tuple[int, ...]:
 def dp_groups(g: Grid, stage: int) -> list[tuple[int, ...]]:
     """All data-parallel groups of a stage (one per TP rank); they sync at the same time."""
     return [dp_group(g, stage, t) for t in range(len(g[stage][0]))]
+
+
+def cp_group(g: Grid, stage: int, cp: int, tp_rank: int = 0) -> tuple[int, ...]:
+    """The context-parallel group of the first data-parallel rank of a stage."""
+    return tuple(g[stage][c][tp_rank] for c in range(cp))

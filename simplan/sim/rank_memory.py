@@ -25,7 +25,8 @@ TARGET_BYTES = 8  # one int64 class index per output position
 def step_buffers_bytes(
     graph: ModelGraph, config: ParallelConfig, chunks: Sequence[int], bounds: Sequence[int]
 ) -> float:
-    """The data and the pipeline receive buffers of the rank that runs `chunks`."""
+    """The data and the pipeline receive buffers of the rank that runs `chunks` (its share of
+    the sequence under context parallelism)."""
     samples = config.micro_batch * config.num_microbatches
     total = 0.0
     if 0 in chunks:
@@ -39,7 +40,7 @@ def step_buffers_bytes(
                 total += per * graph.cut_bytes(bounds[c] - 1)
             if c < config.chunks - 1:  # gradients from the next chunk
                 total += per * graph.cut_bytes(bounds[c + 1] - 1)
-    return total
+    return total / config.cp
 
 
 def sweep_layers(
@@ -52,8 +53,8 @@ def sweep_layers(
     """The layers steps[...] (the model's layers from index `first` on) for simplan.sim.peak.
     The model's first layer needs no input gradient. The last layer carries the loss. A
     vocabulary-parallel head's logits are split over the TP group."""
-    fsdp = config.zero == 3 and config.dp > 1
-    shard = config.dp if config.zero >= 2 else 1
+    fsdp = config.zero == 3 and config.replicas > 1
+    shard = config.replicas if config.zero >= 2 else 1
     weight_b = dtype_bytes(config.dtype)
     last = len(graph.layers) - 1
     out = []

@@ -147,7 +147,7 @@ def _device_dict(d: DeviceStats) -> dict[str, Any]:
 def chrome_trace(result: SimResult) -> dict[str, Any]:
     """Chrome trace format (opens in Perfetto): a process per stage's representative device,
     a thread per stream; events named by layer chunk, stage and micro-batch."""
-    streams = {"compute": 0, "comm": 1, "p2p": 2}
+    streams = {"compute": 0, "comm": 1, "p2p": 2, "tp": 3}  # tp: overlapped TP communication
     events: list[dict[str, Any]] = []
     for d in result.devices:
         events.append(

@@ -229,6 +229,7 @@ DEVICE_TABLE = Table(
         "name": Str(nonempty=True),
         "kind": Str(choices=("gpu", "cpu")),
         "peak_tflops": Float(min=0.0, min_open=True, max=1e6),
+        "peak_fp8_tflops": Float(min=0.0, max=1e6),
         "memory_gib": Float(min=0.0, min_open=True, max=1e6),
         "memory_bandwidth_gbps": Float(min=0.0, min_open=True, max=1e7),
     },
@@ -335,6 +336,7 @@ def _device(value: Any, where: str) -> DeviceModel:
         peak_flops={"bf16": tflops * 1e12, "fp16": tflops * 1e12, "fp32": tflops * 1e12},
         memory_bytes=float(value["memory_gib"]) * GiB,
         memory_bandwidth_Bps=float(value["memory_bandwidth_gbps"]) * GB,
+        fp8_flops=float(value.get("peak_fp8_tflops", 0.0)) * 1e12,
         sources={"peak_flops": "cluster spec (inline device)"},
     )
 
