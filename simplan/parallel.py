@@ -53,6 +53,11 @@ class ParallelConfig:
     """One training configuration.
 
     dp, tp, pp: data-, tensor- and pipeline-parallel degrees (world size = dp * tp * pp).
+    ep, etp: expert- and expert-tensor-parallel degrees of mixture-of-experts layers, folded
+        into the dp * tp ranks of a pipeline stage as Megatron-Core does: the experts are split
+        over ep ranks and each expert's matrices over etp ranks; the remaining
+        dp * tp / (ep * etp) ranks (the expert-data-parallel group) hold copies of the same
+        experts and all-reduce their gradients among themselves only.
     micro_batch: samples per micro-batch per data-parallel replica.
     global_batch: samples per optimizer step over all replicas.
     seq_len: tokens per sample (0: the model's own).
@@ -83,6 +88,9 @@ class ParallelConfig:
     dp: int = _knob(1, "data-parallel degree (default: the rest)", lo=1, hi=MAX_DEGREE)
     tp: int = _knob(1, "tensor-parallel degree", lo=1, hi=MAX_DEGREE)
     pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
+    ep: int = _knob(1, "expert-parallel degree (MoE; carved out of dp x tp)", lo=1,
+                    hi=MAX_DEGREE)  # fmt: skip
+    etp: int = _knob(1, "expert-tensor-parallel degree (MoE)", lo=1, hi=MAX_DEGREE)
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
     global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
@@ -110,6 +118,8 @@ class ParallelConfig:
             "dp",
             "tp",
             "pp",
+            "ep",
+            "etp",
             "micro_batch",
             "global_batch",
             "virtual_stages",
@@ -135,6 +145,7 @@ class ParallelConfig:
         if self.reduce_dtype:
             check_dtype(self.reduce_dtype)
         self._check_update_knobs()
+        self._check_expert_degrees()
         if self.schedule == "interleaved" and self.virtual_stages < 2:
             raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
@@ -156,6 +167,21 @@ class ParallelConfig:
                 f"the interleaved schedule needs the number of micro-batches "
                 f"({self.num_microbatches}) to be a multiple of pp {self.pp}"
             )
+
+    def _check_expert_degrees(self) -> None:
+        """ep x etp ranks hold one copy of the experts: they must tile a stage's dp x tp ranks."""
+        folded = self.ep * self.etp
+        if (self.dp * self.tp) % folded:
+            raise SimplanError(
+                f"ep {self.ep} x etp {self.etp} = {folded} must divide dp {self.dp} x tp "
+                f"{self.tp} = {self.dp * self.tp} (experts are split over the data- and "
+                f"tensor-parallel ranks of a stage); choose ep and etp that divide it"
+            )
+
+    @property
+    def edp(self) -> int:
+        """The expert-data-parallel degree: ranks of a stage holding the same experts."""
+        return self.dp * self.tp // (self.ep * self.etp)
 
     def _check_update_knobs(self) -> None:
         """Gradient compression, local SGD, staleness and offload: valid values, and at most
@@ -217,6 +243,8 @@ class ParallelConfig:
             f"gb{self.global_batch}",
             self.schedule,
         ]
+        if self.ep > 1 or self.etp > 1:
+            parts.append(f"ep{self.ep}" + (f" etp{self.etp}" if self.etp > 1 else ""))
         if self.virtual_stages > 1:
             parts.append(f"v{self.virtual_stages}")
         if self.zero:
@@ -295,6 +323,28 @@ def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
     why = tp_mismatch(graph, config.tp)
     if why:
         raise SimplanError(f"{why}; choose a tp that divides it")
+    why = ep_mismatch(graph, config.ep, config.etp)
+    if why:
+        raise SimplanError(why)
+
+
+def ep_mismatch(graph: ModelGraph, ep: int, etp: int) -> str:
+    """Why expert degrees ep and etp cannot split the model's MoE layers ("" if they can)."""
+    experts = [x for x in graph.layers if x.attrs.get("num_experts")]
+    if not experts:
+        if ep > 1 or etp > 1:
+            return (
+                f"ep {ep} / etp {etp} split mixture-of-experts layers, and model "
+                f"{graph.name} has none; leave --ep and --etp at 1"
+            )
+        return ""
+    for layer in experts:
+        n, ffn = layer.attrs["num_experts"], layer.attrs.get("moe_ffn_hidden_size", 0)
+        if n % ep:
+            return f"ep {ep} does not divide the {n} experts of layer {layer.name}; choose an ep that divides {n}"
+        if ffn and ffn % etp:
+            return f"etp {etp} does not divide the expert hidden size {ffn} of layer {layer.name}"
+    return ""
 
 
 def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:
