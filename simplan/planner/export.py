@@ -168,6 +168,11 @@ CONFIG_RULES = {
 def config_reason(kind: str, cfg: Any) -> str | None:
     """Why `kind` (a framework or export kind) cannot run the parallel configuration `cfg`,
     in one clause; None when it can."""
+    if getattr(cfg, "ep", 1) > 1 or getattr(cfg, "etp", 1) > 1:
+        return (
+            f"the export does not write expert-parallel degrees (ep {cfg.ep}, etp {cfg.etp}); "
+            "simulate the plan instead"
+        )
     return CONFIG_RULES[RULES.get(kind, kind)](cfg)
 
 
@@ -202,6 +207,12 @@ def check_model(model: str, kind: str) -> None:
     if kind == "deepspeed":
         return
     shape = model_shape(model, "megatron" if kind == "torchrun" else kind)
+    if shape.is_moe:
+        raise refuse(
+            kind,
+            f"{model} has mixture-of-experts layers, which the export does not write; simulate "
+            "it instead",
+        )
     if kind == "torchtitan":
         torchtitan_flavor(shape)
 
