@@ -177,7 +177,9 @@ def shape_mismatch(graph: ModelGraph, row: dict[str, str]) -> str:
     spec = graph.meta["transformer"]
     for column, field in SHAPE_COLUMNS.items():
         want = _int(row[column])
-        have = spec[field] or (spec["hidden_size"] // spec["num_heads"] if field == "kv_channels" else 0)
+        have = spec[field] or (
+            spec["hidden_size"] // spec["num_heads"] if field == "kv_channels" else 0
+        )
         if field == "moe_ffn_hidden_size":
             have = spec[field] or spec["ffn_hidden_size"]
         if want is not None and want != have:
@@ -191,7 +193,9 @@ def mamf_device() -> DeviceModel:
     rows = [
         r
         for r in read_reference_csv(GEMM_TABLE)
-        if r["hardware"] == "NVIDIA H100 SXM" and r["dtype"] == "bf16" and "max achievable" in r["op"]
+        if r["hardware"] == "NVIDIA H100 SXM"
+        and r["dtype"] == "bf16"
+        and "max achievable" in r["op"]
     ]
     best = rows[0]
     efficiency = float(best["measured_tflops_as_printed"]) / float(best["peak_tflops_spec"])
@@ -291,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             "median_abs_error": median,
             "median_abs_error_at_mamf": at_mamf,
             "rows": results,
-            "skipped": [{"row": i, "model": rows[i]["model"], "why": w} for i, w in skipped.items()],
+            "skipped": [
+                {"row": i, "model": rows[i]["model"], "why": w} for i, w in skipped.items()
+            ],
         },
         RESULTS,
     )

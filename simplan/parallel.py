@@ -341,7 +341,10 @@ def ep_mismatch(graph: ModelGraph, ep: int, etp: int) -> str:
     for layer in experts:
         n, ffn = layer.attrs["num_experts"], layer.attrs.get("moe_ffn_hidden_size", 0)
         if n % ep:
-            return f"ep {ep} does not divide the {n} experts of layer {layer.name}; choose an ep that divides {n}"
+            return (
+                f"ep {ep} does not divide the {n} experts of layer {layer.name}; choose an "
+                f"ep that divides {n}"
+            )
         if ffn and ffn % etp:
             return f"etp {etp} does not divide the expert hidden size {ffn} of layer {layer.name}"
     return ""

@@ -167,8 +167,12 @@ def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelCo
 
 def print_result(result: Any) -> None:
     cfg = result.config
+    experts = (
+        f" ep {cfg['ep']} etp {cfg['etp']}" if cfg.get("ep", 1) * cfg.get("etp", 1) > 1 else ""
+    )
     print(
-        f"{result.model} on {result.cluster}: dp {cfg['dp']} tp {cfg['tp']} pp {cfg['pp']}, "
+        f"{result.model} on {result.cluster}: dp {cfg['dp']} tp {cfg['tp']} pp {cfg['pp']}"
+        f"{experts}, "
         f"micro-batch {cfg['micro_batch']} x {cfg['num_microbatches']}, {cfg['schedule']}, "
         f"zero {cfg['zero']}, recompute {cfg['recompute']}, {cfg['dtype']}"
     )

@@ -16,8 +16,8 @@ from simplan.parallel import ParallelConfig, balanced_stages
 from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
-from simplan.sim.experts import edp_groups, ep_groups, etp_groups
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
+from simplan.sim.experts import edp_groups, ep_groups, etp_groups
 from simplan.sim.rank_devices import Grid, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
@@ -319,7 +319,11 @@ class Assembler:
             on = cfg.zero >= level
             return per[kind] * (params / (cfg.dp if on else 1) + experts / (cfg.edp if on else 1))
 
-        weights, grads, optimizer = sharded("weights", 3), sharded("grads", 2), sharded("optimizer", 1)
+        weights, grads, optimizer = (
+            sharded("weights", 3),
+            sharded("grads", 2),
+            sharded("optimizer", 1),
+        )
         dp = cfg.dp
         buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)
         if cfg.zero == 0 and dp > 1 and per is FP32:
@@ -404,17 +408,16 @@ class Assembler:
         after = 0.0
         if cfg.zero in (1, 2):
             wb = dtype_bytes(cfg.dtype)
-            after = self.collective(
-                "all_gather", params * wb, dp_groups(self.grid, r)[0]
-            ) * self.dp_factor[r] + self.collective(
-                "all_gather", experts * wb, edp_groups(self.grid, r, cfg)[0]
-            ) * self.edp_factor[r]
+            after = (
+                self.collective("all_gather", params * wb, dp_groups(self.grid, r)[0])
+                * self.dp_factor[r]
+                + self.collective("all_gather", experts * wb, edp_groups(self.grid, r, cfg)[0])
+                * self.edp_factor[r]
+            )
         layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers) or None
         mine_params = params / (cfg.dp if on else 1) + experts / (cfg.edp if on else 1)
-        optimizer = self.optimizer_time(mine_params, r, tensors) + self.dtensor_optimizer(
-            layers, r
-        )
+        optimizer = self.optimizer_time(mine_params, r, tensors) + self.dtensor_optimizer(layers, r)
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],

@@ -46,8 +46,13 @@ def routed_fwd_flops(layer: Layer) -> float:
     `per` h x f matrices, 2 FLOPs per multiply-add."""
     a = layer.attrs
     s, k = a.get("seq_len", 0), a.get("moe_top_k", 0)
-    return 2.0 * s * k * a.get("hidden_size", 0) * a.get("moe_ffn_hidden_size", 0) * (
-        expert_matrices(layer)
+    return (
+        2.0
+        * s
+        * k
+        * a.get("hidden_size", 0)
+        * a.get("moe_ffn_hidden_size", 0)
+        * (expert_matrices(layer))
     )
 
 
