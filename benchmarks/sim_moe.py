@@ -13,11 +13,13 @@ table; each row cites its source). A row is simulated when simplan can express i
 - a GPU count (num_gpus, or NNODES x 8) and a published TFLOP/s per GPU.
 
 Each simulated row runs with the row's TP, PP, VPP (interleaved schedule when > 1), EP, ETP
-(blank = 1), micro-batch, global batch and sequence length; dp = GPUs / (TP x PP); sequence
-parallelism when TP > 1 (Megatron-Core requires it for MoE with TP); the distributed optimizer
-(ZeRO 1; 'FSDP On' -> ZeRO 3) as Megatron-Core's MoE recipes run; recompute 'full' -> full,
-Megatron's fine-grained module recomputation (norm, act, moe_act) -> none (those modules are
-element-wise work); balanced routing (most rows force load balancing; dropless rows assume it).
+(blank = 1), its dispatcher (DeepEP, HybridEP or 'flex' -> --moe-dispatcher deepep: one copy per
+token and target node across nodes; else alltoall), micro-batch, global batch and sequence
+length; dp = GPUs / (TP x PP); sequence parallelism when TP > 1 (Megatron-Core requires it for
+MoE with TP); the distributed optimizer (ZeRO 1; 'FSDP On' -> ZeRO 3) as Megatron-Core's MoE
+recipes run; recompute 'full' -> full, Megatron's fine-grained module recomputation (norm, act,
+moe_act) -> none (those modules are element-wise work); balanced routing (most rows force load
+balancing; dropless rows assume it).
 Throughput is counted as the sources count it, Megatron-LM's --log-throughput formula
 (megatron/training/training.py num_floating_point_operations, the version with the causal
 halving of the attention core, e.g. @ 250b7941): per token, 3 passes x 2 FLOPs per multiply-add
@@ -100,6 +102,8 @@ class Case:
             flags.append(f"--schedule interleaved --virtual-stages {c.virtual_stages}")
         if c.sequence_parallel:
             flags.append("--sequence-parallel")
+        if c.moe_dispatcher != "alltoall":
+            flags.append(f"--moe-dispatcher {c.moe_dispatcher}")
         return "simplan simulate " + " ".join(flags)
 
 
@@ -140,6 +144,12 @@ def _recompute(text: str) -> str:
     return "full" if text.strip() == "full" else "none"
 
 
+def _dispatcher(text: str, ep: int) -> str:
+    lowered = text.lower()
+    deduplicating = "deepep" in lowered or "hybridep" in lowered or "flex" in lowered
+    return "deepep" if deduplicating and ep > 1 else "alltoall"
+
+
 def case_of(index: int, row: dict[str, str]) -> Case:
     gpus = _gpus(row["num_gpus"]) or 0
     tp, pp = _int(row["TP"]) or 1, _int(row["PP"]) or 1
@@ -159,6 +169,7 @@ def case_of(index: int, row: dict[str, str]) -> Case:
         recompute=_recompute(row["recompute"]),
         sequence_parallel=tp > 1,
         dtype="bf16",
+        moe_dispatcher=_dispatcher(row["dispatcher"], _int(row["EP"]) or 1),
     )
     return Case(
         row=index,

@@ -23,6 +23,7 @@ RECOMPUTE = ("none", "selective", "full")
 ZERO_STAGES = (0, 1, 2, 3)
 COMPRESSION = ("none", "fp16", "bf16", "powersgd")
 OFFLOAD = ("none", "optimizer")
+DISPATCHERS = ("alltoall", "deepep")  # how MoE tokens travel (simplan.sim.experts)
 MAX_SYNC_PERIOD = 1 << 20  # steps between model averages (local SGD) or of staleness
 MAX_POWERSGD_RANK = 1024
 
@@ -58,6 +59,9 @@ class ParallelConfig:
         over ep ranks and each expert's matrices over etp ranks; the remaining
         dp * tp / (ep * etp) ranks (the expert-data-parallel group) hold copies of the same
         experts and all-reduce their gradients among themselves only.
+    moe_dispatcher: 'alltoall' sends every (token, expert) copy straight to its rank; 'deepep'
+        (DeepSeek's DeepEP) sends a token once to each other node it is routed to, over the
+        network, and fans it out inside the node over NVLink.
     micro_batch: samples per micro-batch per data-parallel replica.
     global_batch: samples per optimizer step over all replicas.
     seq_len: tokens per sample (0: the model's own).
@@ -91,6 +95,8 @@ class ParallelConfig:
     ep: int = _knob(1, "expert-parallel degree (MoE; carved out of dp x tp)", lo=1,
                     hi=MAX_DEGREE)  # fmt: skip
     etp: int = _knob(1, "expert-tensor-parallel degree (MoE)", lo=1, hi=MAX_DEGREE)
+    moe_dispatcher: str = _knob("alltoall", "MoE token dispatch across nodes: alltoall, or "
+                                "deepep (one copy per node)", choices=DISPATCHERS)  # fmt: skip
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
     global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
@@ -171,6 +177,16 @@ class ParallelConfig:
     def _check_expert_degrees(self) -> None:
         """ep x etp ranks hold one copy of the experts: they must tile a stage's dp x tp ranks."""
         folded = self.ep * self.etp
+        if self.moe_dispatcher not in DISPATCHERS:
+            raise SimplanError(
+                f"moe_dispatcher must be one of {', '.join(DISPATCHERS)}, got "
+                f"{self.moe_dispatcher!r}"
+            )
+        if self.moe_dispatcher != "alltoall" and self.ep == 1:
+            raise SimplanError(
+                f"--moe-dispatcher {self.moe_dispatcher} dispatches tokens between expert-"
+                f"parallel ranks; give --ep > 1 or drop it"
+            )
         if (self.dp * self.tp) % folded:
             raise SimplanError(
                 f"ep {self.ep} x etp {self.etp} = {folded} must divide dp {self.dp} x tp "
@@ -245,6 +261,8 @@ class ParallelConfig:
         ]
         if self.ep > 1 or self.etp > 1:
             parts.append(f"ep{self.ep}" + (f" etp{self.etp}" if self.etp > 1 else ""))
+            if self.moe_dispatcher != "alltoall":
+                parts.append(self.moe_dispatcher)
         if self.virtual_stages > 1:
             parts.append(f"v{self.virtual_stages}")
         if self.zero:

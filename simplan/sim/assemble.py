@@ -17,7 +17,7 @@ from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
-from simplan.sim.experts import edp_groups, ep_groups, etp_groups
+from simplan.sim.experts import deepep_bytes, deepep_phases, edp_groups, ep_groups, etp_groups
 from simplan.sim.rank_devices import Grid, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
@@ -157,9 +157,20 @@ class Assembler:
             "etp_all_gather": (etps[0], sharing_factor(self.cluster, "all_gather", etps)),
             "etp_reduce_scatter": (etps[0], sharing_factor(self.cluster, "reduce_scatter", etps)),
         }
+        phases = [deepep_phases(g, lambda d: self.cluster.device(d).node) for g in eps]
+        rail, node, nodes = phases[0]
+        deepep = cfg.moe_dispatcher == "deepep" and nodes > 1
+        rail_factor = sharing_factor(self.cluster, "all_to_all", [p[0] for p in phases])
+        node_factor = sharing_factor(self.cluster, "all_to_all", [p[1] for p in phases])
         total = 0.0
         for step in steps:
             for op, nbytes in step.ep_fwd if forward else step.ep_bwd:
+                if deepep and op == "all_to_all":
+                    layer = self.graph.layer(step.name)
+                    network = deepep_bytes(nbytes, layer, nodes)
+                    total += self.collective("all_to_all", network, rail) * rail_factor
+                    total += self.collective("all_to_all", nbytes, node) * node_factor
+                    continue
                 group, factor = shared[op]
                 total += self.collective(op.removeprefix("etp_"), nbytes, group) * factor
         return total

@@ -20,11 +20,23 @@ per token, hidden size h, expert hidden size f, expert matrices `per` = 3 (SwiGL
   mirror image (a reduce_scatter over etp, then an all_to_all). The backward pass moves the
   same bytes the other way: two all-to-alls forward, two backward, none overlapped with compute
   (Megatron-Core's default, without its A2A-overlap option);
+- DeepEP dispatch (`moe_dispatcher = 'deepep'`, DeepSeek-V3 report section 3.2.2: tokens go
+  over InfiniBand to the GPU of the same in-node index on each target node, then over NVLink
+  to the GPUs of their experts): where the ep group spans g > 1 nodes, each all-to-all becomes
+  a network phase, an all_to_all over the rank's rail peers (one member of the ep group per
+  node) carrying one copy per token and other node it is routed to: with E experts spread
+  evenly, a token's k experts reach on average R = g (1 - C(E - E/g, k) / C(E, k)) nodes, of
+  which R - (1 - C(E - E/g, k) / C(E, k)) are other nodes; then a node phase, an all_to_all
+  over the ep members of the node carrying the k copies per token as the plain dispatch does
+  (an upper bound: copies for experts on one GPU are not merged);
 - parameters: routed experts are divided by ep * etp, the rest of the block by tp; expert
   gradients are all-reduced over the edp group only.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 from simplan.model_graph import Layer
 from simplan.parallel import ParallelConfig
@@ -125,3 +137,34 @@ def edp_groups(g: Grid, stage: int, config: ParallelConfig) -> list[tuple[int, .
     """All expert-data-parallel groups of a stage: ranks holding the same expert shard."""
     flat, block = _stage_ranks(g, stage), config.ep * config.etp
     return [tuple(flat[i::block]) for i in range(block)]
+
+
+def remote_nodes(experts: int, k: int, nodes: int) -> float:
+    """Expected number of other nodes one token is routed to (see the module doc)."""
+    if nodes <= 1:
+        return 0.0
+    per = experts // nodes
+    miss = math.comb(experts - per, k) / math.comb(experts, k)
+    return (nodes - 1) * (1.0 - miss)
+
+
+def deepep_phases(
+    group: tuple[int, ...], node_of: Callable[[int], int]
+) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    """(rail peers, node members, nodes) of the first rank of an ep group: its peers at the
+    same position on the group's other nodes, the group's members on its own node."""
+    by_node: dict[int, list[int]] = {}
+    for d in group:
+        by_node.setdefault(node_of(d), []).append(d)
+    mine = by_node[node_of(group[0])]
+    rail = tuple(members[0] for members in by_node.values() if members)
+    return rail, tuple(mine), len(by_node)
+
+
+def deepep_bytes(nbytes: float, layer: Layer, nodes: int) -> float:
+    """The network phase's all-to-all buffer for a plain all-to-all buffer of nbytes: one
+    copy per token and other node instead of one per (token, expert), as a buffer of which
+    (nodes - 1) / nodes leaves the rank."""
+    k = int(layer.attrs.get("moe_top_k", 1))
+    remote = remote_nodes(int(layer.attrs["num_experts"]), k, nodes)
+    return nbytes / k * remote * nodes / (nodes - 1)

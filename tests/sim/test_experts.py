@@ -192,3 +192,25 @@ def test_exports_and_runtime_refuse_what_they_cannot_express(graph) -> None:
         check_model("mixtral-8x7b", "torchtitan")
     assert "mixture-of-experts" in runtime_refusal(cfg(), graph)
     assert "expert parallelism" in runtime_refusal(cfg(ep=8), graph)
+
+
+def test_deepep_sends_one_copy_per_other_node() -> None:
+    from math import comb
+
+    from simplan.sim.experts import remote_nodes
+
+    # 8 experts on 2 nodes (4 each), top-2: a token misses the other node with probability
+    # C(4, 2) / C(8, 2) = 6 / 28
+    assert remote_nodes(8, 2, 2) == pytest.approx(1 - 6 / 28)
+    assert remote_nodes(128, 8, 4) == pytest.approx(3 * (1 - comb(96, 8) / comb(128, 8)))
+    assert remote_nodes(8, 2, 1) == 0.0
+
+
+def test_deepep_is_faster_across_nodes_and_needs_ep(graph, cluster) -> None:
+    plain = simulate(graph, cluster, cfg(ep=8), record=False, placement=_spread())
+    deepep = simulate(
+        graph, cluster, cfg(ep=8, moe_dispatcher="deepep"), record=False, placement=_spread()
+    )
+    assert deepep.step_time_s < plain.step_time_s
+    with pytest.raises(SimplanError, match="give --ep > 1"):
+        cfg(moe_dispatcher="deepep")
