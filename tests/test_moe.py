@@ -115,3 +115,20 @@ def test_kv_channels_widen_the_heads() -> None:
     attention = 64 * (4 * 32 * 3) + 4 * 32 * 64  # q, k, v of 4 x 32 and the projection back
     mlp = 3 * 64 * 256  # SwiGLU of ffn 4h, no biases
     assert graph.layer("blocks.0").params == attention + mlp + 2 * 64  # + two RMSNorms
+
+
+@pytest.mark.parametrize(
+    ("preset", "total", "active"),
+    [
+        # Mixtral paper (Jiang et al. 2024): 47B parameters, 13B active per token
+        ("mixtral-8x7b", 46.7e9, 12.9e9),
+        # Qwen3 model card: 30.5B total, 3.3B activated
+        ("qwen3-30b-a3b", 30.5e9, 3.3e9),
+    ],
+)
+def test_presets_match_published_parameter_counts(preset: str, total: float, active: float) -> None:
+    from simplan.sources import load_model
+
+    graph = load_model(preset, dtype="bf16")
+    assert graph.params == pytest.approx(total, rel=0.01)
+    assert graph.active_params == pytest.approx(active, rel=0.02)
