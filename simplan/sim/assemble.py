@@ -197,9 +197,13 @@ class Assembler:
         return self.grad_sync(nbytes, stage) + extra
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
-        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
-        if (self.config.dp == 1 and self.config.edp == 1) or self.config.zero == 3:
+        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists.
+        Routed-expert gradients sync over the edp group with the bucket they complete in."""
+        dense = self.config.dp > 1
+        experts_synced = self.config.edp > 1 and any(s.expert_params for s in steps)
+        if not (dense or experts_synced) or self.config.zero == 3:
             return ()
+        sync = self.bucket_sync if dense else (lambda nbytes, stage: 0.0)
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes
         out: list[Bucket] = []
@@ -209,13 +213,13 @@ class Assembler:
             filled += (step.params - step.expert_params) * grad_b
             experts += step.expert_params * grad_b
             while filled >= cap:
-                comm = self.bucket_sync(cap, stage) + self.expert_sync(experts, stage)
+                comm = sync(cap, stage) + self.expert_sync(experts, stage)
                 out.append(Bucket(compute_s=compute, comm_s=comm))
                 compute, filled, experts = 0.0, filled - cap, 0.0
         if filled > 0 or compute > 0 or experts > 0:
-            comm = self.bucket_sync(filled, stage) + self.expert_sync(experts, stage)
+            comm = sync(filled, stage) + self.expert_sync(experts, stage)
             out.append(Bucket(compute_s=compute, comm_s=comm))
-        if self.config.zero == 0 and out:  # DDP's reducer: once per synchronisation, at the end
+        if self.config.zero == 0 and dense and out:  # DDP's reducer: once per sync, at the end
             synced = sum(step.params for step in steps) * grad_b
             last = out[-1]
             out[-1] = Bucket(
