@@ -132,3 +132,36 @@ def test_presets_match_published_parameter_counts(preset: str, total: float, act
     graph = load_model(preset, dtype="bf16")
     assert graph.params == pytest.approx(total, rel=0.01)
     assert graph.active_params == pytest.approx(active, rel=0.02)
+
+
+def test_every_published_bf16_h100_row_is_expressible() -> None:
+    """benchmarks/sim_moe.py: each row it simulates has a preset of the row's exact shape and
+    a valid configuration of the row's degrees; the rows it leaves out are FP8, other
+    hardware, context parallelism or another architecture (Qwen3-Next's linear attention)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from simplan.device_fit import read_reference_csv
+    from simplan.parallel import check_config_for_model
+    from simplan.sources import load_model
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "sim_moe.py"
+    spec = importlib.util.spec_from_file_location("sim_moe", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["sim_moe"] = bench  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    rows = read_reference_csv(bench.TABLE)
+    kept = [i for i, row in enumerate(rows) if not bench.why_not(row)]
+    assert len(kept) == 15
+    for i, row in enumerate(rows):
+        why = bench.why_not(row)
+        assert not why or why.startswith(("precision", "no cluster", "context", "no preset"))
+    for i in kept:
+        case = bench.case_of(i, rows[i])
+        graph = load_model(case.preset, seq_len=case.config.seq_len, dtype="bf16")
+        assert bench.shape_mismatch(graph, rows[i]) == ""
+        check_config_for_model(case.config, graph)
+        assert case.config.world_size == case.gpus
+        assert f"--ep {case.config.ep}" in case.cli()
