@@ -155,7 +155,7 @@ def test_every_published_bf16_h100_row_is_expressible() -> None:
     rows = read_reference_csv(bench.TABLE)
     kept = [i for i, row in enumerate(rows) if not bench.why_not(row)]
     assert len(kept) == 15
-    for i, row in enumerate(rows):
+    for row in rows:
         why = bench.why_not(row)
         assert not why or why.startswith(("precision", "no cluster", "context", "no preset"))
     for i in kept:
