@@ -170,8 +170,8 @@ def config_reason(kind: str, cfg: Any) -> str | None:
     in one clause; None when it can."""
     if getattr(cfg, "ep", 1) > 1 or getattr(cfg, "etp", 1) > 1:
         return (
-            f"the export does not write expert-parallel degrees (ep {cfg.ep}, etp {cfg.etp}); "
-            "simulate the plan instead"
+            f"simplan does not yet write its expert-parallel degrees (ep {cfg.ep}, etp "
+            f"{cfg.etp}) for this framework; simulate without --framework"
         )
     return CONFIG_RULES[RULES.get(kind, kind)](cfg)
 
@@ -210,8 +210,8 @@ def check_model(model: str, kind: str) -> None:
     if shape.is_moe:
         raise refuse(
             kind,
-            f"{model} has mixture-of-experts layers, which the export does not write; simulate "
-            "it instead",
+            f"{model} has mixture-of-experts layers, which simplan does not yet write for this "
+            "framework; simulate without --framework",
         )
     if kind == "torchtitan":
         torchtitan_flavor(shape)
