@@ -14,6 +14,7 @@ MAX_HEADS = 4_096
 MAX_SEQ_LEN = 4_194_304
 MAX_VOCAB = 4_194_304
 MAX_FFN = 1_048_576
+MAX_EXPERTS = 65_536  # routed experts of one MoE layer (DeepSeek-V3: 256)
 MAX_PARAMS = 10**13
 MAX_GRAPH_LAYERS = 1_000_000  # layers of any counted model graph (also from factories)
 

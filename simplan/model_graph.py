@@ -223,6 +223,18 @@ class ModelGraph:
         return sum(layer.params for layer in self.layers)
 
     @property
+    def active_params(self) -> float:
+        """Parameters one token passes through: all of them, less the routed experts a token
+        is not sent to (an MoE layer with E experts and top-k routing uses k / E of them)."""
+        idle = 0.0
+        for layer in self.layers:
+            experts = layer.attrs.get("num_experts")
+            if experts:
+                unused = 1.0 - layer.attrs.get("moe_top_k", experts) / experts
+                idle += layer.attrs.get("expert_params", 0) * unused
+        return self.params - idle
+
+    @property
     def param_bytes(self) -> int:
         return sum(layer.param_bytes for layer in self.layers)
 

@@ -25,6 +25,7 @@ ZERO_STAGES = (0, 1, 2, 3)
 CP_COMM = ("ring", "all_gather")
 COMPRESSION = ("none", "fp16", "bf16", "powersgd")
 OFFLOAD = ("none", "optimizer")
+DISPATCHERS = ("alltoall", "deepep")  # how MoE tokens travel (simplan.sim.experts)
 MAX_SYNC_PERIOD = 1 << 20  # steps between model averages (local SGD) or of staleness
 MAX_POWERSGD_RANK = 1024
 
@@ -56,6 +57,14 @@ class ParallelConfig:
 
     dp, tp, pp, cp: data-, tensor-, pipeline- and context-parallel degrees (world size =
         dp * tp * pp * cp). Context parallelism splits each sample's sequence over cp ranks.
+    ep, etp: expert- and expert-tensor-parallel degrees of mixture-of-experts layers, folded
+        into the dp * tp ranks of a pipeline stage as Megatron-Core does: the experts are split
+        over ep ranks and each expert's matrices over etp ranks; the remaining
+        dp * tp / (ep * etp) ranks (the expert-data-parallel group) hold copies of the same
+        experts and all-reduce their gradients among themselves only.
+    moe_dispatcher: 'alltoall' sends every (token, expert) copy straight to its rank; 'deepep'
+        (DeepSeek's DeepEP) sends a token once to each other node it is routed to, over the
+        network, and fans it out inside the node over NVLink.
     micro_batch: samples per micro-batch per data-parallel replica.
     global_batch: samples per optimizer step over all replicas.
     seq_len: tokens per sample (0: the model's own).
@@ -95,6 +104,11 @@ class ParallelConfig:
     pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
     cp: int = _knob(1, "context-parallel degree (splits the sequence)", lo=1, hi=MAX_DEGREE)
     cp_comm: str = _knob("ring", "context parallelism's K/V exchange", choices=CP_COMM)
+    ep: int = _knob(1, "expert-parallel degree (MoE; carved out of dp x tp)", lo=1,
+                    hi=MAX_DEGREE)  # fmt: skip
+    etp: int = _knob(1, "expert-tensor-parallel degree (MoE)", lo=1, hi=MAX_DEGREE)
+    moe_dispatcher: str = _knob("alltoall", "MoE token dispatch across nodes: alltoall, or "
+                                "deepep (one copy per node)", choices=DISPATCHERS)  # fmt: skip
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
     global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
@@ -125,6 +139,8 @@ class ParallelConfig:
             "tp",
             "pp",
             "cp",
+            "ep",
+            "etp",
             "micro_batch",
             "global_batch",
             "virtual_stages",
@@ -151,6 +167,7 @@ class ParallelConfig:
             check_dtype(self.reduce_dtype)
         self._check_update_knobs()
         self._check_fp8_and_overlap()
+        self._check_expert_degrees()
         if self.schedule == "interleaved" and self.virtual_stages < 2:
             raise SimplanError("the interleaved schedule needs --virtual-stages >= 2")
         if self.schedule != "interleaved" and self.virtual_stages != 1:
@@ -172,6 +189,36 @@ class ParallelConfig:
                 f"the interleaved schedule needs the number of micro-batches "
                 f"({self.num_microbatches}) to be a multiple of pp {self.pp}"
             )
+
+    def _check_expert_degrees(self) -> None:
+        """ep x etp ranks hold one copy of the experts: they must tile a stage's dp x tp ranks."""
+        folded = self.ep * self.etp
+        if self.moe_dispatcher not in DISPATCHERS:
+            raise SimplanError(
+                f"moe_dispatcher must be one of {', '.join(DISPATCHERS)}, got "
+                f"{self.moe_dispatcher!r}"
+            )
+        if self.moe_dispatcher != "alltoall" and self.ep == 1:
+            raise SimplanError(
+                f"--moe-dispatcher {self.moe_dispatcher} dispatches tokens between expert-"
+                f"parallel ranks; give --ep > 1 or drop it"
+            )
+        if folded > 1 and self.cp > 1:
+            raise SimplanError(
+                f"expert parallelism (ep {self.ep} x etp {self.etp}) with context parallelism "
+                f"(cp {self.cp}) is not modelled; drop --cp or --ep / --etp"
+            )
+        if (self.dp * self.tp) % folded:
+            raise SimplanError(
+                f"ep {self.ep} x etp {self.etp} = {folded} must divide dp {self.dp} x tp "
+                f"{self.tp} = {self.dp * self.tp} (experts are split over the data- and "
+                f"tensor-parallel ranks of a stage); choose ep and etp that divide it"
+            )
+
+    @property
+    def edp(self) -> int:
+        """The expert-data-parallel degree: ranks of a stage holding the same experts."""
+        return self.dp * self.tp // (self.ep * self.etp)
 
     def _check_update_knobs(self) -> None:
         """Gradient compression, local SGD, staleness and offload: valid values, and at most
@@ -254,6 +301,10 @@ class ParallelConfig:
             f"gb{self.global_batch}",
             self.schedule,
         ]
+        if self.ep > 1 or self.etp > 1:
+            parts.append(f"ep{self.ep}" + (f" etp{self.etp}" if self.etp > 1 else ""))
+            if self.moe_dispatcher != "alltoall":
+                parts.append(self.moe_dispatcher)
         if self.virtual_stages > 1:
             parts.append(f"v{self.virtual_stages}")
         if self.zero:
@@ -345,6 +396,31 @@ def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
             f"cp {config.cp} does not divide the sequence of {seq} tokens into 2 x cp "
             f"load-balanced chunks; choose a cp with 2 x cp dividing {seq}"
         )
+    why = ep_mismatch(graph, config.ep, config.etp)
+    if why:
+        raise SimplanError(why)
+
+
+def ep_mismatch(graph: ModelGraph, ep: int, etp: int) -> str:
+    """Why expert degrees ep and etp cannot split the model's MoE layers ("" if they can)."""
+    experts = [x for x in graph.layers if x.attrs.get("num_experts")]
+    if not experts:
+        if ep > 1 or etp > 1:
+            return (
+                f"ep {ep} / etp {etp} split mixture-of-experts layers, and model "
+                f"{graph.name} has none; leave --ep and --etp at 1"
+            )
+        return ""
+    for layer in experts:
+        n, ffn = layer.attrs["num_experts"], layer.attrs.get("moe_ffn_hidden_size", 0)
+        if n % ep:
+            return (
+                f"ep {ep} does not divide the {n} experts of layer {layer.name}; choose an "
+                f"ep that divides {n}"
+            )
+        if ffn and ffn % etp:
+            return f"etp {etp} does not divide the expert hidden size {ffn} of layer {layer.name}"
+    return ""
 
 
 def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:

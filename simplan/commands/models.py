@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "name": name,
                 "params": graph.params,
+                "active_params": int(graph.active_params),
                 "layers": len(graph.layers),
                 "seq_len": graph.seq_len or None,
                 "kind": source.kind,
@@ -51,18 +52,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         render(
-            ["model", "params", "layers", "seq", "description"],
+            ["model", "params", "active", "layers", "seq", "description"],
             [
                 [
                     r["name"],
                     _params(r["params"]),
+                    _params(r["active_params"]),
                     r["layers"],
                     r["seq_len"] or "-",
                     r["description"],
                 ]
                 for r in rows
             ],
-            align="lrrrl",
+            align="lrrrrl",
         )
     )
     return 0

@@ -252,6 +252,9 @@ def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelCo
 def print_result(result: Any) -> None:
     cfg = result.config
     cp = cfg.get("cp", 1)
+    experts = (
+        f" ep {cfg['ep']} etp {cfg['etp']}" if cfg.get("ep", 1) * cfg.get("etp", 1) > 1 else ""
+    )
     extras = "".join(
         text
         for on, text in (
@@ -263,7 +266,7 @@ def print_result(result: Any) -> None:
     )
     print(
         f"{result.model} on {result.cluster}: dp {cfg['dp']} tp {cfg['tp']} pp {cfg['pp']}"
-        f"{f' cp {cp}' if cp > 1 else ''}, micro-batch {cfg['micro_batch']} x "
+        f"{f' cp {cp}' if cp > 1 else ''}{experts}, micro-batch {cfg['micro_batch']} x "
         f"{cfg['num_microbatches']}, {cfg['schedule']}, zero {cfg['zero']}, recompute "
         f"{cfg['recompute']}, {cfg['dtype']}{extras}"
     )

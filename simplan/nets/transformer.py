@@ -116,7 +116,7 @@ class Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.kv_heads, spec.head_dim
         qkv = (spec.num_heads + 2 * spec.kv_heads) * spec.head_dim
         self.qkv = nn.Linear(spec.hidden_size, qkv, bias=spec.use_bias)
-        self.proj = nn.Linear(spec.hidden_size, spec.hidden_size, bias=spec.use_bias)
+        self.proj = nn.Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=spec.use_bias)
         self.rope = spec.position_kind == "rope"
         self.math, self.dropout = spec.attention == "math", spec.dropout
         # selective activation recomputation: the attention core (scores, softmax, weighted
@@ -153,33 +153,105 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, s, -1))
 
 
+def _activate(h: torch.Tensor, swiglu: bool) -> torch.Tensor:
+    if swiglu:
+        gate, up = h.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    return F.gelu(h)
+
+
 class MLP(nn.Module):
-    def __init__(self, spec: TransformerSpec) -> None:
+    def __init__(self, spec: TransformerSpec, ffn: int = 0) -> None:
         super().__init__()
         self.swiglu = spec.activation == "swiglu"
-        width = 2 * spec.ffn if self.swiglu else spec.ffn
+        ffn = ffn or spec.ffn
+        width = 2 * ffn if self.swiglu else ffn
         self.up = nn.Linear(spec.hidden_size, width, bias=spec.use_bias)
-        self.down = nn.Linear(spec.ffn, spec.hidden_size, bias=spec.use_bias)
+        self.down = nn.Linear(ffn, spec.hidden_size, bias=spec.use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up(x)
-        if self.swiglu:
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        else:
-            h = F.gelu(h)
-        return self.down(h)
+        return self.down(_activate(self.up(x), self.swiglu))
+
+
+class Experts(nn.Module):
+    """The routed experts of an MoE block: one weight per projection for all experts, as a
+    grouped GEMM holds them (no biases, as in Mixtral, DeepSeek-V3 and Llama 4)."""
+
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        e, h, f = spec.num_experts, spec.hidden_size, spec.moe_ffn
+        self.swiglu = spec.activation == "swiglu"
+        self.up = nn.Parameter(torch.randn(e, h, 2 * f if self.swiglu else f) * 0.02)
+        self.down = nn.Parameter(torch.randn(e, f, h) * 0.02)
+
+    def forward(self, x: torch.Tensor, counts: list[int] | None) -> torch.Tensor:
+        """x: the dispatched tokens, expert by expert. counts: tokens per expert; None means
+        as many for each (a batched GEMM over experts)."""
+        if counts is None:
+            grouped = x.view(self.up.shape[0], -1, x.shape[-1])
+            y = torch.bmm(_activate(torch.bmm(grouped, self.up), self.swiglu), self.down)
+            return y.reshape(x.shape)
+        parts = x.split(counts)
+        outs = [
+            _activate(part @ self.up[e], self.swiglu) @ self.down[e] for e, part in enumerate(parts)
+        ]
+        return torch.cat(outs)
+
+
+class MoE(nn.Module):
+    """A mixture-of-experts MLP: a linear router scores the experts, each token goes to its
+    top-k (weights: the soft-maxed scores of the chosen, renormalised), and shared experts see
+    every token. On a real device tokens are routed by their scores (dropless); on the meta
+    device, where scores have no values, every expert takes ceil(tokens * k / experts) tokens,
+    the balanced load that counting assumes (imbalance is applied by the cost model)."""
+
+    def __init__(self, spec: TransformerSpec) -> None:
+        super().__init__()
+        self.k, self.num_experts = spec.moe_top_k, spec.num_experts
+        self.router = nn.Linear(spec.hidden_size, spec.num_experts, bias=False)
+        self.experts = Experts(spec)
+        shared = spec.moe_shared_experts * spec.moe_ffn
+        self.shared = MLP(spec, shared) if shared else None
+
+    def _slots(self, chosen: torch.Tensor) -> tuple[torch.Tensor, list[int] | None]:
+        """Which (token, choice) each expert slot holds, expert by expert, and the counts."""
+        if chosen.device.type == "meta":
+            per = -(-chosen.numel() // self.num_experts)
+            slots = torch.zeros(per * self.num_experts, dtype=torch.long, device=chosen.device)
+            return slots, None
+        flat = chosen.flatten()
+        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        return flat.argsort(stable=True), counts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        scores = self.router(flat).float().softmax(dim=-1)
+        top, chosen = scores.topk(self.k, dim=-1)
+        weights = (top / top.sum(dim=-1, keepdim=True)).to(x.dtype).flatten()
+        slots, counts = self._slots(chosen)
+        tokens = slots // self.k
+        routed = self.experts(flat.index_select(0, tokens), counts)
+        routed = routed * weights.index_select(0, slots).unsqueeze(-1)
+        out = flat.new_zeros(flat.shape).index_add(0, tokens, routed)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(x.shape)
 
 
 class Block(nn.Module):
     simplan_kind = "transformer_block"
 
-    def __init__(self, spec: TransformerSpec) -> None:
+    def __init__(self, spec: TransformerSpec, index: int = 0) -> None:
         super().__init__()
+        moe = spec.is_moe_block(index)
         self.norm1, self.attn = _norm(spec), Attention(spec)
-        self.norm2, self.mlp = _norm(spec), MLP(spec)
+        self.norm2, self.mlp = _norm(spec), MoE(spec) if moe else MLP(spec)
         self.drop = Dropout(spec.dropout) if spec.dropout else nn.Identity()
-        self.simplan_attrs = spec.block_attrs()
+        self.simplan_attrs = spec.block_attrs(index)
+        if isinstance(self.mlp, MoE):
+            self.simplan_attrs["expert_params"] = sum(
+                p.numel() for p in self.mlp.experts.parameters()
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x)))
@@ -208,7 +280,7 @@ class TransformerLM(nn.Module):
         super().__init__()
         self.spec = spec
         self.embed = Embedding(spec)
-        self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.num_layers))
+        self.blocks = nn.ModuleList(Block(spec, i) for i in range(spec.num_layers))
         self.head = Head(spec)
         if spec.tie_embeddings:
             self.head.out.weight = self.embed.tokens.weight

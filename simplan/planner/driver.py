@@ -465,6 +465,7 @@ def run_search(
     """The search on a loaded graph and cluster (options' nodes, gpus_per_node, seq_len and
     dtype are already applied to them; space.dtype is the one searched)."""
     started = time.perf_counter()
+    refuse_experts(graph)
     global_batch, top, space = options.global_batch, options.top, options.space
     deadline = options.deadline or Deadline.after(options.time_limit_s)
     time_limit_s = deadline.limit_s if math.isfinite(deadline.limit_s) else options.time_limit_s
@@ -512,6 +513,17 @@ def run_search(
         constraints=options.constraints(),
         recipes=tuple(s.recipes),
     )
+
+
+def refuse_experts(graph: ModelGraph) -> None:
+    """The search does not choose expert-parallel degrees: refuse MoE models in one line."""
+    experts = next((x.attrs["num_experts"] for x in graph.layers if x.attrs.get("num_experts")), 0)
+    if experts:
+        raise SimplanError(
+            f"simplan plan does not search expert parallelism: {graph.name} has "
+            f"mixture-of-experts layers ({experts} experts); simulate a configuration with "
+            f"simplan simulate --model {graph.name} --ep N (N dividing {experts})"
+        )
 
 
 def runnable_configs(

@@ -179,6 +179,11 @@ CONFIG_RULES = {
 def config_reason(kind: str, cfg: Any) -> str | None:
     """Why `kind` (a framework or export kind) cannot run the parallel configuration `cfg`,
     in one clause; None when it can."""
+    if getattr(cfg, "ep", 1) > 1 or getattr(cfg, "etp", 1) > 1:
+        return (
+            f"simplan does not yet write its expert-parallel degrees (ep {cfg.ep}, etp "
+            f"{cfg.etp}) for this framework; simulate without --framework"
+        )
     return CONFIG_RULES[RULES.get(kind, kind)](cfg)
 
 
@@ -213,6 +218,12 @@ def check_model(model: str, kind: str) -> None:
     if kind == "deepspeed":
         return
     shape = model_shape(model, "megatron" if kind == "torchrun" else kind)
+    if shape.is_moe:
+        raise refuse(
+            kind,
+            f"{model} has mixture-of-experts layers, which simplan does not yet write for this "
+            "framework; simulate without --framework",
+        )
     if kind == "torchtitan":
         torchtitan_flavor(shape)
 

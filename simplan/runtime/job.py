@@ -108,6 +108,11 @@ def strategy_of(config: ParallelConfig) -> str:
 
 def config_refusal(config: ParallelConfig) -> str:
     """Why no torch setting runs `config` exactly ('' when one does)."""
+    if config.ep > 1 or config.etp > 1:
+        return (
+            f"the runtime does not run expert parallelism (ep {config.ep}, etp {config.etp}); "
+            "simulate it, or use ep 1 and etp 1"
+        )
     if config.zero == 1 and config.dp > 1 and (config.tp > 1 or config.pp > 1):
         return (
             f"ZeRO-1 with {'tp' if config.tp > 1 else 'pp'} has no exact torch equivalent "
@@ -123,6 +128,7 @@ def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = 
     blocks = bool(block_attrs)
     heads = {(a.get("num_heads", 1), a.get("num_kv_heads", 1)) for a in block_attrs}
     names = [layer.name for layer in graph.layers]
+    moe = any(a.get("num_experts") for a in block_attrs)
     checks = (
         (config_refusal(config), ""),
         (
@@ -139,6 +145,11 @@ def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = 
             config.tp_overlap,
             "the runtime's DTensor tensor parallelism issues its collectives in turn with the "
             "GEMMs: drop --tp-overlap",
+        ),
+        (
+            moe,
+            f"the runtime does not run mixture-of-experts layers ({graph.name} has them); "
+            "simulate it with simplan simulate",
         ),
         (
             any(h % config.tp or kv % config.tp for h, kv in heads),

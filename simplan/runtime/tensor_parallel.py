@@ -95,11 +95,13 @@ def parallelize_transformer(
             f"sequence parallelism needs tp {tp} to divide the sequence length {model.spec.seq_len}"
         )
     for block in model.blocks:
-        attn = cast(Block, block).attn
+        attn, mlp = cast(Block, block).attn, cast(Block, block).mlp
+        if not isinstance(mlp, MLP):
+            raise SimplanError("tensor parallelism here does not split mixture-of-experts layers")
         if attn.heads % tp or attn.kv_heads % tp:
             raise SimplanError(f"tp {tp} must divide the attention heads ({attn.heads})")
         _group_qkv_by_rank(attn, tp)
-        _group_swiglu_by_rank(cast(Block, block).mlp, tp)
+        _group_swiglu_by_rank(mlp, tp)
         parallelize_module(block, mesh, _block_plan(sequence_parallel))
         attn.heads, attn.kv_heads = attn.heads // tp, attn.kv_heads // tp
     seq = Shard(1) if sequence_parallel else Replicate()

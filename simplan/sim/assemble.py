@@ -17,6 +17,7 @@ from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
+from simplan.sim.experts import deepep_bytes, deepep_phases, edp_groups, ep_groups, etp_groups
 from simplan.sim.rank_devices import Grid, cp_group, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
@@ -116,6 +117,12 @@ class Assembler:
             else 1.0
             for s in range(config.pp)
         ]
+        self.edp_factor = [
+            sharing_factor(cluster, "all_reduce", edp_groups(grid, s, config))
+            if config.edp > 1
+            else 1.0
+            for s in range(config.pp)
+        ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
@@ -180,6 +187,44 @@ class Assembler:
             hidden += seconds - shown
         return exposed, hidden
 
+    def ep_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
+        """The MoE dispatch and combine of these layers: all-to-alls over the ep group (every ep
+        group of the stage at once, sharing links), gathers and scatters over the etp group."""
+        cfg = self.config
+        if not any(s.ep_fwd for s in steps):
+            return 0.0
+        eps, etps = ep_groups(self.grid, stage, cfg), etp_groups(self.grid, stage, cfg)
+        shared = {
+            "all_to_all": (eps[0], sharing_factor(self.cluster, "all_to_all", eps)),
+            "etp_all_gather": (etps[0], sharing_factor(self.cluster, "all_gather", etps)),
+            "etp_reduce_scatter": (etps[0], sharing_factor(self.cluster, "reduce_scatter", etps)),
+        }
+        phases = [deepep_phases(g, lambda d: self.cluster.device(d).node) for g in eps]
+        rail, node, nodes = phases[0]
+        deepep = cfg.moe_dispatcher == "deepep" and nodes > 1
+        rail_factor = sharing_factor(self.cluster, "all_to_all", [p[0] for p in phases])
+        node_factor = sharing_factor(self.cluster, "all_to_all", [p[1] for p in phases])
+        total = 0.0
+        for step in steps:
+            for op, nbytes in step.ep_fwd if forward else step.ep_bwd:
+                if deepep and op == "all_to_all":
+                    layer = self.graph.layer(step.name)
+                    network = deepep_bytes(nbytes, layer, nodes)
+                    total += self.collective("all_to_all", network, rail) * rail_factor
+                    total += self.collective("all_to_all", nbytes, node) * node_factor
+                    continue
+                group, factor = shared[op]
+                total += self.collective(op.removeprefix("etp_"), nbytes, group) * factor
+        return total
+
+    def expert_sync(self, nbytes: float, stage: int) -> float:
+        """Routed-expert gradients: reduced over the expert-data-parallel group only."""
+        if nbytes <= 0:
+            return 0.0
+        op = "reduce_scatter" if self.config.zero == 2 else "all_reduce"
+        group = edp_groups(self.grid, stage, self.config)[0]
+        return self.collective(op, nbytes, group) * self.edp_factor[stage]
+
     def grad_sync(self, nbytes: float, stage: int) -> float:
         op = "reduce_scatter" if self.config.zero == 2 else "all_reduce"
         group = dp_groups(self.grid, stage)[0]
@@ -194,22 +239,29 @@ class Assembler:
         return self.grad_sync(nbytes, stage) + extra
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
-        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
-        if self.config.replicas == 1 or self.config.zero == 3:
+        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists.
+        Routed-expert gradients sync over the edp group with the bucket they complete in."""
+        dense = self.config.replicas > 1
+        experts_synced = self.config.edp > 1 and any(s.expert_params for s in steps)
+        if not (dense or experts_synced) or self.config.zero == 3:
             return ()
+        sync = self.bucket_sync if dense else (lambda nbytes, stage: 0.0)
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes
         out: list[Bucket] = []
-        compute, filled = 0.0, 0.0
+        compute, filled, experts = 0.0, 0.0, 0.0
         for step in reversed(steps):
             compute += step.bwd_s
-            filled += step.params * grad_b
+            filled += (step.params - step.expert_params) * grad_b
+            experts += step.expert_params * grad_b
             while filled >= cap:
-                out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(cap, stage)))
-                compute, filled = 0.0, filled - cap
-        if filled > 0 or compute > 0:
-            out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(filled, stage)))
-        if self.config.zero == 0 and out:  # DDP's reducer: once per synchronisation, at the end
+                comm = sync(cap, stage) + self.expert_sync(experts, stage)
+                out.append(Bucket(compute_s=compute, comm_s=comm))
+                compute, filled, experts = 0.0, filled - cap, 0.0
+        if filled > 0 or compute > 0 or experts > 0:
+            comm = sync(filled, stage) + self.expert_sync(experts, stage)
+            out.append(Bucket(compute_s=compute, comm_s=comm))
+        if self.config.zero == 0 and dense and out:  # DDP's reducer: once per sync, at the end
             synced = sum(step.params for step in steps) * grad_b
             last = out[-1]
             out[-1] = Bucket(
@@ -231,14 +283,16 @@ class Assembler:
         weight_b = dtype_bytes(self.config.dtype)
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         fw = self.caps[stage].framework
-        gather = tuple(
-            self._fsdp_collective("all_gather", s.params * weight_b, group, factor, fw)
-            for s in steps
-        )
-        scatter = [
-            self._fsdp_collective("reduce_scatter", s.params * grad_b, group, factor, fw)
-            for s in steps
-        ]
+        edp = edp_groups(self.grid, stage, self.config)[0]
+        edp_factor = self.edp_factor[stage]
+
+        def both(op: str, s: LayerStep, nbytes: float) -> float:
+            dense = (s.params - s.expert_params) * nbytes
+            own = self._fsdp_collective(op, dense, group, factor, fw)
+            return own + self._fsdp_collective(op, s.expert_params * nbytes, edp, edp_factor, fw)
+
+        gather = tuple(both("all_gather", s, weight_b) for s in steps)
+        scatter = [both("reduce_scatter", s, grad_b) for s in steps]
         units = [i for i, s in enumerate(steps) if s.params > 0]
         if units and fw.fsdp_step_s:  # the root's per-pass work, with the backward's last unit
             scatter[units[0]] += fw.fsdp_step_s
@@ -258,9 +312,12 @@ class Assembler:
         steps = self.steps[rank][lo:hi]
         fsdp = cfg.zero == 3 and cfg.replicas > 1
         gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
-        # TP and CP transfers: exposed after the chunk's compute, hidden during it
+        # TP and CP transfers: exposed after the chunk's compute, hidden during it; MoE
+        # dispatch and combine exposed
         fwd_tp, fwd_hidden = self.comm_times(steps, rank, True)
         bwd_tp, bwd_hidden = self.comm_times(steps, rank, False)
+        fwd_tp += self.ep_time(steps, rank, True)
+        bwd_tp += self.ep_time(steps, rank, False)
         if index == 0 and cfg.tp > 1:  # DTensor's per-pass work (its inputs' redistribution)
             fwd_tp += self.caps[rank].framework.tp_step_s
         return ChunkPlan(
@@ -316,25 +373,24 @@ class Assembler:
 
     def memory(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> MemoryParts:
         cfg = self.config
-        params = sum(
-            s.params
-            for c in chunks
-            for s in self.steps[rank][bounds[c.index] : bounds[c.index + 1]]
-        )
-        params += self._tied_copy(rank, chunks, bounds)
+        held = [s for c in chunks for s in self.steps[rank][bounds[c.index] : bounds[c.index + 1]]]
+        experts = sum(s.expert_params for s in held)
+        params = sum(s.params for s in held) - experts + self._tied_copy(rank, chunks, bounds)
         per = MIXED if cfg.dtype in ("bf16", "fp16") else FP32
         dp = cfg.replicas
-        weights = params * per["weights"] / (dp if cfg.zero >= 3 else 1)
-        weights += (
-            sum(  # FP8 copies of the weights (simplan.fp8), sharded like the weights
-                s.fp8_copy_bytes
-                for c in chunks
-                for s in self.steps[rank][bounds[c.index] : bounds[c.index + 1]]
-            )
-            / (dp if cfg.zero >= 3 else 1)
+
+        def sharded(kind: str, level: int) -> float:
+            """Dense parameters shard over dp x cp, routed experts over edp (ZeRO >= level)."""
+            on = cfg.zero >= level
+            return per[kind] * (params / (dp if on else 1) + experts / (cfg.edp if on else 1))
+
+        weights, grads, optimizer = (
+            sharded("weights", 3),
+            sharded("grads", 2),
+            sharded("optimizer", 1),
         )
-        grads = params * per["grads"] / (dp if cfg.zero >= 2 else 1)
-        optimizer = params * per["optimizer"] / (dp if cfg.zero >= 1 else 1)
+        # FP8 copies of the weights (simplan.fp8), sharded like the weights
+        weights += sum(s.fp8_copy_bytes for s in held) / (dp if cfg.zero >= 3 else 1)
         buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)
         if cfg.zero == 0 and dp > 1 and per is FP32:
             # torch DDP's gradient buckets: a flat copy of the gradients (its default,
@@ -411,22 +467,23 @@ class Assembler:
 
     def rank_plan(self, r: int, mine: list[ChunkPlan], bounds: tuple[int, ...]) -> RankPlan:
         cfg = self.config
-        params = sum(
-            s.params for c in mine for s in self.steps[r][bounds[c.index] : bounds[c.index + 1]]
-        )
-        shard = cfg.replicas if cfg.zero >= 1 else 1
+        held = [s for c in mine for s in self.steps[r][bounds[c.index] : bounds[c.index + 1]]]
+        experts = sum(s.expert_params for s in held)
+        params = sum(s.params for s in held) - experts
+        on = cfg.zero >= 1
         after = 0.0
-        if cfg.zero in (1, 2) and cfg.replicas > 1:
-            group = dp_groups(self.grid, r)[0]
+        if cfg.zero in (1, 2):
+            wb = dtype_bytes(cfg.dtype)
             after = (
-                self.collective("all_gather", params * dtype_bytes(cfg.dtype), group)
+                self.collective("all_gather", params * wb, dp_groups(self.grid, r)[0])
                 * self.dp_factor[r]
+                + self.collective("all_gather", experts * wb, edp_groups(self.grid, r, cfg)[0])
+                * self.edp_factor[r]
             )
         layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers) or None
-        optimizer = self.optimizer_time(params / shard, r, tensors) + self.dtensor_optimizer(
-            layers, r
-        )
+        mine_params = params / (cfg.replicas if on else 1) + experts / (cfg.edp if on else 1)
+        optimizer = self.optimizer_time(mine_params, r, tensors) + self.dtensor_optimizer(layers, r)
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],

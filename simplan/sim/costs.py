@@ -29,6 +29,7 @@ from simplan.fp8 import (
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
+from simplan.sim.experts import ep_collectives, is_moe, rank_load, routed_fwd_flops, split_params
 from simplan.tp_overlap import paired_gemm_s
 from simplan.units import dtype_bytes
 
@@ -64,6 +65,9 @@ class LayerStep:
     cp_bwd: tuple[Collective, ...] = ()
     cp_fwd_attention_s: float = 0.0
     cp_bwd_attention_s: float = 0.0
+    ep_fwd: tuple[Collective, ...] = ()  # MoE dispatch and combine (simplan.sim.experts)
+    ep_bwd: tuple[Collective, ...] = ()
+    expert_params: float = 0.0  # of params: routed experts (gradients synced over edp)
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -121,6 +125,23 @@ def _sharded_cost(
     )
 
 
+def _imbalance_cost(
+    layer: Layer, device: DeviceModel, config: ParallelConfig, b: int, cost: LayerCost
+) -> LayerCost:
+    """The busiest rank's extra routed-expert GEMM time when the experts' load is uneven (the
+    counted block assumes every expert takes the mean): (rank_load - 1) x the rank's share of
+    the routed FLOPs, forward once and backward twice."""
+    if not is_moe(layer):
+        return cost
+    a = layer.attrs
+    load = rank_load(float(a.get("moe_load", 1.0)), int(a["num_experts"]), config.ep)
+    if load <= 1.0:
+        return cost
+    extra = device.gemm_time_s(routed_fwd_flops(layer) * b / config.tp, config.dtype)
+    extra *= load - 1.0
+    return dataclasses.replace(cost, fwd_s=cost.fwd_s + extra, bwd_s=cost.bwd_s + 2 * extra)
+
+
 def tp_collectives(
     layer: Layer, config: ParallelConfig, b: int, index_in_linears: int
 ) -> tuple[tuple[Collective, ...], tuple[Collective, ...]]:
@@ -146,6 +167,8 @@ def tp_collectives(
 def _attention_core(layer: Layer, config: ParallelConfig, device: DeviceModel, b: int) -> float:
     """Forward time of the attention core (scores, softmax, context) for selective recompute."""
     s, h = layer.attrs.get("seq_len", 0), layer.attrs.get("hidden_size", 0)
+    if layer.attrs.get("head_dim"):  # heads wider than hidden / heads
+        h = layer.attrs["head_dim"] * layer.attrs.get("num_heads", 0)
     flops = 4.0 * s * s * h * b / config.tp
     return device.gemm_time_s(flops, config.dtype) if flops else 0.0
 
@@ -259,8 +282,11 @@ def _step(
     linear_index: int,
 ) -> LayerStep:
     cost = _sharded_cost(layer, device, config, b, profile)
+    cost = _imbalance_cost(layer, device, config, b, cost)
     fwd_c, bwd_c = tp_collectives(layer, config, b, linear_index)
+    ep_f, ep_b = ep_collectives(layer, config, b, dtype_bytes(config.dtype))
     split = _tp_split(layer, config.tp)
+    params, expert_params = split_params(layer, config, split)
     acts = _activations(layer, config, b)
     if fp8_applies(layer, config.fp8):
         tp = config.tp if split else 1
@@ -274,7 +300,6 @@ def _step(
     elif config.recompute == "selective" and layer.kind == "transformer_block":
         recompute = _attention_core(layer, config, device, b)
         acts = max(acts - _attention_core_bytes(layer, config, b), 0.0)
-    params = layer.params / config.tp if split else float(layer.params)
     hide: tuple[float, ...] = ()
     if config.tp_overlap and split and layer.kind == "transformer_block":
         fp8 = fp8_applies(layer, config.fp8)
@@ -287,6 +312,9 @@ def _step(
         tp_fwd=fwd_c,
         tp_bwd=bwd_c,
         params=params,
+        expert_params=expert_params,
+        ep_fwd=ep_f,
+        ep_bwd=ep_b,
         activation_bytes=acts,
         input_bytes=layer.input_bytes * b / shard_in,
         output_bytes=layer.output_bytes * b / shard_in,

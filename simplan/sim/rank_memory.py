@@ -55,6 +55,7 @@ def sweep_layers(
     vocabulary-parallel head's logits are split over the TP group."""
     fsdp = config.zero == 3 and config.replicas > 1
     shard = config.replicas if config.zero >= 2 else 1
+    expert_shard = config.edp if config.zero >= 2 else 1  # routed experts shard over edp
     weight_b = dtype_bytes(config.dtype)
     last = len(graph.layers) - 1
     out = []
@@ -69,7 +70,8 @@ def sweep_layers(
                 grad_out_bytes=grad_out,
                 grad_in_bytes=0.0 if index == 0 else s.input_bytes,
                 loss_bytes=grad_out if index == last else 0.0,
-                param_grad_bytes=s.params * grad_bytes_per_param / shard,
+                param_grad_bytes=grad_bytes_per_param
+                * ((s.params - s.expert_params) / shard + s.expert_params / expert_shard),
                 gathered_bytes=s.params * weight_b if fsdp else 0.0,
                 unsharded_grad_bytes=s.params * grad_bytes_per_param if fsdp else 0.0,
             )

@@ -1,0 +1,320 @@
+"""Simulated TFLOP/s per GPU of mixture-of-experts training against published Megatron-Core runs.
+
+Reference: simplan/data/reference/moe_training_throughput.csv (a copy of the shared reference
+table; each row cites its source). A row is simulated when simplan can express it:
+
+- bf16 (FP8 / MXFP8 rows are left out: low-precision GEMMs are not modelled here);
+- hardware with a cluster preset: H100 -> `dgx-h100` (8 GPUs per node, NVLink 4, 8x400 Gb/s
+  InfiniBand, the hardware the rows name); B200 / GB200 / GB300 rows are left out;
+- no context parallelism (CP 1 or blank);
+- a model preset whose shape equals the row's shape columns (layers, hidden, heads, query
+  groups, kv_channels, experts, top-k, expert FFN): mixtral-8x7b, mixtral-8x22b,
+  qwen3-235b-a22b, qwen3-30b-a3b;
+- a GPU count (num_gpus, or NNODES x 8) and a published TFLOP/s per GPU.
+
+Each simulated row runs with the row's TP, PP, VPP (interleaved schedule when > 1), EP, ETP
+(blank = 1), its dispatcher (DeepEP, HybridEP or 'flex' -> --moe-dispatcher deepep: one copy per
+token and target node across nodes; else alltoall), micro-batch, global batch and sequence
+length; dp = GPUs / (TP x PP); sequence parallelism when TP > 1 (Megatron-Core requires it for
+MoE with TP); the distributed optimizer (ZeRO 1; 'FSDP On' -> ZeRO 3) as Megatron-Core's MoE
+recipes run; recompute 'full' -> full, Megatron's fine-grained module recomputation (norm, act,
+moe_act) -> none (those modules are element-wise work); balanced routing (most rows force load
+balancing; dropless rows assume it).
+Throughput is counted as the sources count it, Megatron-LM's --log-throughput formula
+(megatron/training/training.py num_floating_point_operations, the version with the causal
+halving of the attention core, e.g. @ 250b7941): per token, 3 passes x 2 FLOPs per multiply-add
+over the attention projections h (q + 2 kv) + q h, the causal core q s (QK^T and AV, halved),
+the experts each token visits (top-k routed + shared, 3 matrices with SwiGLU), dense MLPs of
+the first dense layers, and the logits h V; recomputation not counted. The Mixtral rows of
+2024 (MCore v0.8 / v0.9) may predate the halving: there the full count is 8% higher at s 4096.
+
+Nothing is tuned here: the device model is the H100 fit of simplan/data/gpu_calibration.json
+(gemm_efficiency 0.5, fitted to llm-foundry FSDP runs). A second column shows the sensitivity to
+that one constant: the same simulation with the GEMM efficiency at the H100's maximum achievable
+matmul throughput (MAMF, stas00/ml-engineering, row 'NVIDIA H100 SXM' bf16 of
+simplan/data/reference/gemm_efficiency_measurements.csv: 794.5 of 989 TFLOP/s), an upper bound
+for Megatron-Core + Transformer Engine GEMMs. The acceptance number is the first column.
+
+Prints the table and writes benchmarks/results/sim_moe.json. Usage:
+    python benchmarks/sim_moe.py [--rows N]   (N: simulate the first N expressible rows only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simplan.device_fit import read_reference_csv
+from simplan.devices import DeviceModel, get_device
+from simplan.io import write_json_atomic
+from simplan.model_graph import ModelGraph
+from simplan.parallel import ParallelConfig
+from simplan.sim.run import simulate
+from simplan.sources import load_model
+from simplan.topology import load_cluster
+
+TABLE = "moe_training_throughput.csv"
+PRESETS = {
+    "Mixtral-8x7B": "mixtral-8x7b",
+    "Mixtral-8x22B": "mixtral-8x22b",
+    "Qwen3-235B-A22B": "qwen3-235b-a22b",
+    "Qwen3-30B-A3B": "qwen3-30b-a3b",
+}
+CLUSTERS = {"H100": ("dgx-h100", 8)}
+SHAPE_COLUMNS = {  # reference column -> TransformerSpec field
+    "num_layers": "num_layers",
+    "hidden": "hidden_size",
+    "attn_heads": "num_heads",
+    "query_groups": "num_kv_heads",
+    "kv_channels": "kv_channels",
+    "num_experts": "num_experts",
+    "topk": "moe_top_k",
+    "expert_ffn_hidden": "moe_ffn_hidden_size",
+}
+GEMM_TABLE = "gemm_efficiency_measurements.csv"
+RESULTS = Path(__file__).resolve().parent / "results" / "sim_moe.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Case:
+    row: int
+    model: str
+    preset: str
+    cluster: str
+    gpus: int
+    config: ParallelConfig
+    published_tflops: float
+    label: str
+
+    def cli(self) -> str:
+        c = self.config
+        flags = [
+            f"--model {self.preset} --cluster {self.cluster} --nodes {self.gpus // 8}",
+            f"--tp {c.tp} --pp {c.pp} --ep {c.ep} --etp {c.etp}",
+            f"--micro-batch {c.micro_batch} --global-batch {c.global_batch}",
+            f"--seq-len {c.seq_len} --zero {c.zero} --recompute {c.recompute}",
+        ]
+        if c.virtual_stages > 1:
+            flags.append(f"--schedule interleaved --virtual-stages {c.virtual_stages}")
+        if c.sequence_parallel:
+            flags.append("--sequence-parallel")
+        if c.moe_dispatcher != "alltoall":
+            flags.append(f"--moe-dispatcher {c.moe_dispatcher}")
+        return "simplan simulate " + " ".join(flags)
+
+
+def _int(text: str) -> int | None:
+    head = text.strip().split(" ")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _gpus(text: str) -> int | None:
+    text = text.strip()
+    if text.startswith("NNODES="):
+        nodes = _int(text.removeprefix("NNODES="))
+        return nodes * 8 if nodes else None
+    return _int(text)
+
+
+def _cluster(hardware: str) -> str | None:
+    name = hardware.split(" ")[0]
+    return CLUSTERS[name][0] if name in CLUSTERS else None
+
+
+def why_not(row: dict[str, str]) -> str:
+    """Why a row cannot be simulated ("" if it can)."""
+    if row["precision"].strip().split(" ")[0].upper() != "BF16":
+        return f"precision {row['precision']} (only bf16 is modelled)"
+    if _cluster(row["hardware"]) is None:
+        return f"no cluster preset for {row['hardware']}"
+    if (_int(row["CP"]) or 1) > 1:
+        return f"context parallelism CP {row['CP']}"
+    if row["model"] not in PRESETS:
+        return f"no preset for {row['model']}"
+    if _gpus(row["num_gpus"]) is None or not row["tflops_per_gpu"].strip():
+        return "no GPU count or no TFLOP/s"
+    return ""
+
+
+def _recompute(text: str) -> str:
+    return "full" if text.strip() == "full" else "none"
+
+
+def _dispatcher(text: str, ep: int) -> str:
+    lowered = text.lower()
+    deduplicating = "deepep" in lowered or "hybridep" in lowered or "flex" in lowered
+    return "deepep" if deduplicating and ep > 1 else "alltoall"
+
+
+def case_of(index: int, row: dict[str, str]) -> Case:
+    gpus = _gpus(row["num_gpus"]) or 0
+    tp, pp = _int(row["TP"]) or 1, _int(row["PP"]) or 1
+    vpp = _int(row["VPP"]) or 1
+    config = ParallelConfig(
+        dp=gpus // (tp * pp),
+        tp=tp,
+        pp=pp,
+        ep=_int(row["EP"]) or 1,
+        etp=_int(row["ETP"]) or 1,
+        micro_batch=_int(row["MBS"]) or 1,
+        global_batch=_int(row["GBS"]) or 1,
+        seq_len=_int(row["seq_len"]) or 0,
+        schedule="interleaved" if vpp > 1 else "1f1b",
+        virtual_stages=vpp,
+        zero=3 if "FSDP On" in row["DP_or_EDP"] else 1,
+        recompute=_recompute(row["recompute"]),
+        sequence_parallel=tp > 1,
+        dtype="bf16",
+        moe_dispatcher=_dispatcher(row["dispatcher"], _int(row["EP"]) or 1),
+    )
+    return Case(
+        row=index,
+        model=row["model"],
+        preset=PRESETS[row["model"]],
+        cluster=_cluster(row["hardware"]) or "",
+        gpus=gpus,
+        config=config,
+        published_tflops=float(row["tflops_per_gpu"]),
+        label=(row["features"] or row["notes"])[:40],
+    )
+
+
+def shape_mismatch(graph: ModelGraph, row: dict[str, str]) -> str:
+    """Where the preset's shape differs from the row's shape columns ("" if nowhere)."""
+    spec = graph.meta["transformer"]
+    for column, field in SHAPE_COLUMNS.items():
+        want = _int(row[column])
+        have = spec[field] or (
+            spec["hidden_size"] // spec["num_heads"] if field == "kv_channels" else 0
+        )
+        if field == "moe_ffn_hidden_size":
+            have = spec[field] or spec["ffn_hidden_size"]
+        if want is not None and want != have:
+            return f"{column} {want} != preset's {have}"
+    return ""
+
+
+def mamf_device() -> DeviceModel:
+    """The H100 preset with its GEMM efficiency at the MAMF table's best shape (the newest
+    'NVIDIA H100 SXM' bf16 row of GEMM_TABLE)."""
+    rows = [
+        r
+        for r in read_reference_csv(GEMM_TABLE)
+        if r["hardware"] == "NVIDIA H100 SXM"
+        and r["dtype"] == "bf16"
+        and "max achievable" in r["op"]
+    ]
+    best = rows[0]
+    efficiency = float(best["measured_tflops_as_printed"]) / float(best["peak_tflops_spec"])
+    return get_device("h100-sxm").with_(gemm_efficiency=efficiency)
+
+
+def megatron_flops_per_token(spec: dict[str, Any], seq_len: int) -> float:
+    """FLOPs of one trained token by Megatron-LM's throughput formula (see the module doc)."""
+    h, layers = spec["hidden_size"], spec["num_layers"]
+    head = spec["kv_channels"] or h // spec["num_heads"]
+    q, kv = spec["num_heads"] * head, (spec["num_kv_heads"] or spec["num_heads"]) * head
+    per = 3 if spec["activation"] == "swiglu" else 2
+    attention = h * (q + 2 * kv) + q * seq_len + q * h  # causal core: 2 products, halved
+    moe_ffn = spec["moe_ffn_hidden_size"] or spec["ffn_hidden_size"]
+    experts = spec["moe_top_k"] + spec["moe_shared_experts"]
+    moe_layers = layers - spec["moe_dense_layers"] if spec["num_experts"] else 0
+    mlp = moe_layers * per * h * moe_ffn * experts
+    mlp += (layers - moe_layers) * per * h * spec["ffn_hidden_size"]
+    return 6.0 * (layers * attention + mlp + h * spec["vocab_size"])
+
+
+def run_case(case: Case, graph: ModelGraph, cluster: Any, ceiling: DeviceModel) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = simulate(graph, cluster, case.config, record=False)
+    at_mamf = simulate(graph, cluster, case.config, record=False, device=ceiling)
+    c = case.config
+    flops = megatron_flops_per_token(graph.meta["transformer"], c.seq_len) * c.seq_len
+    flops *= c.global_batch
+
+    def tflops(step_s: float) -> float:
+        return flops / step_s / case.gpus / 1e12
+
+    predicted = tflops(result.step_time_s)
+    return {
+        "row": case.row,
+        "model": case.model,
+        "gpus": case.gpus,
+        "config": case.config.describe(),
+        "cli": case.cli(),
+        "published_tflops": case.published_tflops,
+        "predicted_tflops": round(predicted, 1),
+        "error": round(predicted / case.published_tflops - 1.0, 4),
+        "predicted_tflops_at_mamf": round(tflops(at_mamf.step_time_s), 1),
+        "error_at_mamf": round(tflops(at_mamf.step_time_s) / case.published_tflops - 1.0, 4),
+        "simplan_tflops": round(result.tflops_per_device, 1),
+        "step_s": round(result.step_time_s, 3),
+        "fits": result.fits_memory,
+        "label": case.label,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=0, help="simulate only the first N rows")
+    args = parser.parse_args(argv)
+    rows = read_reference_csv(TABLE)
+    skipped = {i: why_not(r) for i, r in enumerate(rows) if why_not(r)}
+    cases = [case_of(i, r) for i, r in enumerate(rows) if i not in skipped]
+    if args.rows:
+        cases = cases[: args.rows]
+    graphs: dict[tuple[str, int], ModelGraph] = {}
+    clusters: dict[tuple[str, int], Any] = {}
+    results = []
+    ceiling = mamf_device()
+    for case in cases:
+        key = (case.preset, case.config.seq_len)
+        if key not in graphs:
+            graphs[key] = load_model(case.preset, seq_len=case.config.seq_len, dtype="bf16")
+        bad = shape_mismatch(graphs[key], rows[case.row])
+        if bad:
+            raise SystemExit(f"row {case.row}: preset {case.preset} does not match: {bad}")
+        ckey = (case.cluster, case.gpus)
+        if ckey not in clusters:
+            clusters[ckey] = load_cluster(case.cluster, nodes=case.gpus // 8)
+        results.append(run_case(case, graphs[key], clusters[ckey], ceiling))
+        r = results[-1]
+        print(
+            f"row {r['row']:>2} {r['model']:<16} {r['gpus']:>4} GPUs  {r['config']:<48} "
+            f"published {r['published_tflops']:>6.1f}  predicted {r['predicted_tflops']:>6.1f}  "
+            f"error {100 * r['error']:+6.1f}%   at MAMF {r['predicted_tflops_at_mamf']:>6.1f} "
+            f"({100 * r['error_at_mamf']:+6.1f}%)",
+            flush=True,
+        )
+    errors = [abs(r["error"]) for r in results]
+    median = statistics.median(errors) if errors else float("nan")
+    at_mamf = statistics.median(abs(r["error_at_mamf"]) for r in results) if results else 0.0
+    print(
+        f"{len(results)} rows simulated, {len(skipped)} not expressible; median |error| "
+        f"{100 * median:.1f}% (with the MAMF GEMM efficiency: {100 * at_mamf:.1f}%)"
+    )
+    for i, why in skipped.items():
+        print(f"  row {i:>2} {rows[i]['model']:<20} skipped: {why}")
+    write_json_atomic(
+        {
+            "reference": f"simplan/data/reference/{TABLE}",
+            "median_abs_error": median,
+            "median_abs_error_at_mamf": at_mamf,
+            "rows": results,
+            "skipped": [
+                {"row": i, "model": rows[i]["model"], "why": w} for i, w in skipped.items()
+            ],
+        },
+        RESULTS,
+    )
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
