@@ -17,6 +17,14 @@ from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
+from simplan.sim.offload import (
+    HostStep,
+    grad_shard_bytes,
+    host_bytes_per_param,
+    host_of,
+    host_step,
+    offloads,
+)
 from simplan.sim.rank_devices import Grid, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
@@ -41,6 +49,7 @@ class MemoryParts:
     grads: float
     optimizer: float
     buffers: float
+    host: float = 0.0  # CPU offload: the optimizer states, master weights and gradients on the host
 
     @property
     def static(self) -> float:
@@ -152,8 +161,10 @@ class Assembler:
         return self.grad_sync(nbytes, stage) + extra
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
-        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists."""
-        if self.config.dp == 1 or self.config.zero == 3:
+        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists (and,
+        with CPU offload, then goes to the host). Without data parallelism, offload's buckets
+        only go to the host."""
+        if self.config.zero == 3 or (self.config.dp == 1 and not offloads(self.config)):
             return ()
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes
@@ -163,11 +174,12 @@ class Assembler:
             compute += step.bwd_s
             filled += step.params * grad_b
             while filled >= cap:
-                out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(cap, stage)))
+                out.append(self._bucket(compute, cap, stage))
                 compute, filled = 0.0, filled - cap
         if filled > 0 or compute > 0:
-            out.append(Bucket(compute_s=compute, comm_s=self.bucket_sync(filled, stage)))
-        if self.config.zero == 0 and out:  # DDP's reducer: once per synchronisation, at the end
+            out.append(self._bucket(compute, filled, stage))
+        if self.config.zero == 0 and self.config.dp > 1 and out:
+            # DDP's reducer: once per synchronisation, at the end
             synced = sum(step.params for step in steps) * grad_b
             last = out[-1]
             out[-1] = Bucket(
@@ -177,9 +189,20 @@ class Assembler:
         if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
             total = sum(b.compute_s for b in out)
             out = [Bucket(compute_s=total, comm_s=0.0)] + [
-                Bucket(compute_s=0.0, comm_s=b.comm_s) for b in out
+                Bucket(compute_s=0.0, comm_s=b.comm_s, host_s=b.host_s) for b in out
             ]
         return tuple(out)
+
+    def _bucket(self, compute_s: float, nbytes: float, stage: int) -> Bucket:
+        comm = self.bucket_sync(nbytes, stage) if self.config.dp > 1 else 0.0
+        return Bucket(compute_s=compute_s, comm_s=comm, host_s=self.to_host_s(nbytes, stage))
+
+    def to_host_s(self, reduced_bytes: float, stage: int) -> float:
+        """CPU offload: the device-to-host copy of a rank's share of these reduced gradients."""
+        if not offloads(self.config) or reduced_bytes <= 0:
+            return 0.0
+        host = host_of(self.cluster, self.grid[stage][0][0])
+        return grad_shard_bytes(self.config, reduced_bytes) / host.device_link_Bps()
 
     def fsdp_layers(
         self, steps: tuple[LayerStep, ...], stage: int
@@ -237,6 +260,11 @@ class Assembler:
             layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
             layer_gather_s=gathers,
             layer_scatter_s=scatters,
+            layer_host_s=tuple(
+                self.to_host_s(s.params * dtype_bytes(cfg.grad_reduce_dtype), rank) for s in steps
+            )
+            if fsdp and offloads(cfg)
+            else (),
             fwd_p2p_framework_s=self.p2p_framework_time(index),
             bwd_p2p_framework_s=self.p2p_framework_time(index),
         )
@@ -281,13 +309,19 @@ class Assembler:
         weights = params * per["weights"] / (dp if cfg.zero >= 3 else 1)
         grads = params * per["grads"] / (dp if cfg.zero >= 2 else 1)
         optimizer = params * per["optimizer"] / (dp if cfg.zero >= 1 else 1)
+        host = 0.0
+        if offloads(cfg):  # the optimizer's shard lives in host memory
+            host = optimizer / per["optimizer"] * host_bytes_per_param(cfg, per["optimizer"])
+            optimizer = 0.0
         buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)
         if cfg.zero == 0 and dp > 1 and per is FP32:
             # torch DDP's gradient buckets: a flat copy of the gradients (its default,
             # gradient_as_bucket_view=False); Megatron-LM's mixed-precision gradient buffer is
             # itself the bucket (counted with the gradients)
             buffers += grads
-        return MemoryParts(weights=weights, grads=grads, optimizer=optimizer, buffers=buffers)
+        return MemoryParts(
+            weights=weights, grads=grads, optimizer=optimizer, buffers=buffers, host=host
+        )
 
     def _tied_copy(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
         """A head tied to the embedding keeps its own copy of the weights on another stage."""
@@ -370,9 +404,13 @@ class Assembler:
             )
         layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers) or None
-        optimizer = self.optimizer_time(params / shard, r, tensors) + self.dtensor_optimizer(
-            layers, r
-        )
+        host_in = 0.0
+        if offloads(cfg):
+            step = self.host_step(params / shard, r)
+            optimizer, host_in = step.optimizer_s, step.h2d_s
+        else:
+            optimizer = self.optimizer_time(params / shard, r, tensors)
+        optimizer += self.dtensor_optimizer(layers, r)
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],
@@ -380,4 +418,13 @@ class Assembler:
             after_optimizer_comm_s=after,
             overlap=self.caps[r].comm_overlaps_compute,
             framework_s=self.caps[r].framework.pp_step_s if cfg.pp > 1 else 0.0,
+            host_in_s=host_in,
+            optimizer_on_host=offloads(cfg),
         )
+
+    def host_step(self, shard_params: float, stage: int) -> HostStep:
+        """CPU offload: the host's Adam step over a rank's shard and its parameters' way back."""
+        device = self.grid[stage][0][0]
+        group = self.cluster.node_group(device)
+        return host_step(self.config, host_of(self.cluster, device), group.devices_per_node,
+                         shard_params)  # fmt: skip
