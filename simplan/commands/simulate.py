@@ -31,6 +31,8 @@ examples:
   simplan simulate --model mlp --cluster localhost-cpu --global-batch 128 --micro-batch 64 \\
       --dtype fp32 --profile traces/profiles/<cpu>/mlp-fp32-mb64-s0.json
   simplan simulate --plan plan.json --json
+  simplan simulate --model gpt3-6.7b --cluster dgx-a100 --gpus-per-node 1 --global-batch 8 \
+      --recompute full --offload optimizer     # Adam on the host CPU, traffic on PCIe
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 256 --zero 3 \\
       --framework torchtitan      # refused in one line if torchtitan cannot run it
 
@@ -165,12 +167,34 @@ def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelCo
     return graph, cluster, config, []
 
 
+def offload_lines(offload: dict[str, Any]) -> list[str]:
+    """What CPU offload of the optimizer does to the step, one line per pipeline stage."""
+    if not offload:
+        return []
+    lines = [
+        f"offload {offload['mode']}: host link {offload['host_link']} "
+        f"{offload['host_link_Bps'] / 1e9:.1f} GB/s per device; host memory "
+        f"{offload['host_bytes_per_node'] / GiB:.1f} of {offload['host_memory_bytes'] / GiB:.0f} "
+        "GiB per node"
+    ]
+    for s in offload["stages"]:
+        lines.append(
+            f"  stage {s['stage']}: {s['device_bytes_saved'] / GiB:.1f} GiB device memory saved; "
+            f"gradients to host {s['d2h_bytes'] / GiB:.2f} GiB ({s['d2h_s'] * 1e3:.1f} ms, "
+            f"overlapped with the backward), parameters back {s['h2d_bytes'] / GiB:.2f} GiB "
+            f"({s['h2d_s'] * 1e3:.1f} ms), Adam on the host CPU "
+            f"{s['host_optimizer_s'] * 1e3:.1f} ms"
+        )
+    return lines
+
+
 def print_result(result: Any) -> None:
     cfg = result.config
     print(
         f"{result.model} on {result.cluster}: dp {cfg['dp']} tp {cfg['tp']} pp {cfg['pp']}, "
         f"micro-batch {cfg['micro_batch']} x {cfg['num_microbatches']}, {cfg['schedule']}, "
         f"zero {cfg['zero']}, recompute {cfg['recompute']}, {cfg['dtype']}"
+        + (f", offload {cfg['offload']}" if cfg.get("offload", "none") != "none" else "")
     )
     print(
         f"step time {result.step_time_s * 1e3:.2f} ms   {result.samples_per_s:.2f} samples/s   "
@@ -214,6 +238,8 @@ def print_result(result: Any) -> None:
     )
     for line in result.critical_path:
         print(f"- {line}")
+    for line in offload_lines(result.offload):
+        print(line)
     sources = ", ".join(f"{k}: {v}" for k, v in result.cost_sources.items())
     print(f"layer costs from {sources}; {result.event_count} events simulated")
     if result.extrapolated:
