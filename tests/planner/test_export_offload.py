@@ -39,7 +39,8 @@ for arg in sys.argv[1:]:
     path, dp = arg.rsplit(":", 1)
     c = config.DeepSpeedConfig(json.load(open(path)), mpu=DataParallel(int(dp)))
     off = c.zero_config.offload_optimizer
-    out.append({"zero": int(c.zero_optimization_stage), "device": str(getattr(off.device, "value", off.device)),
+    device = getattr(off.device, "value", off.device)
+    out.append({"zero": int(c.zero_optimization_stage), "device": str(device),
                 "pin_memory": bool(off.pin_memory), "params": c.zero_config.offload_param})
 print(json.dumps(out))
 """
