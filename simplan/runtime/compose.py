@@ -240,7 +240,10 @@ def _data_parallel(job: JobSpec, mesh: Any, parts: list[tuple[nn.Module, list[nn
     shard = cfg.zero >= 2 or cfg.offload != "none"
     dp_mesh = mesh["dp_shard"] if shard else mesh["dp_replicate", "dp_shard"]
     reshard = cfg.zero == 3
-    policy = CPUOffloadPolicy() if cfg.offload == "optimizer" else OffloadPolicy()
+    # pinned host memory needs CUDA (the runtime refuses offload without it; a CPU test of this
+    # wiring runs unpinned)
+    pinned = torch.cuda.is_available()
+    policy = CPUOffloadPolicy(pin_memory=pinned) if cfg.offload == "optimizer" else OffloadPolicy()
     for part, layers in parts:
         for sub in layers:
             if any(True for _ in sub.parameters()):

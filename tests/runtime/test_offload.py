@@ -47,3 +47,22 @@ def test_what_cpu_offload_policy_is_not_is_refused(fields, says):
     assert says in runtime_refusal(_config(**fields), GRAPH, cuda=True)
     with pytest.raises(SimplanError, match=says):
         JobSpec(model="gpt-tiny", config=_config(**fields), steps=1)
+
+
+def test_the_cpu_offload_policy_wiring_trains_as_the_plain_model(monkeypatch, tmp_path):
+    """What runs on CUDA, composed here on the CPU (unpinned, the CUDA check lifted): FSDP2 with
+    CPUOffloadPolicy on one rank changes where the optimizer runs, not the losses."""
+    import simplan.runtime.job as job_module
+    from simplan.ranks import free_port
+    from simplan.runtime.worker import train
+
+    monkeypatch.setattr(job_module, "offload_refusal", lambda config, cuda=None: "")
+    losses = {}
+    for mode in ("none", "optimizer"):
+        config = ParallelConfig(micro_batch=2, global_batch=2, dtype="fp32", offload=mode)
+        job = JobSpec(model="gpt-tiny", config=config, steps=3, warmup=0, baseline_steps=0,
+                      realtime=False)  # fmt: skip
+        out = tmp_path / mode
+        out.mkdir()
+        losses[mode] = train(0, 1, f"tcp://127.0.0.1:{free_port()}", job, out).losses
+    assert losses["optimizer"] == pytest.approx(losses["none"], rel=1e-5)
