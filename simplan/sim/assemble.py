@@ -164,7 +164,8 @@ class Assembler:
         """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists (and,
         with CPU offload, then goes to the host). Without data parallelism, offload's buckets
         only go to the host."""
-        if self.config.zero == 3 or (self.config.dp == 1 and not offloads(self.config)):
+        cfg = self.config
+        if (cfg.zero == 3 and cfg.dp > 1) or (cfg.dp == 1 and not offloads(cfg)):
             return ()
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes

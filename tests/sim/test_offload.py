@@ -76,6 +76,13 @@ def test_zero_shards_what_goes_to_the_host_over_data_parallel_ranks():
         assert two.offload["host_bytes_per_node"] == pytest.approx(a["host_bytes"])
 
 
+def test_every_zero_stage_of_one_rank_sends_its_gradients_to_the_host():
+    cluster = load_cluster("dgx-h100", gpus_per_node=1)
+    for zero in (0, 1, 2, 3):
+        result = _run(cluster, zero=zero, offload="optimizer")
+        assert _events(result, "grad D2H"), zero
+
+
 def test_more_host_link_bandwidth_never_makes_the_step_slower():
     times = []
     for gbps in (8, 32, 128):
