@@ -115,3 +115,21 @@ def test_offload_is_refused_on_cpu_devices_and_on_hosts_not_described():
                                                            "bandwidth_GBps": 450}}]}  # fmt: skip
     with pytest.raises(SimplanError, match="add host ="):
         _run(load_cluster(raw), offload="optimizer")
+
+
+def test_nvlink_c2c_moves_the_same_bytes_faster_than_pcie():
+    """examples/clusters/gh200.toml: the same GPU behind Grace's NVLink-C2C (450 GB/s) and
+    behind PCIe Gen5 (63 GB/s): the same traffic, in the ratio of the links' bandwidths."""
+    from pathlib import Path
+
+    from simplan.io import read_toml
+
+    path = Path(__file__).resolve().parents[2] / "examples/clusters/gh200.toml"
+    c2c = _run(load_cluster(str(path)), offload="optimizer")
+    raw = read_toml(path)
+    raw["node_group"][0]["host"]["link"] = "pcie-gen5"
+    pcie = _run(load_cluster(raw), offload="optimizer")
+    a, b = c2c.offload["stages"][0], pcie.offload["stages"][0]
+    assert a["h2d_bytes"] == b["h2d_bytes"] and a["d2h_bytes"] == b["d2h_bytes"]
+    assert b["h2d_s"] / a["h2d_s"] == pytest.approx(450 / 63)
+    assert c2c.step_time_s < pcie.step_time_s
