@@ -70,6 +70,9 @@ class Row:
     predicted_d2h_bytes: float | None = None
     predicted_h2d_bytes: float | None = None
     predicted_host_optimizer_s: float | None = None
+    # the predicted peak's parts (weights, grads, optimizer, activations, buffers): less weights
+    # and grads, what FSDP2's CPUOffloadPolicy (which offloads them too) should approach
+    predicted_memory: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str = ""
 
 
@@ -141,6 +144,7 @@ def predicted(args: argparse.Namespace, row: Row) -> Row:
         predicted_d2h_bytes=stage.get("d2h_bytes"),
         predicted_h2d_bytes=stage.get("h2d_bytes"),
         predicted_host_optimizer_s=stage.get("host_optimizer_s"),
+        predicted_memory=dict(result.devices[0].memory),
     )
 
 

@@ -54,6 +54,8 @@ def test_the_prediction_for_the_default_model_shows_what_offload_saves():
     assert off.predicted_h2d_bytes == pytest.approx(4 * params)
     assert off.predicted_step_time_s > none.predicted_step_time_s
     assert none.predicted_host_bytes is None
+    assert off.predicted_memory["optimizer"] == 0.0
+    assert none.predicted_memory["optimizer"] == pytest.approx(8 * params)
 
 
 def test_smoke_writes_one_record_with_both_modes(tmp_path):
