@@ -2,7 +2,7 @@
 `--offload optimizer`, run by the runtime, beside simplan's prediction for the same plan.
 
     .venv/bin/python benchmarks/gpu_offload.py [--model gpt3-1.3b] [--micro-batch 2]
-        [--seq-len 2048] [--steps 5] [--warmup 2] [--cluster h200] [--runs-dir traces/runs]
+        [--seq-len 2048] [--steps 5] [--warmup 2] [--cluster h200-1gpu] [--runs-dir traces/runs]
     .venv/bin/python benchmarks/gpu_offload.py --smoke     # gpt-tiny, 2 steps: seconds on CPU
 
 What runs (simplan.runtime, one rank, fp32, one micro-batch per step): 'none' is the plain model
@@ -50,7 +50,7 @@ from simplan.units import GiB  # noqa: E402
 MODES = ("none", "optimizer")
 RECORD_KIND = "gpu-offload"
 SMOKE = {"model": "gpt-tiny", "micro_batch": 2, "seq_len": 0, "steps": 2, "warmup": 1,
-         "cluster": "h200", "host_adam_params": 1_000_000}  # fmt: skip
+         "cluster": "h200-1gpu", "host_adam_params": 1_000_000}  # fmt: skip
 RUNTIME_OFFLOADS = "parameters, gradients and optimizer states (FSDP2 CPUOffloadPolicy)"
 SIMULATED_OFFLOADS = "optimizer states and fp32 master weights (ZeRO-Offload)"
 
@@ -245,7 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=2048, help="tokens per sample (0: the model's)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per mode")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--cluster", default="h200", help="the preset simplan predicts for (h200)")
+    p.add_argument("--cluster", default="h200-1gpu", help="the preset simplan predicts for")
     p.add_argument(
         "--host-adam-params", type=int, default=50_000_000,
         help="parameters of the host Adam measurement (default 50M)",

@@ -160,17 +160,22 @@ def predicted(args: argparse.Namespace, row: Row) -> Row:
     )
 
 
-def run_modes(args: argparse.Namespace) -> list[Row]:
-    """Every mode at the largest micro-batch (from --micro-batch, halving) whose step without
-    recomputation fits; the modes asked for, in MODES order."""
+def measure_modes(args: argparse.Namespace) -> list[Row]:
+    """Every mode at the largest micro-batch (from args.micro_batch, halving) whose step without
+    recomputation fits; the modes asked for (args.modes), in MODES order. Needs torch and the
+    runtime only (benchmarks/gpu_check.py runs it where the simulator is not installed)."""
     micro_batch = args.micro_batch
     first = measure(args, "none", micro_batch)
     while first.error == "out of memory" and micro_batch > 1:
         micro_batch //= 2
         first = measure(args, "none", micro_batch)
     rows = [first] if "none" in args.modes else []
-    rows += [measure(args, mode, micro_batch) for mode in args.modes if mode != "none"]
-    return [predicted(args, r) for r in rows]
+    return rows + [measure(args, mode, micro_batch) for mode in args.modes if mode != "none"]
+
+
+def run_modes(args: argparse.Namespace) -> list[Row]:
+    """measure_modes, each row beside the simulator's prediction."""
+    return [predicted(args, r) for r in measure_modes(args)]
 
 
 def device_name() -> str:
@@ -259,8 +264,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--cluster",
-        default="h200",
-        help="the cluster preset whose device the simulator predicts for (default h200)",
+        default="h200-1gpu",
+        help="the cluster preset whose device the simulator predicts for (default h200-1gpu)",
     )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a step may take")
     p.add_argument(

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.units import TB, TFLOP, GiB, check_dtype
+from simplan.units import GB, TB, TFLOP, GiB, check_dtype
 
 REF = "simplan/data/reference/README.md (vendor peak numbers quoted there)"
 DATASHEET_A100 = "NVIDIA A100 datasheet (HBM2e 2,039 GB/s for 80GB SXM, 1,555 GB/s for 40GB)"
@@ -60,6 +61,12 @@ class DeviceModel:
             return self.peak_flops[dtype]
         if dtype in ("bf16", "fp16") and "bf16" in self.peak_flops:
             return self.peak_flops["bf16"]
+        if "fp32" not in self.peak_flops:
+            given = ", ".join(self.peak_flops)
+            raise SimplanError(
+                f"device {self.name} has no {dtype} peak (its datasheet gives {given}); "
+                f"use --dtype bf16"
+            )
         return self.peak_flops["fp32"]
 
     def gemm_time_s(self, flops: float, dtype: str) -> float:
@@ -127,6 +134,52 @@ def _gpu(
     )
 
 
+SPECS_TABLE = "device_specs.csv"
+# Device models built from a datasheet row of simplan/data/reference/device_specs.csv alone
+# (dense bf16/fp16 peak, HBM capacity and bandwidth, SM count): no measurement calibrates them yet.
+DATASHEET_ROWS = {
+    "b200": "NVIDIA B200 SXM",
+    "b300": "NVIDIA B300 SXM",
+    "gb200": "NVIDIA GB200 (per GPU)",
+}
+UNCALIBRATED = (
+    "datasheet-derived until calibrated: no measurement on this device yet, so the efficiencies "
+    "are simplan's uncalibrated defaults"
+)
+
+
+def _spec_row(device: str) -> dict[str, str]:
+    from simplan.device_fit import read_reference_csv
+
+    rows = [r for r in read_reference_csv(SPECS_TABLE) if r["device"] == device]
+    if len(rows) != 1:
+        raise SimplanError(f"{SPECS_TABLE}: no row for {device!r}; reinstall simplan")
+    return rows[0]
+
+
+def _datasheet_gpu(name: str) -> DeviceModel:
+    """A GPU from its device_specs.csv row: dense bf16 and fp16 peaks (no plain-fp32 peak is
+    given, so fp32 is refused), HBM capacity (vendor GB, decimal) and bandwidth, SM count (the
+    first number given, 0 when none)."""
+    row = _spec_row(DATASHEET_ROWS[name])
+    sms = re.match(r"\d+", row["sm_or_matrix_units"])
+    efficiency, efficiency_sources = _efficiency(name)
+    sheet = f"simplan/data/reference/{SPECS_TABLE}, row {row['device']!r} ({UNCALIBRATED})"
+    return DeviceModel(
+        name=name,
+        kind="gpu",
+        peak_flops={
+            "bf16": float(row["bf16_dense_tflops"]) * TFLOP,
+            "fp16": float(row["fp16_dense_tflops"]) * TFLOP,
+        },
+        memory_bytes=float(row["hbm_capacity_GB"]) * GB,
+        memory_bandwidth_Bps=float(row["hbm_bandwidth_TBps"]) * TB,
+        sm_count=int(sms.group()) if sms else 0,
+        sources={"peak_flops": sheet, "memory": sheet, **efficiency_sources},
+        **efficiency,
+    )
+
+
 def _calibration() -> dict[str, dict[str, Any]]:
     path = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
     try:
@@ -147,8 +200,9 @@ OVERHEAD_SOURCE = (
 def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
     """gemm/mem efficiency of a GPU preset from simplan/data/gpu_calibration.json (written by
     benchmarks/calibrate_devices.py; see simplan/device_fit.py)."""
-    fit = _CAL.get(_FAMILY[name], {})
-    source = str(fit.get("source", "simplan/data/gpu_calibration.json missing: uncalibrated"))
+    fit = _CAL.get(_FAMILY.get(name, ""), {})
+    missing = UNCALIBRATED if name in DATASHEET_ROWS else "gpu_calibration.json missing"
+    source = str(fit.get("source", f"{missing}: uncalibrated"))
     if name == "h200":
         source = f"the H100 fit (same chip; the H200 has faster memory): {source}"
     values = {
@@ -202,6 +256,7 @@ def gpu_presets() -> dict[str, DeviceModel]:
             sm_count=132,
             sheet=DATASHEET_H200,
         ),
+        **{name: _datasheet_gpu(name) for name in DATASHEET_ROWS},
     }
 
 
@@ -218,7 +273,7 @@ def describes(device: DeviceModel, measured_name: str) -> bool:
     if device.kind == "cpu":
         return not any(word in measured_name.lower() for word in ("nvidia", "amd instinct"))
     family = device.name.split("-")[0]
-    return family in measured_name.lower().replace(" ", "-")
+    return family in re.split(r"[\s_-]+", measured_name.lower())
 
 
 def preset_for(measured_name: str) -> DeviceModel | None:
@@ -227,7 +282,8 @@ def preset_for(measured_name: str) -> DeviceModel | None:
 
 
 def get_device(name: str) -> DeviceModel:
-    """A device-model preset by name: a100-40gb, a100-80gb, h100-sxm, h200, or cpu (measured)."""
+    """A device-model preset by name: a100-40gb, a100-80gb, h100-sxm, h200, b200, b300, gb200,
+    or cpu (measured)."""
     key = DEVICE_ALIASES.get(name.lower(), name.lower())
     presets = gpu_presets()
     if key in presets:

@@ -11,7 +11,9 @@ headroom. The default is the published overhead of a training process outside it
   `init_process_group` + `barrier` with no tensors allocated (same source, 'torch.distributed
   memory usage'; the source says '~1-2GiB ... the more GPUs the higher').
 
-2.92 GiB in all (3.7% of an 80 GiB device). Allocator fragmentation has no typical value in the
+2.92 GiB in all (3.7% of an 80 GiB device). These runtime overheads are not tensor memory: the
+simulator reports them apart (`DeviceStats.overheads`, `Headroom.parts`) from the peak of the
+tensors it models. Allocator fragmentation has no typical value in the
 table (its rows are a pathological reproducer and a single-GPU QLoRA run), so it is not in the
 default; give a larger headroom, in GiB or as a percentage of capacity, to keep more room.
 """
@@ -55,6 +57,17 @@ class Headroom:
         """What a plan may use of a device of `capacity_bytes`."""
         return capacity_bytes - self.bytes_for(capacity_bytes)
 
+    def parts(self, capacity_bytes: float) -> dict[str, float]:
+        """What the headroom keeps free on a device of `capacity_bytes`, by cause (bytes): the
+        default's published overheads (OVERHEAD_LABELS), or what --memory-headroom gave."""
+        if self.reserved_bytes == DEFAULT_HEADROOM_BYTES:
+            out = {"cuda_context": CUDA_CONTEXT_BYTES, "nccl_init": NCCL_INIT_BYTES}
+        else:
+            out = {"reserved": self.reserved_bytes} if self.reserved_bytes else {}
+        if self.fraction:
+            out["share_of_capacity"] = self.fraction * capacity_bytes
+        return out
+
     def describe(self) -> str:
         parts = []
         if self.reserved_bytes or not self.fraction:
@@ -62,6 +75,19 @@ class Headroom:
         if self.fraction:
             parts.append(f"{self.fraction * 100:g}% of capacity")
         return " + ".join(parts)
+
+
+OVERHEAD_LABELS = {
+    "cuda_context": "CUDA context and kernels",
+    "nccl_init": "NCCL / torch.distributed",
+    "reserved": "reserved",
+    "share_of_capacity": "share of capacity",
+}
+
+
+def describe_overheads(parts: dict[str, float]) -> str:
+    """'CUDA context and kernels 0.92 GiB + NCCL / torch.distributed 2.00 GiB'."""
+    return " + ".join(f"{OVERHEAD_LABELS.get(k, k)} {v / GiB:.2f} GiB" for k, v in parts.items())
 
 
 NO_HEADROOM = Headroom(reserved_bytes=0.0)

@@ -75,3 +75,33 @@ def test_stored_calibration_reproduces_its_fit() -> None:
             predicted = sim.predict(row, device)
             assert predicted == pytest.approx(recorded[(row.model, row.micro_batch)], rel=1e-3)
             assert abs(predicted / row.samples_per_s - 1) < 0.25
+
+
+def test_blackwell_models_come_from_the_datasheet_table() -> None:
+    """B200 / B300 / GB200: the dense peaks, HBM and SM count of device_specs.csv, marked
+    datasheet-derived; fp32 (no datasheet peak) is refused with one line."""
+    from simplan.units import GB, TB, TFLOP
+
+    b200, b300, gb200 = get_device("b200"), get_device("b300"), get_device("gb200")
+    assert b200.peak("bf16") == 2250 * TFLOP and gb200.peak("fp16") == 2500 * TFLOP
+    assert b200.memory_bytes == 180 * GB and b300.memory_bytes == 288 * GB
+    assert b200.memory_bandwidth_Bps == 8 * TB and b200.sm_count == 148 and gb200.sm_count == 0
+    for d in (b200, b300, gb200):
+        assert "datasheet-derived until calibrated" in d.sources["peak_flops"]
+        assert "datasheet-derived until calibrated" in d.sources["gemm_efficiency"]
+        with pytest.raises(SimplanError, match="no fp32 peak"):
+            d.peak("fp32")
+
+
+def test_measured_names_find_their_preset() -> None:
+    from simplan.devices import preset_for
+
+    for measured, preset in [
+        ("NVIDIA GB200", "gb200"),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA B300 SXM6 AC", "b300"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+    ]:
+        found = preset_for(measured)
+        assert found is not None and found.name == preset

@@ -28,7 +28,7 @@ def _module():
 def test_arguments_default_to_a_model_that_shows_offload_on_one_h200():
     args = _module().parse_args([])
     assert (args.model, args.cluster, args.micro_batch, args.seq_len) == (
-        "gpt3-1.3b", "h200", 2, 2048,
+        "gpt3-1.3b", "h200-1gpu", 2, 2048,
     )  # fmt: skip
     smoke = _module().parse_args(["--smoke"])
     assert smoke.model == "gpt-tiny" and smoke.steps == 2

@@ -18,11 +18,13 @@ from simplan.commands.argtypes import (
     SECONDS,
     ChoiceList,
     IntSpan,
+    Text,
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
+from simplan.headroom import describe_overheads
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
 from simplan.planner.export import EXPORTS, TARGETS
 from simplan.table import render
@@ -67,6 +69,9 @@ examples:
   simplan plan --model llama3-8b --cluster dgx-h100 --global-batch 256 --framework torchtitan \\
       --export --export-out job.toml     # a plan torchtitan runs, as its job file
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
+  simplan plan --model gpt3-350m --cluster eth25-a100 --nodes 4 --global-batch 256 --dp 32 \
+      --zero 0,1 --goodput --efficiency-table traces/efficiency/mlp-teacher.json --explain
+      # compression / local SGD only where samples/s x statistical efficiency beats plain DDP
 
 exit status: 0 with the plans; 2 for bad input, and when no configuration fits the cluster (one
 line saying why, e.g. how many devices the model needs at least).
@@ -125,6 +130,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
+    p.add_argument(
+        "--goodput",
+        action="store_true",
+        help="also try gradient compression (fp16, bf16, PowerSGD ranks 1, 2, 4) and local SGD "
+        "(H 2, 4, 8, 16) on each plan with data parallelism, and rank by goodput = samples/s x "
+        "statistical efficiency; plain DDP wins ties",
+    )
+    p.add_argument(
+        "--efficiency",
+        action="append",
+        default=[],
+        type=Text(),
+        metavar="KNOB[=V]:E",
+        help="with --goodput: declare a statistical efficiency in (0, 1], e.g. local_sgd=8:0.8, "
+        'powersgd=2:0.9, fp16:1 (repeatable), or a JSON file {"local_sgd=8": 0.8}; it wins '
+        "over the measured table",
+    )
+    p.add_argument(
+        "--efficiency-table",
+        type=Text(),
+        metavar="FILE",
+        help="with --goodput: steps to a target loss measured by benchmarks/stat_efficiency.py, "
+        "e.g. traces/efficiency/mlp-teacher.json (interpolated, never extrapolated)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--report", metavar="DIR", help="write figures and DIR/index.md, replaced as a whole"
@@ -170,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         from simplan.planner.export import check_model
 
         check_model(args.model, args.export)  # a model the framework cannot train: no search
+    sources = _efficiency_sources(args)
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:
@@ -205,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     for bar in bars.values():
         bar.__exit__(None, None, None)
+    choices: list[Any] = []
+    if args.goodput:
+        from simplan.planner.goodput import apply_goodput
+
+        result, choices = apply_goodput(result, sources, options.memory_headroom, deadline)
     job = result.plans[0].export(args.export) if args.export else ""  # refused: nothing written
     if args.out:
         write_outputs(result, Path(args.out))
@@ -215,9 +250,11 @@ def run(args: argparse.Namespace) -> int:
     # stdout holds one thing: the JSON document, the export alone, or the table
     export_alone = bool(args.export and not args.export_out and not args.json)
     with contextlib.redirect_stdout(sys.stderr if export_alone else sys.stdout):
-        print_text(args, result)
+        print_text(args, result, choices)
     if args.json:
         doc = result.to_dict()
+        if args.goodput:
+            doc["goodput"] = [c.to_dict() for c in choices]
         if args.export:
             from simplan.commands.export import export_document
 
@@ -228,7 +265,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_text(args: argparse.Namespace, result: Any) -> None:
+def _efficiency_sources(args: argparse.Namespace) -> Any:
+    if (args.efficiency or args.efficiency_table) and not args.goodput:
+        raise SimplanError("--efficiency and --efficiency-table need --goodput")
+    if not args.goodput:
+        return None
+    if args.export or args.framework:
+        flag = "--export" if args.export else "--framework"
+        raise SimplanError(
+            f"--goodput may choose gradient compression or local SGD, which {flag} cannot check "
+            f"or write yet; plan with --goodput alone, or without it for {flag}"
+        )
+    from simplan.planner.goodput import sources_from_flags
+
+    return sources_from_flags(args.efficiency, args.efficiency_table)
+
+
+def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> None:
     """The table, the reasons and what was written (nothing of it with --json)."""
     if not args.json:
         print_result(result)
@@ -238,6 +291,9 @@ def print_text(args: argparse.Namespace, result: Any) -> None:
             print("\nwhy:")
             for line in explain(list(result.plans), list(result.baselines)):
                 print(f"- {line}")
+            for choice in choices:
+                for line in choice.lines():
+                    print(f"- {line}" if not line.startswith("  ") else f"  {line}")
         if args.out:
             print(f"\nwrote {Path(args.out) / 'plan.json'} and {Path(args.out) / 'plans.json'}")
         if args.export_out:
@@ -327,6 +383,10 @@ def print_result(result: Any) -> None:
             rows,
         )
     )
+    overheads = (best.predicted.get("stages") or [{}])[0].get("overheads")
+    if overheads:
+        print(f"peak GiB is tensor memory; kept free besides it on every device (runtime "
+              f"overheads): {describe_overheads(overheads)}")  # fmt: skip
     stages = best.config.stages
     print(f"best plan's stages (layer boundaries): {list(stages)}")
     for line in recipe_lines(result):

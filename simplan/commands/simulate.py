@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from simplan.commands import add_verb
-from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES
+from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES, Text
 from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
+from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planfile import FRAMEWORK_NAMES
@@ -31,7 +32,9 @@ examples:
   simplan simulate --model mlp --cluster localhost-cpu --global-batch 128 --micro-batch 64 \\
       --dtype fp32 --profile traces/profiles/<cpu>/mlp-fp32-mb64-s0.json
   simplan simulate --plan plan.json --json
-  simplan simulate --model gpt3-6.7b --cluster dgx-a100 --gpus-per-node 1 --global-batch 8 \
+  simplan simulate --model mlp --cluster mixed-a100-h100 --global-batch 1024 --staleness 4
+      # also asynchronous DP with bounded staleness 4: updates/s and the staleness seen
+  simplan simulate --model gpt3-6.7b --cluster dgx-a100 --gpus-per-node 1 --global-batch 8 \\
       --recompute full --offload optimizer     # Adam on the host CPU, traffic on PCIe
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 256 --zero 3 \\
       --framework torchtitan      # refused in one line if torchtitan cannot run it
@@ -56,6 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "why not, exit 2); the rules of simplan plan --framework and simplan export",
     )
     p.add_argument("--profile", help="a measured profile (JSON) to use where it matches")
+    p.add_argument(
+        "--efficiency",
+        action="append",
+        default=[],
+        type=Text(),
+        metavar="KNOB[=V]:E",
+        help="declare the statistical efficiency of the configuration's knob, e.g. "
+        "local_sgd=8:0.8 or staleness=4:0.9 (or a JSON file of them); with it or "
+        "--efficiency-table the goodput (samples/s x efficiency) is printed",
+    )
+    p.add_argument(
+        "--efficiency-table",
+        type=Text(),
+        metavar="FILE",
+        help="statistical efficiency measured by benchmarks/stat_efficiency.py, e.g. "
+        "traces/efficiency/mlp-teacher.json",
+    )
     p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -90,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         record=bool(args.trace or args.report),
         headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )
+    asynchronous = _async(model, cluster, config, result, placement)
+    goodput = _goodput(args, config, result, asynchronous)
     if args.trace:
         write_trace(result, args.trace)
     if args.report:
@@ -98,9 +120,22 @@ def run(args: argparse.Namespace) -> int:
         index = write_simulation_report(result, args.report, flag="--report")
         print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=1))
+        out = result.to_dict()
+        if asynchronous is not None:
+            out["async_dp"] = asynchronous.to_dict()
+        if goodput is not None:
+            out["goodput"] = goodput.to_dict()
+        print(json.dumps(out, indent=1))
     else:
         print_result(result)
+        if asynchronous is not None:
+            print_async(asynchronous, config)
+        if goodput is not None:
+            e = goodput.efficiency
+            print(
+                f"goodput {goodput.goodput:.4g} samples/s = {goodput.samples_per_s:.4g} samples/s "
+                f"x statistical efficiency {e.value:.3f} ({e.source})"
+            )
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     shortfall = memory_shortfall(result)
@@ -108,6 +143,55 @@ def run(args: argparse.Namespace) -> int:
         print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _async(
+    model: str | ModelGraph, cluster: Any, config: ParallelConfig, step: Any, placement: list[int]
+) -> Any:
+    """With --staleness s > 0: asynchronous DP of the configuration (simplan.sim.async_dp)."""
+    if config.staleness == 0:
+        return None
+    from simplan.sim.async_dp import simulate_async_step
+    from simplan.sim.run import resolve_model
+
+    graph = resolve_model(model, config)
+    return simulate_async_step(graph, cluster, config, step, placement or None)
+
+
+def _goodput(args: argparse.Namespace, config: ParallelConfig, step: Any, asynchronous: Any) -> Any:
+    """With --efficiency or --efficiency-table: the configuration's goodput (simplan.planner.
+    goodput.Variant); asynchronous DP counts the samples/s of its updates, and its measured
+    efficiency is read at the mean staleness its updates saw (a declared one is taken as is)."""
+    if not args.efficiency and not args.efficiency_table:
+        return None
+    from simplan.efficiency import at_mean_staleness, efficiency
+    from simplan.planner.goodput import Variant, sources_from_flags
+
+    sources = sources_from_flags(args.efficiency, args.efficiency_table)
+    if asynchronous is None:
+        eff = efficiency(config, sources)
+        return Variant(config=config, samples_per_s=step.samples_per_s, efficiency=eff)
+    rate = asynchronous.updates_per_s * (config.global_batch // config.dp)
+    if ("staleness", config.staleness) in sources.declared or sources.table is None:
+        eff = efficiency(config, sources)
+    else:  # the staleness the run saw, not its bound
+        eff = at_mean_staleness(sources.table, asynchronous.staleness_mean)
+    return Variant(config=config, samples_per_s=rate, efficiency=eff)
+
+
+def print_async(res: Any, config: ParallelConfig) -> None:
+    per_replica = config.global_batch // config.dp
+    print(
+        f"asynchronous DP (parameter server, at most {res.bound} gradients ahead of the "
+        f"slowest worker): {res.updates_per_s:.2f} updates/s = "
+        f"{res.updates_per_s * per_replica:.2f} samples/s at {per_replica} samples per update"
+    )
+    print(
+        f"staleness (updates applied between a gradient's read and its apply): mean "
+        f"{res.staleness_mean:.2f}, max {res.staleness_max}, over {res.updates} updates; "
+        f"waiting on the bound: {max(res.blocked_s) / res.duration_s:.0%} of the time for "
+        f"the most-blocked worker"
+    )
 
 
 def memory_shortfall(result: Any) -> str:
@@ -240,6 +324,10 @@ def print_result(result: Any) -> None:
         print(f"- {line}")
     for line in offload_lines(result.offload):
         print(line)
+    overheads = result.devices[0].overheads if result.devices else {}
+    if overheads:  # the same on every device: the headroom's causes, not tensor memory
+        print(f"runtime overheads kept free on every device (not in peak): "
+              f"{describe_overheads(overheads)}")  # fmt: skip
     sources = ", ".join(f"{k}: {v}" for k, v in result.cost_sources.items())
     print(f"layer costs from {sources}; {result.event_count} events simulated")
     if result.extrapolated:

@@ -405,30 +405,35 @@ class Search:
             return plan
         self.longest_simulation_s = max(self.longest_simulation_s, time.monotonic() - started)
         self.simulated += 1
-        predicted = {
-            "step_time_s": result.step_time_s,
-            "samples_per_s": result.samples_per_s,
-            "tokens_per_s": result.tokens_per_s,
-            "tflops_per_device": result.tflops_per_device,
-            "mfu": result.mfu,
-            "peak_memory_bytes": result.peak_memory_bytes,
-            "fits_memory": result.fits_memory,
-            "breakdown": result.breakdown,
-            "critical_path": list(result.critical_path),
-            "stages": [
-                {
-                    "stage": d.stage,
-                    "device_name": d.device_name,
-                    "busy_s": d.busy_s,
-                    "exposed_comm_s": d.exposed_comm_s,
-                    "bubble_s": d.bubble_s,
-                    "peak_memory_bytes": d.peak_memory_bytes,
-                    "capacity_bytes": d.capacity_bytes,
-                }
-                for d in result.devices
-            ],
-        } | ({"offload": result.offload} if result.offload else {})
-        return replace(plan, predicted=predicted)
+        return replace(plan, predicted=prediction(result))
+
+
+def prediction(result: Any) -> dict[str, Any]:
+    """What a plan keeps of its SimResult (Plan.predicted)."""
+    return {
+        "step_time_s": result.step_time_s,
+        "samples_per_s": result.samples_per_s,
+        "tokens_per_s": result.tokens_per_s,
+        "tflops_per_device": result.tflops_per_device,
+        "mfu": result.mfu,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "fits_memory": result.fits_memory,
+        "breakdown": result.breakdown,
+        "critical_path": list(result.critical_path),
+        "stages": [
+            {
+                "stage": d.stage,
+                "device_name": d.device_name,
+                "busy_s": d.busy_s,
+                "exposed_comm_s": d.exposed_comm_s,
+                "bubble_s": d.bubble_s,
+                "peak_memory_bytes": d.peak_memory_bytes,
+                "capacity_bytes": d.capacity_bytes,
+                "overheads": dict(d.overheads),  # kept free besides the peak's tensors
+            }
+            for d in result.devices
+        ],
+    } | ({"offload": result.offload} if result.offload else {})
 
 
 def _group(c: ParallelConfig) -> tuple:

@@ -124,9 +124,27 @@ def _activations(layer: Layer, config: ParallelConfig, b: int) -> float:
         return total
     if layer.kind != "transformer_block" or config.sequence_parallel:
         return total / config.tp
-    # the inputs of the two layer norms are replicated across the TP group
-    replicated = min(2 * layer.input_bytes * b, total)
+    replicated = min(replicated_block_bytes(layer) * b, total)
     return (total - replicated) / config.tp + replicated
+
+
+NORM_STATS_PER_TOKEN = {"layernorm": 2, "rmsnorm": 1}  # fp32 values a norm saves per token
+
+
+def replicated_block_bytes(layer: Layer) -> float:
+    """What every rank of a TP group (without sequence parallelism) saves whole of a transformer
+    block, per sample (Korthikanti et al. 2022, section 4.2.2, the '10 sbh' of Table 2): the
+    inputs of the two norms and their outputs (the inputs of the column-parallel QKV and MLP
+    projections), the two dropout masks on the residual branches (one byte per element) and the
+    norms' statistics (fp32 per token: mean and rstd for LayerNorm, rstd for RMSNorm; the paper
+    leaves them out). The rest (the attention core, the projections' outputs, the MLP's hidden
+    activations) is split over the group."""
+    a = layer.attrs
+    tokens, hidden = a.get("seq_len", 0), a.get("hidden_size", 0)
+    norm = "layernorm" if a.get("activation", "gelu") == "gelu" else "rmsnorm"
+    masks = 2 * tokens * hidden if a.get("dropout") else 0.0
+    stats = 2 * NORM_STATS_PER_TOKEN[a.get("norm", norm)] * 4 * tokens
+    return 4 * layer.input_bytes + masks + stats
 
 
 def _attention_core_bytes(layer: Layer, config: ParallelConfig, b: int) -> float:

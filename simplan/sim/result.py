@@ -30,6 +30,7 @@ class DeviceStats:
     peak_memory_bytes: float
     capacity_bytes: float
     headroom_bytes: float = 0.0  # kept free (simplan.headroom): the step must fit without it
+    overheads: dict[str, float] = field(default_factory=dict)  # headroom_bytes by cause
     peak_moment: str = ""  # when the peak happens (simplan.sim.peak); memory is what is live then
     saved_activation_bytes: float = 0.0  # the most activations the schedule keeps saved
 
@@ -141,6 +142,7 @@ def _device_dict(d: DeviceStats) -> dict[str, Any]:
         "saved_activation_bytes": d.saved_activation_bytes,
         "capacity_bytes": d.capacity_bytes,
         "headroom_bytes": d.headroom_bytes,
+        "overheads": d.overheads,
         "fits": d.fits,
     }
 

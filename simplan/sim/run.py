@@ -32,10 +32,36 @@ def resolve_model(model: ModelGraph | str, config: ParallelConfig) -> ModelGraph
                 f"the model graph was counted at seq_len {model.seq_len}, the "
                 f"configuration asks for {config.seq_len}; load it at that length"
             )
-        return model
+        return model if model.dtype == config.dtype else recounted(model, config.dtype)
     from simplan.sources import load_model
 
     return load_model(model, seq_len=config.seq_len or None, dtype=config.dtype)
+
+
+def recounted(graph: ModelGraph, dtype: str) -> ModelGraph:
+    """`graph` counted again at `dtype`: its bytes (weights, saved activations, outputs) depend
+    on the dtype it was counted at, so a graph counted at fp32 and trained in bf16 would double
+    its memory and traffic. Recounted from the model it was loaded from when it is still that
+    model's count; refused (one line) when it was built by hand or changed since."""
+    from simplan.sources import load_model
+
+    spec = graph.meta.get("spec")
+    fix = f"load it at {dtype} (simplan.load_model(..., dtype={dtype!r}) or --dtype {graph.dtype})"
+    if not isinstance(spec, str):
+        raise SimplanError(
+            f"model graph {graph.name} was counted at {graph.dtype}, the configuration trains in "
+            f"{dtype}; {fix}"
+        )
+    own = load_model(spec, dtype=graph.dtype)  # at the model's own length: the usual case
+    seq_len = None if own.seq_len == graph.seq_len else graph.seq_len
+    if seq_len is not None:
+        own = load_model(spec, seq_len=seq_len, dtype=graph.dtype)
+    if own != graph:
+        raise SimplanError(
+            f"model graph {graph.name} was counted at {graph.dtype} and changed since, the "
+            f"configuration trains in {dtype}; {fix}"
+        )
+    return load_model(spec, seq_len=seq_len, dtype=dtype)
 
 
 def resolve_cluster(cluster: Any) -> Any:
@@ -186,6 +212,7 @@ def _device(
         saved_activation_bytes=s.peak_act_bytes,
         capacity_bytes=capacity,
         headroom_bytes=headroom.bytes_for(capacity),
+        overheads=headroom.parts(capacity),
     )
 
 

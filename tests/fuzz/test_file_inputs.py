@@ -254,7 +254,7 @@ class Case:
 
 
 def model_argv() -> tuple[str, ...]:
-    return ("simulate", "--model", "{in}", "--cluster", "h200", "--global-batch", "1")
+    return ("simulate", "--model", "{in}", "--cluster", "h200-1gpu", "--global-batch", "1")
 
 
 MODEL_FIELDS: dict[tuple[Any, ...], str] = {
@@ -652,7 +652,7 @@ def test_the_unmutated_documents_are_accepted(
 ) -> None:
     """The mutations start from valid files: each verb accepts the original."""
     (tmp_path / "m.toml").write_text(to_toml(MODEL))
-    _ok(["simulate", "--model", str(tmp_path / "m.toml"), "--cluster", "h200",
+    _ok(["simulate", "--model", str(tmp_path / "m.toml"), "--cluster", "h200-1gpu",
          "--global-batch", "1"], capsys)  # fmt: skip
     (tmp_path / "c.toml").write_text(to_toml(CLUSTER))
     _ok(["clusters", "show", str(tmp_path / "c.toml")], capsys)
@@ -681,7 +681,7 @@ def test_valid_extremes_succeed(tmp_path: Path, capsys: pytest.CaptureFixture[st
     one_layer = _model_file(
         tmp_path, "one", hidden_size=8, num_layers=1, num_heads=1, seq_len=1, vocab_size=2
     )
-    _ok(["simulate", "--model", one_layer, "--cluster", "h200", "--global-batch", "1"], capsys)
+    _ok(["simulate", "--model", one_layer, "--cluster", "h200-1gpu", "--global-batch", "1"], capsys)
     trillion = _model_file(
         tmp_path, "t1", hidden_size=65_536, num_layers=20, num_heads=512, seq_len=2048,
         vocab_size=65_536,

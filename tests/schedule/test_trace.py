@@ -86,6 +86,9 @@ def test_model_file_relative_to_the_trace(tmp_path: Path, monkeypatch) -> None:
         ("NVIDIA H100 SXM", "h100-sxm"),
         ("h100-sxm", "h100-sxm"),
         ("H200", "h200"),
+        ("NVIDIA B200", "b200"),
+        ("GB200", "gb200"),
+        ("NVIDIA B300 SXM", "b300"),
         ("CPU", "cpu"),
     ],
 )

@@ -103,8 +103,8 @@ def test_more_host_link_bandwidth_never_makes_the_step_slower():
 def test_a_host_too_small_is_one_line():
     graph = load_model("gpt3-13b", dtype="bf16")
     config = ParallelConfig(micro_batch=1, global_batch=1, recompute="full", offload="optimizer")
-    with pytest.raises(SimplanError, match=r"host memory on node 0 of h200.*GiB") as err:
-        simulate(graph, load_cluster("h200"), config)
+    with pytest.raises(SimplanError, match=r"host memory on node 0 of h200-1gpu.*GiB") as err:
+        simulate(graph, load_cluster("h200-1gpu"), config)
     assert "\n" not in str(err.value)
 
 

@@ -42,7 +42,8 @@ def _write(tmp_path: Path, text: str) -> str:
 def test_clusters_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["clusters"]) == 0
     out = capsys.readouterr().out
-    for name in ("dgx-a100", "dgx-h100", "h200", "pcie-a100", "localhost-cpu", "mixed-a100-h100"):
+    names = ("dgx-a100", "dgx-h100", "h200", "h200-1gpu", "dgx-b200", "gb200-nvl72", "pcie-a100")
+    for name in (*names, "localhost-cpu", "mixed-a100-h100"):
         assert name in out
 
 

@@ -6,7 +6,8 @@ from simplan.errors import SimplanError
 from simplan.topology import load_cluster, preset_names
 from simplan.topology.cluster_spec import load_spec
 
-GPU_PRESETS = ["dgx-a100", "dgx-h100", "h200", "pcie-a100", "mixed-a100-h100"]
+GPU_PRESETS = ["dgx-a100", "dgx-h100", "h200", "h200-1gpu", "dgx-b200", "gb200-nvl72"]
+GPU_PRESETS += ["pcie-a100", "mixed-a100-h100", "eth25-a100"]
 
 
 def test_presets_are_listed() -> None:
@@ -69,3 +70,22 @@ def test_unknown_preset_and_field() -> None:
         load_cluster("dgx-z")
     with pytest.raises(SimplanError, match=r"unknown field network\.color"):
         load_cluster({"node_group": [{"device": "h200"}], "network": {"color": "red"}})
+
+
+def test_eth25_a100_is_the_slow_network_preset() -> None:
+    """One 25 Gb/s Ethernet NIC per node: a quarter of pcie-a100's 100 Gb/s NIC between nodes,
+    NVSwitch inside a node."""
+    slow, fast = load_cluster("eth25-a100", nodes=2), load_cluster("pcie-a100", nodes=2)
+    assert slow.bottleneck_bandwidth(0, 8) == pytest.approx(fast.bottleneck_bandwidth(0, 8) / 4)
+    assert slow.bottleneck_bandwidth(0, 1) > 20 * slow.bottleneck_bandwidth(0, 8)
+
+
+def test_h200_is_an_hgx_node_and_nvl72_one_nvlink_domain() -> None:
+    """`h200` is the 8-GPU HGX node (NVLink 4 at 450 GB/s, device_specs.csv); one GPU alone is
+    `h200-1gpu`; the GB200 NVL72 rack holds 72 GPUs in one NVLink domain at 900 GB/s."""
+    hgx, one = load_cluster("h200"), load_cluster("h200-1gpu")
+    assert (hgx.gpus_per_node, one.gpus_per_node) == (8, 1)
+    rack = load_cluster("gb200-nvl72")
+    assert rack.num_devices == 72 and rack.nodes == 1
+    # NVLink 5 carries twice NVLink 4 (same link efficiency), between any two of the 72 GPUs
+    assert rack.bottleneck_bandwidth(0, 71) == pytest.approx(2 * hgx.bottleneck_bandwidth(0, 7))
