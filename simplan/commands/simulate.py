@@ -34,6 +34,8 @@ examples:
   simplan simulate --plan plan.json --json
   simplan simulate --model mlp --cluster mixed-a100-h100 --global-batch 1024 --staleness 4
       # also asynchronous DP with bounded staleness 4: updates/s and the staleness seen
+  simplan simulate --model gpt3-6.7b --cluster dgx-a100 --gpus-per-node 1 --global-batch 8 \\
+      --recompute full --offload optimizer     # Adam on the host CPU, traffic on PCIe
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 256 --zero 3 \\
       --framework torchtitan      # refused in one line if torchtitan cannot run it
 
@@ -249,6 +251,27 @@ def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelCo
     return graph, cluster, config, []
 
 
+def offload_lines(offload: dict[str, Any]) -> list[str]:
+    """What CPU offload of the optimizer does to the step, one line per pipeline stage."""
+    if not offload:
+        return []
+    lines = [
+        f"offload {offload['mode']}: host link {offload['host_link']} "
+        f"{offload['host_link_Bps'] / 1e9:.1f} GB/s per device; host memory "
+        f"{offload['host_bytes_per_node'] / GiB:.1f} of {offload['host_memory_bytes'] / GiB:.0f} "
+        "GiB per node"
+    ]
+    for s in offload["stages"]:
+        lines.append(
+            f"  stage {s['stage']}: {s['device_bytes_saved'] / GiB:.1f} GiB device memory saved; "
+            f"gradients to host {s['d2h_bytes'] / GiB:.2f} GiB ({s['d2h_s'] * 1e3:.1f} ms, "
+            f"overlapped with the backward), parameters back {s['h2d_bytes'] / GiB:.2f} GiB "
+            f"({s['h2d_s'] * 1e3:.1f} ms), Adam on the host CPU "
+            f"{s['host_optimizer_s'] * 1e3:.1f} ms"
+        )
+    return lines
+
+
 def print_result(result: Any) -> None:
     cfg = result.config
     cp = cfg.get("cp", 1)
@@ -261,6 +284,7 @@ def print_result(result: Any) -> None:
             (cfg.get("fp8", "none") != "none", f" + fp8 {cfg.get('fp8')}"),
             (cfg.get("tp_overlap", False), ", tp overlap"),
             (cp > 1, f", cp {cfg.get('cp_comm', 'ring')}"),
+            (cfg.get("offload", "none") != "none", f", offload {cfg.get('offload')}"),
         )
         if on
     )
@@ -312,6 +336,8 @@ def print_result(result: Any) -> None:
     )
     for line in result.critical_path:
         print(f"- {line}")
+    for line in offload_lines(result.offload):
+        print(line)
     overheads = result.devices[0].overheads if result.devices else {}
     if overheads:  # the same on every device: the headroom's causes, not tensor memory
         print(f"runtime overheads kept free on every device (not in peak): "

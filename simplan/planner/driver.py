@@ -39,6 +39,7 @@ from simplan.planner.search import (
     candidates,
     micro_batches_in,
     minimum_memory_bytes,
+    offload_options,
 )
 from simplan.units import GiB
 
@@ -255,7 +256,9 @@ class Search:
         rank's memory never shrinks as the micro-batch grows (weights, gradients and optimizer
         state stay; activations x micro-batches in flight and receive buffers grow or stay), so
         once one does not fit the group's larger ones are not estimated. (A split by layer
-        times, and interleaving's in-flight count, change with the micro-batch: no such order.)"""
+        times, and interleaving's in-flight count, change with the micro-batch: no such order.)
+        A candidate with CPU offload is estimated only where its twin without offload does not
+        fit: with the same knobs, offload only adds the host's step and transfers."""
         order = list(range(len(configs)))
         random.Random(0).shuffle(order)
         first: dict[tuple, int] = {}
@@ -263,6 +266,7 @@ class Search:
             first.setdefault(_group(configs[i]), pos)
         order.sort(key=lambda i: (first[_group(configs[i])], configs[i].micro_batch))
         too_big: dict[tuple, int] = {}  # (group, layout) -> the smallest micro-batch not fitting
+        fitted: dict[tuple[ParallelConfig, int], bool] = {}  # (config, layout) -> fits
         out: list[tuple[Scored, int, int]] = []
         for done, i in enumerate(order):
             if done % 50 == 0:
@@ -286,8 +290,12 @@ class Search:
                 ):
                     self.reasons["memory (a smaller micro-batch did not fit)"] += 1
                     continue
+                if config.offload != "none" and self._fits_plain(config, layout, j, fitted):
+                    self.reasons["offload: the plan fits without it (offload only adds time)"] += 1
+                    continue
                 scored = self.score(config, layout)
                 est = scored[0]
+                fitted[(config, j)] = est.fits
                 if est.fits or _balanced_fits(est):
                     out.append((scored, i, j))
                 else:
@@ -295,6 +303,17 @@ class Search:
                     too_big.setdefault((group, j), config.micro_batch)
         out.sort(key=lambda x: (_rank_key(x[0]), x[1], x[2]))
         return [scored for scored, _i, _j in out]
+
+    def _fits_plain(
+        self, config: ParallelConfig, layout: Layout, j: int,
+        fitted: dict[tuple[ParallelConfig, int], bool],
+    ) -> bool:  # fmt: skip
+        """Whether `config` without offload fits on layout j (estimated once): then its offload
+        twin, the same step plus the host's Adam step and transfers, cannot win."""
+        twin = config.replace(offload="none")
+        if (twin, j) not in fitted:
+            fitted[(twin, j)] = self.score(twin, layout)[0].fits
+        return fitted[(twin, j)]
 
     def refine(self, ranked: list[Scored], count: int, deadline: Deadline) -> list[Scored]:
         """The ILP partition for the best `count` pipelined (GPipe/1F1B) candidates."""
@@ -414,19 +433,19 @@ def prediction(result: Any) -> dict[str, Any]:
             }
             for d in result.devices
         ],
-    }
+    } | ({"offload": result.offload} if result.offload else {})
 
 
 def _group(c: ParallelConfig) -> tuple:
     """Everything of a configuration but its micro-batch."""
     return (c.dp, c.tp, c.pp, c.schedule, c.virtual_stages, c.zero, c.recompute,
-            c.sequence_parallel, c.dtype, c.global_batch, c.seq_len)  # fmt: skip
+            c.sequence_parallel, c.dtype, c.global_batch, c.seq_len, c.offload)  # fmt: skip
 
 
 def _balanced_fits(est: Estimate) -> bool:
     """Could a better partition fit? (the memory averaged over stages fits the smallest)"""
     mean = sum(est.stage_memory_bytes) / len(est.stage_memory_bytes)
-    return mean <= min(est.stage_capacity_bytes)
+    return est.host_fits and mean <= min(est.stage_capacity_bytes)
 
 
 def _rank_key(scored: Scored) -> tuple[bool, float]:
@@ -438,9 +457,12 @@ def _plan_key(plan: Plan) -> tuple[bool, float]:
 
 
 def check_fits_somewhere(
-    graph: ModelGraph, cluster: Any, dtype: str, headroom: Headroom = DEFAULT_HEADROOM
-) -> None:
-    need = minimum_memory_bytes(graph, cluster.num_devices, dtype)
+    graph: ModelGraph, cluster: Any, dtype: str, headroom: Headroom = DEFAULT_HEADROOM,
+    offload: bool = False,
+) -> None:  # fmt: skip
+    """A one-line error when no plan can fit: everything sharded over all devices (with
+    `offload`, the optimizer's states in host memory) is too much."""
+    need = minimum_memory_bytes(graph, cluster.num_devices, dtype, offload)
     have = max(
         headroom.usable_bytes(cluster.device_model(d).memory_bytes)
         for d in range(cluster.num_devices)
@@ -453,7 +475,8 @@ def check_fits_somewhere(
     if need > have:
         raise SimplanError(
             f"{graph.name} needs at least {need / GiB:.1f} GiB per device even fully sharded "
-            f"(ZeRO-3) over all {cluster.num_devices} devices, which have {have / GiB:.1f} GiB "
+            f"(ZeRO-3{', optimizer offloaded' if offload else ''}) over all "
+            f"{cluster.num_devices} devices, which have {have / GiB:.1f} GiB "
             f"each once the memory headroom ({headroom.describe()}) is kept free; "
             f"use at least {int(-(-need * cluster.num_devices // have))} such devices (--nodes)"
         )
@@ -474,7 +497,8 @@ def run_search(
     if len(node_classes(cluster)) > 1:
         space = replace(space, fewer_nodes=0)
         options = replace(options, space=space)
-    check_fits_somewhere(graph, cluster, space.dtype, options.memory_headroom)
+    offload = "optimizer" in offload_options(cluster, space, Counter())
+    check_fits_somewhere(graph, cluster, space.dtype, options.memory_headroom, offload)
     s = Search(graph, cluster, model, ref, options)
     configs, reasons = candidates(graph, cluster, global_batch, space, options.memory_headroom)
     configs = runnable_configs(configs, options, reasons, graph.name)

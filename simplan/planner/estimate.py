@@ -9,6 +9,9 @@ Formulas (per micro-batch, stage s holding layers L_s on its slowest device):
   step  = pipe + tail;  ZeRO-3 adds each micro-batch's gather/scatter time not hidden by compute.
 Memory follows simplan.sim.assemble (MIXED/FP32 bytes per parameter, ZeRO sharding, receive
 buffers) with activations x micro-batches in flight (1F1B: pp - s; GPipe: m).
+CPU offload (simplan.sim.offload): no optimizer state on the device; the tail's optimizer step is
+the host's, plus the parameters' way back and the gradients' way to the host not hidden by the
+last backward; the host memory of a node is bounded by its devices times the fullest rank's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.planner.context import CostContext, Prefix
 from simplan.planner.layouts import Layout
+from simplan.sim.offload import HostStep, host_bytes_per_param, host_of, host_step, offloads
+from simplan.units import dtype_bytes
 
 __all__ = ["CostContext", "Estimate", "estimate", "inflight", "megatron_bounds"]
 
@@ -33,6 +38,7 @@ class Estimate:
     stage_memory_bytes: tuple[float, ...]
     stage_capacity_bytes: tuple[float, ...]
     parts: dict[str, float] = field(default_factory=dict)
+    host_fits: bool = True  # CPU offload: every node's host memory holds its ranks' share
 
     @property
     def peak_memory_bytes(self) -> float:
@@ -40,7 +46,7 @@ class Estimate:
 
     @property
     def fits(self) -> bool:
-        return all(
+        return self.host_fits and all(
             m <= c for m, c in zip(self.stage_memory_bytes, self.stage_capacity_bytes, strict=True)
         )
 
@@ -89,6 +95,7 @@ def estimate(
         pipe = sum(stage_t) + (m - 1) * max(stage_t)
     busy = m * max(stage_t)
     return Estimate(
+        host_fits=_host_fits(ctx, config, layout, bounds),
         step_time_s=pipe + max(tail),
         stage_time_s=tuple(stage_t),
         stage_memory_bytes=tuple(mem),
@@ -119,7 +126,7 @@ def _rank_memory_and_tail(
     static = params * (
         per["weights"] / (dp if z >= 3 else 1)
         + per["grads"] / (dp if z >= 2 else 1)
-        + per["optimizer"] / (dp if z >= 1 else 1)
+        + (0.0 if offloads(config) else per["optimizer"] / (dp if z >= 1 else 1))
     )
     if z >= 3 and dp > 1:
         static += 2 * max(pre.table.params) * ctx.grad_bytes
@@ -157,7 +164,10 @@ def _tail(
 ) -> float:
     """Gradient sync not hidden by the last backward, optimizer step, ZeRO-1/2 all-gather."""
     shard = config.dp if config.zero >= 1 else 1
-    tail = optimizer_step_s(params / shard, model, config.dtype)
+    if offloads(config):
+        tail = _offload_tail(ctx, config, layout, r, params / shard, bwd)
+    else:
+        tail = optimizer_step_s(params / shard, model, config.dtype)
     if config.dp == 1:
         return tail
     groups = ctx.dp_groups(layout, r)
@@ -176,6 +186,46 @@ def _tail(
     overlap = model.kind == "gpu"
     hidden = bwd if overlap else 0.0
     return tail + max(sync - hidden, last if overlap else sync)
+
+
+def _host_step(
+    ctx: CostContext, config: ParallelConfig, layout: Layout, r: int, shard_params: float
+) -> HostStep:
+    device = ctx.dp_groups(layout, r)[0][0]
+    group = ctx.cluster.node_group(device)
+    return host_step(config, host_of(ctx.cluster, device), group.devices_per_node, shard_params)
+
+
+def _offload_tail(
+    ctx: CostContext, config: ParallelConfig, layout: Layout, r: int, shard_params: float,
+    bwd: float,
+) -> float:  # fmt: skip
+    """The host's Adam step, the parameters' way back, and the gradients' way to the host not
+    hidden by the last backward (at least the last bucket's)."""
+    step = _host_step(ctx, config, layout, r, shard_params)
+    full = shard_params * dtype_bytes(config.grad_reduce_dtype) * (config.dp if config.zero else 1)
+    last = step.d2h_s * min(1.0, config.bucket_bytes / full) if full > 0 else 0.0
+    return step.optimizer_s + step.h2d_s + max(step.d2h_s - bwd, last)
+
+
+def _host_fits(
+    ctx: CostContext, config: ParallelConfig, layout: Layout, bounds: tuple[int, ...]
+) -> bool:
+    """CPU offload: whether every node's host holds its devices' optimizer shards (bounded by
+    the fullest rank's times the devices a node gives the plan)."""
+    if not offloads(config):
+        return True
+    shard = config.dp if config.zero >= 1 else 1
+    worst, host_memory = 0.0, math.inf
+    for r in range(config.pp):
+        pre = ctx.prefix(config, layout, r)
+        mine = _ranges(config, bounds, r)
+        params = (Prefix.span(pre.params, mine) + _tied(ctx, config, bounds, mine)) / shard
+        worst = max(worst, params * host_bytes_per_param(config, ctx.per["optimizer"]))
+        device = ctx.dp_groups(layout, r)[0][0]
+        host_memory = min(host_memory, host_of(ctx.cluster, device).memory_bytes)
+    per_node = min(ctx.cluster.gpus_per_node, config.world_size)
+    return worst * per_node <= host_memory
 
 
 def _zero3_exposed(

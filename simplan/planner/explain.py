@@ -1,4 +1,5 @@
-"""Why the winner beat the runners-up: bottleneck stage, exposed communication, bubble, memory."""
+"""Why the winner beat the runners-up: bottleneck stage, exposed communication, bubble, memory,
+and what CPU offload of the optimizer changes."""
 
 from __future__ import annotations
 
@@ -71,6 +72,36 @@ def compare(winner: Any, other: Any) -> str:
     )
 
 
+def offload_effect(winner: Any, others: list[Any]) -> list[str]:
+    """What the winner's CPU offload changes: device memory saved, host traffic and the host's
+    step; and the best plan without offload (or that none fits)."""
+    offload = winner.predicted.get("offload")
+    if not offload:
+        return []
+    saved = max(s["device_bytes_saved"] for s in offload["stages"])
+    moved = max(s["d2h_bytes"] + s["h2d_bytes"] for s in offload["stages"])
+    back = max(s["h2d_s"] for s in offload["stages"])
+    host = max(s["host_optimizer_s"] for s in offload["stages"])
+    lines = [
+        f"offload {offload['mode']}: {saved / GiB:.1f} GiB less device memory per device; "
+        f"{moved / GiB:.2f} GiB per device per step over {offload['host_link']} (gradients "
+        f"out during the backward, parameters back in {back:.3g} s); Adam on the host CPU "
+        f"{host:.3g} s; host memory {offload['host_bytes_per_node'] / GiB:.1f} of "
+        f"{offload['host_memory_bytes'] / GiB:.0f} GiB per node"
+    ]
+    plain = [p for p in others if p.config.offload == "none" and p.fits]
+    if plain:
+        best = min(plain, key=lambda p: p.step_time_s)
+        lines.append(
+            f"  without offload the best plan [{best.config.describe()}] takes "
+            f"{best.step_time_s:.4g} s per step: the winner is "
+            f"{times_faster(winner.step_time_s, best.step_time_s)}"
+        )
+    else:
+        lines.append("  without offload no plan considered fits the devices' memory")
+    return lines
+
+
 def explain(plans: list[Any], baselines: list[Any]) -> list[str]:
     if not plans:
         return []
@@ -80,6 +111,7 @@ def explain(plans: list[Any], baselines: list[Any]) -> list[str]:
         f"{winner.step_time_s:.4g} s per step; {bottleneck(winner)}",
     ]
     lines += [f"  {x}" for x in winner.predicted.get("critical_path", [])]
+    lines += offload_effect(winner, list(plans[1:]) + list(baselines))
     for other in list(plans[1:]) + [b for b in baselines if b.config != winner.config]:
         lines.append(compare(winner, other))
     return lines

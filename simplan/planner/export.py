@@ -113,6 +113,11 @@ def _megatron_reason(cfg: Any) -> str | None:
             "Megatron-LM runs 1F1B or interleaved 1F1B pipelines, not GPipe; plan with "
             "--schedule 1f1b or interleaved"
         )
+    if cfg.offload == "optimizer" and (cfg.zero >= 2 or (cfg.zero == 0 and cfg.dp > 1)):
+        return (
+            "its --optimizer-cpu-offload offloads the distributed optimizer's shards (ZeRO-1), "
+            f"not ZeRO-{cfg.zero}'s; plan with --zero 1"
+        )
     return None
 
 
@@ -131,6 +136,12 @@ def _torchtitan_reason(cfg: Any) -> str | None:
         return (
             "its selective checkpointing (per op or every n-th layer) is not recomputation of "
             "the attention core; plan with --recompute none or full"
+        )
+    if cfg.offload == "optimizer":
+        return (
+            "its CPU offload (training.enable_cpu_offload, FSDP2's CPUOffloadPolicy) keeps the "
+            "parameters and gradients on the host too, not only the optimizer; plan without "
+            "--offload"
         )
     if cfg.dtype == "fp16":
         return "it trains in bf16 or fp32, not fp16; plan with --dtype bf16"
@@ -165,6 +176,11 @@ def _deepspeed_reason(cfg: Any) -> str | None:
             f"its config does not switch recomputation on (the model code calls "
             f"deepspeed.checkpointing); plan with --recompute none or use --to megatron "
             f"(the plan recomputes {cfg.recompute})"
+        )
+    if cfg.offload == "optimizer" and cfg.zero == 0 and cfg.dp > 1:
+        return (
+            "its offload_optimizer needs ZeRO 1, 2 or 3 (each replica would keep the whole "
+            "optimizer on its host); plan with --zero 1 or 2"
         )
     return None
 
@@ -367,8 +383,11 @@ def _megatron_pipeline(cfg: Any, parts: list[Chunk]) -> list[str]:
 def _megatron_zero(cfg: Any) -> list[str]:
     overlap = cfg.overlap_grad_reduce and cfg.dp > 1
     args = ["--overlap-grad-reduce"] if overlap else []
-    if cfg.zero == 1:
+    offload = cfg.offload == "optimizer"
+    if cfg.zero == 1 or offload:  # one rank's distributed optimizer is the whole optimizer
         args.append("--use-distributed-optimizer")
+    if offload:  # every optimizer state and its step on the host (torch's AdamW there)
+        args += ["--optimizer-cpu-offload", "--optimizer-offload-fraction 1.0"]
     elif cfg.zero >= 2:
         strategy = "optim_grads" if cfg.zero == 2 else "optim_grads_params"
         args += [
@@ -516,6 +535,12 @@ def deepspeed_config(plan: Any) -> dict[str, Any]:
     }
     if cfg.dtype in ("bf16", "fp16") and cfg.grad_reduce_dtype == "fp32":
         config["communication_data_type"] = "fp32"
+    if cfg.offload == "optimizer":
+        zero = config["zero_optimization"]
+        # one rank: ZeRO-2 shards nothing, and is ZeRO-Offload's stage (gradients stream to the
+        # host during the backward)
+        zero["stage"] = cfg.zero if cfg.dp > 1 else 2
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     return config
 
 

@@ -1,4 +1,5 @@
-"""The search space: degrees, micro-batch, schedule, virtual stages, ZeRO, recomputation.
+"""The search space: degrees, micro-batch, schedule, virtual stages, ZeRO, recomputation, CPU
+offload of the optimizer (where every node's host is described: simplan.topology.host).
 
 Candidates are pruned by divisibility and by a cheap memory lower bound before anything is
 costed; each pruned candidate is counted under the reason it fell (a Counter), never raised.
@@ -41,6 +42,7 @@ class SearchSpace:
     zero: tuple[int, ...] = (0, 1, 2, 3)
     recompute: tuple[str, ...] = ("none", "selective", "full")
     sequence_parallel: tuple[bool, ...] = (False, True)
+    offload: tuple[str, ...] = ("none", "optimizer")  # a plan with offload wins only if faster
     fewer_nodes: int = 2  # also try 1/2, 1/4 ... of the nodes, this many halvings
     dtype: str = "bf16"
     tp_range: Span | None = None
@@ -121,9 +123,10 @@ def degrees(
 
 def knob_configs(
     graph: ModelGraph, dp: int, tp: int, pp: int, global_batch: int, space: SearchSpace,
-    reasons: Counter,
+    reasons: Counter, offload: tuple[str, ...] = ("none",),
 ) -> Iterator[ParallelConfig]:  # fmt: skip
-    """Micro-batch, schedule, virtual stages, ZeRO, recompute, SP for fixed degrees."""
+    """Micro-batch, schedule, virtual stages, ZeRO, recompute, SP and offload for fixed
+    degrees."""
     per_replica = global_batch // dp
     transformer = any(layer.kind == "transformer_block" for layer in graph.layers)
     for mb in space.micro_batches:
@@ -137,12 +140,13 @@ def knob_configs(
                     if recompute == "selective" and not transformer:
                         continue
                     for sp in space.sequence_parallel if tp > 1 and transformer else (False,):
-                        yield ParallelConfig(
-                            dp=dp, tp=tp, pp=pp, micro_batch=mb, global_batch=global_batch,
-                            seq_len=graph.seq_len, schedule=schedule, virtual_stages=v,
-                            zero=zero, recompute=recompute, dtype=space.dtype,
-                            sequence_parallel=sp,
-                        )  # fmt: skip
+                        for off in offload:
+                            yield ParallelConfig(
+                                dp=dp, tp=tp, pp=pp, micro_batch=mb, global_batch=global_batch,
+                                seq_len=graph.seq_len, schedule=schedule, virtual_stages=v,
+                                zero=zero, recompute=recompute, dtype=space.dtype,
+                                sequence_parallel=sp, offload=off,
+                            )  # fmt: skip
 
 
 def _schedules(
@@ -170,17 +174,33 @@ def memory_floor_bytes(graph: ModelGraph, config: ParallelConfig) -> float:
     per = MIXED if config.dtype in ("bf16", "fp16") else FP32
     dp, z = config.dp, config.zero
     share = graph.params / (config.tp * config.pp)
+    optimizer = 0.0 if config.offload == "optimizer" else per["optimizer"]
     return share * (
         per["weights"] / (dp if z >= 3 else 1)
         + per["grads"] / (dp if z >= 2 else 1)
-        + per["optimizer"] / (dp if z >= 1 else 1)
+        + optimizer / (dp if z >= 1 else 1)
     )
 
 
-def minimum_memory_bytes(graph: ModelGraph, devices: int, dtype: str) -> float:
-    """The least memory per device any plan needs: everything sharded over all devices."""
+def minimum_memory_bytes(
+    graph: ModelGraph, devices: int, dtype: str, offload: bool = False
+) -> float:
+    """The least memory per device any plan needs: everything sharded over all devices (with
+    `offload`, the optimizer's states in host memory)."""
     per = MIXED if dtype in ("bf16", "fp16") else FP32
-    return graph.params * sum(per.values()) / devices
+    kept = sum(v for k, v in per.items() if not (offload and k == "optimizer"))
+    return graph.params * kept / devices
+
+
+def offload_options(cluster: Any, space: SearchSpace, reasons: Counter) -> tuple[str, ...]:
+    """The space's offload modes this cluster can run: offload needs GPUs whose hosts are
+    described."""
+    if "optimizer" not in space.offload:
+        return space.offload
+    if all(g.device.kind == "gpu" and g.host is not None for g in cluster.spec.groups):
+        return space.offload
+    reasons["offload: the cluster describes no host (or has CPU devices)"] += 1
+    return tuple(x for x in space.offload if x != "optimizer")
 
 
 def candidates(
@@ -195,8 +215,9 @@ def candidates(
         for d in range(cluster.num_devices)
     )
     out = []
+    offload = offload_options(cluster, space, reasons)
     for dp, tp, pp in degrees(graph, cluster, global_batch, space, reasons):
-        for config in knob_configs(graph, dp, tp, pp, global_batch, space, reasons):
+        for config in knob_configs(graph, dp, tp, pp, global_batch, space, reasons, offload):
             if memory_floor_bytes(graph, config) > capacity:
                 reasons["memory (parameters and optimizer state)"] += 1
             else:

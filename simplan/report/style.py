@@ -49,6 +49,7 @@ EVENT_CLASS: dict[str, str] = {
     "zero-comm": "communication",
     "comm": "communication",
     "p2p": "communication",
+    "offload": "communication",
     "wait": "idle",
 }
 

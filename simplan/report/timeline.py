@@ -29,8 +29,13 @@ from simplan.report.style import (
 if TYPE_CHECKING:
     from simplan.sim.result import SimResult
 
-STREAMS: tuple[str, ...] = ("compute", "comm", "p2p")
-STREAM_LABELS = {"compute": "compute", "comm": "dp/zero comm", "p2p": "pipeline p2p"}
+STREAMS: tuple[str, ...] = ("compute", "comm", "p2p", "host")
+STREAM_LABELS = {
+    "compute": "compute",
+    "comm": "dp/zero comm",
+    "p2p": "pipeline p2p",
+    "host": "host link (offload)",
+}
 MIN_LABEL_PX_PER_CHAR = 6.5
 MAX_LABELS = 2000
 COMPACT_ABOVE_STAGES = 8  # deeper pipelines get one row per stage

@@ -228,17 +228,27 @@ def apply_recompute(model: nn.Module, graph: ModelGraph, mode: str) -> None:
 
 def _data_parallel(job: JobSpec, mesh: Any, parts: list[tuple[nn.Module, list[nn.Module]]]) -> None:
     """FSDP2 on every layer of each part that holds parameters, then on the part: ZeRO-2/3
-    shard over dp; ZeRO-0 with tp or pp is HSDP with shard groups of 1 (DDP's arithmetic)."""
-    from torch.distributed.fsdp import fully_shard
+    shard over dp; ZeRO-0 with tp or pp is HSDP with shard groups of 1 (DDP's arithmetic).
+    --offload optimizer (CUDA only, data parallel or one rank): CPUOffloadPolicy, which keeps
+    the sharded fp32 parameters, their gradients and the optimizer's state in pinned host
+    memory and steps the optimizer on the CPU; each unit's parameters are copied to the device
+    for its forward and backward and its reduced gradients back to the host (parameters
+    offloaded too: more than the simulator's ZeRO-Offload, simplan.sim.offload)."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
     cfg = job.config
-    dp_mesh = mesh["dp_shard"] if cfg.zero >= 2 else mesh["dp_replicate", "dp_shard"]
+    shard = cfg.zero >= 2 or cfg.offload != "none"
+    dp_mesh = mesh["dp_shard"] if shard else mesh["dp_replicate", "dp_shard"]
     reshard = cfg.zero == 3
+    # pinned host memory needs CUDA (the runtime refuses offload without it; a CPU test of this
+    # wiring runs unpinned)
+    pinned = torch.cuda.is_available()
+    policy = CPUOffloadPolicy(pin_memory=pinned) if cfg.offload == "optimizer" else OffloadPolicy()
     for part, layers in parts:
         for sub in layers:
             if any(True for _ in sub.parameters()):
-                fully_shard(sub, mesh=dp_mesh, reshard_after_forward=reshard)
-        fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard)
+                fully_shard(sub, mesh=dp_mesh, reshard_after_forward=reshard, offload_policy=policy)
+        fully_shard(part, mesh=dp_mesh, reshard_after_forward=reshard, offload_policy=policy)
 
 
 def _plain_trainer(
@@ -260,7 +270,7 @@ def _plain_trainer(
     wrapped = model
     if cfg.dp > 1 and cfg.zero <= 1 and cfg.tp == 1:
         wrapped, sync = _ddp(job, model, device)
-    elif cfg.dp > 1:
+    elif cfg.dp > 1 or cfg.offload != "none":
         _data_parallel(job, mesh, [(model, [model.get_submodule(x.name) for x in graph.layers])])
         sync = _fsdp_sync(model)
     optimizer = _optimizer(job, list(model.parameters()))

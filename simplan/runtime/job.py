@@ -113,6 +113,16 @@ def config_refusal(config: ParallelConfig) -> str:
             f"the runtime does not run expert parallelism (ep {config.ep}, etp {config.etp}); "
             "simulate it, or use ep 1 and etp 1"
         )
+    if config.offload == "optimizer" and (config.tp > 1 or config.pp > 1):
+        return (
+            "the runtime offloads the optimizer of data-parallel plans only (FSDP2 with "
+            "CPUOffloadPolicy): use tp 1 and pp 1"
+        )
+    if config.offload == "optimizer" and config.dp > 1 and config.zero < 2:
+        return (
+            "the runtime offloads with FSDP2's CPUOffloadPolicy, which shards the optimizer "
+            f"with the parameters (ZeRO-2/3), not ZeRO-{config.zero}'s way: use zero 2 or 3"
+        )
     if config.zero == 1 and config.dp > 1 and (config.tp > 1 or config.pp > 1):
         return (
             f"ZeRO-1 with {'tp' if config.tp > 1 else 'pp'} has no exact torch equivalent "
@@ -122,15 +132,34 @@ def config_refusal(config: ParallelConfig) -> str:
     return ""
 
 
-def runtime_refusal(config: ParallelConfig, graph: ModelGraph, comm_hook: str = "") -> str:
-    """Why the runtime cannot run `config` on the model of `graph` ('' when it can)."""
+def offload_refusal(config: ParallelConfig, cuda: bool | None = None) -> str:
+    """CPU offload needs CUDA devices (cuda None: whether this machine has one)."""
+    if config.offload == "none":
+        return ""
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return ""
+    return (
+        "--offload optimizer needs CUDA devices: on CPU ranks the optimizer's state is in host "
+        "memory already"
+    )
+
+
+def runtime_refusal(
+    config: ParallelConfig, graph: ModelGraph, comm_hook: str = "", cuda: bool | None = None
+) -> str:
+    """Why the runtime cannot run `config` on the model of `graph` ('' when it can); cuda:
+    whether its ranks run on CUDA devices (None: whether this machine has one)."""
     block_attrs = [layer.attrs for layer in graph.layers if layer.kind == "transformer_block"]
     blocks = bool(block_attrs)
     heads = {(a.get("num_heads", 1), a.get("num_kv_heads", 1)) for a in block_attrs}
     names = [layer.name for layer in graph.layers]
     moe = any(a.get("num_experts") for a in block_attrs)
     checks = (
-        (config_refusal(config), ""),
+        (config_refusal(config) or offload_refusal(config, cuda), ""),
         (
             config.fp8 != "none",
             f"the runtime has no FP8 GEMMs (Transformer Engine / torchao float8 need FP8 "

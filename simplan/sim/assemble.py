@@ -18,6 +18,14 @@ from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
 from simplan.sim.experts import deepep_bytes, deepep_phases, edp_groups, ep_groups, etp_groups
+from simplan.sim.offload import (
+    HostStep,
+    grad_shard_bytes,
+    host_bytes_per_param,
+    host_of,
+    host_step,
+    offloads,
+)
 from simplan.sim.rank_devices import Grid, cp_group, dp_groups, tp_group
 from simplan.sim.rank_memory import step_buffers_bytes
 from simplan.topology.comm_calibration import FrameworkCosts
@@ -43,6 +51,7 @@ class MemoryParts:
     grads: float
     optimizer: float
     buffers: float
+    host: float = 0.0  # CPU offload: the optimizer states, master weights and gradients on the host
 
     @property
     def static(self) -> float:
@@ -239,13 +248,17 @@ class Assembler:
         return self.grad_sync(nbytes, stage) + extra
 
     def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
-        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists.
-        Routed-expert gradients sync over the edp group with the bucket they complete in."""
-        dense = self.config.replicas > 1
-        experts_synced = self.config.edp > 1 and any(s.expert_params for s in steps)
-        if not (dense or experts_synced) or self.config.zero == 3:
+        """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists (and,
+        with CPU offload, then goes to the host). Routed-expert gradients sync over the edp group
+        with the bucket they complete in. Without data parallelism, offload's buckets only go to
+        the host."""
+        cfg = self.config
+        dense = cfg.replicas > 1
+        experts_synced = cfg.edp > 1 and any(s.expert_params for s in steps)
+        if (cfg.zero == 3 and (dense or not offloads(cfg))) or not (
+            dense or experts_synced or offloads(cfg)
+        ):
             return ()
-        sync = self.bucket_sync if dense else (lambda nbytes, stage: 0.0)
         grad_b = dtype_bytes(self.config.grad_reduce_dtype)
         cap = self.config.bucket_bytes
         out: list[Bucket] = []
@@ -255,12 +268,10 @@ class Assembler:
             filled += (step.params - step.expert_params) * grad_b
             experts += step.expert_params * grad_b
             while filled >= cap:
-                comm = sync(cap, stage) + self.expert_sync(experts, stage)
-                out.append(Bucket(compute_s=compute, comm_s=comm))
+                out.append(self._bucket(compute, cap, experts, stage))
                 compute, filled, experts = 0.0, filled - cap, 0.0
         if filled > 0 or compute > 0 or experts > 0:
-            comm = sync(filled, stage) + self.expert_sync(experts, stage)
-            out.append(Bucket(compute_s=compute, comm_s=comm))
+            out.append(self._bucket(compute, filled, experts, stage))
         if self.config.zero == 0 and dense and out:  # DDP's reducer: once per sync, at the end
             synced = sum(step.params for step in steps) * grad_b
             last = out[-1]
@@ -271,9 +282,21 @@ class Assembler:
         if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
             total = sum(b.compute_s for b in out)
             out = [Bucket(compute_s=total, comm_s=0.0)] + [
-                Bucket(compute_s=0.0, comm_s=b.comm_s) for b in out
+                Bucket(compute_s=0.0, comm_s=b.comm_s, host_s=b.host_s) for b in out
             ]
         return tuple(out)
+
+    def _bucket(self, compute_s: float, nbytes: float, experts_bytes: float, stage: int) -> Bucket:
+        comm = self.bucket_sync(nbytes, stage) if self.config.replicas > 1 else 0.0
+        comm += self.expert_sync(experts_bytes, stage)
+        return Bucket(compute_s=compute_s, comm_s=comm, host_s=self.to_host_s(nbytes, stage))
+
+    def to_host_s(self, reduced_bytes: float, stage: int) -> float:
+        """CPU offload: the device-to-host copy of a rank's share of these reduced gradients."""
+        if not offloads(self.config) or reduced_bytes <= 0:
+            return 0.0
+        host = host_of(self.cluster, self.grid[stage][0][0])
+        return grad_shard_bytes(self.config, reduced_bytes) / host.device_link_Bps()
 
     def fsdp_layers(
         self, steps: tuple[LayerStep, ...], stage: int
@@ -340,6 +363,11 @@ class Assembler:
             layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
             layer_gather_s=gathers,
             layer_scatter_s=scatters,
+            layer_host_s=tuple(
+                self.to_host_s(s.params * dtype_bytes(cfg.grad_reduce_dtype), rank) for s in steps
+            )
+            if fsdp and offloads(cfg)
+            else (),
             fwd_p2p_framework_s=self.p2p_framework_time(index),
             bwd_p2p_framework_s=self.p2p_framework_time(index),
         )
@@ -391,13 +419,19 @@ class Assembler:
         )
         # FP8 copies of the weights (simplan.fp8), sharded like the weights
         weights += sum(s.fp8_copy_bytes for s in held) / (dp if cfg.zero >= 3 else 1)
+        host = 0.0
+        if offloads(cfg):  # the optimizer's shard lives in host memory
+            host = optimizer / per["optimizer"] * host_bytes_per_param(cfg, per["optimizer"])
+            optimizer = 0.0
         buffers = step_buffers_bytes(self.graph, cfg, [c.index for c in chunks], bounds)
         if cfg.zero == 0 and dp > 1 and per is FP32:
             # torch DDP's gradient buckets: a flat copy of the gradients (its default,
             # gradient_as_bucket_view=False); Megatron-LM's mixed-precision gradient buffer is
             # itself the bucket (counted with the gradients)
             buffers += grads
-        return MemoryParts(weights=weights, grads=grads, optimizer=optimizer, buffers=buffers)
+        return MemoryParts(
+            weights=weights, grads=grads, optimizer=optimizer, buffers=buffers, host=host
+        )
 
     def _tied_copy(self, rank: int, chunks: list[ChunkPlan], bounds: tuple[int, ...]) -> float:
         """A head tied to the embedding keeps its own copy of the weights on another stage."""
@@ -483,7 +517,18 @@ class Assembler:
         layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers) or None
         mine_params = params / (cfg.replicas if on else 1) + experts / (cfg.edp if on else 1)
-        optimizer = self.optimizer_time(mine_params, r, tensors) + self.dtensor_optimizer(layers, r)
+        host_in = 0.0
+        if offloads(cfg) and experts:
+            raise SimplanError(
+                "--offload optimizer is not modelled for mixture-of-experts layers (their "
+                "expert-parallel shards and host traffic); drop --offload"
+            )
+        if offloads(cfg):
+            step = self.host_step(mine_params, r)
+            optimizer, host_in = step.optimizer_s, step.h2d_s
+        else:
+            optimizer = self.optimizer_time(mine_params, r, tensors)
+        optimizer += self.dtensor_optimizer(layers, r)
         return RankPlan(
             rank=r,
             device=self.grid[r][0][0],
@@ -491,4 +536,13 @@ class Assembler:
             after_optimizer_comm_s=after,
             overlap=self.caps[r].comm_overlaps_compute,
             framework_s=self.caps[r].framework.pp_step_s if cfg.pp > 1 else 0.0,
+            host_in_s=host_in,
+            optimizer_on_host=offloads(cfg),
         )
+
+    def host_step(self, shard_params: float, stage: int) -> HostStep:
+        """CPU offload: the host's Adam step over a rank's shard and its parameters' way back."""
+        device = self.grid[stage][0][0]
+        group = self.cluster.node_group(device)
+        return host_step(self.config, host_of(self.cluster, device), group.devices_per_node,
+                         shard_params)  # fmt: skip

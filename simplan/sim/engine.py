@@ -28,6 +28,7 @@ class Bucket:
 
     compute_s: float
     comm_s: float
+    host_s: float = 0.0  # CPU offload: its reduced gradients' copy to the host, after comm_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class ChunkPlan:
     layer_bwd_s: tuple[float, ...] = ()
     layer_gather_s: tuple[float, ...] = ()
     layer_scatter_s: tuple[float, ...] = ()
+    layer_host_s: tuple[float, ...] = ()  # FSDP + CPU offload: each unit's gradients to the host
     fwd_p2p_framework_s: float = 0.0  # the pipeline framework's sends and receives of one
     bwd_p2p_framework_s: float = 0.0  # forward (backward) of this chunk, on the compute stream
     fwd_tp_hidden_s: float = 0.0  # TP communication hidden behind this chunk's forward GEMMs
@@ -63,6 +65,8 @@ class RankPlan:
     after_optimizer_comm_s: float  # ZeRO-1/2 all-gather of updated parameters
     overlap: bool  # a communication stream separate from compute
     framework_s: float = 0.0  # once per step: the pipeline schedule's own work
+    host_in_s: float = 0.0  # CPU offload: the updated parameters' copy back to the device
+    optimizer_on_host: bool = False  # CPU offload: optimizer_s is the host CPU's Adam step
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +106,7 @@ class Engine:
         self.comm = [
             simpy.Resource(self.env, 1) if r.overlap else self.compute[r.rank] for r in plan.ranks
         ]
+        self.host = [simpy.Resource(self.env, 1) for _ in plan.ranks]  # device<->host links
         self.channels: dict[tuple[int, int], simpy.Resource] = {}
         self.arrived: dict[tuple[str, int, int], simpy.Event] = {}
         self.pending: list[list[simpy.Event]] = [[] for _ in plan.ranks]
@@ -191,6 +196,35 @@ class Engine:
                 self.stats[rank].exposed_comm_s += seconds
         done.succeed()
 
+    def _to_host(self, rank: int, name: str, seconds: float, after: simpy.Event | None) -> None:
+        """Queue a device-to-host copy on the rank's host link once `after` is done; the step's
+        end waits for it."""
+        done = self.env.event()
+        self.env.process(self._run_to_host(rank, name, seconds, after, done))
+        self.pending[rank].append(done)
+
+    def _run_to_host(
+        self, rank: int, name: str, seconds: float, after: simpy.Event | None, done: simpy.Event
+    ) -> Generator:
+        if after is not None:
+            yield after
+        with self.host[rank].request() as req:
+            yield req
+            start = self.env.now
+            yield self.env.timeout(seconds)
+            self._log(rank, "host", name, "offload", start, self.env.now)
+        done.succeed()
+
+    def _from_host(self, rank: int, seconds: float) -> Generator:
+        """The updated parameters' host-to-device copy: the device waits for it."""
+        with self.compute[rank].request() as busy, self.host[rank].request() as link:
+            yield busy
+            yield link
+            start = self.env.now
+            yield self.env.timeout(seconds)
+            self._log(rank, "host", "params H2D", "offload", start, self.env.now)
+            self.stats[rank].exposed_comm_s += seconds
+
     def _send(
         self, src: int, dst: int, key: tuple[str, int, int], seconds: float, name: str
     ) -> Generator:
@@ -269,7 +303,13 @@ class Engine:
         last = self.last_b[r][chunk.index] == mb
         if self.plan.fsdp:
             yield from self._fsdp_pass(
-                r, label, "backward", chunk.layer_bwd_s, chunk.layer_gather_s, chunk.layer_scatter_s
+                r,
+                label,
+                "backward",
+                chunk.layer_bwd_s,
+                chunk.layer_gather_s,
+                chunk.layer_scatter_s,
+                chunk.layer_host_s if last else (),
             )
             yield from self._hold(r, [(f"{label} tp", "tp-comm", chunk.bwd_tp_s)])
         elif last and chunk.buckets:
@@ -303,8 +343,12 @@ class Engine:
                     (f"{label} tp", "tp-comm", tp_share),
                 ],
             )
+            sync = None
             if bucket.comm_s > 0:
-                self.pending[r].append(self._collective(r, f"grad sync b{i}", bucket.comm_s))
+                sync = self._collective(r, f"grad sync b{i}", bucket.comm_s)
+                self.pending[r].append(sync)
+            if bucket.host_s > 0:
+                self._to_host(r, f"grad D2H b{i}", bucket.host_s, sync)
 
     def _fsdp_pass(
         self,
@@ -314,6 +358,7 @@ class Engine:
         compute: tuple[float, ...],
         gathers: tuple[float, ...],
         scatters: tuple[float, ...],
+        hosts: tuple[float, ...] = (),
     ) -> Generator:
         """ZeRO-3 / FSDP: gather each layer's parameters (queued ahead, so the next layer's
         gather overlaps this layer's compute), compute, then reduce-scatter its gradients."""
@@ -326,9 +371,10 @@ class Engine:
                 self.stats[r].exposed_comm_s += self.env.now - start
             yield from self._hold(r, [(f"{label} l{i}", cat, seconds)])
             if scatters:
-                self.pending[r].append(
-                    self._collective(r, f"reduce-scatter {label} l{i}", scatters[i])
-                )
+                scatter = self._collective(r, f"reduce-scatter {label} l{i}", scatters[i])
+                self.pending[r].append(scatter)
+                if hosts and hosts[i] > 0:
+                    self._to_host(r, f"grad D2H {label} l{i}", hosts[i], scatter)
 
     def _finish(self, r: int) -> Generator:
         plan = self.plan.ranks[r]
@@ -338,14 +384,17 @@ class Engine:
             if plan.overlap:
                 self._log(r, "compute", "wait grad sync", "wait", start, self.env.now)
                 self.stats[r].exposed_comm_s += self.env.now - start
+        optimizer = "optimizer (host CPU)" if plan.optimizer_on_host else "optimizer"
         yield from self._hold(
             r,
             [
                 ("pipeline schedule", "pp-comm", plan.framework_s),
-                ("optimizer", "optimizer", plan.optimizer_s),
-                ("all-gather params", "zero-comm", plan.after_optimizer_comm_s),
+                (optimizer, "optimizer", plan.optimizer_s),
             ],
         )
+        if plan.host_in_s > 0:
+            yield from self._from_host(r, plan.host_in_s)
+        yield from self._hold(r, [("all-gather params", "zero-comm", plan.after_optimizer_comm_s)])
         self.stats[r].finish_s = self.env.now
         self.stats[r].finished = True
 

@@ -69,6 +69,9 @@ class SimResult:
     memory_series: tuple[tuple[tuple[float, float], ...], ...] = field(
         default=(), repr=False, compare=False
     )
+    # CPU offload of the optimizer (simplan.sim.offload): host memory, traffic and the host's
+    # step; empty without offload
+    offload: dict[str, Any] = field(default_factory=dict)
 
     @property
     def peak_memory_bytes(self) -> float:
@@ -119,7 +122,7 @@ class SimResult:
             "simulated_microbatches": self.simulated_microbatches or self.microbatches,
             "extrapolated": self.extrapolated,
             "cost_sources": self.cost_sources,
-        }
+        } | ({"offload": self.offload} if self.offload else {})
 
 
 def _device_dict(d: DeviceStats) -> dict[str, Any]:
@@ -147,7 +150,7 @@ def _device_dict(d: DeviceStats) -> dict[str, Any]:
 def chrome_trace(result: SimResult) -> dict[str, Any]:
     """Chrome trace format (opens in Perfetto): a process per stage's representative device,
     a thread per stream; events named by layer chunk, stage and micro-batch."""
-    streams = {"compute": 0, "comm": 1, "p2p": 2, "tp": 3}  # tp: overlapped TP communication
+    streams = {"compute": 0, "comm": 1, "p2p": 2, "tp": 3, "host": 4}  # tp: overlapped TP
     events: list[dict[str, Any]] = []
     for d in result.devices:
         events.append(

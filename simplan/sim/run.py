@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from simplan.capabilities import CapabilityProvider
@@ -15,7 +16,8 @@ from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig, check_config_for_model, check_world
 from simplan.profiles import Profile
 from simplan.sim.assemble import FP32, MIXED, Assembler, MemoryParts
-from simplan.sim.engine import RankStats
+from simplan.sim.engine import EnginePlan, RankStats
+from simplan.sim.offload import check_host_memory, host_bytes_per_param, host_of, offloads
 from simplan.sim.peak import Moment, Static, peak_moment
 from simplan.sim.rank_devices import grid
 from simplan.sim.rank_memory import kept_output_bytes, rank_moments, sweep_layers
@@ -103,6 +105,7 @@ def simulate(
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
     plan, memory, bounds = assembler.build()
+    offload = offload_summary(assembler, plan, memory)
     run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
     devices = tuple(
         _device(
@@ -116,9 +119,49 @@ def simulate(
         )
         for r in range(config.pp)
     )
-    return _result(
+    result = _result(
         graph, cluster, config, assembler, devices, bounds, run, time.perf_counter() - started
     )
+    return replace(result, offload=offload) if offload else result
+
+
+def offload_summary(
+    assembler: Assembler, plan: EnginePlan, memory: list[MemoryParts]
+) -> dict[str, Any]:
+    """CPU offload: each node's host memory (checked: a one-line error where it does not fit),
+    the device memory it saves and each rank's traffic and host step; {} without offload."""
+    cfg = assembler.config
+    if not offloads(cfg):
+        return {}
+    g = assembler.grid
+    per_device = {d: memory[r].host for r in range(cfg.pp) for rep in g[r] for d in rep}
+    per_node = check_host_memory(assembler.cluster, per_device)
+    per = MIXED if cfg.dtype in ("bf16", "fp16") else FP32
+    stages = []
+    for r, rank in enumerate(plan.ranks):
+        shard_params = memory[r].host / host_bytes_per_param(cfg, per["optimizer"])
+        step = assembler.host_step(shard_params, r)
+        stages.append(
+            {
+                "stage": r,
+                "device_bytes_saved": shard_params * per["optimizer"],
+                "host_bytes": memory[r].host,
+                "d2h_bytes": step.d2h_bytes,
+                "h2d_bytes": step.h2d_bytes,
+                "d2h_s": step.d2h_s,
+                "h2d_s": step.h2d_s,
+                "host_optimizer_s": rank.optimizer_s,
+            }
+        )
+    host = host_of(assembler.cluster, g[0][0][0])
+    return {
+        "mode": cfg.offload,
+        "host_link": host.link,
+        "host_link_Bps": host.device_link_Bps(),
+        "host_memory_bytes": host.memory_bytes,
+        "host_bytes_per_node": max(per_node.values()),
+        "stages": stages,
+    }
 
 
 def _peak(

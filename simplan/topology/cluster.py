@@ -13,7 +13,7 @@ import networkx as nx
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.topology import collectives as coll
-from simplan.topology.cluster_spec import ClusterSpec, load_spec
+from simplan.topology.cluster_spec import ClusterSpec, NodeGroupSpec, load_spec
 from simplan.topology.comm_calibration import (
     NO_FRAMEWORK_COSTS,
     CollectiveConstants,
@@ -24,6 +24,7 @@ from simplan.topology.comm_calibration import (
     read_link_calibration,
 )
 from simplan.topology.fabric import Device, Link, Topology
+from simplan.topology.host import HostSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,6 +129,11 @@ class Cluster:
         for d in self.devices:
             nodes.setdefault(d.node, []).append(d.index)
         return {node: tuple(devices) for node, devices in nodes.items()}
+
+    def node_group(self, i: int) -> NodeGroupSpec:
+        """The node group of device i."""
+        name = self.device(i).group
+        return next(g for g in self.spec.groups if g.name == name)
 
     def rail_devices(self, local: int) -> tuple[int, ...]:
         """One device per node: the local-th device of every node that has one (a rail)."""
@@ -275,6 +281,7 @@ class Cluster:
                     "device": g.device.name,
                     "fabric": g.fabric.kind,
                     "nics": g.nics.count,
+                    "host": _host_summary(g.host),
                 }
                 for g in self.spec.groups
             ],
@@ -284,6 +291,19 @@ class Cluster:
             "link_bandwidths_Bps": {k: sorted(set(v)) for k, v in kinds.items()},
             "calibration": self.spec.calibration,
         }
+
+
+def _host_summary(host: HostSpec | None) -> dict[str, Any] | None:
+    if host is None:
+        return None
+    return {
+        "memory_bytes": host.memory_bytes,
+        "cores": host.cores,
+        "memory_bandwidth_Bps": host.memory_bandwidth_Bps,
+        "link": host.link,
+        "link_bandwidth_Bps": host.link_bandwidth_Bps,
+        "devices_per_link": host.devices_per_link,
+    }
 
 
 def resolve_calibration(path: str) -> Path:

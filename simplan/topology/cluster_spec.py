@@ -24,6 +24,7 @@ from simplan.limits import (
     MAX_NODES,
 )
 from simplan.schema import Either, Float, Int, ListOf, Str, Table, validate
+from simplan.topology.host import HOST_TABLE, HostSpec, parse_host
 from simplan.units import GB, GBIT_PER_S_IN_BPS, GiB
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -78,6 +79,7 @@ class NodeGroupSpec:
     device: DeviceModel
     fabric: FabricSpec
     nics: NicSpec
+    host: HostSpec | None = None  # None: not described (CPU offload is refused)
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -257,6 +259,7 @@ CLUSTER_FILE = Table(
                         }
                     ),
                     "nics": Table({"count": Int(min=0, max=MAX_DEVICES_PER_NODE), **_LINK_FIELDS}),
+                    "host": HOST_TABLE,
                 },
                 required=("device",),
                 fix="see docs/cluster-spec.md",
@@ -377,6 +380,7 @@ def _group(raw: dict[str, Any], index: int) -> NodeGroupSpec:
             bandwidth_Bps=_bandwidth(nics, f"{where}.nics"),
             latency_s=_latency(nics),
         ),
+        host=parse_host(raw["host"]) if "host" in raw else None,
     )
 
 
@@ -452,4 +456,7 @@ def _narrow(group: NodeGroupSpec, gpus: int) -> NodeGroupSpec:
     if nics.count:
         per_nic = max(1, group.devices_per_node // nics.count)
         nics = dataclasses.replace(nics, count=max(1, -(-gpus // per_nic)))
-    return dataclasses.replace(group, devices_per_node=gpus, nics=nics)
+    host = group.host
+    if host is not None:  # the devices left behind a shared host link
+        host = dataclasses.replace(host, devices_per_link=min(host.devices_per_link, gpus))
+    return dataclasses.replace(group, devices_per_node=gpus, nics=nics, host=host)
