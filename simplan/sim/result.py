@@ -64,6 +64,10 @@ class SimResult:
     # was extrapolated (simplan.sim.steady): totals and peaks are the whole step's, exactly,
     # and the timeline (events, memory_series) is that of the simulated micro-batches
     simulated_microbatches: int | None = None
+    # local SGD (config.local_sgd > 1): its period, warm-up steps, the time of a warm-up step
+    # (gradient all-reduce), a local step and a step with the model average, and the mean over
+    # a period (= step_time_s; the devices' breakdown is that of a local step)
+    local_sgd: dict[str, float] | None = None
     events: tuple[Event, ...] = field(default=(), repr=False, compare=False)
     memory_series: tuple[tuple[tuple[float, float], ...], ...] = field(
         default=(), repr=False, compare=False
@@ -118,7 +122,7 @@ class SimResult:
             "simulated_microbatches": self.simulated_microbatches or self.microbatches,
             "extrapolated": self.extrapolated,
             "cost_sources": self.cost_sources,
-        }
+        } | ({"local_sgd": self.local_sgd} if self.local_sgd is not None else {})
 
 
 def _device_dict(d: DeviceStats) -> dict[str, Any]:
