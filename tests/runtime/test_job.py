@@ -54,8 +54,8 @@ def test_strategy_names_the_composition() -> None:
 def test_runtime_rejects_what_it_cannot_run(tmp_path: Path) -> None:
     with pytest.raises(SimplanError, match="ZeRO-1 with tp has no exact torch equivalent"):
         strategy_of(ParallelConfig(dp=2, tp=2, zero=1, global_batch=2, dtype="fp32"))
-    with pytest.raises(SimplanError, match="DDP only"):
-        JobSpec(model="mlp", config=config_for("tp", 2, micro_batch=1), comm_hook="fp16")
+    with pytest.raises(SimplanError, match="needs DDP only"):
+        JobSpec(model="mlp", config=config_for("tp", 2, micro_batch=1, compress="fp16"))
     mlp = load_model("mlp")
     base = ParallelConfig(global_batch=8, dtype="fp32")
     cases = {
