@@ -12,10 +12,15 @@ compression with (simplan.compression).
    (copy - bucket). Fitted over all shapes as
    t = per_matrix_s * matrices + s_per_flop * matmul_flops + s_per_elem * elements.
 3. gloo's all-reduce of a half-precision buffer against an fp32 buffer of the same bytes, on 2
-   ranks: gloo sums fp16/bf16 element by element in software, so a half buffer of the same bytes
-   costs more; fitted as extra s per half element.
+   ranks under SCHED_FIFO where permitted (as validation runs them), the three dtypes
+   interleaved call by call: gloo sums fp16/bf16 element by element in software, so a half
+   buffer of the same bytes costs more; fitted as extra s per half element.
 4. Local SGD's parameter averaging (torch's average_parameters without its all-reduce: the
    parameters flattened into one buffer, divided, copied back): t = per_call_s + s_per_elem * n.
+
+5. A Python DDP communication hook against torch's C++ all-reduce, on a one-bucket model
+   (784-128-10) on 2 ranks: the hook's call and its future's callback (hook_s, one callback, as
+   fp16_compress_hook) and each further chained callback (callback_s; PowerSGD chains three).
 
 Writes traces/compression/cpu.json (measurements + fits + metadata) and prints the fits.
 Usage: PYTHONPATH=. python benchmarks/compression_costs.py [--repeats N]
@@ -47,7 +52,7 @@ CAST_SIZES = (1_000, 10_000, 100_000, 400_000, 1_000_000, 4_000_000)
 # gradient matrices (m x n) of the models validated here and of small transformers
 SHAPES = ((10, 128), (128, 784), (256, 256), (1024, 256), (256, 1024), (768, 256), (512, 2048))
 RANKS = (1, 2, 4, 8)
-REDUCE_ELEMS = (10_000, 100_000, 1_000_000)
+REDUCE_ELEMS = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 WORLD = 2
 
 
@@ -64,9 +69,11 @@ def timed(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def fit(rows: list[list[float]], times: list[float]) -> list[float]:
-    """Least squares, coefficients clipped at 0 (a cost is never negative)."""
-    a, y = np.array(rows, dtype=float), np.array(times, dtype=float)
-    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    """Least squares of the relative error (small sizes count as much as large ones),
+    coefficients clipped at 0 (a cost is never negative)."""
+    y = np.array(times, dtype=float)
+    a = np.array(rows, dtype=float) / y[:, None]
+    coef, *_ = np.linalg.lstsq(a, np.ones_like(y), rcond=None)
     return [max(float(c), 0.0) for c in coef]
 
 
@@ -162,31 +169,100 @@ def _reduce_rank(rank: int, init: str, repeats: int, out: str) -> None:
 
     import torch.distributed as dist
 
+    from simplan.realtime import enter_realtime
+
     torch.set_num_threads(1)
+    scheduling = enter_realtime()  # as the validated ranks run (and bench-comm calibrates)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     rows = []
+    kinds = (
+        ("fp32_s", torch.float32, 2),
+        ("fp16_s", torch.float16, 1),
+        ("bf16_s", torch.bfloat16, 1),
+    )
     for n in REDUCE_ELEMS:
-        row: dict[str, Any] = {"half_elems": n}
-        for name, dtype, elems in (
-            ("fp32_s", torch.float32, n // 2),
-            ("fp16_s", torch.float16, n),
-            ("bf16_s", torch.bfloat16, n),
-        ):
-            t = torch.ones(elems, dtype=dtype)
-
-            def reduce(x: torch.Tensor = t) -> None:
+        buffers = {name: torch.ones(n // per, dtype=dtype) for name, dtype, per in kinds}
+        times: dict[str, list[float]] = {name: [] for name in buffers}
+        for i in range(repeats + 3):  # the three kinds interleaved: the same load for each
+            for name, x in buffers.items():
                 dist.barrier()
+                t0 = time.perf_counter()
                 dist.all_reduce(x)
-
-            barrier = timed(dist.barrier, repeats)
-            row[name] = max(timed(reduce, repeats) - barrier, 0.0)
-        rows.append(row)
+                if i >= 3:
+                    times[name].append(time.perf_counter() - t0)
+        rows.append({"half_elems": n} | {k: statistics.median(v) for k, v in times.items()})
     if rank == 0:
-        Path(out).write_text(json.dumps(rows))
+        Path(out).write_text(json.dumps({"rows": rows, "scheduling": scheduling}))
     dist.destroy_process_group()
 
 
-def half_reduce(repeats: int) -> dict[str, Any]:
+def _hooked_steps(ddp: Any, hook: Any, repeats: int) -> float:
+    """Median forward+backward of one DDP model (one bucket), each step after a barrier."""
+    import torch.distributed as dist
+
+    if hook is not None:
+        ddp.register_comm_hook(None, hook)
+    x = torch.randn(64, 784)
+
+    def step() -> None:
+        dist.barrier()
+        ddp(x).sum().backward()
+
+    barrier = timed(dist.barrier, repeats)
+    return timed(step, repeats) - barrier
+
+
+def _allreduce_fut(bucket: Any) -> Any:
+    import torch.distributed as dist
+
+    return dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+
+
+def _one_callback(state, bucket):  # unannotated: DDP refuses string annotations
+    return _allreduce_fut(bucket).then(lambda f: f.value()[0])
+
+
+def _three_callbacks(state, bucket):
+    first = _allreduce_fut(bucket).then(lambda f: f.value()[0])
+    return first.then(lambda f: f.value()).then(lambda f: f.value())
+
+
+def _hook_rank(rank: int, init: str, repeats: int, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from simplan.realtime import enter_realtime
+
+    torch.set_num_threads(1)
+    scheduling = enter_realtime()
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
+    times = {}
+    for name, hook in (("none", None), ("one", _one_callback), ("three", _three_callbacks)):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.Linear(128, 10))
+        times[name] = _hooked_steps(DDP(model), hook, repeats)
+    if rank == 0:
+        Path(out).write_text(json.dumps({"steps_s": times, "scheduling": scheduling}))
+    dist.destroy_process_group()
+
+
+def python_hook(repeats: int) -> dict[str, Any]:
+    """What a Python communication hook adds to a DDP step of one bucket (the 784-128-10
+    model's): the same all-reduce with torch's C++ default, with a Python hook whose future has
+    one callback (fp16_compress_hook's shape), and with three chained callbacks (PowerSGD's)."""
+    done = _spawn(_hook_rank, repeats)
+    t = done["steps_s"]
+    return {
+        "steps_s": t,
+        "hook_s": max(t["one"] - t["none"], 0.0),
+        "callback_s": max((t["three"] - t["one"]) / 2, 0.0),
+        "scheduling": done["scheduling"],
+    }
+
+
+def _spawn(fn: Any, repeats: int) -> Any:
     import json
 
     import torch.multiprocessing as mp
@@ -194,13 +270,18 @@ def half_reduce(repeats: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rows.json")
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
-        mp.spawn(_reduce_rank, args=(init, repeats, out), nprocs=WORLD, join=True)
-        rows = json.loads(Path(out).read_text())
+        mp.spawn(fn, args=(init, repeats, out), nprocs=WORLD, join=True)
+        return json.loads(Path(out).read_text())
+
+
+def half_reduce(repeats: int) -> dict[str, Any]:
+    done = _spawn(_reduce_rank, repeats)
+    rows = done["rows"]
     fits = {}
     for name in ("fp16", "bf16"):
         extra = [r[f"{name}_s"] - r["fp32_s"] for r in rows]
         fits[name] = fit([[r["half_elems"]] for r in rows], extra)[0]
-    return {"points": rows, "extra_s_per_elem": fits}
+    return {"points": rows, "extra_s_per_elem": fits, "scheduling": done["scheduling"]}
 
 
 def main() -> int:
@@ -220,6 +301,7 @@ def main() -> int:
         "powersgd": powersgd(args.repeats),
         "averaging": averaging(args.repeats),
         "half_reduce": half_reduce(args.repeats),
+        "python_hook": python_hook(4 * args.repeats),
     }
     write_json_atomic(doc, OUT)
     for name in ("fp16", "bf16"):
@@ -237,6 +319,11 @@ def main() -> int:
         )
     a, b = doc["averaging"]["fit"]
     print(f"parameter averaging: {a * 1e6:.1f} us + {b * 1e9:.3f} ns/elem")
+    hook = doc["python_hook"]
+    print(
+        f"python hook: {hook['hook_s'] * 1e6:.1f} us per bucket, "
+        f"{hook['callback_s'] * 1e6:.1f} us per further callback"
+    )
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 

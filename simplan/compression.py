@@ -132,6 +132,8 @@ class CompressionRates:
     half_reduce_s_per_elem: dict[str, float]  # gloo's software sum of half elements
     powersgd: dict[str, tuple[float, float, float]]  # phase -> per matrix, per flop, per elem
     averaging: tuple[float, float]  # per call s, s per parameter
+    hook_s: float  # a Python DDP hook per bucket, with its future's first callback
+    callback_s: float  # each further chained callback
     source: str
 
 
@@ -151,6 +153,8 @@ def rates_for(device_name: str) -> CompressionRates | None:
         half_reduce_s_per_elem=dict(doc["half_reduce"]["extra_s_per_elem"]),
         powersgd={k: (psgd[k][0], psgd[k][1], psgd[k][2]) for k in ("encode", "middle", "decode")},
         averaging=(doc["averaging"]["fit"][0], doc["averaging"]["fit"][1]),
+        hook_s=float(doc["python_hook"]["hook_s"]),
+        callback_s=float(doc["python_hook"]["callback_s"]),
         source=str(path.relative_to(COSTS_DIR.parents[1])),
     )
 
@@ -182,7 +186,7 @@ def bucket_compute(
         if rates is not None and compress in rates.cast_encode:
             encode = _linear(rates.cast_encode[compress], elems)
             decode = _linear(rates.cast_decode[compress], elems)
-            decode += rates.half_reduce_s_per_elem.get(compress, 0.0) * elems
+            decode += rates.half_reduce_s_per_elem.get(compress, 0.0) * elems + rates.hook_s
         else:  # read fp32, write half; read half, write fp32
             encode = device.memory_time_s(elems * (grad_bytes + HALF_BYTES) * 2)
             decode = device.memory_time_s(elems * (grad_bytes + HALF_BYTES))
@@ -190,8 +194,9 @@ def bucket_compute(
     split = powersgd_split(shapes, rank)
     phases = _powersgd_phases(split, elems, device, grad_bytes, rates)
     plain = device.memory_time_s(split.uncompressed_elems * grad_bytes * 3)  # div, copy back
-    if rates is not None:
+    if rates is not None:  # the callbacks: copies of the plain part back, and the hook's
         plain = _linear(rates.cast_decode.get("fp16", (0.0, 0.0)), split.uncompressed_elems)
+        plain += rates.hook_s + 2 * rates.callback_s
     return BucketCompute(encode_s=phases[0], between_s=(plain, phases[1], phases[2]))
 
 
@@ -216,6 +221,12 @@ def _powersgd_phases(
     gemm = device.gemm_time_s(flops, "fp32") if flops else 0.0
     feedback = device.memory_time_s(elems * grad_bytes * 3)  # add, copy; subtract
     return (gemm + feedback, gemm, gemm + feedback)
+
+
+def local_hook_s(device: DeviceModel) -> float:
+    """post_localSGD_hook past its warm-up: a Python hook per bucket that sends nothing."""
+    rates = rates_for(device.name)
+    return rates.hook_s if rates is not None else 0.0
 
 
 def averaging_compute_s(params: float, device: DeviceModel, grad_bytes: int) -> float:

@@ -60,6 +60,7 @@ def profile_for(
             cached is not None
             and cached.meta.get("torch_version") == torch.__version__
             and cached.meta.get("timing") == TIMING_METHOD
+            and _has_shapes(cached)
         ):
             return cached, path
         profile = measure(
@@ -75,6 +76,12 @@ def profile_for(
         torch.set_num_threads(old)
     path = _threads_path(default_profile_path(profile), threads)
     return profile, write_profile(profile, path)
+
+
+def _has_shapes(profile: Profile) -> bool:
+    """The profile's graph records its parameter shapes (counted since they are: PowerSGD's
+    wire bytes need them)."""
+    return all("param_shapes" in x.attrs for x in profile.model.layers if x.params)
 
 
 def _cached_profile(path: Path) -> Profile | None:

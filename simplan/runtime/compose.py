@@ -387,7 +387,7 @@ def register_sync_hook(ddp: Any, config: ParallelConfig) -> None:
         ddp.register_comm_hook(local_state, local.post_localSGD_hook)
 
 
-def bf16_gloo_hook(process_group, bucket):  # type: ignore[no-untyped-def]
+def bf16_gloo_hook(process_group, bucket):
     """torch's fp16_compress_hook with bfloat16: torch's own bf16_compress_hook refuses
     gloo on CPU (torch 2.13). Cast the bucket to bfloat16 divided by the world size, all-reduce
     it, copy the result back into the fp32 bucket. Unannotated: DDP refuses a hook whose

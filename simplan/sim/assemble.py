@@ -11,7 +11,13 @@ from functools import lru_cache
 from typing import Any
 
 from simplan.capabilities import CapabilityProvider, DeviceCapabilities, match_profile, provider_for
-from simplan.compression import averaging_compute_s, bucket_compute, layer_shapes, wire_bytes
+from simplan.compression import (
+    averaging_compute_s,
+    bucket_compute,
+    layer_shapes,
+    local_hook_s,
+    wire_bytes,
+)
 from simplan.costmodel import optimizer_step_s
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
@@ -202,8 +208,12 @@ class Assembler:
         (post_localSGD_hook past its warm-up) all-reduces nothing."""
         fw = self.caps[stage].framework
 
+        hook = local_hook_s(self.devices[stage])
+
         def framework_only(nbytes: float, _stage: int) -> float:
-            return fw.ddp_bucket_cost_s(nbytes) if nbytes > 0 and self.config.zero == 0 else 0.0
+            if nbytes <= 0 or self.config.zero != 0:
+                return 0.0
+            return fw.ddp_bucket_cost_s(nbytes) + hook
 
         return self._plain_buckets(steps, stage, grad_b, framework_only)
 
@@ -217,7 +227,10 @@ class Assembler:
         compute, shapes, filled = 0.0, [], 0
         for step, layer in zip(reversed(steps), reversed(layers), strict=True):
             compute += step.bwd_s
-            for shape in reversed(layer_shapes(layer)):
+            # casts see elements only: each layer's (TP shard of) parameters as one tensor
+            flat = ((int(step.params),),) if step.params else ()
+            tensors = layer_shapes(layer) if self.config.compress == "powersgd" else flat
+            for shape in reversed(tensors):
                 shapes.append(shape)
                 filled += math.prod(shape) * grad_b
                 if filled >= cap:
