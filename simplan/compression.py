@@ -223,12 +223,6 @@ def _powersgd_phases(
     return (gemm + feedback, gemm, gemm + feedback)
 
 
-def local_hook_s(device: DeviceModel) -> float:
-    """post_localSGD_hook past its warm-up: a Python hook per bucket that sends nothing."""
-    rates = rates_for(device.name)
-    return rates.hook_s if rates is not None else 0.0
-
-
 def averaging_compute_s(params: float, device: DeviceModel, grad_bytes: int) -> float:
     """Local SGD's parameter averaging without its all-reduce (flatten, divide, copy back)."""
     rates = rates_for(device.name)

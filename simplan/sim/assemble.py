@@ -15,7 +15,6 @@ from simplan.compression import (
     averaging_compute_s,
     bucket_compute,
     layer_shapes,
-    local_hook_s,
     wire_bytes,
 )
 from simplan.costmodel import optimizer_step_s
