@@ -204,15 +204,15 @@ class Assembler:
 
     def _local_buckets(self, steps: tuple[LayerStep, ...], stage: int, grad_b: int) -> list[Bucket]:
         """A local SGD step: DDP's reducer still fills and empties its buckets, but the hook
-        (post_localSGD_hook past its warm-up) all-reduces nothing."""
+        (post_localSGD_hook past its warm-up) all-reduces nothing. It returns an already
+        completed future, with no callback on gloo's thread (what the measured Python hook
+        cost, traces/compression, is mostly made of): no hook cost is added."""
         fw = self.caps[stage].framework
-
-        hook = local_hook_s(self.devices[stage])
 
         def framework_only(nbytes: float, _stage: int) -> float:
             if nbytes <= 0 or self.config.zero != 0:
                 return 0.0
-            return fw.ddp_bucket_cost_s(nbytes) + hook
+            return fw.ddp_bucket_cost_s(nbytes)
 
         return self._plain_buckets(steps, stage, grad_b, framework_only)
 
