@@ -20,7 +20,12 @@ compression with (simplan.compression).
 
 5. A Python DDP communication hook against torch's C++ all-reduce, on a one-bucket model
    (784-128-10) on 2 ranks: the hook's call and its future's callback (hook_s, one callback, as
-   fp16_compress_hook) and each further chained callback (callback_s; PowerSGD chains three).
+   fp16_compress_hook), each further chained callback (callback_s; PowerSGD chains three), and
+   what an all-reduce issued and waited for inside a callback (PowerSGD's P and Q) takes beyond
+   the same all-reduce from the main thread (nested_extra_s).
+6. torch's powerSGD_hook whole (ranks 1 and 4) on two other one-bucket models (512-256-64,
+   256-128-32) against its communication chain alone, less the tensor work 2 prices: the hook's
+   bookkeeping per bucket, fitted as t = per_bucket_s + s_per_elem * elements.
 
 Writes traces/compression/cpu.json (measurements + fits + metadata) and prints the fits.
 Usage: PYTHONPATH=. python benchmarks/compression_costs.py [--repeats N]
@@ -196,13 +201,16 @@ def _reduce_rank(rank: int, init: str, repeats: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _hooked_steps(ddp: Any, hook: Any, repeats: int) -> float:
-    """Median forward+backward of one DDP model (one bucket), each step after a barrier."""
+def _hooked_steps(ddp: Any, hook: Any, repeats: int, width: int = 784) -> float:
+    """Median forward+backward of one DDP model (one bucket), each step after a barrier; hook:
+    a hook, or (state, hook)."""
     import torch.distributed as dist
 
-    if hook is not None:
+    if isinstance(hook, tuple):
+        ddp.register_comm_hook(*hook)
+    elif hook is not None:
         ddp.register_comm_hook(None, hook)
-    x = torch.randn(64, 784)
+    x = torch.randn(64, width)
 
     def step() -> None:
         dist.barrier()
@@ -227,6 +235,69 @@ def _three_callbacks(state, bucket):
     return first.then(lambda f: f.value()).then(lambda f: f.value())
 
 
+NESTED_ELEMS = 4  # the all-reduces issued from callbacks: tiny, so that latency is all they cost
+
+
+def _nested_allreduces(state, bucket):
+    """PowerSGD's chain without its compute: the bucket's all-reduce, then two more issued and
+    waited for inside the future's callbacks (as powerSGD_hook does for P and Q)."""
+    import torch.distributed as dist
+
+    small = [torch.zeros(NESTED_ELEMS), torch.zeros(NESTED_ELEMS)]
+    buffer = bucket.buffer()
+
+    def again(i: int) -> Any:
+        return lambda f: dist.all_reduce(small[i], async_op=True).get_future().wait()[0]
+
+    return _allreduce_fut(bucket).then(again(0)).then(again(1)).then(lambda f: buffer)
+
+
+# Linear(a, b), Linear(b, c): one bucket each, 147k and 37k parameters (not the validated MLP)
+PSGD_MODELS = ((512, 256, 64), (256, 128, 32))
+
+
+def _powersgd_chain(state, bucket):
+    """PowerSGD's communication chain alone: a tiny all-reduce (its uncompressed part), then
+    two more issued and waited for inside callbacks (P, Q); the bucket is returned as is."""
+    import torch.distributed as dist
+
+    small = [torch.zeros(NESTED_ELEMS) for _ in range(3)]
+    buffer = bucket.buffer()
+
+    def again(i: int) -> Any:
+        return lambda f: dist.all_reduce(small[i], async_op=True).get_future().wait()[0]
+
+    first = dist.all_reduce(small[0], async_op=True).get_future()
+    return first.then(again(1)).then(again(2)).then(lambda f: buffer)
+
+
+def _psgd_model_steps(model: tuple[int, int, int], repeats: int) -> dict[str, float]:
+    """The model's forward+backward with PowerSGD's chain alone and with torch's hook."""
+    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from simplan.compression import SYNC_WARMUP_STEPS
+
+    a, b, c = model
+    out = {}
+    for name in ("chain", *(f"r{r}" for r in RANKS[::2])):
+        torch.manual_seed(0)
+        ddp = DDP(torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.Linear(b, c)))
+        if name == "chain":
+            hook: tuple[Any, Any] = (None, _powersgd_chain)
+        else:
+            state = powerSGD_hook.PowerSGDState(
+                process_group=None,
+                matrix_approximation_rank=int(name[1:]),
+                start_powerSGD_iter=SYNC_WARMUP_STEPS,
+                use_error_feedback=True,
+                warm_start=True,
+            )
+            hook = (state, powerSGD_hook.powerSGD_hook)
+        out[name] = _hooked_steps(ddp, hook, repeats, a)
+    return out
+
+
 def _hook_rank(rank: int, init: str, repeats: int, out: str) -> None:
     import json
 
@@ -239,10 +310,27 @@ def _hook_rank(rank: int, init: str, repeats: int, out: str) -> None:
     scheduling = enter_realtime()
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     times = {}
-    for name, hook in (("none", None), ("one", _one_callback), ("three", _three_callbacks)):
+    hooks = (
+        ("none", None),
+        ("one", _one_callback),
+        ("three", _three_callbacks),
+        ("nested", _nested_allreduces),
+    )
+    for name, hook in hooks:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.Linear(128, 10))
         times[name] = _hooked_steps(DDP(model), hook, repeats)
+    barrier = timed(dist.barrier, repeats)
+    tiny = torch.zeros(NESTED_ELEMS)
+
+    def tiny_all_reduce() -> None:
+        dist.barrier()
+        dist.all_reduce(tiny)
+
+    times["tiny_all_reduce"] = timed(tiny_all_reduce, repeats) - barrier
+    for widths in PSGD_MODELS:
+        tag = "x".join(map(str, widths))
+        times |= {f"psgd_{tag}_{k}": v for k, v in _psgd_model_steps(widths, repeats).items()}
     if rank == 0:
         Path(out).write_text(json.dumps({"steps_s": times, "scheduling": scheduling}))
     dist.destroy_process_group()
@@ -251,13 +339,18 @@ def _hook_rank(rank: int, init: str, repeats: int, out: str) -> None:
 def python_hook(repeats: int) -> dict[str, Any]:
     """What a Python communication hook adds to a DDP step of one bucket (the 784-128-10
     model's): the same all-reduce with torch's C++ default, with a Python hook whose future has
-    one callback (fp16_compress_hook's shape), and with three chained callbacks (PowerSGD's)."""
+    one callback (fp16_compress_hook's shape), with three chained callbacks (PowerSGD's), and
+    with two more tiny all-reduces issued and waited for inside callbacks (PowerSGD's P and Q),
+    against the same tiny all-reduce from the main thread."""
     done = _spawn(_hook_rank, repeats)
     t = done["steps_s"]
     return {
         "steps_s": t,
         "hook_s": max(t["one"] - t["none"], 0.0),
         "callback_s": max((t["three"] - t["one"]) / 2, 0.0),
+        # an all-reduce issued and waited for inside a callback, beyond the same all-reduce
+        # issued from the main thread
+        "nested_extra_s": max((t["nested"] - t["one"]) / 2 - t["tiny_all_reduce"], 0.0),
         "scheduling": done["scheduling"],
     }
 
@@ -284,6 +377,34 @@ def half_reduce(repeats: int) -> dict[str, Any]:
     return {"points": rows, "extra_s_per_elem": fits, "scheduling": done["scheduling"]}
 
 
+def powersgd_bookkeeping(doc: dict[str, Any]) -> dict[str, Any]:
+    """What torch's powerSGD_hook takes on PSGD_MODELS beyond its communication chain (the same
+    three all-reduces, alone) and the tensor work that 2 prices: its Python (per-tensor loops,
+    views, concatenation, statistics) and the allocations of its per-step copies of the bucket
+    (clone, error); median over the ranks measured, fitted per bucket as
+    t = per_bucket_s + s_per_elem * elements over the models."""
+    from simplan.compression import bucket_compute, rates_from_doc
+    from simplan.validate import local_cluster
+
+    rates = rates_from_doc(doc, "in memory")
+    steps = doc["python_hook"]["steps_s"]
+    device = local_cluster(WORLD).device_model(0)
+    chain = rates.hook_s + 2 * (rates.callback_s + rates.nested_extra_s)  # measured apart
+    points = []
+    for a, b, c in PSGD_MODELS:
+        tag = f"{a}x{b}x{c}"
+        shapes = ((c,), (c, b), (b,), (b, a))
+        rest = []
+        for r in RANKS[::2]:
+            work = bucket_compute("powersgd", shapes, r, device, 4, rates)
+            modelled = work.encode_s + sum(work.between_s) - chain
+            rest.append(steps[f"psgd_{tag}_r{r}"] - steps[f"psgd_{tag}_chain"] - modelled)
+        elems = a * b + b + b * c + c
+        points.append({"model": [a, b, c], "elems": elems, "s": statistics.median(rest)})
+    coef = fit([[1, p["elems"]] for p in points], [max(p["s"], 1e-7) for p in points])
+    return {"points": points, "fit": coef}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per point (50)")
@@ -303,6 +424,7 @@ def main() -> int:
         "half_reduce": half_reduce(args.repeats),
         "python_hook": python_hook(4 * args.repeats),
     }
+    doc["powersgd_bookkeeping"] = powersgd_bookkeeping(doc)
     write_json_atomic(doc, OUT)
     for name in ("fp16", "bf16"):
         c = doc["casts"][name]
@@ -322,8 +444,11 @@ def main() -> int:
     hook = doc["python_hook"]
     print(
         f"python hook: {hook['hook_s'] * 1e6:.1f} us per bucket, "
-        f"{hook['callback_s'] * 1e6:.1f} us per further callback"
+        f"{hook['callback_s'] * 1e6:.1f} us per further callback, "
+        f"{hook['nested_extra_s'] * 1e6:.1f} us more per all-reduce issued from a callback"
     )
+    a, b = doc["powersgd_bookkeeping"]["fit"]
+    print(f"powersgd hook bookkeeping: {a * 1e6:.1f} us + {b * 1e9:.3f} ns/elem per bucket")
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 

@@ -134,6 +134,9 @@ class CompressionRates:
     averaging: tuple[float, float]  # per call s, s per parameter
     hook_s: float  # a Python DDP hook per bucket, with its future's first callback
     callback_s: float  # each further chained callback
+    nested_extra_s: float  # an all-reduce issued from a callback, beyond one from the main thread
+    # powerSGD_hook per bucket beyond its tensor work: (per bucket s, s per element)
+    powersgd_bookkeeping: tuple[float, float]
     source: str
 
 
@@ -145,17 +148,27 @@ def rates_for(device_name: str) -> CompressionRates | None:
         return None
     from simplan.io import read_json
 
-    doc: dict[str, Any] = read_json(path)
-    casts, psgd = doc["casts"], doc["powersgd"]
+    return rates_from_doc(read_json(path), str(path.relative_to(COSTS_DIR.parents[1])))
+
+
+def _pair(values: Any) -> tuple[float, float]:
+    return float(values[0]), float(values[1])
+
+
+def rates_from_doc(doc: dict[str, Any], source: str) -> CompressionRates:
+    """The rates of a benchmarks/compression_costs.py document."""
+    casts, psgd, hook = doc["casts"], doc["powersgd"], doc["python_hook"]
     return CompressionRates(
         cast_encode={k: (v["encode"][0], v["encode"][1]) for k, v in casts.items()},
         cast_decode={k: (v["decode"][0], v["decode"][1]) for k, v in casts.items()},
         half_reduce_s_per_elem=dict(doc["half_reduce"]["extra_s_per_elem"]),
         powersgd={k: (psgd[k][0], psgd[k][1], psgd[k][2]) for k in ("encode", "middle", "decode")},
         averaging=(doc["averaging"]["fit"][0], doc["averaging"]["fit"][1]),
-        hook_s=float(doc["python_hook"]["hook_s"]),
-        callback_s=float(doc["python_hook"]["callback_s"]),
-        source=str(path.relative_to(COSTS_DIR.parents[1])),
+        hook_s=float(hook["hook_s"]),
+        callback_s=float(hook["callback_s"]),
+        nested_extra_s=float(hook.get("nested_extra_s", 0.0)),
+        powersgd_bookkeeping=_pair(doc.get("powersgd_bookkeeping", {}).get("fit", (0.0, 0.0))),
+        source=source,
     )
 
 
@@ -173,15 +186,20 @@ def _linear(coef: tuple[float, float], n: float) -> float:
 
 
 def bucket_compute(
-    compress: str, shapes: tuple[Shape, ...], rank: int, device: DeviceModel, grad_bytes: int
+    compress: str,
+    shapes: tuple[Shape, ...],
+    rank: int,
+    device: DeviceModel,
+    grad_bytes: int,
+    rates: CompressionRates | None = None,
 ) -> BucketCompute:
-    """What compressing one bucket computes, priced by the device's measured rates, else by
-    its roofline."""
+    """What compressing one bucket computes, priced by `rates` (default: the device's
+    measured rates), else by its roofline."""
     wires = wire_bytes(compress, shapes, rank, grad_bytes)
     if compress == "none":
         return BucketCompute(encode_s=0.0, between_s=(0.0,) * len(wires))
     elems = float(sum(math.prod(s) for s in shapes))
-    rates = rates_for(device.name)
+    rates = rates or rates_for(device.name)
     if compress in ("fp16", "bf16"):
         if rates is not None and compress in rates.cast_encode:
             encode = _linear(rates.cast_encode[compress], elems)
@@ -194,9 +212,11 @@ def bucket_compute(
     split = powersgd_split(shapes, rank)
     phases = _powersgd_phases(split, elems, device, grad_bytes, rates)
     plain = device.memory_time_s(split.uncompressed_elems * grad_bytes * 3)  # div, copy back
-    if rates is not None:  # the callbacks: copies of the plain part back, and the hook's
+    if rates is not None:  # the callbacks: copies of the plain part back, the hook's, and
+        # P's and Q's all-reduces, issued from callbacks
         plain = _linear(rates.cast_decode.get("fp16", (0.0, 0.0)), split.uncompressed_elems)
-        plain += rates.hook_s + 2 * rates.callback_s
+        plain += rates.hook_s + 2 * (rates.callback_s + rates.nested_extra_s)
+        plain += _linear(rates.powersgd_bookkeeping, elems)
     return BucketCompute(encode_s=phases[0], between_s=(plain, phases[1], phases[2]))
 
 
