@@ -204,6 +204,14 @@ def print_record(record: dict[str, Any]) -> None:
         f"unsplit fwd+bwd {meas['baseline_fwd_bwd_s'] * 1e3:.2f} ms (slower rank "
         f"+{meas['baseline_straggler_s'] * 1e3:.2f})"
     )
+    local, sim = meas.get("local_sgd"), pred.get("local_sgd")
+    if local and sim:
+        print(
+            f"local SGD, period {local['period']}: mean over a period; step with the model "
+            f"average predicted {sim['sync_step_s'] * 1e3:.2f} ms, measured "
+            f"{local['sync_step_s'] * 1e3:.2f}; local step predicted "
+            f"{sim['local_step_s'] * 1e3:.2f}, measured {local['local_step_s'] * 1e3:.2f}"
+        )
     parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.2f}" for k, v in pred["breakdown"].items())
     print(f"predicted breakdown (ms, mean over stages): {parts}")
     if "memory" in record:
