@@ -25,7 +25,8 @@ compression with (simplan.compression).
    the same all-reduce from the main thread (nested_extra_s).
 6. torch's powerSGD_hook whole (ranks 1 and 4) on two other one-bucket models (512-256-64,
    256-128-32) against its communication chain alone, less the tensor work 2 prices: the hook's
-   bookkeeping per bucket, fitted as t = per_bucket_s + s_per_elem * elements.
+   bookkeeping per bucket, fitted as t = per_bucket_s + s_per_elem * elements; the same for
+   the fp16 / bf16 hooks against a one-callback Python all-reduce of the fp32 bucket.
 
 Writes traces/compression/cpu.json (measurements + fits + metadata) and prints the fits.
 Usage: PYTHONPATH=. python benchmarks/compression_costs.py [--repeats N]
@@ -272,19 +273,27 @@ def _powersgd_chain(state, bucket):
 
 
 def _psgd_model_steps(model: tuple[int, int, int], repeats: int) -> dict[str, float]:
-    """The model's forward+backward with PowerSGD's chain alone and with torch's hook."""
-    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
+    """The model's forward+backward with PowerSGD's chain alone and with torch's hook, and with
+    a one-callback all-reduce hook and the fp16 / bf16 hooks."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from simplan.compression import SYNC_WARMUP_STEPS
+    from simplan.runtime.compose import bf16_gloo_hook
 
     a, b, c = model
     out = {}
-    for name in ("chain", *(f"r{r}" for r in RANKS[::2])):
+    plain = {
+        "chain": _powersgd_chain,
+        "one": _one_callback,
+        "fp16": default_hooks.fp16_compress_hook,
+        "bf16": bf16_gloo_hook,
+    }
+    for name in (*plain, *(f"r{r}" for r in RANKS[::2])):
         torch.manual_seed(0)
         ddp = DDP(torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.Linear(b, c)))
-        if name == "chain":
-            hook: tuple[Any, Any] = (None, _powersgd_chain)
+        if name in plain:
+            hook: tuple[Any, Any] = (None, plain[name])
         else:
             state = powerSGD_hook.PowerSGDState(
                 process_group=None,
@@ -405,6 +414,36 @@ def powersgd_bookkeeping(doc: dict[str, Any]) -> dict[str, Any]:
     return {"points": points, "fit": coef}
 
 
+def cast_bookkeeping(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the fp16 / bf16 hooks take on PSGD_MODELS beyond a Python all-reduce hook of the
+    fp32 bucket with one callback, the cast work 1 prices, gloo's half sums 3 prices and the
+    bytes they save on the wire (the calibrated all-reduce, as the simulator prices it): the
+    allocation of the half-width copy each step and the rest of the hook's own work; fitted
+    per hook as t = per_bucket_s + s_per_elem * elements over the models."""
+    from simplan.compression import bucket_compute, rates_from_doc
+    from simplan.validate import local_cluster
+
+    rates = rates_from_doc(doc, "in memory")
+    steps = doc["python_hook"]["steps_s"]
+    cluster = local_cluster(WORLD)
+    device = cluster.device_model(0)
+    out: dict[str, Any] = {}
+    for kind in ("fp16", "bf16"):
+        points = []
+        for a, b, c in PSGD_MODELS:
+            tag = f"{a}x{b}x{c}"
+            elems = a * b + b + b * c + c
+            work = bucket_compute(kind, ((elems,),), 1, device, 4, rates)
+            wire = cluster.collective_time("all_reduce", 2 * elems, (0, 1))
+            wire -= cluster.collective_time("all_reduce", 4 * elems, (0, 1))
+            modelled = work.encode_s + sum(work.between_s) - rates.hook_s + wire
+            rest = steps[f"psgd_{tag}_{kind}"] - steps[f"psgd_{tag}_one"] - modelled
+            points.append({"model": [a, b, c], "elems": elems, "s": rest})
+        fitted = fit([[1, p["elems"]] for p in points], [max(p["s"], 1e-7) for p in points])
+        out[kind] = {"points": points, "fit": fitted}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per point (50)")
@@ -425,6 +464,7 @@ def main() -> int:
         "python_hook": python_hook(4 * args.repeats),
     }
     doc["powersgd_bookkeeping"] = powersgd_bookkeeping(doc)
+    doc["cast_bookkeeping"] = cast_bookkeeping(doc)
     write_json_atomic(doc, OUT)
     for name in ("fp16", "bf16"):
         c = doc["casts"][name]
@@ -449,6 +489,9 @@ def main() -> int:
     )
     a, b = doc["powersgd_bookkeeping"]["fit"]
     print(f"powersgd hook bookkeeping: {a * 1e6:.1f} us + {b * 1e9:.3f} ns/elem per bucket")
+    for name in ("fp16", "bf16"):
+        a, b = doc["cast_bookkeeping"][name]["fit"]
+        print(f"{name} hook bookkeeping: {a * 1e6:.1f} us + {b * 1e9:.3f} ns/elem per bucket")
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 

@@ -137,6 +137,7 @@ class CompressionRates:
     nested_extra_s: float  # an all-reduce issued from a callback, beyond one from the main thread
     # powerSGD_hook per bucket beyond its tensor work: (per bucket s, s per element)
     powersgd_bookkeeping: tuple[float, float]
+    cast_bookkeeping: dict[str, tuple[float, float]]  # the fp16 / bf16 hooks' likewise
     source: str
 
 
@@ -168,6 +169,7 @@ def rates_from_doc(doc: dict[str, Any], source: str) -> CompressionRates:
         callback_s=float(hook["callback_s"]),
         nested_extra_s=float(hook.get("nested_extra_s", 0.0)),
         powersgd_bookkeeping=_pair(doc.get("powersgd_bookkeeping", {}).get("fit", (0.0, 0.0))),
+        cast_bookkeeping={k: _pair(v["fit"]) for k, v in doc.get("cast_bookkeeping", {}).items()},
         source=source,
     )
 
@@ -205,6 +207,7 @@ def bucket_compute(
             encode = _linear(rates.cast_encode[compress], elems)
             decode = _linear(rates.cast_decode[compress], elems)
             decode += rates.half_reduce_s_per_elem.get(compress, 0.0) * elems + rates.hook_s
+            decode += _linear(rates.cast_bookkeeping.get(compress, (0.0, 0.0)), elems)
         else:  # read fp32, write half; read half, write fp32
             encode = device.memory_time_s(elems * (grad_bytes + HALF_BYTES) * 2)
             decode = device.memory_time_s(elems * (grad_bytes + HALF_BYTES))
