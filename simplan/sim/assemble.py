@@ -221,6 +221,11 @@ class Assembler:
     ) -> list[Bucket]:
         """Buckets of whole gradient tensors (reverse layer order, closed once they reach the
         bucket size), each synced through the compression hook (simplan.compression)."""
+        if self.config.compress == "powersgd" and self.config.tp > 1:
+            raise SimplanError(
+                "PowerSGD is simulated on whole parameter matrices, not tensor-parallel shards: "
+                "use tp 1 or another --compress"
+            )
         cap = self.config.bucket_bytes
         groups: list[tuple[float, list[tuple[int, ...]]]] = []
         compute, shapes, filled = 0.0, [], 0

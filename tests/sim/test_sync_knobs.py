@@ -74,3 +74,12 @@ def test_local_sgd_syncs_every_h_th_step() -> None:
 def test_local_sgd_period_1_is_plain_dp() -> None:
     graph, cluster = load_model("mlp"), local_cluster(2)
     assert simulate(graph, cluster, _config(local_sgd=1), record=False).local_sgd is None
+
+
+def test_powersgd_with_tensor_parallelism_is_refused_in_one_line() -> None:
+    from simplan.errors import SimplanError
+
+    config = ParallelConfig(dp=2, tp=2, global_batch=8, dtype="fp32", compress="powersgd")
+    with pytest.raises(SimplanError, match="tensor-parallel shards") as err:
+        simulate(load_model("mlp"), local_cluster(4), config, record=False)
+    assert "\n" not in str(err.value)
