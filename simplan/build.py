@@ -235,6 +235,7 @@ def _layer(
         identity=key,
         fwd_ops=count.fwd_ops,
         bwd_ops=count.bwd_ops,
-        attrs=dict(getattr(module, "simplan_attrs", {})),
+        attrs=dict(getattr(module, "simplan_attrs", {}))
+        | {"param_shapes": [list(p.shape) for p in params]},
         saved_output_bytes=count.saved_output_bytes,
     )

@@ -60,6 +60,7 @@ def profile_for(
             cached is not None
             and cached.meta.get("torch_version") == torch.__version__
             and cached.meta.get("timing") == TIMING_METHOD
+            and _has_shapes(cached)
         ):
             return cached, path
         profile = measure(
@@ -75,6 +76,12 @@ def profile_for(
         torch.set_num_threads(old)
     path = _threads_path(default_profile_path(profile), threads)
     return profile, write_profile(profile, path)
+
+
+def _has_shapes(profile: Profile) -> bool:
+    """The profile's graph records its parameter shapes (counted since they are: PowerSGD's
+    wire bytes need them)."""
+    return all("param_shapes" in x.attrs for x in profile.model.layers if x.params)
 
 
 def _cached_profile(path: Path) -> Profile | None:
@@ -157,7 +164,6 @@ class ValidationOptions:
     steps: timed steps, at least; more if they would last less than `min_timed_s` seconds (by
         the prediction; see `timed_steps`).
     warmup: untimed steps first.
-    comm_hook: DDP gradient compression hook ('' none, 'fp16').
     realtime: the ranks run under SCHED_FIFO where permitted (simplan.realtime), as bench-comm
         calibrates.
     threads: torch threads per rank.
@@ -174,7 +180,6 @@ class ValidationOptions:
     steps: int = 30
     min_timed_s: float = 3.0
     warmup: int = 5
-    comm_hook: str = ""
     realtime: bool = True
     threads: int = 1
     timeout_s: float = 120.0
@@ -187,6 +192,19 @@ class ValidationOptions:
     def __post_init__(self) -> None:
         if self.profile_source not in PROFILE_SOURCES:
             raise SimplanError(f"profile source must be one of {', '.join(PROFILE_SOURCES)}")
+
+
+def _check_warmup(config: ParallelConfig, warmup: int) -> None:
+    """PowerSGD and post-local SGD all-reduce plainly for their first SYNC_WARMUP_STEPS steps:
+    the untimed warm-up must cover them, so that the timed steps are the ones simulated."""
+    from simplan.compression import SYNC_WARMUP_STEPS
+
+    knob = "--compress powersgd" if config.compress == "powersgd" else "--local-sgd"
+    if (config.compress == "powersgd" or config.local_sgd > 1) and warmup < SYNC_WARMUP_STEPS:
+        raise SimplanError(
+            f"{knob} all-reduces plainly for its first {SYNC_WARMUP_STEPS} steps: use "
+            f"--warmup {SYNC_WARMUP_STEPS} or more"
+        )
 
 
 def validate(
@@ -202,14 +220,14 @@ def validate(
         config=config,
         steps=o.steps,
         warmup=o.warmup,
-        comm_hook=o.comm_hook,
         threads=o.threads,
         timeout_s=o.timeout_s,
         fault=o.fault,
         profile_repeats=PROFILE_REPEATS if o.profile_source == "in-run" else 0,
         realtime=o.realtime,
     )  # checks the strategy before anything slow
-    _refuse_unrunnable(model, config, o.comm_hook)
+    _check_warmup(config, o.warmup)
+    _refuse_unrunnable(model, config)
     alone, alone_path = profile_for(model, config, threads=o.threads, refresh=o.refresh_profile)
     cluster = local_cluster(config.world_size, calibration=o.calibration)
     standalone = predict(model, config, alone, cluster)
@@ -242,13 +260,13 @@ def validate(
     return record
 
 
-def _refuse_unrunnable(model: str, config: ParallelConfig, comm_hook: str) -> None:
+def _refuse_unrunnable(model: str, config: ParallelConfig) -> None:
     """What the runtime cannot run on this model, refused before any profile or rank."""
     from simplan.runtime.job import runtime_refusal
     from simplan.sources import load_model
 
     graph = load_model(model, seq_len=config.seq_len or None, dtype=config.dtype)
-    refusal = runtime_refusal(config, graph, comm_hook)
+    refusal = runtime_refusal(config, graph)
     if refusal:
         raise SimplanError(refusal)
 
@@ -312,6 +330,7 @@ def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dic
         "model": job.model,
         "strategy": job.strategy,
         "configuration": config_label(job),
+        "sync": sync_knob(job.config),
         "job": job_to_dict(job),
         "environment": environment(threads_per_rank=job.threads),
         "profile": str(profile_path),
@@ -328,11 +347,23 @@ def make_record(job: Any, result: Any, measured: Any, profile_path: Path) -> dic
 def config_label(job: Any) -> str:
     cfg = job.config
     extra = f" {cfg.schedule}" + (f" v{cfg.virtual_stages}" if cfg.virtual_stages > 1 else "")
-    hook = f" {job.comm_hook}-compressed" if job.comm_hook else ""
     return (
-        f"{job.model} {job.strategy}{extra if cfg.pp > 1 else ''}{hook} x{cfg.world_size} "
+        f"{job.model} {job.strategy}{extra if cfg.pp > 1 else ''} x{cfg.world_size} "
         f"mb{cfg.micro_batch} gb{cfg.global_batch}"
     )
+
+
+def sync_knob(config: ParallelConfig) -> dict[str, Any]:
+    """How the replicas synchronised, for the record: the knob's fields and, where it has
+    them, its warm-up steps of plain all-reduce."""
+    from simplan.compression import SYNC_WARMUP_STEPS
+
+    knob = {"compress": config.compress, "local_sgd": config.local_sgd}
+    if config.compress == "powersgd":
+        knob["powersgd_rank"] = config.powersgd_rank
+    if config.compress == "powersgd" or config.local_sgd > 1:
+        knob["warmup_steps"] = SYNC_WARMUP_STEPS
+    return knob
 
 
 def write_record(record: dict[str, Any], runs_dir: str | Path = RUNS_DIR) -> Path:

@@ -272,6 +272,22 @@ def offload_lines(offload: dict[str, Any]) -> list[str]:
     return lines
 
 
+def sync_line(result: Any) -> str:
+    """How replicas synchronise, when not by a plain all-reduce of gradients ('' otherwise)."""
+    cfg, local = result.config, result.local_sgd
+    if local is not None:
+        return (
+            f"local SGD, period {local['period']}: step time is the mean over a period; a local "
+            f"step {local['local_step_s'] * 1e3:.2f} ms, the step with the model average "
+            f"{local['sync_step_s'] * 1e3:.2f} ms, each of the {local['warmup_steps']} warm-up "
+            f"steps (gradient all-reduce) {local['warmup_step_s'] * 1e3:.2f} ms"
+        )
+    if cfg.get("compress", "none") != "none":
+        rank = f" rank {cfg['powersgd_rank']}" if cfg["compress"] == "powersgd" else ""
+        return f"gradients compressed: {cfg['compress']}{rank} (torch's DDP communication hook)"
+    return ""
+
+
 def print_result(result: Any) -> None:
     cfg = result.config
     cp = cfg.get("cp", 1)
@@ -299,6 +315,9 @@ def print_result(result: Any) -> None:
         f"{result.tokens_per_s:,.0f} tokens/s   {result.tflops_per_device:.1f} TFLOP/s per "
         f"device   MFU {result.mfu:.1%}"
     )
+    sync = sync_line(result)
+    if sync:
+        print(sync)
     rows = []
     for d in result.devices:
         rows.append(

@@ -36,6 +36,8 @@ examples:
   simplan validate --model mlp --nprocs 2
   simplan validate --model gpt-tiny --nprocs 2 --strategy pp --schedule gpipe --micro-batch 2
   simplan validate --model mlp --nprocs 2 --strategy ddp --compress fp16 --json
+  simplan validate --model mlp --nprocs 2 --compress powersgd --powersgd-rank 4
+  simplan validate --model mlp --nprocs 2 --local-sgd 4
   simplan validate --plan plan.json --steps 50
 """
 
@@ -57,16 +59,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", help="validate a plan file's configuration instead")
     add_config_flags(
         p,
-        ("micro_batch", "global_batch", "seq_len", "schedule", "virtual_stages"),
+        (
+            "micro_batch",
+            "global_batch",
+            "seq_len",
+            "schedule",
+            "virtual_stages",
+            "compress",
+            "powersgd_rank",
+            "local_sgd",
+        ),
         defaults={"micro_batch": 64, "global_batch": None},
         helps={
             "micro_batch": "samples per micro-batch (64)",
             "global_batch": "samples per step (default: one or, for pp, 2 x pp micro-batches "
             "per replica)",
         },
-    )
-    p.add_argument(
-        "--compress", default="none", choices=("none", "fp16"), help="DDP gradient compression hook"
     )
     p.add_argument("--steps", type=STEPS, default=30, help="timed steps, at least (default 30)")
     p.add_argument(
@@ -131,6 +139,9 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
         schedule=args.schedule,
         virtual_stages=args.virtual_stages,
         seq_len=args.seq_len,
+        compress=args.compress,
+        powersgd_rank=args.powersgd_rank,
+        local_sgd=args.local_sgd,
     )
     return args.model, config
 
@@ -155,7 +166,6 @@ def run(args: argparse.Namespace) -> int:
             min_timed_s=args.min_time,
             warmup=args.warmup,
             realtime=args.realtime,
-            comm_hook="" if args.compress == "none" else args.compress,
             timeout_s=args.timeout,
             refresh_profile=args.reprofile,
             profile_source=args.profile_source,
@@ -194,6 +204,14 @@ def print_record(record: dict[str, Any]) -> None:
         f"unsplit fwd+bwd {meas['baseline_fwd_bwd_s'] * 1e3:.2f} ms (slower rank "
         f"+{meas['baseline_straggler_s'] * 1e3:.2f})"
     )
+    local, sim = meas.get("local_sgd"), pred.get("local_sgd")
+    if local and sim:
+        print(
+            f"local SGD, period {local['period']}: mean over a period; step with the model "
+            f"average predicted {sim['sync_step_s'] * 1e3:.2f} ms, measured "
+            f"{local['sync_step_s'] * 1e3:.2f}; local step predicted "
+            f"{sim['local_step_s'] * 1e3:.2f}, measured {local['local_step_s'] * 1e3:.2f}"
+        )
     parts = ", ".join(f"{k.removesuffix('_s')} {v * 1e3:.2f}" for k, v in pred["breakdown"].items())
     print(f"predicted breakdown (ms, mean over stages): {parts}")
     if "memory" in record:

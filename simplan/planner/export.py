@@ -107,7 +107,30 @@ TARGETS = FRAMEWORK_NAMES  # what --framework takes
 RULES = {"torchrun": "megatron"}  # an export kind that runs another framework's rules
 
 
+def sync_reason(cfg: Any, compress: tuple[str, ...] = ()) -> str | None:
+    """The synchronisation knob (compress, local_sgd, staleness) of `cfg` that a framework
+    whose arguments express only plain synchronous all-reduce (and the compressions
+    `compress`) cannot run, in one clause; None when it has none."""
+    if cfg.compress != "none" and cfg.compress not in compress:
+        can = f" (it can: {', '.join(compress)})" if compress else ""
+        return (
+            f"it has no {cfg.compress} gradient compression hook{can}; plan with --compress "
+            "none or run the plan with simplan run"
+        )
+    if cfg.local_sgd > 1:
+        return (
+            "it has no local SGD (periodic model averaging); plan with --local-sgd 1 or run "
+            "the plan with simplan run"
+        )
+    if cfg.staleness > 0:
+        return "it runs synchronous data parallelism only; plan with --staleness 0"
+    return None
+
+
 def _megatron_reason(cfg: Any) -> str | None:
+    sync = sync_reason(cfg)
+    if sync:
+        return sync
     if cfg.pp > 1 and cfg.schedule == "gpipe":
         return (
             "Megatron-LM runs 1F1B or interleaved 1F1B pipelines, not GPipe; plan with "
@@ -122,6 +145,9 @@ def _megatron_reason(cfg: Any) -> str | None:
 
 
 def _torchtitan_reason(cfg: Any) -> str | None:
+    sync = sync_reason(cfg)
+    if sync:
+        return sync
     if cfg.zero in (1, 2):
         return (
             f"ZeRO-{cfg.zero} has no exact FSDP2 equivalent (FSDP2 shards parameters too, "
@@ -166,6 +192,9 @@ def _deepspeed_reason(cfg: Any) -> str | None:
         )
     if cfg.fp8 != "none":
         return "its config has no FP8 training (Transformer Engine lives in the model code)"
+    sync = sync_reason(cfg, compress=("fp16", "bf16"))  # its communication_data_type
+    if sync:
+        return sync
     if cfg.tp > 1 or cfg.pp > 1:
         return (
             f"its config sets no tensor or pipeline degree (the plan has tp {cfg.tp}, pp "
@@ -533,7 +562,9 @@ def deepspeed_config(plan: Any) -> dict[str, Any]:
         "bf16": {"enabled": cfg.dtype == "bf16"},
         "fp16": {"enabled": cfg.dtype == "fp16"},
     }
-    if cfg.dtype in ("bf16", "fp16") and cfg.grad_reduce_dtype == "fp32":
+    if cfg.compress in ("fp16", "bf16"):  # gradients all-reduced at half width
+        config["communication_data_type"] = cfg.compress
+    elif cfg.dtype in ("bf16", "fp16") and cfg.grad_reduce_dtype == "fp32":
         config["communication_data_type"] = "fp32"
     if cfg.offload == "optimizer":
         zero = config["zero_optimization"]

@@ -125,14 +125,23 @@ class Trainer:
     run: Callable[[], list[torch.Tensor]]  # forward+backward, the micro-batch losses it saw
     modules: tuple[nn.Module, ...]  # the model's parts on this rank (for checkpoints)
     losses: list[float] = field(default_factory=list)  # step_loss() of every step so far
+    averaged: bool = False  # the last optimizer step ended with a model average (local SGD)
     _loss_sum: float = 0.0
 
     def forward_backward(self) -> None:
         self._loss_sum = float(sum(_plain(x).detach().item() for x in self.run()))
 
     def optimizer_step(self) -> None:
+        self.averaged = averages_now(self.optimizer)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def param_checksum(self) -> float:
+        """The sum of this rank's parameters (float64): equal across replicas that hold the
+        same model."""
+        return float(
+            sum(p.detach().double().sum().item() for m in self.modules for p in m.parameters())
+        )
 
     def step_loss(self) -> float:
         import torch.distributed as dist
@@ -167,7 +176,7 @@ def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
     # would skip its hook. The models here add out of place (the loss oracle checks gradients).
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     graph, model, inputs, target = seeded_model_and_batch(job.model, cfg, device)
-    refusal = runtime_refusal(cfg, graph, job.comm_hook)
+    refusal = runtime_refusal(cfg, graph)
     if refusal:
         raise SimplanError(refusal)
     mesh = init_device_mesh(device.type, mesh_shape(cfg), mesh_dim_names=MESH_DIMS)
@@ -303,6 +312,8 @@ def _always_sync(_last: bool) -> AbstractContextManager[Any]:
 
 
 def _optimizer(job: JobSpec, params: list[nn.Parameter]) -> Any:
+    if job.config.local_sgd > 1 and job.config.dp > 1:
+        return _local_sgd_optimizer(job, params)
     if job.config.zero != 1 or job.config.dp == 1:
         return make_optimizer(job, params)
     from torch.distributed.optim import ZeroRedundancyOptimizer
@@ -312,21 +323,98 @@ def _optimizer(job: JobSpec, params: list[nn.Parameter]) -> Any:
     return ZeroRedundancyOptimizer(params, torch.optim.Adam, lr=1e-4, fused=True)
 
 
+def _local_sgd_optimizer(job: JobSpec, params: list[nn.Parameter]) -> Any:
+    """Post-local SGD: the optimizer steps on local gradients and torch's PeriodicModelAverager
+    averages the parameters every config.local_sgd steps, from step SYNC_WARMUP_STEPS on."""
+    from torch.distributed.algorithms.model_averaging.averagers import PeriodicModelAverager
+    from torch.distributed.optim import PostLocalSGDOptimizer
+
+    from simplan.compression import SYNC_WARMUP_STEPS
+
+    averager = PeriodicModelAverager(period=job.config.local_sgd, warmup_steps=SYNC_WARMUP_STEPS)
+    return PostLocalSGDOptimizer(optim=make_optimizer(job, params), averager=averager)
+
+
+def averages_now(optimizer: Any) -> bool:
+    """Whether the optimizer's next step ends with a model average (PeriodicModelAverager's
+    rule: from warmup_steps on, every period-th step); False for any other optimizer."""
+    averager = getattr(optimizer, "averager", None)
+    if averager is None:
+        return False
+    since = averager.step - averager.warmup_steps
+    return since >= 0 and since % averager.period == 0
+
+
 def _ddp(
     job: JobSpec, model: nn.Module, device: torch.device
 ) -> tuple[nn.Module, Callable[[bool], AbstractContextManager[Any]]]:
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
     ddp = DDP(model, device_ids=ids, bucket_cap_mb=job.config.bucket_bytes / MiB)
-    if job.comm_hook == "fp16":
-        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    register_sync_hook(ddp, job.config)
 
     def sync(last: bool) -> AbstractContextManager[Any]:
         return contextlib.nullcontext() if last else ddp.no_sync()
 
     return ddp, sync
+
+
+def register_sync_hook(ddp: Any, config: ParallelConfig) -> None:
+    """The DDP communication hook of the configuration's synchronisation knob: fp16 / bf16
+    compression, PowerSGD (rank config.powersgd_rank, error feedback, warm start, plain
+    all-reduce for its first SYNC_WARMUP_STEPS steps), or post-local SGD's hook (plain
+    all-reduce for SYNC_WARMUP_STEPS steps, then none: the optimizer averages the model,
+    see _optimizer). None for a plain all-reduce."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+
+    from simplan.compression import SYNC_WARMUP_STEPS
+
+    if config.compress == "fp16":
+        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+    elif config.compress == "bf16":
+        ddp.register_comm_hook(None, bf16_gloo_hook)
+    elif config.compress == "powersgd":
+        state = powerSGD_hook.PowerSGDState(
+            process_group=None,
+            matrix_approximation_rank=config.powersgd_rank,
+            start_powerSGD_iter=SYNC_WARMUP_STEPS,
+            use_error_feedback=True,
+            warm_start=True,
+        )
+        ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+    elif config.local_sgd > 1:
+        from torch.distributed.algorithms.ddp_comm_hooks import post_localSGD_hook as local
+
+        # post_local_gradient_allreduce=False: past the warm-up the hook reduces nothing (with
+        # True it would keep all-reducing within each node's subgroup, here every rank)
+        local_state = local.PostLocalSGDState(
+            process_group=None,
+            subgroup=None,
+            start_localSGD_iter=SYNC_WARMUP_STEPS,
+            post_local_gradient_allreduce=False,
+        )
+        ddp.register_comm_hook(local_state, local.post_localSGD_hook)
+
+
+def bf16_gloo_hook(process_group, bucket):
+    """torch's fp16_compress_hook with bfloat16: torch's own bf16_compress_hook refuses
+    gloo on CPU (torch 2.13). Cast the bucket to bfloat16 divided by the world size, all-reduce
+    it, copy the result back into the fp32 bucket. Unannotated: DDP refuses a hook whose
+    annotations are not its own classes (here they would be strings); not named
+    bf16_compress_hook, a name DDP refuses without NCCL."""
+    import torch.distributed as dist
+
+    group = process_group if process_group is not None else dist.group.WORLD
+    buffer = bucket.buffer()
+    compressed = buffer.to(torch.bfloat16).div_(dist.get_world_size(group))
+    fut = dist.all_reduce(compressed, group=group, async_op=True).get_future()
+
+    def decompress(done: Any) -> torch.Tensor:
+        buffer.copy_(done.value()[0])
+        return buffer
+
+    return fut.then(decompress)
 
 
 def _fsdp_sync(model: nn.Module) -> Callable[[bool], AbstractContextManager[Any]]:

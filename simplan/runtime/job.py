@@ -15,9 +15,9 @@ from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import LayerTiming, Profile
+from simplan.units import MiB
 
 STRATEGIES = ("ddp", "fsdp", "tp", "pp")
-COMM_HOOKS = ("", "fp16")
 OPTIMIZERS = ("adam", "sgd")
 # a rank's progress marker (OUT_DIR/hb{rank}): one little-endian int64, 2 * step (+1 once the
 # step is done), -1 during start-up
@@ -32,7 +32,6 @@ class JobSpec:
     model: a model spec (preset, TOML file or file.py:factory).
     config: the parallel configuration; its degrees decide the strategy (see `strategy_of`).
     steps: timed optimizer steps, after `warmup` untimed ones.
-    comm_hook: DDP gradient compression: '' (none) or 'fp16' (fp16_compress_hook).
     optimizer: 'adam' (what the simulator models) or 'sgd'.
     threads: torch intra-op threads per rank (the profile must be measured with as many).
     timeout_s: the longest any rank may go without progress (start-up or one step).
@@ -57,7 +56,6 @@ class JobSpec:
     config: ParallelConfig
     steps: int = 30
     warmup: int = 5
-    comm_hook: str = ""
     optimizer: str = "adam"
     threads: int = 1
     timeout_s: float = 120.0
@@ -72,14 +70,10 @@ class JobSpec:
             raise SimplanError(
                 f"steps must be >= 1 and warm-up >= 0, got {self.steps}, {self.warmup}"
             )
-        if self.comm_hook not in COMM_HOOKS:
-            raise SimplanError(f"unknown gradient compression {self.comm_hook!r}: use fp16 or none")
         if self.optimizer not in OPTIMIZERS:
             raise SimplanError(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
         if self.threads < 1 or self.timeout_s <= 0:
             raise SimplanError("threads and the timeout must be positive")
-        if self.comm_hook and strategy_of(self.config) != "ddp":
-            raise SimplanError("gradient compression (--compress) applies to DDP only")
         strategy_of(self.config)  # refuses what no torch setting runs
 
     @property
@@ -103,7 +97,17 @@ def strategy_of(config: ParallelConfig) -> str:
         label += "+sp"
     if config.recompute != "none":
         label += f"+recompute-{config.recompute}"
-    return label
+    return label + sync_label(config)
+
+
+def sync_label(config: ParallelConfig) -> str:
+    """How replicas synchronise, when not by a plain all-reduce of gradients: '+fp16',
+    '+powersgd-r4', '+local-sgd-8' ('' otherwise)."""
+    if config.compress == "powersgd":
+        return f"+powersgd-r{config.powersgd_rank}"
+    if config.compress != "none":
+        return f"+{config.compress}"
+    return f"+local-sgd-{config.local_sgd}" if config.local_sgd > 1 else ""
 
 
 def config_refusal(config: ParallelConfig) -> str:
@@ -123,6 +127,9 @@ def config_refusal(config: ParallelConfig) -> str:
             "the runtime offloads with FSDP2's CPUOffloadPolicy, which shards the optimizer "
             f"with the parameters (ZeRO-2/3), not ZeRO-{config.zero}'s way: use zero 2 or 3"
         )
+    sync = _sync_refusal(config)
+    if sync:
+        return sync
     if config.zero == 1 and config.dp > 1 and (config.tp > 1 or config.pp > 1):
         return (
             f"ZeRO-1 with {'tp' if config.tp > 1 else 'pp'} has no exact torch equivalent "
@@ -148,9 +155,25 @@ def offload_refusal(config: ParallelConfig, cuda: bool | None = None) -> str:
     )
 
 
-def runtime_refusal(
-    config: ParallelConfig, graph: ModelGraph, comm_hook: str = "", cuda: bool | None = None
-) -> str:
+# torch 2.13's powerSGD_hook on gloo works with one DDP bucket only (two or more crash gloo with
+# a size mismatch; /work STACK.md); DDP's first bucket holds at most 1 MiB
+# (torch.distributed._DEFAULT_FIRST_BUCKET_BYTES)
+POWERSGD_GLOO_BYTES = MiB
+
+
+def _sync_refusal(config: ParallelConfig) -> str:
+    """Why the runtime cannot synchronise replicas as `config` asks ('' when it can)."""
+    knob = (
+        "--compress" if config.compress != "none" else "--local-sgd" if config.local_sgd > 1 else ""
+    )
+    if config.staleness:
+        return "the runtime runs synchronous data parallelism only: drop --staleness"
+    if knob and not (config.dp > 1 and config.zero == 0 and config.tp == 1 and config.pp == 1):
+        return f"{knob} runs as a DDP communication hook: it needs DDP only (dp > 1, zero 0)"
+    return ""
+
+
+def runtime_refusal(config: ParallelConfig, graph: ModelGraph, cuda: bool | None = None) -> str:
     """Why the runtime cannot run `config` on the model of `graph` ('' when it can); cuda:
     whether its ranks run on CUDA devices (None: whether this machine has one)."""
     block_attrs = [layer.attrs for layer in graph.layers if layer.kind == "transformer_block"]
@@ -217,9 +240,9 @@ def runtime_refusal(
             "use pp 1",
         ),
         (
-            bool(comm_hook)
-            and not (config.dp > 1 and config.zero <= 1 and config.tp == 1 and config.pp == 1),
-            "gradient compression (--compress) applies to DDP only",
+            config.compress == "powersgd" and graph.params * 4 > POWERSGD_GLOO_BYTES,
+            f"PowerSGD on gloo runs with one DDP bucket (1 MiB) only; {graph.name}'s fp32 "
+            f"gradients take {graph.params * 4 / MiB:.1f} MiB: use another --compress",
         ),
     )
     for refused, why in checks:
@@ -237,8 +260,12 @@ def config_for(
     schedule: str = "1f1b",
     virtual_stages: int = 1,
     seq_len: int = 0,
+    compress: str = "none",
+    powersgd_rank: int = 1,
+    local_sgd: int = 1,
 ) -> ParallelConfig:
-    """The ParallelConfig of `strategy` over `nprocs` ranks, in fp32 (what CPUs train in)."""
+    """The ParallelConfig of `strategy` over `nprocs` ranks, in fp32 (what CPUs train in), with
+    the replicas' synchronisation knobs (simplan.parallel.ParallelConfig)."""
     if strategy not in STRATEGIES:
         raise SimplanError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     if nprocs < 1:
@@ -258,6 +285,9 @@ def config_for(
         virtual_stages=virtual_stages if pp > 1 else 1,
         zero=3 if strategy == "fsdp" else 0,
         dtype="fp32",
+        compress=compress,
+        powersgd_rank=powersgd_rank,
+        local_sgd=local_sgd,
     )
 
 
@@ -286,6 +316,10 @@ class RankResult:
     # the loss of every step (warm-up, the memory step after it, timed; in order) over the
     # whole global batch
     losses: tuple[float, ...] = ()
+    # local SGD: per timed step, whether it ended with a model average, and the sum of the
+    # rank's parameters after it (equal across ranks right after an average)
+    averaged: tuple[bool, ...] = ()
+    param_checksums: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {
@@ -295,6 +329,8 @@ class RankResult:
             "profile_passes_s": [list(p) for p in self.profile_passes_s],
             "check_s": list(self.check_s),
             "losses": list(self.losses),
+            "averaged": list(self.averaged),
+            "param_checksums": list(self.param_checksums),
         }
 
     @staticmethod
@@ -316,6 +352,8 @@ class RankResult:
             ),
             check_s=tuple(float(t) for t in d.get("check_s", ())),
             losses=tuple(float(x) for x in d.get("losses", ())),
+            averaged=tuple(bool(x) for x in d.get("averaged", ())),
+            param_checksums=tuple(float(x) for x in d.get("param_checksums", ())),
         )
 
 
@@ -361,7 +399,36 @@ class Measurement:
 
     @property
     def step_time_s(self) -> float:
+        """The median step; with local SGD, the mean over a period of its medians
+        (local_sgd_steps)."""
+        periodic = self.local_sgd_steps
+        if periodic is not None:
+            return periodic["period_mean_s"]
         return statistics.median(self.per_step_s)
+
+    @property
+    def local_sgd_steps(self) -> dict[str, float] | None:
+        """Local SGD's timed steps by kind: the median of the steps that ended with a model
+        average and of the others, and the mean over a period of H steps,
+        (sync + (H - 1) local) / H. None without local SGD or without both kinds of step."""
+        period = self.job.config.local_sgd
+        flags = self.ranks[0].averaged
+        steps = self.per_step_s
+        if period <= 1 or len(flags) != len(steps):
+            return None
+        sync = [t for t, a in zip(steps, flags, strict=True) if a]
+        local = [t for t, a in zip(steps, flags, strict=True) if not a]
+        if not sync or not local:
+            return None
+        sync_s, local_s = statistics.median(sync), statistics.median(local)
+        return {
+            "period": period,
+            "sync_steps": len(sync),
+            "local_steps": len(local),
+            "sync_step_s": sync_s,
+            "local_step_s": local_s,
+            "period_mean_s": (sync_s + (period - 1) * local_s) / period,
+        }
 
     @property
     def losses(self) -> tuple[float, ...]:
@@ -410,6 +477,7 @@ class Measurement:
             "spread": self.spread,
             "check_s": self.check_s,
             "per_step_s": list(self.per_step_s),
+            "local_sgd": self.local_sgd_steps,
             "losses": list(self.losses),
             "ranks": [
                 r.to_dict() | {"median_step_s": statistics.median(r.step_s)} for r in self.ranks

@@ -36,7 +36,11 @@ def job_to_dict(job: JobSpec) -> dict[str, Any]:
 
 def job_from_dict(d: dict[str, Any]) -> JobSpec:
     d = dict(d.get("job", d))
-    d["config"] = ParallelConfig.from_dict(d["config"])
+    config = dict(d["config"])
+    hook = d.pop("comm_hook", "")  # records before the config's compress field held it
+    if hook:
+        config["compress"] = hook
+    d["config"] = ParallelConfig.from_dict(config)
     return JobSpec(**d)
 
 

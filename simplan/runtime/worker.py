@@ -112,7 +112,7 @@ def train(
             )
             trainer.record_loss()
         session = _profile_session(job, device) if job.profile_repeats else None
-        step_s, opt_s, check = _timed_rounds(job, trainer, session, device, beat)
+        step_s, opt_s, check, marks = _timed_rounds(job, trainer, session, device, beat)
         passes: list[tuple[float, float, float]] = []
         if session is not None:
             from simplan.profiles import write_profile
@@ -135,6 +135,8 @@ def train(
         profile_passes_s=tuple(passes),
         check_s=tuple(check),
         losses=tuple(trainer.losses),
+        averaged=tuple(a for a, _ in marks),
+        param_checksums=tuple(c for _, c in marks),
     )
 
 
@@ -177,7 +179,7 @@ def _shares(total: int, parts: int) -> list[int]:
 
 def _timed_rounds(
     job: JobSpec, trainer: Any, session: Any, device: Any, beat: Heartbeat
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[tuple[bool, float]]]:
     """The timed steps; with an in-run profile, in rounds that alternate with the profile's
     repeats (every rank at once, each pass after a barrier as each step is), so that the
     profile and the steps see the same machine: a host whose speed drifts by tens of percent
@@ -190,6 +192,7 @@ def _timed_rounds(
     step_s: list[float] = []
     opt_s: list[float] = []
     check: list[float] = []
+    marks: list[tuple[bool, float]] = []
     for repeats, steps in zip(
         _shares(job.profile_repeats, rounds), _shares(job.steps, rounds), strict=True
     ):
@@ -201,7 +204,8 @@ def _timed_rounds(
         block = _steps(job, trainer, device, beat, len(step_s), steps)
         step_s += block[0]
         opt_s += block[1]
-    return step_s, opt_s, check
+        marks += block[2]
+    return step_s, opt_s, check, marks
 
 
 CHECK_CALLS = 10  # all-reduces of job.check_bytes per round
@@ -228,13 +232,15 @@ def _sync(device: Any) -> Any:
 
 def _steps(
     job: JobSpec, trainer: Any, device: Any, beat: Heartbeat, first: int, count: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[tuple[bool, float]]]:
     """`count` training steps numbered from `first` (negative: warm-up), each after a barrier;
-    (step times, optimizer times)."""
+    (step times, optimizer times, and with local SGD per step whether it ended with a model
+    average and the parameters' sum after it, untimed)."""
     import torch.distributed as dist
 
     sync = _sync(device)
     step_s, opt_s = [], []
+    marks: list[tuple[bool, float]] = []
     for i in range(first, first + count):
         progress = i + job.warmup
         maybe_fail(job.fault, beat.rank, progress)
@@ -249,10 +255,12 @@ def _steps(
         sync()
         t2 = time.perf_counter()
         trainer.record_loss()  # untimed: one small all-reduce
+        if job.config.local_sgd > 1:
+            marks.append((trainer.averaged, trainer.param_checksum()))
         beat.beat(2 * progress + 1)
         step_s.append(t2 - t0)
         opt_s.append(t2 - t1)
-    return step_s, opt_s
+    return step_s, opt_s, marks
 
 
 def maybe_fail(fault: str, rank: int, step: int) -> None:

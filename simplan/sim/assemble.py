@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from simplan.capabilities import CapabilityProvider, DeviceCapabilities, match_profile, provider_for
+from simplan.compression import (
+    averaging_compute_s,
+    bucket_compute,
+    layer_shapes,
+    wire_bytes,
+)
 from simplan.costmodel import optimizer_step_s
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
@@ -95,6 +104,11 @@ def slowest_device(cluster: Any, devices: list[int]) -> DeviceModel:
     return min(models.values(), key=lambda m: (m.peak("bf16"), m.memory_bandwidth_Bps))
 
 
+def _no_sync(nbytes: float, stage: int) -> float:
+    """No gradient exchange between replicas (a single replica)."""
+    return 0.0
+
+
 class Assembler:
     def __init__(
         self,
@@ -133,6 +147,10 @@ class Assembler:
             for s in range(config.pp)
         ]
         self._coll = lru_cache(maxsize=4096)(self._collective_uncached)
+        # what data-parallel replicas exchange in the step being assembled: 'gradients' (every
+        # step, or local SGD's warm-up), 'none' (a local SGD step), 'parameters' (a local SGD
+        # step that ends with the model average)
+        self.exchange = "gradients"
 
     def _collective_uncached(self, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         return self.cluster.collective_time(op, nbytes, group)
@@ -247,7 +265,9 @@ class Assembler:
         extra = fw.ddp_bucket_cost_s(nbytes) if self.config.zero == 0 else 0.0
         return self.grad_sync(nbytes, stage) + extra
 
-    def buckets(self, steps: tuple[LayerStep, ...], stage: int) -> tuple[Bucket, ...]:
+    def buckets(
+        self, steps: tuple[LayerStep, ...], stage: int, layers: tuple[Layer, ...] = ()
+    ) -> tuple[Bucket, ...]:
         """DDP buckets in reverse layer order: a bucket syncs once its last gradient exists (and,
         with CPU offload, then goes to the host). Routed-expert gradients sync over the edp group
         with the bucket they complete in. Without data parallelism, offload's buckets only go to
@@ -259,7 +279,25 @@ class Assembler:
             dense or experts_synced or offloads(cfg)
         ):
             return ()
-        grad_b = dtype_bytes(self.config.grad_reduce_dtype)
+        grad_b = dtype_bytes(cfg.grad_reduce_dtype)
+        if self.exchange != "gradients":
+            out = self._local_buckets(steps, stage, grad_b)
+        elif cfg.compress != "none":
+            out = self._compressed_buckets(steps, layers, stage, grad_b)
+        else:
+            out = self._plain_buckets(steps, stage, grad_b)
+        return self._finish_buckets(steps, stage, out, grad_b)
+
+    def _plain_buckets(
+        self,
+        steps: tuple[LayerStep, ...],
+        stage: int,
+        grad_b: int,
+        sync: Callable[[float, int], float] | None = None,
+    ) -> list[Bucket]:
+        """Buckets of `bucket_bytes`, each synced for sync(bytes, stage) seconds (default: an
+        all-reduce of them, bucket_sync, when there are replicas)."""
+        sync = sync or (self.bucket_sync if self.config.replicas > 1 else _no_sync)
         cap = self.config.bucket_bytes
         out: list[Bucket] = []
         compute, filled, experts = 0.0, 0.0, 0.0
@@ -268,27 +306,23 @@ class Assembler:
             filled += (step.params - step.expert_params) * grad_b
             experts += step.expert_params * grad_b
             while filled >= cap:
-                out.append(self._bucket(compute, cap, experts, stage))
+                out.append(self._bucket(compute, cap, experts, stage, sync))
                 compute, filled, experts = 0.0, filled - cap, 0.0
         if filled > 0 or compute > 0 or experts > 0:
-            out.append(self._bucket(compute, filled, experts, stage))
-        if self.config.zero == 0 and dense and out:  # DDP's reducer: once per sync, at the end
-            synced = sum(step.params for step in steps) * grad_b
-            last = out[-1]
-            out[-1] = Bucket(
-                compute_s=last.compute_s,
-                comm_s=last.comm_s + self.caps[stage].framework.ddp_sync_cost_s(synced),
-            )
-        if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
-            total = sum(b.compute_s for b in out)
-            out = [Bucket(compute_s=total, comm_s=0.0)] + [
-                Bucket(compute_s=0.0, comm_s=b.comm_s, host_s=b.host_s) for b in out
-            ]
-        return tuple(out)
+            out.append(self._bucket(compute, filled, experts, stage, sync))
+        return out
 
-    def _bucket(self, compute_s: float, nbytes: float, experts_bytes: float, stage: int) -> Bucket:
-        comm = self.bucket_sync(nbytes, stage) if self.config.replicas > 1 else 0.0
-        comm += self.expert_sync(experts_bytes, stage)
+    def _bucket(
+        self,
+        compute_s: float,
+        nbytes: float,
+        experts_bytes: float,
+        stage: int,
+        sync: Callable[[float, int], float],
+    ) -> Bucket:
+        comm = sync(nbytes, stage)
+        if self.exchange == "gradients":
+            comm += self.expert_sync(experts_bytes, stage)
         return Bucket(compute_s=compute_s, comm_s=comm, host_s=self.to_host_s(nbytes, stage))
 
     def to_host_s(self, reduced_bytes: float, stage: int) -> float:
@@ -297,6 +331,88 @@ class Assembler:
             return 0.0
         host = host_of(self.cluster, self.grid[stage][0][0])
         return grad_shard_bytes(self.config, reduced_bytes) / host.device_link_Bps()
+
+    def _local_buckets(self, steps: tuple[LayerStep, ...], stage: int, grad_b: int) -> list[Bucket]:
+        """A local SGD step: DDP's reducer still fills and empties its buckets, but the hook
+        (post_localSGD_hook past its warm-up) all-reduces nothing. It returns an already
+        completed future, with no callback on gloo's thread (what the measured Python hook
+        cost, traces/compression, is mostly made of): no hook cost is added."""
+        fw = self.caps[stage].framework
+
+        def framework_only(nbytes: float, _stage: int) -> float:
+            if nbytes <= 0 or self.config.zero != 0:
+                return 0.0
+            return fw.ddp_bucket_cost_s(nbytes)
+
+        return self._plain_buckets(steps, stage, grad_b, framework_only)
+
+    def _compressed_buckets(
+        self, steps: tuple[LayerStep, ...], layers: tuple[Layer, ...], stage: int, grad_b: int
+    ) -> list[Bucket]:
+        """Buckets of whole gradient tensors (reverse layer order, closed once they reach the
+        bucket size), each synced through the compression hook (simplan.compression)."""
+        if self.config.compress == "powersgd" and self.config.tp > 1:
+            raise SimplanError(
+                "PowerSGD is simulated on whole parameter matrices, not tensor-parallel shards: "
+                "use tp 1 or another --compress"
+            )
+        cap = self.config.bucket_bytes
+        groups: list[tuple[float, list[tuple[int, ...]]]] = []
+        compute, shapes, filled = 0.0, [], 0
+        for step, layer in zip(reversed(steps), reversed(layers), strict=True):
+            compute += step.bwd_s
+            # casts see elements only: each layer's (TP shard of) parameters as one tensor
+            flat = ((int(step.params),),) if step.params else ()
+            tensors = layer_shapes(layer) if self.config.compress == "powersgd" else flat
+            for shape in reversed(tensors):
+                shapes.append(shape)
+                filled += math.prod(shape) * grad_b
+                if filled >= cap:
+                    groups.append((compute, shapes))
+                    compute, shapes, filled = 0.0, [], 0
+        if shapes or compute > 0:
+            groups.append((compute, shapes))
+        return [self._compressed_bucket(c, tuple(s), stage, grad_b) for c, s in groups]
+
+    def _compressed_bucket(
+        self, compute_s: float, shapes: tuple[tuple[int, ...], ...], stage: int, grad_b: int
+    ) -> Bucket:
+        if not shapes:
+            return Bucket(compute_s=compute_s, comm_s=0.0)
+        cfg = self.config
+        rank = cfg.powersgd_rank
+        work = bucket_compute(cfg.compress, shapes, rank, self.devices[stage], grad_b)
+        wires = wire_bytes(cfg.compress, shapes, rank, grad_b)
+        comm = sum(self.grad_sync(w, stage) for w in wires) + sum(work.between_s)
+        nbytes = sum(math.prod(s) for s in shapes) * grad_b
+        extra = self.caps[stage].framework.ddp_bucket_cost_s(nbytes) if cfg.zero == 0 else 0.0
+        return Bucket(compute_s=compute_s, comm_s=comm + extra, encode_s=work.encode_s)
+
+    def _finish_buckets(
+        self, steps: tuple[LayerStep, ...], stage: int, out: list[Bucket], grad_b: int
+    ) -> tuple[Bucket, ...]:
+        if self.config.zero == 0 and self.config.replicas > 1 and out:
+            # DDP's reducer: once per synchronisation, at the end
+            synced = sum(step.params for step in steps) * grad_b
+            last = out[-1]
+            out[-1] = dataclasses.replace(
+                last, comm_s=last.comm_s + self.caps[stage].framework.ddp_sync_cost_s(synced)
+            )
+        if not self.config.overlap_grad_reduce:  # every bucket waits for the whole backward
+            total = sum(b.compute_s for b in out)
+            out = [Bucket(compute_s=total, comm_s=0.0)] + [
+                Bucket(compute_s=0.0, comm_s=b.comm_s, encode_s=b.encode_s, host_s=b.host_s)
+                for b in out
+            ]
+        return tuple(out)
+
+    def average_time(self, params: float, stage: int) -> float:
+        """Local SGD's model average after the optimizer step (torch's PeriodicModelAverager):
+        the parameters flattened, all-reduced at their own width, divided and copied back."""
+        width = dtype_bytes(self.config.dtype)
+        group = dp_groups(self.grid, stage)[0]
+        reduce = self.collective("all_reduce", params * width, group) * self.dp_factor[stage]
+        return reduce + averaging_compute_s(params, self.devices[stage], width)
 
     def fsdp_layers(
         self, steps: tuple[LayerStep, ...], stage: int
@@ -358,7 +474,7 @@ class Assembler:
             send_bwd_s=self.send_time(index, lo, forward=False),
             activation_bytes=sum(s.activation_bytes for s in steps),
             transient_bytes=0.0,  # recomputation's live activations: simplan.sim.peak
-            buckets=self.buckets(steps, rank),
+            buckets=self.buckets(steps, rank, tuple(self.graph.layers[lo:hi])),
             layer_fwd_s=tuple(s.fwd_s for s in steps) if fsdp else (),
             layer_bwd_s=tuple(s.bwd_s for s in steps) if fsdp else (),
             layer_gather_s=gathers,
@@ -514,6 +630,8 @@ class Assembler:
                 + self.collective("all_gather", experts * wb, edp_groups(self.grid, r, cfg)[0])
                 * self.edp_factor[r]
             )
+        if self.exchange == "parameters" and cfg.dp > 1:
+            after += self.average_time(params, r)
         layers = self._layers(mine, bounds)
         tensors = sum(x.param_tensors for x in layers) or None
         mine_params = params / (cfg.replicas if on else 1) + experts / (cfg.edp if on else 1)

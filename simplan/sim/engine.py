@@ -24,11 +24,14 @@ Event = tuple[int, str, str, str, float, float]  # rank, stream, name, category,
 
 @dataclass(frozen=True, kw_only=True)
 class Bucket:
-    """A slice of the last micro-batch's backward: compute these seconds, then sync this."""
+    """A slice of the last micro-batch's backward: compute these seconds, then compress the
+    bucket's gradients on the compute stream for `encode_s` (a DDP communication hook), then
+    sync it for `comm_s` (collectives and the hook's work between them)."""
 
     compute_s: float
     comm_s: float
     host_s: float = 0.0  # CPU offload: its reduced gradients' copy to the host, after comm_s
+    encode_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -341,6 +344,7 @@ class Engine:
                 [
                     (f"{label} b{i}", "backward", bucket.compute_s),
                     (f"{label} tp", "tp-comm", tp_share),
+                    (f"compress b{i}", "compress", bucket.encode_s),
                 ],
             )
             sync = None

@@ -65,6 +65,10 @@ class SimResult:
     # was extrapolated (simplan.sim.steady): totals and peaks are the whole step's, exactly,
     # and the timeline (events, memory_series) is that of the simulated micro-batches
     simulated_microbatches: int | None = None
+    # local SGD (config.local_sgd > 1): its period, warm-up steps, the time of a warm-up step
+    # (gradient all-reduce), a local step and a step with the model average, and the mean over
+    # a period (= step_time_s; the devices' breakdown is that of a local step)
+    local_sgd: dict[str, float] | None = None
     events: tuple[Event, ...] = field(default=(), repr=False, compare=False)
     memory_series: tuple[tuple[tuple[float, float], ...], ...] = field(
         default=(), repr=False, compare=False
@@ -102,7 +106,7 @@ class SimResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document; deterministic (no wall-clock time in it)."""
-        return {
+        out: dict[str, Any] = {
             "schema": {"kind": "sim-result", "version": RESULT_SCHEMA_VERSION},
             "model": self.model,
             "cluster": self.cluster,
@@ -122,7 +126,12 @@ class SimResult:
             "simulated_microbatches": self.simulated_microbatches or self.microbatches,
             "extrapolated": self.extrapolated,
             "cost_sources": self.cost_sources,
-        } | ({"offload": self.offload} if self.offload else {})
+        }
+        if self.offload:
+            out["offload"] = self.offload
+        if self.local_sgd is not None:
+            out["local_sgd"] = self.local_sgd
+        return out
 
 
 def _device_dict(d: DeviceStats) -> dict[str, Any]:

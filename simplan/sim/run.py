@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any
 
 from simplan.capabilities import CapabilityProvider
+from simplan.compression import SYNC_WARMUP_STEPS
 from simplan.deadline import Deadline
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
@@ -104,9 +106,13 @@ def simulate(
     check_config_for_model(config, graph)
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
+    local = config.local_sgd > 1 and config.dp > 1
+    if local:
+        assembler.exchange = "none"
     plan, memory, bounds = assembler.build()
     offload = offload_summary(assembler, plan, memory)
     run = run_bounded(plan, record, full_microbatches=full_microbatches, deadline=deadline)
+    periodic = _local_sgd(assembler, run.step_s, full_microbatches, deadline) if local else None
     devices = tuple(
         _device(
             r,
@@ -122,7 +128,11 @@ def simulate(
     result = _result(
         graph, cluster, config, assembler, devices, bounds, run, time.perf_counter() - started
     )
-    return replace(result, offload=offload) if offload else result
+    if offload:
+        result = replace(result, offload=offload)
+    if periodic is None:
+        return result
+    return _with_step(result, periodic["period_mean_s"], periodic)
 
 
 def offload_summary(
@@ -162,6 +172,46 @@ def offload_summary(
         "host_bytes_per_node": max(per_node.values()),
         "stages": stages,
     }
+
+
+def _local_sgd(
+    assembler: Assembler, local_s: float, full_microbatches: int, deadline: Deadline | None
+) -> dict[str, float]:
+    """Local SGD as torch's post-local SGD runs it: SYNC_WARMUP_STEPS steps of plain gradient
+    all-reduce, then per period of H steps, H - 1 local steps (no exchange) and one that ends
+    with the model average. Step times of each kind and the mean over a period."""
+    period = assembler.config.local_sgd
+    times = {}
+    for exchange in ("parameters", "gradients"):
+        assembler.exchange = exchange
+        plan, _, _ = assembler.build()
+        times[exchange] = run_bounded(
+            plan, False, full_microbatches=full_microbatches, deadline=deadline
+        ).step_s
+    assembler.exchange = "none"
+    return {
+        "period": period,
+        "warmup_steps": SYNC_WARMUP_STEPS,
+        "warmup_step_s": times["gradients"],
+        "local_step_s": local_s,
+        "sync_step_s": times["parameters"],
+        "period_mean_s": ((period - 1) * local_s + times["parameters"]) / period,
+    }
+
+
+def _with_step(result: SimResult, step: float, local_sgd: dict[str, float]) -> SimResult:
+    """The result with its step time (and the rates from it) replaced by the mean over a
+    local SGD period."""
+    scale = result.step_time_s / step
+    return dataclasses.replace(
+        result,
+        step_time_s=step,
+        samples_per_s=result.samples_per_s * scale,
+        tokens_per_s=result.tokens_per_s * scale,
+        tflops_per_device=result.tflops_per_device * scale,
+        mfu=result.mfu * scale,
+        local_sgd=local_sgd,
+    )
 
 
 def _peak(

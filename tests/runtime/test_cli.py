@@ -16,7 +16,10 @@ from tests.helpers import assert_one_line_error, run_cli
         (["--strategy", "zero9"], "unknown strategy 'zero9'"),
         (["--nprocs", "0"], "argument --nprocs: expected a whole number from 1"),
         (["--micro-batch", "0"], "argument --micro-batch: expected a whole number from 1"),
-        (["--strategy", "tp", "--compress", "fp16"], "DDP only"),
+        (["--strategy", "tp", "--compress", "fp16"], "needs DDP only"),
+        (["--local-sgd", "4", "--compress", "fp16"], "choose one"),
+        (["--powersgd-rank", "4"], "--powersgd-rank needs --compress powersgd"),
+        (["--compress", "powersgd", "--warmup", "1"], "use --warmup 2 or more"),
         (["--min-time", "-1"], "argument --min-time: expected a finite number from 0"),
     ],
 )

@@ -54,8 +54,8 @@ def test_strategy_names_the_composition() -> None:
 def test_runtime_rejects_what_it_cannot_run(tmp_path: Path) -> None:
     with pytest.raises(SimplanError, match="ZeRO-1 with tp has no exact torch equivalent"):
         strategy_of(ParallelConfig(dp=2, tp=2, zero=1, global_batch=2, dtype="fp32"))
-    with pytest.raises(SimplanError, match="DDP only"):
-        JobSpec(model="mlp", config=config_for("tp", 2, micro_batch=1), comm_hook="fp16")
+    with pytest.raises(SimplanError, match="needs DDP only"):
+        JobSpec(model="mlp", config=config_for("tp", 2, micro_batch=1, compress="fp16"))
     mlp = load_model("mlp")
     base = ParallelConfig(global_batch=8, dtype="fp32")
     cases = {
@@ -200,3 +200,28 @@ def test_the_local_cluster_holds_every_rank_of_a_larger_plan() -> None:
     for world in (1, 2, 4, 8):
         cluster = local_cluster(world)
         assert (cluster.num_devices, cluster.nodes) == (world, 1)
+
+
+def test_a_record_from_before_the_compress_field_reads_back() -> None:
+    from simplan.runtime import job_from_dict
+
+    config = config_for("ddp", 2, micro_batch=4).to_dict()
+    job = job_from_dict({"job": {"model": "mlp", "config": config, "comm_hook": "fp16"}})
+    assert job.config.compress == "fp16" and job.strategy == "ddp+fp16"
+
+
+def test_local_sgd_step_time_is_the_mean_over_a_period_of_its_medians() -> None:
+    from simplan.runtime.job import Measurement, RankResult
+
+    job = JobSpec(model="mlp", config=config_for("ddp", 2, micro_batch=4, local_sgd=4))
+    flags = (True, False, False, False) * 2
+    steps = (2.0, 1.0, 1.0, 1.0, 2.2, 1.1, 0.9, 1.0)
+    ranks = tuple(
+        RankResult(rank=r, step_s=steps, optimizer_s=steps, device="cpu", averaged=flags)
+        for r in range(2)
+    )
+    measured = Measurement(job=job, ranks=ranks, wall_s=1.0)
+    local = measured.local_sgd_steps
+    assert local is not None and (local["sync_steps"], local["local_steps"]) == (2, 6)
+    assert local["sync_step_s"] == pytest.approx(2.1) and local["local_step_s"] == 1.0
+    assert measured.step_time_s == pytest.approx((2.1 + 3 * 1.0) / 4)
