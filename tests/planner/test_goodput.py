@@ -143,3 +143,28 @@ def test_explain_says_when_a_knob_costs_what_plain_ddp_does() -> None:
     same = variant(PLAIN.replace(compress="fp16"), 100.0, 1.0)
     text = "\n".join(choose(plain(), [same]).lines())
     assert "ties with the chosen (the simulator gives it plain DDP's step time)" in text
+
+
+def _chosen(capsys: pytest.CaptureFixture[str], *flags: str) -> dict:
+    code, out, _ = run_main(capsys, *PLAN, "--goodput", *flags, "--json")
+    assert code == 0
+    (choice,) = json.loads(out)["goodput"]
+    return choice
+
+
+def test_the_slow_network_picks_a_knob_only_while_its_goodput_wins(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The simulator prices compression and local SGD (fewer bytes, or an average every H
+    steps): with every knob declared as costless in steps, one of them beats plain DDP on 25
+    Gb/s Ethernet; declared to need 3x the steps, none does and plain DDP is kept."""
+    knobs = ("fp16", "bf16", "powersgd=1", "powersgd=2", "powersgd=4",
+             "local_sgd=2", "local_sgd=4", "local_sgd=8", "local_sgd=16")  # fmt: skip
+    free = [f for k in knobs for f in ("--efficiency", f"{k}:1")]
+    choice = _chosen(capsys, *free)
+    assert choice["chosen"]["knob"] != "plain DDP"
+    fastest = max(v["samples_per_s"] for v in choice["variants"])
+    assert fastest > 1.2 * choice["plain"]["samples_per_s"]  # the all-reduce really shrank
+    costly = [f for k in knobs for f in ("--efficiency", f"{k}:{1 / 3:.4f}")]
+    choice = _chosen(capsys, *costly)
+    assert choice["chosen"]["knob"] == "plain DDP"
