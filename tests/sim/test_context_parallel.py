@@ -74,6 +74,9 @@ def test_ring_hides_kv_behind_attention(gpt) -> None:  # type: ignore[no-untyped
     )
     assert merges > 0
     assert ring.step_time_s - merges < gather.step_time_s
+    # the merges are compute on the rank, the only compute the ring adds
+    compute = ring.devices[0].compute_s - gather.devices[0].compute_s
+    assert compute == pytest.approx(merges, rel=1e-6)
 
 
 def test_merge_bytes_by_hand(gpt) -> None:  # type: ignore[no-untyped-def]
