@@ -94,7 +94,7 @@ def predict(hardware: str, variant: str, backward: bool, varlen: bool, cp: int =
             c = sum(cluster.collective_time(op, nbytes, group) for op, nbytes in transfers)
             if comm == "ring":
                 merge = ring_merge_s(layer, device, "bf16", 1, 1, cp, bwd_pass)
-                slowest += merge + ring_exposed_s(c, slowest + merge, cp)
+                slowest += merge + ring_exposed_s(c, slowest + merge, cp, bwd_pass)
             else:
                 slowest += c
             ideal += t

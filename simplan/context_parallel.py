@@ -29,7 +29,9 @@ read their operands and write their result):
             Q, K and V).
 Overlap is per step: a step's K/V transfer hides behind that step's compute (its attention and
 its merge) only, so a step whose transfer is longer leaves the difference exposed; the first
-step's chunk is the rank's own, so nothing needs to arrive before it.
+step's chunk is the rank's own, so nothing needs to arrive before it. In the backward the dK/dV
+accumulated for a chunk travel with it, and the last step's go home after the last compute:
+one step's dK/dV exposed.
 
 The sequence layout sets each rank's share of the causal score matrix: Megatron's 2 x cp chunks
 (rank i: chunks i and 2cp-1-i) give every rank the same share; a contiguous layout (rank i: the
@@ -122,13 +124,17 @@ def ring_merge_s(
     return (cp - 1) * step
 
 
-def ring_exposed_s(comm_s: float, compute_s: float, cp: int) -> float:
+def ring_exposed_s(comm_s: float, compute_s: float, cp: int, backward: bool = False) -> float:
     """The part of a ring's transfers (comm_s: its cp - 1 steps together) that the compute of a
-    pass (compute_s: its cp steps together) cannot hide, step by step."""
+    pass (compute_s: its cp steps together) cannot hide, step by step. The backward's steps
+    carry K/V and dK/dV alike (half each); the dK/dV of the last step travel home after the
+    last compute, with nothing left to hide them."""
     if cp <= 1:
         return comm_s
     transfers = cp - 1
-    return transfers * max(comm_s / transfers - compute_s / cp, 0.0)
+    step = comm_s / transfers
+    drain = step / 2 if backward else 0.0
+    return transfers * max(step - compute_s / cp, 0.0) + drain
 
 
 def _prefix_work(first: int, end: int) -> float:

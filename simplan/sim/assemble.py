@@ -184,7 +184,9 @@ class Assembler:
             ops = step.cp_fwd if forward else step.cp_bwd
             behind = step.cp_fwd_attention_s if forward else step.cp_bwd_attention_s
             seconds = sum(self.collective(op, nbytes, group) for op, nbytes in ops)
-            shown = ring_exposed_s(seconds, behind, len(group)) if behind > 0 else seconds
+            shown = (
+                ring_exposed_s(seconds, behind, len(group), not forward) if behind > 0 else seconds
+            )
             exposed += shown
             hidden += seconds - shown
         return exposed, hidden

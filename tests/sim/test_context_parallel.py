@@ -102,6 +102,9 @@ def test_ring_exposure_is_per_step() -> None:
     # 9 s of transfers against 8 s of compute, 1 s over in total, but 3 s step by step
     assert ring_exposed_s(9.0, 8.0, 4) > 9.0 - 8.0
     assert ring_exposed_s(2.0, 0.0, 1) == 2.0  # no ring: all exposed
+    # backward: each of the 3 steps moves 1 s (K/V 0.5 s, dK/dV 0.5 s), all hidden, and the
+    # last step's dK/dV (0.5 s) go home after the last compute
+    assert ring_exposed_s(3.0, 8.0, 4, backward=True) == pytest.approx(0.5)
 
 
 def test_causal_imbalance_by_hand() -> None:
