@@ -4,13 +4,20 @@ ring-attention efficiencies of simplan/data/reference/tp_comm_overlap_and_cp.csv
 causal, bf16, 8192 tokens per GPU on 8 GPUs; efficiency = iter/s over a single GPU's flash-attn
 iter/s / 8).
 
-simplan's prediction for one attention layer: the attention core split over cp ranks
-(simplan.context_parallel: load-balanced, so each rank does 1/cp of it) plus what the K/V
-exchange leaves exposed: efficiency = t / (t + exposed). The load-balanced variants (zigzag_ring,
-stripe_attn) are simplan's ring; llama3_attn is its all-gather. The unbalanced ring_attn (the
-last rank does cp - 1/2 of cp/2 blocks' work) is not a layout simplan models: printed, not
-counted. H800 rows run on the dgx-h100 cluster preset (the H800's NVLink is slower than the
-H100's; no preset has it). Acceptance: median error within 15% over the counted rows.
+simplan's prediction for one attention layer, per pass (simplan.context_parallel): the slowest
+rank's attention (the balanced share, times the layout's causal_imbalance), a ring's cp - 1
+per-step merges, and what the K/V exchange leaves exposed (a ring's step by step; an all-gather's
+whole); efficiency = the balanced attention time over that. The variants, from the benchmark
+scripts (benchmark/benchmark_kvpacked_func.py, benchmark_varlen_kvpacked_func.py):
+  zigzag_ring, stripe_attn  ring over a balanced layout;
+  ring_attn                 ring over a contiguous layout of each sequence (the last rank holds
+                            the end of every sequence);
+  llama3_attn               all-gather over the packed sequences split contiguously
+                            (cu_seqlens * world_size), with no merges (one attention call).
+The batch rows run one sequence of 8192 x cp tokens; the varlen rows cycle four packings of the
+8192 tokens per GPU (scaled by cp), each timed by its causal work. H800 rows run on the dgx-h100
+cluster preset (the H800's NVLink is slower than the H100's; no preset has it). Acceptance:
+median error within 15% over the counted rows.
 
     PYTHONPATH=$PWD python benchmarks/sim_cp.py
 """
@@ -21,16 +28,28 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from simplan.context_parallel import attention_core_s, cp_collectives
+from simplan.context_parallel import (
+    attention_core_s,
+    causal_imbalance,
+    cp_collectives,
+    ring_exposed_s,
+    ring_merge_s,
+)
 from simplan.device_fit import read_reference_csv
 from simplan.io import write_json_atomic
 from simplan.model_graph import Layer, OpCost
-from simplan.tp_overlap import exposed_s
 
 TABLE = "tp_comm_overlap_and_cp.csv"
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_cp.json"
 ACCEPT = 0.15
-MODELLED = {"zigzag_ring": "ring", "stripe_attn": "ring", "llama3_attn": "all_gather"}
+MODELLED = {
+    "zigzag_ring": ("ring", "balanced", False),
+    "stripe_attn": ("ring", "balanced", False),
+    "ring_attn": ("ring", "contiguous", False),
+    "llama3_attn": ("all_gather", "contiguous", True),
+}  # variant: (simplan's exchange, layout, sequences packed before the split)
+PER_GPU = 8192
+VARLEN = ((8192,), (256, 7392, 544), (4096, 4096), (3104, 3200, 1600, 160, 128))  # cu_seqlens
 HARDWARE = {"H800": ("dgx-h100", "h100-sxm"), "A100": ("dgx-a100", "a100-80gb")}
 
 
@@ -48,23 +67,39 @@ def attention_layer(seq: int, heads: int, kv_heads: int, head_dim: int) -> Layer
     )  # fmt: skip
 
 
-def predict(hardware: str, variant: str, backward: bool, cp: int = 8) -> float:
+def imbalance(seqs: tuple[int, ...], cp: int, layout: str, packed: bool) -> float:
+    """The slowest rank's attention over the balanced share: a packed split cuts the sequences'
+    concatenation, an unpacked one splits every sequence alike (so each has one sequence's)."""
+    scaled = tuple(n * cp for n in seqs)
+    return causal_imbalance(scaled if packed else scaled[:1], cp, layout)
+
+
+def predict(hardware: str, variant: str, backward: bool, varlen: bool, cp: int = 8) -> float:
     from simplan.devices import get_device
     from simplan.topology import load_cluster
 
     cluster_name, device_name = HARDWARE["H800" if "H800" in hardware else "A100"]
     cluster, device = load_cluster(cluster_name, nodes=1), get_device(device_name)
-    layer = attention_layer(8192 * cp, 32, 8, 128)
-    comm = MODELLED[variant]
+    layer = attention_layer(PER_GPU * cp, 32, 8, 128)
+    comm, layout, packed = MODELLED[variant]
     fwd, bwd = cp_collectives(layer, "bf16", 1, 1, cp, comm)
     group = tuple(range(cp))
-    total = exposed = 0.0
-    for ops, transfers in ((layer.fwd_ops, fwd), (layer.bwd_ops, bwd))[: 2 if backward else 1]:
-        t = attention_core_s(layer, ops, device, "bf16", 1, cp)
-        c = sum(cluster.collective_time(op, nbytes, group) for op, nbytes in transfers)
-        total += t
-        exposed += exposed_s(c, t, cp) if comm == "ring" else c
-    return total / (total + exposed)
+    ideal = actual = 0.0
+    passes = ((layer.fwd_ops, fwd, False), (layer.bwd_ops, bwd, True))[: 2 if backward else 1]
+    for seqs in VARLEN if varlen else VARLEN[:1]:
+        work = sum(n * n for n in seqs) / PER_GPU**2  # causal work next to one whole sequence
+        for ops, transfers, bwd_pass in passes:
+            t = attention_core_s(layer, ops, device, "bf16", 1, cp) * work
+            slowest = t * imbalance(seqs, cp, layout, packed)
+            c = sum(cluster.collective_time(op, nbytes, group) for op, nbytes in transfers)
+            if comm == "ring":
+                merge = ring_merge_s(layer, device, "bf16", 1, 1, cp, bwd_pass)
+                slowest += merge + ring_exposed_s(c, slowest + merge, cp, bwd_pass)
+            else:
+                slowest += c
+            ideal += t
+            actual += slowest
+    return ideal / actual
 
 
 def rows() -> list[dict[str, Any]]:
@@ -73,9 +108,9 @@ def rows() -> list[dict[str, Any]]:
         if not r["category"].startswith("cp_efficiency"):
             continue
         published = float(r["value"]) / float(r["baseline_value"])
-        backward = "bwd" in r["workload"]
+        backward, varlen = "bwd" in r["workload"], "varlen" in r["workload"]
         counted = r["variant"] in MODELLED
-        predicted = predict(r["hardware"], r["variant"], backward) if counted else None
+        predicted = predict(r["hardware"], r["variant"], backward, varlen) if counted else None
         out.append(
             {
                 "hardware": r["hardware"].split(" (")[0],

@@ -17,6 +17,7 @@ from simplan.compression import (
     layer_shapes,
     wire_bytes,
 )
+from simplan.context_parallel import ring_exposed_s
 from simplan.costmodel import optimizer_step_s
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
@@ -200,7 +201,8 @@ class Assembler:
         self, steps: tuple[LayerStep, ...], stage: int, forward: bool
     ) -> tuple[float, float]:
         """(exposed, hidden) seconds of the context-parallel K/V exchanges of these layers: a
-        ring's transfers hide behind the attention core (simplan.context_parallel)."""
+        ring's transfers hide step by step behind the attention core and its merges
+        (simplan.context_parallel)."""
         if self.config.cp == 1:
             return 0.0, 0.0
         group = cp_group(self.grid, stage, self.config.cp)
@@ -209,7 +211,9 @@ class Assembler:
             ops = step.cp_fwd if forward else step.cp_bwd
             behind = step.cp_fwd_attention_s if forward else step.cp_bwd_attention_s
             seconds = sum(self.collective(op, nbytes, group) for op, nbytes in ops)
-            shown = exposed_s(seconds, behind, len(group)) if behind > 0 else seconds
+            shown = (
+                ring_exposed_s(seconds, behind, len(group), not forward) if behind > 0 else seconds
+            )
             exposed += shown
             hidden += seconds - shown
         return exposed, hidden

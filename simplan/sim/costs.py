@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from simplan.context_parallel import attention_core_s, cp_collectives, split_ops
+from simplan.context_parallel import attention_core_s, cp_collectives, ring_merge_s, split_ops
 from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
 from simplan.fp8 import (
@@ -59,8 +59,8 @@ class LayerStep:
     # one per collective of tp_fwd / tp_bwd; empty: the collectives are not overlapped
     tp_fwd_gemm_s: tuple[float, ...] = ()
     tp_bwd_gemm_s: tuple[float, ...] = ()
-    # context parallelism: K/V exchanges over the CP group and (ring) the attention seconds
-    # they hide behind (simplan.context_parallel)
+    # context parallelism: K/V exchanges over the CP group and (ring) the seconds of attention
+    # and per-step merges they hide behind (simplan.context_parallel)
     cp_fwd: tuple[Collective, ...] = ()
     cp_bwd: tuple[Collective, ...] = ()
     cp_fwd_attention_s: float = 0.0
@@ -330,8 +330,8 @@ def _context_parallel(
     step: LayerStep, layer: Layer, device: DeviceModel, config: ParallelConfig, b: int
 ) -> LayerStep:
     """One CP rank's share of a layer step (simplan.context_parallel): the per-token work,
-    bytes and TP transfers / cp (the time is already split: _sharded_cost), and its K/V
-    exchange with the attention core it hides behind (ring)."""
+    bytes and TP transfers / cp (the time is already split: _sharded_cost), a ring's per-step
+    merges, and its K/V exchange with the compute it hides behind (ring: attention and merges)."""
     cp = config.cp
     if cp == 1:
         return step
@@ -339,10 +339,16 @@ def _context_parallel(
     cp_fwd, cp_bwd = cp_collectives(layer, config.dtype, b, tp, cp, config.cp_comm)
     ring = config.cp_comm == "ring" and bool(cp_fwd)
     share = tp * cp
-    selective = config.recompute == "selective"
+    merge_f = ring_merge_s(layer, device, config.dtype, b, tp, cp, False) if ring else 0.0
+    merge_b = ring_merge_s(layer, device, config.dtype, b, tp, cp, True) if ring else 0.0
+    recompute = step.recompute_s / cp if config.recompute == "selective" else step.recompute_s
+    attention_f = attention_core_s(layer, layer.fwd_ops, device, config.dtype, b, share)
+    attention_b = attention_core_s(layer, layer.bwd_ops, device, config.dtype, b, share)
     return dataclasses.replace(
         step,
-        recompute_s=step.recompute_s / cp if selective else step.recompute_s,
+        fwd_s=step.fwd_s + merge_f,
+        bwd_s=step.bwd_s + merge_b,
+        recompute_s=recompute + merge_f if recompute > 0 else 0.0,
         tp_fwd=tuple((op, n / cp) for op, n in step.tp_fwd),
         tp_bwd=tuple((op, n / cp) for op, n in step.tp_bwd),
         activation_bytes=step.activation_bytes / cp,
@@ -353,10 +359,6 @@ def _context_parallel(
         tp_bwd_gemm_s=tuple(g / cp for g in step.tp_bwd_gemm_s),
         cp_fwd=cp_fwd,
         cp_bwd=cp_bwd,
-        cp_fwd_attention_s=(
-            attention_core_s(layer, layer.fwd_ops, device, config.dtype, b, share) if ring else 0.0
-        ),
-        cp_bwd_attention_s=(
-            attention_core_s(layer, layer.bwd_ops, device, config.dtype, b, share) if ring else 0.0
-        ),
+        cp_fwd_attention_s=attention_f + merge_f if ring else 0.0,
+        cp_bwd_attention_s=attention_b + merge_b if ring else 0.0,
     )
