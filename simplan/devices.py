@@ -170,10 +170,11 @@ def _spec_row(device: str) -> dict[str, str]:
 
 def _datasheet_gpu(name: str) -> DeviceModel:
     """A GPU from its device_specs.csv row: dense bf16 and fp16 peaks (no plain-fp32 peak is
-    given, so fp32 is refused), HBM capacity (vendor GB, decimal) and bandwidth, SM count (the
-    first number given, 0 when none)."""
+    given, so fp32 is refused), the dense FP8 peak (0 when not given), HBM capacity (vendor GB,
+    decimal) and bandwidth, SM count (the first number given, 0 when none)."""
     row = _spec_row(DATASHEET_ROWS[name])
     sms = re.match(r"\d+", row["sm_or_matrix_units"])
+    fp8 = re.fullmatch(r"\d+(\.\d+)?", row["fp8_dense_tflops"].strip())
     efficiency, efficiency_sources = _efficiency(name)
     sheet = f"simplan/data/reference/{SPECS_TABLE}, row {row['device']!r} ({UNCALIBRATED})"
     return DeviceModel(
@@ -186,7 +187,8 @@ def _datasheet_gpu(name: str) -> DeviceModel:
         memory_bytes=float(row["hbm_capacity_GB"]) * GB,
         memory_bandwidth_Bps=float(row["hbm_bandwidth_TBps"]) * TB,
         sm_count=int(sms.group()) if sms else 0,
-        sources={"peak_flops": sheet, "memory": sheet, **efficiency_sources},
+        fp8_flops=float(fp8.group()) * TFLOP if fp8 else 0.0,
+        sources={"peak_flops": sheet, "fp8_flops": sheet, "memory": sheet, **efficiency_sources},
         **efficiency,
     )
 

@@ -59,8 +59,8 @@ def check_fp8_device(recipe: str, device: DeviceModel) -> None:
     """FP8 needs FP8 tensor cores: a one-line error for a device without them."""
     if recipe != "none" and device.fp8_flops <= 0:
         raise SimplanError(
-            f"--fp8 {recipe}: device {device.name} has no FP8 tensor cores; use an H100 or "
-            f"H200 or drop --fp8"
+            f"--fp8 {recipe}: device {device.name} has no FP8 tensor cores; use an H100, H200, "
+            f"B200 or GB200, or drop --fp8"
         )
 
 
@@ -99,24 +99,55 @@ def _linear_gemms(layer: Layer, ops: OpCost) -> tuple[tuple[float, float, int], 
     return tuple(g for g in ops.gemms if not is_attention_core(layer, g))
 
 
-def cast_elements(layer: Layer, backward: bool, dtype: str, micro_batch: int, tp: int) -> float:
+def _mlp_elements(layer: Layer, backward: bool) -> float:
+    """Elements per token cast around the MLP's GEMMs: forward their inputs, backward their
+    output gradients. A dense MLP: FC1 (and gate) and FC2. An MoE block: each token's k routed
+    copies through an expert's FC1 and FC2 (the router stays in the training dtype, as
+    Megatron-Core's router is not a Transformer Engine module), and the shared experts'
+    MLP on every token."""
+    a = layer.attrs
+    h = a.get("hidden_size", 0)
+    gated = 2 if a.get("activation") == "swiglu" else 1
+    if not a.get("num_experts"):
+        ffn = a.get("ffn_hidden_size", 4 * h)
+        return gated * ffn + h if backward else h + ffn
+    f, k = a.get("moe_ffn_hidden_size", 0), a.get("moe_top_k", 0)
+    shared = a.get("moe_shared_experts", 0) * f
+    if backward:
+        return k * (gated * f + h) + (gated * shared + h if shared else 0)
+    return k * (h + f) + (h + shared if shared else 0)
+
+
+def _cast_weights(layer: Layer, tp: int, expert_shards: int) -> float:
+    """Weight elements one rank casts per micro-batch: its TP shard of the layer, and of an
+    MoE block's routed experts its expert-parallel shard (ep x etp ranks)."""
+    experts = float(layer.attrs.get("expert_params", 0)) if layer.attrs.get("num_experts") else 0
+    return (layer.params - experts) / tp + experts / expert_shards
+
+
+def cast_elements(
+    layer: Layer,
+    backward: bool,
+    dtype: str,
+    micro_batch: int,
+    tp: int,
+    expert_shards: int = 1,
+) -> float:
     """Elements cast to FP8 in one pass of a layer for a micro-batch, on one TP rank: forward,
-    each linear GEMM's input and weight; backward, each one's output gradient."""
+    each linear GEMM's input and weight; backward, each one's output gradient. expert_shards:
+    the ranks an MoE block's routed experts are split over (ep x etp)."""
     if layer.kind == "linear":
         size = layer.output_bytes if backward else layer.input_bytes
         weights = 0.0 if backward else layer.params
         return (size / dtype_bytes(dtype) * micro_batch + weights) / tp
     s, h = layer.attrs.get("seq_len", 0), layer.attrs.get("hidden_size", 0)
-    ffn = layer.attrs.get("ffn_hidden_size", 4 * h)
     heads = max(layer.attrs.get("num_heads", 1), 1)
     kv = layer.attrs.get("num_kv_heads", heads) * (h // heads)
-    gated = 2 if layer.attrs.get("activation") == "swiglu" else 1
-    if backward:  # gradients of QKV, attention output, FC1 (and gate), FC2 outputs
-        per_sample = s * (h + 2 * kv + h + gated * ffn + h)
-        return per_sample * micro_batch / tp
-    # inputs of QKV, attention output, FC1, FC2 (the sequence is whole inside the GEMMs)
-    per_sample = s * (h + h + h + ffn)
-    return (per_sample * micro_batch + layer.params) / tp
+    mlp = _mlp_elements(layer, backward)
+    if backward:  # gradients of QKV, attention output and the MLP's GEMMs' outputs
+        return s * (h + 2 * kv + h + mlp) * micro_batch / tp
+    # inputs of QKV, attention output and the MLP's GEMMs (the sequence is whole inside them)
+    return s * (h + h + mlp) * micro_batch / tp + _cast_weights(layer, tp, expert_shards)
 
 
 def fp8_pass_time_s(
@@ -129,9 +160,11 @@ def fp8_pass_time_s(
     *,
     backward: bool,
     tp: int = 1,
+    expert_shards: int = 1,
 ) -> float:
     """Roofline time of one pass of a layer with its linear GEMMs in FP8 (ops: the pass's
-    counts, already split over the TP group when the layer is split)."""
+    counts, already split over the TP group when the layer is split; expert_shards: see
+    cast_elements)."""
     b = micro_batch
     fp8_device = as_fp8(device, dtype)
     narrow = 1.0 / dtype_bytes(dtype)  # FP8 operands are 1 byte
@@ -147,7 +180,8 @@ def fp8_pass_time_s(
         per_op = ops.mem_bytes * b / ops.mem_ops
         total += ops.mem_ops * device.memory_time_s(per_op)
     casts = sum(n for _, _, n in linear)
-    cast_bytes = cast_elements(layer, backward, dtype, b, tp) * CAST_BYTES_PER_ELEMENT[recipe]
+    cast_bytes = cast_elements(layer, backward, dtype, b, tp, expert_shards)
+    cast_bytes *= CAST_BYTES_PER_ELEMENT[recipe]
     if casts and cast_bytes > 0:
         total += casts * device.memory_time_s(cast_bytes / casts)
     return total
@@ -159,6 +193,5 @@ def saved_input_savings_bytes(layer: Layer, dtype: str, micro_batch: int, tp: in
     if layer.kind != "transformer_block":
         return 0.0
     s, h = layer.attrs.get("seq_len", 0), layer.attrs.get("hidden_size", 0)
-    ffn = layer.attrs.get("ffn_hidden_size", 4 * h)
-    elements = s * (3 * h + ffn) * micro_batch / tp
+    elements = s * (2 * h + _mlp_elements(layer, backward=False)) * micro_batch / tp
     return elements * (dtype_bytes(dtype) - 1)

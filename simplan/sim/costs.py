@@ -21,6 +21,7 @@ from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
 from simplan.fp8 import (
     FP8_COPY_BYTES_PER_PARAM,
+    as_fp8,
     check_fp8_device,
     fp8_applies,
     fp8_pass_time_s,
@@ -29,7 +30,7 @@ from simplan.fp8 import (
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
-from simplan.sim.experts import ep_collectives, is_moe, rank_load, routed_fwd_flops, split_params
+from simplan.sim.experts import ep_collectives, is_moe, rank_load, routed_ops, split_params
 from simplan.tp_overlap import paired_gemm_s
 from simplan.units import dtype_bytes
 
@@ -111,10 +112,11 @@ def _sharded_cost(
     base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
     base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)
     if fp8:
+        shards = config.ep * config.etp
         part_f = fp8_pass_time_s(layer, fwd, device, config.dtype, config.fp8, b,
-                                 backward=False, tp=tp)  # fmt: skip
+                                 backward=False, tp=tp, expert_shards=shards)  # fmt: skip
         part_b = fp8_pass_time_s(layer, bwd, device, config.dtype, config.fp8, b,
-                                 backward=True, tp=tp)  # fmt: skip
+                                 backward=True, tp=tp, expert_shards=shards)  # fmt: skip
     else:
         part_f = pass_time_s(fwd, device, config.dtype, b)
         part_b = pass_time_s(bwd, device, config.dtype, b)
@@ -129,16 +131,18 @@ def _imbalance_cost(
     layer: Layer, device: DeviceModel, config: ParallelConfig, b: int, cost: LayerCost
 ) -> LayerCost:
     """The busiest rank's extra routed-expert GEMM time when the experts' load is uneven (the
-    counted block assumes every expert takes the mean): (rank_load - 1) x the rank's share of
-    the routed FLOPs, forward once and backward twice."""
+    counted block assumes every expert takes the mean): (rank_load - 1) x the time of the
+    rank's share of the routed GEMMs (timed by pass_time_s, as every layer's matrix operations
+    are; in FP8 on the FP8 device), forward once and backward twice."""
     if not is_moe(layer):
         return cost
     a = layer.attrs
     load = rank_load(float(a.get("moe_load", 1.0)), int(a["num_experts"]), config.ep)
     if load <= 1.0:
         return cost
-    extra = device.gemm_time_s(routed_fwd_flops(layer) * b / config.tp, config.dtype)
-    extra *= load - 1.0
+    gemms = as_fp8(device, config.dtype) if fp8_applies(layer, config.fp8) else device
+    ops = routed_ops(layer, config.tp, dtype_bytes(config.dtype))
+    extra = pass_time_s(ops, gemms, config.dtype, b) * (load - 1.0)
     return dataclasses.replace(cost, fwd_s=cost.fwd_s + extra, bwd_s=cost.bwd_s + 2 * extra)
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from simplan.model_graph import Layer
+from simplan.model_graph import Layer, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.sim.rank_devices import Grid
 
@@ -53,18 +53,21 @@ def expert_matrices(layer: Layer) -> int:
     return 3 if layer.attrs.get("activation") == "swiglu" else 2
 
 
-def routed_fwd_flops(layer: Layer) -> float:
-    """Forward FLOPs of the routed experts per sample, balanced: s * k token copies through
-    `per` h x f matrices, 2 FLOPs per multiply-add."""
+def routed_ops(layer: Layer, tp: int, elem_bytes: int) -> OpCost:
+    """The routed experts' forward GEMMs per sample on one rank of a TP group, balanced, as
+    the cost model times any layer's matrix operations (simplan.costmodel.pass_time_s): FC1
+    (with the gate under SwiGLU) and FC2 over the rank's s * k / tp token copies; bytes are the
+    activations read and written (each expert's weights are read once per micro-batch, not per
+    token)."""
     a = layer.attrs
-    s, k = a.get("seq_len", 0), a.get("moe_top_k", 0)
-    return (
-        2.0
-        * s
-        * k
-        * a.get("hidden_size", 0)
-        * a.get("moe_ffn_hidden_size", 0)
-        * (expert_matrices(layer))
+    copies = a.get("seq_len", 0) * a.get("moe_top_k", 0) / tp
+    h, f = a.get("hidden_size", 0), a.get("moe_ffn_hidden_size", 0)
+    up = (expert_matrices(layer) - 1) * f  # FC1's output width: f, or 2f with the gate
+    return OpCost(
+        gemms=(
+            (2.0 * copies * h * up, copies * (h + up) * elem_bytes, 1),
+            (2.0 * copies * f * h, copies * (f + h) * elem_bytes, 1),
+        )
     )
 
 

@@ -7,8 +7,11 @@ from typing import Any
 import pytest
 
 from simplan.build import graph_from_spec
+from simplan.costmodel import pass_time_s
+from simplan.devices import get_device
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig, check_config_for_model
+from simplan.sim.costs import layer_steps
 from simplan.sim.experts import (
     dispatch_bytes,
     edp_groups,
@@ -16,6 +19,7 @@ from simplan.sim.experts import (
     ep_groups,
     etp_groups,
     rank_load,
+    routed_ops,
 )
 from simplan.sim.rank_devices import grid
 from simplan.sim.run import simulate
@@ -214,3 +218,28 @@ def test_deepep_is_faster_across_nodes_and_needs_ep(graph, cluster) -> None:
     assert deepep.step_time_s < plain.step_time_s
     with pytest.raises(SimplanError, match="give --ep > 1"):
         cfg(moe_dispatcher="deepep")
+
+
+def test_routed_gemms_count_the_hand_formula(graph) -> None:
+    # s k / tp token copies through an h x 2f FC1 (SwiGLU gate) and an f x h FC2
+    block = next(layer for layer in graph.layers if layer.attrs.get("num_experts"))
+    s, k, h, f, tp = 1024, 2, 512, 1792, 2
+    ops = routed_ops(block, tp, 2)
+    assert sum(flops for flops, _, _ in ops.gemms) == 2 * (s * k / tp) * h * f * 3
+    assert ops.gemms[0][1] == (s * k / tp) * (h + 2 * f) * 2
+
+
+def test_imbalance_adds_the_routed_gemm_time_at_the_busiest_rank_load(graph) -> None:
+    # one expert at 2x the mean, one expert per rank: the busiest rank does 1x more routed
+    # work, timed as the cost model times any layer's GEMMs (forward once, backward twice)
+    device = get_device("h100-sxm")
+    config = cfg(ep=8)
+    skewed = moe_graph(moe_imbalance=2.0)
+    even = layer_steps(graph, device, config)
+    uneven = layer_steps(skewed, device, config)
+    block = next(layer for layer in graph.layers if layer.attrs.get("num_experts"))
+    extra = pass_time_s(routed_ops(block, 1, 2), device, "bf16", 1)
+    moe_steps = [i for i, layer in enumerate(graph.layers) if layer.attrs.get("num_experts")]
+    for i in moe_steps:
+        assert uneven[i].fwd_s - even[i].fwd_s == pytest.approx(extra)
+        assert uneven[i].bwd_s - even[i].bwd_s == pytest.approx(2 * extra)

@@ -7,11 +7,12 @@ import pytest
 
 from simplan.devices import get_device
 from simplan.errors import SimplanError
-from simplan.fp8 import FP8_GEMM_EFFICIENCY_RATIO, is_attention_core
+from simplan.fp8 import FP8_GEMM_EFFICIENCY_RATIO, cast_elements, is_attention_core
 from simplan.parallel import ParallelConfig
 from simplan.sim.costs import layer_steps
 from simplan.sim.run import simulate
 from simplan.sources import load_model
+from tests.sim.test_experts import moe_graph
 from tests.sim.test_oracles import h100s
 
 
@@ -119,3 +120,25 @@ def test_casts_are_memory_bound_work(gpt, recipe: str, per_element: int) -> None
     linear_bytes = sum(n * nb for f, nb, n in layer.fwd_ops.gemms if f != 4.0 * s * s * h)
     casts = (b * s * (3 * h + 4 * h) + layer.params) * per_element
     assert fp8.fwd_s - bf16.fwd_s == pytest.approx((casts - b * linear_bytes / 2) / bw)
+
+
+def test_blackwell_presets_take_their_fp8_peak_from_the_datasheet() -> None:
+    # device_specs.csv: B200 SXM 4500, GB200 (per GPU) 5000 dense FP8 TFLOP/s
+    assert get_device("b200").fp8_flops == pytest.approx(4500e12)
+    assert get_device("gb200").fp8_flops == pytest.approx(5000e12)
+    assert get_device("a100-80gb").fp8_flops == 0.0
+
+
+def test_moe_block_casts_each_routed_copy_and_its_expert_shard() -> None:
+    # Mixtral-like block by hand: s 1024, h 512, 8 heads of 64 (2 kv heads), 8 experts of
+    # f 1792, top-2, SwiGLU; the router stays in bf16
+    graph = moe_graph()
+    block = next(layer for layer in graph.layers if layer.attrs.get("num_experts"))
+    s, h, kv, f, k, tp, ep = 1024, 512, 128, 1792, 2, 2, 4
+    experts = 8 * (h * 2 * f + f * h)
+    assert block.attrs["expert_params"] == experts
+    weights = (block.params - experts) / tp + experts / ep
+    fwd = s * (h + h + k * (h + f)) / tp + weights  # QKV, out, expert FC1 and FC2 inputs
+    bwd = s * (h + 2 * kv + h + k * (2 * f + h)) / tp  # their outputs' gradients
+    assert cast_elements(block, False, "bf16", 1, tp, ep) == pytest.approx(fwd)
+    assert cast_elements(block, True, "bf16", 1, tp, ep) == pytest.approx(bwd)
