@@ -3,9 +3,16 @@
 Reference: simplan/data/reference/moe_training_throughput.csv (a copy of the shared reference
 table; each row cites its source). A row is simulated when simplan can express it:
 
-- bf16 (FP8 / MXFP8 rows are left out: low-precision GEMMs are not modelled here);
+- bf16, or FP8 with a scaling recipe simplan models (`--fp8`, simplan/fp8.py): 'FP8 blockwise'
+  (1x128 / 128x128 block scales) -> `--fp8 block` on any FP8 GPU; MXFP8 (1x32 block scales,
+  Blackwell's microscaling format) -> `--fp8 block` on B200 / GB200 only (Hopper has no MXFP8
+  GEMMs); MXFP8 on part of the GEMMs only is left out;
 - hardware with a cluster preset: H100 -> `dgx-h100` (8 GPUs per node, NVLink 4, 8x400 Gb/s
-  InfiniBand, the hardware the rows name); B200 / GB200 / GB300 rows are left out;
+  InfiniBand, the hardware the rows name); B200 -> `dgx-b200` (8 per node); GB200 ->
+  `gb200-nvl72`, the GPUs spread evenly over as few 72-GPU NVLink domains as hold them (256 ->
+  4 x 64, 128 -> 2 x 64, 16 -> 1 x 16); a GB200 row that gives NNODES counts 4 GPUs per node
+  (a GB200 compute tray: two superchips of two GPUs). B300 / GB300 rows are left out (no
+  cluster preset); so are rows that need activation offloading (not modelled);
 - no context parallelism (CP 1 or blank);
 - a model preset whose shape equals the row's shape columns (layers, hidden, heads, query
   groups, kv_channels, experts, top-k, expert FFN): mixtral-8x7b, mixtral-8x22b,
@@ -64,7 +71,9 @@ PRESETS = {
     "Qwen3-235B-A22B": "qwen3-235b-a22b",
     "Qwen3-30B-A3B": "qwen3-30b-a3b",
 }
-CLUSTERS = {"H100": ("dgx-h100", 8)}
+CLUSTERS = {"H100": ("dgx-h100", 8), "B200": ("dgx-b200", 8), "GB200": ("gb200-nvl72", 4)}
+NVLINK_DOMAIN = {"gb200-nvl72": 72}  # presets whose node is an NVLink domain of up to N GPUs
+BLACKWELL = ("B200", "GB200")
 SHAPE_COLUMNS = {  # reference column -> TransformerSpec field
     "num_layers": "num_layers",
     "hidden": "hidden_size",
@@ -86,14 +95,21 @@ class Case:
     preset: str
     cluster: str
     gpus: int
+    gpus_per_node: int
     config: ParallelConfig
     published_tflops: float
     label: str
+    group: str  # hardware and precision: 'H100 bf16', 'GB200 fp8-block', ...
+
+    @property
+    def nodes(self) -> int:
+        return self.gpus // self.gpus_per_node
 
     def cli(self) -> str:
         c = self.config
         flags = [
-            f"--model {self.preset} --cluster {self.cluster} --nodes {self.gpus // 8}",
+            f"--model {self.preset} --cluster {self.cluster} --nodes {self.nodes} "
+            f"--gpus-per-node {self.gpus_per_node}",
             f"--tp {c.tp} --pp {c.pp} --ep {c.ep} --etp {c.etp}",
             f"--micro-batch {c.micro_batch} --global-batch {c.global_batch}",
             f"--seq-len {c.seq_len} --zero {c.zero} --recompute {c.recompute}",
@@ -104,6 +120,8 @@ class Case:
             flags.append("--sequence-parallel")
         if c.moe_dispatcher != "alltoall":
             flags.append(f"--moe-dispatcher {c.moe_dispatcher}")
+        if c.fp8 != "none":
+            flags.append(f"--fp8 {c.fp8}")
         return "simplan simulate " + " ".join(flags)
 
 
@@ -112,11 +130,16 @@ def _int(text: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _gpus(text: str) -> int | None:
-    text = text.strip()
+def _hardware(row: dict[str, str]) -> str:
+    return row["hardware"].split(" ")[0]
+
+
+def _gpus(row: dict[str, str]) -> int | None:
+    text = row["num_gpus"].strip()
     if text.startswith("NNODES="):
         nodes = _int(text.removeprefix("NNODES="))
-        return nodes * 8 if nodes else None
+        per_node = CLUSTERS[_hardware(row)][1] if _hardware(row) in CLUSTERS else 0
+        return nodes * per_node if nodes and per_node else None
     return _int(text)
 
 
@@ -125,17 +148,40 @@ def _cluster(hardware: str) -> str | None:
     return CLUSTERS[name][0] if name in CLUSTERS else None
 
 
+def gpus_per_node(cluster: str, gpus: int) -> int:
+    """GPUs per node of the simulated cluster: the preset's, or for an NVLink-domain preset
+    the GPUs spread evenly over as few domains as hold them."""
+    domain = NVLINK_DOMAIN.get(cluster)
+    if domain is None:
+        return CLUSTERS[next(k for k, v in CLUSTERS.items() if v[0] == cluster)][1]
+    return gpus // -(-gpus // domain)
+
+
+def fp8_recipe(row: dict[str, str]) -> str | None:
+    """The `--fp8` recipe of a row's precision ('none' for bf16), None where none maps."""
+    precision = row["precision"].strip().upper()
+    if precision.startswith("BF16"):
+        return "none"
+    if precision.startswith("FP8") and "BLOCKWISE" in precision:
+        return "block"
+    if precision == "MXFP8" and _hardware(row) in BLACKWELL:
+        return "block"
+    return None
+
+
 def why_not(row: dict[str, str]) -> str:
     """Why a row cannot be simulated ("" if it can)."""
-    if row["precision"].strip().split(" ")[0].upper() != "BF16":
-        return f"precision {row['precision']} (only bf16 is modelled)"
     if _cluster(row["hardware"]) is None:
         return f"no cluster preset for {row['hardware']}"
+    if fp8_recipe(row) is None:
+        return f"precision {row['precision']} on {_hardware(row)} (no FP8 recipe maps)"
+    if "offloading" in row["features"]:
+        return f"{row['features']} (activation offloading is not modelled)"
     if (_int(row["CP"]) or 1) > 1:
         return f"context parallelism CP {row['CP']}"
     if row["model"] not in PRESETS:
         return f"no preset for {row['model']}"
-    if _gpus(row["num_gpus"]) is None or not row["tflops_per_gpu"].strip():
+    if _gpus(row) is None or not row["tflops_per_gpu"].strip():
         return "no GPU count or no TFLOP/s"
     return ""
 
@@ -151,7 +197,7 @@ def _dispatcher(text: str, ep: int) -> str:
 
 
 def case_of(index: int, row: dict[str, str]) -> Case:
-    gpus = _gpus(row["num_gpus"]) or 0
+    gpus = _gpus(row) or 0
     tp, pp = _int(row["TP"]) or 1, _int(row["PP"]) or 1
     vpp = _int(row["VPP"]) or 1
     config = ParallelConfig(
@@ -170,16 +216,20 @@ def case_of(index: int, row: dict[str, str]) -> Case:
         sequence_parallel=tp > 1,
         dtype="bf16",
         moe_dispatcher=_dispatcher(row["dispatcher"], _int(row["EP"]) or 1),
+        fp8=fp8_recipe(row) or "none",
     )
+    cluster = _cluster(row["hardware"]) or ""
     return Case(
         row=index,
         model=row["model"],
         preset=PRESETS[row["model"]],
-        cluster=_cluster(row["hardware"]) or "",
+        cluster=cluster,
         gpus=gpus,
+        gpus_per_node=gpus_per_node(cluster, gpus),
         config=config,
         published_tflops=float(row["tflops_per_gpu"]),
         label=(row["features"] or row["notes"])[:40],
+        group=f"{_hardware(row)} {'bf16' if config.fp8 == 'none' else 'fp8-' + config.fp8}",
     )
 
 
@@ -231,7 +281,9 @@ def megatron_flops_per_token(spec: dict[str, Any], seq_len: int) -> float:
 def run_case(case: Case, graph: ModelGraph, cluster: Any, ceiling: DeviceModel) -> dict[str, Any]:
     started = time.perf_counter()
     result = simulate(graph, cluster, case.config, record=False)
-    at_mamf = simulate(graph, cluster, case.config, record=False, device=ceiling)
+    at_mamf = None  # the MAMF column is the H100's: other GPUs keep their own model
+    if case.cluster == "dgx-h100":
+        at_mamf = simulate(graph, cluster, case.config, record=False, device=ceiling).step_time_s
     c = case.config
     flops = megatron_flops_per_token(graph.meta["transformer"], c.seq_len) * c.seq_len
     flops *= c.global_batch
@@ -240,6 +292,7 @@ def run_case(case: Case, graph: ModelGraph, cluster: Any, ceiling: DeviceModel) 
         return flops / step_s / case.gpus / 1e12
 
     predicted = tflops(result.step_time_s)
+    mamf = tflops(at_mamf) if at_mamf else None
     return {
         "row": case.row,
         "model": case.model,
@@ -249,14 +302,33 @@ def run_case(case: Case, graph: ModelGraph, cluster: Any, ceiling: DeviceModel) 
         "published_tflops": case.published_tflops,
         "predicted_tflops": round(predicted, 1),
         "error": round(predicted / case.published_tflops - 1.0, 4),
-        "predicted_tflops_at_mamf": round(tflops(at_mamf.step_time_s), 1),
-        "error_at_mamf": round(tflops(at_mamf.step_time_s) / case.published_tflops - 1.0, 4),
+        "predicted_tflops_at_mamf": round(mamf, 1) if mamf else None,
+        "error_at_mamf": round(mamf / case.published_tflops - 1.0, 4) if mamf else None,
+        "group": case.group,
         "simplan_tflops": round(result.tflops_per_device, 1),
         "step_s": round(result.step_time_s, 3),
         "fits": result.fits_memory,
         "label": case.label,
         "wall_s": round(time.perf_counter() - started, 1),
     }
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(results: list[dict[str, Any]], skipped: int) -> tuple[float, float]:
+    """Print the median |error| over all rows and per group; return (all, H100 at MAMF)."""
+    median = _median([abs(r["error"]) for r in results])
+    at_mamf = _median([abs(r["error_at_mamf"]) for r in results if r["error_at_mamf"] is not None])
+    print(
+        f"{len(results)} rows simulated, {skipped} not expressible; median |error| "
+        f"{100 * median:.1f}% (H100 rows with the MAMF GEMM efficiency: {100 * at_mamf:.1f}%)"
+    )
+    for group in sorted({r["group"] for r in results}):
+        errors = [abs(r["error"]) for r in results if r["group"] == group]
+        print(f"  {group:<14} {len(errors):>2} rows, median |error| {100 * _median(errors):.1f}%")
+    return median, at_mamf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,23 +353,23 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"row {case.row}: preset {case.preset} does not match: {bad}")
         ckey = (case.cluster, case.gpus)
         if ckey not in clusters:
-            clusters[ckey] = load_cluster(case.cluster, nodes=case.gpus // 8)
+            clusters[ckey] = load_cluster(
+                case.cluster, nodes=case.nodes, gpus_per_node=case.gpus_per_node
+            )
         results.append(run_case(case, graphs[key], clusters[ckey], ceiling))
         r = results[-1]
+        mamf = (
+            f"at MAMF {r['predicted_tflops_at_mamf']:>6.1f} ({100 * r['error_at_mamf']:+6.1f}%)"
+            if r["error_at_mamf"] is not None
+            else ""
+        )
         print(
             f"row {r['row']:>2} {r['model']:<16} {r['gpus']:>4} GPUs  {r['config']:<48} "
             f"published {r['published_tflops']:>6.1f}  predicted {r['predicted_tflops']:>6.1f}  "
-            f"error {100 * r['error']:+6.1f}%   at MAMF {r['predicted_tflops_at_mamf']:>6.1f} "
-            f"({100 * r['error_at_mamf']:+6.1f}%)",
+            f"error {100 * r['error']:+6.1f}%   {mamf}",
             flush=True,
         )
-    errors = [abs(r["error"]) for r in results]
-    median = statistics.median(errors) if errors else float("nan")
-    at_mamf = statistics.median(abs(r["error_at_mamf"]) for r in results) if results else 0.0
-    print(
-        f"{len(results)} rows simulated, {len(skipped)} not expressible; median |error| "
-        f"{100 * median:.1f}% (with the MAMF GEMM efficiency: {100 * at_mamf:.1f}%)"
-    )
+    median, at_mamf = summarise(results, len(skipped))
     for i, why in skipped.items():
         print(f"  row {i:>2} {rows[i]['model']:<20} skipped: {why}")
     write_json_atomic(

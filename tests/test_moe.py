@@ -134,10 +134,12 @@ def test_presets_match_published_parameter_counts(preset: str, total: float, act
     assert graph.active_params == pytest.approx(active, rel=0.02)
 
 
-def test_every_published_bf16_h100_row_is_expressible() -> None:
+def test_every_published_row_with_a_preset_and_a_recipe_is_expressible() -> None:
     """benchmarks/sim_moe.py: each row it simulates has a preset of the row's exact shape and
-    a valid configuration of the row's degrees; the rows it leaves out are FP8, other
-    hardware, context parallelism or another architecture (Qwen3-Next's linear attention)."""
+    a valid configuration of the row's degrees; FP8 blockwise and (on B200 / GB200) MXFP8 rows
+    run with --fp8 block; the rows it leaves out are hardware without a preset (B300, GB300),
+    MXFP8 on part of the GEMMs, context parallelism, activation offloading or another
+    architecture (DeepSeek's MLA, Qwen3-Next's linear attention, Llama 4)."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -154,10 +156,14 @@ def test_every_published_bf16_h100_row_is_expressible() -> None:
     spec.loader.exec_module(bench)
     rows = read_reference_csv(bench.TABLE)
     kept = [i for i, row in enumerate(rows) if not bench.why_not(row)]
-    assert len(kept) == 15
+    assert len(kept) == 24
+    fp8 = [i for i in kept if bench.fp8_recipe(rows[i]) != "none"]
+    assert fp8 == [19, 21, 22, 24, 27, 28, 50]  # MXFP8 on B200/GB200, FP8 blockwise on H100
+    assert all(bench.fp8_recipe(rows[i]) == "block" for i in fp8)
     for row in rows:
         why = bench.why_not(row)
-        assert not why or why.startswith(("precision", "no cluster", "context", "no preset"))
+        reasons = ("precision", "no cluster", "context", "no preset", "activation offloading")
+        assert not why or why.startswith(reasons)
     for i in kept:
         case = bench.case_of(i, rows[i])
         graph = load_model(case.preset, seq_len=case.config.seq_len, dtype="bf16")
