@@ -26,7 +26,8 @@ length; dp = GPUs / (TP x PP); sequence parallelism when TP > 1 (Megatron-Core r
 MoE with TP); the distributed optimizer (ZeRO 1; 'FSDP On' -> ZeRO 3) as Megatron-Core's MoE
 recipes run; recompute 'full' -> full, Megatron's fine-grained module recomputation (norm, act,
 moe_act) -> none (those modules are element-wise work); balanced routing (most rows force load
-balancing; dropless rows assume it).
+balancing; dropless rows assume it); `--moe-overlap` where the row's features or dispatcher
+name an EP / A2A / 1F1B overlap (rows 18, 19, 21, 22, 30, 47).
 Throughput is counted as the sources count it, Megatron-LM's --log-throughput formula
 (megatron/training/training.py num_floating_point_operations, the version with the causal
 halving of the attention core, e.g. @ 250b7941): per token, 3 passes x 2 FLOPs per multiply-add
@@ -122,6 +123,8 @@ class Case:
             flags.append(f"--moe-dispatcher {c.moe_dispatcher}")
         if c.fp8 != "none":
             flags.append(f"--fp8 {c.fp8}")
+        if c.moe_overlap:
+            flags.append("--moe-overlap")
         return "simplan simulate " + " ".join(flags)
 
 
@@ -167,6 +170,14 @@ def fp8_recipe(row: dict[str, str]) -> str | None:
     if precision == "MXFP8" and _hardware(row) in BLACKWELL:
         return "block"
     return None
+
+
+def overlaps(row: dict[str, str]) -> bool:
+    """Whether a row overlaps the expert all-to-alls with compute: its features or dispatcher
+    name it ('EP overlap', 'EP A2A overlap', 'A2A_OVERLAP=1', '1f1b overlap': Megatron-Core's
+    --overlap-moe-expert-parallel-comm, the 1F1B A2A overlap)."""
+    text = f"{row['features']} {row['dispatcher']}".lower()
+    return (_int(row["EP"]) or 1) > 1 and "overlap" in text
 
 
 def why_not(row: dict[str, str]) -> str:
@@ -217,6 +228,7 @@ def case_of(index: int, row: dict[str, str]) -> Case:
         dtype="bf16",
         moe_dispatcher=_dispatcher(row["dispatcher"], _int(row["EP"]) or 1),
         fp8=fp8_recipe(row) or "none",
+        moe_overlap=overlaps(row),
     )
     cluster = _cluster(row["hardware"]) or ""
     return Case(

@@ -97,6 +97,10 @@ class ParallelConfig:
         'all_gather' (gathered before attention, exposed).
     tp_overlap: hide the TP all-gathers and reduce-scatters behind the GEMMs they feed
         (Megatron-LM --tp-comm-overlap, torchtitan async TP); needs sequence parallelism.
+    moe_overlap: hide the MoE dispatch and combine all-to-alls of one micro-batch behind the
+        compute of another (Megatron-Core --overlap-moe-expert-parallel-comm, which runs one
+        micro-batch's forward beside another's backward); needs ep > 1; see
+        simplan.sim.experts.overlapped_ep_s.
     """
 
     dp: int = _knob(1, "data-parallel degree (default: the rest)", lo=1, hi=MAX_DEGREE)
@@ -109,6 +113,8 @@ class ParallelConfig:
     etp: int = _knob(1, "expert-tensor-parallel degree (MoE)", lo=1, hi=MAX_DEGREE)
     moe_dispatcher: str = _knob("alltoall", "MoE token dispatch across nodes: alltoall, or "
                                 "deepep (one copy per node)", choices=DISPATCHERS)  # fmt: skip
+    moe_overlap: bool = _knob(False, "overlap the MoE all-to-alls of one micro-batch with "
+                              "another's compute")  # fmt: skip
     micro_batch: int = _knob(1, "samples per micro-batch", lo=1, hi=MAX_SAMPLES)
     global_batch: int = _knob(1, "samples per optimizer step", lo=1, hi=MAX_GLOBAL_BATCH)
     seq_len: int = _knob(0, "tokens per sample (model's own)", lo=0, hi=MAX_SEQ_LEN)
@@ -197,6 +203,11 @@ class ParallelConfig:
             raise SimplanError(
                 f"moe_dispatcher must be one of {', '.join(DISPATCHERS)}, got "
                 f"{self.moe_dispatcher!r}"
+            )
+        if self.moe_overlap and self.ep == 1:
+            raise SimplanError(
+                "--moe-overlap hides the all-to-alls between expert-parallel ranks; give "
+                "--ep > 1 or drop it"
             )
         if self.moe_dispatcher != "alltoall" and self.ep == 1:
             raise SimplanError(
@@ -305,6 +316,8 @@ class ParallelConfig:
             parts.append(f"ep{self.ep}" + (f" etp{self.etp}" if self.etp > 1 else ""))
             if self.moe_dispatcher != "alltoall":
                 parts.append(self.moe_dispatcher)
+            if self.moe_overlap:
+                parts.append("moe-overlap")
         if self.virtual_stages > 1:
             parts.append(f"v{self.virtual_stages}")
         if self.zero:

@@ -27,7 +27,14 @@ from simplan.profiles import Profile
 from simplan.sim.contention import sharing_factor
 from simplan.sim.costs import TP_KINDS, LayerStep, layer_steps
 from simplan.sim.engine import Bucket, ChunkPlan, EnginePlan, RankPlan
-from simplan.sim.experts import deepep_bytes, deepep_phases, edp_groups, ep_groups, etp_groups
+from simplan.sim.experts import (
+    deepep_bytes,
+    deepep_phases,
+    edp_groups,
+    ep_groups,
+    etp_groups,
+    overlapped_ep_s,
+)
 from simplan.sim.offload import (
     HostStep,
     grad_shard_bytes,
@@ -456,11 +463,16 @@ class Assembler:
         fsdp = cfg.zero == 3 and cfg.replicas > 1
         gathers, scatters = self.fsdp_layers(steps, rank) if fsdp else ((), ())
         # TP and CP transfers: exposed after the chunk's compute, hidden during it; MoE
-        # dispatch and combine exposed
+        # dispatch and combine exposed, or with --moe-overlap hidden where compute allows
         fwd_tp, fwd_hidden = self.comm_times(steps, rank, True)
         bwd_tp, bwd_hidden = self.comm_times(steps, rank, False)
-        fwd_tp += self.ep_time(steps, rank, True)
-        bwd_tp += self.ep_time(steps, rank, False)
+        ep_f, ep_b = self.ep_time(steps, rank, True), self.ep_time(steps, rank, False)
+        shown_f, shown_b = ep_f, ep_b
+        if cfg.moe_overlap:
+            compute_f, compute_b = sum(s.fwd_s for s in steps), sum(s.bwd_s for s in steps)
+            shown_f, shown_b = overlapped_ep_s(ep_f, ep_b, compute_f, compute_b)
+        fwd_tp, fwd_hidden = fwd_tp + shown_f, fwd_hidden + ep_f - shown_f
+        bwd_tp, bwd_hidden = bwd_tp + shown_b, bwd_hidden + ep_b - shown_b
         if index == 0 and cfg.tp > 1:  # DTensor's per-pass work (its inputs' redistribution)
             fwd_tp += self.caps[rank].framework.tp_step_s
         return ChunkPlan(

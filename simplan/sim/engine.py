@@ -56,8 +56,8 @@ class ChunkPlan:
     layer_host_s: tuple[float, ...] = ()  # FSDP + CPU offload: each unit's gradients to the host
     fwd_p2p_framework_s: float = 0.0  # the pipeline framework's sends and receives of one
     bwd_p2p_framework_s: float = 0.0  # forward (backward) of this chunk, on the compute stream
-    fwd_tp_hidden_s: float = 0.0  # TP communication hidden behind this chunk's forward GEMMs
-    bwd_tp_hidden_s: float = 0.0  # (--tp-overlap): runs on the 'tp' stream during compute
+    fwd_tp_hidden_s: float = 0.0  # TP, CP and (--moe-overlap) MoE communication hidden
+    bwd_tp_hidden_s: float = 0.0  # behind this chunk's compute: logged on the 'tp' stream
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,14 @@ per token, hidden size h, expert hidden size f, expert matrices `per` = 3 (SwiGL
   etp > 1, then an all_gather of the dispatched tokens over the etp group. The combine is the
   mirror image (a reduce_scatter over etp, then an all_to_all). The backward pass moves the
   same bytes the other way: two all-to-alls forward, two backward, none overlapped with compute
-  (Megatron-Core's default, without its A2A-overlap option);
+  (Megatron-Core's default). With `moe_overlap` (Megatron-Core's
+  --overlap-moe-expert-parallel-comm: the 1F1B steady state runs one micro-batch's forward
+  beside another's backward, a communication stream beside the compute stream) the
+  all-to-alls of a chunk's forward and backward hide behind the compute of both passes:
+  exposed = max(a_f + a_b - (c_f + c_b), 0), shared between the passes in proportion to
+  their all-to-alls (`overlapped_ep_s`). Every micro-batch is treated as paired (the few of
+  the warm-up and cool-down that are not are an error of the order of pp / micro-batches),
+  and the compute is taken at full speed (the SMs a dispatch kernel holds are not charged);
 - DeepEP dispatch (`moe_dispatcher = 'deepep'`, DeepSeek-V3 report section 3.2.2: tokens go
   over InfiniBand to the GPU of the same in-node index on each target node, then over NVLink
   to the GPUs of their experts): where the ep group spans g > 1 nodes, each all-to-all becomes
@@ -69,6 +76,19 @@ def routed_ops(layer: Layer, tp: int, elem_bytes: int) -> OpCost:
             (2.0 * copies * f * h, copies * (f + h) * elem_bytes, 1),
         )
     )
+
+
+def overlapped_ep_s(
+    ep_fwd_s: float, ep_bwd_s: float, compute_fwd_s: float, compute_bwd_s: float
+) -> tuple[float, float]:
+    """(forward, backward) exposed seconds of a chunk's MoE all-to-alls when each pass's
+    transfers overlap the compute of both passes (see the module doc): what the compute of
+    c_f + c_b seconds cannot hide of a_f + a_b, split in proportion to a_f and a_b."""
+    total = ep_fwd_s + ep_bwd_s
+    if total <= 0:
+        return 0.0, 0.0
+    exposed = max(total - compute_fwd_s - compute_bwd_s, 0.0)
+    return exposed * ep_fwd_s / total, exposed * ep_bwd_s / total
 
 
 def rank_load(load: float, experts: int, ep: int) -> float:

@@ -18,6 +18,7 @@ from simplan.sim.experts import (
     ep_collectives,
     ep_groups,
     etp_groups,
+    overlapped_ep_s,
     rank_load,
     routed_ops,
 )
@@ -243,3 +244,30 @@ def test_imbalance_adds_the_routed_gemm_time_at_the_busiest_rank_load(graph) -> 
     for i in moe_steps:
         assert uneven[i].fwd_s - even[i].fwd_s == pytest.approx(extra)
         assert uneven[i].bwd_s - even[i].bwd_s == pytest.approx(2 * extra)
+
+
+def test_overlapped_all_to_alls_expose_what_both_passes_cannot_hide() -> None:
+    # 3 s forward and 1 s backward of all-to-all behind 1 + 1 s of compute: 2 s exposed,
+    # shared 3:1; behind more compute than transfers, none
+    assert overlapped_ep_s(3.0, 1.0, 1.0, 1.0) == pytest.approx((1.5, 0.5))
+    assert overlapped_ep_s(1.0, 1.0, 2.0, 4.0) == (0.0, 0.0)
+    assert overlapped_ep_s(0.0, 0.0, 1.0, 1.0) == (0.0, 0.0)
+
+
+def test_moe_overlap_hides_the_dispatch_behind_compute() -> None:
+    # one node, ep 8 over NVLink: the all-to-alls are far shorter than the blocks' compute, so
+    # with the overlap only the gradient sync's tail stays exposed, and compute is unchanged
+    node = load_cluster("dgx-h100", nodes=1)
+    plain = simulate(moe_graph(), node, cfg(dp=8, ep=8), record=False)
+    overlap = simulate(moe_graph(), node, cfg(dp=8, ep=8, moe_overlap=True), record=False)
+    assert overlap.breakdown["compute_s"] == pytest.approx(plain.breakdown["compute_s"])
+    assert overlap.step_time_s < plain.step_time_s
+    assert overlap.breakdown["exposed_comm_s"] < 0.1 * plain.breakdown["exposed_comm_s"]
+    assert "moe-overlap" in cfg(dp=8, ep=8, moe_overlap=True).describe()
+
+
+def test_moe_overlap_needs_expert_parallelism() -> None:
+    with pytest.raises(SimplanError, match=r"--moe-overlap .* give --ep > 1"):
+        cfg(moe_overlap=True)
+    flags = "--model mixtral-8x7b --cluster dgx-h100 --global-batch 8 --moe-overlap"
+    assert_one_line_error(run_cli("simulate", *flags.split()), "--moe-overlap")
