@@ -13,7 +13,9 @@ table; each row cites its source). A row is simulated when simplan can express i
   4 x 64, 128 -> 2 x 64, 16 -> 1 x 16); a GB200 row that gives NNODES counts 4 GPUs per node
   (a GB200 compute tray: two superchips of two GPUs). B300 / GB300 rows are left out (no
   cluster preset); so are rows that need activation offloading (not modelled);
-- no context parallelism (CP 1 or blank);
+- context parallelism (CP > 1) with `--cp` (ring K/V exchange, Megatron-Core's default 'p2p');
+  its ranks fold into the expert groups as Megatron-Core folds them (dp x cp x tp = edp x ep x
+  etp);
 - a model preset whose shape equals the row's shape columns (layers, hidden, heads, query
   groups, kv_channels, experts, top-k, expert FFN): mixtral-8x7b, mixtral-8x22b,
   qwen3-235b-a22b, qwen3-30b-a3b;
@@ -22,7 +24,7 @@ table; each row cites its source). A row is simulated when simplan can express i
 Each simulated row runs with the row's TP, PP, VPP (interleaved schedule when > 1), EP, ETP
 (blank = 1), its dispatcher (DeepEP, HybridEP or 'flex' -> --moe-dispatcher deepep: one copy per
 token and target node across nodes; else alltoall), micro-batch, global batch and sequence
-length; dp = GPUs / (TP x PP); sequence parallelism when TP > 1 (Megatron-Core requires it for
+length; dp = GPUs / (TP x PP x CP); sequence parallelism when TP > 1 (Megatron-Core requires it for
 MoE with TP); the distributed optimizer (ZeRO 1; 'FSDP On' -> ZeRO 3) as Megatron-Core's MoE
 recipes run; recompute 'full' -> full, Megatron's fine-grained module recomputation (norm, act,
 moe_act) -> none (those modules are element-wise work); balanced routing (most rows force load
@@ -111,7 +113,7 @@ class Case:
         flags = [
             f"--model {self.preset} --cluster {self.cluster} --nodes {self.nodes} "
             f"--gpus-per-node {self.gpus_per_node}",
-            f"--tp {c.tp} --pp {c.pp} --ep {c.ep} --etp {c.etp}",
+            f"--tp {c.tp} --pp {c.pp} --cp {c.cp} --ep {c.ep} --etp {c.etp}",
             f"--micro-batch {c.micro_batch} --global-batch {c.global_batch}",
             f"--seq-len {c.seq_len} --zero {c.zero} --recompute {c.recompute}",
         ]
@@ -188,8 +190,6 @@ def why_not(row: dict[str, str]) -> str:
         return f"precision {row['precision']} on {_hardware(row)} (no FP8 recipe maps)"
     if "offloading" in row["features"]:
         return f"{row['features']} (activation offloading is not modelled)"
-    if (_int(row["CP"]) or 1) > 1:
-        return f"context parallelism CP {row['CP']}"
     if row["model"] not in PRESETS:
         return f"no preset for {row['model']}"
     if _gpus(row) is None or not row["tflops_per_gpu"].strip():
@@ -210,11 +210,12 @@ def _dispatcher(text: str, ep: int) -> str:
 def case_of(index: int, row: dict[str, str]) -> Case:
     gpus = _gpus(row) or 0
     tp, pp = _int(row["TP"]) or 1, _int(row["PP"]) or 1
-    vpp = _int(row["VPP"]) or 1
+    vpp, cp = _int(row["VPP"]) or 1, _int(row["CP"]) or 1
     config = ParallelConfig(
-        dp=gpus // (tp * pp),
+        dp=gpus // (tp * pp * cp),
         tp=tp,
         pp=pp,
+        cp=cp,
         ep=_int(row["EP"]) or 1,
         etp=_int(row["ETP"]) or 1,
         micro_batch=_int(row["MBS"]) or 1,

@@ -58,10 +58,10 @@ class ParallelConfig:
     dp, tp, pp, cp: data-, tensor-, pipeline- and context-parallel degrees (world size =
         dp * tp * pp * cp). Context parallelism splits each sample's sequence over cp ranks.
     ep, etp: expert- and expert-tensor-parallel degrees of mixture-of-experts layers, folded
-        into the dp * tp ranks of a pipeline stage as Megatron-Core does: the experts are split
-        over ep ranks and each expert's matrices over etp ranks; the remaining
-        dp * tp / (ep * etp) ranks (the expert-data-parallel group) hold copies of the same
-        experts and all-reduce their gradients among themselves only.
+        into the dp * cp * tp ranks of a pipeline stage as Megatron-Core does: the experts are
+        split over ep ranks and each expert's matrices over etp ranks; the remaining
+        dp * cp * tp / (ep * etp) ranks (the expert-data-parallel group) hold copies of the
+        same experts and all-reduce their gradients among themselves only.
     moe_dispatcher: 'alltoall' sends every (token, expert) copy straight to its rank; 'deepep'
         (DeepSeek's DeepEP) sends a token once to each other node it is routed to, over the
         network, and fans it out inside the node over NVLink.
@@ -108,7 +108,7 @@ class ParallelConfig:
     pp: int = _knob(1, "pipeline-parallel degree", lo=1, hi=MAX_DEGREE)
     cp: int = _knob(1, "context-parallel degree (splits the sequence)", lo=1, hi=MAX_DEGREE)
     cp_comm: str = _knob("ring", "context parallelism's K/V exchange", choices=CP_COMM)
-    ep: int = _knob(1, "expert-parallel degree (MoE; carved out of dp x tp)", lo=1,
+    ep: int = _knob(1, "expert-parallel degree (MoE; carved out of dp x cp x tp)", lo=1,
                     hi=MAX_DEGREE)  # fmt: skip
     etp: int = _knob(1, "expert-tensor-parallel degree (MoE)", lo=1, hi=MAX_DEGREE)
     moe_dispatcher: str = _knob("alltoall", "MoE token dispatch across nodes: alltoall, or "
@@ -197,7 +197,9 @@ class ParallelConfig:
             )
 
     def _check_expert_degrees(self) -> None:
-        """ep x etp ranks hold one copy of the experts: they must tile a stage's dp x tp ranks."""
+        """ep x etp ranks hold one copy of the experts: they must tile a stage's dp x cp x tp
+        ranks (Megatron-Core's folding: context parallelism splits the attention's tokens, and
+        the MoE layers see the stage's ranks as edp x ep x etp)."""
         folded = self.ep * self.etp
         if self.moe_dispatcher not in DISPATCHERS:
             raise SimplanError(
@@ -214,22 +216,18 @@ class ParallelConfig:
                 f"--moe-dispatcher {self.moe_dispatcher} dispatches tokens between expert-"
                 f"parallel ranks; give --ep > 1 or drop it"
             )
-        if folded > 1 and self.cp > 1:
+        if (self.dp * self.cp * self.tp) % folded:
             raise SimplanError(
-                f"expert parallelism (ep {self.ep} x etp {self.etp}) with context parallelism "
-                f"(cp {self.cp}) is not modelled; drop --cp or --ep / --etp"
-            )
-        if (self.dp * self.tp) % folded:
-            raise SimplanError(
-                f"ep {self.ep} x etp {self.etp} = {folded} must divide dp {self.dp} x tp "
-                f"{self.tp} = {self.dp * self.tp} (experts are split over the data- and "
-                f"tensor-parallel ranks of a stage); choose ep and etp that divide it"
+                f"ep {self.ep} x etp {self.etp} = {folded} must divide dp {self.dp} x cp "
+                f"{self.cp} x tp {self.tp} = {self.dp * self.cp * self.tp} (experts are split "
+                f"over the data-, context- and tensor-parallel ranks of a stage); choose ep and "
+                f"etp that divide it"
             )
 
     @property
     def edp(self) -> int:
         """The expert-data-parallel degree: ranks of a stage holding the same experts."""
-        return self.dp * self.tp // (self.ep * self.etp)
+        return self.dp * self.cp * self.tp // (self.ep * self.etp)
 
     def _check_update_knobs(self) -> None:
         """Gradient compression, local SGD, staleness and offload: valid values, and at most

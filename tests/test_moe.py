@@ -137,9 +137,10 @@ def test_presets_match_published_parameter_counts(preset: str, total: float, act
 def test_every_published_row_with_a_preset_and_a_recipe_is_expressible() -> None:
     """benchmarks/sim_moe.py: each row it simulates has a preset of the row's exact shape and
     a valid configuration of the row's degrees; FP8 blockwise and (on B200 / GB200) MXFP8 rows
-    run with --fp8 block; the rows it leaves out are hardware without a preset (B300, GB300),
-    MXFP8 on part of the GEMMs, context parallelism, activation offloading or another
-    architecture (DeepSeek's MLA, Qwen3-Next's linear attention, Llama 4)."""
+    run with --fp8 block; CP rows run with --cp folded into the expert groups; the rows it
+    leaves out are hardware without a preset (B300, GB300), MXFP8 on part of the GEMMs,
+    activation offloading or another architecture (DeepSeek's MLA, Qwen3-Next's linear
+    attention, Llama 4)."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -156,13 +157,15 @@ def test_every_published_row_with_a_preset_and_a_recipe_is_expressible() -> None
     spec.loader.exec_module(bench)
     rows = read_reference_csv(bench.TABLE)
     kept = [i for i, row in enumerate(rows) if not bench.why_not(row)]
-    assert len(kept) == 24
+    assert len(kept) == 31
     fp8 = [i for i in kept if bench.fp8_recipe(rows[i]) != "none"]
-    assert fp8 == [19, 21, 22, 24, 27, 28, 50]  # MXFP8 on B200/GB200, FP8 blockwise on H100
+    assert fp8 == [19, 21, 22, 24, 27, 28, 45, 50]  # MXFP8 on B200/GB200, blockwise on H100
+    assert [i for i in kept if bench.case_of(i, rows[i]).config.cp > 1] == [*range(37, 43), 45]
+    assert [i for i in kept if bench.overlaps(rows[i])] == [18, 19, 21, 22, 30, 47]
     assert all(bench.fp8_recipe(rows[i]) == "block" for i in fp8)
     for row in rows:
         why = bench.why_not(row)
-        reasons = ("precision", "no cluster", "context", "no preset", "activation offloading")
+        reasons = ("precision", "no cluster", "no preset", "activation offloading")
         assert not why or why.startswith(reasons)
     for i in kept:
         case = bench.case_of(i, rows[i])

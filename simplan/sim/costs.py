@@ -141,7 +141,7 @@ def _imbalance_cost(
     if load <= 1.0:
         return cost
     gemms = as_fp8(device, config.dtype) if fp8_applies(layer, config.fp8) else device
-    ops = routed_ops(layer, config.tp, dtype_bytes(config.dtype))
+    ops = routed_ops(layer, config.tp * config.cp, dtype_bytes(config.dtype))
     extra = pass_time_s(ops, gemms, config.dtype, b) * (load - 1.0)
     return dataclasses.replace(cost, fwd_s=cost.fwd_s + extra, bwd_s=cost.bwd_s + 2 * extra)
 
@@ -334,8 +334,9 @@ def _context_parallel(
     step: LayerStep, layer: Layer, device: DeviceModel, config: ParallelConfig, b: int
 ) -> LayerStep:
     """One CP rank's share of a layer step (simplan.context_parallel): the per-token work,
-    bytes and TP transfers / cp (the time is already split: _sharded_cost), a ring's per-step
-    merges, and its K/V exchange with the compute it hides behind (ring: attention and merges)."""
+    bytes, TP transfers and MoE dispatches / cp (the time is already split: _sharded_cost), a
+    ring's per-step merges, and its K/V exchange with the compute it hides behind (ring:
+    attention and merges)."""
     cp = config.cp
     if cp == 1:
         return step
@@ -355,6 +356,8 @@ def _context_parallel(
         recompute_s=recompute + merge_f if recompute > 0 else 0.0,
         tp_fwd=tuple((op, n / cp) for op, n in step.tp_fwd),
         tp_bwd=tuple((op, n / cp) for op, n in step.tp_bwd),
+        ep_fwd=tuple((op, n / cp) for op, n in step.ep_fwd),  # a rank dispatches its tokens
+        ep_bwd=tuple((op, n / cp) for op, n in step.ep_bwd),
         activation_bytes=step.activation_bytes / cp,
         input_bytes=step.input_bytes / cp,
         output_bytes=step.output_bytes / cp,

@@ -1,10 +1,12 @@
 """Mixture-of-experts layers on the ranks of a configuration: expert parallelism (ep),
 expert-tensor parallelism (etp), the token dispatch and combine, and the load imbalance.
 
-Megatron-Core's parallel folding: the dp * tp ranks of a pipeline stage run attention as dp
-replicas of tp ranks, and the MoE layers as edp copies of ep * etp ranks (dp * tp = etp * ep *
-edp). Ranks are numbered tp fastest, then dp, as in simplan.sim.rank_devices; the expert ranks
-are numbered etp fastest, then ep, then edp, over the same order. So the ep group of a rank is
+Megatron-Core's parallel folding: the dp * cp * tp ranks of a pipeline stage run attention as
+dp * cp replicas of tp ranks (cp of them splitting each sample's tokens), and the MoE layers as
+edp copies of ep * etp ranks (dp * cp * tp = etp * ep * edp). Ranks are numbered tp fastest,
+then cp, then dp, as in simplan.sim.rank_devices; the expert ranks are numbered etp fastest,
+then ep, then edp, over the same order. With cp > 1 each rank dispatches its own s / cp
+tokens of a sample (the MoE layers see tokens, not sequences). So the ep group of a rank is
 etp-strided inside a block of ep * etp consecutive ranks, and its edp group takes every
 (ep * etp)-th rank of the stage.
 

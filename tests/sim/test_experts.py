@@ -156,7 +156,7 @@ def test_imbalance_slows_the_busiest_rank(cluster) -> None:
 def test_expert_degrees_must_fit_the_model_and_the_ranks(graph) -> None:
     with pytest.raises(SimplanError, match="ep 3 does not divide the 8 experts"):
         check_config_for_model(cfg(dp=12, ep=3, global_batch=12), graph)
-    with pytest.raises(SimplanError, match=r"ep 32 x etp 1 = 32 must divide dp 16 x tp 1"):
+    with pytest.raises(SimplanError, match=r"ep 32 x etp 1 = 32 must divide dp 16 x cp 1 x tp 1"):
         cfg(ep=32)
     dense = graph_from_spec(
         TransformerSpec(
@@ -271,3 +271,19 @@ def test_moe_overlap_needs_expert_parallelism() -> None:
         cfg(moe_overlap=True)
     flags = "--model mixtral-8x7b --cluster dgx-h100 --global-batch 8 --moe-overlap"
     assert_one_line_error(run_cli("simulate", *flags.split()), "--moe-overlap")
+
+
+def test_context_parallel_ranks_fold_into_the_expert_groups(graph, cluster) -> None:
+    # Megatron-Core's folding: dp 4 x cp 2 ranks of a stage form one ep 8 group (edp 1); each
+    # rank dispatches its own s / cp tokens: s b k h x 2 bytes / cp per all-to-all
+    config = cfg(dp=4, cp=2, ep=8, global_batch=8)
+    assert config.edp == 1 and cfg(dp=8, cp=2, ep=8).edp == 2
+    assert ep_groups(grid(config), 0, config) == [tuple(range(8))]
+    device = get_device("h100-sxm")
+    block = next(i for i, layer in enumerate(graph.layers) if layer.attrs.get("num_experts"))
+    with_cp = layer_steps(graph, device, config)[block]
+    assert with_cp.ep_fwd == (("all_to_all", 1024 * 2 * 512 * 2 / 2),) * 2
+    result = simulate(graph, load_cluster("dgx-h100", nodes=1), config, record=False)
+    assert result.step_time_s > 0 and result.fits_memory
+    with pytest.raises(SimplanError, match=r"ep 16 x etp 1 = 16 must divide dp 4 x cp 2 x tp 1"):
+        cfg(dp=4, cp=2, ep=16, global_batch=8)
