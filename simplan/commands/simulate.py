@@ -299,6 +299,7 @@ def print_result(result: Any) -> None:
         for on, text in (
             (cfg.get("fp8", "none") != "none", f" + fp8 {cfg.get('fp8')}"),
             (cfg.get("tp_overlap", False), ", tp overlap"),
+            (cfg.get("moe_overlap", False), ", moe overlap"),
             (cp > 1, f", cp {cfg.get('cp_comm', 'ring')}"),
             (cfg.get("offload", "none") != "none", f", offload {cfg.get('offload')}"),
         )
