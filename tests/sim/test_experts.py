@@ -287,3 +287,15 @@ def test_context_parallel_ranks_fold_into_the_expert_groups(graph, cluster) -> N
     assert result.step_time_s > 0 and result.fits_memory
     with pytest.raises(SimplanError, match=r"ep 16 x etp 1 = 16 must divide dp 4 x cp 2 x tp 1"):
         cfg(dp=4, cp=2, ep=16, global_batch=8)
+
+
+def test_imbalance_with_context_parallelism_takes_the_rank_s_tokens(graph) -> None:
+    # with cp 2 a rank routes s / 2 tokens: the busiest rank's extra is the routed GEMMs of
+    # s k / 2 copies
+    device = get_device("h100-sxm")
+    config = cfg(dp=8, cp=2, ep=8)
+    even = layer_steps(graph, device, config)
+    uneven = layer_steps(moe_graph(moe_imbalance=2.0), device, config)
+    block = next(i for i, layer in enumerate(graph.layers) if layer.attrs.get("num_experts"))
+    extra = pass_time_s(routed_ops(graph.layers[block], 2, 2), device, "bf16", 1)
+    assert uneven[block].fwd_s - even[block].fwd_s == pytest.approx(extra)
