@@ -16,7 +16,7 @@ TABLES = sorted(p.name for p in reference_dir().glob("*.csv"))
 def test_the_tables_are_in_the_package() -> None:
     assert reference_dir() == ROOT / "simplan" / "data" / "reference"
     assert (reference_dir() / "README.md").is_file()
-    assert len(TABLES) == 8
+    assert len(TABLES) == 10
 
 
 @pytest.mark.parametrize("name", TABLES)
