@@ -1,12 +1,14 @@
 """Device models: what one accelerator (or the local CPU) can do, for layers nobody profiled.
 
-A layer's time on a device model is a roofline per operation: matrix operations run at
-`peak_flops * gemm_efficiency` (or at the memory's pace when their operands are large for their
-arithmetic), memory-bound operations at `memory_bandwidth * mem_efficiency`, and no operation
-takes less than `kernel_overhead_s`, the time to issue one (launches are asynchronous: issuing the
-next operation overlaps the current one, so the overhead is a floor, not a surcharge). The
-efficiency therefore depends on the operation's shape: tiny operations are bound by the issue
-rate, large ones approach `gemm_efficiency`. Every constant carries its source.
+A layer's time on a device model is a roofline per operation: matrix products of known shape go
+through the GEMM model (simplan.gemm: `sm_count` SMs compute `gemm_tiles` in waves, full tiles at
+`peak_flops * gemm_efficiency`); other matrix operations run at `peak_flops * gemm_efficiency`
+(or at the memory's pace when their operands are large for their arithmetic), memory-bound
+operations at `memory_bandwidth * mem_efficiency`, and no operation takes less than
+`kernel_overhead_s`, the time to issue one (launches are asynchronous: issuing the next operation
+overlaps the current one, so the overhead is a floor, not a surcharge). The efficiency therefore
+depends on the operation's shape: tiny operations are bound by the issue rate, large ones
+approach `gemm_efficiency`. Every constant carries its source.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.gemm import TILES_16BIT, TILES_SOURCE
 from simplan.units import TB, TFLOP, GiB, check_dtype
 
 REF = "simplan/data/reference/README.md (vendor peak numbers quoted there)"
 DATASHEET_A100 = "NVIDIA A100 datasheet (HBM2e 2,039 GB/s for 80GB SXM, 1,555 GB/s for 40GB)"
 DATASHEET_H100 = "NVIDIA H100 datasheet (SXM5: 3.35 TB/s HBM3, 67 TFLOP/s FP32)"
+SM_SOURCE = (
+    "simplan/data/reference/device_specs.csv, sm_or_matrix_units column (A100: 108 SMs; "
+    "H100 SXM and H200: 132 SMs)"
+)
 DATASHEET_H200 = "NVIDIA H200 datasheet (4.8 TB/s HBM3e, 141 GB; 140 GiB seen by the CUDA driver)"
 
 
@@ -39,9 +46,16 @@ class DeviceModel:
     mem_efficiency: float = 0.85
     kernel_overhead_s: float = 5e-6
     sm_count: int = 0
+    # GEMM thread-block tiles (rows x columns of the output) its libraries use for 16-bit
+    # matrices, largest first; empty: matrix products on the roofline (simplan.gemm)
+    gemm_tiles: tuple[tuple[int, int], ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        tiles = tuple((int(a), int(b)) for a, b in self.gemm_tiles)
+        if any(a <= 0 or b <= 0 for a, b in tiles) or self.sm_count < 0:
+            raise ValueError(f"device {self.name}: gemm_tiles and sm_count must be positive")
+        object.__setattr__(self, "gemm_tiles", tiles)
         if self.kind not in ("gpu", "cpu"):
             raise ValueError(f"device {self.name}: kind must be 'gpu' or 'cpu', not {self.kind!r}")
         for dtype, value in self.peak_flops.items():
@@ -118,9 +132,12 @@ def _gpu(
         memory_bytes=memory_GiB * GiB,
         memory_bandwidth_Bps=bandwidth_TBps * TB,
         sm_count=sm_count,
+        gemm_tiles=TILES_16BIT,
         sources={
             "peak_flops": f"{REF}; fp32 (no TF32) from {sheet}",
             "memory": sheet,
+            "sm_count": SM_SOURCE,
+            "gemm_tiles": TILES_SOURCE,
             **efficiency_sources,
         },
         **efficiency,

@@ -23,6 +23,7 @@ simplan/data/gemm_calibration.json with the rows they were fitted on.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -128,8 +129,10 @@ def operand_bytes(shape: GemmShape, elem_bytes: int) -> float:
     return float(shape.g * (shape.m * shape.k + shape.k * shape.n + shape.m * shape.n) * elem_bytes)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def gemm_time_s(shape: GemmShape, hw: GemmHardware, kernels: GemmKernels) -> float:
-    """Time of one GEMM: the fastest candidate kernel, bounded below by moving the operands."""
+    """Time of one GEMM: the fastest candidate kernel, bounded below by moving the operands.
+    Cached: a planner asks for the same few shapes many times."""
     if shape.flops <= 0:
         return kernels.launch_s
     splits = [s for s in SPLITS if s == 1 or shape.k // s >= 128]
