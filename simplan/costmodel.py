@@ -7,6 +7,7 @@ device model's times at the two micro-batches), or `model` (the device model's r
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -64,12 +65,22 @@ def at_micro_batch(mm: MmShape, micro_batch: int) -> GemmShape:
 def mm_time_s(mm: MmShape, device: DeviceModel, dtype: str, micro_batch: int) -> float:
     """One recorded product: the GEMM model where it applies, else the roofline; never under
     the device's per-kernel floor."""
-    shape = at_micro_batch(mm, micro_batch)
     hw = gemm_hardware(device, dtype)
     if hw is None:
+        shape = at_micro_batch(mm, micro_batch)
         nbytes = (shape.m * shape.k + shape.k * shape.n + shape.m * shape.n) * shape.g
         return device.roofline_time_s(shape.flops, nbytes * dtype_bytes(dtype), dtype)
-    return max(gemm_time_s(shape, hw, KERNELS), device.kernel_overhead_s)
+    return _tiled_s((mm,), hw, device.kernel_overhead_s, micro_batch) / mm[5]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _tiled_s(mms: tuple[MmShape, ...], hw: GemmHardware, floor_s: float, micro_batch: int) -> float:
+    """All calls of recorded products on the GEMM model (cached: a planner times the same
+    layers at the same few micro-batches and TP degrees many times)."""
+    return sum(
+        mm[5] * max(gemm_time_s(at_micro_batch(mm, micro_batch), hw, KERNELS), floor_s)
+        for mm in mms
+    )
 
 
 def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) -> float:
@@ -78,7 +89,11 @@ def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) 
     roofline."""
     b = micro_batch
     gemm = sum(n * device.roofline_time_s(f * b, nbytes * b, dtype) for f, nbytes, n in ops.gemms)
-    gemm += sum(mm[5] * mm_time_s(mm, device, dtype, b) for mm in ops.mm_shapes)
+    hw = gemm_hardware(device, dtype) if ops.mm_shapes else None
+    if hw is not None:
+        gemm += _tiled_s(ops.mm_shapes, hw, device.kernel_overhead_s, b)
+    else:
+        gemm += sum(mm[5] * mm_time_s(mm, device, dtype, b) for mm in ops.mm_shapes)
     if ops.mem_ops == 0:
         return gemm
     per_op = ops.mem_bytes * micro_batch / ops.mem_ops
