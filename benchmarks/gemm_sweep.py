@@ -33,12 +33,20 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simplan.gemm import CALIBRATION_FILE, kernels_from, read_calibration  # noqa: E402
+from simplan.gemm import (  # noqa: E402
+    CALIBRATION_FILE,
+    GemmShape,
+    gemm_time_s,
+    kernels_from,
+    read_calibration,
+    tile_count,
+)
 from simplan.gemm_fit import (  # noqa: E402
     GemmCase,
     GemmKernels,
     cases,
     dip_ratio,
+    family_hardware,
     fit_kernels,
     level_efficiencies,
     predict_tflops,
@@ -47,6 +55,29 @@ from simplan.gemm_fit import (  # noqa: E402
 from simplan.io import write_json_atomic  # noqa: E402
 
 GATE = 0.10
+DIP_HIDDEN = (4096, 4100, 4160, 4224, 5120, 5128, 5632, 6144)
+
+
+def hidden_dips(kernels: GemmKernels, eff: dict[str, float]) -> list[dict[str, Any]]:
+    """Predicted (not published) throughput of one GEMM across hidden sizes h on the H100: the
+    TP-8 shard of a GPT block's MLP up-projection at micro-batch 1, seq 2048 (m = 2048 tokens,
+    n = 4h / 8, k = h). Dips appear where the tile count just passes a multiple of the 132 SMs
+    (one more wave, partly empty) and where n is not a multiple of 8 (misaligned rows)."""
+    hw = family_hardware("h100", eff["h100"])
+    out = []
+    for h in DIP_HIDDEN:
+        shape = GemmShape(g=1, m=2048, n=4 * h // 8, k=h)
+        out.append(
+            {
+                "hidden": h,
+                "m": shape.m,
+                "n": shape.n,
+                "k": shape.k,
+                "tiles_128x256": tile_count(shape, (128, 256)),
+                "predicted_tflops": shape.flops / gemm_time_s(shape, hw, kernels) / 1e12,
+            }
+        )
+    return out
 
 
 def row_result(
@@ -119,6 +150,7 @@ def main(argv: list[str]) -> int:
         "gate_median_abs_error": GATE,
         "passed": overall["median_abs_error"] <= GATE,
         "rows": rows,
+        "hidden_dips_h100": hidden_dips(kernels, eff),
     }
     if not args.check:
         write_json_atomic(
@@ -137,6 +169,12 @@ def main(argv: list[str]) -> int:
         f"per-tile overhead {k['tile_overhead_s'] * 1e6:.2f} us, "
         f"small-tile rate {k['small_tile_rate']:.2f}, misaligned rate {k['misaligned_rate']:.2f}"
     )
+    print("\nH100, TP-8 MLP up-projection at micro-batch 1 (m 2048, n 4h/8, k h), predicted:")
+    for d in result["hidden_dips_h100"]:
+        print(
+            f"  h {d['hidden']:>5}: n {d['n']:>5}, {d['tiles_128x256']:>3} tiles of 128x256, "
+            f"{d['predicted_tflops']:6.1f} TFLOP/s"
+        )
     print("best-shape efficiency: " + ", ".join(f"{f} {e:.3f}" for f, e in eff.items()))
     for name, s in result["summary"].items():
         print(
