@@ -42,23 +42,38 @@ does: `causal_imbalance` is the slowest rank's share over the mean.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from simplan.devices import DeviceModel
 from simplan.fp8 import is_attention_core
 from simplan.model_graph import Layer, OpCost
 from simplan.units import dtype_bytes
 
+if TYPE_CHECKING:
+    from simplan.costmodel import MmShape
+
 Collective = tuple[str, float]
 
 
 def split_ops(ops: OpCost, cp: int) -> OpCost:
-    """One CP rank's share of a pass: every matrix operation and element-wise byte / cp."""
+    """One CP rank's share of a pass: every matrix operation (recorded shapes too) and
+    element-wise byte / cp."""
     if cp <= 1:
         return ops
     return OpCost(
         gemms=tuple((f / cp, nbytes / cp, n) for f, nbytes, n in ops.gemms),
         mem_bytes=ops.mem_bytes / cp,
         mem_ops=ops.mem_ops,
+        mm_shapes=tuple(_split_mm(mm, cp) for mm in ops.mm_shapes),
     )
+
+
+def _split_mm(mm: MmShape, cp: int) -> MmShape:
+    """A recorded product on one CP rank: its per-sample dimension (the tokens, or the batched
+    heads x queries of attention) over cp."""
+    dims = list(mm[:4])
+    dims[mm[4]] /= cp
+    return (dims[0], dims[1], dims[2], dims[3], mm[4], mm[5])
 
 
 def kv_bytes(layer: Layer, dtype: str, micro_batch: int, tp: int) -> float:

@@ -7,11 +7,15 @@ device model's times at the two micro-batches), or `model` (the device model's r
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 from simplan.devices import DeviceModel
+from simplan.gemm import KERNELS, GemmHardware, GemmShape, gemm_time_s
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.profiles import Profile
+from simplan.units import dtype_bytes
 
 MEASURED, SCALED, MODEL = "measured", "measured-scaled", "model"
 
@@ -29,10 +33,75 @@ class LayerCost:
     source: str
 
 
+TILED_DTYPES = ("bf16", "fp16")  # Tensor Core dtypes the GEMM model's tiles describe
+MmShape = tuple[float, float, float, float, int, int]
+
+
+def gemm_hardware(device: DeviceModel, dtype: str) -> GemmHardware | None:
+    """The device as the GEMM model sees it, at its sustained matrix efficiency; None where the
+    tile model does not apply (a CPU, a device without SM count or tiles, fp32)."""
+    if device.kind != "gpu" or device.sm_count <= 0 or not device.gemm_tiles:
+        return None
+    if dtype not in TILED_DTYPES:
+        return None
+    return GemmHardware(
+        sm_count=device.sm_count,
+        tiles=device.gemm_tiles,
+        peak_flops=device.peak(dtype),
+        efficiency=device.gemm_efficiency,
+        memory_Bps=device.memory_bandwidth_Bps * device.mem_efficiency,
+        elem_bytes=dtype_bytes(dtype),
+    )
+
+
+def at_micro_batch(mm: MmShape, micro_batch: int) -> GemmShape:
+    """A recorded product's shape for b samples: its per-sample dimension times b."""
+    dims = list(mm[:4])
+    dims[mm[4]] *= micro_batch
+    g, m, n, k = (max(math.ceil(d - 1e-9), 1) for d in dims)
+    return GemmShape(g=g, m=m, n=n, k=k)
+
+
+def mm_time_s(mm: MmShape, device: DeviceModel, dtype: str, micro_batch: int) -> float:
+    """One recorded product: the GEMM model where it applies, else the roofline; never under
+    the device's per-kernel floor."""
+    hw = gemm_hardware(device, dtype)
+    if hw is None:
+        shape = at_micro_batch(mm, micro_batch)
+        nbytes = (shape.m * shape.k + shape.k * shape.n + shape.m * shape.n) * shape.g
+        return device.roofline_time_s(shape.flops, nbytes * dtype_bytes(dtype), dtype)
+    return _tiled_s((mm,), hw, device.kernel_overhead_s, micro_batch) / mm[5]
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _tiled_s(mms: tuple[MmShape, ...], hw: GemmHardware, floor_s: float, micro_batch: int) -> float:
+    """All calls of recorded products on the GEMM model (cached: a planner times the same
+    layers at the same few micro-batches and TP degrees many times)."""
+    return sum(
+        mm[5] * max(gemm_time_s(at_micro_batch(mm, micro_batch), hw, KERNELS), floor_s)
+        for mm in mms
+    )
+
+
+def shaped_time_s(
+    mms: tuple[MmShape, ...], device: DeviceModel, dtype: str, micro_batch: int
+) -> float:
+    """All calls of recorded products: the GEMM model where it applies, else the roofline."""
+    if not mms:
+        return 0.0
+    hw = gemm_hardware(device, dtype)
+    if hw is not None:
+        return _tiled_s(mms, hw, device.kernel_overhead_s, micro_batch)
+    return sum(mm[5] * mm_time_s(mm, device, dtype, micro_batch) for mm in mms)
+
+
 def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) -> float:
-    """Roofline time of one pass (forward or backward) of a layer for a micro-batch."""
+    """Time of one pass (forward or backward) of a layer for a micro-batch: products of known
+    shape through the GEMM model, other matrix operations and memory-bound ones on the
+    roofline."""
     b = micro_batch
     gemm = sum(n * device.roofline_time_s(f * b, nbytes * b, dtype) for f, nbytes, n in ops.gemms)
+    gemm += shaped_time_s(ops.mm_shapes, device, dtype, b)
     if ops.mem_ops == 0:
         return gemm
     per_op = ops.mem_bytes * micro_batch / ops.mem_ops

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +45,48 @@ FREE_OPS = {
 }
 
 
-class OpRecorder(TorchDispatchMode):
-    """Records matrix-operation FLOPs and memory traffic of the other operations."""
+SHAPED = {"mm", "addmm", "bmm", "baddbmm"}
+MmKey = tuple[int, int, int, int, int]  # g, m, n, k, batch axis
 
-    def __init__(self) -> None:
+
+def _is_param(t: torch.Tensor, params: set[int]) -> bool:
+    return id(t) in params or (t._base is not None and id(t._base) in params)
+
+
+def mm_shape(
+    name: str,
+    args: tuple[Any, ...],
+    out: torch.Tensor,
+    params: set[int],
+    weight_shapes: set[tuple[int, ...]],
+) -> MmKey:
+    """(g, m, n, k, batch axis) of a matrix multiplication. The axis that grows with the batch
+    (the tokens): g for batched products (heads x samples); for a plain product, m when an
+    operand is a weight (forward, input gradient), k when the product is a weight's gradient
+    (its shape is a parameter's: the tokens are reduced), else m."""
+    a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
+    if name in ("bmm", "baddbmm"):
+        return (a.shape[0], a.shape[1], b.shape[2], a.shape[2], 0)
+    m, k, n = a.shape[0], a.shape[1], b.shape[1]
+    if _is_param(a, params) or _is_param(b, params):
+        return (1, m, n, k, 1)
+    return (1, m, n, k, 3 if tuple(out.shape) in weight_shapes else 1)
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records matrix-operation FLOPs (with their shapes where known) and memory traffic of the
+    other operations. `params` are the layer's parameters, which tell a weight's gradient from
+    other products."""
+
+    def __init__(self, params: Sequence[torch.Tensor] | None = None) -> None:
         super().__init__()
         self.gemms: Counter[tuple[float, float]] = Counter()
+        self.shapes: Counter[MmKey] = Counter()
         self.mem_bytes = 0.0
         self.mem_ops = 0
+        self.params = {id(p) for p in params or []}
+        shapes = {tuple(p.shape) for p in params or [] if p.dim() == 2}
+        self.weight_shapes = shapes | {s[::-1] for s in shapes}  # and transposed
 
     def __torch_dispatch__(
         self,
@@ -63,7 +98,9 @@ class OpRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func._overloadpacket
-        if packet in flop_registry:
+        if packet.__name__ in SHAPED and isinstance(out, torch.Tensor):
+            self.shapes[mm_shape(packet.__name__, args, out, self.params, self.weight_shapes)] += 1
+        elif packet in flop_registry:
             flops = flop_registry[packet](*args, **kwargs, out_val=out)
             moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
             self.gemms[(float(flops), float(moved))] += 1
@@ -78,7 +115,18 @@ class OpRecorder(TorchDispatchMode):
         gemms = tuple(
             sorted(((f / per, b / per, n) for (f, b), n in self.gemms.items()), reverse=True)
         )
-        return OpCost(gemms=gemms, mem_bytes=self.mem_bytes / per, mem_ops=self.mem_ops)
+        return OpCost(
+            gemms=gemms,
+            mem_bytes=self.mem_bytes / per,
+            mem_ops=self.mem_ops,
+            mm_shapes=tuple(sorted((*_per_sample(key, per), n) for key, n in self.shapes.items())),
+        )
+
+
+def _per_sample(key: MmKey, per: int) -> tuple[float, float, float, float, int]:
+    dims = [float(d) for d in key[:4]]
+    dims[key[4]] /= per
+    return (dims[0], dims[1], dims[2], dims[3], key[4])
 
 
 class SavedBytes:
@@ -171,7 +219,8 @@ def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCo
     needs = bool(call.inputs_from)
     args, kwargs = grad_inputs(call.args, needs), grad_inputs(call.kwargs, needs)
     saved = SavedBytes(params)
-    fwd_rec, bwd_rec = OpRecorder(), OpRecorder()
+    weights = list(module.parameters())
+    fwd_rec, bwd_rec = OpRecorder(weights), OpRecorder(weights)
     with (
         torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t),
         FlopCounterMode(display=False) as fwd_counter,

@@ -1,12 +1,14 @@
 """Device models: what one accelerator (or the local CPU) can do, for layers nobody profiled.
 
-A layer's time on a device model is a roofline per operation: matrix operations run at
-`peak_flops * gemm_efficiency` (or at the memory's pace when their operands are large for their
-arithmetic), memory-bound operations at `memory_bandwidth * mem_efficiency`, and no operation
-takes less than `kernel_overhead_s`, the time to issue one (launches are asynchronous: issuing the
-next operation overlaps the current one, so the overhead is a floor, not a surcharge). The
-efficiency therefore depends on the operation's shape: tiny operations are bound by the issue
-rate, large ones approach `gemm_efficiency`. Every constant carries its source.
+A layer's time on a device model is a roofline per operation: matrix products of known shape go
+through the GEMM model (simplan.gemm: `sm_count` SMs compute `gemm_tiles` in waves, full tiles at
+`peak_flops * gemm_efficiency`); other matrix operations run at `peak_flops * gemm_efficiency`
+(or at the memory's pace when their operands are large for their arithmetic), memory-bound
+operations at `memory_bandwidth * mem_efficiency`, and no operation takes less than
+`kernel_overhead_s`, the time to issue one (launches are asynchronous: issuing the next operation
+overlaps the current one, so the overhead is a floor, not a surcharge). The efficiency therefore
+depends on the operation's shape: tiny operations are bound by the issue rate, large ones
+approach `gemm_efficiency`. Every constant carries its source.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.gemm import TILES_16BIT, TILES_SOURCE
 from simplan.units import GB, TB, TFLOP, GiB, check_dtype
 
 REF = "simplan/data/reference/README.md (vendor peak numbers quoted there)"
@@ -27,6 +30,10 @@ DATASHEET_H100 = "NVIDIA H100 datasheet (SXM5: 3.35 TB/s HBM3, 67 TFLOP/s FP32)"
 FP8_PEAKS = (
     "dense FP8 peak from /work/shared/reference/device_specs.csv (stas00/ml-engineering "
     "@744d01e1: H100 SXM and H200 SXM 1979 TFLOP/s dense; A100: X, no FP8)"
+)
+SM_SOURCE = (
+    "simplan/data/reference/device_specs.csv, sm_or_matrix_units column (A100: 108 SMs; "
+    "H100 SXM and H200: 132 SMs)"
 )
 DATASHEET_H200 = "NVIDIA H200 datasheet (4.8 TB/s HBM3e, 141 GB; 140 GiB seen by the CUDA driver)"
 
@@ -46,9 +53,16 @@ class DeviceModel:
     kernel_overhead_s: float = 5e-6
     sm_count: int = 0
     fp8_flops: float = 0.0
+    # GEMM thread-block tiles (rows x columns of the output) its libraries use for 16-bit
+    # matrices, largest first; empty: matrix products on the roofline (simplan.gemm)
+    gemm_tiles: tuple[tuple[int, int], ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        tiles = tuple((int(a), int(b)) for a, b in self.gemm_tiles)
+        if any(a <= 0 or b <= 0 for a, b in tiles) or self.sm_count < 0:
+            raise ValueError(f"device {self.name}: gemm_tiles and sm_count must be positive")
+        object.__setattr__(self, "gemm_tiles", tiles)
         if self.kind not in ("gpu", "cpu"):
             raise ValueError(f"device {self.name}: kind must be 'gpu' or 'cpu', not {self.kind!r}")
         for dtype, value in self.peak_flops.items():
@@ -135,10 +149,13 @@ def _gpu(
         memory_bandwidth_Bps=bandwidth_TBps * TB,
         sm_count=sm_count,
         fp8_flops=fp8_tflops * TFLOP,
+        gemm_tiles=TILES_16BIT,
         sources={
             "peak_flops": f"{REF}; fp32 (no TF32) from {sheet}",
             "fp8_flops": FP8_PEAKS if fp8_tflops else "no FP8 tensor cores",
             "memory": sheet,
+            "sm_count": SM_SOURCE,
+            "gemm_tiles": TILES_SOURCE,
             **efficiency_sources,
         },
         **efficiency,
@@ -169,12 +186,11 @@ def _spec_row(device: str) -> dict[str, str]:
 
 
 def _datasheet_gpu(name: str) -> DeviceModel:
-    """A GPU from its device_specs.csv row: dense bf16 and fp16 peaks (no plain-fp32 peak is
-    given, so fp32 is refused), the dense FP8 peak (0 when not given), HBM capacity (vendor GB,
-    decimal) and bandwidth, SM count (the first number given, 0 when none)."""
+    """A GPU from its device_specs.csv row: dense bf16, fp16 and FP8 peaks (no plain-fp32 peak
+    is given, so fp32 is refused), HBM capacity (vendor GB, decimal) and bandwidth, SM count (the
+    first number given, 0 when none)."""
     row = _spec_row(DATASHEET_ROWS[name])
     sms = re.match(r"\d+", row["sm_or_matrix_units"])
-    fp8 = re.fullmatch(r"\d+(\.\d+)?", row["fp8_dense_tflops"].strip())
     efficiency, efficiency_sources = _efficiency(name)
     sheet = f"simplan/data/reference/{SPECS_TABLE}, row {row['device']!r} ({UNCALIBRATED})"
     return DeviceModel(
@@ -187,9 +203,11 @@ def _datasheet_gpu(name: str) -> DeviceModel:
         memory_bytes=float(row["hbm_capacity_GB"]) * GB,
         memory_bandwidth_Bps=float(row["hbm_bandwidth_TBps"]) * TB,
         sm_count=int(sms.group()) if sms else 0,
-        fp8_flops=float(fp8.group()) * TFLOP if fp8 else 0.0,
+        fp8_flops=float(row["fp8_dense_tflops"] or 0.0) * TFLOP,
         sources={"peak_flops": sheet, "fp8_flops": sheet, "memory": sheet, **efficiency_sources},
-        **efficiency,
+        gemm_efficiency=efficiency["gemm_efficiency"],
+        mem_efficiency=efficiency["mem_efficiency"],
+        kernel_overhead_s=efficiency["kernel_overhead_s"],
     )
 
 

@@ -176,10 +176,20 @@ def fp8_pass_time_s(
             total += n * fp8_device.roofline_time_s(f * b, nbytes * b * narrow, dtype)
         else:
             total += n * device.roofline_time_s(f * b, nbytes * b, dtype)
+    # recorded products (simplan.gemm): a weight's product (its per-sample axis is the tokens)
+    # runs in FP8 on the GEMM model at the FP8 peak; batched ones (attention) stay in dtype
+    from simplan.costmodel import (
+        shaped_time_s,  # costmodel imports the configuration, which imports us
+    )
+
+    weight_mms = tuple(mm for mm in ops.mm_shapes if mm[4] != 0)
+    batched_mms = tuple(mm for mm in ops.mm_shapes if mm[4] == 0)
+    total += shaped_time_s(weight_mms, fp8_device, dtype, b)
+    total += shaped_time_s(batched_mms, device, dtype, b)
     if ops.mem_ops:
         per_op = ops.mem_bytes * b / ops.mem_ops
         total += ops.mem_ops * device.memory_time_s(per_op)
-    casts = sum(n for _, _, n in linear)
+    casts = sum(n for _, _, n in linear) + sum(mm[5] for mm in weight_mms)
     cast_bytes = cast_elements(layer, backward, dtype, b, tp, expert_shards)
     cast_bytes *= CAST_BYTES_PER_ELEMENT[recipe]
     if casts and cast_bytes > 0:

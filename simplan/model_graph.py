@@ -26,6 +26,7 @@ _OPS = Table(
         "gemms": ListOf(ListOf(Float(min=0.0, max=MAX_COUNT), min_len=3, max_len=3)),
         "mem_bytes": _AMOUNT,
         "mem_ops": Int(min=0, max=10**12),
+        "mm_shapes": ListOf(ListOf(Float(min=0.0, max=MAX_COUNT), min_len=6, max_len=6)),
     }
 )
 LAYER_TABLE = Table(
@@ -83,26 +84,38 @@ class OpCost:
 
     gemms: (flops per call, bytes per call, calls) for matrix operations (mm, bmm, conv,
         attention); bytes are the operands read and the result written;
-    mem_bytes: bytes read and written by the other operations; mem_ops: how many there are.
+    mem_bytes: bytes read and written by the other operations; mem_ops: how many there are;
+    mm_shapes: matrix multiplications whose shape is known (mm, addmm, bmm, baddbmm), not in
+        `gemms`: (g, m, n, k, batch_axis, calls) for g products (m x k) @ (k x n), where the
+        dimension at index `batch_axis` (0 g, 1 m, 2 n, 3 k) is per sample (it grows with the
+        micro-batch: the tokens) and the others are fixed.
     """
 
     gemms: tuple[tuple[float, float, int], ...] = ()
     mem_bytes: float = 0.0
     mem_ops: int = 0
+    mm_shapes: tuple[tuple[float, float, float, float, int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        for shape in self.mm_shapes:
+            if shape[4] not in (0, 1, 2, 3):
+                raise ValueError(f"mm_shapes: batch axis {shape[4]} must be 0, 1, 2 or 3")
 
     @property
     def gemm_flops(self) -> float:
-        return sum(f * n for f, _, n in self.gemms)
+        shaped = sum(2.0 * g * m * n * k * c for g, m, n, k, _, c in self.mm_shapes)
+        return sum(f * n for f, _, n in self.gemms) + shaped
 
     @property
     def gemm_calls(self) -> int:
-        return sum(n for _, _, n in self.gemms)
+        return sum(n for _, _, n in self.gemms) + sum(c for *_, c in self.mm_shapes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "gemms": [list(g) for g in self.gemms],
             "mem_bytes": self.mem_bytes,
             "mem_ops": self.mem_ops,
+            "mm_shapes": [list(s) for s in self.mm_shapes],
         }
 
     @staticmethod
@@ -111,6 +124,10 @@ class OpCost:
             gemms=tuple((float(f), float(b), int(n)) for f, b, n in d.get("gemms", [])),
             mem_bytes=float(d.get("mem_bytes", 0.0)),
             mem_ops=int(d.get("mem_ops", 0)),
+            mm_shapes=tuple(
+                (float(g), float(m), float(n), float(k), int(a), int(c))
+                for g, m, n, k, a, c in d.get("mm_shapes", [])
+            ),
         )
 
 

@@ -116,3 +116,28 @@ def test_a_tensor_saved_by_two_neighbours_is_counted_once() -> None:
     scalars); fc1 saves the model's input (784 fp32 values)."""
     graph = load_model("mlp")
     assert [layer.activation_bytes for layer in graph.layers] == [784 * 4, 128 * 4, 10 * 4 + 12]
+
+
+def test_gpt_block_records_the_shapes_of_its_products() -> None:
+    """The four weight products of a block, forward: tokens x (3h, h, 4h, h) x (h, h, h, 4h),
+    their batch axis the tokens (m); the weight gradients reduce over the tokens (k); the
+    attention products are batched over the heads (g). Their FLOPs are the block's."""
+    s, h, heads = 256, 128, 4
+    spec = TransformerSpec(
+        name="t",
+        hidden_size=h,
+        num_layers=1,
+        num_heads=heads,
+        seq_len=s,
+        vocab_size=512,
+        attention="math",
+    )
+    block = graph_from_spec(spec, dtype="bf16").layer("blocks.0")
+    fwd = set(block.fwd_ops.mm_shapes)
+    for n, k in ((3 * h, h), (h, h), (4 * h, h), (h, 4 * h)):
+        assert (1.0, float(s), float(n), float(k), 1, 1) in fwd
+    assert (float(heads), float(s), float(s), float(h // heads), 0, 1) in fwd  # q @ k^T
+    wgrads = {(m, n) for _, m, n, _, axis, _ in block.bwd_ops.mm_shapes if axis == 3}
+    assert wgrads == {(3.0 * h, h), (h, h), (4.0 * h, h), (h, 4.0 * h)}
+    assert block.fwd_ops.gemm_flops == pytest.approx(block.fwd_flops)
+    assert block.bwd_ops.gemm_flops == pytest.approx(block.bwd_flops)

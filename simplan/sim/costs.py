@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from simplan.context_parallel import attention_core_s, cp_collectives, ring_merge_s, split_ops
-from simplan.costmodel import LayerCost, layer_cost, pass_time_s, ratio
+from simplan.costmodel import LayerCost, MmShape, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
 from simplan.fp8 import (
     FP8_COPY_BYTES_PER_PARAM,
@@ -83,12 +83,33 @@ def _replicated_elems(layer: Layer, config: ParallelConfig) -> float:
     return 10.0 * layer.attrs.get("seq_len", 0) * layer.attrs.get("hidden_size", 0)
 
 
-def shard_ops(ops: OpCost, tp: int, replicated_bytes: float) -> OpCost:
+def shard_mm(mm: MmShape, tp: int, forward: bool) -> MmShape:
+    """One device's part of a recorded product under Megatron-LM's TP split. Batched products
+    (attention) split their heads; a weight's product splits the weight's split dimension, the
+    larger of the two dimensions other than the tokens (the 3h, 4h or vocabulary side). A square
+    weight is the block's row-parallel output projection: its forward splits the reduction k,
+    its backward the output n."""
+    g, m, n, k, axis, calls = mm
+    dims = [g, m, n, k]
+    if axis == 0:
+        split = 0
+    else:
+        first, second = (i for i in (1, 2, 3) if i != axis)
+        if dims[first] != dims[second]:
+            split = first if dims[first] > dims[second] else second
+        else:
+            split = 3 if forward and axis == 1 else 2
+    dims[split] /= tp
+    return (dims[0], dims[1], dims[2], dims[3], axis, calls)
+
+
+def shard_ops(ops: OpCost, tp: int, replicated_bytes: float, forward: bool = True) -> OpCost:
     kept = min(replicated_bytes, ops.mem_bytes)
     return OpCost(
         gemms=tuple((f / tp, nbytes / tp, n) for f, nbytes, n in ops.gemms),
         mem_bytes=(ops.mem_bytes - kept) / tp + kept,
         mem_ops=ops.mem_ops,
+        mm_shapes=tuple(shard_mm(mm, tp, forward) for mm in ops.mm_shapes),
     )
 
 
@@ -107,7 +128,7 @@ def _sharded_cost(
         rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
         tp = config.tp
         fwd = shard_ops(layer.fwd_ops, tp, rep)
-        bwd = shard_ops(layer.bwd_ops, tp, 2 * rep)
+        bwd = shard_ops(layer.bwd_ops, tp, 2 * rep, forward=False)
     fwd, bwd = split_ops(fwd, config.cp), split_ops(bwd, config.cp)
     base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
     base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)

@@ -22,8 +22,11 @@ def gpt():  # type: ignore[no-untyped-def]
 
 
 def test_fp8_gemms_scale_by_the_peak_ratio(gpt) -> None:  # type: ignore[no-untyped-def]
-    # compute-bound device: memory and launches cost nothing, so a GEMM costs flops / peak
-    dev = get_device("h100-sxm").with_(memory_bandwidth_Bps=1e30, kernel_overhead_s=1e-15)
+    # compute-bound device on the roofline (no tile model): memory and launches cost nothing,
+    # so a GEMM costs flops / peak
+    dev = get_device("h100-sxm").with_(
+        memory_bandwidth_Bps=1e30, kernel_overhead_s=1e-15, gemm_tiles=()
+    )
     b = 4
     base = ParallelConfig(micro_batch=b, global_batch=b)
     bf16 = layer_steps(gpt, dev, base)
