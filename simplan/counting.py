@@ -63,12 +63,18 @@ def mm_shape(
     """(g, m, n, k, batch axis) of a matrix multiplication. The axis that grows with the batch
     (the tokens): g for batched products (heads x samples); for a plain product, m when an
     operand is a weight (forward, input gradient), k when the product is a weight's gradient
-    (its shape is a parameter's: the tokens are reduced), else m."""
+    (its shape is a parameter's: the tokens are reduced), else m. A grouped product over a
+    stacked weight (an MoE block's experts: one bmm over g experts) is a weight's product: its
+    groups are fixed and its tokens grow along m, or along k for the weight's gradient."""
     a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
+    weight = _is_param(a, params) or _is_param(b, params)
     if name in ("bmm", "baddbmm"):
-        return (a.shape[0], a.shape[1], b.shape[2], a.shape[2], 0)
+        g, m, n, k = a.shape[0], a.shape[1], b.shape[2], a.shape[2]
+        if weight or tuple(b.shape) in weight_shapes:  # the backward's saved weight: by shape
+            return (g, m, n, k, 1)
+        return (g, m, n, k, 3 if tuple(out.shape) in weight_shapes else 0)
     m, k, n = a.shape[0], a.shape[1], b.shape[1]
-    if _is_param(a, params) or _is_param(b, params):
+    if weight:
         return (1, m, n, k, 1)
     return (1, m, n, k, 3 if tuple(out.shape) in weight_shapes else 1)
 
@@ -85,8 +91,9 @@ class OpRecorder(TorchDispatchMode):
         self.mem_bytes = 0.0
         self.mem_ops = 0
         self.params = {id(p) for p in params or []}
-        shapes = {tuple(p.shape) for p in params or [] if p.dim() == 2}
-        self.weight_shapes = shapes | {s[::-1] for s in shapes}  # and transposed
+        shapes = {tuple(p.shape) for p in params or [] if p.dim() in (2, 3)}
+        # and transposed (a stacked weight's matrices: its last two dimensions)
+        self.weight_shapes = shapes | {(*s[:-2], s[-1], s[-2]) for s in shapes}
 
     def __torch_dispatch__(
         self,

@@ -7,6 +7,7 @@ import pytest
 from simplan.build import graph_from_spec
 from simplan.sources import load_model
 from simplan.transformer_shape import TransformerSpec
+from tests.sim.test_experts import moe_graph
 
 
 def test_mlp_forward_flops_are_exact() -> None:
@@ -141,3 +142,21 @@ def test_gpt_block_records_the_shapes_of_its_products() -> None:
     assert wgrads == {(3.0 * h, h), (h, h), (4.0 * h, h), (h, 4.0 * h)}
     assert block.fwd_ops.gemm_flops == pytest.approx(block.fwd_flops)
     assert block.bwd_ops.gemm_flops == pytest.approx(block.bwd_flops)
+
+
+def test_expert_products_grow_along_the_tokens() -> None:
+    # an MoE block's grouped GEMM over its 8 stacked experts (s 1024, top-2: 256 token copies
+    # per expert and sample): the groups stay 8, the tokens are m (forward, input gradient)
+    # or k (weight gradient), so FP8 and the GEMM model treat them as weight products
+    block = next(layer for layer in moe_graph().layers if layer.attrs.get("num_experts"))
+    grouped = [mm for mm in block.fwd_ops.mm_shapes + block.bwd_ops.mm_shapes if mm[0] == 8]
+    assert sorted(grouped) == sorted(
+        [
+            (8.0, 256.0, 3584.0, 512.0, 1, 1),  # FC1 with the gate, forward
+            (8.0, 256.0, 512.0, 1792.0, 1, 1),  # FC2, forward
+            (8.0, 256.0, 512.0, 3584.0, 1, 1),  # FC1's input gradient
+            (8.0, 256.0, 1792.0, 512.0, 1, 1),  # FC2's input gradient
+            (8.0, 512.0, 3584.0, 256.0, 3, 1),  # FC1's weight gradient
+            (8.0, 1792.0, 512.0, 256.0, 3, 1),  # FC2's weight gradient
+        ]
+    )
