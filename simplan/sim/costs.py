@@ -30,7 +30,14 @@ from simplan.fp8 import (
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
-from simplan.sim.experts import ep_collectives, is_moe, rank_load, routed_ops, split_params
+from simplan.sim.experts import (
+    ep_collectives,
+    expert_parallel_ops,
+    is_moe,
+    rank_load,
+    routed_ops,
+    split_params,
+)
 from simplan.tp_overlap import paired_gemm_s
 from simplan.units import dtype_bytes
 
@@ -117,18 +124,21 @@ def _sharded_cost(
     layer: Layer, device: DeviceModel, config: ParallelConfig, b: int, profile: Profile | None
 ) -> LayerCost:
     """The layer's cost on one device: the whole layer's (measured or modelled) scaled by the
-    device model's ratio of this device's share (its TP shard, its FP8 GEMMs) to the whole."""
+    device model's ratio of this device's share (its TP shard, its FP8 GEMMs, its experts'
+    GEMMs under expert parallelism) to the whole."""
     whole = layer_cost(layer, device, config.dtype, b, profile)
     split = _tp_split(layer, config.tp)
     fp8 = fp8_applies(layer, config.fp8)
-    if not split and not fp8 and config.cp == 1:
+    experts = is_moe(layer) and config.ep > 1
+    if not split and not fp8 and config.cp == 1 and not experts:
         return whole
-    fwd, bwd, tp = layer.fwd_ops, layer.bwd_ops, 1
+    fwd = expert_parallel_ops(layer, layer.fwd_ops, config.ep)
+    bwd, tp = expert_parallel_ops(layer, layer.bwd_ops, config.ep), 1
     if split:
         rep = _replicated_elems(layer, config) * dtype_bytes(config.dtype)
         tp = config.tp
-        fwd = shard_ops(layer.fwd_ops, tp, rep)
-        bwd = shard_ops(layer.bwd_ops, tp, 2 * rep, forward=False)
+        fwd = shard_ops(fwd, tp, rep)
+        bwd = shard_ops(bwd, tp, 2 * rep, forward=False)
     fwd, bwd = split_ops(fwd, config.cp), split_ops(bwd, config.cp)
     base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
     base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)

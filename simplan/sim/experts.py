@@ -44,9 +44,11 @@ per token, hidden size h, expert hidden size f, expert matrices `per` = 3 (SwiGL
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
+from simplan.costmodel import MmShape
 from simplan.model_graph import Layer, OpCost
 from simplan.parallel import ParallelConfig
 from simplan.sim.rank_devices import Grid
@@ -91,6 +93,24 @@ def overlapped_ep_s(
         return 0.0, 0.0
     exposed = max(total - compute_fwd_s - compute_bwd_s, 0.0)
     return exposed * ep_fwd_s / total, exposed * ep_bwd_s / total
+
+
+def expert_parallel_ops(layer: Layer, ops: OpCost, ep: int) -> OpCost:
+    """A pass's counts as one rank of an ep group runs them: the grouped GEMMs over the block's
+    E stacked experts (counted as E groups of one rank's token copies) become E / ep groups of
+    the copies that ep ranks dispatch to them, the same FLOPs in fewer, taller GEMMs."""
+    experts = int(layer.attrs.get("num_experts", 0))
+    if ep == 1 or experts <= 1:
+        return ops
+
+    def per_rank(mm: MmShape) -> MmShape:
+        if mm[0] != experts or mm[4] == 0:
+            return mm
+        dims = [mm[0] / ep, *mm[1:4]]
+        dims[mm[4]] *= ep
+        return (dims[0], dims[1], dims[2], dims[3], mm[4], mm[5])
+
+    return dataclasses.replace(ops, mm_shapes=tuple(per_rank(mm) for mm in ops.mm_shapes))
 
 
 def rank_load(load: float, experts: int, ep: int) -> float:

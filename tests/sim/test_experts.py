@@ -18,6 +18,7 @@ from simplan.sim.experts import (
     ep_collectives,
     ep_groups,
     etp_groups,
+    expert_parallel_ops,
     overlapped_ep_s,
     rank_load,
     routed_ops,
@@ -299,3 +300,22 @@ def test_imbalance_with_context_parallelism_takes_the_rank_s_tokens(graph) -> No
     block = next(i for i, layer in enumerate(graph.layers) if layer.attrs.get("num_experts"))
     extra = pass_time_s(routed_ops(graph.layers[block], 2, 2), device, "bf16", 1)
     assert uneven[block].fwd_s - even[block].fwd_s == pytest.approx(extra)
+
+
+def test_expert_parallel_rank_runs_fewer_taller_expert_gemms(graph) -> None:
+    # 8 experts over ep 4: a rank's grouped GEMMs are 2 experts x 4 ranks' token copies
+    # (256 x 4 = 1024 rows), the same FLOPs; the other products are untouched
+    block = next(layer for layer in graph.layers if layer.attrs.get("num_experts"))
+    ops = expert_parallel_ops(block, block.fwd_ops, 4)
+    grouped = [mm for mm in ops.mm_shapes if mm[0] == 2.0]
+    assert sorted(grouped) == [
+        (2.0, 1024.0, 512.0, 1792.0, 1, 1),
+        (2.0, 1024.0, 3584.0, 512.0, 1, 1),
+    ]
+    assert [mm for mm in ops.mm_shapes if mm[0] == 1.0] == [
+        mm for mm in block.fwd_ops.mm_shapes if mm[0] == 1.0
+    ]
+    flops = sum(g * m * n * k for g, m, n, k, _, _ in ops.mm_shapes)
+    assert flops == sum(g * m * n * k for g, m, n, k, _, _ in block.fwd_ops.mm_shapes)
+    wgrad = [mm for mm in expert_parallel_ops(block, block.bwd_ops, 4).mm_shapes if mm[4] == 3]
+    assert (2.0, 512.0, 3584.0, 1024.0, 3, 1) in wgrad  # the tokens are the reduction k
