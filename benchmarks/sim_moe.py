@@ -39,11 +39,13 @@ the first dense layers, and the logits h V; recomputation not counted. The Mixtr
 2024 (MCore v0.8 / v0.9) may predate the halving: there the full count is 8% higher at s 4096.
 
 Nothing is tuned here: the device model is the H100 fit of simplan/data/gpu_calibration.json
-(gemm_efficiency 0.5, fitted to llm-foundry FSDP runs). A second column shows the sensitivity to
-that one constant: the same simulation with the GEMM efficiency at the H100's maximum achievable
-matmul throughput (MAMF, stas00/ml-engineering, row 'NVIDIA H100 SXM' bf16 of
+(gemm_efficiency 0.52 of full tiles on the GEMM model, fitted to llm-foundry MPT runs); B200 and
+GB200 are datasheet devices with simplan's uncalibrated efficiencies. A second column shows the
+sensitivity to that one constant: the same simulation with the GEMM efficiency at the H100's
+maximum achievable matmul throughput (MAMF, stas00/ml-engineering, row 'NVIDIA H100 SXM' bf16 of
 simplan/data/reference/gemm_efficiency_measurements.csv: 794.5 of 989 TFLOP/s), an upper bound
-for Megatron-Core + Transformer Engine GEMMs. The acceptance number is the first column.
+for Megatron-Core + Transformer Engine GEMMs (H100 rows only). The acceptance number is the
+first column.
 
 Prints the table and writes benchmarks/results/sim_moe.json. Usage:
     python benchmarks/sim_moe.py [--rows N]   (N: simulate the first N expressible rows only)
