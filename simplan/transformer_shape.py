@@ -43,6 +43,7 @@ class TransformerSpec:
     bias: bool | None = None  # default: True for gelu, False for swiglu
     attention: str = "flash"  # "flash" (fused kernel) or "math" (scores materialised)
     dropout: float = 0.0  # hidden and attention dropout probability
+    head_size: int = 0  # 0 means hidden_size // num_heads; set when heads are pruned
 
     def __post_init__(self) -> None:
         for name in REQUIRED:
@@ -53,7 +54,9 @@ class TransformerSpec:
             raise ValueError(
                 f"[transformer] activation must be one of {ACTIVATIONS}, got {self.activation!r}"
             )
-        if self.hidden_size % self.num_heads:
+        if self.head_size < 0:
+            raise ValueError(f"[transformer] head_size must be >= 0, got {self.head_size!r}")
+        if not self.head_size and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"[transformer] hidden_size {self.hidden_size} must be divisible by "
                 f"num_heads {self.num_heads}"
@@ -86,7 +89,12 @@ class TransformerSpec:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.head_size or self.hidden_size // self.num_heads
+
+    @property
+    def attention_width(self) -> int:
+        """Width of the attention's output (heads x head size): the output projection's input."""
+        return self.num_heads * self.head_dim
 
     @property
     def norm_kind(self) -> str:
@@ -148,7 +156,7 @@ def approx_params(spec: TransformerSpec) -> int:
     """Parameters of the shape, closed form (attention, MLP and embeddings; norms and biases
     left out): enough to bound the work of counting it."""
     h, kv = spec.hidden_size, spec.kv_heads * spec.head_dim
-    attention = 2 * h * h + 2 * h * kv
+    attention = 2 * h * spec.attention_width + 2 * h * kv
     mlp = (3 if spec.activation == "swiglu" else 2) * h * spec.ffn
     embeddings = spec.vocab_size * h * (1 if spec.tie_embeddings else 2)
     return spec.num_layers * (attention + mlp) + embeddings
