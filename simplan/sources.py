@@ -58,7 +58,8 @@ class ModelSource:
     path: Path
     factory: str = ""
     description: str = ""
-    knobs: ModelKnobs = field(default_factory=ModelKnobs)  # pruning and quantization (the spec's suffix)
+    # pruning and quantization (the spec's suffix)
+    knobs: ModelKnobs = field(default_factory=ModelKnobs)
 
     @property
     def label(self) -> str:

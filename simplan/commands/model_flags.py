@@ -1,0 +1,22 @@
+"""--prune and --quantize: knobs that change the model, written into the model spec's suffix
+(simplan/model_knobs.py) so that every later step loads the same smaller model."""
+
+from __future__ import annotations
+
+import argparse
+
+from simplan.model_knobs import PRUNE_HELP, QUANTIZE_HELP, with_knobs
+
+
+def add_model_knob_flags(parser: argparse.ArgumentParser, *, quantize: bool = True) -> None:
+    parser.add_argument("--prune", metavar="WHAT:FRACTION[,...]", help=PRUNE_HELP)
+    if quantize:
+        parser.add_argument("--quantize", metavar="DTYPE", help=QUANTIZE_HELP)
+
+
+def model_spec(args: argparse.Namespace) -> str:
+    """args.model with the knobs of --prune and --quantize (validated: one-line errors)."""
+    prune, quantize = getattr(args, "prune", None), getattr(args, "quantize", None)
+    if not args.model or not (prune or quantize):
+        return args.model
+    return with_knobs(args.model, prune=prune, quantize=quantize)
