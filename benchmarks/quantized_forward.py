@@ -8,7 +8,8 @@ model is quantized with torch.ao.quantization.quantize_dynamic (nn.Linear -> int
 activations quantized per call) and its forward time measured; the prediction is the fp32 time
 with each linear layer's fp32 time swapped for its int8 time from the stored per-shape rates
 (simplan.quant_time, measured by benchmarks/int8_linear_rates.py in another process). Times
-are median CPU times of single forward passes (see int8_linear_rates.time_call). Prints a table
+are median CPU times of single forward passes, under the same fixed allocation policy as the
+rates (see int8_linear_rates.time_call and MALLOC_ENV). Prints a table
 and writes benchmarks/results/quantized_forward.json, with the weight bytes before and after.
 """
 
@@ -24,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from int8_linear_rates import MALLOC_ENV, fixed_allocation, quantized, time_call  # noqa: E402
 
-from int8_linear_rates import quantized, time_call  # noqa: E402
 from simplan.environment import cpu_name, environment  # noqa: E402
 from simplan.outputs import write_json_atomic  # noqa: E402
 from simplan.quant_time import linear_shapes, predict_int8_forward_s, read_rates  # noqa: E402
@@ -48,7 +49,9 @@ def row(spec: str, batch: int, rates: Any, calls: int) -> dict[str, Any]:
 
     source = resolve(spec)
     tspec = transformer_spec(source) if source.kind == "toml" else None
-    model, inputs = instantiate(source, tspec, batch=batch, seq_len=None, device="cpu", dtype="fp32")
+    model, inputs = instantiate(
+        source, tspec, batch=batch, seq_len=None, device="cpu", dtype="fp32"
+    )
     model.eval()
     shapes = linear_shapes(model, inputs)
     fp32_s = time_call(model, inputs, calls)
@@ -76,6 +79,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=21)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quantized_forward.json"))
     args = p.parse_args()
+    fixed_allocation()  # as the rates were measured
     torch.set_num_threads(1)
     rates = read_rates(args.rates)
     rows = []
@@ -88,7 +92,11 @@ def main() -> None:
             print(f"{spec:28} {batch:5d} {r['fp32_forward_s'] * 1e3:9.2f} "
                   f"{r['int8_forward_s'] * 1e3:9.2f} {r['predicted_int8_forward_s'] * 1e3:9.2f} "
                   f"{r['error']:+7.1%}")  # fmt: skip
-    doc = {"rates": args.rates, "environment": environment(device="cpu", threads=1), "rows": rows}
+    doc = {
+        "rates": args.rates,
+        "environment": environment(device="cpu", threads=1, environment_variables=MALLOC_ENV),
+        "rows": rows,
+    }
     write_json_atomic(doc, args.out)
     print(f"wrote {args.out}")
 

@@ -4,8 +4,8 @@
 weights and quantizes its input per call; FlopCounterMode counts such layers as 0 FLOPs, so
 their time cannot come from a FLOP rate of fp32 kernels. benchmarks/int8_linear_rates.py times
 fp32 and int8 dynamic linear layers per shape (tokens M, in K, out N) on this CPU and stores them
-under traces/quant/ with the machine's metadata; per (K, N) the time is affine in M (a fixed
-cost per call, quantizing the input and packing, plus a cost per row), fitted by least squares.
+under traces/quant/ with the machine's metadata; per (K, N) the time is interpolated linearly in
+M between the measured token counts.
 A quantized model's forward time is its measured fp32 forward time with each linear layer's fp32
 time swapped for its int8 time: the other operations (attention, norms, activations) are
 unchanged by quantization.
@@ -24,22 +24,30 @@ Shape = tuple[int, int, int]  # tokens M, in features K, out features N
 
 
 @dataclass(frozen=True, kw_only=True)
-class AffineTime:
-    """time_s = fixed_s + per_row_s * M for one (K, N) and kernel."""
+class MeasuredTimes:
+    """Measured (rows M, time_s) points of one (K, N) and kernel, by M; between two points the
+    time is linear in M (a fixed cost per call, quantizing the input and packing, plus a cost
+    per row), beyond the ends the nearest segment is extended."""
 
-    fixed_s: float
-    per_row_s: float
+    points: tuple[tuple[int, float], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.points) < 2:
+            raise SimplanError("a per-shape linear time needs two or more token counts measured")
 
     def time_s(self, rows: int) -> float:
-        return self.fixed_s + self.per_row_s * rows
+        pts = self.points
+        i = next((j for j in range(1, len(pts) - 1) if rows <= pts[j][0]), len(pts) - 1)
+        (m0, t0), (m1, t1) = pts[i - 1], pts[i]
+        return max(t0 + (t1 - t0) * (rows - m0) / (m1 - m0), 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LinearRates:
     """Fitted fp32 and int8-dynamic linear times per (K, N), and where they were measured."""
 
-    fp32: dict[tuple[int, int], AffineTime]
-    int8: dict[tuple[int, int], AffineTime]
+    fp32: dict[tuple[int, int], MeasuredTimes]
+    int8: dict[tuple[int, int], MeasuredTimes]
     source: str
 
     def time_s(self, kind: str, shape: Shape) -> float:
@@ -53,19 +61,6 @@ class LinearRates:
         return table[(k, n)].time_s(m)
 
 
-def fit_affine(points: list[tuple[int, float]]) -> AffineTime:
-    """Least-squares time = a + b * M over (M, time_s) points (a >= 0)."""
-    if len(points) < 2:
-        raise SimplanError("an affine fit needs times at two or more token counts")
-    n = len(points)
-    mean_m = sum(m for m, _ in points) / n
-    mean_t = sum(t for _, t in points) / n
-    var = sum((m - mean_m) ** 2 for m, _ in points)
-    slope = sum((m - mean_m) * (t - mean_t) for m, t in points) / var
-    fixed = max(mean_t - slope * mean_m, 0.0)
-    return AffineTime(fixed_s=fixed, per_row_s=slope)
-
-
 def rates_from(doc: dict[str, Any], source: str) -> LinearRates:
     """LinearRates from a stored measurement: rows of {m, k, n, fp32_s, int8_s}."""
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -73,7 +68,9 @@ def rates_from(doc: dict[str, Any], source: str) -> LinearRates:
         groups.setdefault((int(row["k"]), int(row["n"])), []).append(row)
     fit = {
         kind: {
-            kn: fit_affine([(int(r["m"]), float(r[f"{kind}_s"])) for r in rows])
+            kn: MeasuredTimes(
+                points=tuple(sorted((int(r["m"]), float(r[f"{kind}_s"])) for r in rows))
+            )
             for kn, rows in groups.items()
         }
         for kind in ("fp32", "int8")
