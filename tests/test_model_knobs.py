@@ -162,3 +162,13 @@ def test_simulate_explain_shows_before_and_after(capsys: pytest.CaptureFixture[s
     assert code == 0
     assert "parameters 7.39M -> 6.86M" in out
     assert "simulated step: time" in out
+
+
+def test_prune_with_a_plan_file_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _out, err = run_main(
+        capsys, "simulate", "--plan", str(tmp_path / "plan.json"), "--prune", "heads:0.5"
+    )
+    assert code == 2
+    assert "--prune changes the model given with --model" in err

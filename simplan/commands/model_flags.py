@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from simplan.errors import SimplanError
 from simplan.model_knobs import PRUNE_HELP, QUANTIZE_HELP, with_knobs
 
 
@@ -17,6 +18,12 @@ def add_model_knob_flags(parser: argparse.ArgumentParser, *, quantize: bool = Tr
 def model_spec(args: argparse.Namespace) -> str:
     """args.model with the knobs of --prune and --quantize (validated: one-line errors)."""
     prune, quantize = getattr(args, "prune", None), getattr(args, "quantize", None)
-    if not args.model or not (prune or quantize):
+    if not (prune or quantize):
         return args.model
+    if not args.model:
+        flag = "--prune" if prune else "--quantize"
+        raise SimplanError(
+            f"{flag} changes the model given with --model; a plan file's model already "
+            "carries its knobs (plan with the knob instead)"
+        )
     return with_knobs(args.model, prune=prune, quantize=quantize)
