@@ -77,5 +77,26 @@ def effect_lines(spec: str, before: Side, after: Side) -> list[str]:
     return lines
 
 
+ROWS = (  # field, label, scale, format
+    ("params", "parameters", 1e6, "{:.4g}M"),
+    ("weight_bytes", "weights", 2**20, "{:.4g} MiB"),
+    ("flops_per_sample", "FLOPs per sample (fwd+bwd)", 1e9, "{:.4g} GFLOP"),
+    ("grad_sync_bytes", "gradient bytes reduced per replica and step", 2**20, "{:.4g} MiB"),
+    ("step_time_s", "simulated step time", 1e-3, "{:.4g} ms"),
+    ("exposed_comm_s", "exposed communication", 1e-3, "{:.4g} ms"),
+    ("peak_memory_bytes", "peak memory per device", GiB, "{:.3g} GiB"),
+)
+
+
+def effect_table(before: Side, after: Side) -> tuple[list[str], list[list[str]]]:
+    """A before/after table (for reports): one row per quantity."""
+    rows = []
+    for name, label, scale, fmt in ROWS:
+        b, a = getattr(before, name), getattr(after, name)
+        change = f"{a / b - 1:+.1%}" if b else "-"
+        rows.append([label, fmt.format(b / scale), fmt.format(a / scale), change])
+    return ["", "before", "after", "change"], rows
+
+
 def to_dict(before: Side, after: Side) -> dict[str, Any]:
     return {"before": before.__dict__, "after": after.__dict__}

@@ -172,3 +172,16 @@ def test_prune_with_a_plan_file_is_refused(
     )
     assert code == 2
     assert "--prune changes the model given with --model" in err
+
+
+def test_simulate_report_has_the_before_after_table(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _out, _err = run_main(
+        capsys, "simulate", "--model", "gpt-tiny", "--prune", "layers:0.5", "--cluster",
+        "localhost-cpu", "--global-batch", "4", "--dtype", "fp32", "--report", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert code == 0
+    index = (tmp_path / "r" / "index.md").read_text()
+    assert "## Model knobs: before and after" in index
+    assert "| parameters | 7.387M | " in index

@@ -99,14 +99,16 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.trace:
         write_trace(result, args.trace)
+    effects = knob_effects(args, model, cluster, config, placement, result)
     if args.report:
         from simplan.report import write_simulation_report
 
-        index = write_simulation_report(result, args.report, flag="--report")
+        index = write_simulation_report(
+            result, args.report, flag="--report", extra=knob_sections(effects)
+        )
         print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
-    effects = knob_effects(args, model, cluster, config, placement, result)
     if args.json:
-        print(json.dumps(result.to_dict() | effects, indent=1))
+        print(json.dumps(result.to_dict() | _public(effects), indent=1))
     else:
         print_result(result)
         for line in effects.get("explain", []):
@@ -160,10 +162,11 @@ def knob_effects(
     placement: list[int],
     result: Any,
 ) -> dict[str, Any]:
-    """With --explain and a pruned model: the model and the step before and after pruning."""
-    if not (args.explain and isinstance(model, ModelGraph)):
+    """With --explain or --report and a pruned model: the model and the step before and after
+    pruning."""
+    if not ((args.explain or args.report) and isinstance(model, ModelGraph)):
         return {}
-    from simplan.knob_effects import base_spec, effect_lines, side, to_dict
+    from simplan.knob_effects import base_spec, effect_lines, effect_table, side, to_dict
     from simplan.sim.run import resolve_model, simulate
 
     spec = str(model.meta.get("spec", model.name))
@@ -172,7 +175,24 @@ def knob_effects(
     base = resolve_model(base_spec(spec), config)
     before_result = simulate(base, cluster, config, placement=placement or None, record=False)
     before, after = side(base, config, before_result), side(model, config, result)
-    return {"knob_effects": to_dict(before, after), "explain": effect_lines(spec, before, after)}
+    return {
+        "knob_effects": to_dict(before, after),
+        "explain": effect_lines(spec, before, after) if args.explain else [],
+        "table": effect_table(before, after),
+    }
+
+
+def _public(effects: dict[str, Any]) -> dict[str, Any]:
+    return {"knob_effects": effects["knob_effects"]} if effects else {}
+
+
+def knob_sections(effects: dict[str, Any]) -> list[Any]:
+    """The report's before/after section of a pruned model (none without one)."""
+    if not effects:
+        return []
+    from simplan.report.index import Section
+
+    return [Section(title="Model knobs: before and after", table=effects["table"])]
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelConfig, list[int]]:
