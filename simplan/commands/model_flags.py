@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import argparse
 
+from simplan.commands.argtypes import Text
 from simplan.errors import SimplanError
 from simplan.model_knobs import PRUNE_HELP, QUANTIZE_HELP, with_knobs
 
 
 def add_model_knob_flags(parser: argparse.ArgumentParser, *, quantize: bool = True) -> None:
-    parser.add_argument("--prune", metavar="WHAT:FRACTION[,...]", help=PRUNE_HELP)
+    parser.add_argument("--prune", type=Text(), metavar="WHAT:FRACTION[,...]", help=PRUNE_HELP)
     if quantize:
-        parser.add_argument("--quantize", metavar="DTYPE", help=QUANTIZE_HELP)
+        parser.add_argument("--quantize", type=Text(), metavar="DTYPE", help=QUANTIZE_HELP)
 
 
 def model_spec(args: argparse.Namespace) -> str:
