@@ -185,3 +185,27 @@ def test_simulate_report_has_the_before_after_table(
     index = (tmp_path / "r" / "index.md").read_text()
     assert "## Model knobs: before and after" in index
     assert "| parameters | 7.387M | " in index
+
+
+def test_pruned_residual_cnn_matches_a_hand_count() -> None:
+    """cnn-small with 30% of its channels pruned: both sides of every residual addition keep the
+    same channels (Torch-Pruning couples them), 32 -> 22, 64 -> 44, 128 -> 89 channels."""
+    pytest.importorskip("torch_pruning")
+    graph = load_model("cnn-small#prune=channels:0.3")
+    w = {c: kept(c, 0.3) for c in (32, 64, 128)}
+    assert w == {32: 22, 64: 44, 128: 89}
+    params = 3 * 9 * w[32] + 2 * w[32]
+    flops = 2 * 32 * 32 * 3 * 9 * w[32]
+    side = 32
+    for cin, cout, stride in ((32, 64, 2), (64, 64, 1), (64, 128, 2), (128, 128, 1)):
+        a, b = w[cin], w[cout]
+        side //= stride
+        params += a * 9 * b + b * 9 * b + 4 * b
+        flops += 2 * side * side * (a * 9 * b + b * 9 * b)
+        if stride != 1 or cin != cout:
+            params += a * b + 2 * b
+            flops += 2 * side * side * a * b
+    params += w[128] * 10 + 10
+    flops += 2 * w[128] * 10
+    assert graph.params == params == 317_847
+    assert graph.fwd_flops == flops
