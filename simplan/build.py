@@ -12,6 +12,7 @@ from torch import nn
 from simplan.counting import count_layer, identity_key, own_parameters
 from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
+from simplan.model_knobs import QUANT_BITS
 from simplan.module_layers import LayerCall, tensors_in, trace
 from simplan.sources import ModelSource, call_factory, run_user_code
 from simplan.transformer_shape import TransformerSpec
@@ -29,14 +30,54 @@ def instantiate(
     device: str,
     dtype: str,
 ) -> tuple[nn.Module, tuple[Any, ...]]:
-    """The module and an example input of `batch` samples on `device`, in `dtype`."""
+    """The module and an example input of `batch` samples on `device`, in `dtype`, pruned as
+    the source's knobs say. Quantized weights are counted (graph_from_source), not run here:
+    training steps and profiles of them are refused."""
+    if source.knobs.quantize:
+        raise SimplanError(
+            f"--quantize {source.knobs.quantize}: quantized weights are planned from counts "
+            "and measured rates (benchmarks/quantized_forward.py), not trained or profiled "
+            "for real; drop --quantize here"
+        )
+    return _instantiate(source, tspec, batch=batch, seq_len=seq_len, device=device, dtype=dtype)
+
+
+def _instantiate(
+    source: ModelSource,
+    tspec: TransformerSpec | None,
+    *,
+    batch: int,
+    seq_len: int | None,
+    device: str,
+    dtype: str,
+) -> tuple[nn.Module, tuple[Any, ...]]:
     if tspec is not None:
+        from simplan.model_knobs import prune_shape
         from simplan.nets.transformer import build
 
-        model, inputs = build(_with_seq(tspec, seq_len), batch=batch, device=device)
+        shape = prune_shape(tspec, source.knobs) if source.knobs.prune else tspec
+        model, inputs = build(_with_seq(shape, seq_len), batch=batch, device=device)
+    elif source.knobs.prune:
+        model, inputs = _pruned(source, batch, device)
     else:
         model, inputs = _from_factory(source, batch, device)
     return _cast(model, inputs, dtype)
+
+
+def _pruned(source: ModelSource, batch: int, device: str) -> tuple[nn.Module, tuple]:
+    """The factory's module with channels pruned: Torch-Pruning needs real weights, so a module
+    wanted on the meta device is built and pruned on the CPU first (batch 1) and moved there."""
+    from simplan.pruning import prune_module
+
+    build_on = "cpu" if device == "meta" else device
+    model, inputs = _from_factory(source, 1 if device == "meta" else batch, build_on)
+    model = run_user_code(
+        f"{source.path}: pruning the model", lambda: prune_module(model, inputs, source.knobs)
+    )
+    if device == "meta":
+        model = model.to("meta")
+        inputs = tuple(_to(x, "meta") for x in inputs)
+    return model, inputs
 
 
 def _with_seq(tspec: TransformerSpec, seq_len: int | None) -> TransformerSpec:
@@ -103,14 +144,32 @@ def graph_from_source(
     source: ModelSource, tspec: TransformerSpec | None, *, seq_len: int | None, dtype: str
 ) -> ModelGraph:
     if tspec is not None:
-        return graph_from_spec(
-            _with_seq(tspec, seq_len), dtype=dtype, name=source.name, source=str(source.path)
+        from simplan.model_knobs import prune_shape
+
+        shape = prune_shape(tspec, source.knobs) if source.knobs.prune else tspec
+        graph = graph_from_spec(
+            _with_seq(shape, seq_len),
+            dtype=dtype,
+            name=source.label,
+            source=str(source.path),
+            quantize=source.knobs.quantize,
         )
-    model, inputs = instantiate(source, None, batch=1, seq_len=seq_len, device="meta", dtype=dtype)
-    return run_user_code(
-        f"{source.path}: the model's forward pass",
-        lambda: count_module(model, inputs, name=source.name, dtype=dtype, source=str(source.path)),
-    )
+    else:
+        model, inputs = _instantiate(
+            source, None, batch=1, seq_len=seq_len, device="meta", dtype=dtype
+        )
+        graph = run_user_code(
+            f"{source.path}: the model's forward pass",
+            lambda: count_module(
+                model,
+                inputs,
+                name=source.label,
+                dtype=dtype,
+                source=str(source.path),
+                quantize=source.knobs.quantize,
+            ),
+        )
+    return graph
 
 
 @functools.cache
@@ -125,7 +184,12 @@ def _warm_up_counting() -> None:
 
 
 def graph_from_spec(
-    tspec: TransformerSpec, *, dtype: str, name: str | None = None, source: str = ""
+    tspec: TransformerSpec,
+    *,
+    dtype: str,
+    name: str | None = None,
+    source: str = "",
+    quantize: str = "",
 ) -> ModelGraph:
     """Count a transformer shape on the meta device."""
     from simplan.nets.transformer import build
@@ -141,6 +205,7 @@ def graph_from_spec(
         seq_len=tspec.seq_len,
         tokens_per_sample=tspec.seq_len,
         meta={"transformer": dataclasses.asdict(tspec)},
+        quantize=quantize,
     )
 
 
@@ -154,8 +219,10 @@ def count_module(
     seq_len: int = 0,
     tokens_per_sample: int = 1,
     meta: dict[str, Any] | None = None,
+    quantize: str = "",
 ) -> ModelGraph:
-    """Count a module (ideally on the meta device) into a ModelGraph, per sample."""
+    """Count a module (ideally on the meta device) into a ModelGraph, per sample; `quantize`
+    (a key of QUANT_BITS) stores the linear layers' weights at that width."""
     batch = batch_of(inputs)
     model.train()
     calls = trace(model, inputs)
@@ -171,7 +238,8 @@ def count_module(
             counts[(key, is_output)] = _count(call, batch, is_output)
         of[call.name] = counts[(key, is_output)]
         shared = _saved_by_producer(call, of)
-        layers.append(_layer(call, key, of[call.name], owned[call.name], dtype, shared))
+        layer = _layer(call, key, of[call.name], owned[call.name], dtype, shared)
+        layers.append(quantized_layer(layer, owned[call.name], call.module, quantize))
     edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
     return ModelGraph(
         name=name,
@@ -183,6 +251,7 @@ def count_module(
         source=source,
         meta={
             **(meta or {}),
+            **({"quantize": quantize} if quantize else {}),
             "counted_with": f"torch {torch.__version__}",
             "counted_on": str(next(iter(tensors_in(inputs))).device),
         },
@@ -238,4 +307,34 @@ def _layer(
         attrs=dict(getattr(module, "simplan_attrs", {}))
         | {"param_shapes": [list(p.shape) for p in params]},
         saved_output_bytes=count.saved_output_bytes,
+    )
+
+
+def quantized_weights(module: nn.Module, owned: list[nn.Parameter]) -> int:
+    """Elements of the weights of the linear layers inside `module` that it owns (a weight tied
+    to an embedding stays with the embedding, unquantized)."""
+    mine = {id(p) for p in owned}
+    return sum(
+        m.weight.numel()
+        for m in module.modules()
+        if isinstance(m, nn.Linear) and id(m.weight) in mine
+    )
+
+
+def quantized_layer(
+    layer: Layer, owned: list[nn.Parameter], module: nn.Module, quantize: str
+) -> Layer:
+    """The layer with its linear weights stored at QUANT_BITS[quantize] bits (two int4 weights
+    per byte), the rest of its parameters in the model's dtype."""
+    if not quantize:
+        return layer
+    n = quantized_weights(module, owned)
+    if not n:
+        return layer
+    rest = (layer.params - n) * (layer.param_bytes // max(layer.params, 1))
+    weight_bytes = -(-n * QUANT_BITS[quantize] // 8)
+    return dataclasses.replace(
+        layer,
+        param_bytes=rest + weight_bytes,
+        attrs={**layer.attrs, "quantize": quantize, "quantized_weights": n},
     )

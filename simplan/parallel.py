@@ -398,6 +398,7 @@ def _tp_dims(attrs: dict[str, Any]) -> dict[str, Any]:
 
 def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
     """The configuration must be able to split this model: a one-line SimplanError if not."""
+    check_trainable_weights(graph)
     why = tp_mismatch(graph, config.tp)
     if why:
         raise SimplanError(f"{why}; choose a tp that divides it")
@@ -461,3 +462,15 @@ def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:
     for k in range(chunks, 0, -1):
         bounds.append(cut[k][bounds[-1]])
     return tuple(reversed(bounds))
+
+
+def check_trainable_weights(graph: ModelGraph) -> None:
+    """A training step of a model whose weights are quantized is not modelled (their gradients,
+    optimizer states and update): refuse it in one line."""
+    quantize = graph.meta.get("quantize")
+    if quantize:
+        raise SimplanError(
+            f"model {graph.name} has {quantize} linear weights: training steps of quantized "
+            "weights are not modelled; plan and simulate without --quantize (its weight bytes "
+            "and forward time: benchmarks/quantized_forward.py)"
+        )

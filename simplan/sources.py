@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +28,7 @@ from simplan.errors import SimplanError
 from simplan.io import read_json, read_text, read_toml, write_json_atomic
 from simplan.limits import MAX_SEQ_LEN
 from simplan.model_graph import GRAPH_SCHEMA_VERSION, ModelGraph
+from simplan.model_knobs import ModelKnobs, split_spec
 from simplan.schema import show, validate
 from simplan.transformer_shape import MODEL_FILE, TransformerSpec, spec_from_file
 from simplan.units import check_dtype
@@ -57,6 +58,13 @@ class ModelSource:
     path: Path
     factory: str = ""
     description: str = ""
+    # pruning and quantization (the spec's suffix)
+    knobs: ModelKnobs = field(default_factory=ModelKnobs)
+
+    @property
+    def label(self) -> str:
+        """The name with the knobs that change the model: resnet50#prune=channels:0.3."""
+        return self.name + self.knobs.suffix()
 
 
 def preset_names() -> list[str]:
@@ -77,7 +85,14 @@ def _preset_order(name: str) -> tuple[int, str, float]:
 
 
 def resolve(spec: str) -> ModelSource:
-    """Turn a preset name, a TOML path, or `file.py:factory` into a ModelSource."""
+    """Turn a preset name, a TOML path, or `file.py:factory` (each with an optional knob suffix,
+    simplan/model_knobs.py) into a ModelSource."""
+    base, knobs = split_spec(spec)
+    source = _resolve_base(base)
+    return dataclasses.replace(source, knobs=knobs) if knobs else source
+
+
+def _resolve_base(spec: str) -> ModelSource:
     if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
         path_text, factory = spec.rsplit(":", 1)
         path = Path(path_text)
@@ -168,7 +183,7 @@ def _cache_key(source: ModelSource, seq_len: int | None, dtype: str) -> str:
         text
         + extra
         + repr(
-            (source.name, seq_len, dtype, torch_version, GRAPH_SCHEMA_VERSION, COUNTING_VERSION)
+            (source.label, seq_len, dtype, torch_version, GRAPH_SCHEMA_VERSION, COUNTING_VERSION)
         ).encode()
     ).hexdigest()
     return f"{source.name}-{dtype}-{digest[:16]}"

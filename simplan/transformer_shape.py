@@ -63,6 +63,8 @@ class TransformerSpec:
             raise ValueError(
                 f"[transformer] activation must be one of {ACTIVATIONS}, got {self.activation!r}"
             )
+        if self.kv_channels < 0:
+            raise ValueError(f"[transformer] kv_channels must be >= 0, got {self.kv_channels!r}")
         if not self.kv_channels and self.hidden_size % self.num_heads:
             raise ValueError(
                 f"[transformer] hidden_size {self.hidden_size} must be divisible by "
@@ -145,6 +147,11 @@ class TransformerSpec:
     @property
     def head_dim(self) -> int:
         return self.kv_channels or self.hidden_size // self.num_heads
+
+    @property
+    def attention_width(self) -> int:
+        """Width of the attention's output (heads x head size): the output projection's input."""
+        return self.num_heads * self.head_dim
 
     @property
     def norm_kind(self) -> str:
@@ -230,7 +237,7 @@ def approx_params(spec: TransformerSpec) -> int:
     left out): enough to bound the work of counting it. An MoE block holds all its experts
     (routed and shared) and its router."""
     h, kv = spec.hidden_size, spec.kv_heads * spec.head_dim
-    q = spec.num_heads * spec.head_dim
+    q = spec.attention_width
     attention = 2 * h * q + 2 * h * kv
     per = 3 if spec.activation == "swiglu" else 2
     mlp = per * h * spec.ffn

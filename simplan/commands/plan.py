@@ -23,6 +23,7 @@ from simplan.commands.argtypes import (
 )
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
+from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.errors import SimplanError
 from simplan.headroom import describe_overheads
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
@@ -81,6 +82,7 @@ line saying why, e.g. how many devices the model needs at least).
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "plan", "search for the best parallel split and placement", HELP)
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
+    add_model_knob_flags(p, quantize=False)
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
@@ -179,6 +181,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.model = model_spec(args)
     from simplan.deadline import Deadline, TimeLimitReached, call_before
     from simplan.headroom import DEFAULT_HEADROOM
     from simplan.planner import SearchOptions, search
@@ -294,6 +297,8 @@ def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> Non
             for choice in choices:
                 for line in choice.lines():
                     print(f"- {line}" if not line.startswith("  ") else f"  {line}")
+            for line in knob_lines(args.model, result.plans[0]):
+                print(f"- {line}")
         if args.out:
             print(f"\nwrote {Path(args.out) / 'plan.json'} and {Path(args.out) / 'plans.json'}")
         if args.export_out:
@@ -303,6 +308,24 @@ def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> Non
 
         path = write_plan_report(result.plans, result.baselines, args.report, flag="--report")
         print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
+
+
+def knob_lines(spec: str, winner: Any) -> list[str]:
+    """What --prune changes under the winning configuration: the unpruned model simulated with
+    the same configuration and placement, before and after."""
+    from simplan.knob_effects import base_spec, effect_lines, side
+    from simplan.sim.run import resolve_model, simulate
+
+    if base_spec(spec) == spec:
+        return []
+    cluster = winner.cluster_obj or winner.cluster.load()
+    config, placement = winner.config, list(winner.placement) or None
+    graphs = [resolve_model(s, config) for s in (base_spec(spec), spec)]
+    before, after = (
+        side(g, config, simulate(g, cluster, config, placement=placement, record=False))
+        for g in graphs
+    )
+    return effect_lines(spec, before, after)
 
 
 def check_outputs(args: argparse.Namespace) -> None:

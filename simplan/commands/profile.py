@@ -11,6 +11,7 @@ from simplan.commands import add_verb
 from simplan.commands.argtypes import STEPS, WARMUP
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
+from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.costmodel import LayerCost, layer_costs
 from simplan.devices import device_names, get_device, preset_for
 from simplan.model_graph import Layer, ModelGraph
@@ -42,6 +43,7 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "profile", "count and time a model's layers", HELP)
     p.add_argument("model", metavar="MODEL", help="preset name, model.toml or file.py:factory")
+    add_model_knob_flags(p, quantize=False)
     p.add_argument(
         "--device",
         default="cpu",
@@ -96,6 +98,7 @@ def _label(row: Row, graph: ModelGraph) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.model = model_spec(args)
     measured = args.device == "cpu" or args.device.startswith("cuda")
     dtype = check_dtype(args.dtype or ("fp32" if args.device == "cpu" else "bf16"))
     if args.out and measured and not args.no_save:

@@ -12,6 +12,7 @@ from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES, Text
 from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.flag_rules import check_config, check_model
+from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
@@ -47,6 +48,7 @@ still printed, and stderr says which stage needs how much); 2 for bad input.
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "simulate", "simulate one training step", HELP)
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
+    add_model_knob_flags(p, quantize=False)
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
@@ -78,12 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --prune: what pruning changes (parameters, FLOPs, gradient bytes, and the "
+        "simulated step's time, exposed communication and peak memory, before and after)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    args.model = model_spec(args)
     from simplan.headroom import DEFAULT_HEADROOM
     from simplan.sim.result import write_trace
     from simplan.sim.run import simulate
@@ -114,13 +123,16 @@ def run(args: argparse.Namespace) -> int:
     goodput = _goodput(args, config, result, asynchronous)
     if args.trace:
         write_trace(result, args.trace)
+    effects = knob_effects(args, model, cluster, config, placement, result)
     if args.report:
         from simplan.report import write_simulation_report
 
-        index = write_simulation_report(result, args.report, flag="--report")
+        index = write_simulation_report(
+            result, args.report, flag="--report", extra=knob_sections(effects)
+        )
         print(f"report written to {index}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        out = result.to_dict()
+        out = result.to_dict() | _public(effects)
         if asynchronous is not None:
             out["async_dp"] = asynchronous.to_dict()
         if goodput is not None:
@@ -128,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
     else:
         print_result(result)
+        for line in effects.get("explain", []):
+            print(f"- {line}")
         if asynchronous is not None:
             print_async(asynchronous, config)
         if goodput is not None:
@@ -224,6 +238,47 @@ def check_outputs(args: argparse.Namespace) -> None:
                 f"--trace {args.trace} is inside --report {args.report}, which is replaced as a "
                 "whole; write the trace elsewhere"
             )
+
+
+def knob_effects(
+    args: argparse.Namespace,
+    model: str | ModelGraph,
+    cluster: Any,
+    config: ParallelConfig,
+    placement: list[int],
+    result: Any,
+) -> dict[str, Any]:
+    """With --explain or --report and a pruned model: the model and the step before and after
+    pruning."""
+    if not ((args.explain or args.report) and isinstance(model, ModelGraph)):
+        return {}
+    from simplan.knob_effects import base_spec, effect_lines, effect_table, side, to_dict
+    from simplan.sim.run import resolve_model, simulate
+
+    spec = str(model.meta.get("spec", model.name))
+    if base_spec(spec) == spec:
+        return {}
+    base = resolve_model(base_spec(spec), config)
+    before_result = simulate(base, cluster, config, placement=placement or None, record=False)
+    before, after = side(base, config, before_result), side(model, config, result)
+    return {
+        "knob_effects": to_dict(before, after),
+        "explain": effect_lines(spec, before, after) if args.explain else [],
+        "table": effect_table(before, after),
+    }
+
+
+def _public(effects: dict[str, Any]) -> dict[str, Any]:
+    return {"knob_effects": effects["knob_effects"]} if effects else {}
+
+
+def knob_sections(effects: dict[str, Any]) -> list[Any]:
+    """The report's before/after section of a pruned model (none without one)."""
+    if not effects:
+        return []
+    from simplan.report.index import Section
+
+    return [Section(title="Model knobs: before and after", table=effects["table"])]
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelConfig, list[int]]:

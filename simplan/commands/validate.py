@@ -16,6 +16,7 @@ from simplan.commands.argtypes import (
 )
 from simplan.commands.config_flags import add_config_flags
 from simplan.commands.flag_rules import check_seq_len
+from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
 
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         HELP,
     )
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
+    add_model_knob_flags(p, quantize=False)
     p.add_argument(
         "--nprocs",
         type=positive_int(MAX_RANKS),
@@ -147,6 +149,7 @@ def _inputs(args: argparse.Namespace) -> tuple[str, ParallelConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
+    args.model = model_spec(args)
     from simplan.outputs import check_record_dir
     from simplan.validate import ValidationOptions, validate
 

@@ -116,7 +116,7 @@ class Attention(nn.Module):
         self.heads, self.kv_heads, self.head_dim = spec.num_heads, spec.kv_heads, spec.head_dim
         qkv = (spec.num_heads + 2 * spec.kv_heads) * spec.head_dim
         self.qkv = nn.Linear(spec.hidden_size, qkv, bias=spec.use_bias)
-        self.proj = nn.Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=spec.use_bias)
+        self.proj = nn.Linear(spec.attention_width, spec.hidden_size, bias=spec.use_bias)
         self.rope = spec.position_kind == "rope"
         self.math, self.dropout = spec.attention == "math", spec.dropout
         # selective activation recomputation: the attention core (scores, softmax, weighted

@@ -13,6 +13,7 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
+from simplan.parallel import check_trainable_weights
 from simplan.planfile import ClusterRef
 from simplan.planner.driver import SearchOptions, SearchResult, run_search
 from simplan.planner.plan import Plan
@@ -51,6 +52,7 @@ def search(model: ModelGraph | str, cluster: Any, options: SearchOptions) -> Sea
 
         graph = load_model(model, seq_len=options.seq_len, dtype=options.dtype)
         name = model
+    check_trainable_weights(graph)
     options = replace(options, space=replace(options.space, dtype=options.dtype))
     return run_search(graph, cluster_obj, str(name), ref, options)
 

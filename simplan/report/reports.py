@@ -124,11 +124,13 @@ def write_simulation_report(
     command: str = "",
     flag: str = "--report",
     new: bool = False,
+    extra: Sequence[Section] = (),
 ) -> Path:
-    """Report of one simulated step (simulate(..., record=True)); returns out_dir/index.md."""
+    """Report of one simulated step (simulate(..., record=True)), with `extra` sections first
+    (what a model knob changed); returns out_dir/index.md."""
     head = title or f"{result.model} on {result.cluster}"
     with report_set(out_dir, flag, new=new) as stage:
-        sections = simulation_sections(result, stage, formats=formats, title=head)
+        sections = [*extra, *simulation_sections(result, stage, formats=formats, title=head)]
         write_index(stage, f"Simulated step: {head}", _regen_note(command), sections)
     return Path(out_dir) / "index.md"
 

@@ -60,7 +60,7 @@ def model_digest(model: str) -> str:
     files = [source.path]
     if source.kind == "preset-py":  # presets may import each other
         files = sorted(source.path.parent.glob("*.py"))
-    digest = hashlib.sha256(f"{source.kind}|{source.name}|{source.factory}".encode())
+    digest = hashlib.sha256(f"{source.kind}|{source.label}|{source.factory}".encode())
     for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()

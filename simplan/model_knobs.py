@@ -1,0 +1,164 @@
+"""Knobs that change the model itself: structured pruning and weight quantization (no torch).
+
+A knob travels with the model spec as a suffix, so every verb, plan file and real run that
+loads the spec builds the same smaller model: `resnet50#prune=channels:0.3`,
+`gpt-tiny#prune=heads:0.5,ffn:0.25#quantize=int8-dynamic`. The command line writes the suffix
+from `--prune` and `--quantize` (see PRUNE_HELP and QUANTIZE_HELP).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from simplan.errors import SimplanError
+from simplan.transformer_shape import TransformerSpec
+
+KNOB_SEP = "#"
+# what can be pruned: channels of a CNN module (Torch-Pruning, following layer dependencies);
+# attention heads, FFN width and whole blocks of a transformer shape
+MODULE_PRUNE = ("channels",)
+SHAPE_PRUNE = ("heads", "ffn", "layers")
+PRUNE_WHAT = MODULE_PRUNE + SHAPE_PRUNE
+# bits per weight of the quantized linear layers' weights; int8-dynamic also quantizes the
+# activations at run time (torch.ao.quantization.quantize_dynamic, inference only)
+QUANT_BITS = {"int8": 8, "int4": 4, "int8-dynamic": 8}
+
+PRUNE_HELP = (
+    "structured pruning, WHAT:FRACTION[,WHAT:FRACTION]: 'channels:0.3' removes 30%% of every "
+    "prunable convolution's channels (torch modules, Torch-Pruning); 'heads:0.5', 'ffn:0.25' "
+    "and 'layers:0.5' shrink a transformer shape's attention heads, FFN width or blocks"
+)
+QUANTIZE_HELP = (
+    "quantize the linear layers' weights: int8 or int4 (weight-only), or int8-dynamic "
+    "(int8 weights and activations, inference)"
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelKnobs:
+    """prune: (what, fraction removed) pairs; quantize: '' or a key of QUANT_BITS."""
+
+    prune: tuple[tuple[str, float], ...] = ()
+    quantize: str = ""
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        for what, fraction in self.prune:
+            if what not in PRUNE_WHAT:
+                raise SimplanError(
+                    f"cannot prune {what!r}: use one of {', '.join(PRUNE_WHAT)} (e.g. "
+                    f"--prune channels:0.3)"
+                )
+            if what in seen:
+                raise SimplanError(f"--prune names {what} twice; give it once")
+            seen.add(what)
+            if not (isinstance(fraction, float) and 0.0 < fraction < 1.0):
+                raise SimplanError(
+                    f"--prune {what}:{fraction}: the fraction removed must be above 0 and "
+                    f"below 1 (pruning everything leaves no model)"
+                )
+        if self.quantize and self.quantize not in QUANT_BITS:
+            raise SimplanError(
+                f"unknown quantization dtype {self.quantize!r}: use one of {', '.join(QUANT_BITS)}"
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.prune or self.quantize)
+
+    def fraction(self, what: str) -> float:
+        return dict(self.prune).get(what, 0.0)
+
+    def suffix(self) -> str:
+        """The spec suffix ('' without knobs)."""
+        parts = []
+        if self.prune:
+            parts.append("prune=" + ",".join(f"{w}:{f:g}" for w, f in self.prune))
+        if self.quantize:
+            parts.append(f"quantize={self.quantize}")
+        return "".join(KNOB_SEP + p for p in parts)
+
+    def describe(self) -> str:
+        parts = [f"{w} -{f:.0%}" for w, f in self.prune]
+        if self.quantize:
+            parts.append(f"{self.quantize} linear weights")
+        return ", ".join(parts)
+
+
+def parse_prune(text: str) -> tuple[tuple[str, float], ...]:
+    """'channels:0.3' or 'heads:0.5,ffn:0.25' (also WHAT=FRACTION) into (what, fraction)s."""
+    pairs = []
+    for item in text.split(","):
+        what, sep, value = item.strip().replace("=", ":").partition(":")
+        if not sep:
+            raise SimplanError(
+                f"--prune {text!r}: write WHAT:FRACTION, e.g. channels:0.3 or heads:0.5"
+            )
+        try:
+            fraction = float(value.rstrip("%")) / (100.0 if value.endswith("%") else 1.0)
+        except ValueError:
+            raise SimplanError(f"--prune {item!r}: {value!r} is not a fraction") from None
+        if not math.isfinite(fraction):
+            raise SimplanError(f"--prune {item!r}: the fraction must be a finite number")
+        pairs.append((what.strip(), fraction))
+    ModelKnobs(prune=tuple(pairs))  # validates
+    return tuple(pairs)
+
+
+def split_spec(spec: str) -> tuple[str, ModelKnobs]:
+    """A model spec without its knob suffix, and the knobs."""
+    base, *parts = spec.split(KNOB_SEP)
+    prune: tuple[tuple[str, float], ...] = ()
+    quantize = ""
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key == "prune":
+            prune = parse_prune(value)
+        elif key == "quantize":
+            quantize = value
+        else:
+            raise SimplanError(
+                f"model {spec!r}: unknown model knob {key!r}; use prune=... or quantize=..."
+            )
+    return base, ModelKnobs(prune=prune, quantize=quantize)
+
+
+def with_knobs(spec: str, *, prune: str | None = None, quantize: str | None = None) -> str:
+    """The spec with the knobs of --prune and --quantize added (both None: spec unchanged)."""
+    base, knobs = split_spec(spec)
+    new = ModelKnobs(
+        prune=parse_prune(prune) if prune else knobs.prune,
+        quantize=quantize if quantize else knobs.quantize,
+    )
+    return base + new.suffix()
+
+
+def kept(n: int, fraction: float) -> int:
+    """Units left of n after removing `fraction` of them, Torch-Pruning's rounding: the removed
+    count is rounded up (n * fraction) but at least one unit stays."""
+    return max(1, n - math.ceil(n * fraction - 1e-9))
+
+
+def prune_shape(spec: TransformerSpec, knobs: ModelKnobs) -> TransformerSpec:
+    """The transformer shape with heads, FFN width or blocks removed: the head size stays, so
+    fewer heads narrow the attention (its QKV and output projections); with grouped-query
+    attention heads go from every KV group alike."""
+    if knobs.fraction("channels"):
+        raise SimplanError(
+            f"{spec.name} is a transformer shape: prune heads, ffn or layers, not channels"
+        )
+    changes: dict[str, Any] = {}
+    if knobs.fraction("heads"):
+        fraction, groups = knobs.fraction("heads"), spec.kv_heads
+        if groups < spec.num_heads:  # GQA: each KV group keeps its share of query heads
+            heads, kv = groups * kept(spec.num_heads // groups, fraction), groups
+        else:
+            heads = kv = kept(spec.num_heads, fraction)
+        changes.update(num_heads=heads, num_kv_heads=kv, kv_channels=spec.head_dim)
+    if knobs.fraction("ffn"):
+        changes["ffn_hidden_size"] = kept(spec.ffn, knobs.fraction("ffn"))
+    if knobs.fraction("layers"):
+        changes["num_layers"] = kept(spec.num_layers, knobs.fraction("layers"))
+    return dataclasses.replace(spec, **changes)
