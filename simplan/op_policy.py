@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from simplan.errors import SimplanError
-from simplan.model_graph import Layer, OpCost
+from simplan.model_graph import Layer, ModelGraph, OpCost
 
 MM = "aten.mm.default"
 OP_CHECKPOINT = "op_checkpoint"  # a transformer block's attrs key: what the counting found
@@ -60,3 +60,12 @@ def op_checkpoint(layer: Layer) -> tuple[float, OpCost]:
             "count the model again"
         )
     return float(found["saved_bytes"]), OpCost.from_dict(found["recompute_ops"])
+
+
+def op_checkpoint_counted(graph: ModelGraph) -> bool:
+    """Every transformer block of the graph carries what per-op checkpointing keeps."""
+    return all(
+        isinstance(layer.attrs.get(OP_CHECKPOINT), dict)
+        for layer in graph.layers
+        if layer.kind == "transformer_block"
+    )
