@@ -35,7 +35,7 @@ class LayerTable:
     def transient_bytes(self, recompute: str, spans: list[tuple[int, int]]) -> float:
         """What recomputation brings back for one layer's backward, the most over the layers
         of the spans: all of it ('full'), the part per-op checkpointing did not keep ('op');
-        the attention core of 'selective' is left out, as before."""
+        the attention core that 'selective' brings back is not counted here."""
         if recompute not in ("full", "op"):
             return 0.0
         raw, kept = self.raw_act_bytes, self.act_bytes
