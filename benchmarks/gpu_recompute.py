@@ -1,8 +1,9 @@
 """Activation recomputation on one GPU: step time and peak memory of the demo plan's model with
-recomputation none, selective (the attention core) and full (every block), run by the runtime.
+recomputation none, selective (the attention core), op (per-op checkpointing of every block) and
+full (every block), run by the runtime.
 
     .venv/bin/python benchmarks/gpu_recompute.py [--model gpt3-1.3b] [--micro-batch 8]
-        [--steps 10] [--warmup 3] [--dtype fp32] [--modes none,selective,full]
+        [--steps 10] [--warmup 3] [--dtype fp32] [--modes none,selective,op,full]
         [--runs-dir traces/runs]
     .venv/bin/python benchmarks/gpu_recompute.py --smoke      # gpt-tiny, 2 steps, seconds on CPU
 
@@ -41,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from simplan.errors import SimplanError  # noqa: E402
 from simplan.units import GiB  # noqa: E402
 
-MODES = ("none", "selective", "full")
+MODES = ("none", "selective", "op", "full")
 DEMO_MODEL = "gpt3-1.3b"  # simplan/commands/demo.py plans this model
 SMOKE = {"model": "gpt-tiny", "micro_batch": 2, "steps": 2, "warmup": 1, "cluster": "localhost-cpu"}
 RECORD_KIND = "gpu-recompute"

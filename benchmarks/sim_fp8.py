@@ -126,7 +126,7 @@ def torchao_table() -> list[dict[str, Any]]:
     from simplan.topology import load_cluster
 
     config = ParallelConfig(dp=8, global_batch=8, seq_len=8192, zero=3,
-                            recompute="selective", reduce_dtype="fp32")  # fmt: skip
+                            recompute="op", reduce_dtype="fp32")  # fmt: skip
     graph = resolve_model("llama3-8b", config)
     cluster = load_cluster("dgx-h100", nodes=1)
     times = {

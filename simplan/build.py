@@ -14,6 +14,7 @@ from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
 from simplan.model_knobs import QUANT_BITS
 from simplan.module_layers import LayerCall, tensors_in, trace
+from simplan.op_policy import OP_CHECKPOINT
 from simplan.sources import ModelSource, call_factory, run_user_code
 from simplan.transformer_shape import TransformerSpec
 from simplan.units import dtype_bytes
@@ -290,9 +291,16 @@ def _layer(
 ) -> Layer:
     module = call.module
     n_params = sum(p.numel() for p in params)
+    kind = str(getattr(module, "simplan_kind", type(module).__name__.lower()))
+    attrs = dict(getattr(module, "simplan_attrs", {}))
+    if kind == "transformer_block":
+        attrs[OP_CHECKPOINT] = {
+            "saved_bytes": count.op_saved_bytes,
+            "recompute_ops": count.op_recompute_ops.to_dict(),
+        }
     return Layer(
         name=call.name,
-        kind=str(getattr(module, "simplan_kind", type(module).__name__.lower())),
+        kind=kind,
         params=n_params,
         param_tensors=len(params),
         param_bytes=n_params * dtype_bytes(dtype),
@@ -304,8 +312,7 @@ def _layer(
         identity=key,
         fwd_ops=count.fwd_ops,
         bwd_ops=count.bwd_ops,
-        attrs=dict(getattr(module, "simplan_attrs", {}))
-        | {"param_shapes": [list(p.shape) for p in params]},
+        attrs=attrs | {"param_shapes": [list(p.shape) for p in params]},
         saved_output_bytes=count.saved_output_bytes,
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from simplan.model_graph import OpCost
 from simplan.module_layers import LayerCall, tensors_in
+from simplan.op_policy import OpPolicy
 
 FREE_OPS = {
     "detach",
@@ -136,6 +137,29 @@ def _per_sample(key: MmKey, per: int) -> tuple[float, float, float, float, int]:
     return (dims[0], dims[1], dims[2], dims[3], key[4])
 
 
+class PolicyRecorder(OpRecorder):
+    """Per-op selective checkpointing of one layer's forward (simplan.op_policy): the bytes of
+    the outputs the policy saves, and the costs of the ops it leaves to run again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.policy = OpPolicy()
+        self.saved_bytes = 0.0
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if not self.policy.saves(str(func)):
+            return super().__torch_dispatch__(func, types, args, kwargs)
+        out = func(*args, **(kwargs or {}))
+        self.saved_bytes += sum(t.nbytes for t in tensors_in(out))
+        return out
+
+
 class SavedBytes:
     """Sums the bytes autograd saves for backward, excluding parameters and counting each
     storage once; `part_of` tells how many of them are given tensors (the layer's input or
@@ -171,6 +195,8 @@ class LayerCount:
     bwd_ops: OpCost
     saved_input_bytes: float = 0.0  # of activation_bytes: the layer's input
     saved_output_bytes: float = 0.0  # of activation_bytes: the layer's output
+    op_saved_bytes: float = 0.0  # per-op selective checkpointing: the saved ops' outputs
+    op_recompute_ops: OpCost = field(default_factory=OpCost)  # and the ops it runs again
 
 
 def identity_key(call: LayerCall) -> str:
@@ -228,10 +254,12 @@ def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCo
     saved = SavedBytes(params)
     weights = list(module.parameters())
     fwd_rec, bwd_rec = OpRecorder(weights), OpRecorder(weights)
+    policy_rec = PolicyRecorder()
     with (
         torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t),
         FlopCounterMode(display=False) as fwd_counter,
         fwd_rec,
+        policy_rec,
     ):
         outputs = tensors_in(module(*args, **kwargs))
         loss = loss_of(outputs) if is_output else None
@@ -250,6 +278,8 @@ def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCo
         bwd_ops=bwd_rec.cost(batch),
         saved_input_bytes=saved_in / batch,
         saved_output_bytes=saved_out / batch,
+        op_saved_bytes=policy_rec.saved_bytes / batch,
+        op_recompute_ops=policy_rec.cost(batch),
     )
 
 

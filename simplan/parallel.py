@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from simplan.model_graph import ModelGraph
 
 SCHEDULES = ("gpipe", "1f1b", "interleaved")
-RECOMPUTE = ("none", "selective", "full")
+RECOMPUTE = ("none", "selective", "op", "full")
 ZERO_STAGES = (0, 1, 2, 3)
 CP_COMM = ("ring", "all_gather")
 COMPRESSION = ("none", "fp16", "bf16", "powersgd")
@@ -71,7 +71,9 @@ class ParallelConfig:
     schedule: pipeline schedule, 'gpipe', '1f1b' or 'interleaved' (needs virtual_stages > 1).
     virtual_stages: model chunks per pipeline rank for the interleaved schedule.
     zero: 0 (DDP), 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters, FSDP).
-    recompute: activation recomputation, 'none', 'selective' (attention core) or 'full'.
+    recompute: activation recomputation, 'none', 'selective' (Megatron-LM's: the attention
+        core), 'op' (torchtitan's per-op selective checkpointing: each block keeps its input
+        and the outputs of attention and of every other aten.mm, simplan.op_policy) or 'full'.
     dtype: 'bf16', 'fp16' (mixed precision with fp32 master weights) or 'fp32'.
     sequence_parallel: Megatron sequence parallelism inside TP groups.
     bucket_bytes: DDP gradient bucket size (torch's default is 25 MiB).
@@ -121,7 +123,12 @@ class ParallelConfig:
     schedule: str = _knob("1f1b", "pipeline schedule", choices=SCHEDULES)
     virtual_stages: int = _knob(1, "chunks per rank (interleaved)", lo=1, hi=MAX_VIRTUAL_STAGES)
     zero: int = _knob(0, "ZeRO stage", choices=ZERO_STAGES)
-    recompute: str = _knob("none", "activation recomputation", choices=RECOMPUTE)
+    recompute: str = _knob(
+        "none",
+        "activation recomputation: selective (Megatron-LM's, the attention core), op "
+        "(torchtitan's per-op selective checkpointing) or full",
+        choices=RECOMPUTE,
+    )
     dtype: str = _knob("bf16", "bf16, fp16 or fp32", choices=tuple(DTYPE_BYTES))
     sequence_parallel: bool = _knob(False, "Megatron sequence parallelism inside TP groups")
     compress: str = _knob("none", "DP gradient compression", choices=COMPRESSION)

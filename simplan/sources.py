@@ -33,7 +33,7 @@ from simplan.schema import show, validate
 from simplan.transformer_shape import MODEL_FILE, TransformerSpec, spec_from_file
 from simplan.units import check_dtype
 
-COUNTING_VERSION = 10  # bump when counting changes, to invalidate cached graphs
+COUNTING_VERSION = 11  # bump when counting changes, to invalidate cached graphs
 PRESET_PACKAGE = "simplan_presets"
 FACTORY_TIMEOUT_ENV = "SIMPLAN_FACTORY_TIMEOUT_S"
 DEFAULT_FACTORY_TIMEOUT_S = 120.0

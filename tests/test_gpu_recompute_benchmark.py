@@ -26,7 +26,7 @@ def test_smoke_runs_every_mode_and_writes_one_record(tmp_path) -> None:
     assert meta["torch_version"] and meta["device"]
     assert len(meta["commit"].removesuffix("+dirty")) == 40
     rows = {r["mode"]: r for r in doc["rows"]}
-    assert list(rows) == ["none", "selective", "full"]
+    assert list(rows) == ["none", "selective", "op", "full"]
     none = rows["none"]
     assert none["step_time_s"] > 0 and len(none["step_s"]) == 2 and none["error"] == ""
     cuda = "cpu" not in meta["device"]
@@ -36,6 +36,13 @@ def test_smoke_runs_every_mode_and_writes_one_record(tmp_path) -> None:
     # the simulator's view, beside the measurement: full recomputation trades time for memory
     assert rows["full"]["predicted_peak_bytes"] < none["predicted_peak_bytes"]
     assert rows["full"]["predicted_step_time_s"] > none["predicted_step_time_s"]
+    # per-op checkpointing replays less than full recomputation and keeps no more than none
+    # (gpt-tiny's peak is the output head's, the same under op and full)
+    op = rows["op"]
+    assert none["predicted_step_time_s"] < op["predicted_step_time_s"]
+    assert op["predicted_step_time_s"] < rows["full"]["predicted_step_time_s"]
+    peaks = [rows[m]["predicted_peak_bytes"] for m in ("full", "op", "none")]
+    assert peaks == sorted(peaks)
     for row in rows.values():  # the runtime runs every mode: each one measured
         assert row["error"] == "", row["error"]
         assert row["runtime_peak_bytes"] > 0 and row["runtime_peak_phase"]

@@ -218,8 +218,9 @@ def check_model(
     graph: ModelGraph, *, seq_len: int = 0, recompute: str = "none", sequence_parallel: bool = False
 ) -> None:
     """Flags the model gives nothing to act on: a sequence length for a model without a
-    sequence dimension (an MLP, a CNN), selective recomputation (of the attention core) or
-    sequence parallelism (of transformer blocks) for a model without transformer blocks."""
+    sequence dimension (an MLP, a CNN), selective recomputation (of the attention core),
+    per-op recomputation or sequence parallelism (of transformer blocks) for a model without
+    transformer blocks."""
     if seq_len and not graph.seq_len:
         raise SimplanError(
             f"--seq-len {seq_len} does nothing for {graph.name}, which has no sequence "
@@ -231,6 +232,11 @@ def check_model(
         raise SimplanError(
             f"--recompute selective recomputes the attention core, which {graph.name} does not "
             f"have; use --recompute full or none"
+        )
+    if recompute == "op":
+        raise SimplanError(
+            f"--recompute op checkpoints transformer blocks op by op, which {graph.name} does "
+            f"not have; use --recompute full or none"
         )
     if sequence_parallel:
         raise SimplanError(

@@ -39,6 +39,8 @@ examples:
       --recompute full --offload optimizer     # Adam on the host CPU, traffic on PCIe
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 256 --zero 3 \\
       --framework torchtitan      # refused in one line if torchtitan cannot run it
+  simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 16 --zero 3 \\
+      --recompute op      # torchtitan's per-op selective checkpointing of every block
 
 exit status: 0 when the step fits in every device's memory; 3 when it does not (the result is
 still printed, and stderr says which stage needs how much); 2 for bad input.

@@ -32,6 +32,17 @@ class LayerTable:
     raw_act_bytes: tuple[float, ...]  # before recomputation (live during a layer's backward)
     tp_ops: tuple[tuple[tuple[str, float], ...], ...]  # all TP collectives of a micro-batch
 
+    def transient_bytes(self, recompute: str, spans: list[tuple[int, int]]) -> float:
+        """What recomputation brings back for one layer's backward, the most over the layers
+        of the spans: all of it ('full'), the part per-op checkpointing did not keep ('op');
+        the attention core that 'selective' brings back is not counted here."""
+        if recompute not in ("full", "op"):
+            return 0.0
+        raw, kept = self.raw_act_bytes, self.act_bytes
+        if recompute == "full":
+            return max(max(raw[lo:hi]) for lo, hi in spans)
+        return max(max(raw[i] - kept[i] for i in range(lo, hi)) for lo, hi in spans)
+
 
 class CostContext:
     """Caches of layer costs and collective times for one (model, cluster, dtype)."""

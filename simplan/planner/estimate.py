@@ -134,8 +134,7 @@ def _rank_memory_and_tail(
         inner = [ctx.cut_bytes[b - 1] for b in bounds[1:-1]]
         static += 2 * max(inner, default=0.0) * config.micro_batch / config.tp
     acts = Prefix.span(pre.act, mine) * inflight(config, r)
-    if config.recompute == "full":
-        acts += max(max(pre.table.raw_act_bytes[lo:hi]) for lo, hi in mine)
+    acts += pre.table.transient_bytes(config.recompute, mine)
     capacity = ctx.headroom.usable_bytes(model.memory_bytes)
     bwd = Prefix.span(pre.bwd, mine)
     return static + acts, capacity, _tail(ctx, config, layout, r, model, params, bwd)

@@ -136,6 +136,11 @@ def _megatron_reason(cfg: Any) -> str | None:
             "Megatron-LM runs 1F1B or interleaved 1F1B pipelines, not GPipe; plan with "
             "--schedule 1f1b or interleaved"
         )
+    if cfg.recompute == "op":
+        return (
+            "its selective recomputation is the attention core's, not per-op checkpointing; "
+            "plan with --recompute selective or full"
+        )
     if cfg.offload == "optimizer" and (cfg.zero >= 2 or (cfg.zero == 0 and cfg.dp > 1)):
         return (
             "its --optimizer-cpu-offload offloads the distributed optimizer's shards (ZeRO-1), "
@@ -491,12 +496,20 @@ def torchtitan_job(plan: Any) -> dict[str, dict[str, Any]]:
             "mixed_precision_reduce": "float32",
         },
         "parallelism": parallelism,
-        "activation_checkpoint": {"mode": cfg.recompute},
+        "activation_checkpoint": _torchtitan_checkpoint(cfg.recompute),
         **_torchtitan_fast_paths(cfg, parallelism),
     }
     if cfg.fp8 == "current":
         job["model"]["converters"] = ["quantize.linear.float8"]
     return job
+
+
+def _torchtitan_checkpoint(recompute: str) -> dict[str, str]:
+    """torchtitan's [activation_checkpoint]: per-op recomputation is its selective mode with
+    the op-level option (simplan.op_policy follows its save list)."""
+    if recompute == "op":
+        return {"mode": "selective", "selective_ac_option": "op"}
+    return {"mode": recompute}
 
 
 def _torchtitan_fast_paths(cfg: Any, parallelism: dict[str, Any]) -> dict[str, Any]:

@@ -60,8 +60,7 @@ def partition_problem(ctx: CostContext, config: ParallelConfig, layout: Layout) 
             tuple(table.params[i] * per_param + table.act_bytes[i] * flight for i in range(n))
         )
         extra = buffers + (2 * max(table.params) * ctx.grad_bytes if z >= 3 and dp > 1 else 0.0)
-        if config.recompute == "full":
-            extra += max(table.raw_act_bytes)
+        extra += table.transient_bytes(config.recompute, [(0, n)])
         caps.append(ctx.headroom.usable_bytes(model.memory_bytes) - extra - 64 * MiB)
     cut = ctx.cut_seconds(config, layout)
     mean_cut = sum(ctx.cut_bytes) / max(n, 1) * config.micro_batch / config.tp

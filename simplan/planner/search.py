@@ -15,6 +15,7 @@ from typing import Any
 
 from simplan.headroom import DEFAULT_HEADROOM, Headroom
 from simplan.model_graph import ModelGraph
+from simplan.op_policy import op_checkpoint_counted
 from simplan.parallel import ParallelConfig, tp_mismatch
 from simplan.sim.assemble import FP32, MIXED
 
@@ -40,7 +41,7 @@ class SearchSpace:
     schedules: tuple[str, ...] = ("1f1b", "interleaved", "gpipe")
     virtual_stages: tuple[int, ...] = (2, 4)
     zero: tuple[int, ...] = (0, 1, 2, 3)
-    recompute: tuple[str, ...] = ("none", "selective", "full")
+    recompute: tuple[str, ...] = ("none", "selective", "op", "full")
     sequence_parallel: tuple[bool, ...] = (False, True)
     offload: tuple[str, ...] = ("none", "optimizer")  # a plan with offload wins only if faster
     fewer_nodes: int = 2  # also try 1/2, 1/4 ... of the nodes, this many halvings
@@ -129,6 +130,7 @@ def knob_configs(
     degrees."""
     per_replica = global_batch // dp
     transformer = any(layer.kind == "transformer_block" for layer in graph.layers)
+    per_op = transformer and op_checkpoint_counted(graph)
     for mb in space.micro_batches:
         if per_replica % mb:
             reasons["micro-batch does not divide the per-replica batch"] += 1
@@ -139,6 +141,8 @@ def knob_configs(
                 for recompute in space.recompute:
                     if recompute == "selective" and not transformer:
                         continue
+                    if recompute == "op" and (tp > 1 or not per_op):
+                        continue  # modelled without TP, on blocks counted with it
                     for sp in space.sequence_parallel if tp > 1 and transformer else (False,):
                         for off in offload:
                             yield ParallelConfig(

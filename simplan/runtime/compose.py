@@ -8,7 +8,8 @@ order of composition:
    (torch.distributed.pipelining: ScheduleGPipe, Schedule1F1B, ScheduleInterleaved1F1B);
 2. tensor parallel (DTensor, simplan.runtime.tensor_parallel), with sequence parallelism;
 3. activation recomputation: 'selective' recomputes each block's attention core
-   (Attention.recompute_core), 'full' wraps each block in checkpoint_wrapper;
+   (Attention.recompute_core), 'full' wraps each block in checkpoint_wrapper, 'op' wraps
+   it with torch's selective-checkpoint contexts under simplan.op_policy;
 4. data parallel by ZeRO stage (README, "How a plan runs"): ZeRO-0 is DDP, or with tp or pp
    FSDP2 HSDP with shard groups of 1 (DDP refuses DTensor parameters and breaks inside a
    PipelineStage); ZeRO-1 is DDP + ZeroRedundancyOptimizer (refused with tp or pp); ZeRO-2 is
@@ -33,6 +34,7 @@ from torch.nn import functional as F
 
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
+from simplan.op_policy import OpPolicy
 from simplan.parallel import ParallelConfig
 from simplan.runtime.job import WRONG_SPLIT, JobSpec, runtime_refusal
 from simplan.units import MiB
@@ -214,14 +216,15 @@ def _has_blocks(graph: ModelGraph) -> bool:
 
 def apply_recompute(model: nn.Module, graph: ModelGraph, mode: str) -> None:
     """'selective': each block's attention core; 'full': each transformer block (each layer
-    of a model without blocks) wrapped by checkpoint_wrapper."""
+    of a model without blocks) wrapped by checkpoint_wrapper; 'op': each transformer block
+    wrapped with the per-op policy of simplan.op_policy (op_checkpoint_contexts)."""
     from simplan.nets.transformer import Attention
 
     if mode == "selective":
         for module in model.modules():
             if isinstance(module, Attention):
                 module.recompute_core = True
-    if mode != "full":
+    if mode not in ("full", "op"):
         return
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
@@ -231,8 +234,27 @@ def apply_recompute(model: nn.Module, graph: ModelGraph, mode: str) -> None:
             continue
         parent, _, name = layer.name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model
-        # early_stop=False: recompute the whole block, as tensor-parallel DTensors need
-        setattr(owner, name, checkpoint_wrapper(getattr(owner, name), early_stop=False))
+        module = getattr(owner, name)
+        if mode == "op":
+            wrapped = checkpoint_wrapper(module, context_fn=op_checkpoint_contexts)
+        else:  # early_stop=False: recompute the whole block, as tensor-parallel DTensors need
+            wrapped = checkpoint_wrapper(module, early_stop=False)
+        setattr(owner, name, wrapped)
+
+
+def op_checkpoint_contexts() -> tuple[Any, Any]:
+    """torch's selective-checkpoint contexts for one checkpointed call under simplan.op_policy:
+    the listed ops' outputs are saved (every other mm), the rest runs again in the backward."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    policy = OpPolicy()
+
+    def decide(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        if policy.saves(str(func), ctx.is_recompute):
+            return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(decide)
 
 
 def _data_parallel(job: JobSpec, mesh: Any, parts: list[tuple[nn.Module, list[nn.Module]]]) -> None:

@@ -219,6 +219,16 @@ def runtime_refusal(config: ParallelConfig, graph: ModelGraph, cuda: bool | None
             "use recompute none or full",
         ),
         (
+            config.recompute == "op" and not blocks,
+            f"per-op checkpointing (recompute op) wraps transformer blocks; {graph.name} has "
+            "none: use recompute none or full",
+        ),
+        (
+            config.recompute == "op" and config.tp > 1,
+            f"per-op checkpointing (recompute op) runs without tensor parallelism (tp "
+            f"{config.tp}): use recompute selective or full",
+        ),
+        (
             config.sequence_parallel and config.tp > 1 and not blocks,
             f"sequence parallelism needs transformer blocks; {graph.name} has none: "
             "set sequence_parallel to false",

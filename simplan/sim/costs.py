@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from simplan.context_parallel import attention_core_s, cp_collectives, ring_merge_s, split_ops
 from simplan.costmodel import LayerCost, MmShape, layer_cost, pass_time_s, ratio
 from simplan.devices import DeviceModel
+from simplan.errors import SimplanError
 from simplan.fp8 import (
     FP8_COPY_BYTES_PER_PARAM,
     as_fp8,
@@ -28,6 +29,7 @@ from simplan.fp8 import (
     saved_input_savings_bytes,
 )
 from simplan.model_graph import Layer, ModelGraph, OpCost
+from simplan.op_policy import op_checkpoint
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
 from simplan.sim.experts import (
@@ -252,6 +254,23 @@ def _attention_core_bytes(layer: Layer, config: ParallelConfig, b: int) -> float
     return 4 * layer.input_bytes * b / config.tp
 
 
+def _per_op(
+    layer: Layer, config: ParallelConfig, device: DeviceModel, b: int, cost: LayerCost
+) -> tuple[float, float]:
+    """(recompute seconds, saved bytes) of a block under per-op selective checkpointing
+    (simplan.op_policy): it keeps its input and the outputs of the ops the policy saves, and
+    runs the other forward ops again, at the measured forward time's share of their roofline."""
+    if config.tp > 1 or config.cp > 1:
+        raise SimplanError(
+            f"--recompute op is modelled without tensor or context parallelism (tp {config.tp}, "
+            f"cp {config.cp}); use --recompute selective or full"
+        )
+    saved, again = op_checkpoint(layer)
+    whole = pass_time_s(layer.fwd_ops, device, config.dtype, b)
+    recompute = cost.fwd_s * ratio(pass_time_s(again, device, config.dtype, b), whole)
+    return recompute, (layer.input_bytes + saved) * b
+
+
 def layer_steps(
     graph: ModelGraph, device: DeviceModel, config: ParallelConfig, profile: Profile | None = None
 ) -> tuple[LayerStep, ...]:
@@ -335,6 +354,8 @@ def _step(
     elif config.recompute == "selective" and layer.kind == "transformer_block":
         recompute = _attention_core(layer, config, device, b)
         acts = max(acts - _attention_core_bytes(layer, config, b), 0.0)
+    elif config.recompute == "op" and layer.kind == "transformer_block":
+        recompute, acts = _per_op(layer, config, device, b, cost)
     hide: tuple[float, ...] = ()
     if config.tp_overlap and split and layer.kind == "transformer_block":
         fp8 = fp8_applies(layer, config.fp8)

@@ -163,6 +163,15 @@ def read_megatron(text: str, world: int) -> ReadBack:
     )
 
 
+def _recompute_of(section: dict[str, Any]) -> str:
+    """simplan's recompute mode of torchtitan's [activation_checkpoint] (its default mode is
+    selective, per op)."""
+    mode = section.get("mode", "selective")
+    if mode == "selective":
+        return "op" if section.get("selective_ac_option", "op") == "op" else "layers"
+    return str(mode)
+
+
 def read_torchtitan(text: str) -> ReadBack:
     return read_torchtitan_job(tomllib.loads(text))
 
@@ -218,7 +227,7 @@ def read_torchtitan_job(job: dict[str, Any]) -> ReadBack:
         micro_batch=mb,
         microbatches=microbatches,
         zero=zero,
-        recompute=job.get("activation_checkpoint", {}).get("mode", "selective"),
+        recompute=_recompute_of(job.get("activation_checkpoint", {})),
         sequence_parallel=tp > 1,  # torchtitan's tensor parallelism is sequence parallel
         stages=tuple(stages),
         shape={
@@ -280,6 +289,8 @@ def refusal(plan: Plan, kind: str) -> str:
     """Why `kind` cannot run the plan exactly ("" if it can)."""
     cfg, shape = plan.config, model_toml(plan.model)
     if kind in ("megatron", "torchrun"):
+        if cfg.recompute == "op":
+            return "not per-op checkpointing"
         return "GPipe" if cfg.pp > 1 and cfg.schedule == "gpipe" else ""
     if kind == "deepspeed":
         if cfg.tp > 1 or cfg.pp > 1:
@@ -387,6 +398,10 @@ VARIANTS = [
 ] + [
     ("llama3-8b", "dgx-h100", 1, dict(dp=8, micro_batch=2, global_batch=64, zero=zero))
     for zero in (0, 1, 2, 3)
+] + [
+    ("llama3-8b", "dgx-h100", 1, dict(dp=8, micro_batch=1, global_batch=64, zero=zero,
+     recompute="op"))
+    for zero in (0, 3)
 ] + [
     ("gpt3-1.3b", "dgx-a100", 2, dict(dp=8, pp=2, micro_batch=2, global_batch=64,
      schedule="gpipe", recompute="full")),

@@ -62,6 +62,9 @@ def test_runtime_rejects_what_it_cannot_run(tmp_path: Path) -> None:
         "selective recomputation recomputes attention": base.replace(recompute="selective"),
         "sequence parallelism needs transformer blocks": base.replace(tp=2, sequence_parallel=True),
         "tp x pp needs transformer blocks": base.replace(tp=2, pp=2),
+        "per-op checkpointing (recompute op) wraps transformer blocks": base.replace(
+            recompute="op"
+        ),
     }
     for needle, config in cases.items():
         assert needle in runtime_refusal(config, mlp)
@@ -70,6 +73,10 @@ def test_runtime_rejects_what_it_cannot_run(tmp_path: Path) -> None:
     for split in (base.replace(pp=2), base.replace(tp=2)):
         assert "tie_embeddings = false" in runtime_refusal(split, tied)
     assert runtime_refusal(base.replace(dp=2, zero=1, recompute="selective"), tied) == ""
+    assert runtime_refusal(base.replace(dp=2, zero=1, recompute="op"), tied) == ""
+    assert "runs without tensor parallelism (tp 2)" in runtime_refusal(
+        base.replace(tp=2, recompute="op"), tied
+    )
 
 
 def test_job_round_trips_through_json() -> None:

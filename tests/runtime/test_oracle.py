@@ -3,8 +3,9 @@ of the same model, seed and global batch trained in one process (fp32, relative 
 
 Every hybrid (dp x tp, ZeRO-2 x tp, FSDP x tp, dp x pp, ZeRO-2 x pp, pp x FSDP, tp x pp, DDP
 + ZeroRedundancyOptimizer), with and without sequence parallelism where it applies, each without
-recomputation and with it (one process group launch each); SIMPLAN_ORACLE_FULL=1 runs every
-recomputation mode of each.
+recomputation and with it (one process group launch each), and per-op checkpointing under
+pipeline x FSDP; SIMPLAN_ORACLE_FULL=1 runs every recomputation mode of each (per-op
+checkpointing where tp is 1).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def cases(every_recompute: bool) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for hybrid in HYBRIDS:
         recomputes = ("none", "selective", "full") if every_recompute else ("none", next(modes))
+        if every_recompute and hybrid.get("tp", 1) == 1:
+            recomputes += ("op",)  # per-op checkpointing runs without tensor parallelism
         for recompute in recomputes:
             for sp in (False, True) if hybrid.get("tp", 1) > 1 else (False,):
                 case = hybrid | {"recompute": recompute, "sequence_parallel": sp}
@@ -62,10 +65,11 @@ def cases(every_recompute: bool) -> dict[str, dict[str, Any]]:
     out["dp=2 pp=2 stages=(0, 2, 6) recompute=full"] = {
         "dp": 2, "pp": 2, "stages": (0, 2, 6), "recompute": "full"
     }  # fmt: skip
+    out["dp=2 pp=2 zero=3 recompute=op"] = {"dp": 2, "pp": 2, "zero": 3, "recompute": "op"}
     return out
 
 
-# CI: 25 cases; SIMPLAN_ORACLE_FULL=1: every recomputation mode of each (37)
+# CI: 26 cases; SIMPLAN_ORACLE_FULL=1: every recomputation mode of each (42)
 CASES = cases(every_recompute=os.environ.get("SIMPLAN_ORACLE_FULL") == "1")
 
 
