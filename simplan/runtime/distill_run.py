@@ -1,0 +1,290 @@
+"""A real distillation run on local gloo ranks (torch imported inside the ranks).
+
+colocated: every rank is a DDP student replica that runs its own frozen teacher forward on its
+    micro-batch before its forward/backward; a step is timed after a barrier, like other runs.
+separate: rank 0 is the teacher (forward only) and sends every micro-batch's logits to rank 1,
+    the student, with torch.distributed send/recv; the teacher runs ahead by one micro-batch
+    (its send is asynchronous, waited before the next), so the two overlap. A step is the
+    interval between the student's step ends (steady state, no barrier).
+
+The student's loss: alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha)
+* cross-entropy on the hard labels (Hinton et al., 2015).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from simplan.distill import PLACEMENTS
+from simplan.errors import SimplanError
+from simplan.io import read_json
+from simplan.outputs import write_json_atomic
+from simplan.parallel import ParallelConfig
+
+RUNTIME_PLACEMENTS = ("colocated", "separate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillJob:
+    """One real distillation run: `config` is the student's (colocated: dp = world; separate:
+    dp 1 on the last rank), the teacher on the first rank when separate."""
+
+    student: str
+    teacher: str
+    placement: str
+    config: ParallelConfig
+    steps: int = 30
+    warmup: int = 5
+    temperature: float = 2.0
+    alpha: float = 0.5
+    teacher_dtype: str = ""
+    threads: int = 1
+    timeout_s: float = 120.0
+    realtime: bool = True  # SCHED_FIFO where permitted (simplan.realtime)
+
+    def __post_init__(self) -> None:
+        if self.placement not in RUNTIME_PLACEMENTS:
+            known = ", ".join(RUNTIME_PLACEMENTS)
+            what = "is simulated only" if self.placement in PLACEMENTS else "is unknown"
+            raise SimplanError(f"placement {self.placement!r} {what}: run one of {known}")
+        if self.warmup < 1 or self.steps < 1:
+            raise SimplanError("a distillation run needs at least one warm-up and one timed step")
+
+    @property
+    def world_size(self) -> int:
+        return self.config.world_size + (1 if self.placement == "separate" else 0)
+
+
+def distill_loss(student: Any, teacher: Any, target: Any, temperature: float, alpha: float) -> Any:
+    """alpha * T^2 * KL(p_teacher,T || p_student,T) + (1 - alpha) * CE(student, target), on
+    logits (..., classes)."""
+    import torch.nn.functional as F
+
+    s, t = student.flatten(0, -2), teacher.flatten(0, -2).to(student.dtype)
+    soft = F.kl_div(
+        F.log_softmax(s / temperature, dim=-1),
+        F.log_softmax(t / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    hard = F.cross_entropy(s, target.flatten())
+    return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+
+def frozen_teacher(module: Any, dtype: str) -> Any:
+    """The teacher for inference: eval mode, no gradients (so no optimizer state either), in
+    `dtype` where given."""
+    import torch
+
+    module.eval().requires_grad_(False)
+    if dtype:
+        module.to({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+    return module
+
+
+def _models(job: DistillJob, device: Any) -> tuple[Any, Any, tuple[Any, ...], Any]:
+    """(student, frozen teacher, the global batch's inputs, targets), the same on every rank;
+    the teacher's output shape checked against the student's on one sample."""
+    import torch
+
+    from simplan.runtime.compose import seeded_model_and_batch
+
+    _, student, inputs, target = seeded_model_and_batch(job.student, job.config, device)
+    _, teacher, _, _ = seeded_model_and_batch(job.teacher, job.config, device)
+    teacher = frozen_teacher(teacher, job.teacher_dtype)
+    with torch.no_grad():
+        s_shape = student(*(x[:1] for x in inputs)).shape
+        t_shape = teacher(*(_cast(x[:1], teacher) for x in inputs)).shape
+    if s_shape != t_shape:
+        raise SimplanError(f"teacher output {tuple(t_shape)}, student {tuple(s_shape)}")
+    return student, teacher, inputs, target
+
+
+def _cast(x: Any, module: Any) -> Any:
+    """Floating inputs in the module's dtype (a teacher in bf16 takes bf16 inputs)."""
+    p = next(module.parameters(), None)
+    return x.to(p.dtype) if p is not None and x.is_floating_point() else x
+
+
+def _teacher_logits(teacher: Any, x: tuple[Any, ...]) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return teacher(*(_cast(v, teacher) for v in x)).float()
+
+
+def _batches(job: DistillJob, inputs: tuple[Any, ...], target: Any, replica: int) -> list[Any]:
+    from simplan.runtime.compose import micro_batches
+
+    cfg = job.config
+    per = cfg.global_batch // cfg.dp
+    lo = replica * per
+    mine = tuple(x[lo : lo + per] for x in inputs)
+    return micro_batches(mine, target[lo : lo + per], cfg.num_microbatches)
+
+
+def _colocated(job: DistillJob, rank: int, beat: Any) -> dict[str, Any]:
+    import contextlib
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    student, teacher, inputs, target = _models(job, torch.device("cpu"))
+    ddp = DDP(student)
+    opt = torch.optim.Adam(ddp.parameters(), lr=1e-3)
+    batches = _batches(job, inputs, target, rank)
+    step_s, losses = [], []
+    for i in range(job.warmup + job.steps):
+        beat.beat(2 * i)
+        dist.barrier()
+        t0 = time.perf_counter()
+        total = 0.0
+        for j, (x, t) in enumerate(batches):
+            sync = j == len(batches) - 1
+            with contextlib.nullcontext() if sync else ddp.no_sync():
+                logits = _teacher_logits(teacher, x)
+                loss = distill_loss(ddp(*x), logits, t, job.temperature, job.alpha)
+                (loss / len(batches)).backward()
+            total += float(loss.detach()) / len(batches)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= job.warmup:
+            step_s.append(time.perf_counter() - t0)
+        losses.append(total)
+    return {"step_s": step_s, "losses": losses}
+
+
+def _separate(job: DistillJob, rank: int, beat: Any) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    student, teacher, inputs, target = _models(job, torch.device("cpu"))
+    batches = _batches(job, inputs, target, 0)
+    ends, busy, losses = [], [], []
+    dist.barrier()
+    if rank == 0:
+        pending = None
+        for i in range(job.warmup + job.steps):
+            beat.beat(2 * i)
+            t0 = time.perf_counter()
+            for x, _ in batches:
+                logits = _teacher_logits(teacher, x)
+                if pending is not None:
+                    pending.wait()
+                pending = dist.isend(logits.contiguous(), dst=1)
+            busy.append(time.perf_counter() - t0)
+        if pending is not None:
+            pending.wait()
+        return {"step_s": busy[job.warmup :], "losses": []}
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    shape = _teacher_logits(teacher, tuple(x[:1] for x in batches[0][0])).shape[1:]
+    for i in range(job.warmup + job.steps):
+        beat.beat(2 * i)
+        total = 0.0
+        for x, t in batches:
+            logits = torch.empty((t.shape[0], *shape))
+            dist.recv(logits, src=0)
+            loss = distill_loss(student(*x), logits, t, job.temperature, job.alpha)
+            (loss / len(batches)).backward()
+            total += float(loss.detach()) / len(batches)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ends.append(time.perf_counter())
+        losses.append(total)
+    step_s = [b - a for a, b in zip(ends[job.warmup - 1 :], ends[job.warmup :], strict=False)]
+    return {"step_s": step_s, "losses": losses}
+
+
+def _rank_entry(rank: int, world: int, init: str, job: DistillJob, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from simplan.ranks import enter_rank_process
+    from simplan.realtime import enter_realtime
+    from simplan.runtime.worker import Heartbeat, _write_error
+
+    enter_rank_process()
+    out = Path(out_dir)
+    try:
+        torch.set_num_threads(job.threads)
+        scheduling = enter_realtime(job.realtime)  # before any thread starts, as simplan.runtime
+        beat = Heartbeat(out, rank)
+        timeout = dt.timedelta(seconds=2 * job.timeout_s + 30)
+        dist.init_process_group(
+            "gloo", init_method=init, rank=rank, world_size=world, timeout=timeout
+        )
+        try:
+            run = _colocated if job.placement == "colocated" else _separate
+            result = run(job, rank, beat)
+        finally:
+            dist.destroy_process_group()
+            beat.close()
+        write_json_atomic(
+            {"rank": rank, "scheduling": scheduling} | result, out / f"rank{rank}.json"
+        )
+    except BaseException as exc:  # the supervisor reports it
+        _write_error(out, rank, exc)
+        sys.exit(1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillMeasurement:
+    """What a distillation run measured: per rank its step times (separate: the teacher's busy
+    time per step on rank 0, the student's step-end intervals on rank 1) and losses."""
+
+    job: DistillJob
+    ranks: tuple[dict[str, Any], ...]
+    wall_s: float
+
+    @property
+    def student_step_s(self) -> list[float]:
+        if self.job.placement == "separate":
+            return list(self.ranks[-1]["step_s"])
+        return [max(t) for t in zip(*(r["step_s"] for r in self.ranks), strict=True)]
+
+    @property
+    def step_time_s(self) -> float:
+        return statistics.median(self.student_step_s)
+
+    @property
+    def losses(self) -> list[float]:
+        return list(self.ranks[-1]["losses"])
+
+    def to_dict(self) -> dict[str, Any]:
+        teacher = self.ranks[0]["step_s"] if self.job.placement == "separate" else None
+        return {
+            "step_time_s": self.step_time_s,
+            "per_step_s": self.student_step_s,
+            "teacher_busy_s": None if teacher is None else statistics.median(teacher),
+            "scheduling": [r.get("scheduling", "") for r in self.ranks],
+            "losses": self.losses,
+            "wall_s": self.wall_s,
+            "job": asdict(self.job) | {"config": self.job.config.to_dict()},
+        }
+
+
+def run_distill(job: DistillJob) -> DistillMeasurement:
+    """Run `job` on its local gloo ranks (supervised: a rank that fails or stalls stops all)."""
+    import torch.multiprocessing as mp
+
+    from simplan.ranks import free_port, rank_processes, supervise
+    from simplan.runtime.launch import run_watch
+
+    world = job.world_size
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="simplan-distill-") as tmp:
+        init = f"tcp://127.0.0.1:{free_port()}"
+        with rank_processes(
+            _rank_entry, lambda r: (r, world, init, job, tmp), world, mp.get_context("spawn")
+        ) as procs:
+            supervise(procs, run_watch(Path(tmp), world), job.timeout_s)
+        ranks = tuple(read_json(Path(tmp) / f"rank{r}.json") for r in range(world))
+    return DistillMeasurement(job=job, ranks=ranks, wall_s=time.perf_counter() - started)

@@ -1,0 +1,119 @@
+"""Validate a distillation placement: predict (simplan.distill), run it for real
+(simplan.runtime.distill_run), compare, and append a record to traces/runs/.
+
+    record = validate_distill("mlp", "mlp-wide", "separate", micro_batch=64)
+    record["predicted_step_s"], record["measured_step_s"], record["rel_error"]
+
+Both models are profiled on this machine with one thread per rank (cached, as simplan.validate
+does); the communication is the localhost-cpu cluster's calibration (`simplan bench-comm`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+from simplan.distill import (
+    Distillation,
+    DistillResult,
+    check_pair,
+    separate_config,
+    simulate_distill,
+)
+from simplan.environment import environment
+from simplan.io import schema_header
+from simplan.outputs import write_json_atomic
+from simplan.parallel import ParallelConfig
+from simplan.validate import RUNS_DIR, calibration_summary, local_cluster, profile_for
+
+RECORD_KIND = "distill-validation-record"
+RECORD_VERSION = 1
+
+
+def placement_config(config: ParallelConfig, placement: str) -> ParallelConfig:
+    """The student's configuration for `placement` out of the colocated one over all ranks:
+    separate gives one rank to the teacher."""
+    return separate_config(config, 1) if placement == "separate" else config
+
+
+def predict_distill(
+    student: str, distill: Distillation, config: ParallelConfig, world: int, threads: int = 1
+) -> tuple[DistillResult, Any]:
+    """The simulated step of `distill` with the student's `config` on the local cluster of
+    `world` ranks, from this machine's profiles of both models; and the cluster."""
+    from simplan.sources import load_model
+
+    s_prof, _ = profile_for(student, config, threads=threads)
+    t_prof, _ = profile_for(distill.teacher, config, threads=threads)
+    t_graph = load_model(distill.teacher, seq_len=config.seq_len or None, dtype=config.dtype)
+    cluster = local_cluster(world)
+    result = simulate_distill(
+        s_prof.model,
+        t_graph,
+        cluster,
+        config,
+        distill,
+        student_profile=s_prof,
+        teacher_profile=t_prof,
+    )
+    return result, cluster
+
+
+def validate_distill(
+    student: str,
+    distill: Distillation,
+    config: ParallelConfig,
+    *,
+    steps: int = 30,
+    warmup: int = 5,
+    runs_dir: str | Path = RUNS_DIR,
+) -> dict[str, Any]:
+    """Predict and run `distill` (colocated or separate) with the student's colocated
+    `config` over its ranks; write and return the record."""
+    from simplan.runtime.distill_run import DistillJob, run_distill
+    from simplan.sources import load_model
+
+    cfg = placement_config(config, distill.placement)
+    job = DistillJob(
+        student=student,
+        teacher=distill.teacher,
+        placement=distill.placement,
+        config=cfg,
+        steps=steps,
+        warmup=warmup,
+        temperature=distill.temperature,
+        alpha=distill.alpha,
+        teacher_dtype=distill.teacher_dtype,
+    )  # refuses a placement that does not run, before anything slow
+    check_pair(
+        load_model(student, seq_len=cfg.seq_len or None, dtype=cfg.dtype),
+        load_model(distill.teacher, seq_len=cfg.seq_len or None, dtype=cfg.dtype),
+    )
+    predicted, cluster = predict_distill(student, distill, cfg, config.world_size)
+    measured = run_distill(job)
+    pred, meas = predicted.step_time_s, measured.step_time_s
+    record = {
+        "schema": schema_header(RECORD_KIND, RECORD_VERSION),
+        "model": student,
+        "teacher": distill.teacher,
+        "placement": distill.placement,
+        "configuration": f"{student} <- {distill.teacher} {distill.placement} x{config.world_size} "
+        f"mb{cfg.micro_batch} gb{cfg.global_batch}",
+        "environment": environment(threads_per_rank=1),
+        "predicted_step_s": pred,
+        "measured_step_s": meas,
+        "rel_error": (pred - meas) / meas,
+        "predicted": predicted.to_dict(),
+        "measured": measured.to_dict(),
+        "calibration": calibration_summary(cluster),
+    }
+    record["path"] = str(write_record(record, runs_dir))
+    return record
+
+
+def write_record(record: dict[str, Any], runs_dir: str | Path) -> Path:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    slug = record["configuration"].replace(" <- ", "-from-").replace(" ", "-").replace("/", "-")
+    return write_json_atomic(record, Path(runs_dir) / f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}.json")
