@@ -131,7 +131,8 @@ def teacher_forward_s(
 class DistillResult:
     """One placement's simulated step. Times per step in seconds, bytes per step.
 
-    student_step_s: the student's own step (simulator), without the teacher.
+    student_step_s: the student's own step (simulator, plus the distillation loss's extra
+        work per micro-batch, loss_extra_s), without the teacher.
     teacher_forward_s: one teacher forward of one micro-batch.
     teacher_busy_s: the teacher's work per step on its busiest device (colocated: on each
         student device, in series with the student).
@@ -143,6 +144,7 @@ class DistillResult:
     placement: str
     step_time_s: float
     student_step_s: float
+    loss_extra_s: float
     teacher_forward_s: float
     teacher_busy_s: float
     transfer_s: float
@@ -172,10 +174,13 @@ def simulate_distill(
     *,
     student_profile: Profile | None = None,
     teacher_profile: Profile | None = None,
+    loss_extra_s: float = 0.0,
 ) -> DistillResult:
     """One distillation step of `config` (the student's) with `distill`'s placement on
     `cluster`. Separate: the teacher on devices 0..teacher_devices-1, the student's ranks on
-    the devices after them."""
+    the devices after them. loss_extra_s: what the distillation loss adds to a student's
+    micro-batch beyond the hard-label loss (measured: simplan.runtime.distill_run.loss_extra_s;
+    0 where not measured)."""
     from simplan.sim.run import simulate
 
     check_pair(student, teacher)
@@ -199,7 +204,8 @@ def simulate_distill(
     fwd_s = teacher_forward_s(teacher, cluster.device_model(first), mb, teacher_profile)
     mem = teacher_memory_bytes(teacher, mb)
     per_mb = logits_bytes(student, mb)
-    parts = _placement_step(distill, cluster, config, sim.step_time_s, fwd_s, per_mb)
+    student_s = sim.step_time_s + config.num_microbatches * loss_extra_s
+    parts = _placement_step(distill, cluster, config, student_s, fwd_s, per_mb)
     student_peak = sim.peak_memory_bytes
     peak = student_peak + (mem["total_bytes"] if distill.placement == "colocated" else 0.0)
     if distill.placement == "separate":  # the student holds one micro-batch's logits more
@@ -207,7 +213,8 @@ def simulate_distill(
     return DistillResult(
         placement=distill.placement,
         step_time_s=parts["step_s"],
-        student_step_s=sim.step_time_s,
+        student_step_s=student_s,
+        loss_extra_s=loss_extra_s,
         teacher_forward_s=fwd_s,
         teacher_busy_s=parts["teacher_busy_s"],
         transfer_s=parts["transfer_s"],

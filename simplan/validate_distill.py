@@ -19,6 +19,7 @@ from simplan.distill import (
     Distillation,
     DistillResult,
     check_pair,
+    logits_per_sample,
     separate_config,
     simulate_distill,
 )
@@ -26,6 +27,7 @@ from simplan.environment import environment
 from simplan.io import schema_header
 from simplan.outputs import write_json_atomic
 from simplan.parallel import ParallelConfig
+from simplan.profiles import Profile
 from simplan.validate import RUNS_DIR, calibration_summary, local_cluster, profile_for
 
 RECORD_KIND = "distill-validation-record"
@@ -38,17 +40,33 @@ def placement_config(config: ParallelConfig, placement: str) -> ParallelConfig:
     return separate_config(config, 1) if placement == "separate" else config
 
 
+def standalone_profiles(
+    student: str, teacher: str, config: ParallelConfig, threads: int = 1
+) -> dict[str, Profile]:
+    """Both models' profiles measured in this process alone (cached: simplan.validate)."""
+    return {
+        "student": profile_for(student, config, threads=threads)[0],
+        "teacher": profile_for(teacher, config, threads=threads)[0],
+    }
+
+
 def predict_distill(
-    student: str, distill: Distillation, config: ParallelConfig, world: int, threads: int = 1
+    distill: Distillation,
+    config: ParallelConfig,
+    world: int,
+    profiles: dict[str, Profile],
+    threads: int = 1,
 ) -> tuple[DistillResult, Any]:
     """The simulated step of `distill` with the student's `config` on the local cluster of
-    `world` ranks, from this machine's profiles of both models; and the cluster."""
+    `world` ranks, from this machine's `profiles` of both models; and the cluster."""
     from simplan.sources import load_model
 
-    s_prof, _ = profile_for(student, config, threads=threads)
-    t_prof, _ = profile_for(distill.teacher, config, threads=threads)
+    s_prof, t_prof = profiles["student"], profiles["teacher"]
     t_graph = load_model(distill.teacher, seq_len=config.seq_len or None, dtype=config.dtype)
     cluster = local_cluster(world)
+    from simplan.runtime.distill_run import loss_extra_s
+
+    shape = (config.micro_batch, logits_per_sample(s_prof.model))
     result = simulate_distill(
         s_prof.model,
         t_graph,
@@ -57,6 +75,7 @@ def predict_distill(
         distill,
         student_profile=s_prof,
         teacher_profile=t_prof,
+        loss_extra_s=loss_extra_s(shape, distill.temperature, distill.alpha, threads),
     )
     return result, cluster
 
@@ -91,8 +110,12 @@ def validate_distill(
         load_model(student, seq_len=cfg.seq_len or None, dtype=cfg.dtype),
         load_model(distill.teacher, seq_len=cfg.seq_len or None, dtype=cfg.dtype),
     )
-    predicted, cluster = predict_distill(student, distill, cfg, config.world_size)
+    alone = standalone_profiles(student, distill.teacher, cfg)
+    standalone, cluster = predict_distill(distill, cfg, config.world_size, alone)
     measured = run_distill(job)
+    predicted = standalone
+    if set(measured.profiles) == {"student", "teacher"}:
+        predicted = predict_distill(distill, cfg, config.world_size, measured.profiles)[0]
     pred, meas = predicted.step_time_s, measured.step_time_s
     record = {
         "schema": schema_header(RECORD_KIND, RECORD_VERSION),
@@ -106,6 +129,8 @@ def validate_distill(
         "measured_step_s": meas,
         "rel_error": (pred - meas) / meas,
         "predicted": predicted.to_dict(),
+        "predicted_standalone_step_s": standalone.step_time_s,
+        "profile_source": "in-run" if predicted is not standalone else "standalone",
         "measured": measured.to_dict(),
         "calibration": calibration_summary(cluster),
     }

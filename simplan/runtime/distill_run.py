@@ -14,11 +14,12 @@ The student's loss: alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) +
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from simplan.errors import SimplanError
 from simplan.io import read_json
 from simplan.outputs import write_json_atomic
 from simplan.parallel import ParallelConfig
+from simplan.profiles import Profile, read_profile
 
 RUNTIME_PLACEMENTS = ("colocated", "separate")
 
@@ -48,6 +50,7 @@ class DistillJob:
     threads: int = 1
     timeout_s: float = 120.0
     realtime: bool = True  # SCHED_FIFO where permitted (simplan.realtime)
+    profile_repeats: int = 30  # in-run profiles of the models each rank computes (0: none)
 
     def __post_init__(self) -> None:
         if self.placement not in RUNTIME_PLACEMENTS:
@@ -76,6 +79,43 @@ def distill_loss(student: Any, teacher: Any, target: Any, temperature: float, al
     )
     hard = F.cross_entropy(s, target.flatten())
     return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+
+LOSS_WARMUP, LOSS_REPEATS = 50, 400
+
+
+def loss_extra_s(
+    logits_shape: tuple[int, ...], temperature: float, alpha: float, threads: int = 1
+) -> float:
+    """What the distillation loss's forward+backward costs beyond the hard-label cross-entropy
+    the student's profile already holds, for one micro-batch's logits, measured here: median
+    of LOSS_REPEATS each (one thread, as the ranks run)."""
+    import torch
+    import torch.nn.functional as F
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        s = torch.randn(logits_shape, generator=gen, requires_grad=True)
+        t = torch.randn(logits_shape, generator=gen)
+        y = torch.randint(0, logits_shape[-1], logits_shape[:-1], generator=gen)
+        kd = _median_s(lambda: distill_loss(s, t, y, temperature, alpha).backward())
+        ce = _median_s(lambda: F.cross_entropy(s.flatten(0, -2), y.flatten()).backward())
+    finally:
+        torch.set_num_threads(old)
+    return max(kd - ce, 0.0)
+
+
+def _median_s(fn: Any) -> float:
+    for _ in range(LOSS_WARMUP):
+        fn()
+    times = []
+    for _ in range(LOSS_REPEATS):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def frozen_teacher(module: Any, dtype: str) -> Any:
@@ -130,77 +170,159 @@ def _batches(job: DistillJob, inputs: tuple[Any, ...], target: Any, replica: int
     return micro_batches(mine, target[lo : lo + per], cfg.num_microbatches)
 
 
-def _colocated(job: DistillJob, rank: int, beat: Any) -> dict[str, Any]:
-    import contextlib
+class Colocated:
+    """A DDP student replica with its own teacher: a step is timed after a barrier; the
+    teacher's forwards within it are timed too."""
 
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
+    def __init__(self, job: DistillJob, rank: int) -> None:
+        import torch
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
-    student, teacher, inputs, target = _models(job, torch.device("cpu"))
-    ddp = DDP(student)
-    opt = torch.optim.Adam(ddp.parameters(), lr=1e-3)
-    batches = _batches(job, inputs, target, rank)
-    step_s, losses = [], []
-    for i in range(job.warmup + job.steps):
-        beat.beat(2 * i)
-        dist.barrier()
-        t0 = time.perf_counter()
-        total = 0.0
-        for j, (x, t) in enumerate(batches):
-            sync = j == len(batches) - 1
-            with contextlib.nullcontext() if sync else ddp.no_sync():
-                logits = _teacher_logits(teacher, x)
-                loss = distill_loss(ddp(*x), logits, t, job.temperature, job.alpha)
-                (loss / len(batches)).backward()
-            total += float(loss.detach()) / len(batches)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i >= job.warmup:
-            step_s.append(time.perf_counter() - t0)
-        losses.append(total)
-    return {"step_s": step_s, "losses": losses}
+        student, self.teacher, inputs, target = _models(job, torch.device("cpu"))
+        self.job, self.ddp = job, DDP(student)
+        self.opt = torch.optim.Adam(self.ddp.parameters(), lr=1e-3, fused=True)  # as compose
+        self.batches = _batches(job, inputs, target, rank)
+        self.losses: list[float] = []
 
+    def block(self, count: int) -> tuple[list[float], list[float]]:
+        """One untimed step, then `count` timed ones: (step times, teacher times)."""
+        import torch.distributed as dist
 
-def _separate(job: DistillJob, rank: int, beat: Any) -> dict[str, Any]:
-    import torch
-    import torch.distributed as dist
-
-    student, teacher, inputs, target = _models(job, torch.device("cpu"))
-    batches = _batches(job, inputs, target, 0)
-    ends, busy, losses = [], [], []
-    dist.barrier()
-    if rank == 0:
-        pending = None
-        for i in range(job.warmup + job.steps):
-            beat.beat(2 * i)
+        step_s, teacher_s = [], []
+        for i in range(count + 1):
+            dist.barrier()
             t0 = time.perf_counter()
-            for x, _ in batches:
-                logits = _teacher_logits(teacher, x)
+            forward_s = self._step()
+            if i:
+                step_s.append(time.perf_counter() - t0)
+                teacher_s.append(forward_s)
+        return step_s, teacher_s
+
+    def _step(self) -> float:
+        import contextlib
+
+        job, n = self.job, len(self.batches)
+        total, forward_s = 0.0, 0.0
+        for j, (x, t) in enumerate(self.batches):
+            with contextlib.nullcontext() if j == n - 1 else self.ddp.no_sync():
+                a = time.perf_counter()
+                logits = _teacher_logits(self.teacher, x)
+                forward_s += time.perf_counter() - a
+                loss = distill_loss(self.ddp(*x), logits, t, job.temperature, job.alpha)
+                (loss / n).backward()
+            total += float(loss.detach()) / n
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(total)
+        return forward_s
+
+
+class Separate:
+    """Rank 0 the teacher, sending each micro-batch's logits to rank 1, the student; the
+    teacher runs ahead by one micro-batch (an asynchronous send, waited before the next)."""
+
+    def __init__(self, job: DistillJob, rank: int) -> None:
+        import torch
+
+        student, self.teacher, inputs, target = _models(job, torch.device("cpu"))
+        self.job, self.rank, self.student = job, rank, student
+        self.opt = torch.optim.Adam(student.parameters(), lr=1e-3, fused=True)
+        self.batches = _batches(job, inputs, target, 0)
+        self.shape = _teacher_logits(self.teacher, tuple(x[:1] for x in self.batches[0][0])).shape
+        self.losses: list[float] = []
+
+    def block(self, count: int) -> tuple[list[float], list[float]]:
+        """After a barrier, count + 1 steps back to back: the student's intervals between step
+        ends (its steady-state step), the teacher's busy time per step (both, after the first)."""
+        import torch.distributed as dist
+
+        dist.barrier()
+        if self.rank == 0:
+            busy = self._teach(count + 1)[1:]
+            return busy, busy
+        ends = [self._learn() for _ in range(count + 1)]
+        return [b - a for a, b in itertools.pairwise(ends)], []
+
+    def _teach(self, steps: int) -> list[float]:
+        import torch.distributed as dist
+
+        busy, pending = [], None
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            for x, _ in self.batches:
+                logits = _teacher_logits(self.teacher, x)
                 if pending is not None:
                     pending.wait()
                 pending = dist.isend(logits.contiguous(), dst=1)
             busy.append(time.perf_counter() - t0)
         if pending is not None:
             pending.wait()
-        return {"step_s": busy[job.warmup :], "losses": []}
-    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
-    shape = _teacher_logits(teacher, tuple(x[:1] for x in batches[0][0])).shape[1:]
-    for i in range(job.warmup + job.steps):
-        beat.beat(2 * i)
+        return busy
+
+    def _learn(self) -> float:
+        import torch
+        import torch.distributed as dist
+
+        job, n = self.job, len(self.batches)
         total = 0.0
-        for x, t in batches:
-            logits = torch.empty((t.shape[0], *shape))
+        for x, t in self.batches:
+            logits = torch.empty((t.shape[0], *self.shape[1:]))
             dist.recv(logits, src=0)
-            loss = distill_loss(student(*x), logits, t, job.temperature, job.alpha)
-            (loss / len(batches)).backward()
-            total += float(loss.detach()) / len(batches)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ends.append(time.perf_counter())
-        losses.append(total)
-    step_s = [b - a for a, b in zip(ends[job.warmup - 1 :], ends[job.warmup :], strict=False)]
-    return {"step_s": step_s, "losses": losses}
+            loss = distill_loss(self.student(*x), logits, t, job.temperature, job.alpha)
+            (loss / n).backward()
+            total += float(loss.detach()) / n
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.losses.append(total)
+        return time.perf_counter()
+
+
+PROFILE_ROUNDS = 4  # the in-run profiles' repeats, spread over the run in this many rounds
+
+
+def _profiled_models(job: DistillJob, rank: int) -> dict[str, str]:
+    """What this rank profiles in the run, by role: the models it computes."""
+    if job.placement == "colocated":
+        return {"student": job.student, "teacher": job.teacher}
+    return {"teacher": job.teacher} if rank == 0 else {"student": job.student}
+
+
+def _train(job: DistillJob, rank: int, beat: Any, out: Path) -> dict[str, Any]:
+    """Warm-up, then rounds of (in-run profiles of this rank's models, side by side with the
+    other rank's, each pass after a barrier; a block of timed steps), as simplan.runtime's
+    ranks do: the profiles see the machine the steps see."""
+    import torch.distributed as dist
+
+    from simplan.profiles import write_profile
+    from simplan.runtime.worker import _shares
+    from simplan.timing import ProfileSession
+
+    trainer = Colocated(job, rank) if job.placement == "colocated" else Separate(job, rank)
+    beat.beat(0)
+    trainer.block(job.warmup - 1)
+    cfg = job.config
+    sessions = {
+        role: ProfileSession(spec, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len or None)
+        for role, spec in _profiled_models(job, rank).items()
+    }
+    rounds = min(PROFILE_ROUNDS, job.steps) if job.profile_repeats else 1
+    step_s: list[float] = []
+    teacher_s: list[float] = []
+    for i, (repeats, steps) in enumerate(
+        zip(_shares(job.profile_repeats, rounds), _shares(job.steps, rounds), strict=True)
+    ):
+        beat.beat(2 * i + 1)
+        for session in sessions.values():
+            session.run(repeats, before_pass=dist.barrier)
+        block = trainer.block(steps)
+        step_s += block[0]
+        teacher_s += block[1]
+    if job.profile_repeats:
+        for role, session in sessions.items():
+            write_profile(session.profile(), out / f"profile{rank}-{role}.json")
+    for session in sessions.values():
+        session.close()
+    return {"step_s": step_s, "teacher_s": teacher_s, "losses": trainer.losses}
 
 
 def _rank_entry(rank: int, world: int, init: str, job: DistillJob, out_dir: str) -> None:
@@ -222,8 +344,7 @@ def _rank_entry(rank: int, world: int, init: str, job: DistillJob, out_dir: str)
             "gloo", init_method=init, rank=rank, world_size=world, timeout=timeout
         )
         try:
-            run = _colocated if job.placement == "colocated" else _separate
-            result = run(job, rank, beat)
+            result = _train(job, rank, beat, out)
         finally:
             dist.destroy_process_group()
             beat.close()
@@ -238,11 +359,13 @@ def _rank_entry(rank: int, world: int, init: str, job: DistillJob, out_dir: str)
 @dataclass(frozen=True, kw_only=True)
 class DistillMeasurement:
     """What a distillation run measured: per rank its step times (separate: the teacher's busy
-    time per step on rank 0, the student's step-end intervals on rank 1) and losses."""
+    time per step on rank 0, the student's step-end intervals on rank 1), the teacher's time
+    per step (colocated: its forwards within the step; separate: its busy time) and losses."""
 
     job: DistillJob
     ranks: tuple[dict[str, Any], ...]
     wall_s: float
+    profiles: dict[str, Profile] = field(default_factory=dict)  # in-run, by role
 
     @property
     def student_step_s(self) -> list[float]:
@@ -259,11 +382,11 @@ class DistillMeasurement:
         return list(self.ranks[-1]["losses"])
 
     def to_dict(self) -> dict[str, Any]:
-        teacher = self.ranks[0]["step_s"] if self.job.placement == "separate" else None
+        teacher = self.ranks[0].get("teacher_s")
         return {
             "step_time_s": self.step_time_s,
             "per_step_s": self.student_step_s,
-            "teacher_busy_s": None if teacher is None else statistics.median(teacher),
+            "teacher_s": None if teacher is None else statistics.median(teacher),
             "scheduling": [r.get("scheduling", "") for r in self.ranks],
             "losses": self.losses,
             "wall_s": self.wall_s,
@@ -287,4 +410,10 @@ def run_distill(job: DistillJob) -> DistillMeasurement:
         ) as procs:
             supervise(procs, run_watch(Path(tmp), world), job.timeout_s)
         ranks = tuple(read_json(Path(tmp) / f"rank{r}.json") for r in range(world))
-    return DistillMeasurement(job=job, ranks=ranks, wall_s=time.perf_counter() - started)
+        profiles = {
+            role: read_profile(path)
+            for role in ("student", "teacher")
+            for path in sorted(Path(tmp).glob(f"profile*-{role}.json"))[:1]
+        }
+    wall_s = time.perf_counter() - started
+    return DistillMeasurement(job=job, ranks=ranks, wall_s=wall_s, profiles=profiles)
