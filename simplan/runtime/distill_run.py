@@ -379,7 +379,11 @@ class DistillMeasurement:
 
     @property
     def losses(self) -> list[float]:
-        return list(self.ranks[-1]["losses"])
+        """Every step's loss over the global batch (colocated: the replicas' mean)."""
+        if self.job.placement == "separate":
+            return list(self.ranks[-1]["losses"])
+        per_rank = [r["losses"] for r in self.ranks]
+        return [statistics.fmean(x) for x in zip(*per_rank, strict=True)]
 
     def to_dict(self) -> dict[str, Any]:
         teacher = self.ranks[0].get("teacher_s")
