@@ -11,6 +11,7 @@ from typing import Any
 from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES, Text
 from simplan.commands.config_flags import add_config_flags, config_from_args
+from simplan.commands.distill_flags import add_teacher_flags, distillations
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
@@ -80,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace (Perfetto) of the step")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
+    add_teacher_flags(p)
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --teacher: every placement's step, memory and logits traffic, and why the "
+        "chosen one wins",
+    )
     p.set_defaults(func=run)
 
 
@@ -110,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         record=bool(args.trace or args.report),
         headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )
+    distill = _distill(args, model, cluster, config, profile, result)
     asynchronous = _async(model, cluster, config, result, placement)
     goodput = _goodput(args, config, result, asynchronous)
     if args.trace:
@@ -125,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
             out["async_dp"] = asynchronous.to_dict()
         if goodput is not None:
             out["goodput"] = goodput.to_dict()
+        if distill is not None:
+            out["distillation"] = distill.to_dict()
         print(json.dumps(out, indent=1))
     else:
         print_result(result)
@@ -136,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
                 f"goodput {goodput.goodput:.4g} samples/s = {goodput.samples_per_s:.4g} samples/s "
                 f"x statistical efficiency {e.value:.3f} ({e.source})"
             )
+        if distill is not None:
+            print_distill(distill, args.explain)
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     shortfall = memory_shortfall(result)
@@ -224,6 +237,50 @@ def check_outputs(args: argparse.Namespace) -> None:
                 f"--trace {args.trace} is inside --report {args.report}, which is replaced as a "
                 "whole; write the trace elsewhere"
             )
+
+
+def _distill(
+    args: argparse.Namespace,
+    model: Any,
+    cluster: Any,
+    config: ParallelConfig,
+    profile: Any,
+    result: Any,
+) -> Any:
+    """--teacher: the placements asked for, simulated and compared (simplan.planner.distill)."""
+    if not args.teacher:
+        if args.placement or args.logits_read_gbps:
+            raise SimplanError("--placement and --logits-read-gbps need --teacher")
+        return None
+    from simplan.planner.distill import compare_placements
+    from simplan.sim.run import resolve_model
+
+    return compare_placements(
+        resolve_model(model, config),
+        cluster,
+        config,
+        distillations(args),
+        profile=profile,
+        student_alone_s=result.step_time_s,
+    )
+
+
+def print_distill(choice: Any, explain: bool) -> None:
+    """The chosen placement's step, and with --explain every placement and why."""
+    best = choice.best
+    if best is None:
+        print("distillation: no placement possible: " + "; ".join(choice.refused.values()))
+        return
+    print(
+        f"distillation ({best.placement}): step {best.step_time_s * 1e3:.4g} ms against "
+        f"{choice.student_alone_s * 1e3:.4g} ms for the student alone; teacher forward "
+        f"{best.teacher_forward_s * 1e3:.4g} ms a micro-batch; logits "
+        f"{best.logits_bytes:,.0f} B a step"
+    )
+    if explain:
+        print("why:")
+        for line in choice.lines():
+            print(f"- {line}")
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelConfig, list[int]]:
