@@ -70,9 +70,12 @@ def distillations(args: argparse.Namespace) -> list[Distillation]:
     if not args.teacher:
         return []
     read_Bps = (getattr(args, "logits_read_gbps", None) or 0.0) * 1e9
-    chosen = [args.placement] if args.placement else [p for p in PLACEMENTS]
-    if not args.placement and not read_Bps:
-        chosen.remove("precomputed")
+    if args.placement:
+        chosen = [args.placement]
+    elif not hasattr(args, "logits_read_gbps"):  # a verb that runs one placement: validate
+        chosen = ["colocated"]
+    else:
+        chosen = [p for p in PLACEMENTS if p != "precomputed" or read_Bps]
     return [
         Distillation(
             teacher=args.teacher,

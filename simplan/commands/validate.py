@@ -200,7 +200,7 @@ def _distill(args: argparse.Namespace, model: str, config: ParallelConfig) -> in
         raise SimplanError(
             "--teacher runs DDP students without --plan, --compress or --local-sgd: drop them"
         )
-    (distill,) = distillations(args) or ()
+    distill = distillations(args)[0]  # --placement defaults to colocated here
     record = validate_distill(
         model, distill, config, steps=args.steps, warmup=args.warmup, runs_dir=args.runs_dir
     )

@@ -1,0 +1,43 @@
+"""The distillation flags of validate, simulate and plan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import run_main
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("validate", "--model", "mlp", "--teacher", "gpt-tiny", "--placement", "separate"),
+        ("simulate", "--model", "mlp", "--cluster", "localhost-cpu", "--global-batch", "128"),
+        ("plan", "--model", "mlp", "--cluster", "localhost-cpu", "--global-batch", "128"),
+    ],
+)
+def test_mismatched_teacher_is_one_line_exit_2(capsys, tmp_path, argv):
+    extra = ("--runs-dir", str(tmp_path)) if argv[0] == "validate" else ("--teacher", "gpt-tiny")
+    code, _, err = run_main(capsys, *argv, *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "logits per sample" in lines[0], err
+
+
+def test_simulate_compares_placements_and_explains(capsys):
+    argv = ("simulate", "--model", "mlp", "--cluster", "localhost-cpu", "--global-batch", "128")
+    code, out, _ = run_main(capsys, *argv, "--teacher", "mlp-wide", "--json")
+    assert code == 0
+    doc = json.loads(out)["distillation"]
+    steps = {p["placement"]: p["step_time_s"] for p in doc["placements"]}
+    assert set(steps) == {"colocated", "separate"}  # precomputed needs a read bandwidth
+    assert doc["chosen"] == min(steps, key=steps.__getitem__)
+    code, out, _ = run_main(capsys, *argv, "--teacher", "mlp-wide", "--explain")
+    assert code == 0 and f"{doc['chosen']} (" in out and "over the student alone" in out
+
+
+def test_validate_refuses_a_simulated_only_placement(capsys, tmp_path):
+    argv = ("validate", "--model", "mlp", "--teacher", "mlp-wide", "--placement", "precomputed")
+    code, _, err = run_main(capsys, *argv, "--runs-dir", str(tmp_path))
+    assert code == 2 and "invalid choice" in err
