@@ -133,9 +133,26 @@ def validate_distill(
         "profile_source": "in-run" if predicted is not standalone else "standalone",
         "measured": measured.to_dict(),
         "calibration": calibration_summary(cluster),
+        "profiles": _write_in_run_profiles(measured.profiles, cfg, config.world_size),
     }
     record["path"] = str(write_record(record, runs_dir))
     return record
+
+
+def _write_in_run_profiles(
+    profiles: dict[str, Profile], config: ParallelConfig, world: int
+) -> dict[str, str]:
+    """The run's in-run profiles, each a new file beside the standalone one (as
+    simplan.validate keeps them): role -> path."""
+    from simplan.profiles import default_profile_path, write_profile
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    out = {}
+    for role, profile in profiles.items():
+        base = default_profile_path(profile)
+        name = f"{base.stem}-t1-x{world}-distill-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
+        out[role] = str(write_profile(profile, base.with_name(name)))
+    return out
 
 
 def write_record(record: dict[str, Any], runs_dir: str | Path) -> Path:
