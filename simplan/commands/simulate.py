@@ -83,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
     add_teacher_flags(p)
     p.add_argument(
+        "--teacher-profile",
+        metavar="FILE",
+        help="a measured profile (JSON) of the teacher to use where it matches (e.g. one a "
+        "distillation validation recorded)",
+    )
+    p.add_argument(
         "--explain",
         action="store_true",
         help="with --teacher: every placement's step, memory and logits traffic, and why the "
@@ -249,10 +255,13 @@ def _distill(
 ) -> Any:
     """--teacher: the placements asked for, simulated and compared (simplan.planner.distill)."""
     if not args.teacher:
-        if args.placement or args.logits_read_gbps:
-            raise SimplanError("--placement and --logits-read-gbps need --teacher")
+        if args.placement or args.logits_read_gbps or args.teacher_profile:
+            raise SimplanError(
+                "--placement, --logits-read-gbps and --teacher-profile need --teacher"
+            )
         return None
     from simplan.planner.distill import compare_placements
+    from simplan.profiles import read_profile
     from simplan.sim.run import resolve_model
 
     return compare_placements(
@@ -261,6 +270,7 @@ def _distill(
         config,
         distillations(args),
         profile=profile,
+        teacher_profile=read_profile(args.teacher_profile) if args.teacher_profile else None,
         student_alone_s=result.step_time_s,
     )
 

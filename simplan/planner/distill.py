@@ -57,6 +57,7 @@ def compare_placements(
     distills: list[Distillation],
     *,
     profile: Profile | None = None,
+    teacher_profile: Profile | None = None,
     student_alone_s: float = 0.0,
 ) -> DistillChoice:
     """Each of `distills` on `cluster`, the student's `config` using every device when
@@ -70,7 +71,15 @@ def compare_placements(
                 separate_config(config, d.teacher_devices) if d.placement == "separate" else config
             )
             results.append(
-                simulate_distill(student, teacher, cluster, cfg, d, student_profile=profile)
+                simulate_distill(
+                    student,
+                    teacher,
+                    cluster,
+                    cfg,
+                    d,
+                    student_profile=profile,
+                    teacher_profile=teacher_profile,
+                )
             )
         except SimplanError as exc:
             if "logits per sample" in str(exc):
