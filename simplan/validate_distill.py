@@ -24,6 +24,7 @@ from simplan.distill import (
     simulate_distill,
 )
 from simplan.environment import environment
+from simplan.errors import SimplanError
 from simplan.io import schema_header
 from simplan.outputs import write_json_atomic
 from simplan.parallel import ParallelConfig
@@ -94,6 +95,10 @@ def validate_distill(
     from simplan.runtime.distill_run import DistillJob, run_distill
     from simplan.sources import load_model
 
+    if distill.placement == "separate" and config.world_size != 2:
+        raise SimplanError(
+            "the separate run has one teacher rank and one student rank: use --nprocs 2"
+        )
     cfg = placement_config(config, distill.placement)
     job = DistillJob(
         student=student,
