@@ -41,3 +41,27 @@ def test_validate_refuses_a_simulated_only_placement(capsys, tmp_path):
     argv = ("validate", "--model", "mlp", "--teacher", "mlp-wide", "--placement", "precomputed")
     code, _, err = run_main(capsys, *argv, "--runs-dir", str(tmp_path))
     assert code == 2 and "invalid choice" in err
+
+
+SIM = ("simulate", "--model", "mlp", "--cluster", "localhost-cpu", "--global-batch", "128")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (("--temperature", "3"), "need(s) --teacher"),
+        (("--explain",), "--teacher"),
+        (
+            ("--teacher", "mlp-wide", "--placement", "colocated", "--teacher-devices", "2"),
+            "separate",
+        ),
+        (
+            ("--teacher", "mlp-wide", "--placement", "separate", "--logits-read-gbps", "1"),
+            "precomp",
+        ),
+    ],
+)
+def test_distillation_flags_that_would_do_nothing(capsys, extra, needle):
+    code, out, err = run_main(capsys, *SIM, *extra)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err

@@ -6,6 +6,7 @@ import argparse
 
 from simplan.commands.argtypes import FloatRange, positive_float, positive_int
 from simplan.distill import PLACEMENTS, Distillation
+from simplan.errors import SimplanError
 from simplan.units import DTYPE_BYTES
 
 MAX_TEMPERATURE = 1e3
@@ -36,13 +37,11 @@ def add_teacher_flags(p: argparse.ArgumentParser, placements: tuple[str, ...] = 
     g.add_argument(
         "--temperature",
         type=positive_float(MAX_TEMPERATURE),
-        default=2.0,
         help="softmax temperature of the KL term (default 2)",
     )
     g.add_argument(
         "--alpha",
         type=FloatRange(0.0, 1.0),
-        default=0.5,
         help="weight of the KL term; 1 - alpha weighs the hard-label loss (default 0.5)",
     )
     g.add_argument(
@@ -54,7 +53,6 @@ def add_teacher_flags(p: argparse.ArgumentParser, placements: tuple[str, ...] = 
         g.add_argument(
             "--teacher-devices",
             type=positive_int(1 << 20),
-            default=1,
             help="devices the teacher gets when separate (default 1)",
         )
         g.add_argument(
@@ -65,8 +63,34 @@ def add_teacher_flags(p: argparse.ArgumentParser, placements: tuple[str, ...] = 
         )
 
 
+FLAGS = (
+    ("placement", "--placement"),
+    ("temperature", "--temperature"),
+    ("alpha", "--alpha"),
+    ("teacher_dtype", "--teacher-dtype"),
+    ("teacher_devices", "--teacher-devices"),
+    ("logits_read_gbps", "--logits-read-gbps"),
+    ("teacher_profile", "--teacher-profile"),
+)
+
+
+def check_teacher_flags(args: argparse.Namespace) -> None:
+    """A distillation flag that would do nothing is refused (one line): any without
+    --teacher, --teacher-devices without the separate placement among those compared, and
+    --logits-read-gbps without the precomputed one."""
+    given = [flag for name, flag in FLAGS if getattr(args, name, None) is not None]
+    if not args.teacher and given:
+        raise SimplanError(f"{', '.join(given)} need(s) --teacher")
+    rules = (("teacher_devices", "separate"), ("logits_read_gbps", "precomputed"))
+    for name, placement in rules:
+        if getattr(args, name, None) is not None and args.placement not in (None, placement):
+            flag = dict(FLAGS)[name]
+            raise SimplanError(f"{flag} applies to --placement {placement} only")
+
+
 def distillations(args: argparse.Namespace) -> list[Distillation]:
     """The placements the flags ask for: the one given, else every one that can be priced."""
+    check_teacher_flags(args)
     if not args.teacher:
         return []
     read_Bps = (getattr(args, "logits_read_gbps", None) or 0.0) * 1e9
@@ -80,9 +104,9 @@ def distillations(args: argparse.Namespace) -> list[Distillation]:
         Distillation(
             teacher=args.teacher,
             placement=placement,
-            teacher_devices=getattr(args, "teacher_devices", 1),
-            temperature=args.temperature,
-            alpha=args.alpha,
+            teacher_devices=getattr(args, "teacher_devices", None) or 1,
+            temperature=2.0 if args.temperature is None else args.temperature,
+            alpha=0.5 if args.alpha is None else args.alpha,
             teacher_dtype=args.teacher_dtype or "",
             logits_read_Bps=read_Bps,
         )

@@ -22,7 +22,7 @@ from simplan.commands.argtypes import (
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
-from simplan.commands.distill_flags import add_teacher_flags, distillations
+from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
 from simplan.headroom import describe_overheads
@@ -278,9 +278,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_teacher(args: argparse.Namespace) -> None:
     """--teacher's logits must match the model's, checked before the search."""
+    check_teacher_flags(args)
     if not args.teacher:
-        if args.placement or args.logits_read_gbps:
-            raise SimplanError("--placement and --logits-read-gbps need --teacher")
         return
     from simplan.distill import check_pair
     from simplan.sources import load_model

@@ -11,7 +11,7 @@ from typing import Any
 from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES, Text
 from simplan.commands.config_flags import add_config_flags, config_from_args
-from simplan.commands.distill_flags import add_teacher_flags, distillations
+from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
@@ -103,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     from simplan.sim.run import simulate
 
     check_outputs(args)
+    check_teacher_flags(args)
+    if args.explain and not args.teacher:
+        raise SimplanError("simulate --explain explains a --teacher's placement: add one")
     model, cluster, config, placement = _inputs(args)
     if args.framework:
         from simplan.planner.export import unsupported
@@ -255,10 +258,6 @@ def _distill(
 ) -> Any:
     """--teacher: the placements asked for, simulated and compared (simplan.planner.distill)."""
     if not args.teacher:
-        if args.placement or args.logits_read_gbps or args.teacher_profile:
-            raise SimplanError(
-                "--placement, --logits-read-gbps and --teacher-profile need --teacher"
-            )
         return None
     from simplan.planner.distill import compare_placements
     from simplan.profiles import read_profile

@@ -15,7 +15,7 @@ from simplan.commands.argtypes import (
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
-from simplan.commands.distill_flags import add_teacher_flags, distillations
+from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_seq_len
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
+    check_teacher_flags(args)
     if args.teacher:
         return _distill(args, model, config)
     if args.calibration:
