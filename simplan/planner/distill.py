@@ -12,7 +12,6 @@ from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
-from simplan.units import MiB
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,28 +101,43 @@ def explain_choice(choice: DistillChoice) -> list[str]:
     return out
 
 
+def _size(nbytes: float) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g} ms"
+
+
 def _placement_line(r: DistillResult, alone_s: float) -> str:
-    extra = (
-        f" (+{(r.step_time_s - alone_s) * 1e3:.3g} ms over the student alone)" if alone_s else ""
-    )
+    extra = f" (+{_ms(r.step_time_s - alone_s)} over the student alone)" if alone_s else ""
     mem = r.teacher_memory
     where = {
-        "colocated": f"teacher weights {mem['weights_bytes'] / MiB:.1f} MiB + "
-        f"{mem['activations_bytes'] / MiB:.1f} MiB live forward on every student device",
+        "colocated": f"teacher weights {_size(mem['weights_bytes'])} + "
+        f"{_size(mem['activations_bytes'])} live forward on every student device",
         "separate": f"teacher on {r.teacher_devices} device(s) of its own "
-        f"({mem['total_bytes'] / MiB:.1f} MiB), {r.student_devices} student device(s)",
+        f"({_size(mem['total_bytes'])}), {r.student_devices} student device(s)",
         "precomputed": "no teacher device",
     }[r.placement]
     moved = (
-        f"logits {r.logits_bytes / 1024:.1f} KiB a step, {r.transfer_s * 1e3:.3g} ms moving them"
+        f"logits {_size(r.logits_bytes)} a step, {_ms(r.transfer_s)} moving them"
         if r.placement != "colocated"
         else "no logits moved"
     )
+    teacher = (
+        f"teacher forward {_ms(r.teacher_forward_s)} a micro-batch, run once beforehand"
+        if r.placement == "precomputed"
+        else f"teacher forward {_ms(r.teacher_forward_s)} a micro-batch (busy "
+        f"{_ms(r.teacher_busy_s)} a step)"
+    )
     return (
-        f"{r.placement}: step {r.step_time_s * 1e3:.3g} ms{extra}; student "
-        f"{r.student_step_s * 1e3:.3g} ms, teacher forward {r.teacher_forward_s * 1e3:.3g} ms "
-        f"a micro-batch (busy {r.teacher_busy_s * 1e3:.3g} ms a step); {moved}; {where}; "
-        f"peak {r.peak_memory_bytes / MiB:.1f} MiB{'' if r.fits else ' (does not fit)'}; "
+        f"{r.placement}: step {_ms(r.step_time_s)}{extra}; student "
+        f"{_ms(r.student_step_s)}, {teacher}; {moved}; {where}; "
+        f"peak {_size(r.peak_memory_bytes)}{'' if r.fits else ' (does not fit)'}; "
         f"bound: {r.bound}"
     )
 
@@ -134,24 +148,24 @@ def _why(best: DistillResult, other: DistillResult) -> str:
         reason = "does not fit"
     elif best.placement == "colocated":
         reason = (
-            f"its teacher, on its own device(s), takes {other.teacher_busy_s * 1e3:.3g} ms a "
-            f"step against the colocated teacher's {best.teacher_busy_s * 1e3:.3g} ms in series "
+            f"its teacher, on its own device(s), takes {_ms(other.teacher_busy_s)} a "
+            f"step against the colocated teacher's {_ms(best.teacher_busy_s)} in series "
             "on every student"
             if other.placement == "separate"
-            else f"reading the logits takes {other.transfer_s * 1e3:.3g} ms a step"
+            else f"reading the logits takes {_ms(other.transfer_s)} a step"
         )
     elif best.placement == "separate":
         reason = (
-            f"its teacher's {other.teacher_busy_s * 1e3:.3g} ms a step runs in series with "
+            f"its teacher's {_ms(other.teacher_busy_s)} a step runs in series with "
             f"every student, where the separate teacher overlaps the students "
-            f"({best.teacher_busy_s * 1e3:.3g} ms a step, {best.transfer_s * 1e3:.3g} ms of "
+            f"({_ms(best.teacher_busy_s)} a step, {_ms(best.transfer_s)} of "
             "logits transfers)"
             if other.placement == "colocated"
-            else f"reading the logits takes {other.transfer_s * 1e3:.3g} ms a step"
+            else f"reading the logits takes {_ms(other.transfer_s)} a step"
         )
     else:
-        reason = f"its teacher takes {other.teacher_busy_s * 1e3:.3g} ms a step"
+        reason = f"its teacher takes {_ms(other.teacher_busy_s)} a step"
     return (
-        f"{best.placement} ({best.step_time_s * 1e3:.3g} ms) over {other.placement} "
-        f"({other.step_time_s * 1e3:.3g} ms, {ratio:.2f}x the step): {reason}"
+        f"{best.placement} ({_ms(best.step_time_s)}) over {other.placement} "
+        f"({_ms(other.step_time_s)}, {ratio:.2f}x the step): {reason}"
     )
