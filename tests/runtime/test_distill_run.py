@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from simplan.distill import separate_config
@@ -45,3 +47,24 @@ def test_colocated_and_separate_train_alike():
 def test_simulated_only_placement_is_refused():
     with pytest.raises(SimplanError, match="simulated only"):
         _job("precomputed")
+
+
+def test_cli_validates_a_separate_teacher_and_records_it(tmp_path):
+    """simplan validate --teacher, in a fresh folder (its profiles and record land there)."""
+    from tests.helpers import run_cli
+
+    argv = ("validate", "--model", "mlp", "--teacher", "mlp-wide", "--placement", "separate")
+    result = run_cli(*argv, "--steps", "20", "--json", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["schema"]["kind"] == "distill-validation-record"
+    pred, meas = record["predicted_step_s"], record["measured_step_s"]
+    assert pred > 0 and meas > 0
+    assert record["rel_error"] == pytest.approx((pred - meas) / meas)
+    assert record["profile_source"] == "in-run"
+    predicted = record["predicted"]
+    assert predicted["logits_bytes"] == 2 * 64 * 10 * 4  # 2 micro-batches of 64 x 10 fp32
+    assert predicted["teacher_memory"]["weights_bytes"] == 669_706 * 4
+    assert len(record["measured"]["per_step_s"]) == 20
+    assert (tmp_path / record["path"]).is_file()
+    assert all((tmp_path / p).is_file() for p in record["profiles"].values())
