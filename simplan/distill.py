@@ -6,8 +6,9 @@ hard-label loss), in one of three placements:
   device, before its forward/backward: step = student step + micro-batches x teacher forward.
 - separate: the teacher runs on devices of its own and sends each micro-batch's logits to its
   student point-to-point (priced on the topology); the two pipelines overlap (the teacher works
-  on the next micro-batch while the student trains), so a step is the slower of the two:
-  max(teacher: its micro-batches x (forward + send), student: its step + its receives).
+  on the next micro-batch while the student trains), run on SimPy (simplan.sim.distill_pair):
+  in steady state a step is the slower of the two, max(teacher: its micro-batches x (forward +
+  send), student: its step + its receives).
 - precomputed: the logits were written once; the student reads their bytes from storage at a
   bandwidth the user gives (the cluster specs describe no storage).
 
@@ -26,6 +27,7 @@ from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
+from simplan.sim.distill_pair import PairTimes, run_pair
 from simplan.units import DTYPE_BYTES, dtype_bytes
 
 PLACEMENTS = ("colocated", "separate", "precomputed")
@@ -205,7 +207,9 @@ def simulate_distill(
     mem = teacher_memory_bytes(teacher, mb)
     per_mb = logits_bytes(student, mb)
     student_s = sim.step_time_s + config.num_microbatches * loss_extra_s
-    parts = _placement_step(distill, cluster, config, student_s, fwd_s, per_mb)
+    # what a student does after its last micro-batch: exposed gradient sync and the optimizer
+    tail_s = max(d.exposed_comm_s + d.optimizer_s for d in sim.devices)
+    parts = _placement_step(distill, cluster, config, student_s, fwd_s, per_mb, tail_s)
     student_peak = sim.peak_memory_bytes
     peak = student_peak + (mem["total_bytes"] if distill.placement == "colocated" else 0.0)
     if distill.placement == "separate":  # the student holds one micro-batch's logits more
@@ -236,6 +240,7 @@ def _placement_step(
     student_s: float,
     fwd_s: float,
     per_mb_bytes: float,
+    tail_s: float = 0.0,
 ) -> dict[str, Any]:
     """The step and its parts for the placement (see the module's docstring)."""
     m = config.num_microbatches
@@ -260,8 +265,16 @@ def _placement_step(
     replicas_per_teacher = math.ceil(config.dp / t)
     teacher = replicas_per_teacher * m * (fwd_s + send_s)
     student = student_s + m * send_s
+    pair = PairTimes(
+        microbatches=m,
+        students=replicas_per_teacher,
+        teacher_forward_s=fwd_s,
+        transfer_s=send_s,
+        student_microbatch_s=(student_s - tail_s) / m,
+        student_tail_s=tail_s,
+    )
     return {
-        "step_s": max(teacher, student),
+        "step_s": run_pair(pair).steady_step_s,
         "teacher_busy_s": teacher,
         "transfer_s": m * send_s,
         "bound": "teacher" if teacher > student else "student",
