@@ -127,6 +127,9 @@ def validate_distill(
         "model": student,
         "teacher": distill.teacher,
         "placement": distill.placement,
+        "strategy": f"distill-{distill.placement}",
+        "nprocs": config.world_size,
+        "micro_batch": cfg.micro_batch,
         "configuration": f"{student} <- {distill.teacher} {distill.placement} x{config.world_size} "
         f"mb{cfg.micro_batch} gb{cfg.global_batch}",
         "environment": environment(threads_per_rank=1),
