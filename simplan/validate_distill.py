@@ -10,6 +10,7 @@ does); the communication is the localhost-cpu cluster's calibration (`simplan be
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -29,7 +30,13 @@ from simplan.io import schema_header
 from simplan.outputs import write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
-from simplan.validate import RUNS_DIR, calibration_summary, local_cluster, profile_for
+from simplan.validate import (
+    RUNS_DIR,
+    calibration_summary,
+    local_cluster,
+    profile_for,
+    timed_steps,
+)
 
 RECORD_KIND = "distill-validation-record"
 RECORD_VERSION = 1
@@ -87,11 +94,14 @@ def validate_distill(
     config: ParallelConfig,
     *,
     steps: int = 30,
+    min_timed_s: float = 0.0,
     warmup: int = 5,
     runs_dir: str | Path = RUNS_DIR,
 ) -> dict[str, Any]:
     """Predict and run `distill` (colocated or separate) with the student's colocated
-    `config` over its ranks; write and return the record."""
+    `config` over its ranks, at least `steps` timed steps, more if they would last less than
+    `min_timed_s` by the standalone prediction (simplan.validate.timed_steps); write and
+    return the record."""
     from simplan.runtime.distill_run import DistillJob, run_distill
     from simplan.sources import load_model
 
@@ -117,6 +127,7 @@ def validate_distill(
     )
     alone = standalone_profiles(student, distill.teacher, cfg)
     standalone, cluster = predict_distill(distill, cfg, config.world_size, alone)
+    job = dataclasses.replace(job, steps=timed_steps(steps, min_timed_s, standalone.step_time_s))
     measured = run_distill(job)
     predicted = standalone
     if set(measured.profiles) == {"student", "teacher"}:

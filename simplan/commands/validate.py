@@ -208,7 +208,13 @@ def _distill(args: argparse.Namespace, model: str, config: ParallelConfig) -> in
         )
     distill = distillations(args)[0]  # --placement defaults to colocated here
     record = validate_distill(
-        model, distill, config, steps=args.steps, warmup=args.warmup, runs_dir=args.runs_dir
+        model,
+        distill,
+        config,
+        steps=args.steps,
+        min_timed_s=args.min_time,
+        warmup=args.warmup,
+        runs_dir=args.runs_dir,
     )
     if args.json:
         print(json.dumps(record, indent=1))
@@ -217,6 +223,7 @@ def _distill(args: argparse.Namespace, model: str, config: ParallelConfig) -> in
     print(
         f"{record['configuration']}: predicted {record['predicted_step_s'] * 1e3:.2f} ms   "
         f"measured {record['measured_step_s'] * 1e3:.2f} ms   error {record['rel_error']:+.1%}"
+        f"   ({len(record['measured']['per_step_s'])} timed steps, median)"
     )
     print(
         f"predicted: student {pred['student_step_s'] * 1e3:.2f} ms (distillation loss "

@@ -54,7 +54,7 @@ def test_cli_validates_a_separate_teacher_and_records_it(tmp_path):
     from tests.helpers import run_cli
 
     argv = ("validate", "--model", "mlp", "--teacher", "mlp-wide", "--placement", "separate")
-    result = run_cli(*argv, "--steps", "20", "--json", cwd=tmp_path, timeout=300)
+    result = run_cli(*argv, "--steps", "20", "--min-time", "0", "--json", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["schema"]["kind"] == "distill-validation-record"
