@@ -156,12 +156,12 @@ class DistillResult:
     teacher_memory: dict[str, float]
     student_peak_memory_bytes: float
     peak_memory_bytes: float
-    capacity_bytes: float
+    usable_bytes: float  # the smallest device's capacity less its headroom (simplan.headroom)
     bound: str  # what sets the step: 'student + teacher', 'teacher', 'student'
 
     @property
     def fits(self) -> bool:
-        return self.peak_memory_bytes <= self.capacity_bytes
+        return self.peak_memory_bytes <= self.usable_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"fits": self.fits}
@@ -228,7 +228,7 @@ def simulate_distill(
         teacher_memory=mem,
         student_peak_memory_bytes=student_peak,
         peak_memory_bytes=peak,
-        capacity_bytes=min(d.capacity_bytes for d in sim.devices),
+        usable_bytes=min(d.usable_bytes for d in sim.devices),
         bound=parts["bound"],
     )
 
