@@ -65,3 +65,13 @@ def test_distillation_flags_that_would_do_nothing(capsys, extra, needle):
     code, out, err = run_main(capsys, *SIM, *extra)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_a_teacher_that_fits_nowhere_exits_3(capsys):
+    """GPT-3 175B's bf16 weights (325 GiB) fit on no 80 GB A100, beside a student or alone."""
+    argv = ("simulate", "--model", "gpt3-1.3b", "--cluster", "dgx-a100", "--nodes", "1")
+    code, out, err = run_main(
+        capsys, *argv, "--global-batch", "56", "--micro-batch", "1", "--teacher", "gpt3-175b"
+    )
+    assert code == 3 and "distillation (colocated)" in out
+    assert "no distillation placement fits" in err and "351 GiB" in err

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             print_distill(distill, args.explain)
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
-    shortfall = memory_shortfall(result)
+    shortfall = memory_shortfall(result) or (distill.shortfall() if distill else "")
     if shortfall:
         print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
@@ -280,11 +280,13 @@ def print_distill(choice: Any, explain: bool) -> None:
     if best is None:
         print("distillation: no placement possible: " + "; ".join(choice.refused.values()))
         return
+    from simplan.planner.distill import ms_text, size_text
+
     print(
-        f"distillation ({best.placement}): step {best.step_time_s * 1e3:.4g} ms against "
-        f"{choice.student_alone_s * 1e3:.4g} ms for the student alone; teacher forward "
-        f"{best.teacher_forward_s * 1e3:.4g} ms a micro-batch; logits "
-        f"{best.logits_bytes:,.0f} B a step"
+        f"distillation ({best.placement}): step {ms_text(best.step_time_s)} against "
+        f"{ms_text(choice.student_alone_s)} for the student alone; teacher forward "
+        f"{ms_text(best.teacher_forward_s)} a micro-batch; logits {size_text(best.logits_bytes)} "
+        "a step"
     )
     if explain:
         print("why:")

@@ -27,6 +27,16 @@ class DistillChoice:
     def best(self) -> DistillResult | None:
         return self.results[0] if self.results else None
 
+    def shortfall(self) -> str:
+        """'' when the chosen placement fits, else one line of what it needs."""
+        best = self.best
+        if best is None or best.fits:
+            return ""
+        return (
+            f"no distillation placement fits; {best.placement} needs "
+            f"{size_text(best.peak_memory_bytes)} of {size_text(best.usable_bytes)} usable"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         best = self.best
         return {
@@ -101,7 +111,7 @@ def explain_choice(choice: DistillChoice) -> list[str]:
     return out
 
 
-def _size(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
     """Bytes in the largest binary unit that keeps the number at least 1."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if nbytes >= scale:
@@ -109,35 +119,36 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.0f} B"
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.4g} ms"
+def ms_text(seconds: float) -> str:
+    """Milliseconds, or seconds from 10 s on."""
+    return f"{seconds:.4g} s" if seconds >= 10 else f"{seconds * 1e3:.4g} ms"
 
 
 def _placement_line(r: DistillResult, alone_s: float) -> str:
-    extra = f" (+{_ms(r.step_time_s - alone_s)} over the student alone)" if alone_s else ""
+    extra = f" (+{ms_text(r.step_time_s - alone_s)} over the student alone)" if alone_s else ""
     mem = r.teacher_memory
     where = {
-        "colocated": f"teacher weights {_size(mem['weights_bytes'])} + "
-        f"{_size(mem['activations_bytes'])} live forward on every student device",
+        "colocated": f"teacher weights {size_text(mem['weights_bytes'])} + "
+        f"{size_text(mem['activations_bytes'])} live forward on every student device",
         "separate": f"teacher on {r.teacher_devices} device(s) of its own "
-        f"({_size(mem['total_bytes'])}), {r.student_devices} student device(s)",
+        f"({size_text(mem['total_bytes'])}), {r.student_devices} student device(s)",
         "precomputed": "no teacher device",
     }[r.placement]
     moved = (
-        f"logits {_size(r.logits_bytes)} a step, {_ms(r.transfer_s)} moving them"
+        f"logits {size_text(r.logits_bytes)} a step, {ms_text(r.transfer_s)} moving them"
         if r.placement != "colocated"
         else "no logits moved"
     )
     teacher = (
-        f"teacher forward {_ms(r.teacher_forward_s)} a micro-batch, run once beforehand"
+        f"teacher forward {ms_text(r.teacher_forward_s)} a micro-batch, run once beforehand"
         if r.placement == "precomputed"
-        else f"teacher forward {_ms(r.teacher_forward_s)} a micro-batch (busy "
-        f"{_ms(r.teacher_busy_s)} a step)"
+        else f"teacher forward {ms_text(r.teacher_forward_s)} a micro-batch (busy "
+        f"{ms_text(r.teacher_busy_s)} a step)"
     )
     return (
-        f"{r.placement}: step {_ms(r.step_time_s)}{extra}; student "
-        f"{_ms(r.student_step_s)}, {teacher}; {moved}; {where}; "
-        f"peak {_size(r.peak_memory_bytes)}{'' if r.fits else ' (does not fit)'}; "
+        f"{r.placement}: step {ms_text(r.step_time_s)}{extra}; student "
+        f"{ms_text(r.student_step_s)}, {teacher}; {moved}; {where}; "
+        f"peak {size_text(r.peak_memory_bytes)}{'' if r.fits else ' (does not fit)'}; "
         f"bound: {r.bound}"
     )
 
@@ -148,24 +159,24 @@ def _why(best: DistillResult, other: DistillResult) -> str:
         reason = "does not fit"
     elif best.placement == "colocated":
         reason = (
-            f"its teacher, on its own device(s), takes {_ms(other.teacher_busy_s)} a "
-            f"step against the colocated teacher's {_ms(best.teacher_busy_s)} in series "
+            f"its teacher, on its own device(s), takes {ms_text(other.teacher_busy_s)} a "
+            f"step against the colocated teacher's {ms_text(best.teacher_busy_s)} in series "
             "on every student"
             if other.placement == "separate"
-            else f"reading the logits takes {_ms(other.transfer_s)} a step"
+            else f"reading the logits takes {ms_text(other.transfer_s)} a step"
         )
     elif best.placement == "separate":
         reason = (
-            f"its teacher's {_ms(other.teacher_busy_s)} a step runs in series with "
+            f"its teacher's {ms_text(other.teacher_busy_s)} a step runs in series with "
             f"every student, where the separate teacher overlaps the students "
-            f"({_ms(best.teacher_busy_s)} a step, {_ms(best.transfer_s)} of "
+            f"({ms_text(best.teacher_busy_s)} a step, {ms_text(best.transfer_s)} of "
             "logits transfers)"
             if other.placement == "colocated"
-            else f"reading the logits takes {_ms(other.transfer_s)} a step"
+            else f"reading the logits takes {ms_text(other.transfer_s)} a step"
         )
     else:
-        reason = f"its teacher takes {_ms(other.teacher_busy_s)} a step"
+        reason = f"its teacher takes {ms_text(other.teacher_busy_s)} a step"
     return (
-        f"{best.placement} ({_ms(best.step_time_s)}) over {other.placement} "
-        f"({_ms(other.step_time_s)}, {ratio:.2f}x the step): {reason}"
+        f"{best.placement} ({ms_text(best.step_time_s)}) over {other.placement} "
+        f"({ms_text(other.step_time_s)}, {ratio:.2f}x the step): {reason}"
     )
