@@ -22,6 +22,7 @@ from simplan.commands.argtypes import (
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
+from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_seq_len
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.errors import SimplanError
@@ -132,6 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--memory-headroom", type=HEADROOM, metavar="GIB|PCT%", help=HEADROOM_HELP)
     p.add_argument("--explain", action="store_true", help="why the winner beat the others")
+    add_teacher_flags(p)
     p.add_argument(
         "--goodput",
         action="store_true",
@@ -203,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_model(args.model, args.export)  # a model the framework cannot train: no search
     sources = _efficiency_sources(args)
+    _check_teacher(args)  # a teacher whose logits do not match: no search
     bars: dict[str, Progress] = {}
 
     def progress(label: str, done: int, total: int) -> None:
@@ -250,12 +253,20 @@ def run(args: argparse.Namespace) -> int:
         from simplan.outputs import write_text_atomic
 
         write_text_atomic(job, args.export_out)
+    distill = _distill(args, result.plans[0])
     # stdout holds one thing: the JSON document, the export alone, or the table
     export_alone = bool(args.export and not args.export_out and not args.json)
     with contextlib.redirect_stdout(sys.stderr if export_alone else sys.stdout):
         print_text(args, result, choices)
+        if distill is not None and not args.json:
+            from simplan.commands.simulate import print_distill
+
+            print()
+            print_distill(distill, args.explain)
     if args.json:
         doc = result.to_dict()
+        if distill is not None:
+            doc["distillation"] = distill.to_dict()
         if args.goodput:
             doc["goodput"] = [c.to_dict() for c in choices]
         if args.export:
@@ -266,6 +277,35 @@ def run(args: argparse.Namespace) -> int:
     elif export_alone:
         sys.stdout.write(job)
     return 0
+
+
+def _check_teacher(args: argparse.Namespace) -> None:
+    """--teacher's logits must match the model's, checked before the search."""
+    check_teacher_flags(args)
+    if not args.teacher:
+        return
+    from simplan.distill import check_pair
+    from simplan.sources import load_model
+
+    seq = args.seq_len or None
+    check_pair(load_model(args.model, seq_len=seq), load_model(args.teacher, seq_len=seq))
+
+
+def _distill(args: argparse.Namespace, plan: Any) -> Any:
+    """--teacher: the distillation placements compared on the best plan's configuration
+    (the search plans the student alone; the teacher is placed on its result)."""
+    if not args.teacher:
+        return None
+    from simplan.planner.distill import compare_placements
+    from simplan.sim.run import resolve_model
+
+    return compare_placements(
+        resolve_model(plan.model, plan.config),
+        plan.load_cluster(),
+        plan.config,
+        distillations(args),
+        student_alone_s=plan.step_time_s,
+    )
 
 
 def _efficiency_sources(args: argparse.Namespace) -> Any:

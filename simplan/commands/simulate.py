@@ -11,6 +11,7 @@ from typing import Any
 from simplan.commands import add_verb
 from simplan.commands.argtypes import GPUS_PER_NODE, HEADROOM, HEADROOM_HELP, NODES, Text
 from simplan.commands.config_flags import add_config_flags, config_from_args
+from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
@@ -86,10 +87,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--explain",
         action="store_true",
         help="with --prune: what pruning changes (parameters, FLOPs, gradient bytes, and the "
-        "simulated step's time, exposed communication and peak memory, before and after)",
+        "simulated step's time, exposed communication and peak memory, before and after); "
+        "with --teacher: every placement's step, memory and logits traffic, and why the chosen "
+        "one wins",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
+    add_teacher_flags(p)
+    p.add_argument(
+        "--teacher-profile",
+        metavar="FILE",
+        help="a measured profile (JSON) of the teacher to use where it matches (e.g. one a "
+        "distillation validation recorded)",
+    )
     p.set_defaults(func=run)
 
 
@@ -100,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
     from simplan.sim.run import simulate
 
     check_outputs(args)
+    check_teacher_flags(args)
+    if args.explain and not (
+        args.teacher or getattr(args, "prune", None) or "#" in (args.model or "")
+    ):
+        raise SimplanError(
+            "simulate --explain explains a --teacher's placement or what --prune changes: add one"
+        )
     model, cluster, config, placement = _inputs(args)
     if args.framework:
         from simplan.planner.export import unsupported
@@ -121,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         record=bool(args.trace or args.report),
         headroom=args.memory_headroom or DEFAULT_HEADROOM,
     )
+    distill = _distill(args, model, cluster, config, profile, result)
     asynchronous = _async(model, cluster, config, result, placement)
     goodput = _goodput(args, config, result, asynchronous)
     if args.trace:
@@ -139,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
             out["async_dp"] = asynchronous.to_dict()
         if goodput is not None:
             out["goodput"] = goodput.to_dict()
+        if distill is not None:
+            out["distillation"] = distill.to_dict()
         print(json.dumps(out, indent=1))
     else:
         print_result(result)
@@ -152,9 +172,11 @@ def run(args: argparse.Namespace) -> int:
                 f"goodput {goodput.goodput:.4g} samples/s = {goodput.samples_per_s:.4g} samples/s "
                 f"x statistical efficiency {e.value:.3f} ({e.source})"
             )
+        if distill is not None:
+            print_distill(distill, args.explain)
         if args.trace:
             print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev)")
-    shortfall = memory_shortfall(result)
+    shortfall = memory_shortfall(result) or (distill.shortfall() if distill else "")
     if shortfall:
         print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
@@ -281,6 +303,52 @@ def knob_sections(effects: dict[str, Any]) -> list[Any]:
     from simplan.report.index import Section
 
     return [Section(title="Model knobs: before and after", table=effects["table"])]
+
+
+def _distill(
+    args: argparse.Namespace,
+    model: Any,
+    cluster: Any,
+    config: ParallelConfig,
+    profile: Any,
+    result: Any,
+) -> Any:
+    """--teacher: the placements asked for, simulated and compared (simplan.planner.distill)."""
+    if not args.teacher:
+        return None
+    from simplan.planner.distill import compare_placements
+    from simplan.profiles import read_profile
+    from simplan.sim.run import resolve_model
+
+    return compare_placements(
+        resolve_model(model, config),
+        cluster,
+        config,
+        distillations(args),
+        profile=profile,
+        teacher_profile=read_profile(args.teacher_profile) if args.teacher_profile else None,
+        student_alone_s=result.step_time_s,
+    )
+
+
+def print_distill(choice: Any, explain: bool) -> None:
+    """The chosen placement's step, and with --explain every placement and why."""
+    best = choice.best
+    if best is None:
+        print("distillation: no placement possible: " + "; ".join(choice.refused.values()))
+        return
+    from simplan.planner.distill import ms_text, size_text
+
+    print(
+        f"distillation ({best.placement}): step {ms_text(best.step_time_s)} against "
+        f"{ms_text(choice.student_alone_s)} for the student alone; teacher forward "
+        f"{ms_text(best.teacher_forward_s)} a micro-batch; logits {size_text(best.logits_bytes)} "
+        "a step"
+    )
+    if explain:
+        print("why:")
+        for line in choice.lines():
+            print(f"- {line}")
 
 
 def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelConfig, list[int]]:

@@ -15,10 +15,12 @@ from simplan.commands.argtypes import (
     positive_int,
 )
 from simplan.commands.config_flags import add_config_flags
+from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_seq_len
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
+from simplan.runtime.distill_run import RUNTIME_PLACEMENTS
 
 MAX_MIN_TIME_S = 3600.0  # the timed steps' least duration: an hour is already absurd
 
@@ -40,6 +42,13 @@ examples:
   simplan validate --model mlp --nprocs 2 --compress powersgd --powersgd-rank 4
   simplan validate --model mlp --nprocs 2 --local-sgd 4
   simplan validate --plan plan.json --steps 50
+  simplan validate --model mlp --teacher mlp-wide --placement colocated --nprocs 2
+  simplan validate --model mlp --teacher mlp-wide --placement separate --nprocs 2
+
+With --teacher, a distillation run: colocated, the NPROCS ranks are DDP student replicas each
+running its own frozen teacher forward; separate, rank 0 is the teacher sending its logits to
+one student (send/recv), the other ranks' worth of global batch in micro-batches
+(simplan.distill, simplan.runtime.distill_run). Both models are profiled in the run.
 """
 
 
@@ -112,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--nprocs N` writes, traces/collectives/localhost-cpu/gloo-<N>ranks.json, else the "
         "2-rank one of the localhost-cpu preset)",
     )
+    add_teacher_flags(p, RUNTIME_PLACEMENTS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -155,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
+    check_teacher_flags(args)
+    if args.teacher:
+        return _distill(args, model, config)
     if args.calibration:
         from simplan.topology.cluster import resolve_calibration
         from simplan.topology.comm_calibration import read_link_calibration
@@ -180,6 +193,56 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=1))
     else:
         print_record(record)
+    return 0
+
+
+def _distill(args: argparse.Namespace, model: str, config: ParallelConfig) -> int:
+    """validate --teacher: one distillation placement, predicted and run."""
+    from simplan.validate_distill import validate_distill
+
+    if args.plan or args.strategy != "ddp" or config.compress != "none" or config.local_sgd > 1:
+        raise SimplanError(
+            "--teacher runs DDP students without --plan, --compress or --local-sgd: drop them"
+        )
+    if args.teacher_dtype not in (None, config.dtype):
+        raise SimplanError(
+            f"validate profiles and runs the teacher in {config.dtype}; simulate a "
+            f"--teacher-dtype {args.teacher_dtype} teacher with simplan simulate"
+        )
+    distill = distillations(args)[0]  # --placement defaults to colocated here
+    record = validate_distill(
+        model,
+        distill,
+        config,
+        steps=args.steps,
+        min_timed_s=args.min_time,
+        warmup=args.warmup,
+        runs_dir=args.runs_dir,
+    )
+    if args.json:
+        print(json.dumps(record, indent=1))
+        return 0
+    pred = record["predicted"]
+    print(
+        f"{record['configuration']}: predicted {record['predicted_step_s'] * 1e3:.2f} ms   "
+        f"measured {record['measured_step_s'] * 1e3:.2f} ms   error {record['rel_error']:+.1%}"
+        f"   ({len(record['measured']['per_step_s'])} timed steps, median)"
+    )
+    print(
+        f"predicted: student {pred['student_step_s'] * 1e3:.2f} ms (distillation loss "
+        f"+{pred['loss_extra_s'] * 1e3:.3f} ms a micro-batch), teacher forward "
+        f"{pred['teacher_forward_s'] * 1e3:.2f} ms a micro-batch, busy "
+        f"{pred['teacher_busy_s'] * 1e3:.2f} ms a step, logits {pred['logits_bytes']:.0f} B a "
+        f"step ({pred['transfer_s'] * 1e3:.3f} ms moving them); bound: {pred['bound']}"
+    )
+    teacher = record["measured"]["teacher_s"]
+    if teacher is not None:
+        print(f"measured: teacher {teacher * 1e3:.2f} ms a step (median)")
+    print(
+        f"prediction from the {record['profile_source']} profiles; from the standalone ones: "
+        f"{record['predicted_standalone_step_s'] * 1e3:.2f} ms"
+    )
+    print(f"record {record['path']}")
     return 0
 
 

@@ -23,6 +23,9 @@ BAND = 0.10
 STRATEGY_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B2", "#937860", "#DA8BC3")
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 RECORD_KIND = "validation-record"
+# the record kinds whose predicted and measured steps are plotted: simplan validate's, and its
+# distillation runs' (simplan.validate_distill; strategy 'distill-<placement>')
+RECORD_KINDS = (RECORD_KIND, "distill-validation-record")
 _STEP_S = Float(min=0.0, min_open=True, max=1e6)
 RECORD_FIELDS = Table(
     {
@@ -86,7 +89,7 @@ def point_from_record(data: Any, path: str | Path = "") -> ValidationPoint:
     if not isinstance(data, dict):
         raise SimplanError(f"{path}: not a validation record (expected a JSON object)")
     schema = data.get("schema")
-    if isinstance(schema, dict) and schema.get("kind") != RECORD_KIND:
+    if isinstance(schema, dict) and schema.get("kind") not in RECORD_KINDS:
         raise SimplanError(f"{path}: a {schema.get('kind')!r} file, not a validation record")
     data = validate(data, RECORD_FIELDS, origin=str(path))
     config = (data.get("job") or {}).get("config") or {}

@@ -87,6 +87,7 @@ def simulate(
     full_microbatches: int = FULL_MICROBATCHES,
     deadline: Deadline | None = None,
     headroom: Headroom = DEFAULT_HEADROOM,
+    spare_devices: bool = False,
 ) -> SimResult:
     """Simulate one training step of `config` for `model` on `cluster`.
 
@@ -102,7 +103,8 @@ def simulate(
     started = time.perf_counter()
     cluster = resolve_cluster(cluster)
     graph = resolve_model(model, config)
-    check_world(config, cluster.num_devices)
+    if not (spare_devices and placement is not None and config.world_size < cluster.num_devices):
+        check_world(config, cluster.num_devices)
     check_config_for_model(config, graph)
     g = grid(config, placement)
     assembler = Assembler(graph, cluster, config, g, profile, device, capabilities)
