@@ -42,10 +42,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cpu_adam import adam_step_s  # noqa: E402
-from gpu_recompute import commit, device_name  # noqa: E402
+from gpu_recompute import _gib, commit, device_name, write_record  # noqa: E402
 
 from simplan.errors import SimplanError  # noqa: E402
-from simplan.units import GiB  # noqa: E402
 
 MODES = ("none", "optimizer")
 RECORD_KIND = "gpu-offload"
@@ -204,21 +203,6 @@ def record(args: argparse.Namespace, rows: list[Row], adam: dict[str, Any]) -> d
     }
 
 
-def write_record(doc: dict[str, Any], runs_dir: Path) -> Path:
-    import datetime as dt
-    import uuid
-
-    from simplan.outputs import write_json_atomic
-
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    path = runs_dir / f"{stamp}-{RECORD_KIND}-{doc['model']}-{uuid.uuid4().hex[:8]}.json"
-    return write_json_atomic(doc, path)
-
-
-def _gib(value: float | None) -> str:
-    return "-" if value is None else f"{value / GiB:.2f}"
-
-
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1e3:.1f}"
 
@@ -278,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_offload: error: {exc}", file=sys.stderr)
         return 2
     adam = host_adam(args.host_adam_params)
-    path = write_record(record(args, rows, adam), Path(args.runs_dir))
+    path = write_record(record(args, rows, adam), Path(args.runs_dir), RECORD_KIND)
     print(f"{args.model} on {device_name()}, fp32, {args.steps} timed steps per mode")
     print(table(rows))
     print(

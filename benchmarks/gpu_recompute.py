@@ -205,11 +205,12 @@ def record(args: argparse.Namespace, rows: list[Row]) -> dict[str, Any]:
     }
 
 
-def write_record(doc: dict[str, Any], runs_dir: Path) -> Path:
+def write_record(doc: dict[str, Any], runs_dir: Path, kind: str = RECORD_KIND) -> Path:
+    """The record under runs_dir, named by time, kind and model (written atomically)."""
     from simplan.outputs import write_json_atomic
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    path = runs_dir / f"{stamp}-{RECORD_KIND}-{doc['model']}-{uuid.uuid4().hex[:8]}.json"
+    path = runs_dir / f"{stamp}-{kind}-{doc['model']}-{uuid.uuid4().hex[:8]}.json"
     return write_json_atomic(doc, path)
 
 
