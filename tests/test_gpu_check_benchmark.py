@@ -47,7 +47,7 @@ def test_cpu_smoke_runs_every_part_and_writes_one_record(tmp_path: Path) -> None
     assert read_profile(profile["path"]).model.name == "gpt-tiny"
     assert doc["fp8_blocks"][0]["model"] == "gpt-tiny"
     rows = {r["mode"]: r for r in doc["training"]}
-    assert list(rows) == ["none", "selective", "full"]
+    assert list(rows) == ["none", "selective", "op", "full"]
     for row in rows.values():
         assert row["error"] == "" and row["step_time_s"] > 0 and row["runtime_peak_bytes"] > 0
     assert "max_memory_reserved_bytes" in rows["none"] and "context_bytes" in doc["memory"]

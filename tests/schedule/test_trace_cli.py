@@ -54,7 +54,7 @@ def test_a_job_that_fits_nowhere(capsys, tmp_path: Path) -> None:
     path.write_text(",".join(COLUMNS) + "\n1,big,mlp,8,,10,steps,,,,16,,\n")
     _refused(capsys, ("trace", "check", str(path), "--cluster", "localhost-cpu"),
              "job big, field min_gpus: needs 16..any GPUs")  # fmt: skip
-    path.write_text(",".join(COLUMNS) + "\n1,huge,gpt3-13b,16,,10,steps,,,,,1,\n")
+    path.write_text(",".join(COLUMNS) + "\n1,huge,llama3-70b,16,,10,steps,,,,,1,\n")
     _refused(capsys, ("trace", "speeds", str(path), "--cluster", "dgx-h100", "--executor",
                       "inline"), "job huge: fits no allocation of dgx-h100")  # fmt: skip
 
