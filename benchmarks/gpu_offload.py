@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cpu_adam import adam_step_s  # noqa: E402
-from gpu_recompute import _gib, commit, device_name, write_record  # noqa: E402
+from gpu_recompute import _gib, commit, device_name, run_one_rank, write_record  # noqa: E402
 
 from simplan.errors import SimplanError  # noqa: E402
 
@@ -90,11 +89,7 @@ def config_for(args: argparse.Namespace, mode: str) -> Any:
 
 def measure(args: argparse.Namespace, mode: str) -> Row:
     """One single-rank run of the runtime in this process, with the allocator's peaks."""
-    import torch
-
-    from simplan.ranks import free_port
     from simplan.runtime import JobSpec
-    from simplan.runtime.worker import train
 
     try:
         job = JobSpec(
@@ -103,26 +98,15 @@ def measure(args: argparse.Namespace, mode: str) -> Row:
         )  # fmt: skip
     except SimplanError as exc:
         return Row(mode=mode, error=f"not run: {exc}")
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory(prefix="simplan-offload-") as tmp:
-        try:
-            result = train(0, 1, f"tcp://127.0.0.1:{free_port()}", job, Path(tmp))
-        except torch.OutOfMemoryError:
-            return Row(mode=mode, error="out of memory")
-        except SimplanError as exc:
-            return Row(mode=mode, error=f"not run: {exc}")
-        finally:
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
+    run = run_one_rank(job, "simplan-offload-")
+    if run.result is None:
+        return Row(mode=mode, error=run.error)
     return Row(
         mode=mode,
-        step_time_s=statistics.median(result.step_s),
-        step_s=tuple(result.step_s),
-        max_memory_allocated_bytes=float(torch.cuda.max_memory_allocated()) if cuda else None,
-        max_memory_reserved_bytes=float(torch.cuda.max_memory_reserved()) if cuda else None,
+        step_time_s=statistics.median(run.result.step_s),
+        step_s=tuple(run.result.step_s),
+        max_memory_allocated_bytes=run.max_allocated_bytes,
+        max_memory_reserved_bytes=run.max_reserved_bytes,
     )
 
 

@@ -112,37 +112,63 @@ def job_for(args: argparse.Namespace, mode: str, micro_batch: int) -> Any:
     )
 
 
-def measure(args: argparse.Namespace, mode: str, micro_batch: int) -> Row:
+@dataclass(frozen=True)
+class OneRank:
+    """A single-rank run of the runtime: its result (None when it failed, `error` says why) and
+    the CUDA allocator's peaks (None on the CPU)."""
+
+    result: Any
+    error: str = ""
+    max_allocated_bytes: float | None = None
+    max_reserved_bytes: float | None = None
+
+
+def run_one_rank(job: Any, prefix: str) -> OneRank:
     """One single-rank run of the runtime in this process, with the allocator's peaks."""
     import torch
 
     from simplan.ranks import free_port
     from simplan.runtime.worker import train
 
-    try:
-        job = job_for(args, mode, micro_batch)
-    except SimplanError as exc:
-        return Row(mode=mode, micro_batch=micro_batch, error=f"not run: {exc}")
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory(prefix="simplan-recompute-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         try:
             result = train(0, 1, f"tcp://127.0.0.1:{free_port()}", job, Path(tmp))
         except torch.OutOfMemoryError:
+            return OneRank(result=None, error="out of memory")
+        except SimplanError as exc:
+            return OneRank(result=None, error=f"not run: {exc}")
+        finally:
             if torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
-            return Row(mode=mode, micro_batch=micro_batch, error="out of memory")
+    return OneRank(
+        result=result,
+        max_allocated_bytes=float(torch.cuda.max_memory_allocated()) if cuda else None,
+        max_reserved_bytes=float(torch.cuda.max_memory_reserved()) if cuda else None,
+    )
+
+
+def measure(args: argparse.Namespace, mode: str, micro_batch: int) -> Row:
+    """One single-rank run of the runtime in this process, with the allocator's peaks."""
+    try:
+        job = job_for(args, mode, micro_batch)
+    except SimplanError as exc:
+        return Row(mode=mode, micro_batch=micro_batch, error=f"not run: {exc}")
+    run = run_one_rank(job, "simplan-recompute-")
+    if run.result is None:
+        return Row(mode=mode, micro_batch=micro_batch, error=run.error)
     return Row(
         mode=mode,
         micro_batch=micro_batch,
-        step_time_s=statistics.median(result.step_s),
-        step_s=tuple(result.step_s),
-        max_memory_allocated_bytes=float(torch.cuda.max_memory_allocated()) if cuda else None,
-        max_memory_reserved_bytes=float(torch.cuda.max_memory_reserved()) if cuda else None,
-        runtime_peak_bytes=float(result.tracked_peak_bytes) or None,
-        runtime_peak_phase=result.peak_phase,
+        step_time_s=statistics.median(run.result.step_s),
+        step_s=tuple(run.result.step_s),
+        max_memory_allocated_bytes=run.max_allocated_bytes,
+        max_memory_reserved_bytes=run.max_reserved_bytes,
+        runtime_peak_bytes=float(run.result.tracked_peak_bytes) or None,
+        runtime_peak_phase=run.result.peak_phase,
     )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from simplan.counting import count_layer, identity_key, own_parameters
 from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
-from simplan.model_knobs import QUANT_BITS
+from simplan.model_knobs import QUANT_BITS, prune_shape
 from simplan.module_layers import LayerCall, tensors_in, trace
 from simplan.op_policy import OP_CHECKPOINT
 from simplan.sources import ModelSource, call_factory, run_user_code
@@ -53,11 +53,9 @@ def _instantiate(
     dtype: str,
 ) -> tuple[nn.Module, tuple[Any, ...]]:
     if tspec is not None:
-        from simplan.model_knobs import prune_shape
         from simplan.nets.transformer import build
 
-        shape = prune_shape(tspec, source.knobs) if source.knobs.prune else tspec
-        model, inputs = build(_with_seq(shape, seq_len), batch=batch, device=device)
+        model, inputs = build(_knob_shape(source, tspec, seq_len), batch=batch, device=device)
     elif source.knobs.prune:
         model, inputs = _pruned(source, batch, device)
     else:
@@ -141,15 +139,20 @@ def batch_of(inputs: tuple[Any, ...]) -> int:
     return int(tensors[0].shape[0])
 
 
+def _knob_shape(
+    source: ModelSource, tspec: TransformerSpec, seq_len: int | None
+) -> TransformerSpec:
+    """The source's transformer shape, pruned as its knobs say, at `seq_len`."""
+    shape = prune_shape(tspec, source.knobs) if source.knobs.prune else tspec
+    return _with_seq(shape, seq_len)
+
+
 def graph_from_source(
     source: ModelSource, tspec: TransformerSpec | None, *, seq_len: int | None, dtype: str
 ) -> ModelGraph:
     if tspec is not None:
-        from simplan.model_knobs import prune_shape
-
-        shape = prune_shape(tspec, source.knobs) if source.knobs.prune else tspec
         graph = graph_from_spec(
-            _with_seq(shape, seq_len),
+            _knob_shape(source, tspec, seq_len),
             dtype=dtype,
             name=source.label,
             source=str(source.path),
@@ -240,7 +243,7 @@ def count_module(
         of[call.name] = counts[(key, is_output)]
         shared = _saved_by_producer(call, of)
         layer = _layer(call, key, of[call.name], owned[call.name], dtype, shared)
-        layers.append(quantized_layer(layer, owned[call.name], call.module, quantize))
+        layers.append(quantized_layer(layer, owned[call.name], call.module, quantize, dtype))
     edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
     return ModelGraph(
         name=name,
@@ -329,7 +332,7 @@ def quantized_weights(module: nn.Module, owned: list[nn.Parameter]) -> int:
 
 
 def quantized_layer(
-    layer: Layer, owned: list[nn.Parameter], module: nn.Module, quantize: str
+    layer: Layer, owned: list[nn.Parameter], module: nn.Module, quantize: str, dtype: str
 ) -> Layer:
     """The layer with its linear weights stored at QUANT_BITS[quantize] bits (two int4 weights
     per byte), the rest of its parameters in the model's dtype."""
@@ -338,7 +341,7 @@ def quantized_layer(
     n = quantized_weights(module, owned)
     if not n:
         return layer
-    rest = (layer.params - n) * (layer.param_bytes // max(layer.params, 1))
+    rest = (layer.params - n) * dtype_bytes(dtype)
     weight_bytes = -(-n * QUANT_BITS[quantize] // 8)
     return dataclasses.replace(
         layer,

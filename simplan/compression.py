@@ -43,6 +43,12 @@ COSTS_DIR = Path(__file__).resolve().parents[1] / "traces" / "compression"
 Shape = tuple[int, ...]
 
 
+def has_sync_warmup(config: Any) -> bool:
+    """Whether the configuration's synchronisation starts with SYNC_WARMUP_STEPS plain steps
+    (PowerSGD, post-local SGD)."""
+    return bool(config.compress == "powersgd" or config.local_sgd > 1)
+
+
 def layer_shapes(layer: Layer) -> tuple[Shape, ...]:
     """The layer's parameter shapes, as counted (attrs['param_shapes']); a layer with
     parameters but no shapes (a graph counted before shapes were recorded) is refused."""

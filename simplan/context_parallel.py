@@ -45,7 +45,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simplan.devices import DeviceModel
-from simplan.fp8 import is_attention_core
+from simplan.fp8 import is_attention_core, kv_dim
 from simplan.model_graph import Layer, OpCost
 from simplan.units import dtype_bytes
 
@@ -78,11 +78,8 @@ def _split_mm(mm: MmShape, cp: int) -> MmShape:
 
 def kv_bytes(layer: Layer, dtype: str, micro_batch: int, tp: int) -> float:
     """Bytes of the whole sequence's keys and values of one attention layer on one TP rank."""
-    a = layer.attrs
-    s, h = a.get("seq_len", 0), a.get("hidden_size", 0)
-    heads = max(a.get("num_heads", 1), 1)
-    kv_dim = a.get("num_kv_heads", heads) * (h // heads)
-    return 2.0 * s * kv_dim * micro_batch * dtype_bytes(dtype) / tp
+    s = layer.attrs.get("seq_len", 0)
+    return 2.0 * s * kv_dim(layer) * micro_batch * dtype_bytes(dtype) / tp
 
 
 def cp_collectives(
@@ -119,13 +116,12 @@ def merge_step_bytes(
     rescales and sums the output, the backward accumulates dQ, dK and dV."""
     a = layer.attrs
     s, h = a.get("seq_len", 0), a.get("hidden_size", 0)
-    heads = max(a.get("num_heads", 1), 1)
-    kv_dim = a.get("num_kv_heads", heads) * (h // heads)
+    kv = kv_dim(layer)
     tokens = micro_batch * s / cp
     b = dtype_bytes(dtype)
     if not backward:
         return tokens * h / tp * (b + 8 * FP32_BYTES)
-    return tokens * (h + 2 * kv_dim) / tp * (b + 2 * FP32_BYTES)
+    return tokens * (h + 2 * kv) / tp * (b + 2 * FP32_BYTES)
 
 
 def ring_merge_s(

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from simplan.devices import DeviceModel
-from simplan.gemm import KERNELS, GemmHardware, GemmShape, gemm_time_s
+from simplan.gemm import KERNELS, GemmHardware, GemmShape, gemm_time_s, operand_bytes
 from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.profiles import Profile
 from simplan.units import dtype_bytes
@@ -68,8 +68,8 @@ def mm_time_s(mm: MmShape, device: DeviceModel, dtype: str, micro_batch: int) ->
     hw = gemm_hardware(device, dtype)
     if hw is None:
         shape = at_micro_batch(mm, micro_batch)
-        nbytes = (shape.m * shape.k + shape.k * shape.n + shape.m * shape.n) * shape.g
-        return device.roofline_time_s(shape.flops, nbytes * dtype_bytes(dtype), dtype)
+        nbytes = operand_bytes(shape, dtype_bytes(dtype))
+        return device.roofline_time_s(shape.flops, nbytes, dtype)
     return _tiled_s((mm,), hw, device.kernel_overhead_s, micro_batch) / mm[5]
 
 

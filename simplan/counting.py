@@ -11,6 +11,7 @@ without masking-aware skipping.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
@@ -254,12 +255,14 @@ def count_layer(call: LayerCall, batch: int, is_output: bool = False) -> LayerCo
     saved = SavedBytes(params)
     weights = list(module.parameters())
     fwd_rec, bwd_rec = OpRecorder(weights), OpRecorder(weights)
+    # per-op checkpointing applies to transformer blocks only: other layers skip its recorder
+    blocks = getattr(module, "simplan_kind", "") == "transformer_block"
     policy_rec = PolicyRecorder()
     with (
         torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t),
         FlopCounterMode(display=False) as fwd_counter,
         fwd_rec,
-        policy_rec,
+        policy_rec if blocks else contextlib.nullcontext(),
     ):
         outputs = tensors_in(module(*args, **kwargs))
         loss = loss_of(outputs) if is_output else None

@@ -14,6 +14,7 @@ approach `gemm_efficiency`. Every constant carries its source.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -176,10 +177,16 @@ UNCALIBRATED = (
 )
 
 
-def _spec_row(device: str) -> dict[str, str]:
+@functools.cache
+def _spec_rows() -> tuple[dict[str, str], ...]:
+    """device_specs.csv, read once per process (every preset lookup builds the presets)."""
     from simplan.device_fit import read_reference_csv
 
-    rows = [r for r in read_reference_csv(SPECS_TABLE) if r["device"] == device]
+    return tuple(read_reference_csv(SPECS_TABLE))
+
+
+def _spec_row(device: str) -> dict[str, str]:
+    rows = [r for r in _spec_rows() if r["device"] == device]
     if len(rows) != 1:
         raise SimplanError(f"{SPECS_TABLE}: no row for {device!r}; reinstall simplan")
     return rows[0]

@@ -206,7 +206,7 @@ def simulate_distill(
     fwd_s = teacher_forward_s(teacher, cluster.device_model(first), mb, teacher_profile)
     mem = teacher_memory_bytes(teacher, mb)
     per_mb = logits_bytes(student, mb)
-    student_s = sim.step_time_s + config.num_microbatches * loss_extra_s
+    student_s = sim.step_time_s + m * loss_extra_s
     # what a student does after its last micro-batch: exposed gradient sync and the optimizer
     tail_s = max(d.exposed_comm_s + d.optimizer_s for d in sim.devices)
     parts = _placement_step(distill, cluster, config, student_s, fwd_s, per_mb, tail_s)
@@ -224,7 +224,7 @@ def simulate_distill(
         transfer_s=parts["transfer_s"],
         logits_bytes=per_mb * m * config.dp,
         student_devices=config.world_size,
-        teacher_devices=distill.teacher_devices if distill.placement == "separate" else 0,
+        teacher_devices=first,
         teacher_memory=mem,
         student_peak_memory_bytes=student_peak,
         peak_memory_bytes=peak,

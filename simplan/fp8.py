@@ -95,6 +95,13 @@ def is_attention_core(layer: Layer, gemm: tuple[float, float, int]) -> bool:
     return flops == 2 * unit and nbytes >= float(s) * s * heads
 
 
+def kv_dim(layer: Layer) -> int:
+    """Width of one token's keys (or values) in an attention layer: KV heads x head width."""
+    a = layer.attrs
+    heads = max(a.get("num_heads", 1), 1)
+    return int(a.get("num_kv_heads", heads) * (a.get("hidden_size", 0) // heads))
+
+
 def _linear_gemms(layer: Layer, ops: OpCost) -> tuple[tuple[float, float, int], ...]:
     return tuple(g for g in ops.gemms if not is_attention_core(layer, g))
 
@@ -141,8 +148,7 @@ def cast_elements(
         weights = 0.0 if backward else layer.params
         return (size / dtype_bytes(dtype) * micro_batch + weights) / tp
     s, h = layer.attrs.get("seq_len", 0), layer.attrs.get("hidden_size", 0)
-    heads = max(layer.attrs.get("num_heads", 1), 1)
-    kv = layer.attrs.get("num_kv_heads", heads) * (h // heads)
+    kv = kv_dim(layer)
     mlp = _mlp_elements(layer, backward)
     if backward:  # gradients of QKV, attention output and the MLP's GEMMs' outputs
         return s * (h + 2 * kv + h + mlp) * micro_batch / tp

@@ -158,6 +158,8 @@ class ParallelConfig:
             "global_batch",
             "virtual_stages",
             "bucket_bytes",
+            "powersgd_rank",
+            "local_sgd",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -245,10 +247,6 @@ class ParallelConfig:
             )
         if self.offload not in OFFLOAD:
             raise SimplanError(f"offload must be one of {', '.join(OFFLOAD)}, got {self.offload!r}")
-        for name in ("powersgd_rank", "local_sgd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise SimplanError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.staleness, int) or self.staleness < 0:
             raise SimplanError(f"staleness must be >= 0, got {self.staleness!r}")
         chosen = [

@@ -19,7 +19,7 @@ formula on the published GEMM and NCCL times there.
 from __future__ import annotations
 
 from simplan.devices import DeviceModel
-from simplan.fp8 import as_fp8
+from simplan.fp8 import as_fp8, kv_dim
 from simplan.model_graph import Layer
 
 
@@ -36,8 +36,7 @@ def paired_gemm_flops(layer: Layer) -> tuple[float, float, float, float]:
     of its sequence-parallel collectives: QKV, attention output, FC1 (with the gate), FC2."""
     a = layer.attrs
     s, h = a.get("seq_len", 0), a.get("hidden_size", 0)
-    heads = max(a.get("num_heads", 1), 1)
-    kv = a.get("num_kv_heads", heads) * (h // heads)
+    kv = kv_dim(layer)
     ffn = a.get("ffn_hidden_size", 4 * h)
     gated = 2 if a.get("activation") == "swiglu" else 1
     return (

@@ -197,10 +197,10 @@ class ValidationOptions:
 def _check_warmup(config: ParallelConfig, warmup: int) -> None:
     """PowerSGD and post-local SGD all-reduce plainly for their first SYNC_WARMUP_STEPS steps:
     the untimed warm-up must cover them, so that the timed steps are the ones simulated."""
-    from simplan.compression import SYNC_WARMUP_STEPS
+    from simplan.compression import SYNC_WARMUP_STEPS, has_sync_warmup
 
     knob = "--compress powersgd" if config.compress == "powersgd" else "--local-sgd"
-    if (config.compress == "powersgd" or config.local_sgd > 1) and warmup < SYNC_WARMUP_STEPS:
+    if has_sync_warmup(config) and warmup < SYNC_WARMUP_STEPS:
         raise SimplanError(
             f"{knob} all-reduces plainly for its first {SYNC_WARMUP_STEPS} steps: use "
             f"--warmup {SYNC_WARMUP_STEPS} or more"
@@ -356,12 +356,12 @@ def config_label(job: Any) -> str:
 def sync_knob(config: ParallelConfig) -> dict[str, Any]:
     """How the replicas synchronised, for the record: the knob's fields and, where it has
     them, its warm-up steps of plain all-reduce."""
-    from simplan.compression import SYNC_WARMUP_STEPS
+    from simplan.compression import SYNC_WARMUP_STEPS, has_sync_warmup
 
     knob = {"compress": config.compress, "local_sgd": config.local_sgd}
     if config.compress == "powersgd":
         knob["powersgd_rank"] = config.powersgd_rank
-    if config.compress == "powersgd" or config.local_sgd > 1:
+    if has_sync_warmup(config):
         knob["warmup_steps"] = SYNC_WARMUP_STEPS
     return knob
 
@@ -369,7 +369,7 @@ def sync_knob(config: ParallelConfig) -> dict[str, Any]:
 def write_record(record: dict[str, Any], runs_dir: str | Path = RUNS_DIR) -> Path:
     """A new file per record (timestamp + random suffix): earlier records are never touched."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    slug = record["configuration"].replace(" ", "-").replace("/", "-")
+    slug = record["configuration"].replace(" <- ", "-from-").replace(" ", "-").replace("/", "-")
     path = Path(runs_dir) / f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}.json"
     return write_json_atomic(record, path)
 

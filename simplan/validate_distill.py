@@ -27,7 +27,6 @@ from simplan.distill import (
 from simplan.environment import environment
 from simplan.errors import SimplanError
 from simplan.io import schema_header
-from simplan.outputs import write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
 from simplan.validate import (
@@ -36,6 +35,7 @@ from simplan.validate import (
     local_cluster,
     profile_for,
     timed_steps,
+    write_record,
 )
 
 RECORD_KIND = "distill-validation-record"
@@ -172,9 +172,3 @@ def _write_in_run_profiles(
         name = f"{base.stem}-t1-x{world}-distill-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
         out[role] = str(write_profile(profile, base.with_name(name)))
     return out
-
-
-def write_record(record: dict[str, Any], runs_dir: str | Path) -> Path:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    slug = record["configuration"].replace(" <- ", "-from-").replace(" ", "-").replace("/", "-")
-    return write_json_atomic(record, Path(runs_dir) / f"{stamp}-{slug}-{uuid.uuid4().hex[:8]}.json")

@@ -124,11 +124,11 @@ def _median_s(fn: Any) -> float:
 def frozen_teacher(module: Any, dtype: str) -> Any:
     """The teacher for inference: eval mode, no gradients (so no optimizer state either), in
     `dtype` where given."""
-    import torch
+    from simplan.build import TORCH_DTYPES
 
     module.eval().requires_grad_(False)
     if dtype:
-        module.to({"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype])
+        module.to(TORCH_DTYPES[dtype])
     return module
 
 

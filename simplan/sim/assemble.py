@@ -172,11 +172,6 @@ class Assembler:
         weights = [s.fwd_s + s.bwd_s for s in self.steps[0]]
         return chunk_bounds(self.graph, self.config, weights)
 
-    def tp_time(self, steps: tuple[LayerStep, ...], stage: int, forward: bool) -> float:
-        """The TP collectives of these layers, each with DTensor's per-collective cost: the
-        exposed part (all of it, unless --tp-overlap hides some behind the GEMMs)."""
-        return self.tp_times(steps, stage, forward)[0]
-
     def tp_times(
         self, steps: tuple[LayerStep, ...], stage: int, forward: bool
     ) -> tuple[float, float]:

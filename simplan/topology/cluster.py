@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
@@ -296,14 +297,7 @@ class Cluster:
 def _host_summary(host: HostSpec | None) -> dict[str, Any] | None:
     if host is None:
         return None
-    return {
-        "memory_bytes": host.memory_bytes,
-        "cores": host.cores,
-        "memory_bandwidth_Bps": host.memory_bandwidth_Bps,
-        "link": host.link,
-        "link_bandwidth_Bps": host.link_bandwidth_Bps,
-        "devices_per_link": host.devices_per_link,
-    }
+    return {k: v for k, v in dataclasses.asdict(host).items() if k != "source"}
 
 
 def resolve_calibration(path: str) -> Path:
