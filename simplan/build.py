@@ -12,9 +12,10 @@ from torch import nn
 from simplan.counting import count_layer, identity_key, own_parameters
 from simplan.errors import SimplanError
 from simplan.model_graph import Layer, ModelGraph
-from simplan.model_knobs import QUANT_BITS, prune_shape
+from simplan.model_knobs import ALL_LINEAR, QUANT_BITS, parse_quantize, prune_shape
 from simplan.module_layers import LayerCall, tensors_in, trace
 from simplan.op_policy import OP_CHECKPOINT
+from simplan.quantize import check_kinds, frozen_layer
 from simplan.sources import ModelSource, call_factory, run_user_code
 from simplan.transformer_shape import TransformerSpec
 from simplan.units import dtype_bytes
@@ -226,8 +227,9 @@ def count_module(
     quantize: str = "",
 ) -> ModelGraph:
     """Count a module (ideally on the meta device) into a ModelGraph, per sample; `quantize`
-    (a key of QUANT_BITS) stores the linear layers' weights at that width."""
+    (--quantize's text) stores the weights it names in their format, frozen."""
     batch = batch_of(inputs)
+    pairs = parse_quantize(quantize) if quantize else ()
     model.train()
     calls = trace(model, inputs)
     owned = own_parameters(calls)
@@ -243,7 +245,8 @@ def count_module(
         of[call.name] = counts[(key, is_output)]
         shared = _saved_by_producer(call, of)
         layer = _layer(call, key, of[call.name], owned[call.name], dtype, shared)
-        layers.append(quantized_layer(layer, owned[call.name], call.module, quantize, dtype))
+        layers.append(quantized_layer(layer, owned[call.name], call.module, pairs, dtype))
+    check_kinds(pairs, [x.kind for x in layers], dtype)
     edges = tuple((src, call.name) for call in calls for src in call.inputs_from)
     return ModelGraph(
         name=name,
@@ -320,31 +323,41 @@ def _layer(
     )
 
 
-def quantized_weights(module: nn.Module, owned: list[nn.Parameter]) -> int:
-    """Elements of the weights of the linear layers inside `module` that it owns (a weight tied
-    to an embedding stays with the embedding, unquantized)."""
+def quantized_shapes(
+    module: nn.Module, owned: list[nn.Parameter], kind: str, pairs: tuple[tuple[str, str], ...]
+) -> tuple[str, list[list[int]], bool]:
+    """(dtype, shapes, all embedding tables) of the weights `module` owns that --quantize
+    stores in a weight-only format: every linear weight (ALL_LINEAR), or the linear and
+    embedding weights of the layers of a named kind. A weight tied to an embedding stays with
+    the embedding."""
     mine = {id(p) for p in owned}
-    return sum(
-        m.weight.numel()
-        for m in module.modules()
-        if isinstance(m, nn.Linear) and id(m.weight) in mine
-    )
+    for want, qdtype in pairs:
+        if qdtype not in QUANT_BITS or want not in (ALL_LINEAR, kind):
+            continue
+        types: tuple[type[nn.Module], ...] = (
+            (nn.Linear,) if want == ALL_LINEAR else (nn.Linear, nn.Embedding)
+        )
+        found = [m for m in module.modules() if isinstance(m, types) and id(m.weight) in mine]
+        if want != ALL_LINEAR and not found and owned:
+            raise SimplanError(
+                f"--quantize {kind}={qdtype}: {kind} layers have no linear or embedding weights "
+                "to quantize"
+            )
+        shapes = [list(m.weight.shape) for m in found if isinstance(m.weight, torch.Tensor)]
+        return qdtype, shapes, bool(found) and all(isinstance(m, nn.Embedding) for m in found)
+    return "", [], False
 
 
 def quantized_layer(
-    layer: Layer, owned: list[nn.Parameter], module: nn.Module, quantize: str, dtype: str
+    layer: Layer,
+    owned: list[nn.Parameter],
+    module: nn.Module,
+    pairs: tuple[tuple[str, str], ...],
+    dtype: str,
 ) -> Layer:
-    """The layer with its linear weights stored at QUANT_BITS[quantize] bits (two int4 weights
-    per byte), the rest of its parameters in the model's dtype."""
-    if not quantize:
+    """The layer with the weights --quantize names stored in their format and frozen
+    (simplan.quantize), the rest of its parameters trainable in the model's dtype."""
+    qdtype, shapes, embedding = quantized_shapes(module, owned, layer.kind, pairs)
+    if not shapes:
         return layer
-    n = quantized_weights(module, owned)
-    if not n:
-        return layer
-    rest = (layer.params - n) * dtype_bytes(dtype)
-    weight_bytes = -(-n * QUANT_BITS[quantize] // 8)
-    return dataclasses.replace(
-        layer,
-        param_bytes=rest + weight_bytes,
-        attrs={**layer.attrs, "quantize": quantize, "quantized_weights": n},
-    )
+    return frozen_layer(layer, shapes, qdtype, dtype, embedding=embedding)

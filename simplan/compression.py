@@ -50,7 +50,8 @@ def has_sync_warmup(config: Any) -> bool:
 
 
 def layer_shapes(layer: Layer) -> tuple[Shape, ...]:
-    """The layer's parameter shapes, as counted (attrs['param_shapes']); a layer with
+    """The shapes of the layer's trainable parameters, as counted (attrs['param_shapes'] less
+    the frozen quantized weights); a layer with
     parameters but no shapes (a graph counted before shapes were recorded) is refused."""
     shapes = layer.attrs.get("param_shapes")
     if shapes is None:
@@ -60,7 +61,10 @@ def layer_shapes(layer: Layer) -> tuple[Shape, ...]:
                 "count the model again (simplan profile --model ...)"
             )
         return ()
-    return tuple(tuple(int(d) for d in s) for s in shapes)
+    out = [tuple(int(d) for d in s) for s in shapes]
+    for frozen in layer.attrs.get("frozen_shapes", []):  # no gradients (simplan.quantize)
+        out.remove(tuple(int(d) for d in frozen))
+    return tuple(out)
 
 
 def matrix_of(shape: Shape) -> tuple[int, int] | None:

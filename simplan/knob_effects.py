@@ -8,6 +8,7 @@ from typing import Any
 
 from simplan.model_graph import ModelGraph
 from simplan.model_knobs import split_spec
+from simplan.sim.assemble import FP32, MIXED
 from simplan.units import GiB, dtype_bytes
 
 
@@ -19,6 +20,8 @@ class Side:
     weight_bytes: float
     flops_per_sample: float
     grad_sync_bytes: float  # gradients each replica reduces per step
+    trainable_params: int = 0  # less the frozen quantized weights (simplan.quantize)
+    optimizer_bytes: float = 0.0  # the whole model's optimizer state (before ZeRO sharding)
     step_time_s: float = 0.0
     peak_memory_bytes: float = 0.0
     exposed_comm_s: float = 0.0
@@ -32,11 +35,14 @@ def side(graph: ModelGraph, config: Any, result: Any = None) -> Side:
             "peak_memory_bytes": result.peak_memory_bytes,
             "exposed_comm_s": result.breakdown.get("exposed_comm_s", 0.0),
         }
+    per = MIXED if config.dtype in ("bf16", "fp16") else FP32
     return Side(
         params=graph.params,
+        trainable_params=graph.trainable_params,
         weight_bytes=float(graph.param_bytes),
+        optimizer_bytes=graph.trainable_params * per["optimizer"],
         flops_per_sample=graph.fwd_flops + graph.bwd_flops,
-        grad_sync_bytes=graph.params * dtype_bytes(config.grad_reduce_dtype)
+        grad_sync_bytes=graph.trainable_params * dtype_bytes(config.grad_reduce_dtype)
         if config.dp > 1
         else 0,
         **sim,
@@ -65,6 +71,8 @@ def effect_lines(spec: str, before: Side, after: Side) -> list[str]:
         f"model knobs ({knobs.describe()}): parameters {change('params', 1e6, '{:.3g}M')}, "
         f"weights {change('weight_bytes', 2**20, '{:.4g} MiB')}, FLOPs per sample "
         f"{change('flops_per_sample', 1e9, '{:.4g} GFLOP')}",
+        f"training state: trainable parameters {change('trainable_params', 1e6, '{:.3g}M')}, "
+        f"optimizer state {change('optimizer_bytes', 2**20, '{:.4g} MiB')}",
         "communication: gradient bytes each replica reduces per step "
         f"{change('grad_sync_bytes', 2**20, '{:.4g} MiB')}",
     ]
@@ -80,6 +88,8 @@ def effect_lines(spec: str, before: Side, after: Side) -> list[str]:
 ROWS = (  # field, label, scale, format
     ("params", "parameters", 1e6, "{:.4g}M"),
     ("weight_bytes", "weights", 2**20, "{:.4g} MiB"),
+    ("trainable_params", "trainable parameters", 1e6, "{:.4g}M"),
+    ("optimizer_bytes", "optimizer state (whole model)", 2**20, "{:.4g} MiB"),
     ("flops_per_sample", "FLOPs per sample (fwd+bwd)", 1e9, "{:.4g} GFLOP"),
     ("grad_sync_bytes", "gradient bytes reduced per replica and step", 2**20, "{:.4g} MiB"),
     ("step_time_s", "simulated step time", 1e-3, "{:.4g} ms"),

@@ -252,6 +252,21 @@ class ModelGraph:
         return self.params - idle
 
     @property
+    def frozen_params(self) -> int:
+        """Parameters stored quantized and frozen (simplan.quantize): no gradient, no optimizer
+        state, no gradient sync."""
+        return sum(int(layer.attrs.get("frozen_params", 0)) for layer in self.layers)
+
+    @property
+    def trainable_params(self) -> int:
+        return self.params - self.frozen_params
+
+    @property
+    def frozen_bytes(self) -> int:
+        """Bytes of the frozen quantized weights (with their scales)."""
+        return sum(int(layer.attrs.get("frozen_bytes", 0)) for layer in self.layers)
+
+    @property
     def param_bytes(self) -> int:
         return sum(layer.param_bytes for layer in self.layers)
 

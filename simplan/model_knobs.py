@@ -15,6 +15,7 @@ from typing import Any
 
 from simplan.errors import SimplanError
 from simplan.transformer_shape import TransformerSpec
+from simplan.units import DTYPE_BYTES
 
 KNOB_SEP = "#"
 # what can be pruned: channels of a CNN module (Torch-Pruning, following layer dependencies);
@@ -24,7 +25,15 @@ SHAPE_PRUNE = ("heads", "ffn", "layers")
 PRUNE_WHAT = MODULE_PRUNE + SHAPE_PRUNE
 # bits per weight of the quantized linear layers' weights; int8-dynamic also quantizes the
 # activations at run time (torch.ao.quantization.quantize_dynamic, inference only)
-QUANT_BITS = {"int8": 8, "int4": 4, "int8-dynamic": 8}
+QUANT_BITS = {"int8": 8, "int4": 4, "fp8": 8, "int8-dynamic": 8}
+# what a weight-only format stores beside the weights: (weights per scale, bytes per scale),
+# 0 weights per scale = one per row of the weight matrix (per output channel), -1 = one per
+# tensor. int8: an fp32 scale per output channel (bitsandbytes' Int8Params, torchao's int8
+# weight-only); int4: an fp32 absmax per block of 64 weights (bitsandbytes' 4-bit format as
+# QLoRA uses it, without double quantization); fp8 (e4m3) and int8-dynamic: one fp32 scale per
+# tensor (torch.ao's per-tensor qint8 is symmetric: its zero point is 0 and not counted)
+QUANT_SCALES = {"int8": (0, 4), "int4": (64, 4), "fp8": (-1, 4), "int8-dynamic": (-1, 4)}
+ALL_LINEAR = ""  # the kind of `--quantize DTYPE` without KIND=: every linear layer's weights
 
 PRUNE_HELP = (
     "structured pruning, WHAT:FRACTION[,WHAT:FRACTION]: 'channels:0.3' removes 30%% of every "
@@ -32,8 +41,14 @@ PRUNE_HELP = (
     "and 'layers:0.5' shrink a transformer shape's attention heads, FFN width or blocks"
 )
 QUANTIZE_HELP = (
-    "quantize the linear layers' weights: int8 or int4 (weight-only), or int8-dynamic "
-    "(int8 weights and activations, inference)"
+    "weight-only quantization: DTYPE (every linear layer's weights) or KIND=DTYPE[,...] per "
+    "layer kind of the model graph (e.g. transformer_block=int4,embedding=int8); DTYPE int8, "
+    "int4 or fp8. A quantized weight is frozen, as when fine-tuning over a quantized base: it "
+    "is stored at that width (plus its scales: int8 one fp32 per output channel, int4 one fp32 "
+    "per 64 weights, fp8 one fp32 per tensor), dequantized to the compute dtype at each use, "
+    "and has no gradient, optimizer state or gradient sync; the backward still computes the "
+    "gradient of its input. A float DTYPE (fp32, bf16, fp16) for a kind must equal --dtype. "
+    "int8-dynamic (int8 weights and activations) is for inference (a teacher)"
 )
 
 
@@ -60,10 +75,8 @@ class ModelKnobs:
                     f"--prune {what}:{fraction}: the fraction removed must be above 0 and "
                     f"below 1 (pruning everything leaves no model)"
                 )
-        if self.quantize and self.quantize not in QUANT_BITS:
-            raise SimplanError(
-                f"unknown quantization dtype {self.quantize!r}: use one of {', '.join(QUANT_BITS)}"
-            )
+        if self.quantize:
+            parse_quantize(self.quantize)  # validates
 
     def __bool__(self) -> bool:
         return bool(self.prune or self.quantize)
@@ -82,9 +95,43 @@ class ModelKnobs:
 
     def describe(self) -> str:
         parts = [f"{w} -{f:.0%}" for w, f in self.prune]
-        if self.quantize:
-            parts.append(f"{self.quantize} linear weights")
+        for kind, dtype in self.quantize_kinds():
+            parts.append(f"{dtype} {kind or 'linear'} weights")
         return ", ".join(parts)
+
+    def quantize_kinds(self) -> tuple[tuple[str, str], ...]:
+        """(layer kind, dtype) pairs of --quantize; kind ALL_LINEAR: every linear weight."""
+        return parse_quantize(self.quantize) if self.quantize else ()
+
+
+def parse_quantize(text: str) -> tuple[tuple[str, str], ...]:
+    """'int8' (every linear weight) or 'KIND=DTYPE[,KIND=DTYPE]' (also KIND:DTYPE) into
+    (kind, dtype) pairs; the dtypes are checked here, the kinds against the model's graph."""
+    valid = (*QUANT_BITS, *DTYPE_BYTES)
+    pairs = []
+    for item in text.split(","):
+        kind, sep, dtype = item.strip().replace(":", "=").rpartition("=")
+        kind, dtype = kind.strip(), dtype.strip()
+        if sep and not kind:
+            raise SimplanError(f"--quantize {text!r}: write KIND=DTYPE, e.g. linear=int8")
+        if dtype not in valid:
+            raise SimplanError(
+                f"unknown quantization dtype {dtype!r}: use one of {', '.join(valid)} "
+                f"(--quantize int8 or --quantize KIND=DTYPE,...)"
+            )
+        if not sep and dtype not in QUANT_BITS:
+            raise SimplanError(
+                f"--quantize {dtype}: a float dtype applies to a layer kind (KIND={dtype}); "
+                "the whole model's dtype is --dtype"
+            )
+        pairs.append((kind or ALL_LINEAR, dtype))
+    kinds = [k for k, _ in pairs]
+    if len(set(kinds)) != len(kinds) or (ALL_LINEAR in kinds and len(kinds) > 1):
+        raise SimplanError(
+            f"--quantize {text!r}: name each layer kind once (DTYPE alone means every linear "
+            "layer and takes no KIND=DTYPE beside it)"
+        )
+    return tuple(pairs)
 
 
 def parse_prune(text: str) -> tuple[tuple[str, float], ...]:

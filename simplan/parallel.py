@@ -470,12 +470,10 @@ def balanced_stages(weights: list[float], chunks: int) -> tuple[int, ...]:
 
 
 def check_trainable_weights(graph: ModelGraph) -> None:
-    """A training step of a model whose weights are quantized is not modelled (their gradients,
-    optimizer states and update): refuse it in one line."""
-    quantize = graph.meta.get("quantize")
-    if quantize:
+    """int8-dynamic quantizes activations at run time, for inference: a training step of such
+    a model is refused in one line (weight-only formats train: simplan.quantize)."""
+    if any(layer.attrs.get("quantize") == "int8-dynamic" for layer in graph.layers):
         raise SimplanError(
-            f"model {graph.name} has {quantize} linear weights: training steps of quantized "
-            "weights are not modelled; plan and simulate without --quantize (its weight bytes "
-            "and forward time: benchmarks/quantized_forward.py)"
+            f"model {graph.name} has int8-dynamic weights: dynamic quantization is for "
+            "inference (a --teacher); a training job quantizes weight-only: --quantize int8"
         )

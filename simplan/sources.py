@@ -162,7 +162,12 @@ def load_model(
 
 
 def check_trainable(graph: ModelGraph, spec: str) -> None:
-    """A model with no parameters has nothing to train: refuse it (one line)."""
+    """A model with no trainable parameters has nothing to train: refuse it (one line)."""
+    if graph.params > 0 and graph.trainable_params <= 0:
+        raise SimplanError(
+            f"model {spec}: --quantize freezes every parameter, so there is nothing to train; "
+            "quantize fewer layer kinds (e.g. transformer_block=int4)"
+        )
     if graph.params <= 0:
         raise SimplanError(
             f"model {spec}: has no parameters, so there is nothing to train; give a model "

@@ -99,7 +99,10 @@ def test_quantized_weight_bytes_are_exact(dtype: str, bits: int) -> None:
     int8_bytes = sum(w.numel() * w.element_size() for w in packed)
     assert int8_bytes == sum(w.numel() for w in packed)  # one byte per weight in torch
     rest = sum(p.numel() for p in module.parameters()) - sum(w.numel() for w in packed)
-    assert block.param_bytes == rest * 4 + int8_bytes * bits // 8
+    # plus the scales (simplan.model_knobs.QUANT_SCALES): int8 an fp32 per output channel,
+    # int4 an fp32 per block of 64 weights
+    scales = sum(w.shape[0] if bits == 8 else w.numel() // 64 for w in packed) * 4
+    assert block.param_bytes == rest * 4 + int8_bytes * bits // 8 + scales
     # the embedding (and a head tied to it) stay in the model's dtype
     embed = graph.layers[0]
     assert embed.param_bytes == embed.params * 4
@@ -141,7 +144,7 @@ def test_unknown_quantization_dtype_is_refused() -> None:
         (["--model", "gpt-tiny", "--prune", "heads:1.0"], "below 1"),
         (["--model", "gpt-tiny", "--prune", "channels:0.3"], "not channels"),
         (["--model", "gpt-tiny#quantize=int3"], "unknown quantization dtype"),
-        (["--model", "gpt-tiny#quantize=int8"], "not modelled"),
+        (["--model", "gpt-tiny#quantize=int8-dynamic"], "for inference"),
     ],
 )
 def test_cli_refuses_bad_knobs_in_one_line(

@@ -83,7 +83,7 @@ line saying why, e.g. how many devices the model needs at least).
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "plan", "search for the best parallel split and placement", HELP)
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
-    add_model_knob_flags(p, quantize=False)
+    add_model_knob_flags(p)
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")

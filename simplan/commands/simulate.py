@@ -51,7 +51,7 @@ still printed, and stderr says which stage needs how much); 2 for bad input.
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_verb(subparsers, "simulate", "simulate one training step", HELP)
     p.add_argument("--model", help="preset, model.toml or file.py:factory")
-    add_model_knob_flags(p, quantize=False)
+    add_model_knob_flags(p)
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")

@@ -27,7 +27,8 @@ class LayerTable:
     comp_s: tuple[float, ...]  # fwd + bwd + recompute
     bwd_s: tuple[float, ...]
     fwd_s: tuple[float, ...]
-    params: tuple[float, ...]
+    params: tuple[float, ...]  # trainable
+    frozen_bytes: tuple[float, ...]  # frozen quantized weights (simplan.quantize)
     act_bytes: tuple[float, ...]  # kept for backward
     raw_act_bytes: tuple[float, ...]  # before recomputation (live during a layer's backward)
     tp_ops: tuple[tuple[tuple[str, float], ...], ...]  # all TP collectives of a micro-batch
@@ -105,6 +106,7 @@ class CostContext:
             bwd_s=tuple(s.bwd_s for s in steps),
             fwd_s=tuple(s.fwd_s for s in steps),
             params=tuple(s.params for s in steps),
+            frozen_bytes=tuple(s.frozen_bytes for s in steps),
             act_bytes=tuple(s.activation_bytes for s in steps),
             raw_act_bytes=raw,
             tp_ops=tuple(ops),
@@ -161,6 +163,7 @@ class CostContext:
                 layer_time=times,
                 time=_cumsum(times),
                 params=_cumsum(table.params),
+                frozen=_cumsum(table.frozen_bytes),
                 act=_cumsum(table.act_bytes),
                 fwd=_cumsum(table.fwd_s),
                 bwd=_cumsum(table.bwd_s),
@@ -200,6 +203,7 @@ class Prefix:
     layer_time: tuple[float, ...]
     time: tuple[float, ...]
     params: tuple[float, ...]
+    frozen: tuple[float, ...]
     act: tuple[float, ...]
     fwd: tuple[float, ...]
     bwd: tuple[float, ...]

@@ -128,6 +128,7 @@ def _rank_memory_and_tail(
         + per["grads"] / (dp if z >= 2 else 1)
         + (0.0 if offloads(config) else per["optimizer"] / (dp if z >= 1 else 1))
     )
+    static += Prefix.span(pre.frozen, mine) / (dp if z >= 3 else 1)
     if z >= 3 and dp > 1:
         static += 2 * max(pre.table.params) * ctx.grad_bytes
     if config.pp > 1:
@@ -244,7 +245,7 @@ def _zero3_exposed(
     for lo, hi in mine:
         for i in range(lo, hi):
             nbytes = pre.table.params[i] * ctx.grad_bytes
-            g = ctx.coll("all_gather", nbytes, group) * factor
+            g = ctx.coll("all_gather", nbytes + pre.table.frozen_bytes[i], group) * factor
             gather += g
             scatter += ctx.coll("reduce_scatter", nbytes, group) * factor
             first = g if first < 0 else first

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simplan.errors import SimplanError
+from simplan.model_knobs import split_spec
 from simplan.planfile import FRAMEWORK_NAMES
 from simplan.transformer_shape import TransformerSpec
 
@@ -265,6 +266,14 @@ def check_config(kind: str, cfg: Any) -> None:
 
 def check_model(model: str, kind: str) -> None:
     """Refuse (one line), before any search, a model that `kind` cannot train at all."""
+    quantize = split_spec(model)[1].quantize
+    if quantize:
+        raise refuse(
+            kind,
+            f"--quantize {quantize}: simplan does not write frozen weight-only quantized layers "
+            "for this framework (its arguments have no such setting); plan without --export "
+            "or without --quantize",
+        )
     if kind == "deepspeed":
         return
     shape = model_shape(model, "megatron" if kind == "torchrun" else kind)

@@ -57,7 +57,12 @@ def partition_problem(ctx: CostContext, config: ParallelConfig, layout: Layout) 
         times.append(tuple(ctx.layer_times(config, layout, s)))
         flight = inflight(config, s)
         mems.append(
-            tuple(table.params[i] * per_param + table.act_bytes[i] * flight for i in range(n))
+            tuple(
+                table.params[i] * per_param
+                + table.frozen_bytes[i] / (dp if z >= 3 else 1)
+                + table.act_bytes[i] * flight
+                for i in range(n)
+            )
         )
         extra = buffers + (2 * max(table.params) * ctx.grad_bytes if z >= 3 and dp > 1 else 0.0)
         extra += table.transient_bytes(config.recompute, [(0, n)])

@@ -177,9 +177,10 @@ def memory_floor_bytes(graph: ModelGraph, config: ParallelConfig) -> float:
     state of an equal share of the parameters (with ZeRO sharding); no activations."""
     per = MIXED if config.dtype in ("bf16", "fp16") else FP32
     dp, z = config.dp, config.zero
-    share = graph.params / (config.tp * config.pp)
+    share = graph.trainable_params / (config.tp * config.pp)
+    frozen = graph.frozen_bytes / (config.tp * config.pp * (dp if z >= 3 else 1))
     optimizer = 0.0 if config.offload == "optimizer" else per["optimizer"]
-    return share * (
+    return frozen + share * (
         per["weights"] / (dp if z >= 3 else 1)
         + per["grads"] / (dp if z >= 2 else 1)
         + optimizer / (dp if z >= 1 else 1)
@@ -193,7 +194,7 @@ def minimum_memory_bytes(
     `offload`, the optimizer's states in host memory)."""
     per = MIXED if dtype in ("bf16", "fp16") else FP32
     kept = sum(v for k, v in per.items() if not (offload and k == "optimizer"))
-    return graph.params * kept / devices
+    return (graph.trainable_params * kept + graph.frozen_bytes) / devices
 
 
 def offload_options(cluster: Any, space: SearchSpace, reasons: Counter) -> tuple[str, ...]:

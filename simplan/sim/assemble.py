@@ -436,7 +436,11 @@ class Assembler:
             own = self._fsdp_collective(op, dense, group, factor, fw)
             return own + self._fsdp_collective(op, s.expert_params * nbytes, edp, edp_factor, fw)
 
-        gather = tuple(both("all_gather", s, weight_b) for s in steps)
+        gather = tuple(
+            both("all_gather", s, weight_b)
+            + self._fsdp_collective("all_gather", s.frozen_bytes, group, factor, fw)
+            for s in steps
+        )  # frozen quantized weights are sharded and gathered too, never reduced
         scatter = [both("reduce_scatter", s, grad_b) for s in steps]
         units = [i for i, s in enumerate(steps) if s.params > 0]
         if units and fw.fsdp_step_s:  # the root's per-pass work, with the backward's last unit
@@ -544,8 +548,10 @@ class Assembler:
             sharded("grads", 2),
             sharded("optimizer", 1),
         )
-        # FP8 copies of the weights (simplan.fp8), sharded like the weights
-        weights += sum(s.fp8_copy_bytes for s in held) / (dp if cfg.zero >= 3 else 1)
+        # FP8 copies of the weights (simplan.fp8) and frozen quantized weights
+        # (simplan.quantize), sharded like the weights
+        extra = sum(s.fp8_copy_bytes + s.frozen_bytes for s in held)
+        weights += extra / (dp if cfg.zero >= 3 else 1)
         host = 0.0
         if offloads(cfg):  # the optimizer's shard lives in host memory
             host = optimizer / per["optimizer"] * host_bytes_per_param(cfg, per["optimizer"])

@@ -194,7 +194,7 @@ def workers_for_step(
     devices = list(placement) if placement else list(range(config.dp))
     stage = step.devices[0]
     costed = cluster.device_model(stage.device).peak(config.dtype)
-    nbytes = graph.params * DTYPE_BYTES[config.grad_reduce_dtype]
+    nbytes = graph.trainable_params * DTYPE_BYTES[config.grad_reduce_dtype]
     server = devices[0]
     slow = dict(slowdown or {})
     if any(not f >= 1.0 for f in slow.values()):

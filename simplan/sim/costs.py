@@ -32,6 +32,7 @@ from simplan.model_graph import Layer, ModelGraph, OpCost
 from simplan.op_policy import op_checkpoint
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
+from simplan.quantize import dequantize_s, frozen_share
 from simplan.sim.experts import (
     ep_collectives,
     expert_parallel_ops,
@@ -78,6 +79,8 @@ class LayerStep:
     ep_fwd: tuple[Collective, ...] = ()  # MoE dispatch and combine (simplan.sim.experts)
     ep_bwd: tuple[Collective, ...] = ()
     expert_params: float = 0.0  # of params: routed experts (gradients synced over edp)
+    # frozen quantized weights held (simplan.quantize), not in params: no gradient, no optimizer
+    frozen_bytes: float = 0.0
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -341,6 +344,13 @@ def _step(
     ep_f, ep_b = ep_collectives(layer, config, b, dtype_bytes(config.dtype))
     split = _tp_split(layer, config.tp)
     params, expert_params = split_params(layer, config, split)
+    params, frozen_bytes = frozen_share(layer, params)
+    if frozen_bytes:
+        _check_frozen(layer, config, expert_params)
+        dequantize = dequantize_s(layer, device, config.dtype, frozen_bytes)
+        cost = dataclasses.replace(
+            cost, fwd_s=cost.fwd_s + dequantize, bwd_s=cost.bwd_s + dequantize
+        )
     acts = _activations(layer, config, b)
     if fp8_applies(layer, config.fp8):
         tp = config.tp if split else 1
@@ -369,6 +379,7 @@ def _step(
         tp_bwd=bwd_c,
         params=params,
         expert_params=expert_params,
+        frozen_bytes=frozen_bytes,
         ep_fwd=ep_f,
         ep_bwd=ep_b,
         activation_bytes=acts,
@@ -380,6 +391,21 @@ def _step(
         tp_fwd_gemm_s=hide,
         tp_bwd_gemm_s=tuple(reversed(hide)),  # the backward meets the pairs in reverse
     )
+
+
+def _check_frozen(layer: Layer, config: ParallelConfig, expert_params: float) -> None:
+    """Quantized frozen weights are modelled on dense layers in the compute dtype: one line for
+    routed experts or --fp8 on them."""
+    if expert_params:
+        raise SimplanError(
+            f"layer {layer.name}: quantized routed experts are not modelled; quantize other "
+            "layer kinds"
+        )
+    if fp8_applies(layer, config.fp8):
+        raise SimplanError(
+            f"layer {layer.name}: --fp8 on quantized frozen weights is not modelled; drop "
+            "--fp8 or --quantize"
+        )
 
 
 def _context_parallel(

@@ -72,7 +72,7 @@ def sweep_layers(
                 loss_bytes=grad_out if index == last else 0.0,
                 param_grad_bytes=grad_bytes_per_param
                 * ((s.params - s.expert_params) / shard + s.expert_params / expert_shard),
-                gathered_bytes=s.params * weight_b if fsdp else 0.0,
+                gathered_bytes=s.params * weight_b + s.frozen_bytes if fsdp else 0.0,
                 unsharded_grad_bytes=s.params * grad_bytes_per_param if fsdp else 0.0,
             )
         )
