@@ -10,6 +10,8 @@ model's classes) are never pruned.
 
 from __future__ import annotations
 
+import gc
+
 from typing import Any
 
 import torch
@@ -46,6 +48,11 @@ def prune_module(model: nn.Module, inputs: tuple[Any, ...], knobs: ModelKnobs) -
     )
     with torch.no_grad():
         pruner.step()
+    # the pruner's dependency graph holds its traced forward (the unpruned weights and the
+    # tensors the trace saved) in reference cycles that only the cyclic collector frees: for
+    # ResNet-50 at 2 images, 260 MiB that a training step would otherwise carry
+    del pruner
+    gc.collect()
     return model
 
 

@@ -212,3 +212,24 @@ def test_pruned_residual_cnn_matches_a_hand_count() -> None:
     flops += 2 * w[128] * 10
     assert graph.params == params == 317_847
     assert graph.fwd_flops == flops
+
+
+def test_pruning_leaves_only_the_pruned_model_alive() -> None:
+    """Torch-Pruning's dependency graph holds the unpruned weights and its traced forward in
+    reference cycles: after the build only the pruned parameters, buffers and the example input
+    may be live (a real run's memory would carry the rest through its steps)."""
+    pytest.importorskip("torch_pruning")
+    import torch
+
+    from simplan.build import instantiate
+    from simplan.runtime.memory import TensorTracker
+    from simplan.sources import resolve
+
+    tracker = TensorTracker()
+    with tracker:
+        model, inputs = instantiate(
+            resolve("cnn-small#prune=channels:0.3"), None, batch=2, seq_len=None,
+            device="cpu", dtype="fp32",
+        )  # fmt: skip
+    tensors = [*model.parameters(), *model.buffers(), *(x for x in inputs if torch.is_tensor(x))]
+    assert tracker.current_bytes == sum(t.numel() * t.element_size() for t in tensors)
