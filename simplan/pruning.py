@@ -11,7 +11,6 @@ model's classes) are never pruned.
 from __future__ import annotations
 
 import gc
-
 from typing import Any
 
 import torch
