@@ -1,7 +1,7 @@
 """Time fp32 and int8 dynamically quantized linear layers per shape on this CPU (1 thread).
 
     .venv/bin/python benchmarks/int8_linear_rates.py [--models gpt-tiny,...] [--features KxN,...]
-        [--tokens 96,320,768,1536] [--repeats 7] [--out traces/quant/int8-linear-<cpu>.json]
+        [--tokens 64,96,320,768,1536] [--repeats 7] [--out traces/quant/int8-linear-<cpu>.json]
 
 For every (in K, out N) features of the models' linear layers (and --features) and every token
 count M, the median CPU time of single calls (at least --repeats) of nn.Linear(K, N) in fp32 and of
@@ -98,9 +98,9 @@ def model_features(spec: str) -> set[tuple[int, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="gpt-tiny,gpt-tiny#prune=heads:0.5,mlp")
+    p.add_argument("--models", default="gpt-tiny,gpt-tiny#prune=heads:0.5,mlp,mlp-wide")
     p.add_argument("--features", default="", help="extra KxN pairs, comma-separated")
-    p.add_argument("--tokens", default="96,320,768,1536")
+    p.add_argument("--tokens", default="64,96,320,768,1536")
     p.add_argument("--repeats", type=int, default=21, help="single calls timed, at least")
     p.add_argument("--out", default="")
     args = p.parse_args()

@@ -27,10 +27,15 @@ from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
+from simplan.quant_time import int8_dynamic_forward_s
 from simplan.sim.distill_pair import PairTimes, run_pair
 from simplan.units import DTYPE_BYTES, dtype_bytes
 
 PLACEMENTS = ("colocated", "separate", "precomputed")
+# the teacher's inference dtypes: float ones, and torch's int8 dynamic quantization (int8
+# linear weights, activations quantized per call, on a CPU: simplan.quant_time)
+INT8_DYNAMIC = "int8-dynamic"
+TEACHER_DTYPES = (*DTYPE_BYTES, INT8_DYNAMIC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +70,10 @@ class Distillation:
             raise SimplanError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.alpha <= 1:
             raise SimplanError(f"alpha must be within [0, 1], got {self.alpha}")
-        if self.teacher_dtype and self.teacher_dtype not in DTYPE_BYTES:
+        if self.teacher_dtype and self.teacher_dtype not in TEACHER_DTYPES:
             raise SimplanError(
-                f"unknown teacher dtype {self.teacher_dtype!r}: use one of {', '.join(DTYPE_BYTES)}"
+                f"unknown teacher dtype {self.teacher_dtype!r}: use one of "
+                f"{', '.join(TEACHER_DTYPES)}"
             )
         if self.placement == "precomputed" and not self.logits_read_Bps > 0:
             raise SimplanError(
@@ -116,7 +122,8 @@ def teacher_forward_s(
     teacher: ModelGraph, device: Any, micro_batch: int, profile: Profile | None = None
 ) -> float:
     """One teacher forward of a micro-batch: the profile's whole-model forward where it was
-    measured at this micro-batch and dtype, else the layers' forward times from the cost model."""
+    measured at this micro-batch and dtype, else the layers' forward times from the cost model;
+    an int8-dynamic teacher's with its linear layers at this CPU's measured int8 rates."""
     whole = profile.whole_model if profile is not None else None
     if (
         profile is not None
@@ -124,9 +131,13 @@ def teacher_forward_s(
         and profile.micro_batch == micro_batch
         and profile.dtype == teacher.dtype
     ):
-        return whole.fwd_s
-    costs = layer_costs(teacher, device, teacher.dtype, micro_batch, profile)
-    return sum(c.fwd_s for c in costs)
+        forward = whole.fwd_s
+    else:
+        costs = layer_costs(teacher, device, teacher.dtype, micro_batch, profile)
+        forward = sum(c.fwd_s for c in costs)
+    if teacher.meta.get("quantize") == INT8_DYNAMIC:
+        return int8_dynamic_forward_s(teacher, forward, micro_batch, device)
+    return forward
 
 
 @dataclass(frozen=True, kw_only=True)

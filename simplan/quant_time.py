@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.io import read_json
+from simplan.model_graph import ModelGraph
 
 Shape = tuple[int, int, int]  # tokens M, in features K, out features N
+RATES_DIR = Path(__file__).resolve().parents[1] / "traces" / "quant"
+WEIGHT_AXIS = 1  # a forward product x @ W^T whose per-sample axis is m (the tokens)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +91,50 @@ def predict_int8_forward_s(fp32_forward_s: float, shapes: list[Shape], rates: Li
     forward, less those layers' fp32 times, plus their int8 times."""
     swap = sum(rates.time_s("int8", s) - rates.time_s("fp32", s) for s in shapes)
     return fp32_forward_s + swap
+
+
+def rates_path(cpu: str) -> Path:
+    """Where benchmarks/int8_linear_rates.py stores the rates of the CPU named `cpu`."""
+    slug = "".join(c if c.isalnum() else "-" for c in cpu.lower()).strip("-")[:40]
+    return RATES_DIR / f"int8-linear-{slug}.json"
+
+
+def graph_linear_shapes(graph: ModelGraph, micro_batch: int) -> list[Shape]:
+    """(M, K, N) of every quantized linear product of a forward of `micro_batch` samples, from
+    the counted products of the layers --quantize stored in int8 (attrs 'quantize'): a weight's
+    product has one group and the tokens on its m axis; attention's batched products have the
+    heads on theirs."""
+    shapes: list[Shape] = []
+    for layer in graph.layers:
+        if not layer.attrs.get("quantize"):
+            continue
+        for g, m, n, k, axis, calls in layer.fwd_ops.mm_shapes:
+            if axis == WEIGHT_AXIS and g == 1:
+                shapes += [(round(m * micro_batch), round(k), round(n))] * calls
+    return shapes
+
+
+def int8_dynamic_forward_s(
+    graph: ModelGraph, fp32_forward_s: float, micro_batch: int, device: DeviceModel
+) -> float:
+    """A forward of `graph` (counted with --quantize int8-dynamic) on `device`: its fp32 forward
+    with the quantized linear layers' times swapped by this CPU's measured rates. torch's dynamic
+    quantization runs on CPUs only: a GPU, or a CPU without stored rates, is refused (one line)."""
+    if device.kind != "cpu":
+        raise SimplanError(
+            f"an int8-dynamic teacher runs torch's CPU kernels; {device.name} is a "
+            f"{device.kind}: use --teacher-dtype bf16 (or fp16) there"
+        )
+    from simplan.environment import cpu_name
+
+    path = rates_path(cpu_name())
+    if not path.exists():
+        raise SimplanError(
+            f"no int8 linear rates measured on this CPU ({path}): run "
+            "benchmarks/int8_linear_rates.py --models <teacher>"
+        )
+    rates = read_rates(path)
+    return predict_int8_forward_s(fp32_forward_s, graph_linear_shapes(graph, micro_batch), rates)
 
 
 def linear_shapes(model: Any, inputs: tuple[Any, ...]) -> list[Shape]:

@@ -163,7 +163,8 @@ def load_model(
 
 def check_trainable(graph: ModelGraph, spec: str) -> None:
     """A model with no trainable parameters has nothing to train: refuse it (one line)."""
-    if graph.params > 0 and graph.trainable_params <= 0:
+    inference = graph.meta.get("quantize") == "int8-dynamic"  # a teacher, never trained
+    if graph.params > 0 and graph.trainable_params <= 0 and not inference:
         raise SimplanError(
             f"model {spec}: --quantize freezes every parameter, so there is nothing to train; "
             "quantize fewer layer kinds (e.g. transformer_block=int4)"

@@ -49,12 +49,16 @@ def placement_config(config: ParallelConfig, placement: str) -> ParallelConfig:
 
 
 def standalone_profiles(
-    student: str, teacher: str, config: ParallelConfig, threads: int = 1
+    student: str, teacher: str, config: ParallelConfig, threads: int = 1, teacher_dtype: str = ""
 ) -> dict[str, Profile]:
-    """Both models' profiles measured in this process alone (cached: simplan.validate)."""
+    """Both models' profiles measured in this process alone (cached: simplan.validate), the
+    teacher's at its inference dtype (int8-dynamic: unquantized, simplan.quant_time)."""
+    from simplan.runtime.distill_run import profiled_teacher_dtype
+
+    t_config = dataclasses.replace(config, dtype=profiled_teacher_dtype(teacher_dtype, config))
     return {
         "student": profile_for(student, config, threads=threads)[0],
-        "teacher": profile_for(teacher, config, threads=threads)[0],
+        "teacher": profile_for(teacher, t_config, threads=threads)[0],
     }
 
 
@@ -67,10 +71,10 @@ def predict_distill(
 ) -> tuple[DistillResult, Any]:
     """The simulated step of `distill` with the student's `config` on the local cluster of
     `world` ranks, from this machine's `profiles` of both models; and the cluster."""
-    from simplan.sources import load_model
+    from simplan.planner.distill import load_teacher
 
     s_prof, t_prof = profiles["student"], profiles["teacher"]
-    t_graph = load_model(distill.teacher, seq_len=config.seq_len or None, dtype=config.dtype)
+    t_graph = load_teacher(distill, config)
     cluster = local_cluster(world)
     from simplan.runtime.distill_run import loss_extra_s
 
@@ -125,7 +129,7 @@ def validate_distill(
         load_model(student, seq_len=cfg.seq_len or None, dtype=cfg.dtype),
         load_model(distill.teacher, seq_len=cfg.seq_len or None, dtype=cfg.dtype),
     )
-    alone = standalone_profiles(student, distill.teacher, cfg)
+    alone = standalone_profiles(student, distill.teacher, cfg, teacher_dtype=distill.teacher_dtype)
     standalone, cluster = predict_distill(distill, cfg, config.world_size, alone)
     job = dataclasses.replace(job, steps=timed_steps(steps, min_timed_s, standalone.step_time_s))
     measured = run_distill(job)
@@ -138,11 +142,13 @@ def validate_distill(
         "model": student,
         "teacher": distill.teacher,
         "placement": distill.placement,
+        "teacher_dtype": distill.teacher_dtype or cfg.dtype,
         "strategy": f"distill-{distill.placement}",
         "nprocs": config.world_size,
         "micro_batch": cfg.micro_batch,
-        "configuration": f"{student} <- {distill.teacher} {distill.placement} x{config.world_size} "
-        f"mb{cfg.micro_batch} gb{cfg.global_batch}",
+        "configuration": f"{student} <- {distill.teacher}"
+        f"{' ' + distill.teacher_dtype if distill.teacher_dtype else ''} {distill.placement} "
+        f"x{config.world_size} mb{cfg.micro_batch} gb{cfg.global_batch}",
         "environment": environment(threads_per_rank=1),
         "predicted_step_s": pred,
         "measured_step_s": meas,

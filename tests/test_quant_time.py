@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from simplan.errors import SimplanError
@@ -36,3 +38,34 @@ def test_unmeasured_shape_is_refused_in_one_line() -> None:
     rates = rates_from(DOC, "rates.json")
     with pytest.raises(SimplanError, match="no int8 linear time measured for 4 -> 16"):
         predict_int8_forward_s(1.0, [(10, 4, 16)], rates)
+
+
+def test_an_int8_dynamic_teachers_forward_swaps_its_linear_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mlp-wide (784-512-512-10) at 64 samples: the fp32 forward, less each linear layer's fp32
+    time at 64 rows, plus its int8 time (rates: fp32 2 us and int8 1 us per row at every shape,
+    measured at 32 and 96 rows)."""
+    from simplan import quant_time
+    from simplan.devices import get_device
+    from simplan.distill import teacher_forward_s
+    from simplan.io import write_json_atomic
+    from simplan.sources import load_model
+
+    shapes = [(784, 512), (512, 512), (512, 10)]
+    rows = [
+        {"m": m, "k": k, "n": n, "fp32_s": 2e-6 * m, "int8_s": 1e-6 * m}
+        for k, n in shapes
+        for m in (32, 96)
+    ]
+    path = tmp_path / "rates.json"
+    write_json_atomic({"rows": rows}, path)
+    monkeypatch.setattr(quant_time, "rates_path", lambda _cpu: path)
+    cpu = get_device("cpu")
+    fp32 = load_model("mlp-wide")
+    int8 = load_model("mlp-wide#quantize=int8-dynamic")
+    assert quant_time.graph_linear_shapes(int8, 64) == [(64, k, n) for k, n in shapes]
+    base = teacher_forward_s(fp32, cpu, 64)
+    assert teacher_forward_s(int8, cpu, 64) == pytest.approx(base - 3 * 64e-6)
+    with pytest.raises(SimplanError, match="runs torch's CPU kernels"):
+        teacher_forward_s(int8, get_device("h100-sxm"), 64)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from simplan.commands.argtypes import FloatRange, positive_float, positive_int
-from simplan.distill import PLACEMENTS, Distillation
+from simplan.distill import PLACEMENTS, TEACHER_DTYPES, Distillation
 from simplan.errors import SimplanError
-from simplan.units import DTYPE_BYTES
 
 MAX_TEMPERATURE = 1e3
 MAX_READ_GBPS = 1e6
@@ -46,8 +45,10 @@ def add_teacher_flags(p: argparse.ArgumentParser, placements: tuple[str, ...] = 
     )
     g.add_argument(
         "--teacher-dtype",
-        choices=tuple(DTYPE_BYTES),
-        help="the teacher's inference dtype (default: the model's)",
+        choices=TEACHER_DTYPES,
+        help="the teacher's inference dtype (default: the model's); int8-dynamic: torch's "
+        "dynamic quantization on a CPU (int8 linear weights, activations quantized per call), "
+        "timed from this CPU's measured int8 rates (benchmarks/int8_linear_rates.py)",
     )
     if "precomputed" in placements:
         g.add_argument(

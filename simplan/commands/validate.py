@@ -204,11 +204,6 @@ def _distill(args: argparse.Namespace, model: str, config: ParallelConfig) -> in
         raise SimplanError(
             "--teacher runs DDP students without --plan, --compress or --local-sgd: drop them"
         )
-    if args.teacher_dtype not in (None, config.dtype):
-        raise SimplanError(
-            f"validate profiles and runs the teacher in {config.dtype}; simulate a "
-            f"--teacher-dtype {args.teacher_dtype} teacher with simplan simulate"
-        )
     distill = distillations(args)[0]  # --placement defaults to colocated here
     record = validate_distill(
         model,

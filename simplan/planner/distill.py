@@ -53,10 +53,14 @@ class DistillChoice:
 
 def load_teacher(distill: Distillation, config: ParallelConfig) -> ModelGraph:
     """The teacher's graph at its inference dtype (the student's where none is given)."""
+    from simplan.distill import INT8_DYNAMIC
+    from simplan.model_knobs import with_knobs
     from simplan.sources import load_model
 
-    dtype = distill.teacher_dtype or config.dtype
-    return load_model(distill.teacher, seq_len=config.seq_len or None, dtype=dtype)
+    seq = config.seq_len or None
+    if distill.teacher_dtype == INT8_DYNAMIC:  # fp32 activations, int8 linear weights
+        return load_model(with_knobs(distill.teacher, quantize=INT8_DYNAMIC), seq_len=seq)
+    return load_model(distill.teacher, seq_len=seq, dtype=distill.teacher_dtype or config.dtype)
 
 
 def compare_placements(

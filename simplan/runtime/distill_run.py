@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simplan.distill import PLACEMENTS
+from simplan.distill import INT8_DYNAMIC, PLACEMENTS
 from simplan.errors import SimplanError
 from simplan.io import read_json
 from simplan.outputs import write_json_atomic
@@ -123,13 +123,28 @@ def _median_s(fn: Any) -> float:
 
 def frozen_teacher(module: Any, dtype: str) -> Any:
     """The teacher for inference: eval mode, no gradients (so no optimizer state either), in
-    `dtype` where given."""
+    `dtype` where given; int8-dynamic: torch.ao's dynamic quantization of its linear layers."""
+    import warnings
+
+    import torch
+    from torch import nn
+
     from simplan.build import TORCH_DTYPES
 
     module.eval().requires_grad_(False)
+    if dtype == INT8_DYNAMIC:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated
+            return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
     if dtype:
         module.to(TORCH_DTYPES[dtype])
     return module
+
+
+def profiled_teacher_dtype(teacher_dtype: str, config: ParallelConfig) -> str:
+    """The dtype the teacher is profiled in: its own, but an int8-dynamic teacher is profiled
+    unquantized (its prediction swaps the linear layers' times: simplan.quant_time)."""
+    return config.dtype if teacher_dtype in ("", INT8_DYNAMIC) else teacher_dtype
 
 
 PROFILE_ROUNDS = 4  # the in-run profiles' repeats, spread over the run in this many rounds
@@ -157,8 +172,11 @@ def _train(job: DistillJob, rank: int, beat: Any, out: Path) -> dict[str, Any]:
     beat.beat(0)
     trainer.block(job.warmup - 1)
     cfg = job.config
+    dtypes = {"student": cfg.dtype, "teacher": profiled_teacher_dtype(job.teacher_dtype, cfg)}
     sessions = {
-        role: ProfileSession(spec, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len or None)
+        role: ProfileSession(
+            spec, micro_batch=cfg.micro_batch, seq_len=cfg.seq_len or None, dtype=dtypes[role]
+        )
         for role, spec in _profiled_models(job, rank).items()
     }
     rounds = min(PROFILE_ROUNDS, job.steps) if job.profile_repeats else 1
