@@ -159,3 +159,37 @@ def test_export_of_a_quantized_plan_is_refused(capsys: pytest.CaptureFixture[str
     )  # fmt: skip
     assert code == 2
     assert "frozen weight-only quantized" in err and len(err.strip().splitlines()) == 1
+
+
+def test_planner_memory_floor_counts_frozen_weights_at_their_width() -> None:
+    """fp32 training: 4 (weights) + 4 (gradients) + 8 (Adam moments) bytes a trainable
+    parameter; a frozen weight only its stored bytes."""
+    from simplan.planner.search import memory_floor_bytes
+
+    graph = load_model("gpt-tiny#quantize=int8", dtype="fp32")
+    config = ParallelConfig(micro_batch=1, global_batch=1, dtype="fp32")
+    assert memory_floor_bytes(graph, config) == pytest.approx(
+        graph.trainable_params * 16 + graph.frozen_bytes
+    )
+
+
+def test_a_frozen_layers_forward_adds_one_dequantization() -> None:
+    """On an H100 in bf16: a gpt-tiny block's forward with int8 weights is the bf16 forward
+    plus reading the int8 weights and scales and writing their bf16 copy at memory speed."""
+    from simplan.devices import get_device
+    from simplan.sim.costs import layer_steps
+
+    device = get_device("h100-sxm")
+    config = ParallelConfig(micro_batch=4, global_batch=4, dtype="bf16")
+    whole = load_model("gpt-tiny", dtype="bf16")
+    quant = load_model("gpt-tiny#quantize=int8", dtype="bf16")
+    before, after = (
+        layer_steps(whole, device, config, None),
+        layer_steps(quant, device, config, None),
+    )
+    layer = quant.layers[1]
+    stored, frozen = layer.attrs["frozen_bytes"], layer.attrs["frozen_params"]
+    assert after[1].frozen_bytes == stored
+    assert after[1].params == layer.params - frozen
+    dequantize = device.memory_time_s(stored + frozen * 2)
+    assert after[1].fwd_s == pytest.approx(before[1].fwd_s + dequantize)
