@@ -7,8 +7,8 @@ Each row (model spec with its pruning knob, micro-batch) runs --repeat times thr
 simplan.validate (records under traces/runs/), as benchmarks/validate_cpu.py runs the unpruned
 models: ResNet-50 with 30% of its channels pruned by Torch-Pruning (224x224 images, 2 per
 micro-batch: a step lasts about half a second on one core per rank) and gpt-tiny with half its
-attention heads. The table shows the medians of the runs; JSON goes to
-benchmarks/results/validate_pruned.json.
+attention heads. The table shows the medians of the runs, then the predicted and measured peak
+tensor memory of each row's last run; JSON goes to benchmarks/results/validate_pruned.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from validate_cpu import run_row  # noqa: E402
+from validate_cpu import memory_rows, run_row  # noqa: E402
 
 from simplan.environment import environment  # noqa: E402
 from simplan.outputs import write_json_atomic  # noqa: E402
@@ -52,6 +52,11 @@ def main() -> None:
         runs = ", ".join(f"{e:+.1%}" for e in row["run_errors"])
         print(f"{spec:30} {mb:>3} {row['predicted_step_s'] * 1e3:13.1f} "
               f"{row['measured_step_s'] * 1e3:12.1f} {row['rel_error']:+7.1%}  {runs}")  # fmt: skip
+    print(f"\n{'peak tensor memory per rank (last run)':44} {'predicted MiB':>13} "
+          f"{'measured MiB':>12} {'error':>7}")  # fmt: skip
+    for m in memory_rows(rows):
+        print(f"{m['row']:44} {m['predicted_peak_bytes'] / 2**20:13.1f} "
+              f"{m['measured_peak_bytes'] / 2**20:12.1f} {m['rel_error']:+7.1%}")  # fmt: skip
     write_json_atomic({"environment": environment(), "rows": rows}, args.out)
     print(f"wrote {args.out}")
 
