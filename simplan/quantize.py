@@ -19,12 +19,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import Layer, OpCost
 from simplan.model_knobs import ALL_LINEAR, QUANT_BITS, QUANT_SCALES
 from simplan.units import DTYPE_BYTES, dtype_bytes
+
+if TYPE_CHECKING:  # the model graph's layer: no cost model at run time
+    from simplan.devices import DeviceModel
 
 WEIGHT_GRAD_AXIS = 3  # a backward product whose per-sample (token) axis is k: X^T dY
 

@@ -33,7 +33,7 @@ from simplan.schema import show, validate
 from simplan.transformer_shape import MODEL_FILE, TransformerSpec, spec_from_file
 from simplan.units import check_dtype
 
-COUNTING_VERSION = 11  # bump when counting changes, to invalidate cached graphs
+COUNTING_VERSION = 12  # bump when counting changes, to invalidate cached graphs
 PRESET_PACKAGE = "simplan_presets"
 FACTORY_TIMEOUT_ENV = "SIMPLAN_FACTORY_TIMEOUT_S"
 DEFAULT_FACTORY_TIMEOUT_S = 120.0
@@ -133,10 +133,22 @@ def describe(source: ModelSource) -> str:
 
 
 def load_model(
-    spec: str, *, seq_len: int | None = None, dtype: str = "fp32", use_cache: bool = True
+    spec: str,
+    *,
+    seq_len: int | None = None,
+    dtype: str = "fp32",
+    use_cache: bool = True,
+    prune: str = "",
+    quantize: str = "",
 ) -> ModelGraph:
-    """The ModelGraph of a preset name, a TOML file or `file.py:factory`, counted per sample."""
+    """The ModelGraph of a preset name, a TOML file or `file.py:factory`, counted per sample;
+    `prune` and `quantize` as the flags --prune and --quantize (simplan.model_knobs) take them,
+    written into the spec's suffix."""
     check_dtype(dtype)
+    if prune or quantize:
+        from simplan.model_knobs import with_knobs
+
+        spec = with_knobs(spec, prune=prune or None, quantize=quantize or None)
     if seq_len is not None and seq_len <= 0:
         raise SimplanError(f"seq_len must be a positive integer, got {seq_len}")
     if seq_len is not None and seq_len > MAX_SEQ_LEN:

@@ -193,3 +193,9 @@ def test_a_frozen_layers_forward_adds_one_dequantization() -> None:
     assert after[1].params == layer.params - frozen
     dequantize = device.memory_time_s(stored + frozen * 2)
     assert after[1].fwd_s == pytest.approx(before[1].fwd_s + dequantize)
+
+
+def test_the_python_api_takes_quantize_as_a_keyword() -> None:
+    graph = load_model("gpt-tiny", dtype="fp32", quantize="transformer_block=int8")
+    assert graph.meta["spec"] == "gpt-tiny#quantize=transformer_block=int8"
+    assert graph.frozen_params == 4 * 12 * 256 * 256  # 4 blocks, h 256, FFN 4h
