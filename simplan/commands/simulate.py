@@ -14,6 +14,7 @@ from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
+from simplan.commands.task_flags import add_task_placement_flag, simulate_placement
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
@@ -93,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
+    add_task_placement_flag(p)
     add_teacher_flags(p)
     p.add_argument(
         "--teacher-profile",
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     check_teacher_flags(args)
+    _check_task_flags(args)
     if args.explain and not (
         args.teacher or getattr(args, "prune", None) or "#" in (args.model or "")
     ):
@@ -129,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
         from simplan.profiles import read_profile
 
         profile = read_profile(args.profile)
+    if args.task_placement:
+        assert isinstance(model, ModelGraph)
+        return simulate_placement(args, model, cluster, config, profile)
     result = simulate(
         model,
         cluster,
@@ -181,6 +187,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _check_task_flags(args: argparse.Namespace) -> None:
+    """--task-placement simulates the tasks' step alone: the flags it cannot honour refused."""
+    if not args.task_placement:
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--plan", args.plan),
+            ("--teacher", args.teacher),
+            ("--report", args.report),
+            ("--framework", args.framework),
+            ("--explain", args.explain),
+        )
+        if value
+    ]
+    if given:
+        raise SimplanError(f"--task-placement does not combine with {', '.join(given)}; drop it")
 
 
 def _async(

@@ -28,7 +28,6 @@ heaviest head on rank 1, the features sent rank 0 -> rank 1 and their gradients 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +88,8 @@ class TaskStepResult:
 
 
 def check_task_config(config: ParallelConfig, placement: TaskPlacement) -> None:
-    """What the task simulation supports: data parallelism over the placement's devices."""
+    """What the task simulation supports: data parallelism over the placement's devices (they
+    replace the configuration's dp, which is not read)."""
     others = {
         "tp": config.tp,
         "pp": config.pp,
@@ -104,11 +104,6 @@ def check_task_config(config: ParallelConfig, placement: TaskPlacement) -> None:
         raise SimplanError(
             f"a task placement runs data parallel only; drop {what} (or drop the placement)"
         )
-    if config.dp != len(placement.devices):
-        raise SimplanError(
-            f"the placement uses {len(placement.devices)} devices, the configuration dp "
-            f"{config.dp}; give dp = {len(placement.devices)}"
-        )
     trunk = len(placement.trunk_devices)
     if config.global_batch % trunk:
         raise SimplanError(
@@ -117,7 +112,7 @@ def check_task_config(config: ParallelConfig, placement: TaskPlacement) -> None:
         )
 
 
-class _Costs:
+class TaskCosts:
     """Layer seconds from the cost model, per device model and sample count (cached)."""
 
     def __init__(
@@ -141,7 +136,9 @@ class _Costs:
             }
         return self.cache[key]
 
-    def part(self, names: tuple[str, ...], devices: tuple[int, ...], samples: int) -> tuple:
+    def part(
+        self, names: tuple[str, ...], devices: tuple[int, ...], samples: int
+    ) -> tuple[float, float, list[str]]:
         """(forward s, backward s, sources) of these layers on the slowest of the devices."""
         times = self.layers(self.device(devices), samples)
         fwd = sum(times[n][0] for n in names)
@@ -162,20 +159,51 @@ class _Costs:
         return optimizer_step_s(params, device, self.config.dtype)
 
     def grad_sync_s(self, names: tuple[str, ...], group: tuple[int, ...]) -> float:
-        """DDP's all-reduce of these layers' gradients over the group, with the framework's
-        per-synchronisation and per-bucket costs."""
+        """DDP's all-reduce of these layers' gradients over the group, whole (not overlapped)."""
+        return self.ddp_sync(((names, 1),), group)[0]
+
+    def ddp_sync(
+        self, parts: tuple[tuple[tuple[str, ...], int], ...], group: tuple[int, ...]
+    ) -> tuple[float, float]:
+        """(whole, exposed) seconds of DDP's gradient sync over the group of the layers of
+        `parts` ((layers, samples) in the order their forward runs): buckets of bucket_bytes
+        in backward order, each an all-reduce on the topology plus the framework's per-bucket
+        cost, and its per-synchronisation cost once. Where communication overlaps compute
+        (and overlap_grad_reduce), a bucket's all-reduce starts once its layers' backward is
+        done and the one before it is over, beside the rest of the backward (run back to back:
+        a wait inside the backward only hides more); exposed is what outlasts the backward."""
         if len(group) < 2:
-            return 0.0
-        nbytes = self.params(names) * dtype_bytes(self.config.grad_reduce_dtype)
-        if nbytes <= 0:
-            return 0.0
-        framework = self.provide(self.device(group)).framework
-        buckets = max(1, math.ceil(nbytes / self.config.bucket_bytes))
-        per = nbytes / buckets
-        each = self.cluster.collective_time("all_reduce", per, group)
-        return buckets * (each + framework.ddp_bucket_cost_s(per)) + framework.ddp_sync_cost_s(
-            nbytes
-        )
+            return 0.0, 0.0
+        order = [(n, b) for names, b in reversed(parts) for n in reversed(names)]
+        width = dtype_bytes(self.config.grad_reduce_dtype)
+        device = self.device(group)
+        framework = self.provide(device).framework
+        buckets: list[tuple[float, float]] = []  # (backward done at, bytes)
+        done_s = pending = 0.0
+        for name, samples in order:
+            done_s += self.layers(device, samples)[name][1]
+            pending += self.graph.layer(name).params * width
+            if pending >= self.config.bucket_bytes:
+                buckets.append((done_s, pending))
+                pending = 0.0
+        if pending > 0:
+            buckets.append((done_s, pending))
+        comm_end = whole = 0.0
+        for ready_s, nbytes in buckets:
+            each = self.cluster.collective_time("all_reduce", nbytes, group)
+            each += framework.ddp_bucket_cost_s(nbytes)
+            whole += each
+            comm_end = max(comm_end, ready_s) + each
+        total = sum(b for _, b in buckets)
+        tail = framework.ddp_sync_cost_s(total) if total > 0 else 0.0
+        whole += tail
+        if not self.config.overlap_grad_reduce or self.comm_blocks_compute(group):
+            return whole, whole
+        return whole, max(comm_end - done_s, 0.0) + tail
+
+    def comm_blocks_compute(self, devices: tuple[int, ...]) -> bool:
+        """Whether communication takes the compute stream on any of the devices (a CPU)."""
+        return any(not self.provide(self.device((d,))).comm_overlaps_compute for d in devices)
 
     def send_s(self, src: tuple[int, ...], dst: tuple[int, ...], nbytes: float) -> float:
         """The slowest point-to-point transfer of `nbytes` from a device of src to one of dst,
@@ -205,7 +233,7 @@ def simulate_tasks(
 ) -> TaskStepResult:
     """Simulate one step of the multi-task model for the placement (module docstring)."""
     check_task_config(config, placement)
-    costs = _Costs(graph, cluster, config, profile)
+    costs = TaskCosts(graph, cluster, config, profile)
     times, sources, samples = _step_times(graph, tasks, placement, costs, config)
     run = run_task_step(times)
     return _result(graph, cluster, tasks, placement, config, times, run, sources, samples, record)
@@ -219,21 +247,21 @@ def _step_times(
     graph: ModelGraph,
     tasks: TaskSet,
     placement: TaskPlacement,
-    costs: _Costs,
+    costs: TaskCosts,
     config: ParallelConfig,
 ) -> tuple[StepTimes, list[str], dict[str, int]]:
     trunk_devs = placement.trunk_devices
     per_replica = config.global_batch // len(trunk_devs)
     t_fwd, t_bwd, sources = costs.part(tasks.trunk, trunk_devs, per_replica)
     heads, samples = [], {"trunk": per_replica}
-    synced = list(tasks.trunk)
+    synced: list[tuple[tuple[str, ...], int]] = [(tasks.trunk, per_replica)]
     for t in tasks.tasks:
         layers, group = tasks.heads[t.name], placement.group(t.name)
         if not group:
             n = _samples(per_replica * t.batch_share)
             fwd, bwd, src = costs.part(layers, trunk_devs, n)
             heads.append(HeadTimes(task=t.name, devices=(), fwd_s=fwd, bwd_s=bwd))
-            synced += layers
+            synced.append((layers, n))
         else:
             n = _samples(config.global_batch * t.batch_share / len(group))
             fwd, bwd, src = costs.part(layers, group, n)
@@ -257,16 +285,18 @@ def _step_times(
             )
         samples[t.name] = n
         sources += src
+    whole_sync, exposed = costs.ddp_sync(tuple(synced), trunk_devs)
     times = StepTimes(
         trunk_devices=trunk_devs,
         trunk_fwd_s=t_fwd,
         trunk_bwd_s=t_bwd,
         heads=tuple(heads),
-        trunk_sync_s=costs.grad_sync_s(tuple(synced), trunk_devs),
-        trunk_optimizer_s=costs.optimizer_s(tuple(synced), trunk_devs[:1]),
-        comm_blocks_compute=any(
-            not costs.provide(costs.device((d,))).comm_overlaps_compute for d in placement.devices
+        trunk_sync_s=exposed,
+        trunk_sync_whole_s=whole_sync,
+        trunk_optimizer_s=costs.optimizer_s(
+            tuple(n for names, _ in synced for n in names), trunk_devs[:1]
         ),
+        comm_blocks_compute=costs.comm_blocks_compute(placement.devices),
     )
     return times, sources, samples
 
@@ -328,7 +358,8 @@ def _result(
         trunk={
             "fwd_s": times.trunk_fwd_s,
             "bwd_s": times.trunk_bwd_s,
-            "grad_sync_s": times.trunk_sync_s,
+            "grad_sync_s": times.trunk_sync_whole_s,
+            "grad_sync_exposed_s": times.trunk_sync_s,
             "optimizer_s": times.trunk_optimizer_s,
         },
         devices=devices,
