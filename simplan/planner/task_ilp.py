@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import pulp
 
-from simplan.planner.ilp import SolveRecord, _gap, make_solver, quiet_stdout
+from simplan.planner.ilp import SolveRecord, _gap, _var, make_solver, quiet_stdout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,11 +123,12 @@ def _build(problem: HeadProblem) -> tuple[pulp.LpProblem, list, list]:
     p = problem
     prob = pulp.LpProblem("heads", pulp.LpMinimize)
     rs, opts, heads = range(len(p.trunk_sizes)), range(1, len(p.group_sizes) + 1), range(p.heads)
-    y = [pulp.LpVariable(f"y_{r}", cat="Binary") for r in rs]
-    x = [[pulp.LpVariable(f"x_{h}_{o}", cat="Binary") for o in range(len(opts) + 1)] for h in heads]
-    z = [[pulp.LpVariable(f"z_{h}_{r}", 0, 1) for r in rs] for h in heads]
-    w = [[[pulp.LpVariable(f"w_{h}_{o}_{r}", 0, 1) for r in rs] for o in opts] for h in heads]
-    m, s = pulp.LpVariable("M", 0), pulp.LpVariable("S", 0)
+    binary, cont = pulp.LpBinary, pulp.LpContinuous
+    y = [_var(prob, f"y_{r}", 0, 1, binary) for r in rs]
+    x = [[_var(prob, f"x_{h}_{o}", 0, 1, binary) for o in range(len(opts) + 1)] for h in heads]
+    z = [[_var(prob, f"z_{h}_{r}", 0, 1, cont) for r in rs] for h in heads]
+    w = [[[_var(prob, f"w_{h}_{o}_{r}", 0, 1, cont) for r in rs] for o in opts] for h in heads]
+    m, s = _var(prob, "M", 0, None, cont), _var(prob, "S", 0, None, cont)
     prob += s
     prob += pulp.lpSum(y) == 1, "one_trunk_size"
     for h in heads:

@@ -141,3 +141,22 @@ def test_bad_placements_are_one_line_errors() -> None:
         assert needle in str(err.value)
     with pytest.raises(SimplanError, match="task-parallel needs at least 2 ranks"):
         named_placement("task-parallel", graph, tasks, (0,))
+
+
+@pytest.mark.parametrize(("cluster", "batch"), [("localhost-cpu", 8), ("dgx-h100", 256)])
+def test_replicated_agrees_with_the_data_parallel_simulator(cluster: str, batch: int) -> None:
+    """Everything replicated is plain data parallelism: the DAG simulation and the chain
+    simulator (simplan.sim.run, dp over every device) price the same step within 2%."""
+    from simplan.sim.run import simulate
+    from simplan.topology import load_cluster
+
+    c = local_cluster(2) if cluster == "localhost-cpu" else load_cluster(cluster)
+    dtype = "fp32" if cluster == "localhost-cpu" else "bf16"
+    graph = load_model("mtl-vision", dtype=dtype)
+    tasks = parse_tasks(graph.meta["tasks"], graph)
+    n = c.num_devices
+    config = ParallelConfig(dp=n, micro_batch=batch // n, global_batch=batch, dtype=dtype)
+    chain = simulate(graph, c, config, record=False)
+    placement = named_placement("replicated", graph, tasks, tuple(range(n)))
+    dag_step = simulate_tasks(graph, tasks, placement, c, config, record=False)
+    assert dag_step.step_s == pytest.approx(chain.step_time_s, rel=0.02)
