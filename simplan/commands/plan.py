@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     # stdout holds one thing: the JSON document, the export alone, or the table
     export_alone = bool(args.export and not args.export_out and not args.json)
     with contextlib.redirect_stdout(sys.stderr if export_alone else sys.stdout):
-        print_text(args, result, choices)
+        print_text(args, result, choices, heads)
         if distill is not None and not args.json:
             from simplan.commands.simulate import print_distill
 
@@ -335,7 +335,9 @@ def _efficiency_sources(args: argparse.Namespace) -> Any:
     return sources_from_flags(args.efficiency, args.efficiency_table)
 
 
-def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> None:
+def print_text(
+    args: argparse.Namespace, result: Any, choices: list[Any], heads: Any = None
+) -> None:
     """The table, the reasons and what was written (nothing of it with --json)."""
     if not args.json:
         print_result(result)
@@ -357,7 +359,16 @@ def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> Non
     if args.report:
         from simplan.report import write_plan_report
 
-        path = write_plan_report(result.plans, result.baselines, args.report, flag="--report")
+        extra = None
+        if heads is not None:
+            from simplan.report.task_heads import task_head_sections
+
+            def extra(out: Path, formats: Any) -> Any:
+                return task_head_sections(heads, out, formats)
+
+        path = write_plan_report(
+            result.plans, result.baselines, args.report, flag="--report", extra=extra
+        )
         print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
 
 

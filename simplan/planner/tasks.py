@@ -39,6 +39,7 @@ class TaskPlanChoice:
     predicted_s: float | None = None  # the ILP's own estimate of its choice
     order: tuple[str, ...] = field(default=())
     devices: int = 0  # the devices the heads could use
+    node_of: tuple[int, ...] = ()  # the node of each device of the cluster
 
     @property
     def chosen(self) -> str:
@@ -106,6 +107,7 @@ def plan_heads(
         predicted_s=choice.objective_s if choice else None,
         order=order,
         devices=len(devices),
+        node_of=tuple(d.node for d in cluster.devices),
     )
 
 
