@@ -128,3 +128,5 @@ def test_simulate_task_placement_cli(capsys: pytest.CaptureFixture[str]) -> None
         "--global-batch", "8", "--task-placement", "replicated",
     )  # fmt: skip
     assert code == 2 and "declares no tasks" in err
+    code, out, err = run_main(capsys, *base, "--task-placement", "replicated", "--explain")
+    assert code == 2 and "--task-placement does not combine with --explain" in err
