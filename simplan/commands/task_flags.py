@@ -68,7 +68,7 @@ def simulate_placement(
 
 
 def print_task_step(result: Any) -> None:
-    from simplan.planner.tasks import head_lines, ms
+    from simplan.planner.tasks import head_lines, ms, span_text
 
     p = result.placement
     print(
@@ -77,7 +77,7 @@ def print_task_step(result: Any) -> None:
     )
     trunk = result.trunk
     print(
-        f"trunk on devices {p['trunk_devices']}: forward {ms(trunk['fwd_s'])}, backward "
+        f"trunk on devices {span_text(p['trunk_devices'])}: forward {ms(trunk['fwd_s'])}, backward "
         f"{ms(trunk['bwd_s'])}, gradient all-reduce {ms(trunk['grad_sync_s'])} "
         f"({ms(trunk['grad_sync_exposed_s'])} exposed), optimizer {ms(trunk['optimizer_s'])}"
     )
@@ -108,7 +108,7 @@ def plan_heads_for(args: argparse.Namespace, plan: Any) -> Any:
 
 def print_heads_choice(choice: Any, explain: bool) -> None:
     """The chosen head placement, each head's place, and the simulated steps compared."""
-    from simplan.planner.tasks import explain_tasks, head_lines, ms
+    from simplan.planner.tasks import explain_tasks, head_lines, ms, span_text
 
     best = choice.best
     used = len(best.placement["devices"])
@@ -116,7 +116,7 @@ def print_heads_choice(choice: Any, explain: bool) -> None:
         f"task heads: {choice.chosen} placement, step {ms(best.step_s)} on {used} of "
         f"{choice.devices} devices ({best.placement['assignment']})"
     )
-    print(f"- trunk on devices {best.placement['trunk_devices']}")
+    print(f"- trunk on devices {span_text(best.placement['trunk_devices'])}")
     for line in head_lines(best):
         print(f"- {line}")
     rows = [

@@ -15,12 +15,8 @@ from simplan.parallel import ParallelConfig
 from simplan.planner.ilp import SolveRecord
 from simplan.planner.task_ilp import HeadChoice, HeadProblem, solve_heads
 from simplan.profiles import Profile
-from simplan.sim.multitask import (
-    TaskCosts,
-    TaskStepResult,
-    cut_bytes_per_sample,
-    simulate_tasks,
-)
+from simplan.sim.multitask import TaskStepResult, simulate_tasks
+from simplan.sim.task_costs import TaskCosts, cut_bytes_per_sample
 from simplan.sim.task_placement import TaskPlacement, named_placement, placement_of
 from simplan.tasks import TaskSet
 
@@ -231,13 +227,14 @@ def ms(seconds: float) -> str:
 def _where(result: TaskStepResult) -> str:
     p = result.placement
     heads = ", ".join(
-        f"{t} {'replicated' if g == 'replicated' else 'on devices ' + _span(g)}"
+        f"{t} {'replicated' if g == 'replicated' else 'on devices ' + span_text(g)}"
         for t, g in p["heads"].items()
     )
-    return f"trunk on devices {_span(p['trunk_devices'])}; {heads}"
+    return f"trunk on devices {span_text(p['trunk_devices'])}; {heads}"
 
 
-def _span(devices: list[int]) -> str:
+def span_text(devices: list[int]) -> str:
+    """Devices as A-B when contiguous, else comma-separated."""
     if len(devices) > 1 and devices == list(range(devices[0], devices[-1] + 1)):
         return f"{devices[0]}-{devices[-1]}"
     return ",".join(str(d) for d in devices)
@@ -250,7 +247,7 @@ def head_lines(result: TaskStepResult) -> list[str]:
         where = (
             "replicated with the trunk"
             if t["placement"] == "replicated"
-            else f"alone on devices {_span(t['placement'])}"
+            else f"alone on devices {span_text(t['placement'])}"
         )
         lines.append(
             f"{t['task']}: {where}, {t['samples_per_device']} samples a device, forward "
@@ -299,7 +296,9 @@ def _reason(best: TaskStepResult, other: TaskStepResult) -> str:
         o, m = t, mine[t["task"]]
         if m["placement"] == o["placement"]:
             continue
-        where = "replicated" if m["placement"] == "replicated" else f"on {_span(m['placement'])}"
+        where = (
+            "replicated" if m["placement"] == "replicated" else f"on {span_text(m['placement'])}"
+        )
         parts.append(
             f"{o['task']} {where} ({ms(m['fwd_s'] + m['bwd_s'])} a device, against "
             f"{ms(o['fwd_s'] + o['bwd_s'])})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,11 +113,16 @@ def test_plan_reports_where_each_head_runs(capsys: pytest.CaptureFixture[str]) -
     assert set(chosen["placement"]["heads"]) == {"classify", "detect"}
 
 
-def test_simulate_task_placement_cli(capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_task_placement_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     base = ("simulate", "--model", "mtl-vision", "--cluster", "localhost-cpu")
     base += ("--global-batch", "8", "--dtype", "fp32")
-    code, out, err = run_main(capsys, *base, "--task-placement", "detect=1", "--json")
+    trace = tmp_path / "step.json"
+    code, out, err = run_main(
+        capsys, *base, "--task-placement", "detect=1", "--json", "--trace", str(trace)
+    )
     assert code == 0, err
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["name"] for e in events if e["ph"] == "X"} >= {"trunk fwd", "detect fwd"}
     doc = json.loads(out)
     assert doc["placement"]["heads"] == {"classify": "replicated", "detect": [1]}
     assert doc["cut"][0]["slice_bytes"] == pytest.approx(8 * 802816)

@@ -160,3 +160,25 @@ def test_replicated_agrees_with_the_data_parallel_simulator(cluster: str, batch:
     placement = named_placement("replicated", graph, tasks, tuple(range(n)))
     dag_step = simulate_tasks(graph, tasks, placement, c, config, record=False)
     assert dag_step.step_s == pytest.approx(chain.step_time_s, rel=0.02)
+
+
+def test_predict_from_a_profile_without_task_declarations() -> None:
+    """A profile measured before the loader kept tasks: the declarations come from the model."""
+    import dataclasses
+
+    graph = load_model("mtl-vision", dtype="fp32")
+    meta = {k: v for k, v in graph.meta.items() if k not in ("tasks", "outputs")}
+    bare = dataclasses.replace(graph, meta=meta)
+    timing = LayerTiming(fwd_s=1 * MS, bwd_s=2 * MS, repeats=3)
+    profile = Profile(
+        model=bare,
+        device="cpu",
+        device_name="test cpu",
+        dtype="fp32",
+        micro_batch=8,
+        seq_len=0,
+        timings={layer.identity: timing for layer in graph.layers},
+    )
+    result = predict_task_step("mtl-vision", "replicated", 2, local_cluster(2), 8, profile=profile)
+    assert result.cost_sources == {"measured-scaled": 18}
+    assert {t["task"] for t in result.tasks} == {"classify", "detect"}
