@@ -11,6 +11,7 @@ from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.table import render
+from simplan.units import GiB
 
 PLACEMENT_HELP = (
     "simulate a multi-task model (one that declares tasks) with its heads placed: "
@@ -83,8 +84,20 @@ def print_task_step(result: Any) -> None:
     )
     for line in head_lines(result):
         print(f"- {line}")
-    rows = [[d["device"], d["role"], ms(d["compute_s"]), ms(d["comm_s"])] for d in result.devices]
-    print(render(["device", "runs", "compute", "communication"], rows, align="llrr"))
+    rows = [
+        [
+            d["device"],
+            d["role"],
+            ms(d["compute_s"]),
+            ms(d["comm_s"]),
+            f"{d['peak_memory_bytes'] / GiB:.2f} / {d['capacity_bytes'] / GiB:.0f}",
+        ]
+        for d in result.devices
+    ]
+    headers = ["device", "runs", "compute", "communication", "peak / capacity GiB"]
+    print(render(headers, rows, align="llrrr"))
+    if not result.fits:
+        print("does not fit: a device's peak memory exceeds its capacity")
 
 
 def plan_heads_for(args: argparse.Namespace, plan: Any) -> Any:
@@ -120,7 +133,12 @@ def print_heads_choice(choice: Any, explain: bool) -> None:
     for line in head_lines(best):
         print(f"- {line}")
     rows = [
-        [name, ms(choice.results[name].step_s), _devices_text(choice.results[name])]
+        [
+            name,
+            ms(choice.results[name].step_s),
+            _devices_text(choice.results[name])
+            + ("" if choice.results[name].fits else " (does not fit in memory)"),
+        ]
         for name in choice.order
     ]
     rows += [[name, "-", why] for name, why in choice.refused.items()]

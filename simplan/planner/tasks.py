@@ -2,7 +2,7 @@
 data-parallel size and each head's option (replicated, or a group of its own), costed with the
 cost model and the topology as the step simulation costs them (simplan.sim.multitask); its choice
 is simulated beside the two baselines, "everything replicated" and "one head per device", and
-the fastest of the three is chosen (a plan never loses to the obvious)."""
+the fastest of the three that fits in memory is chosen (a plan never loses to the obvious)."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def plan_heads(
             refused[name] = str(exc)
     if not results:
         raise SimplanError(f"no head placement could be simulated: {'; '.join(refused.values())}")
-    order = tuple(sorted(results, key=lambda k: (results[k].step_s, k != ILP)))
+    order = tuple(sorted(results, key=lambda k: (not results[k].fits, results[k].step_s, k != ILP)))
     return TaskPlanChoice(
         results=results,
         refused=refused,
@@ -266,6 +266,7 @@ def explain_tasks(choice: TaskPlanChoice) -> list[str]:
     both numbers."""
     best = choice.best
     out = [f"{name}: step {ms(choice.results[name].step_s)}; {_where(choice.results[name])}"
+           + ("" if choice.results[name].fits else " (does not fit in memory)")
            for name in choice.order]  # fmt: skip
     out += [f"{name}: not possible here: {why}" for name, why in choice.refused.items()]
     trunk = best.trunk

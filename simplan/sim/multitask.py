@@ -28,6 +28,7 @@ heaviest head on rank 1, the features sent rank 0 -> rank 1 and their gradients 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +48,11 @@ class TaskStepResult:
     """One simulated step of a multi-task model.
 
     step_s: the step; samples_per_s: global batch / step_s; devices: per device its role,
-    compute_s and comm_s (busy seconds); tasks: per task where it runs, its samples per device,
-    its forward and backward seconds on one device and when they ran (start, end of the step's
-    first and last); cut: per placed head the bytes of one slice of features, its seconds one
-    way and how many slices cross each way; events: the timeline (simplan.sim.engine.Event).
+    compute_s and comm_s (busy seconds), peak_memory_bytes and capacity_bytes; tasks: per task
+    where it runs, its samples per device, its forward and backward seconds on one device and
+    when they ran (start of the first, end of the last); cut: per placed head the bytes of one
+    slice of features, its seconds one way and how many slices cross each way; events: the
+    timeline (simplan.sim.engine.Event).
     """
 
     model: str
@@ -66,8 +68,14 @@ class TaskStepResult:
     cost_sources: dict[str, int]
     events: tuple[Event, ...] = field(default=(), repr=False, compare=False)
 
+    @property
+    def fits(self) -> bool:
+        """Every device's peak memory within its capacity."""
+        return all(d["peak_memory_bytes"] <= d["capacity_bytes"] for d in self.devices)
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "fits_memory": self.fits,
             "model": self.model,
             "cluster": self.cluster,
             "placement": self.placement,
@@ -122,7 +130,33 @@ def simulate_tasks(
     costs = TaskCosts(graph, cluster, config, profile)
     times, sources, samples = _step_times(graph, tasks, placement, costs, config)
     run = run_task_step(times)
-    return _result(graph, cluster, tasks, placement, config, times, run, sources, samples, record)
+    memory = _memory(tasks, placement, costs, samples)
+    result = _result(graph, cluster, tasks, placement, config, times, run, sources, samples, record)
+    return _with_memory(result, memory, cluster)
+
+
+def _memory(
+    tasks: TaskSet, placement: TaskPlacement, costs: TaskCosts, samples: dict[str, int]
+) -> dict[int, float]:
+    """Peak bytes per device: the trunk and the replicated heads on a trunk device, the heads
+    of its group on a head device (TaskCosts.memory_bytes)."""
+    trunk = placement.trunk_devices
+    mine = [(tasks.trunk, samples["trunk"])]
+    mine += [(tasks.heads[t], samples[t]) for t in tasks.names if not placement.group(t)]
+    out = {d: costs.memory_bytes(tuple(mine), trunk) for d in trunk}
+    for t in tasks.names:
+        for d in placement.group(t):
+            out[d] = out.get(d, 0.0) + costs.memory_bytes(((tasks.heads[t], samples[t]),), (d,))
+    return out
+
+
+def _with_memory(result: TaskStepResult, memory: dict[int, float], cluster: Any) -> TaskStepResult:
+    devices = []
+    for d in result.devices:
+        capacity = cluster.device_model(d["device"]).memory_bytes
+        peak = memory[d["device"]]
+        devices.append({**d, "peak_memory_bytes": peak, "capacity_bytes": capacity})
+    return dataclasses.replace(result, devices=tuple(devices))
 
 
 def _samples(count: float) -> int:

@@ -13,7 +13,7 @@ from simplan.devices import DeviceModel
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
-from simplan.sim.assemble import slowest_device
+from simplan.sim.assemble import FP32, MIXED, slowest_device
 from simplan.sim.costs import layer_steps
 from simplan.tasks import TaskSet
 from simplan.units import dtype_bytes
@@ -27,18 +27,22 @@ class TaskCosts:
     ) -> None:
         self.graph, self.cluster, self.config, self.profile = graph, cluster, config, profile
         self.provide = provider_for(cluster)
-        self.cache: dict[tuple[str, int], dict[str, tuple[float, float, str]]] = {}
+        self.cache: dict[tuple[str, int], dict[str, tuple[float, float, str, float]]] = {}
 
     def device(self, devices: tuple[int, ...]) -> DeviceModel:
         return slowest_device(self.cluster, list(devices))
 
-    def layers(self, device: DeviceModel, samples: int) -> dict[str, tuple[float, float, str]]:
+    def layers(
+        self, device: DeviceModel, samples: int
+    ) -> dict[str, tuple[float, float, str, float]]:
+        """Per layer: forward s, backward s (with recomputation), cost source, activation
+        bytes kept for the backward, for `samples` samples on the device."""
         key = (device.name, samples)
         if key not in self.cache:
             cfg = self.config.replace(dp=1, micro_batch=samples, global_batch=samples)
             prof = match_profile(self.profile, device, self.provide(device))
             self.cache[key] = {
-                s.name: (s.fwd_s, s.bwd_s + s.recompute_s, s.source)
+                s.name: (s.fwd_s, s.bwd_s + s.recompute_s, s.source, s.activation_bytes)
                 for s in layer_steps(self.graph, device, cfg, prof)
             }
         return self.cache[key]
@@ -54,6 +58,18 @@ class TaskCosts:
 
     def params(self, names: tuple[str, ...]) -> float:
         return float(sum(self.graph.layer(n).params for n in names))
+
+    def memory_bytes(
+        self, parts: tuple[tuple[tuple[str, ...], int], ...], devices: tuple[int, ...]
+    ) -> float:
+        """Peak bytes on a device holding the layers of `parts` ((layers, samples)): weights,
+        gradients and Adam states per parameter (simplan.sim.assemble's MIXED or FP32) and
+        every activation kept for the backward (the peak is at the end of the forward)."""
+        per_param = FP32 if self.config.dtype == "fp32" else MIXED
+        device = self.device(devices)
+        params = sum(self.params(names) for names, _ in parts)
+        acts = sum(self.layers(device, b)[n][3] for names, b in parts for n in names)
+        return params * sum(per_param.values()) + acts
 
     def optimizer_s(self, names: tuple[str, ...], devices: tuple[int, ...]) -> float:
         params = self.params(names)

@@ -182,3 +182,17 @@ def test_predict_from_a_profile_without_task_declarations() -> None:
     result = predict_task_step("mtl-vision", "replicated", 2, local_cluster(2), 8, profile=profile)
     assert result.cost_sources == {"measured-scaled": 18}
     assert {t["task"] for t in result.tasks} == {"classify", "detect"}
+
+
+def test_memory_per_device_by_hand() -> None:
+    """fp32 Adam keeps 16 bytes a parameter (weights, gradients, two moments); activations
+    are kept per sample. Trunk device: t and a1 (1000 parameters each), a1's 4 samples of 1 MB
+    (t, the first layer, saves only its input: the data, counted with the batch, not here).
+    Head device: b1's 1000 parameters and 4 samples of 1 MB."""
+    graph, tasks, profile = _profiled(4)
+    config = ParallelConfig(dp=2, micro_batch=1, global_batch=4, dtype="fp32")
+    placement = parse_placement("b=1", graph, tasks, (0, 1))
+    result = simulate_tasks(graph, tasks, placement, local_cluster(2), config, profile=profile)
+    peak = {d["device"]: d["peak_memory_bytes"] for d in result.devices}
+    assert peak == {0: pytest.approx(2000 * 16 + 4e6), 1: pytest.approx(1000 * 16 + 4e6)}
+    assert result.fits
