@@ -68,9 +68,10 @@ def plan_heads(
     profile: Profile | None = None,
     time_limit_s: float = 10.0,
 ) -> TaskPlanChoice:
-    """Place the heads on `devices` (default: every device of the cluster) for the
-    configuration's global batch; module docstring."""
-    devices = devices or tuple(range(cluster.num_devices))
+    """Place the heads on `devices` (default: every device of the cluster, the fastest first,
+    so the trunk, which takes the first ones, gets them) for the configuration's global batch;
+    module docstring."""
+    devices = devices or fastest_first(cluster)
     costs = TaskCosts(graph, cluster, config, profile)
     problem = head_problem(graph, tasks, costs, devices)
     choice, solve = solve_heads(problem, time_limit_s=time_limit_s)
@@ -105,6 +106,17 @@ def plan_heads(
         devices=len(devices),
         node_of=tuple(d.node for d in cluster.devices),
     )
+
+
+def fastest_first(cluster: Any) -> tuple[int, ...]:
+    """The cluster's devices, the fastest (bf16 peak, then memory bandwidth) first; device
+    order within a kind (nodes stay together)."""
+
+    def speed(d: int) -> tuple[float, float]:
+        model = cluster.device_model(d)
+        return (-model.peak("bf16"), -model.memory_bandwidth_Bps)
+
+    return tuple(sorted(range(cluster.num_devices), key=lambda d: (*speed(d), d)))
 
 
 def placement_from(choice: HeadChoice, tasks: TaskSet, devices: tuple[int, ...]) -> TaskPlacement:

@@ -136,3 +136,19 @@ def test_simulate_task_placement_cli(capsys: pytest.CaptureFixture[str], tmp_pat
     assert code == 2 and "declares no tasks" in err
     code, out, err = run_main(capsys, *base, "--task-placement", "replicated", "--explain")
     assert code == 2 and "--task-placement does not combine with --explain" in err
+
+
+def test_mixed_cluster_puts_the_trunk_on_the_fastest_devices() -> None:
+    """One A100 node (devices 0-7) and one H100 node (8-15): replicated, every replica runs
+    at the A100's pace; the trunk on the H100s with heads on the A100s is faster."""
+    from simplan.sources import load_model
+    from simplan.tasks import load_tasks
+
+    graph = load_model("mtl-text", dtype="bf16")
+    tasks = load_tasks(graph)
+    assert tasks is not None
+    cluster = load_cluster("mixed-a100-h100")
+    choice = plan_heads(graph, tasks, cluster, ParallelConfig(global_batch=256, dtype="bf16"))
+    trunk = choice.best.placement["trunk_devices"]
+    assert all(cluster.device_model(d).name == "h100-sxm" for d in trunk)
+    assert choice.best.step_s < choice.results["replicated"].step_s
