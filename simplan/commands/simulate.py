@@ -43,6 +43,9 @@ examples:
       --framework torchtitan      # refused in one line if torchtitan cannot run it
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 16 --zero 3 \\
       --recompute op      # torchtitan's per-op selective checkpointing of every block
+  simplan simulate --model mtl-vision --cluster localhost-cpu --global-batch 8 --dtype fp32 \\
+      --task-placement detect=1   # the detection head alone on rank 1, the trunk and the
+                                  # classification head on rank 0 (see docs/multitask.md)
 
 exit status: 0 when the step fits in every device's memory; 3 when it does not (the result is
 still printed, and stderr says which stage needs how much); 2 for bad input.
