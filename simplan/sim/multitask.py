@@ -233,11 +233,14 @@ def _result(
     samples: dict[str, int],
     record: bool,
 ) -> TaskStepResult:
-    head_of = {d: h.task for h in times.heads for d in h.devices}
+    head_of: dict[int, list[str]] = {}
+    for h in times.heads:
+        for d in h.devices:
+            head_of.setdefault(d, []).append(h.task)
     devices = tuple(
         {
             "device": d,
-            "role": f"head {head_of[d]}" if d in head_of else "trunk",
+            "role": f"head {'+'.join(head_of[d])}" if d in head_of else "trunk",
             "compute_s": run.compute_s.get(d, 0.0),
             "comm_s": run.comm_s.get(d, 0.0),
         }

@@ -196,3 +196,18 @@ def test_memory_per_device_by_hand() -> None:
     peak = {d["device"]: d["peak_memory_bytes"] for d in result.devices}
     assert peak == {0: pytest.approx(2000 * 16 + 4e6), 1: pytest.approx(1000 * 16 + 4e6)}
     assert result.fits
+
+
+def test_two_heads_on_one_device_take_turns() -> None:
+    """a and b both on device 1: it runs them one after the other (3 + 5 forward, 6 + 10
+    backward after the trunk's 2 ms forward); the trunk's backward (4) follows: 30 ms plus the
+    transfers and the optimizers, the same work as one chain on one device."""
+    graph, tasks, profile = _profiled(4)
+    config = ParallelConfig(dp=2, micro_batch=1, global_batch=4, dtype="fp32")
+    placement = parse_placement("a=1,b=1", graph, tasks, (0, 1))
+    result = simulate_tasks(graph, tasks, placement, local_cluster(2), config, profile=profile)
+    roles = {d["device"]: d["role"] for d in result.devices}
+    assert roles == {0: "trunk", 1: "head a+b"}
+    assert result.step_s >= 30 * MS
+    busy = {d["device"]: d["compute_s"] for d in result.devices}
+    assert busy[1] == pytest.approx(24 * MS, rel=0.01)  # 3 + 6 + 5 + 10, optimizers tiny
