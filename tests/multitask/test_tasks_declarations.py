@@ -153,3 +153,21 @@ def test_toml_task_tables_are_validated(tmp_path: Path) -> None:
     path.write_text(TINY_TOML + '[[task]]\nname = "lm"\noutputs = ["head"]\nloss = "mse"\n')
     with pytest.raises(SimplanError, match="at least two tasks"):
         load_model(str(path), use_cache=False)
+
+
+@pytest.mark.parametrize("preset", ["mtl-vision", "mtl-text"])
+def test_outputs_are_in_the_order_forward_returns_them(preset: str) -> None:
+    """Each tensor forward returns has the size of the layer OUTPUTS names at its position
+    (fp32, one sample, on the meta device)."""
+    import torch
+
+    from simplan.sources import factory_of, preset_names, resolve
+
+    assert preset in preset_names()
+    graph = load_model(preset)
+    with torch.device("meta"):
+        model, inputs = factory_of(resolve(preset))(batch=1)
+        outs = model(*inputs)
+    assert len(outs) == len(graph.meta["outputs"])
+    for out, name in zip(outs, graph.meta["outputs"], strict=True):
+        assert out.numel() * 4 == graph.layer(name).output_bytes, name
