@@ -55,6 +55,9 @@ def _instantiate(
     if tspec is not None:
         from simplan.nets.transformer import build
 
+        if source.knobs.image_size:
+            raise SimplanError(f"{source.name} is a transformer shape: image=N does not apply")
+
         model, inputs = build(_knob_shape(source, tspec, seq_len), batch=batch, device=device)
     elif source.knobs.prune:
         model, inputs = _pruned(source, batch, device)
@@ -86,8 +89,11 @@ def _with_seq(tspec: TransformerSpec, seq_len: int | None) -> TransformerSpec:
 def _from_factory(source: ModelSource, batch: int, device: str) -> tuple[nn.Module, tuple]:
     _warm_up_counting()
     if source.kind == "preset-py":
+        sized = {"image_size": source.knobs.image_size} if source.knobs.image_size else {}
         with torch.device(device):
-            result = call_factory(source, batch=batch)
+            result = call_factory(source, batch=batch, **sized)
+    elif source.knobs.image_size:
+        raise SimplanError(f"{source.path}: image=N applies to the vision presets only")
     else:
         result = call_factory(source)
     model, inputs = _checked_result(source, result)
