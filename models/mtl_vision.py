@@ -16,6 +16,12 @@ from .resnet50 import EXPANSION, STAGES, Bottleneck, Classifier, Stem
 DESCRIPTION = "shared ResNet trunk + classification head + detection head (box + class)"
 ANCHORS = 9
 DET_CLASSES = 80
+# task declarations (simplan/tasks.py): outputs in the order forward returns them
+OUTPUTS = ["cls_head", "det_box", "det_cls"]
+TASKS = [
+    {"name": "classify", "outputs": ["cls_head"], "loss": "cross_entropy"},
+    {"name": "detect", "outputs": ["det_box", "det_cls"], "loss": "detection"},
+]
 
 
 class DetNeck(nn.Module):

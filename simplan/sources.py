@@ -155,10 +155,39 @@ def load_model(
 
     graph = graph_from_source(source, tspec, seq_len=seq_len, dtype=dtype)
     graph = dataclasses.replace(graph, meta={**graph.meta, "spec": spec})
+    graph = with_tasks(graph, source)
     check_trainable(graph, spec)
     if cacheable:
         write_json_atomic(graph.to_dict(), cache_dir() / "graphs" / f"{key}.json")
     return graph
+
+
+def with_tasks(graph: ModelGraph, source: ModelSource) -> ModelGraph:
+    """The graph with the source's task declarations (simplan/tasks.py) in meta["tasks"] and
+    meta["outputs"], validated; the graph unchanged when the source declares none."""
+    from simplan.tasks import check_outputs, parse_tasks
+
+    raw, outputs = declared_tasks(source)
+    if raw is None:
+        return graph
+    tasks = parse_tasks(raw, graph)
+    listed = (
+        check_outputs(outputs, tasks, graph)
+        if outputs is not None
+        else tuple(o for t in tasks.tasks for o in t.outputs)
+    )
+    meta = {**graph.meta, "tasks": [t.to_dict() for t in tasks.tasks], "outputs": list(listed)}
+    return dataclasses.replace(graph, meta=meta)
+
+
+def declared_tasks(source: ModelSource) -> tuple[Any, Any]:
+    """(TASKS, OUTPUTS) of a Python model file, or ([[task]] tables, None) of a TOML file;
+    (None, None) when there are none."""
+    if source.kind == "toml":
+        return read_toml(source.path).get("task"), None
+    package = PRESET_PACKAGE if source.kind == "preset-py" else None
+    module = import_file(source.path, package)
+    return getattr(module, "TASKS", None), getattr(module, "OUTPUTS", None)
 
 
 def check_trainable(graph: ModelGraph, spec: str) -> None:

@@ -16,7 +16,7 @@ from simplan.limits import (
     MAX_SEQ_LEN,
     MAX_VOCAB,
 )
-from simplan.schema import Bool, Float, Int, Str, Table, validate
+from simplan.schema import Anything, Bool, Float, Int, ListOf, MapOf, Str, Table, validate
 
 REQUIRED = ("hidden_size", "num_layers", "num_heads", "seq_len", "vocab_size")
 ACTIVATIONS = ("gelu", "swiglu")
@@ -226,6 +226,7 @@ MODEL_FILE = Table(
     {
         "model": Table({"description": Str(), "name": Str(nonempty=True)}),
         "transformer": TRANSFORMER_TABLE,
+        "task": ListOf(MapOf(Anything())),  # multi-task declarations, simplan/tasks.py
     },
     required=("transformer",),
     fix="see README 'Model files'",
