@@ -59,9 +59,7 @@ class ShapesData:
 
 def anchor_sizes(anchors: int) -> list[tuple[float, float]]:
     """(w, h) of the first `anchors` of scale x aspect (as fractions of the side), scale-major."""
-    sizes = [
-        (s * math.sqrt(a), s / math.sqrt(a)) for s in ANCHOR_SCALES for a in ANCHOR_ASPECTS
-    ]
+    sizes = [(s * math.sqrt(a), s / math.sqrt(a)) for s in ANCHOR_SCALES for a in ANCHOR_ASPECTS]
     if not 1 <= anchors <= len(sizes):
         raise SimplanError(f"the shapes data has 1 to {len(sizes)} anchors, not {anchors}")
     return sizes[:anchors]
