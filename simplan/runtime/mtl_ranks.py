@@ -81,7 +81,7 @@ class Replicated(Trainer):
     def step(self, i: int) -> None:
         data = self.rows(i, self.lo, self.hi)
         weights = self.weighting.weights()
-        z, outputs = self.ddp(data.images)
+        _, outputs = self.ddp(data.images)
         _, captured = outputs
         losses = [task_loss(t, out, data) for t, out in zip(self.tasks, outputs[0], strict=True)]
         weighted_total(self.tasks, losses, weights).backward()
