@@ -23,6 +23,7 @@ from typing import Any
 from simplan.errors import SimplanError
 from simplan.io import read_json
 from simplan.outputs import write_json_atomic
+from simplan.profiles import read_profile
 from simplan.runtime.task_weights import WEIGHTINGS
 
 MTL_PLACEMENTS = ("replicated", "task-parallel")
@@ -46,6 +47,7 @@ class MtlJob:
     threads: int = 1
     timeout_s: float = 120.0
     realtime: bool = True  # SCHED_FIFO where permitted (simplan.realtime)
+    profile_repeats: int = 0  # in-run profiles of the model at the rank's batch (0: none)
 
     def __post_init__(self) -> None:
         if self.placement not in MTL_PLACEMENTS:
@@ -80,6 +82,24 @@ class MtlJob:
         )
 
 
+def build_task_set(model: str) -> tuple[Any, Any]:
+    """(graph, task set) of a model the multi-task run trains, or one line saying why not."""
+    from simplan.sources import load_model
+    from simplan.tasks import load_tasks
+
+    graph = load_model(model)
+    taskset = load_tasks(graph)
+    if taskset is None:
+        raise SimplanError(f"model {model} declares no tasks: it is not a multi-task model")
+    partial = [t.name for t in taskset.tasks if t.batch_share != 1.0]
+    if partial:
+        raise SimplanError(
+            f"task {partial[0]} labels part of the batch (batch_share); the multi-task run "
+            "labels every sample for every task: simulate it instead"
+        )
+    return graph, taskset
+
+
 def build_trainer(job: MtlJob, rank: int) -> Any:
     """This rank's trainer: the seeded model cut by its tasks, the seeded data."""
     import torch
@@ -89,18 +109,19 @@ def build_trainer(job: MtlJob, rank: int) -> Any:
     from simplan.runtime.mtl_ranks import Replicated, TaskParallel
     from simplan.runtime.mtl_steps import Split
     from simplan.shapes_data import shapes
-    from simplan.sources import load_model, resolve
-    from simplan.tasks import load_tasks
+    from simplan.sources import resolve
 
-    graph = load_model(job.model)
-    taskset = load_tasks(graph)
-    if taskset is None:
-        raise SimplanError(f"model {job.model} declares no tasks: it is not a multi-task model")
+    graph, taskset = build_task_set(job.model)
     torch.manual_seed(MODEL_SEED)
     module, inputs = instantiate(
         resolve(job.model), None, batch=1, seq_len=None, device="cpu", dtype="fp32"
     )
     module.train()
+    if inputs[0].dim() != 4 or inputs[0].shape[1] != 3:
+        raise SimplanError(
+            f"model {job.model}: the multi-task run trains on rendered RGB images "
+            "(simplan.shapes_data); this model takes other inputs"
+        )
     split = Split(module, graph, taskset)
     size = split_spec(job.model)[1].image_size or int(inputs[0].shape[-1])
     with torch.no_grad():
@@ -126,6 +147,38 @@ def _anchors(split: Any, z: Any) -> int:
     return 1
 
 
+PROFILE_ROUNDS = 4  # the in-run profile's repeats, spread over the run in this many rounds
+
+
+def _timed_rounds(job: MtlJob, trainer: Any, beat: Any, profile_path: Path) -> list[float]:
+    """The timed steps in rounds, each after a share of the in-run profile's repeats (every
+    rank at once, each pass after a barrier), so that the profile sees the machine the steps
+    see (as simplan.runtime's ranks do); the profile written to `profile_path`."""
+    import torch.distributed as dist
+
+    from simplan.profiles import write_profile
+    from simplan.runtime.worker import _shares
+    from simplan.timing import ProfileSession
+
+    session = None
+    if job.profile_repeats:
+        session = ProfileSession(job.model, micro_batch=job.rank_batch)
+    rounds = min(PROFILE_ROUNDS, job.steps) if session else 1
+    step_s: list[float] = []
+    first = job.warmup
+    shares = zip(_shares(job.profile_repeats, rounds), _shares(job.steps, rounds), strict=True)
+    for i, (repeats, steps) in enumerate(shares):
+        beat.beat(2 * i + 1)
+        if session is not None:
+            session.run(repeats, before_pass=dist.barrier)
+        step_s += trainer.block(first, steps)
+        first += steps
+    if session is not None:
+        write_profile(session.profile(), profile_path)
+        session.close()
+    return step_s
+
+
 def _rank_entry(rank: int, world: int, init: str, job: MtlJob, out_dir: str) -> None:
     import torch
     import torch.distributed as dist
@@ -148,8 +201,7 @@ def _rank_entry(rank: int, world: int, init: str, job: MtlJob, out_dir: str) -> 
             trainer = build_trainer(job, rank)
             beat.beat(0)
             trainer.block(0, job.warmup)
-            beat.beat(1)
-            step_s = trainer.block(job.warmup, job.steps)
+            step_s = _timed_rounds(job, trainer, beat, out / f"profile{rank}.json")
         finally:
             dist.destroy_process_group()
             beat.close()
@@ -174,6 +226,7 @@ class MtlMeasurement:
     job: MtlJob
     ranks: tuple[dict[str, Any], ...]
     wall_s: float
+    profile: Any = None  # rank 0's in-run profile (simplan.profiles.Profile), if measured
 
     @property
     def per_step_s(self) -> list[float]:
@@ -228,4 +281,7 @@ def run_mtl(job: MtlJob) -> MtlMeasurement:
         ) as procs:
             supervise(procs, run_watch(Path(tmp), world), job.timeout_s)
         ranks = tuple(read_json(Path(tmp) / f"rank{r}.json") for r in range(world))
-    return MtlMeasurement(job=job, ranks=ranks, wall_s=time.perf_counter() - started)
+        path = Path(tmp) / "profile0.json"
+        profile = read_profile(path) if path.is_file() else None
+    wall_s = time.perf_counter() - started
+    return MtlMeasurement(job=job, ranks=ranks, wall_s=wall_s, profile=profile)

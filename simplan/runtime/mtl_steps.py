@@ -70,11 +70,12 @@ class Split:
         return [p for name in layers for p in self.module.get_submodule(name).parameters()]
 
     def heaviest_task(self) -> TaskSpec:
-        """The task whose head costs the most forward FLOPs (task-parallel puts it alone)."""
-        flops = {x.name: x.fwd_flops for x in self.graph.layers}
-        return max(
-            self.taskset.tasks, key=lambda t: sum(flops[x] for x in self.taskset.heads[t.name])
-        )
+        """The task whose head costs the most FLOPs (task-parallel puts it alone), chosen as
+        the simulator chooses it (simplan.sim.task_placement)."""
+        from simplan.sim.task_placement import head_flops
+
+        flops = head_flops(self.graph, self.taskset)
+        return self.taskset.task(max(self.taskset.names, key=lambda t: (flops[t], t)))
 
 
 def task_loss(task: TaskSpec, outputs: tuple[Any, ...], data: ShapesData) -> Any:
