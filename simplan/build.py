@@ -55,9 +55,6 @@ def _instantiate(
     if tspec is not None:
         from simplan.nets.transformer import build
 
-        if source.knobs.image_size:
-            raise SimplanError(f"{source.name} is a transformer shape: image=N does not apply")
-
         model, inputs = build(_knob_shape(source, tspec, seq_len), batch=batch, device=device)
     elif source.knobs.prune:
         model, inputs = _pruned(source, batch, device)
