@@ -27,6 +27,7 @@ from simplan.runtime.mtl_steps import (
     StepStats,
     declared,
     split_views,
+    step_rows,
     task_loss,
     weighted_total,
 )
@@ -47,9 +48,7 @@ class Trainer:
         self.stats: list[StepStats] = []
 
     def rows(self, step: int, lo: int, hi: int) -> ShapesData:
-        """Rows lo..hi of the step's global batch (the data set read cyclically)."""
-        start = (step * self.batch) % (len(self.data) - self.batch + 1)
-        return self.data.rows(start + lo, start + hi)
+        return step_rows(self.data, step, self.batch, lo, hi)
 
     def block(self, first: int, count: int) -> list[float]:
         """Steps first..first+count-1, each timed after a barrier."""

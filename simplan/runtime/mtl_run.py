@@ -101,12 +101,22 @@ def build_task_set(model: str) -> tuple[Any, Any]:
 
 
 def build_trainer(job: MtlJob, rank: int) -> Any:
-    """This rank's trainer: the seeded model cut by its tasks, the seeded data."""
+    """This rank's trainer (simplan.runtime.mtl_ranks) on build_parts(job)."""
+    from simplan.runtime.mtl_ranks import Replicated, TaskParallel
+
+    split, data = build_parts(job)
+    if job.placement == "replicated":
+        return Replicated(split, data, job.weighting, job.global_batch, rank, job.nprocs)
+    return TaskParallel(split, data, job.weighting, job.global_batch, rank)
+
+
+def build_parts(job: MtlJob) -> tuple[Any, Any]:
+    """(the seeded model cut by its tasks, the seeded data): the same on every rank and in a
+    single process."""
     import torch
 
     from simplan.build import instantiate
     from simplan.model_knobs import split_spec
-    from simplan.runtime.mtl_ranks import Replicated, TaskParallel
     from simplan.runtime.mtl_steps import Split
     from simplan.shapes_data import shapes
     from simplan.sources import resolve
@@ -134,9 +144,7 @@ def build_trainer(job: MtlJob, rank: int) -> Any:
         anchors=anchors,
         seed=DATA_SEED,
     )
-    if job.placement == "replicated":
-        return Replicated(split, data, job.weighting, job.global_batch, rank, job.nprocs)
-    return TaskParallel(split, data, job.weighting, job.global_batch, rank)
+    return split, data
 
 
 def _anchors(split: Any, z: Any) -> int:

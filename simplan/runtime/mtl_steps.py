@@ -100,6 +100,12 @@ def task_loss(task: TaskSpec, outputs: tuple[Any, ...], data: ShapesData) -> Any
     )
 
 
+def step_rows(data: ShapesData, step: int, batch: int, lo: int, hi: int) -> ShapesData:
+    """Rows lo..hi of step `step`'s global batch of `batch` samples (the data read cyclically)."""
+    start = (step * batch) % (len(data) - batch + 1)
+    return data.rows(start + lo, start + hi)
+
+
 def split_views(z: Any, count: int, weighting: Any) -> tuple[list[Any], list[Any]]:
     """`count` views of z, one per task, and the list their hooks fill with g_t; z's hook hands
     the trunk the strategy's gradient (the sum unless it aggregates)."""
