@@ -89,6 +89,7 @@ def validate_mtl(
         "strategy": f"mtl-{job.placement}",
         "nprocs": job.nprocs,
         "global_batch": job.global_batch,
+        "micro_batch": job.rank_batch,
         "configuration": f"{job.model} mtl-{job.placement} {job.weighting} x{job.nprocs} "
         f"gb{job.global_batch}",
         "environment": environment(threads_per_rank=job.threads),
