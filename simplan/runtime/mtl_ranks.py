@@ -142,7 +142,7 @@ class TaskParallel(Trainer):
         data = self.rows(i, 0, self.batch)
         weights = self.weighting.weights()
         z = self.split.trunk(data.images)
-        sends = [dist.isend(z.detach(), dst=1), dist.isend(torch.tensor(weights), dst=1)]
+        sends = [_isend(z.detach(), 1), _isend(torch.tensor(weights), 1)]
         leaf = z.detach().requires_grad_()
         views, captured = split_views(leaf, len(self.local), Equal(len(self.local)))
         idx = [self.tasks.index(t) for t in self.local]
@@ -180,8 +180,16 @@ class TaskParallel(Trainer):
         loss = task_loss(self.remote, self.split.head(self.remote, z), data)
         w = float(weights[self.tasks.index(self.remote)])
         (self.remote.weight * w * loss).backward()
-        send = dist.isend(z.grad, dst=0)
+        send = _isend(z.grad, 0)
         dist.send(loss.detach().reshape(1), dst=0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         send.wait()
+
+
+def _isend(tensor: Any, dst: int) -> Any:
+    """dist.isend's request (it is None only for ranks outside the group, never here)."""
+    req = dist.isend(tensor, dst=dst)
+    if req is None:
+        raise RuntimeError(f"no send request to rank {dst}")
+    return req
