@@ -25,6 +25,7 @@ from simplan.commands.config_flags import add_config_flags
 from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_seq_len
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
+from simplan.commands.task_flags import plan_heads_for, print_heads_choice
 from simplan.errors import SimplanError
 from simplan.headroom import describe_overheads
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
@@ -71,6 +72,10 @@ examples:
   simplan plan --model llama3-8b --cluster dgx-h100 --global-batch 256 --framework torchtitan \\
       --export --export-out job.toml     # a plan torchtitan runs, as its job file
   simplan simulate --plan plans/plan.json --trace step.json    # replay the chosen plan
+  simplan plan --model mtl-vision --cluster eth25-a100 --global-batch 64 --explain
+      # a multi-task model (it declares tasks): also where each head runs (replicated with
+      # the trunk, or on devices of its own; an ILP, simulated against everything replicated
+      # and one head per device), and why
   simplan plan --model gpt3-350m --cluster eth25-a100 --nodes 4 --global-batch 256 --dp 32 \
       --zero 0,1 --goodput --efficiency-table traces/efficiency/mlp-teacher.json --explain
       # compression / local SGD only where samples/s x statistical efficiency beats plain DDP
@@ -254,19 +259,25 @@ def run(args: argparse.Namespace) -> int:
 
         write_text_atomic(job, args.export_out)
     distill = _distill(args, result.plans[0])
+    heads = plan_heads_for(args, result.plans[0])  # None unless the model declares tasks
     # stdout holds one thing: the JSON document, the export alone, or the table
     export_alone = bool(args.export and not args.export_out and not args.json)
     with contextlib.redirect_stdout(sys.stderr if export_alone else sys.stdout):
-        print_text(args, result, choices)
+        print_text(args, result, choices, heads)
         if distill is not None and not args.json:
             from simplan.commands.simulate import print_distill
 
             print()
             print_distill(distill, args.explain)
+        if heads is not None and not args.json:
+            print()
+            print_heads_choice(heads, args.explain)
     if args.json:
         doc = result.to_dict()
         if distill is not None:
             doc["distillation"] = distill.to_dict()
+        if heads is not None:
+            doc["task_heads"] = heads.to_dict()
         if args.goodput:
             doc["goodput"] = [c.to_dict() for c in choices]
         if args.export:
@@ -324,7 +335,9 @@ def _efficiency_sources(args: argparse.Namespace) -> Any:
     return sources_from_flags(args.efficiency, args.efficiency_table)
 
 
-def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> None:
+def print_text(
+    args: argparse.Namespace, result: Any, choices: list[Any], heads: Any = None
+) -> None:
     """The table, the reasons and what was written (nothing of it with --json)."""
     if not args.json:
         print_result(result)
@@ -346,7 +359,16 @@ def print_text(args: argparse.Namespace, result: Any, choices: list[Any]) -> Non
     if args.report:
         from simplan.report import write_plan_report
 
-        path = write_plan_report(result.plans, result.baselines, args.report, flag="--report")
+        extra = None
+        if heads is not None:
+            from simplan.report.task_heads import task_head_sections
+
+            def extra(out: Path, formats: Any) -> Any:
+                return task_head_sections(heads, out, formats)
+
+        path = write_plan_report(
+            result.plans, result.baselines, args.report, flag="--report", extra=extra
+        )
         print(f"report written to {path}", file=sys.stderr if args.json else sys.stdout)
 
 

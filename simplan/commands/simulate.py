@@ -14,6 +14,7 @@ from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
+from simplan.commands.task_flags import add_task_placement_flag, simulate_placement
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
@@ -42,6 +43,9 @@ examples:
       --framework torchtitan      # refused in one line if torchtitan cannot run it
   simplan simulate --model llama3-8b --cluster dgx-h100 --global-batch 16 --zero 3 \\
       --recompute op      # torchtitan's per-op selective checkpointing of every block
+  simplan simulate --model mtl-vision --cluster localhost-cpu --global-batch 8 --dtype fp32 \\
+      --task-placement detect=1   # the detection head alone on rank 1, the trunk and the
+                                  # classification head on rank 0 (see docs/multitask.md)
 
 exit status: 0 when the step fits in every device's memory; 3 when it does not (the result is
 still printed, and stderr says which stage needs how much); 2 for bad input.
@@ -93,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--report", metavar="DIR", help="write figures and DIR/index.md of the step")
+    add_task_placement_flag(p)
     add_teacher_flags(p)
     p.add_argument(
         "--teacher-profile",
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     check_teacher_flags(args)
+    _check_task_flags(args)
     if args.explain and not (
         args.teacher or getattr(args, "prune", None) or "#" in (args.model or "")
     ):
@@ -129,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         from simplan.profiles import read_profile
 
         profile = read_profile(args.profile)
+    if args.task_placement:
+        assert isinstance(model, ModelGraph)
+        return simulate_placement(args, model, cluster, config, profile)
     result = simulate(
         model,
         cluster,
@@ -181,6 +190,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"simplan simulate: does not fit: {shortfall}", file=sys.stderr)
         return EXIT_DOES_NOT_FIT
     return 0
+
+
+def _check_task_flags(args: argparse.Namespace) -> None:
+    """--task-placement simulates the tasks' step alone: the flags it cannot honour refused."""
+    if not args.task_placement:
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--plan", args.plan),
+            ("--teacher", args.teacher),
+            ("--report", args.report),
+            ("--framework", args.framework),
+            ("--explain", args.explain),
+        )
+        if value
+    ]
+    if given:
+        raise SimplanError(f"--task-placement does not combine with {', '.join(given)}; drop it")
 
 
 def _async(

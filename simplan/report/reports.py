@@ -3,7 +3,7 @@ step, a planner's ranked plans, a sweep, and the validation records."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,20 +179,23 @@ def write_plan_report(
     command: str = "",
     flag: str = "--report",
     new: bool = False,
+    extra: Callable[[Path, Sequence[str]], Sequence[Section]] | None = None,
 ) -> Path:
     """Report of the planner's ranked plans (best first) and the baselines: comparison and
     per-plan breakdown, then the best plan's timeline, breakdown and memory (simulated again
-    with its timeline). Accepts planner Plans or PlanFiles; returns out_dir/index.md."""
+    with its timeline), then the sections `extra(dir, formats)` writes (e.g. where a
+    multi-task model's heads run). Accepts planner Plans or PlanFiles; returns
+    out_dir/index.md."""
     if not plans:
         raise SimplanError("no plans to report (the plan file lists none)")
     with report_set(out_dir, flag, new=new) as stage:
-        _plan_report(plans, baselines, stage, formats=formats, command=command)
+        _plan_report(plans, baselines, stage, formats=formats, command=command, extra=extra)
     return Path(out_dir) / "index.md"
 
 
 def _plan_report(
     plans: Sequence[Any], baselines: Sequence[Any], out: Path, *, formats: Sequence[str],
-    command: str,
+    command: str, extra: Callable[[Path, Sequence[str]], Sequence[Section]] | None = None,
 ) -> Path:  # fmt: skip
     plans = [_with_prediction(p) for p in plans]
     baselines = [_with_prediction(b) for b in baselines]
@@ -235,6 +238,8 @@ def _plan_report(
         )
         for s in detail
     ]
+    if extra is not None:
+        sections += list(extra(out, formats))
     return write_index(out, f"Plans: {head}", _regen_note(command), sections)
 
 

@@ -28,24 +28,19 @@ heaviest head on rank 1, the features sent rank 0 -> rank 1 and their gradients 
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from simplan.capabilities import match_profile, provider_for
-from simplan.costmodel import optimizer_step_s
-from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile
-from simplan.sim.assemble import slowest_device
-from simplan.sim.costs import layer_steps
 from simplan.sim.engine import Event
+from simplan.sim.task_costs import TaskCosts, cut_bytes_per_sample
 from simplan.sim.task_engine import EngineRun, HeadTimes, StepTimes, run_task_step
 from simplan.sim.task_placement import TaskPlacement, named_placement
-from simplan.tasks import TaskSet, load_tasks
-from simplan.units import dtype_bytes
+from simplan.tasks import TaskSet, load_tasks, parse_tasks
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,10 +48,11 @@ class TaskStepResult:
     """One simulated step of a multi-task model.
 
     step_s: the step; samples_per_s: global batch / step_s; devices: per device its role,
-    compute_s and comm_s (busy seconds); tasks: per task where it runs, its samples per device,
-    its forward and backward seconds on one device and when they ran (start, end of the step's
-    first and last); cut: per placed head the bytes of one slice of features, its seconds one
-    way and how many slices cross each way; events: the timeline (simplan.sim.engine.Event).
+    compute_s and comm_s (busy seconds), peak_memory_bytes and capacity_bytes; tasks: per task
+    where it runs, its samples per device, its forward and backward seconds on one device and
+    when they ran (start of the first, end of the last); cut: per placed head the bytes of one
+    slice of features, its seconds one way and how many slices cross each way; events: the
+    timeline (simplan.sim.engine.Event).
     """
 
     model: str
@@ -72,8 +68,14 @@ class TaskStepResult:
     cost_sources: dict[str, int]
     events: tuple[Event, ...] = field(default=(), repr=False, compare=False)
 
+    @property
+    def fits(self) -> bool:
+        """Every device's peak memory within its capacity."""
+        return all(d["peak_memory_bytes"] <= d["capacity_bytes"] for d in self.devices)
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "fits_memory": self.fits,
             "model": self.model,
             "cluster": self.cluster,
             "placement": self.placement,
@@ -89,7 +91,8 @@ class TaskStepResult:
 
 
 def check_task_config(config: ParallelConfig, placement: TaskPlacement) -> None:
-    """What the task simulation supports: data parallelism over the placement's devices."""
+    """What the task simulation supports: data parallelism over the placement's devices (they
+    replace the configuration's dp, which is not read)."""
     others = {
         "tp": config.tp,
         "pp": config.pp,
@@ -104,93 +107,12 @@ def check_task_config(config: ParallelConfig, placement: TaskPlacement) -> None:
         raise SimplanError(
             f"a task placement runs data parallel only; drop {what} (or drop the placement)"
         )
-    if config.dp != len(placement.devices):
-        raise SimplanError(
-            f"the placement uses {len(placement.devices)} devices, the configuration dp "
-            f"{config.dp}; give dp = {len(placement.devices)}"
-        )
     trunk = len(placement.trunk_devices)
     if config.global_batch % trunk:
         raise SimplanError(
             f"global batch {config.global_batch} does not split over the {trunk} trunk "
             f"devices; choose a multiple of {trunk}"
         )
-
-
-class _Costs:
-    """Layer seconds from the cost model, per device model and sample count (cached)."""
-
-    def __init__(
-        self, graph: ModelGraph, cluster: Any, config: ParallelConfig, profile: Profile | None
-    ) -> None:
-        self.graph, self.cluster, self.config, self.profile = graph, cluster, config, profile
-        self.provide = provider_for(cluster)
-        self.cache: dict[tuple[str, int], dict[str, tuple[float, float, str]]] = {}
-
-    def device(self, devices: tuple[int, ...]) -> DeviceModel:
-        return slowest_device(self.cluster, list(devices))
-
-    def layers(self, device: DeviceModel, samples: int) -> dict[str, tuple[float, float, str]]:
-        key = (device.name, samples)
-        if key not in self.cache:
-            cfg = self.config.replace(dp=1, micro_batch=samples, global_batch=samples)
-            prof = match_profile(self.profile, device, self.provide(device))
-            self.cache[key] = {
-                s.name: (s.fwd_s, s.bwd_s + s.recompute_s, s.source)
-                for s in layer_steps(self.graph, device, cfg, prof)
-            }
-        return self.cache[key]
-
-    def part(self, names: tuple[str, ...], devices: tuple[int, ...], samples: int) -> tuple:
-        """(forward s, backward s, sources) of these layers on the slowest of the devices."""
-        times = self.layers(self.device(devices), samples)
-        fwd = sum(times[n][0] for n in names)
-        bwd = sum(times[n][1] for n in names)
-        return fwd, bwd, [times[n][2] for n in names]
-
-    def params(self, names: tuple[str, ...]) -> float:
-        return float(sum(self.graph.layer(n).params for n in names))
-
-    def optimizer_s(self, names: tuple[str, ...], devices: tuple[int, ...]) -> float:
-        params = self.params(names)
-        device = self.device(devices)
-        prof = match_profile(self.profile, device, self.provide(device))
-        if prof is not None and prof.dtype == self.config.dtype and self.graph.params:
-            measured = prof.optimizer_step_s(params / self.graph.params, None)
-            if measured is not None:
-                return float(measured)
-        return optimizer_step_s(params, device, self.config.dtype)
-
-    def grad_sync_s(self, names: tuple[str, ...], group: tuple[int, ...]) -> float:
-        """DDP's all-reduce of these layers' gradients over the group, with the framework's
-        per-synchronisation and per-bucket costs."""
-        if len(group) < 2:
-            return 0.0
-        nbytes = self.params(names) * dtype_bytes(self.config.grad_reduce_dtype)
-        if nbytes <= 0:
-            return 0.0
-        framework = self.provide(self.device(group)).framework
-        buckets = max(1, math.ceil(nbytes / self.config.bucket_bytes))
-        per = nbytes / buckets
-        each = self.cluster.collective_time("all_reduce", per, group)
-        return buckets * (each + framework.ddp_bucket_cost_s(per)) + framework.ddp_sync_cost_s(
-            nbytes
-        )
-
-    def send_s(self, src: tuple[int, ...], dst: tuple[int, ...], nbytes: float) -> float:
-        """The slowest point-to-point transfer of `nbytes` from a device of src to one of dst,
-        with the framework's cost of a send where it holds the compute stream."""
-        caps = self.provide(self.device(src))
-        extra = caps.framework.pp_action_s if caps.p2p_on_compute_stream else 0.0
-        return max(self.cluster.transfer_time(s, d, nbytes) for s in src for d in dst) + extra
-
-
-def cut_bytes_per_sample(graph: ModelGraph, tasks: TaskSet, task: str) -> float:
-    """Bytes per sample of the trunk's outputs that the task's head reads."""
-    head = set(tasks.heads[task])
-    trunk = set(tasks.trunk)
-    feeding = {s for s, d in graph.edges if s in trunk and d in head}
-    return float(sum(graph.layer(s).output_bytes for s in feeding))
 
 
 def simulate_tasks(
@@ -205,10 +127,36 @@ def simulate_tasks(
 ) -> TaskStepResult:
     """Simulate one step of the multi-task model for the placement (module docstring)."""
     check_task_config(config, placement)
-    costs = _Costs(graph, cluster, config, profile)
+    costs = TaskCosts(graph, cluster, config, profile)
     times, sources, samples = _step_times(graph, tasks, placement, costs, config)
     run = run_task_step(times)
-    return _result(graph, cluster, tasks, placement, config, times, run, sources, samples, record)
+    memory = _memory(tasks, placement, costs, samples)
+    result = _result(graph, cluster, tasks, placement, config, times, run, sources, samples, record)
+    return _with_memory(result, memory, cluster)
+
+
+def _memory(
+    tasks: TaskSet, placement: TaskPlacement, costs: TaskCosts, samples: dict[str, int]
+) -> dict[int, float]:
+    """Peak bytes per device: the trunk and the replicated heads on a trunk device, the heads
+    of its group on a head device (TaskCosts.memory_bytes)."""
+    trunk = placement.trunk_devices
+    mine = [(tasks.trunk, samples["trunk"])]
+    mine += [(tasks.heads[t], samples[t]) for t in tasks.names if not placement.group(t)]
+    out = {d: costs.memory_bytes(tuple(mine), trunk) for d in trunk}
+    for t in tasks.names:
+        for d in placement.group(t):
+            out[d] = out.get(d, 0.0) + costs.memory_bytes(((tasks.heads[t], samples[t]),), (d,))
+    return out
+
+
+def _with_memory(result: TaskStepResult, memory: dict[int, float], cluster: Any) -> TaskStepResult:
+    devices = []
+    for d in result.devices:
+        capacity = cluster.device_model(d["device"]).memory_bytes
+        peak = memory[d["device"]]
+        devices.append({**d, "peak_memory_bytes": peak, "capacity_bytes": capacity})
+    return dataclasses.replace(result, devices=tuple(devices))
 
 
 def _samples(count: float) -> int:
@@ -219,21 +167,21 @@ def _step_times(
     graph: ModelGraph,
     tasks: TaskSet,
     placement: TaskPlacement,
-    costs: _Costs,
+    costs: TaskCosts,
     config: ParallelConfig,
 ) -> tuple[StepTimes, list[str], dict[str, int]]:
     trunk_devs = placement.trunk_devices
     per_replica = config.global_batch // len(trunk_devs)
     t_fwd, t_bwd, sources = costs.part(tasks.trunk, trunk_devs, per_replica)
     heads, samples = [], {"trunk": per_replica}
-    synced = list(tasks.trunk)
+    synced: list[tuple[tuple[str, ...], int]] = [(tasks.trunk, per_replica)]
     for t in tasks.tasks:
         layers, group = tasks.heads[t.name], placement.group(t.name)
         if not group:
             n = _samples(per_replica * t.batch_share)
             fwd, bwd, src = costs.part(layers, trunk_devs, n)
             heads.append(HeadTimes(task=t.name, devices=(), fwd_s=fwd, bwd_s=bwd))
-            synced += layers
+            synced.append((layers, n))
         else:
             n = _samples(config.global_batch * t.batch_share / len(group))
             fwd, bwd, src = costs.part(layers, group, n)
@@ -257,16 +205,18 @@ def _step_times(
             )
         samples[t.name] = n
         sources += src
+    whole_sync, exposed = costs.ddp_sync(tuple(synced), trunk_devs)
     times = StepTimes(
         trunk_devices=trunk_devs,
         trunk_fwd_s=t_fwd,
         trunk_bwd_s=t_bwd,
         heads=tuple(heads),
-        trunk_sync_s=costs.grad_sync_s(tuple(synced), trunk_devs),
-        trunk_optimizer_s=costs.optimizer_s(tuple(synced), trunk_devs[:1]),
-        comm_blocks_compute=any(
-            not costs.provide(costs.device((d,))).comm_overlaps_compute for d in placement.devices
+        trunk_sync_s=exposed,
+        trunk_sync_whole_s=whole_sync,
+        trunk_optimizer_s=costs.optimizer_s(
+            tuple(n for names, _ in synced for n in names), trunk_devs[:1]
         ),
+        comm_blocks_compute=costs.comm_blocks_compute(placement.devices),
     )
     return times, sources, samples
 
@@ -283,11 +233,14 @@ def _result(
     samples: dict[str, int],
     record: bool,
 ) -> TaskStepResult:
-    head_of = {d: h.task for h in times.heads for d in h.devices}
+    head_of: dict[int, list[str]] = {}
+    for h in times.heads:
+        for d in h.devices:
+            head_of.setdefault(d, []).append(h.task)
     devices = tuple(
         {
             "device": d,
-            "role": f"head {head_of[d]}" if d in head_of else "trunk",
+            "role": f"head {'+'.join(head_of[d])}" if d in head_of else "trunk",
             "compute_s": run.compute_s.get(d, 0.0),
             "comm_s": run.comm_s.get(d, 0.0),
         }
@@ -328,7 +281,8 @@ def _result(
         trunk={
             "fwd_s": times.trunk_fwd_s,
             "bwd_s": times.trunk_bwd_s,
-            "grad_sync_s": times.trunk_sync_s,
+            "grad_sync_s": times.trunk_sync_whole_s,
+            "grad_sync_exposed_s": times.trunk_sync_s,
             "optimizer_s": times.trunk_optimizer_s,
         },
         devices=devices,
@@ -355,6 +309,9 @@ def predict_task_step(
 
     graph = profile.model if profile is not None else load_model(model_spec, dtype=dtype)
     tasks = load_tasks(graph)
+    if tasks is None and profile is not None:  # a profile measured before tasks were kept
+        declared = load_model(model_spec, dtype=dtype).meta.get("tasks")
+        tasks = parse_tasks(declared, graph) if declared else None
     if tasks is None:
         raise SimplanError(f"model {model_spec} declares no tasks; give a multi-task model")
     devices = tuple(range(nprocs))

@@ -65,7 +65,8 @@ class StepTimes:
     trunk_fwd_s: float
     trunk_bwd_s: float
     heads: tuple[HeadTimes, ...]
-    trunk_sync_s: float = 0.0  # trunk + replicated heads, over the trunk devices
+    trunk_sync_s: float = 0.0  # trunk + replicated heads, over the trunk devices: exposed
+    trunk_sync_whole_s: float = 0.0  # the same, whole (reported, not simulated)
     trunk_optimizer_s: float = 0.0
     comm_blocks_compute: bool = False
 

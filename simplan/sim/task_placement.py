@@ -7,8 +7,8 @@ Named placements (`named_placement`):
 - 'task-parallel': the heaviest head (by its training FLOPs, weighted by its batch share) on the
   last n // 2 of the n devices, the trunk and the other heads replicated on the rest; on 2 ranks:
   rank 0 runs the trunk and the cheaper heads, rank 1 the heaviest head;
-- 'head-per-device': each head on a device of its own (the last k devices for k heads), the
-  trunk replicated on the others.
+- 'head-per-device': each head on a device of its own (the k devices after the trunk's for k
+  heads), the trunk replicated on the others.
 Or the CLI's `TASK=RANKS[,TASK=RANKS...]` with RANKS `N` or `A-B` (`detect=1`, `lm=2-3,tag=1`);
 tasks not named stay replicated.
 """
@@ -70,15 +70,19 @@ class TaskPlacement:
         return () if isinstance(where, str) else tuple(where)
 
     @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
+    def assignment(self) -> str:
+        """TASK=RANKS of the placed heads (in --task-placement's form), or 'replicated'."""
         placed = [f"{t}={_ranks_text(self.group(t))}" for t in self.heads if self.group(t)]
         return ",".join(placed) or REPLICATED
+
+    @property
+    def label(self) -> str:
+        return self.name or self.assignment
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.label,
+            "assignment": self.assignment,
             "devices": list(self.devices),
             "trunk_devices": list(self.trunk_devices),
             "heads": {t: (list(g) if (g := self.group(t)) else REPLICATED) for t in self.heads},
@@ -117,9 +121,14 @@ def head_flops(graph: ModelGraph, tasks: TaskSet) -> dict[str, float]:
 
 
 def named_placement(
-    name: str, graph: ModelGraph, tasks: TaskSet, devices: tuple[int, ...]
+    name: str,
+    graph: ModelGraph,
+    tasks: TaskSet,
+    devices: tuple[int, ...],
+    batch: int | None = None,
 ) -> TaskPlacement:
-    """One of NAMED (module docstring)."""
+    """One of NAMED (module docstring). With `batch`, head-per-device gives the trunk the most
+    devices that split the batch evenly (the others stay idle)."""
     n = len(devices)
     if name == REPLICATED:
         return placement_of(tasks, devices, {}, name)
@@ -135,8 +144,11 @@ def named_placement(
             raise SimplanError(
                 f"head-per-device needs {k + 1} ranks ({k} heads + the trunk), got {n}"
             )
-        own = {t: (devices[n - k + i],) for i, t in enumerate(tasks.names)}
-        return placement_of(tasks, devices, own, name)
+        trunk = n - k
+        while batch and batch % trunk:
+            trunk -= 1
+        own = {t: (devices[trunk + i],) for i, t in enumerate(tasks.names)}
+        return placement_of(tasks, devices[: trunk + k], own, name)
     raise SimplanError(f"unknown task placement {name!r}; use {', '.join(NAMED)} or TASK=RANKS")
 
 

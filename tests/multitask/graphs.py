@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import itertools
 
-from simplan.model_graph import Layer, ModelGraph
+from simplan.model_graph import Layer, ModelGraph, OpCost
 
 
 def layer(name: str, fwd_flops: float = 1e9, params: int = 1000, out_bytes: float = 1e6) -> Layer:
+    """A layer of one matrix product per pass (forward fwd_flops, backward twice that, per
+    sample) that reads its input and writes its output."""
+
+    def ops(flops: float) -> OpCost:
+        return OpCost(gemms=((flops, 2 * out_bytes, 1),))
+
     return Layer(
         name=name,
         kind="block",
@@ -19,12 +25,24 @@ def layer(name: str, fwd_flops: float = 1e9, params: int = 1000, out_bytes: floa
         output_bytes=out_bytes,
         input_bytes=out_bytes,
         identity=name,
+        fwd_ops=ops(fwd_flops),
+        bwd_ops=ops(2 * fwd_flops),
     )
 
 
-def dag(trunk: list[str], heads: dict[str, list[str]], *, meta: dict | None = None) -> ModelGraph:
-    """A trunk chain whose last layer feeds each head (a chain of its own)."""
-    layers = [layer(n) for n in trunk] + [layer(n) for h in heads.values() for n in h]
+def dag(
+    trunk: list[str],
+    heads: dict[str, list[str]],
+    *,
+    meta: dict | None = None,
+    shapes: dict[str, Layer] | None = None,
+    dtype: str = "fp32",
+) -> ModelGraph:
+    """A trunk chain whose last layer feeds each head (a chain of its own); `shapes` gives
+    layers by name (default: layer(name))."""
+    shapes = shapes or {}
+    names = [*trunk, *(n for h in heads.values() for n in h)]
+    layers = [shapes.get(n) or layer(n) for n in names]
     edges = list(itertools.pairwise(trunk))
     for chain in heads.values():
         edges.append((trunk[-1], chain[0]))
@@ -34,7 +52,7 @@ def dag(trunk: list[str], heads: dict[str, list[str]], *, meta: dict | None = No
         layers=tuple(layers),
         edges=tuple(edges),
         seq_len=0,
-        dtype="fp32",
+        dtype=dtype,
         tokens_per_sample=1,
         source="test",
         meta=meta or {},

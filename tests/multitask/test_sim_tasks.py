@@ -141,3 +141,73 @@ def test_bad_placements_are_one_line_errors() -> None:
         assert needle in str(err.value)
     with pytest.raises(SimplanError, match="task-parallel needs at least 2 ranks"):
         named_placement("task-parallel", graph, tasks, (0,))
+
+
+@pytest.mark.parametrize(("cluster", "batch"), [("localhost-cpu", 8), ("dgx-h100", 256)])
+def test_replicated_agrees_with_the_data_parallel_simulator(cluster: str, batch: int) -> None:
+    """Everything replicated is plain data parallelism: the DAG simulation and the chain
+    simulator (simplan.sim.run, dp over every device) price the same step within 2%."""
+    from simplan.sim.run import simulate
+    from simplan.topology import load_cluster
+
+    c = local_cluster(2) if cluster == "localhost-cpu" else load_cluster(cluster)
+    dtype = "fp32" if cluster == "localhost-cpu" else "bf16"
+    graph = load_model("mtl-vision", dtype=dtype)
+    tasks = parse_tasks(graph.meta["tasks"], graph)
+    n = c.num_devices
+    config = ParallelConfig(dp=n, micro_batch=batch // n, global_batch=batch, dtype=dtype)
+    chain = simulate(graph, c, config, record=False)
+    placement = named_placement("replicated", graph, tasks, tuple(range(n)))
+    dag_step = simulate_tasks(graph, tasks, placement, c, config, record=False)
+    assert dag_step.step_s == pytest.approx(chain.step_time_s, rel=0.02)
+
+
+def test_predict_from_a_profile_without_task_declarations() -> None:
+    """A profile measured before the loader kept tasks: the declarations come from the model."""
+    import dataclasses
+
+    graph = load_model("mtl-vision", dtype="fp32")
+    meta = {k: v for k, v in graph.meta.items() if k not in ("tasks", "outputs")}
+    bare = dataclasses.replace(graph, meta=meta)
+    timing = LayerTiming(fwd_s=1 * MS, bwd_s=2 * MS, repeats=3)
+    profile = Profile(
+        model=bare,
+        device="cpu",
+        device_name="test cpu",
+        dtype="fp32",
+        micro_batch=8,
+        seq_len=0,
+        timings={layer.identity: timing for layer in graph.layers},
+    )
+    result = predict_task_step("mtl-vision", "replicated", 2, local_cluster(2), 8, profile=profile)
+    assert result.cost_sources == {"measured-scaled": 18}
+    assert {t["task"] for t in result.tasks} == {"classify", "detect"}
+
+
+def test_memory_per_device_by_hand() -> None:
+    """fp32 Adam keeps 16 bytes a parameter (weights, gradients, two moments); activations
+    are kept per sample. Trunk device: t and a1 (1000 parameters each), a1's 4 samples of 1 MB
+    (t, the first layer, saves only its input: the data, counted with the batch, not here).
+    Head device: b1's 1000 parameters and 4 samples of 1 MB."""
+    graph, tasks, profile = _profiled(4)
+    config = ParallelConfig(dp=2, micro_batch=1, global_batch=4, dtype="fp32")
+    placement = parse_placement("b=1", graph, tasks, (0, 1))
+    result = simulate_tasks(graph, tasks, placement, local_cluster(2), config, profile=profile)
+    peak = {d["device"]: d["peak_memory_bytes"] for d in result.devices}
+    assert peak == {0: pytest.approx(2000 * 16 + 4e6), 1: pytest.approx(1000 * 16 + 4e6)}
+    assert result.fits
+
+
+def test_two_heads_on_one_device_take_turns() -> None:
+    """a and b both on device 1: it runs them one after the other (3 + 5 forward, 6 + 10
+    backward after the trunk's 2 ms forward); the trunk's backward (4) follows: 30 ms plus the
+    transfers and the optimizers, the same work as one chain on one device."""
+    graph, tasks, profile = _profiled(4)
+    config = ParallelConfig(dp=2, micro_batch=1, global_batch=4, dtype="fp32")
+    placement = parse_placement("a=1,b=1", graph, tasks, (0, 1))
+    result = simulate_tasks(graph, tasks, placement, local_cluster(2), config, profile=profile)
+    roles = {d["device"]: d["role"] for d in result.devices}
+    assert roles == {0: "trunk", 1: "head a+b"}
+    assert result.step_s >= 30 * MS
+    busy = {d["device"]: d["compute_s"] for d in result.devices}
+    assert busy[1] == pytest.approx(24 * MS, rel=0.01)  # 3 + 6 + 5 + 10, optimizers tiny

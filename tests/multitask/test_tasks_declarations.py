@@ -128,3 +128,28 @@ def test_bad_task_file_exits_2(tmp_path: Path) -> None:
     path.write_text(BAD_FILE.replace(', "weight": -2', ""))
     result = run_cli("profile", f"{path}:build", "--device", "h200", "--json")
     assert result.returncode == 0, result.stderr
+
+
+TINY_TOML = """
+[transformer]
+hidden_size = 64
+num_layers = 2
+num_heads = 4
+seq_len = 32
+vocab_size = 100
+"""
+
+
+def test_toml_task_tables_are_validated(tmp_path: Path) -> None:
+    """[[task]] tables of a TOML model reach the same validation as a module's TASKS."""
+    path = tmp_path / "tiny_tasks.toml"
+    path.write_text(
+        TINY_TOML
+        + '[[task]]\nname = "lm"\noutputs = ["head"]\nloss = "cross_entropy"\n'
+        + '[[task]]\nname = "aux"\noutputs = ["pooler"]\nloss = "mse"\n'
+    )
+    with pytest.raises(SimplanError, match="names output layer 'pooler', which the model"):
+        load_model(str(path), use_cache=False)
+    path.write_text(TINY_TOML + '[[task]]\nname = "lm"\noutputs = ["head"]\nloss = "mse"\n')
+    with pytest.raises(SimplanError, match="at least two tasks"):
+        load_model(str(path), use_cache=False)
