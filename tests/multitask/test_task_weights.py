@@ -129,3 +129,11 @@ def test_uncertainty_balances_the_weighted_losses():
     loss_ratio, _ = _train(Uncertainty(2))
     assert loss_ratio[0] > 50
     assert _late(loss_ratio) < 2
+
+
+@pytest.mark.parametrize("name", ["dwa", "mgda", "pcgrad"])
+def test_every_strategy_trains_the_two_tasks(name):
+    if name in ("mgda", "pcgrad"):
+        pytest.importorskip("torchjd")
+    loss_ratio, norm_ratio = _train(make_weighting(name, 2))
+    assert all(math.isfinite(x) for x in loss_ratio + norm_ratio)

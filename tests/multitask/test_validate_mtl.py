@@ -3,12 +3,14 @@ and the report's per-task curves from a multi-task record."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from simplan.io import schema_header
 from simplan.outputs import write_json_atomic
 from simplan.report.reports import write_validation_report
-from tests.helpers import run_main
+from tests.helpers import run_cli, run_main
 
 MODEL = "mtl-vision#image=32"
 
@@ -64,3 +66,24 @@ def test_the_validation_report_plots_every_tasks_loss_and_weight(tmp_path):
     assert "| classify | 2.000 -> 0.667 | 1.000 -> 0.600 |" in text
     assert "| detect | 2.000 -> 0.667 | 0.600 -> 1.000 |" in text
     assert (tmp_path / "out" / "tasks-0.png").is_file()
+
+
+@pytest.mark.distributed
+def test_validate_runs_a_placement_and_records_the_task_curves(tmp_path):
+    """The whole verb, in a directory of its own (profiles under tmp_path/traces)."""
+    result = run_cli(
+        "validate", "--model", MODEL, "--nprocs", "2", "--placement", "task-parallel",
+        "--micro-batch", "2", "--steps", "2", "--warmup", "1", "--min-time", "0",
+        "--weighting", "dwa", "--default-scheduling", "--runs-dir", str(tmp_path / "runs"),
+        "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["placement"] == "task-parallel" and record["weighting"] == "dwa"
+    assert record["predicted_step_s"] > 0 and record["measured_step_s"] > 0
+    assert record["profile_source"] == "in-run"
+    tasks = record["measured"]["tasks"]
+    assert set(tasks) == {"classify", "detect"} and len(tasks["detect"]["weights"]) == 3
+    assert [d["role"] for d in record["predicted"]["devices"]] == ["trunk", "head detect"]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 1
