@@ -62,9 +62,9 @@ def validate_mtl(
 ) -> dict[str, Any]:
     """Predict and run `job` (at least job.steps timed steps, more if they would last less than
     `min_timed_s` by the standalone prediction); write and return the record."""
-    from simplan.runtime.mtl_run import build_task_set, run_mtl
+    from simplan.runtime.mtl_run import build_parts, run_mtl
 
-    build_task_set(job.model)  # a model without tasks is refused before anything slow
+    build_parts(job)  # a model the run cannot train is refused before anything slow
     alone, alone_path = profile_for(job.model, rank_config(job))
     cluster = local_cluster(job.nprocs)
     standalone = predict_mtl(job, alone, cluster)

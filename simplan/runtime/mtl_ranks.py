@@ -13,6 +13,7 @@ task-parallel (2 ranks): rank 0 runs the trunk and every head but the heaviest, 
 
 from __future__ import annotations
 
+import abc
 import time
 import warnings
 from typing import Any
@@ -37,7 +38,7 @@ from simplan.shapes_data import ShapesData
 STATELESS = ("equal", "pcgrad", "mgda")  # strategies whose weights need no shared statistics
 
 
-class Trainer:
+class Trainer(abc.ABC):
     """What both placements share: the split model, the data and this rank's batches."""
 
     def __init__(self, split: Split, data: ShapesData, weighting: str, batch: int) -> None:
@@ -60,8 +61,9 @@ class Trainer:
             times.append(time.perf_counter() - t0)
         return times
 
+    @abc.abstractmethod
     def step(self, i: int) -> None:
-        raise NotImplementedError
+        """Step `i` of this rank's training."""
 
 
 class Replicated(Trainer):

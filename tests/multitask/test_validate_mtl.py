@@ -28,6 +28,7 @@ MODEL = "mtl-vision#image=32"
         (("--model", MODEL, "--placement", "task-parallel", "--nprocs", "3"), "--nprocs 2"),
         (("--model", MODEL, "--strategy", "fsdp"), "drop them"),
         (("--model", MODEL, "--global-batch", "5"), "multiple of 2"),
+        (("--model", "mtl-text"), "labels part of the batch"),
     ],
 )
 def test_bad_multitask_validations_are_one_line_exit_2(capsys, tmp_path, argv, needle):
