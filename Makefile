@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,schedule,prune]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,schedule,prune,mtl]'
 	touch $(STAMP)
 
 # the frameworks' own configuration code, for the tests that read exports back (they skip

@@ -87,8 +87,11 @@ def _with_seq(tspec: TransformerSpec, seq_len: int | None) -> TransformerSpec:
 def _from_factory(source: ModelSource, batch: int, device: str) -> tuple[nn.Module, tuple]:
     _warm_up_counting()
     if source.kind == "preset-py":
+        sized = {"image_size": source.knobs.image_size} if source.knobs.image_size else {}
         with torch.device(device):
-            result = call_factory(source, batch=batch)
+            result = call_factory(source, batch=batch, **sized)
+    elif source.knobs.image_size:
+        raise SimplanError(f"{source.path}: image=N applies to the vision presets only")
     else:
         result = call_factory(source)
     model, inputs = _checked_result(source, result)

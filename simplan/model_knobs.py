@@ -40,6 +40,7 @@ PRUNE_HELP = (
     "prunable convolution's channels (torch modules, Torch-Pruning); 'heads:0.5', 'ffn:0.25' "
     "and 'layers:0.5' shrink a transformer shape's attention heads, FFN width or blocks"
 )
+MAX_IMAGE_SIZE = 4096  # pixels a side: beyond any vision preset's training images
 QUANTIZE_HELP = (
     "weight-only quantization: DTYPE (every linear layer's weights) or KIND=DTYPE[,...] per "
     "layer kind of the model graph (e.g. transformer_block=int4,embedding=int8); DTYPE int8, "
@@ -58,6 +59,7 @@ class ModelKnobs:
 
     prune: tuple[tuple[str, float], ...] = ()
     quantize: str = ""
+    image_size: int = 0  # a vision preset's input side in pixels (0: the preset's own)
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -77,9 +79,13 @@ class ModelKnobs:
                 )
         if self.quantize:
             parse_quantize(self.quantize)  # validates
+        if not 0 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise SimplanError(
+                f"image={self.image_size}: give an image side of 1 to {MAX_IMAGE_SIZE} pixels"
+            )
 
     def __bool__(self) -> bool:
-        return bool(self.prune or self.quantize)
+        return bool(self.prune or self.quantize or self.image_size)
 
     def fraction(self, what: str) -> float:
         return dict(self.prune).get(what, 0.0)
@@ -91,12 +97,16 @@ class ModelKnobs:
             parts.append("prune=" + ",".join(f"{w}:{f:g}" for w, f in self.prune))
         if self.quantize:
             parts.append(f"quantize={self.quantize}")
+        if self.image_size:
+            parts.append(f"image={self.image_size}")
         return "".join(KNOB_SEP + p for p in parts)
 
     def describe(self) -> str:
         parts = [f"{w} -{f:.0%}" for w, f in self.prune]
         for kind, dtype in self.quantize_kinds():
             parts.append(f"{dtype} {kind or 'linear'} weights")
+        if self.image_size:
+            parts.append(f"{self.image_size}x{self.image_size} images")
         return ", ".join(parts)
 
     def quantize_kinds(self) -> tuple[tuple[str, str], ...]:
@@ -159,17 +169,28 @@ def split_spec(spec: str) -> tuple[str, ModelKnobs]:
     base, *parts = spec.split(KNOB_SEP)
     prune: tuple[tuple[str, float], ...] = ()
     quantize = ""
+    image_size = 0
     for part in parts:
         key, _, value = part.partition("=")
         if key == "prune":
             prune = parse_prune(value)
         elif key == "quantize":
             quantize = value
+        elif key == "image":
+            image_size = _image_size(spec, value)
         else:
             raise SimplanError(
-                f"model {spec!r}: unknown model knob {key!r}; use prune=... or quantize=..."
+                f"model {spec!r}: unknown model knob {key!r}; use prune=..., quantize=... or "
+                "image=..."
             )
-    return base, ModelKnobs(prune=prune, quantize=quantize)
+    return base, ModelKnobs(prune=prune, quantize=quantize, image_size=image_size)
+
+
+def _image_size(spec: str, value: str) -> int:
+    """The pixels of `image=N` (a positive integer), or one line saying what to write."""
+    if not value.isdigit() or int(value) == 0:
+        raise SimplanError(f"model {spec!r}: image={value!r}: give the image side in pixels")
+    return int(value)
 
 
 def with_knobs(spec: str, *, prune: str | None = None, quantize: str | None = None) -> str:
@@ -178,6 +199,7 @@ def with_knobs(spec: str, *, prune: str | None = None, quantize: str | None = No
     new = ModelKnobs(
         prune=parse_prune(prune) if prune else knobs.prune,
         quantize=quantize if quantize else knobs.quantize,
+        image_size=knobs.image_size,
     )
     return base + new.suffix()
 

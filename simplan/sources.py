@@ -157,6 +157,8 @@ def load_model(
         )
     source = resolve(spec)
     tspec = transformer_spec(source) if source.kind == "toml" else None
+    if tspec is not None and source.knobs.image_size:
+        raise SimplanError(f"model {spec!r}: a transformer shape takes no image=N knob")
     cacheable = use_cache and source.kind != "factory"
     key = _cache_key(source, seq_len, dtype) if cacheable else ""
     if cacheable:

@@ -12,9 +12,14 @@ MAX_TEMPERATURE = 1e3
 MAX_READ_GBPS = 1e6
 
 
-def add_teacher_flags(p: argparse.ArgumentParser, placements: tuple[str, ...] = PLACEMENTS) -> None:
+def add_teacher_flags(
+    p: argparse.ArgumentParser,
+    placements: tuple[str, ...] = PLACEMENTS,
+    task_placements: tuple[str, ...] = (),
+) -> None:
     """--teacher, --placement, --temperature, --alpha, --teacher-dtype, and where
-    'precomputed' is offered --logits-read-gbps and --teacher-devices."""
+    'precomputed' is offered --logits-read-gbps and --teacher-devices; `task_placements` are
+    more --placement choices, for a multi-task model's heads."""
     g = p.add_argument_group("distillation")
     g.add_argument(
         "--teacher",
@@ -25,13 +30,19 @@ def add_teacher_flags(p: argparse.ArgumentParser, placements: tuple[str, ...] = 
     )
     g.add_argument(
         "--placement",
-        choices=placements,
+        choices=placements + task_placements,
         help="where the teacher runs: colocated (each student replica runs its own teacher "
         "forward first), separate (the teacher on devices of its own sends its logits "
         "point-to-point; the two overlap)"
         + (", precomputed (logits read from storage)" if "precomputed" in placements else "")
         + "; default: "
-        + ("the faster one" if len(placements) > 2 else "colocated"),
+        + ("the faster one" if len(placements) > 2 else "colocated")
+        + (
+            f". For a multi-task model (no --teacher), where its heads run: "
+            f"{', '.join(task_placements)} (default {task_placements[0]})"
+            if task_placements
+            else ""
+        ),
     )
     g.add_argument(
         "--temperature",

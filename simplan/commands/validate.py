@@ -18,9 +18,12 @@ from simplan.commands.config_flags import add_config_flags
 from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_seq_len
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
+from simplan.commands.mtl_validate import HELP as MTL_HELP
+from simplan.commands.mtl_validate import add_weighting_flag, is_multitask, run_multitask
 from simplan.errors import SimplanError
 from simplan.parallel import ParallelConfig
 from simplan.runtime.distill_run import RUNTIME_PLACEMENTS
+from simplan.runtime.mtl_run import MTL_PLACEMENTS
 
 MAX_MIN_TIME_S = 3600.0  # the timed steps' least duration: an hour is already absurd
 
@@ -49,7 +52,12 @@ With --teacher, a distillation run: colocated, the NPROCS ranks are DDP student 
 running its own frozen teacher forward; separate, rank 0 is the teacher sending its logits to
 one student (send/recv), the other ranks' worth of global batch in micro-batches
 (simplan.distill, simplan.runtime.distill_run). Both models are profiled in the run.
+
+  simplan validate --model 'mtl-vision#image=64' --nprocs 2 --placement task-parallel \
+      --micro-batch 4 --weighting gradnorm
+
 """
+HELP += MTL_HELP
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,7 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--nprocs N` writes, traces/collectives/localhost-cpu/gloo-<N>ranks.json, else the "
         "2-rank one of the localhost-cpu preset)",
     )
-    add_teacher_flags(p, RUNTIME_PLACEMENTS)
+    add_teacher_flags(p, RUNTIME_PLACEMENTS, MTL_PLACEMENTS)
+    add_weighting_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -165,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_record_dir(args.runs_dir, "--runs-dir")
     model, config = _inputs(args)
+    if is_multitask(args, model):
+        return run_multitask(args, model, config)
     check_teacher_flags(args)
     if args.teacher:
         return _distill(args, model, config)

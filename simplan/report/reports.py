@@ -304,7 +304,11 @@ def write_validation_report(
             figures=(scatter, errors),
             table=validation.validation_table(points),
         )
-        sections = [section, *_memory_sections(runs_dir, stage, formats)]
+        sections = [
+            section,
+            *_memory_sections(runs_dir, stage, formats),
+            *_task_sections(runs_dir, stage, formats),
+        ]
         intro = f"Records: `{runs_dir}` ({len(points)} runs). " + _regen_note(command)
         write_index(stage, "Validation: simulator against real runs", intro, sections)
     return Path(out_dir) / "index.md"
@@ -335,6 +339,33 @@ def _memory_sections(runs_dir: str | Path, stage: Path, formats: Sequence[str]) 
             text="Measured: the tensor storages live at the peak of one untimed step per rank.",
             figures=(figure,),
             table=(["rank", "predicted MiB", "measured MiB", "error"], rows),
+        )
+    ]
+
+
+def _task_sections(runs_dir: str | Path, stage: Path, formats: Sequence[str]) -> list[Section]:
+    """Per-task loss and weight over the steps of the multi-task runs, where there are any."""
+    from simplan.report.task_curves import read_task_runs, task_curves_figure, task_table
+
+    runs = read_task_runs(runs_dir)
+    if not runs:
+        return []
+    figures = tuple(
+        _save(
+            task_curves_figure(run),
+            stage,
+            f"tasks-{i}",
+            f"{run.label}: every task's loss and weight per step",
+            formats,
+        )
+        for i, run in enumerate(runs)
+    )
+    return [
+        Section(
+            title="Multi-task training: loss and weight per task",
+            text="Rank 0's view (replicated: the ranks' mean) of every step, warm-up included.",
+            figures=figures,
+            table=task_table(runs),
         )
     ]
 

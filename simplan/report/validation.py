@@ -25,7 +25,7 @@ MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 RECORD_KIND = "validation-record"
 # the record kinds whose predicted and measured steps are plotted: simplan validate's, and its
 # distillation runs' (simplan.validate_distill; strategy 'distill-<placement>')
-RECORD_KINDS = (RECORD_KIND, "distill-validation-record")
+RECORD_KINDS = (RECORD_KIND, "distill-validation-record", "mtl-validation-record")
 _STEP_S = Float(min=0.0, min_open=True, max=1e6)
 RECORD_FIELDS = Table(
     {
