@@ -72,6 +72,10 @@ def simulate_plan_heads(args: argparse.Namespace, plan: Any) -> int:
         from simplan.profiles import read_profile
 
         profile = read_profile(args.profile)
+    if not args.json and "step_time_s" in record:
+        from simplan.planner.tasks import ms
+
+        print(f"head placement of {args.plan} (planned step {ms(record['step_time_s'])})")
     return _simulate_and_print(args, graph, tasks, placement, cluster, config, profile)
 
 

@@ -107,6 +107,13 @@ def test_simulate_refuses_a_bad_head_placement_in_one_line(
         ({"heads": {"segment": [1]}}, "no task 'segment'"),
         ({"devices": [0, 1, 2, 3, 4, 5, 8]}, "beyond the cluster's 8 devices"),
         ({"heads": {"detect": "alone"}}, "detect"),
+        ({"heads": {"detect": []}}, "detect"),
+        ({"heads": {"classify": [1, 2], "detect": [2, 3]}}, "partly overlap"),
+        ({"global_batch": 0}, "global_batch"),
+        (
+            {"heads": {"classify": "replicated", "detect": [4, 5]}, "global_batch": 15},
+            "does not split over the 4 trunk devices",
+        ),
     ):
         path = _damaged(good, tmp_path, change)
         code, _, err = run_main(capsys, "simulate", "--plan", str(path))
