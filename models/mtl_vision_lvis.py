@@ -19,10 +19,7 @@ from torch import nn
 from .mtl_vision import trunk
 from .resnet50 import EXPANSION, STAGES, Classifier, Stem
 
-DESCRIPTION = (
-    "mtl-vision's trunk + classifier + the RetinaNet head (Lin et al. 2017: 4x conv3x3-256 + "
-    "conv3x3 per subnet, 9 anchors) over LVIS's 1,203 classes"
-)
+DESCRIPTION = "mtl-vision trunk + classifier + RetinaNet head (Lin et al. 2017), LVIS 1,203 classes"
 ANCHORS = 9  # RetinaNet: 3 scales x 3 aspect ratios a location
 DET_CLASSES = 1203  # LVIS v1
 WIDTH = 256  # RetinaNet's subnet and pyramid width

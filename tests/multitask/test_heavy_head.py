@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simplan.sources import load_model
+from simplan.sources import describe, load_model, resolve
 from simplan.tasks import load_tasks
 from tests.helpers import run_main
 
@@ -38,6 +38,8 @@ def test_retinanet_head_counted_by_hand() -> None:
     assert trunk == sum(plain.layer(n).params for n in plain_tasks.trunk)
     assert heads["detect"] > 3 * trunk
     assert graph.layer(tasks.trunk[-1]).output_bytes == TRUNK_CHANNELS * GRID * GRID * BF16_BYTES
+    text = describe(resolve("mtl-vision-lvis"))  # what `simplan models` prints
+    assert "RetinaNet" in text and "LVIS 1,203 classes" in text
 
 
 PLAN = ("plan", "--model", "mtl-vision-lvis", "--cluster", "pcie-a100", "--global-batch", "16")
