@@ -16,6 +16,11 @@ needs only the first five):
   solver           one record per ILP solve: solver, status, sol_status, objective, gap, time
   framework        optional: the framework the plan was made for (simplan plan --framework:
                    megatron, torchtitan or deepspeed); `simplan export` defaults to it
+  task_heads       optional, for a model that declares tasks: where each head runs
+                   (simplan.planner.tasks): global_batch, devices (the job's), heads (per task
+                   "replicated" or its devices; the trunk takes the others), chosen, step_time_s
+                   and candidates (the simulated step of each placement compared);
+                   `simplan simulate --plan` simulates this placement
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from simplan.limits import (
     MAX_BUCKET_BYTES,
     MAX_DEVICES,
     MAX_DEVICES_PER_NODE,
+    MAX_GLOBAL_BATCH,
     MAX_GRAPH_LAYERS,
     MAX_NODES,
 )
@@ -38,6 +44,8 @@ from simplan.parallel import ParallelConfig
 from simplan.schema import (
     Anything,
     Bool,
+    Either,
+    Float,
     Int,
     ListOf,
     MapOf,
@@ -47,6 +55,7 @@ from simplan.schema import (
     Table,
     validate,
 )
+from simplan.sim.task_placement import REPLICATED
 from simplan.units import DTYPE_BYTES
 
 PLAN_SCHEMA_VERSION = 1
@@ -77,6 +86,19 @@ CONFIG_TABLE = Table(
     required=("dp", "tp", "pp", "micro_batch", "global_batch"),
     fix="regenerate the file with simplan plan",
 )
+DEVICE_LIST = ListOf(Int(min=0, max=MAX_DEVICES - 1), min_len=1, max_len=MAX_DEVICES)
+TASK_HEADS_TABLE = Table(
+    {
+        "chosen": Str(),
+        "global_batch": Int(min=1, max=MAX_GLOBAL_BATCH),
+        "devices": DEVICE_LIST,
+        "heads": MapOf(Either((Str(choices=(REPLICATED,)), DEVICE_LIST))),
+        "step_time_s": Float(min=0.0),
+        "candidates": MapOf(Float(min=0.0)),
+    },
+    required=("global_batch", "devices", "heads"),
+    fix="regenerate the file with simplan plan",
+)
 PLAN_DOCUMENT = Table(
     {
         "schema": Table({"kind": Str(), "version": Int()}, required=("kind", "version")),
@@ -100,6 +122,7 @@ PLAN_DOCUMENT = Table(
         "estimate": MapOf(Anything()),
         "solver": ListOf(Anything()),
         "framework": Str(choices=FRAMEWORK_NAMES),
+        "task_heads": TASK_HEADS_TABLE,
     },
     required=("schema", "model", "cluster", "config"),
     fix="regenerate the file with simplan plan",

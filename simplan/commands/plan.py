@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -107,7 +108,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with a note of what the limit cut (default 60)",
     )
     p.add_argument(
-        "--out", metavar="DIR", help="write DIR/plan.json and DIR/plans.json, replaced as a pair"
+        "--out",
+        metavar="DIR",
+        help="write DIR/plan.json and DIR/plans.json, replaced as a pair (for a multi-task "
+        "model the best plan carries the head placement, task_heads, that simulate --plan "
+        "reads back)",
     )
     degree = IntSpan(1, MAX_DEVICES)
     for name, what in (("tp", "tensor"), ("pp", "pipeline"), ("dp", "data")):
@@ -252,14 +257,14 @@ def run(args: argparse.Namespace) -> int:
 
         result, choices = apply_goodput(result, sources, options.memory_headroom, deadline)
     job = result.plans[0].export(args.export) if args.export else ""  # refused: nothing written
+    heads = plan_heads_for(args, result.plans[0])  # None unless the model declares tasks
     if args.out:
-        write_outputs(result, Path(args.out))
+        write_outputs(result, Path(args.out), heads)
     if args.export_out:
         from simplan.outputs import write_text_atomic
 
         write_text_atomic(job, args.export_out)
     distill = _distill(args, result.plans[0])
-    heads = plan_heads_for(args, result.plans[0])  # None unless the model declares tasks
     # stdout holds one thing: the JSON document, the export alone, or the table
     export_alone = bool(args.export and not args.export_out and not args.json)
     with contextlib.redirect_stdout(sys.stderr if export_alone else sys.stdout):
@@ -409,19 +414,24 @@ def check_outputs(args: argparse.Namespace) -> None:
     check_distinct_dirs(("--out", args.out), ("--report", args.report))
 
 
-def write_outputs(result: Any, out: Path) -> None:
-    """DIR/plan.json (the best plan) and DIR/plans.json (all), replacing a previous pair whole."""
+def write_outputs(result: Any, out: Path, heads: Any = None) -> None:
+    """DIR/plan.json (the best plan, with the head placement of a multi-task model) and
+    DIR/plans.json (all), replacing a previous pair whole."""
     from simplan.io import schema_header
     from simplan.outputs import PLAN_FILES, output_set, write_json_atomic
+    from simplan.planfile import write_plan
 
+    best = result.plans[0].to_planfile()
+    if heads is not None:
+        best = dataclasses.replace(best, extra={**best.extra, "task_heads": heads.plan_record()})
     doc = {
         "schema": schema_header("plans", 1),
         **result.to_dict(),
-        "plans": [p.to_planfile().to_dict() for p in result.plans],
+        "plans": [best.to_dict()] + [p.to_planfile().to_dict() for p in result.plans[1:]],
         "baselines": [p.to_planfile().to_dict() for p in result.baselines],
     }
     with output_set(out, "--out", owns=PLAN_FILES) as stage:
-        result.plans[0].write(stage / "plan.json")
+        write_plan(best, stage / "plan.json")
         write_json_atomic(doc, stage / "plans.json")
 
 

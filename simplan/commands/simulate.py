@@ -14,7 +14,11 @@ from simplan.commands.config_flags import add_config_flags, config_from_args
 from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flags, distillations
 from simplan.commands.flag_rules import check_config, check_model
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
-from simplan.commands.task_flags import add_task_placement_flag, simulate_placement
+from simplan.commands.task_flags import (
+    add_task_placement_flag,
+    simulate_placement,
+    simulate_plan_heads,
+)
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
@@ -59,7 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
-    p.add_argument("--plan", help="simulate a plan file instead (written by `simplan plan`)")
+    p.add_argument(
+        "--plan",
+        help="simulate a plan file instead (written by `simplan plan`); one with a multi-task "
+        "model's head placement (task_heads) simulates that placement",
+    )
     add_config_flags(p, defaults={"dp": None, "global_batch": None})
     p.add_argument(
         "--framework",
@@ -123,6 +131,13 @@ def run(args: argparse.Namespace) -> int:
         raise SimplanError(
             "simulate --explain explains a --teacher's placement or what --prune changes: add one"
         )
+    if args.plan and not args.task_placement:
+        from simplan.planfile import read_plan
+
+        plan = read_plan(args.plan)
+        if "task_heads" in plan.extra:
+            _check_task_flags(args, "a plan file with task_heads")
+            return simulate_plan_heads(args, plan)
     model, cluster, config, placement = _inputs(args)
     if args.framework:
         from simplan.planner.export import unsupported
@@ -192,14 +207,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_task_flags(args: argparse.Namespace) -> None:
-    """--task-placement simulates the tasks' step alone: the flags it cannot honour refused."""
-    if not args.task_placement:
+def _check_task_flags(args: argparse.Namespace, what: str = "--task-placement") -> None:
+    """--task-placement (or a plan file's head placement, `what`) simulates the tasks' step
+    alone: the flags it cannot honour refused."""
+    if what == "--task-placement" and not args.task_placement:
         return
     given = [
         flag
         for flag, value in (
-            ("--plan", args.plan),
+            ("--plan", args.plan if what == "--task-placement" else None),
             ("--teacher", args.teacher),
             ("--report", args.report),
             ("--framework", args.framework),
@@ -208,7 +224,7 @@ def _check_task_flags(args: argparse.Namespace) -> None:
         if value
     ]
     if given:
-        raise SimplanError(f"--task-placement does not combine with {', '.join(given)}; drop it")
+        raise SimplanError(f"{what} does not combine with {', '.join(given)}; drop it")
 
 
 def _async(

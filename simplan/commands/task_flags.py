@@ -47,13 +47,50 @@ def simulate_placement(
     profile: Any,
 ) -> int:
     """`simulate --task-placement`: one step of the tasks, printed (or --json), --trace."""
-    from simplan.sim.multitask import simulate_tasks
     from simplan.sim.task_placement import parse_placement
-    from simplan.sim.task_trace import write_task_trace
 
     tasks = tasks_of(graph, "--task-placement")
     devices = tuple(range(cluster.num_devices))
     placement = parse_placement(args.task_placement, graph, tasks, devices)
+    return _simulate_and_print(args, graph, tasks, placement, cluster, config, profile)
+
+
+def simulate_plan_heads(args: argparse.Namespace, plan: Any) -> int:
+    """`simulate --plan FILE` of a plan with task_heads: the step of the tasks with the heads
+    where the plan put them, at the plan's global batch, dtype and sequence length."""
+    from simplan.planner.tasks import placement_from_record, task_config
+    from simplan.sim.run import resolve_model
+
+    record = plan.extra["task_heads"]
+    config = task_config(plan.config, record["global_batch"])
+    graph = resolve_model(plan.model, config)
+    tasks = tasks_of(graph, f"{args.plan}: task_heads")
+    cluster = plan.cluster.load()
+    placement = placement_from_record(record, tasks, cluster)
+    profile = None
+    if args.profile:
+        from simplan.profiles import read_profile
+
+        profile = read_profile(args.profile)
+    if not args.json and "step_time_s" in record:
+        from simplan.planner.tasks import ms
+
+        print(f"head placement of {args.plan} (planned step {ms(record['step_time_s'])})")
+    return _simulate_and_print(args, graph, tasks, placement, cluster, config, profile)
+
+
+def _simulate_and_print(
+    args: argparse.Namespace,
+    graph: ModelGraph,
+    tasks: Any,
+    placement: Any,
+    cluster: Any,
+    config: ParallelConfig,
+    profile: Any,
+) -> int:
+    from simplan.sim.multitask import simulate_tasks
+    from simplan.sim.task_trace import write_task_trace
+
     result = simulate_tasks(
         graph, tasks, placement, cluster, config, profile=profile, record=bool(args.trace)
     )
@@ -103,7 +140,7 @@ def print_task_step(result: Any) -> None:
 def plan_heads_for(args: argparse.Namespace, plan: Any) -> Any:
     """For a model that declares tasks: the heads placed on the whole cluster (--nodes,
     --gpus-per-node) for the global batch (simplan.planner.tasks), else None."""
-    from simplan.planner.tasks import plan_heads
+    from simplan.planner.tasks import plan_heads, task_config
     from simplan.sim.run import resolve_model
     from simplan.tasks import load_tasks
     from simplan.topology import load_cluster
@@ -112,9 +149,7 @@ def plan_heads_for(args: argparse.Namespace, plan: Any) -> Any:
     tasks = load_tasks(graph)
     if tasks is None:
         return None
-    config = ParallelConfig(
-        global_batch=args.global_batch, dtype=plan.config.dtype, seq_len=plan.config.seq_len
-    )
+    config = task_config(plan.config, args.global_batch)
     cluster = load_cluster(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     return plan_heads(graph, tasks, cluster, config, time_limit_s=min(10.0, args.time_limit))
 

@@ -17,7 +17,7 @@ from simplan.planner.task_ilp import HeadChoice, HeadProblem, solve_heads
 from simplan.profiles import Profile
 from simplan.sim.multitask import TaskStepResult, simulate_tasks
 from simplan.sim.task_costs import TaskCosts, cut_bytes_per_sample
-from simplan.sim.task_placement import TaskPlacement, named_placement, placement_of
+from simplan.sim.task_placement import REPLICATED, TaskPlacement, named_placement, placement_of
 from simplan.tasks import TaskSet
 
 ILP = "ilp"
@@ -44,6 +44,18 @@ class TaskPlanChoice:
     @property
     def best(self) -> TaskStepResult:
         return self.results[self.chosen]
+
+    def plan_record(self) -> dict[str, Any]:
+        """The chosen placement as a plan file's task_heads (simplan.planfile)."""
+        p = self.best.placement
+        return {
+            "chosen": self.chosen,
+            "global_batch": self.best.global_batch,
+            "devices": list(p["devices"]),
+            "heads": dict(p["heads"]),
+            "step_time_s": self.best.step_s,
+            "candidates": {k: self.results[k].step_s for k in self.order},
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +118,25 @@ def plan_heads(
         devices=len(devices),
         node_of=tuple(d.node for d in cluster.devices),
     )
+
+
+def task_config(base: ParallelConfig, global_batch: int) -> ParallelConfig:
+    """The configuration a head placement is simulated with: data parallel over the
+    placement's devices, at the base configuration's dtype and sequence length."""
+    return ParallelConfig(global_batch=global_batch, dtype=base.dtype, seq_len=base.seq_len)
+
+
+def placement_from_record(record: dict[str, Any], tasks: TaskSet, cluster: Any) -> TaskPlacement:
+    """The placement of a plan file's task_heads (plan_record), checked against the tasks and
+    the cluster (one SimplanError line)."""
+    devices = tuple(record["devices"])
+    if max(devices) >= cluster.num_devices:
+        raise SimplanError(
+            f"task_heads: device {max(devices)} is beyond the cluster's {cluster.num_devices} "
+            "devices; regenerate the file with simplan plan"
+        )
+    heads = {t: tuple(g) for t, g in record["heads"].items() if g != REPLICATED}
+    return placement_of(tasks, devices, heads, str(record.get("chosen", "")))
 
 
 def fastest_first(cluster: Any) -> tuple[int, ...]:
@@ -325,4 +356,36 @@ def _reason(best: TaskStepResult, other: TaskStepResult) -> str:
     moved = sum(2 * c["slices_each_way"] * c["slice_bytes"] for c in best.cut)
     if moved:
         parts.append(f"{moved / 1e6:.3g} MB of features and their gradients cross the cut")
+    parts += [_sync_for_features(best, other, c) for c in best.cut if _replicated_in(other, c)]
     return "; ".join(parts)
+
+
+def _replicated_in(result: TaskStepResult, cut: dict[str, Any]) -> bool:
+    return any(t["task"] == cut["task"] and t["placement"] == "replicated" for t in result.tasks)
+
+
+def _synced_params(result: TaskStepResult) -> float:
+    """Parameters in the trunk devices' all-reduce: the trunk's and the replicated heads'."""
+    heads = sum(t["params"] for t in result.tasks if t["placement"] == "replicated")
+    return float(result.trunk.get("params", 0.0)) + heads
+
+
+def _sync_for_features(best: TaskStepResult, other: TaskStepResult, cut: dict[str, Any]) -> str:
+    """What a head placed alone trades: its gradients leave the trunk devices' all-reduce (the
+    other placement's, every step) for one within its group, against its features (and their
+    gradients) sent every step."""
+    task = next(t for t in best.tasks if t["task"] == cut["task"])
+    group = task["placement"]
+    samples = round(cut["slices_each_way"] * cut["slice_bytes"] / cut["sample_bytes"])
+    each_way = cut["slices_each_way"] * cut["slice_bytes"]
+    return (
+        f"{task['task']} alone trades its gradient sync for its features: its "
+        f"{task['params'] / 1e6:.3g} M parameters leave {other.placement['name']}'s all-reduce "
+        f"over {len(other.placement['trunk_devices'])} devices ({ms(other.trunk['grad_sync_s'])} "
+        f"for {_synced_params(other) / 1e6:.3g} M parameters, "
+        f"{ms(other.trunk['grad_sync_exposed_s'])} of it exposed) and all-reduce within its "
+        f"{len(group)} device(s) in {ms(cut['grad_sync_s'])} (the trunk's own: "
+        f"{ms(best.trunk['grad_sync_s'])}); in exchange {cut['sample_bytes'] / 1e6:.3g} MB of "
+        f"features a sample x {samples} samples = {each_way / 1e6:.3g} MB go each way, "
+        f"{cut['slices_each_way']} slice(s) of {ms(cut['slice_s'])}"
+    )

@@ -47,12 +47,14 @@ from simplan.tasks import TaskSet, load_tasks, parse_tasks
 class TaskStepResult:
     """One simulated step of a multi-task model.
 
-    step_s: the step; samples_per_s: global batch / step_s; devices: per device its role,
-    compute_s and comm_s (busy seconds), peak_memory_bytes and capacity_bytes; tasks: per task
-    where it runs, its samples per device, its forward and backward seconds on one device and
-    when they ran (start of the first, end of the last); cut: per placed head the bytes of one
-    slice of features, its seconds one way and how many slices cross each way; events: the
-    timeline (simplan.sim.engine.Event).
+    step_s: the step; samples_per_s: global batch / step_s; trunk: its forward, backward,
+    gradient all-reduce (whole and exposed) and optimizer seconds and its parameters; devices:
+    per device its role, compute_s and comm_s (busy seconds), peak_memory_bytes and
+    capacity_bytes; tasks: per task where it runs, its samples per device, its forward and
+    backward seconds on one device and when they ran (start of the first, end of the last); cut:
+    per placed head the bytes of features a sample (the trunk's outputs it reads) and of one
+    slice, a slice's seconds one way, how many slices cross each way and the head's gradient
+    all-reduce within its group; events: the timeline (simplan.sim.engine.Event).
     """
 
     model: str
@@ -263,6 +265,7 @@ def _result(
     cut = tuple(
         {
             "task": h.task,
+            "sample_bytes": cut_bytes_per_sample(graph, tasks, h.task),
             "slice_bytes": h.send_bytes,
             "slice_s": h.send_s,
             "slices_each_way": len(h.devices) * len(times.trunk_devices),
@@ -284,6 +287,7 @@ def _result(
             "grad_sync_s": times.trunk_sync_whole_s,
             "grad_sync_exposed_s": times.trunk_sync_s,
             "optimizer_s": times.trunk_optimizer_s,
+            "params": float(sum(graph.layer(n).params for n in tasks.trunk)),
         },
         devices=devices,
         tasks=task_rows,

@@ -155,7 +155,7 @@ def test_toml_task_tables_are_validated(tmp_path: Path) -> None:
         load_model(str(path), use_cache=False)
 
 
-@pytest.mark.parametrize("preset", ["mtl-vision", "mtl-text"])
+@pytest.mark.parametrize("preset", ["mtl-vision", "mtl-vision-lvis", "mtl-text"])
 def test_outputs_are_in_the_order_forward_returns_them(preset: str) -> None:
     """Each tensor forward returns has the size of the layer OUTPUTS names at its position
     (fp32, one sample, on the meta device)."""
