@@ -1,7 +1,9 @@
 """Fit the GPU device models' efficiencies to published throughput and check held-out rows.
 
-For each family (A100, H100) fits gemm_efficiency and mem_efficiency (the H100 shares the
-A100's: its section has too few rows to identify it) on the family's 8-GPU, seq-2048 MPT rows of
+For each family (A100, H100), with the GEMM rate at the family's measured MAMF, fits what the
+llm-foundry stack loses: stack_gemm_efficiency, mem_efficiency (the H100 shares the A100's: its
+section has too few rows to identify it) and the per-operation overhead on the family's 8-GPU,
+seq-2048 MPT rows of
 simplan/data/reference/llmfoundry_mpt_throughput.csv (see simplan/device_fit.py), then predicts
 the rows it did not see: the other sequence lengths and GPU counts of the same section, and the
 A100 40GB section with the A100 fit. Prints tables and writes simplan/data/gpu_calibration.json
@@ -30,7 +32,7 @@ from simplan.device_fit import (
 from simplan.devices import get_device
 from simplan.io import write_json_atomic
 
-CONSTANTS = ("gemm_efficiency", "mem_efficiency", "kernel_overhead_s")
+CONSTANTS = ("gemm_efficiency", "stack_gemm_efficiency", "mem_efficiency", "kernel_overhead_s")
 HELD_OUT = {  # family: (section, cluster, device preset)
     "a100": [
         (FITS["a100"][0], "dgx-a100", "a100-80gb"),

@@ -38,8 +38,9 @@ MmShape = tuple[float, float, float, float, int, int]
 
 
 def gemm_hardware(device: DeviceModel, dtype: str) -> GemmHardware | None:
-    """The device as the GEMM model sees it, at its sustained matrix efficiency; None where the
-    tile model does not apply (a CPU, a device without SM count or tiles, fp32)."""
+    """The device as the GEMM model sees it, full tiles at the training stack's matrix
+    efficiency (the device's measured rate times the stack's share of it); None where the tile
+    model does not apply (a CPU, a device without SM count or tiles, fp32)."""
     if device.kind != "gpu" or device.sm_count <= 0 or not device.gemm_tiles:
         return None
     if dtype not in TILED_DTYPES:
@@ -48,7 +49,7 @@ def gemm_hardware(device: DeviceModel, dtype: str) -> GemmHardware | None:
         sm_count=device.sm_count,
         tiles=device.gemm_tiles,
         peak_flops=device.peak(dtype),
-        efficiency=device.gemm_efficiency,
+        efficiency=device.matrix_efficiency,
         memory_Bps=device.memory_bandwidth_Bps * device.mem_efficiency,
         elem_bytes=dtype_bytes(dtype),
     )

@@ -7,20 +7,26 @@ precision) at the listed micro-batch, gradient accumulation and activation check
 come from llmfoundry_mpt_model_configs.csv (ALiBi, so no position embedding; no biases; tied
 embeddings; vocab 50368).
 
-Each row is simulated on one node (`dgx-a100`, or `dgx-h100` for the H100 fit of the section "H100
-80GB BF16"); the three constants of the device model (`gemm_efficiency`: matrix work,
-`mem_efficiency`: memory-bound work, and `kernel_overhead_s`: the fixed cost of each operation,
-launch and dispatch included) are chosen on a grid to minimise the squared log error of the
-predicted samples per second over the rows. Each layer is counted with the work the rows ran:
-the loss (an fp32 cross-entropy over the logits, whose up-cast and log-softmax stream several
-times the logits' bytes) rides on the output layer, dropout is the fused kernel. With that work
-counted, the fit lands on physical values (A100: 70% of peak for matrix work, 75% of HBM
-bandwidth for streaming work), and the same constants predict Megatron-LM's unfused-attention
-runs within 12% (benchmarks/sim_megatron.py, held out). The H100 section has 5 rows, which do not
-identify the memory efficiency; it shares the A100's. The A100 fit serves a100-80gb and
-a100-40gb; the H100 fit serves h100-sxm and h200 (same chip, faster memory) until a profile of the
-target GPU replaces the model. The other rows of the same sections (other sequence lengths and GPU
-counts, and the A100 40GB section) and Megatron-LM's tables are held out as checks
+Each row is simulated on one node (`dgx-a100`, or `dgx-h100` for the H100 fit of the section
+"H100 80GB BF16"). The GEMM rate is not fitted here: it is the device's, the full-tile efficiency
+at which the GEMM model reproduces the family's Maximum Achievable Matmul FLOPS
+(simplan/data/gemm_calibration.json, benchmarks/gemm_sweep.py). What the rows identify is what
+the llm-foundry stack of 2023 loses: three constants (`stack_gemm_efficiency`: the share of that
+rate its matrix kernels reached, `mem_efficiency`: memory-bound work, `kernel_overhead_s`: the
+least cost of each operation, launch and eager dispatch included) are chosen on a grid (the
+share in steps of 0.02 of peak of the matrix rate it gives) to minimise the squared log error
+of the predicted samples per second over the rows. The rows cannot tell a uniform loss of busy
+time from slower matrix kernels apart by themselves; a uniform loss would put memory-bound
+kernels at the datasheet bandwidth (the A100 fit's memory efficiency went to 1.0), so the loss
+is taken where it is physical, on the matrix kernels (the 2023 stacks ran older GEMM libraries;
+on the H100, from before its Hopper kernels matured).
+Each layer is counted with the work the rows ran: the loss (an fp32 cross-entropy over the
+logits, whose up-cast and log-softmax stream several times the logits' bytes) rides on the
+output layer, dropout is the fused kernel. The H100 section has 5 rows, which do not identify
+the memory efficiency; it shares the A100's. The A100 fit serves a100-80gb and a100-40gb; the
+H100 fit serves h100-sxm and h200 (same chip, faster memory) until a profile of the target GPU
+replaces the model. The other rows of the same sections (other sequence lengths and GPU counts,
+and the A100 40GB section) and Megatron-LM's tables are held out as checks
 (benchmarks/calibrate_devices.py prints them).
 
 Run `python benchmarks/calibrate_devices.py` to re-derive and store the result in
@@ -45,7 +51,8 @@ FIT_FILE = "llmfoundry_mpt_throughput.csv"
 SHAPES_FILE = "llmfoundry_mpt_model_configs.csv"
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "gpu_calibration.json"
 REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
-GEMM_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(28))  # 0.40 .. 0.94
+# the stack's matrix efficiency (share of peak: MAMF rate x the stack's share of it)
+MATRIX_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(28))  # 0.40 .. 0.94
 MEM_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(15))  # 0.3 .. 1.0
 # seconds per operation; the first is the prior (simplan.devices.KERNEL_OVERHEAD_S, a launch),
 # kept when the rows cannot tell the values apart (their operations are all far longer)
@@ -192,46 +199,69 @@ class RowSimulator:
         return sum(math.log(self.predict(r, device) / r.samples_per_s) ** 2 for r in self.rows)
 
 
+def mamf_efficiency(family: str) -> tuple[float, str]:
+    """The family's GEMM full-tile efficiency at its Maximum Achievable Matmul FLOPS, and where
+    it comes from."""
+    from simplan.gemm import CALIBRATION_FILE as GEMM_FILE
+    from simplan.gemm import read_calibration
+
+    levels = read_calibration().get("best_shape_efficiency", {})
+    if family not in levels:
+        raise SimplanError(f"{GEMM_FILE}: no best-shape efficiency for {family}; run gemm_sweep")
+    source = (
+        f"simplan/data/gemm_calibration.json best_shape_efficiency[{family!r}]: the GEMM model's "
+        "full-tile rate at the family's Maximum Achievable Matmul FLOPS row of "
+        "simplan/data/reference/gemm_efficiency_measurements.csv (benchmarks/gemm_sweep.py)"
+    )
+    return float(levels[family]), source
+
+
 def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[str, Any]:
-    """Fit one device family ('a100' or 'h100') on its section's 8-GPU, seq-2048 rows.
-    With mem_efficiency given, only the matrix efficiency and the overhead are fitted: the H100
+    """Fit what llm-foundry's stack loses on one device family ('a100' or 'h100'), on the
+    section's 8-GPU, seq-2048 rows, the GEMM rate held at the family's MAMF (mamf_efficiency).
+    With mem_efficiency given, only the stack's GEMM share and the overhead are fitted: the H100
     section has 5 such rows, too few to tell memory-bound work from matrix work apart (its
     best-fit memory efficiency would make the H100 stream memory slower than the A100), so it
     takes the A100's HBM streaming efficiency."""
     from simplan.devices import get_device
 
     section, cluster, preset = FITS[family]
-    base = get_device(preset)
+    gemm, gemm_source = mamf_efficiency(family)
+    base = get_device(preset).with_(gemm_efficiency=gemm)
     rows = mpt_rows(section)
     sim = RowSimulator(rows, cluster)
     best: tuple[float, float, float, float] | None = None
     mem_grid = MEM_GRID if mem_efficiency is None else (mem_efficiency,)
+    matrices = [matrix for matrix in MATRIX_GRID if matrix <= gemm]
+    stacks = [matrix / gemm for matrix in matrices]
     for overhead in OVERHEAD_GRID:
         for mem in mem_grid:
-            for gemm in GEMM_GRID:
+            for stack in stacks:
                 candidate = base.with_(
-                    gemm_efficiency=gemm, mem_efficiency=mem, kernel_overhead_s=overhead
+                    stack_gemm_efficiency=stack, mem_efficiency=mem, kernel_overhead_s=overhead
                 )
                 loss = sim.loss(candidate)
                 if best is None or loss < best[0] - 1e-12:
-                    best = (loss, gemm, mem, overhead)
+                    best = (loss, stack, mem, overhead)
     assert best is not None
-    loss, gemm, mem, overhead = best
-    fitted = base.with_(gemm_efficiency=gemm, mem_efficiency=mem, kernel_overhead_s=overhead)
+    loss, stack, mem, overhead = best
+    fitted = base.with_(stack_gemm_efficiency=stack, mem_efficiency=mem, kernel_overhead_s=overhead)
     table = sim.table(fitted)
     spread = [sim.loss(fitted.with_(kernel_overhead_s=o)) for o in OVERHEAD_GRID]
     identified = max(spread) - min(spread) > 1e-9
     return {
         "gemm_efficiency": gemm,
+        "gemm_source": gemm_source,
+        "stack_gemm_efficiency": stack,
         "mem_efficiency": mem,
         "kernel_overhead_s": overhead,
         "source": (
             f"simplan/data/reference/{FIT_FILE}: least-squares (log) fit over the {len(rows)} "
-            f"'{section}', 8-GPU, seq-2048 MPT rows (FSDP FULL_SHARD, bf16, fp32 "
-            f"reduction), simulated on one {cluster} node; grid {GEMM_GRID[0]}-"
-            f"{GEMM_GRID[-1]} x "
+            f"'{section}', 8-GPU, seq-2048 MPT rows (llm-foundry, FSDP FULL_SHARD, bf16, fp32 "
+            f"reduction), simulated on one {cluster} node with the GEMM rate at MAMF; grid "
+            f"matrix efficiency (MAMF x stack) {matrices[0]}-{matrices[-1]} x "
             + (
-                f"{MEM_GRID[0]}-{MEM_GRID[-1]}"
+                f"mem {MEM_GRID[0]}-{MEM_GRID[-1]}"
                 if mem_efficiency is None
                 else f"mem_efficiency {mem_efficiency} (the A100 fit's, shared)"
             )

@@ -9,6 +9,17 @@ operations at `memory_bandwidth * mem_efficiency`, and no operation takes less t
 overlaps the current one, so the overhead is a floor, not a surcharge). The efficiency therefore
 depends on the operation's shape: tiny operations are bound by the issue rate, large ones
 approach `gemm_efficiency`. Every constant carries its source.
+
+The device's constants are kept apart from the training stack's. `gemm_efficiency` is the
+device's: the full-tile rate at which the GEMM model reproduces the device's Maximum Achievable
+Matmul FLOPS (a kernel benchmark, simplan/data/gemm_calibration.json). Two constants describe
+the software stack that trains on it: `stack_gemm_efficiency`, the share of that rate its matrix
+kernels reach (an older GEMM library, gaps between back-to-back products), and
+`kernel_overhead_s`, the least time one operation of the stack costs (launch, and in an eager
+framework the host-side dispatch). Matrix work runs at `gemm_efficiency *
+stack_gemm_efficiency` of peak (`matrix_efficiency`). The presets carry the stack fitted end to
+end on llm-foundry's MPT runs of 2023 (simplan/device_fit.py); `kernels_only` gives the device
+with a stack that loses nothing beyond each kernel's launch.
 """
 
 from __future__ import annotations
@@ -52,6 +63,8 @@ class DeviceModel:
     gemm_efficiency: float = 0.75
     mem_efficiency: float = 0.85
     kernel_overhead_s: float = 5e-6
+    # share of gemm_efficiency the training stack's matrix kernels reach (module doc)
+    stack_gemm_efficiency: float = 1.0
     sm_count: int = 0
     fp8_flops: float = 0.0
     # GEMM thread-block tiles (rows x columns of the output) its libraries use for 16-bit
@@ -74,7 +87,7 @@ class DeviceModel:
             raise ValueError(f"device {self.name}: fp8_flops must be >= 0")
         if self.memory_bytes <= 0 or self.memory_bandwidth_Bps <= 0:
             raise ValueError(f"device {self.name}: memory and bandwidth must be > 0")
-        for attr in ("gemm_efficiency", "mem_efficiency"):
+        for attr in ("gemm_efficiency", "mem_efficiency", "stack_gemm_efficiency"):
             if not 0 < getattr(self, attr) <= 1:
                 raise ValueError(f"device {self.name}: {attr} must be in (0, 1]")
 
@@ -92,12 +105,17 @@ class DeviceModel:
             )
         return self.peak_flops["fp32"]
 
+    @property
+    def matrix_efficiency(self) -> float:
+        """Share of peak at which the training stack's matrix kernels run on this device."""
+        return self.gemm_efficiency * self.stack_gemm_efficiency
+
     def gemm_time_s(self, flops: float, dtype: str) -> float:
-        return max(flops / (self.peak(dtype) * self.gemm_efficiency), self.kernel_overhead_s)
+        return max(flops / (self.peak(dtype) * self.matrix_efficiency), self.kernel_overhead_s)
 
     def roofline_time_s(self, flops: float, nbytes: float, dtype: str) -> float:
         """A matrix operation: bound by compute or by moving its operands, plus the overhead."""
-        compute = flops / (self.peak(dtype) * self.gemm_efficiency)
+        compute = flops / (self.peak(dtype) * self.matrix_efficiency)
         memory = nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency)
         return max(compute, memory, self.kernel_overhead_s)
 
@@ -215,6 +233,7 @@ def _datasheet_gpu(name: str) -> DeviceModel:
         gemm_efficiency=efficiency["gemm_efficiency"],
         mem_efficiency=efficiency["mem_efficiency"],
         kernel_overhead_s=efficiency["kernel_overhead_s"],
+        stack_gemm_efficiency=efficiency["stack_gemm_efficiency"],
     )
 
 
@@ -236,7 +255,8 @@ OVERHEAD_SOURCE = (
 
 
 def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
-    """gemm/mem efficiency of a GPU preset from simplan/data/gpu_calibration.json (written by
+    """GEMM rate (the family's MAMF), memory efficiency and the fitted stack (its GEMM share and
+    per-operation overhead) of a GPU preset from simplan/data/gpu_calibration.json (written by
     benchmarks/calibrate_devices.py; see simplan/device_fit.py)."""
     fit = _CAL.get(_FAMILY.get(name, ""), {})
     missing = UNCALIBRATED if name in DATASHEET_ROWS else "gpu_calibration.json missing"
@@ -247,13 +267,30 @@ def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
         "gemm_efficiency": float(fit.get("gemm_efficiency", 0.7)),
         "mem_efficiency": float(fit.get("mem_efficiency", 0.7)),
         "kernel_overhead_s": float(fit.get("kernel_overhead_s", KERNEL_OVERHEAD_S)),
+        "stack_gemm_efficiency": float(fit.get("stack_gemm_efficiency", 1.0)),
     }
     sources = {
-        "gemm_efficiency": source,
+        "gemm_efficiency": str(fit.get("gemm_source", source)),
         "mem_efficiency": source,
+        "stack_gemm_efficiency": source,
         "kernel_overhead_s": source if fit.get("kernel_overhead_identified") else OVERHEAD_SOURCE,
     }
     return values, sources
+
+
+def kernels_only(device: DeviceModel) -> DeviceModel:
+    """The device under a training stack that loses nothing beyond each kernel's launch: matrix
+    kernels at the device's measured rate (stack_gemm_efficiency 1) and no operation under the
+    launch time (KERNEL_OVERHEAD_S), as the datasheet presets are until a stack is fitted on
+    them."""
+    sources = {
+        **device.sources,
+        "stack_gemm_efficiency": "1: matrix kernels at the device's measured rate",
+        "kernel_overhead_s": OVERHEAD_SOURCE,
+    }
+    return device.with_(
+        stack_gemm_efficiency=1.0, kernel_overhead_s=KERNEL_OVERHEAD_S, sources=sources
+    )
 
 
 def gpu_presets() -> dict[str, DeviceModel]:

@@ -37,11 +37,11 @@ def test_small_gemms_run_less_efficiently_than_large() -> None:
     for n in (256, 8192):
         flops, nbytes = 2 * n**3, 3 * n * n * 2
         eff.append(flops / (a100.roofline_time_s(flops, nbytes, "bf16") * a100.peak("bf16")))
-    assert eff[0] < eff[1] <= a100.gemm_efficiency * (1 + 1e-12)
+    assert eff[0] < eff[1] <= a100.matrix_efficiency * (1 + 1e-12)
     # a thin matrix product (k = 64) is bound by memory traffic, not by the tensor cores
     n = 16384
     thin = 2 * n * n * 64
-    compute_s = thin / (a100.peak("bf16") * a100.gemm_efficiency)
+    compute_s = thin / (a100.peak("bf16") * a100.matrix_efficiency)
     assert compute_s > a100.kernel_overhead_s
     assert a100.roofline_time_s(thin, 2 * (2 * n * 64 + n * n), "bf16") > 1.5 * compute_s
 
@@ -66,6 +66,7 @@ def test_stored_calibration_reproduces_its_fit() -> None:
         assert device.gemm_efficiency == fit["gemm_efficiency"]
         assert device.mem_efficiency == fit["mem_efficiency"]
         assert device.kernel_overhead_s == fit["kernel_overhead_s"]
+        assert device.stack_gemm_efficiency == fit["stack_gemm_efficiency"]
         rows = mpt_rows(section)[:3]
         sim = RowSimulator(rows, cluster)
         recorded = {
@@ -75,6 +76,44 @@ def test_stored_calibration_reproduces_its_fit() -> None:
             predicted = sim.predict(row, device)
             assert predicted == pytest.approx(recorded[(row.model, row.micro_batch)], rel=1e-3)
             assert abs(predicted / row.samples_per_s - 1) < 0.25
+
+
+def test_gemm_rate_is_the_devices_mamf_and_the_stack_takes_its_share() -> None:
+    """The presets' GEMM efficiency is the GEMM model's level at the family's MAMF row (not a
+    fit to training runs); matrix work runs at that times the stack's share. By hand: a
+    1e12-FLOP product on an H100 at 0.85 x 0.6 of 989.5 TFLOP/s takes 1e12 / 504.6e12 s."""
+    from simplan.gemm import read_calibration
+
+    levels = read_calibration()["best_shape_efficiency"]
+    for preset, family in (("a100-80gb", "a100"), ("h100-sxm", "h100"), ("h200", "h100")):
+        device = get_device(preset)
+        assert device.gemm_efficiency == levels[family]
+        assert "Maximum Achievable Matmul FLOPS" in device.sources["gemm_efficiency"]
+        assert "llmfoundry" in device.sources["stack_gemm_efficiency"]
+        assert 0 < device.stack_gemm_efficiency < 1
+    h100 = get_device("h100-sxm").with_(gemm_efficiency=0.85, stack_gemm_efficiency=0.6)
+    assert h100.matrix_efficiency == pytest.approx(0.51)
+    assert h100.gemm_time_s(1e12, "bf16") == pytest.approx(1e12 / (989.5e12 * 0.51))
+    # memory-bound work is not the stack's GEMM share
+    assert h100.memory_time_s(1e9) == get_device("h100-sxm").memory_time_s(1e9)
+    with pytest.raises(ValueError, match="stack_gemm_efficiency"):
+        h100.with_(stack_gemm_efficiency=0.0)
+
+
+def test_kernels_only_drops_the_fitted_stack() -> None:
+    """kernels_only: matrix kernels at the device's own rate and a launch as the least cost of
+    an operation; a datasheet device (no stack fitted) is unchanged."""
+    from simplan.devices import KERNEL_OVERHEAD_S, kernels_only
+
+    h100 = kernels_only(get_device("h100-sxm"))
+    assert h100.matrix_efficiency == get_device("h100-sxm").gemm_efficiency
+    assert h100.kernel_overhead_s == KERNEL_OVERHEAD_S
+    assert "assumed" in h100.sources["kernel_overhead_s"]
+    small = 1e6  # a 1 MFLOP product: under any launch, so it costs the floor
+    assert h100.gemm_time_s(small, "bf16") == KERNEL_OVERHEAD_S
+    b200 = get_device("b200")
+    assert kernels_only(b200).matrix_efficiency == b200.matrix_efficiency
+    assert kernels_only(b200).kernel_overhead_s == b200.kernel_overhead_s
 
 
 def test_blackwell_models_come_from_the_datasheet_table() -> None:

@@ -5,9 +5,10 @@ benchmarks, and traces of models the planner cannot load.
 
 The model (data parallel over the shape's GPUs, model states sharded as in ZeRO-3):
 
-- compute_s = global_batch * flops_per_sample / (gpus * peak_bf16 * gemm_efficiency), with the
-  FLOPs counted by simplan (forward + backward per sample) and the device's peak and GEMM
-  efficiency from its preset (simplan.devices: datasheet and calibration file);
+- compute_s = global_batch * flops_per_sample / (gpus * peak_bf16 * matrix_efficiency), with the
+  FLOPs counted by simplan (forward + backward per sample) and the device's peak and matrix
+  efficiency (its GEMM rate times the stack's share) from its preset (simplan.devices:
+  datasheet and calibration file);
 - comm_s = 2 (g - 1) / g * gradient_bytes / bandwidth (a ring all-reduce of the bf16 gradients;
   Patarasuk & Yuan 2009), where bandwidth is the fabric's per-GPU bandwidth inside one node and
   the lesser of it and the node's NIC bandwidth shared by its GPUs across nodes;
@@ -104,7 +105,7 @@ class AnalyticSpeeds:
         compute_s = (
             job.global_batch
             * cost.flops_per_sample
-            / (shape.gpus * device.peak(DTYPE) * device.gemm_efficiency)
+            / (shape.gpus * device.peak(DTYPE) * device.matrix_efficiency)
         )
         return compute_s + self._comm_s(group, shape, cost.params)
 

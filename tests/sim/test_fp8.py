@@ -37,7 +37,7 @@ def test_fp8_gemms_scale_by_the_peak_ratio(gpt) -> None:  # type: ignore[no-unty
     attention = 4.0 * s * s * h  # the fused attention core, forward, per sample
     linear = 2.0 * s * h * (3 * h + h + 4 * h + 4 * h)  # QKV, out, FC1, FC2
     assert layer.fwd_ops.gemm_flops == pytest.approx(attention + linear)
-    rate = dev.gemm_efficiency
+    rate = dev.matrix_efficiency
     bf16_s = b * (attention + linear) / (989.5e12 * rate)
     fp8_s = b * attention / (989.5e12 * rate) + b * linear / (
         1979e12 * rate * FP8_GEMM_EFFICIENCY_RATIO

@@ -24,7 +24,7 @@ def test_a_recorded_product_grows_along_its_batch_axis() -> None:
 def test_a_pass_adds_its_products_model_times() -> None:
     h100 = get_device("h100-sxm")
     hw = gemm_hardware(h100, "bf16")
-    assert hw is not None and hw.sm_count == 132 and hw.efficiency == h100.gemm_efficiency
+    assert hw is not None and hw.sm_count == 132 and hw.efficiency == h100.matrix_efficiency
     ops = OpCost(mm_shapes=(QKV, (16.0, 2048.0, 2048.0, 64.0, 0, 2)))  # 2 calls of the second
     qkv = gemm_time_s(GemmShape(g=1, m=4096, n=3072, k=1024), hw, KERNELS)  # micro-batch 2
     scores = gemm_time_s(GemmShape(g=32, m=2048, n=2048, k=64), hw, KERNELS)

@@ -31,7 +31,7 @@ def test_blocks_pair_each_collective_with_its_gemm() -> None:
                             tp_overlap=True)  # fmt: skip
     block = next(s for s in layer_steps(graph, dev, config) if s.tp_fwd_gemm_s)
     s, h = 2048, 2048
-    rate = 989.5e12 * dev.gemm_efficiency * 8  # the GEMMs are split over tp 8
+    rate = 989.5e12 * dev.matrix_efficiency * 8  # the GEMMs are split over tp 8
     qkv, out, fc1, fc2 = (2 * s * h * 3 * h, 2 * s * h * h, 2 * s * h * 4 * h, 2 * s * 4 * h * h)
     assert [op for op, _ in block.tp_fwd] == ["all_gather", "reduce_scatter"] * 2
     assert block.tp_fwd_gemm_s == pytest.approx((qkv / rate, out / rate, fc1 / rate, fc2 / rate))
