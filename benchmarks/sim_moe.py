@@ -40,9 +40,10 @@ the first dense layers, and the logits h V; recomputation not counted. The Mixtr
 
 Nothing is tuned here. The rows ran Megatron-Core with Transformer Engine (2024-2025: fused
 kernels, grouped GEMMs, CUDA graphs on several rows), a stack whose matrix kernels run at the
-device's measured rate: each GPU is its preset under `simplan.devices.kernels_only`, the GEMM
-model's full tiles at the device's Maximum Achievable Matmul FLOPS (H100: the 'NVIDIA H100 SXM'
-bf16 row of simplan/data/reference/gemm_efficiency_measurements.csv, 794.5 of 989 TFLOP/s, as
+device's measured rate: each GPU is its preset under `--stack kernels`
+(simplan.devices.kernels_only), the GEMM model's full tiles at the device's Maximum Achievable
+Matmul FLOPS (H100: the 'NVIDIA H100 SXM' bf16 row of
+simplan/data/reference/gemm_efficiency_measurements.csv, 794.5 of 989 TFLOP/s, as
 simplan/data/gemm_calibration.json reproduces it) and no operation under a kernel launch. B200
 and GB200 are datasheet devices with simplan's uncalibrated efficiencies (no stack fitted on
 them, so `kernels_only` changes nothing there). A second column shows the H100 rows under the
@@ -64,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.device_fit import read_reference_csv
-from simplan.devices import kernels_only
+from simplan.devices import STACKS
 from simplan.io import write_json_atomic
 from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
@@ -116,7 +117,7 @@ class Case:
         c = self.config
         flags = [
             f"--model {self.preset} --cluster {self.cluster} --nodes {self.nodes} "
-            f"--gpus-per-node {self.gpus_per_node}",
+            f"--gpus-per-node {self.gpus_per_node} --stack kernels",
             f"--tp {c.tp} --pp {c.pp} --cp {c.cp} --ep {c.ep} --etp {c.etp}",
             f"--micro-batch {c.micro_batch} --global-batch {c.global_batch}",
             f"--seq-len {c.seq_len} --zero {c.zero} --recompute {c.recompute}",
@@ -280,13 +281,14 @@ def megatron_flops_per_token(spec: dict[str, Any], seq_len: int) -> float:
     return 6.0 * (layers * attention + mlp + h * spec["vocab_size"])
 
 
-def run_case(case: Case, graph: ModelGraph, cluster: Any) -> dict[str, Any]:
+def run_case(case: Case, graph: ModelGraph, clusters: dict[str, Any]) -> dict[str, Any]:
+    """The row simulated on its cluster under the kernels stack (`--stack kernels`) and, for
+    H100 rows, under the fitted stack too."""
     started = time.perf_counter()
-    device = kernels_only(cluster.device_model(0))
-    result = simulate(graph, cluster, case.config, record=False, device=device)
+    result = simulate(graph, clusters["kernels"], case.config, record=False)
     fitted_stack = None  # the H100's: the other GPUs have no fitted stack
     if case.cluster == "dgx-h100":
-        fitted_stack = simulate(graph, cluster, case.config, record=False).step_time_s
+        fitted_stack = simulate(graph, clusters["fitted"], case.config, record=False).step_time_s
     c = case.config
     flops = megatron_flops_per_token(graph.meta["transformer"], c.seq_len) * c.seq_len
     flops *= c.global_batch
@@ -357,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"row {case.row}: preset {case.preset} does not match: {bad}")
         ckey = (case.cluster, case.gpus)
         if ckey not in clusters:
-            clusters[ckey] = load_cluster(
-                case.cluster, nodes=case.nodes, gpus_per_node=case.gpus_per_node
-            )
+            clusters[ckey] = {
+                stack: load_cluster(
+                    case.cluster, nodes=case.nodes, gpus_per_node=case.gpus_per_node, stack=stack
+                )
+                for stack in STACKS
+            }
         results.append(run_case(case, graphs[key], clusters[ckey]))
         r = results[-1]
         column = (
@@ -381,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "reference": f"simplan/data/reference/{TABLE}",
             "median_abs_error": median,
-            "device": "each GPU's preset under simplan.devices.kernels_only",
+            "device": "each GPU's preset under --stack kernels (simplan.devices.kernels_only)",
             "median_abs_error_mpt_stack": mpt,
             "rows": results,
             "skipped": [

@@ -293,6 +293,22 @@ def kernels_only(device: DeviceModel) -> DeviceModel:
     )
 
 
+# the training stack a device's rates describe: "fitted", the preset as fitted (the GPU presets
+# carry llm-foundry's 2023 stack, fitted on its MPT runs: simplan/data/gpu_calibration.json), or
+# "kernels", the device under a stack that loses nothing beyond each kernel's launch
+# (kernels_only: fused kernels and CUDA graphs, as Megatron-Core with Transformer Engine runs)
+STACKS = ("fitted", "kernels")
+
+
+def with_stack(device: DeviceModel, stack: str) -> DeviceModel:
+    """The device under a training stack of STACKS (CPU devices are measured: unchanged)."""
+    if stack not in STACKS:
+        raise SimplanError(f"unknown stack {stack!r}: use one of {', '.join(STACKS)}")
+    if stack == "fitted" or device.kind == "cpu":
+        return device
+    return kernels_only(device)
+
+
 def gpu_presets() -> dict[str, DeviceModel]:
     return {
         "a100-40gb": _gpu(

@@ -81,7 +81,7 @@ def _config_rules(f: Flags) -> Iterator[str]:
 
 
 def simulate_rules(f: Flags) -> Iterator[str]:
-    placed = ("model", "cluster", "nodes", "gpus_per_node", *CONFIG_FIELDS)
+    placed = ("model", "cluster", "nodes", "gpus_per_node", "stack", *CONFIG_FIELDS)
     yield from _ignored_by_plan(f, placed, "the model, the cluster and the configuration")
     if not f.get("plan"):
         yield from _config_rules(f)

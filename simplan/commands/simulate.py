@@ -19,6 +19,7 @@ from simplan.commands.task_flags import (
     simulate_placement,
     simulate_plan_heads,
 )
+from simplan.devices import STACKS
 from simplan.errors import EXIT_DOES_NOT_FIT, SimplanError
 from simplan.headroom import describe_overheads
 from simplan.model_graph import ModelGraph
@@ -63,6 +64,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", help="cluster preset or TOML file (see `simplan clusters`)")
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
+    p.add_argument(
+        "--stack",
+        choices=STACKS,
+        help="the training stack the GPUs' rates describe: 'fitted' (the presets as fitted, "
+        "end to end, on llm-foundry's 2023 MPT runs: matrix kernels at 0.52 (H100) / 0.72 "
+        "(A100) of peak, 40 us per operation; the default) or 'kernels' (matrix kernels at the "
+        "GPU's measured maximum achievable matmul rate and 5 us per operation: stacks of fused "
+        "kernels and CUDA graphs such as Megatron-Core with Transformer Engine); a cluster "
+        "file may set it with stack = ...",
+    )
     p.add_argument(
         "--plan",
         help="simulate a plan file instead (written by `simplan plan`); one with a multi-task "
@@ -405,7 +416,9 @@ def _inputs(args: argparse.Namespace) -> tuple[str | ModelGraph, Any, ParallelCo
         raise SimplanError("give --model and --cluster (or --plan PLAN.json)")
     from simplan.topology import load_cluster
 
-    cluster = load_cluster(args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    cluster = load_cluster(
+        args.cluster, nodes=args.nodes, gpus_per_node=args.gpus_per_node, stack=args.stack
+    )
     config = config_from_args(args, cluster.num_devices)
     check_config(config)
     from simplan.sim.run import resolve_model

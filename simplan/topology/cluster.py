@@ -314,8 +314,11 @@ def load_cluster(
     nodes: int | None = None,
     gpus_per_node: int | None = None,
     constants: CollectiveConstants | None = None,
+    stack: str | None = None,
 ) -> Cluster:
     """A Cluster from a preset name, a TOML path, a dict or a ClusterSpec.
 
-    nodes=N scales the preset to N nodes; gpus_per_node=G keeps G devices per node."""
-    return Cluster(load_spec(spec, nodes=nodes, gpus_per_node=gpus_per_node), constants)
+    nodes=N scales the preset to N nodes; gpus_per_node=G keeps G devices per node; stack: the
+    training stack its devices' rates describe (simplan.devices.STACKS; None: the spec's)."""
+    spec = load_spec(spec, nodes=nodes, gpus_per_node=gpus_per_node, stack=stack)
+    return Cluster(spec, constants)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simplan.devices import DeviceModel, get_device
+from simplan.devices import STACKS, DeviceModel, get_device, with_stack
 from simplan.errors import SimplanError
 from simplan.io import read_toml
 from simplan.limits import (
@@ -145,6 +145,7 @@ class ClusterSpec:
     network: NetworkSpec
     links: tuple[LinkSpec, ...] = ()
     calibration: str | None = None  # path of a bench-comm calibration JSON
+    stack: str = "fitted"  # the training stack the devices' rates describe (devices.STACKS)
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -193,14 +194,17 @@ def load_spec(
     spec: str | Path | dict[str, Any] | ClusterSpec,
     nodes: int | None = None,
     gpus_per_node: int | None = None,
+    stack: str | None = None,
 ) -> ClusterSpec:
-    """A ClusterSpec from a preset name, a TOML path, a dict or a spec; then scale it."""
+    """A ClusterSpec from a preset name, a TOML path, a dict or a spec; then scale it and, where
+    `stack` is given, put its devices under that training stack (devices.STACKS)."""
     if isinstance(spec, ClusterSpec):
         base = spec
     else:
         data, origin = _raw(spec)
         base = parse_spec(data, origin=origin)
-    return scale_spec(base, nodes=nodes, gpus_per_node=gpus_per_node)
+    scaled = scale_spec(base, nodes=nodes, gpus_per_node=gpus_per_node)
+    return restack(scaled, stack) if stack else scaled
 
 
 def _raw(spec: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -243,6 +247,7 @@ CLUSTER_FILE = Table(
         "name": Str(nonempty=True),
         "description": Str(),
         "calibration": Str(nonempty=True),
+        "stack": Str(choices=STACKS),
         "node_group": ListOf(
             Table(
                 {
@@ -294,7 +299,7 @@ def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpe
     """Validate a raw dict; any problem becomes a one-line SimplanError naming the field."""
     data = validate(data, CLUSTER_FILE, origin=origin)
     try:
-        return ClusterSpec(
+        spec = ClusterSpec(
             name=str(data.get("name", origin)),
             description=str(data.get("description", "")),
             groups=tuple(_group(g, i) for i, g in enumerate(data["node_group"])),
@@ -304,6 +309,21 @@ def parse_spec(data: dict[str, Any], origin: str = "cluster spec") -> ClusterSpe
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise SimplanError(f"{origin}: {exc}") from None
+    return restack(spec, data.get("stack", "fitted"))
+
+
+def restack(spec: ClusterSpec, stack: str) -> ClusterSpec:
+    """The spec with its devices under `stack` (devices.STACKS): "kernels" takes each GPU's
+    matrix kernels at its measured rate and no operation under its launch time."""
+    if stack == spec.stack:
+        return spec
+    if spec.stack != "fitted":
+        raise SimplanError(
+            f"cluster {spec.name} sets stack = {spec.stack!r}; its fitted rates are not kept: "
+            f"drop the stack line from the cluster file to use {stack!r}"
+        )
+    groups = tuple(dataclasses.replace(g, device=with_stack(g.device, stack)) for g in spec.groups)
+    return dataclasses.replace(spec, groups=groups, stack=stack)
 
 
 def _number(table: dict[str, Any], key: str, default: float) -> float:
