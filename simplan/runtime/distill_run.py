@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 from simplan.distill import INT8_DYNAMIC, PLACEMENTS
 from simplan.errors import SimplanError
-from simplan.io import read_json
 from simplan.outputs import write_json_atomic
 from simplan.parallel import ParallelConfig
 from simplan.profiles import Profile, read_profile
@@ -274,24 +272,21 @@ class DistillMeasurement:
 
 def run_distill(job: DistillJob) -> DistillMeasurement:
     """Run `job` on its local gloo ranks (supervised: a rank that fails or stalls stops all)."""
-    import torch.multiprocessing as mp
-
-    from simplan.ranks import free_port, rank_processes, supervise
-    from simplan.runtime.launch import run_watch
+    from simplan.runtime.launch import read_ranks, run_gloo_ranks
 
     world = job.world_size
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="simplan-distill-") as tmp:
-        init = f"tcp://127.0.0.1:{free_port()}"
-        with rank_processes(
-            _rank_entry, lambda r: (r, world, init, job, tmp), world, mp.get_context("spawn")
-        ) as procs:
-            supervise(procs, run_watch(Path(tmp), world), job.timeout_s)
-        ranks = tuple(read_json(Path(tmp) / f"rank{r}.json") for r in range(world))
+
+    def collect(out: Path) -> tuple[tuple[dict[str, Any], ...], dict[str, Profile]]:
         profiles = {
             role: read_profile(path)
             for role in ("student", "teacher")
-            for path in sorted(Path(tmp).glob(f"profile*-{role}.json"))[:1]
+            for path in sorted(out.glob(f"profile*-{role}.json"))[:1]
         }
+        return read_ranks(out, world), profiles
+
+    started = time.perf_counter()
+    ranks, profiles = run_gloo_ranks(
+        _rank_entry, job, world, job.timeout_s, "simplan-distill-", collect
+    )
     wall_s = time.perf_counter() - started
     return DistillMeasurement(job=job, ranks=ranks, wall_s=wall_s, profiles=profiles)

@@ -14,8 +14,9 @@ import dataclasses
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from simplan.io import read_json
 from simplan.parallel import ParallelConfig
@@ -78,6 +79,36 @@ def read_progress(path: Path) -> int:
     if len(data) != struct.calcsize(PROGRESS_FORMAT):
         return -1
     return int(struct.unpack(PROGRESS_FORMAT, data)[0])
+
+
+T = TypeVar("T")
+
+
+def run_gloo_ranks(
+    entry: Callable[..., None],
+    job: Any,
+    world: int,
+    timeout_s: float,
+    prefix: str,
+    collect: Callable[[Path], T],
+) -> T:
+    """Start `world` spawned ranks running entry(rank, world, init_method, job, out_dir),
+    supervise them (a rank that fails or stalls stops all) and return collect(out_dir) before
+    the run's folder is removed."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        init = f"tcp://127.0.0.1:{free_port()}"
+        with rank_processes(
+            entry, lambda r: (r, world, init, job, tmp), world, mp.get_context("spawn")
+        ) as procs:
+            supervise(procs, run_watch(Path(tmp), world), timeout_s)
+        return collect(Path(tmp))
+
+
+def read_ranks(out_dir: Path, world: int) -> tuple[dict[str, Any], ...]:
+    """Each rank's result file (OUT_DIR/rank{r}.json)."""
+    return tuple(read_json(out_dir / f"rank{r}.json") for r in range(world))
 
 
 def run_watch(out_dir: Path, world: int) -> Watch:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from simplan.errors import SimplanError
-from simplan.io import read_json
 from simplan.outputs import write_json_atomic
 from simplan.profiles import read_profile
 from simplan.runtime.task_weights import WEIGHTINGS
@@ -275,21 +273,15 @@ class MtlMeasurement:
 
 def run_mtl(job: MtlJob) -> MtlMeasurement:
     """Run `job` on its local gloo ranks (supervised: a rank that fails or stalls stops all)."""
-    import torch.multiprocessing as mp
+    from simplan.runtime.launch import read_ranks, run_gloo_ranks
 
-    from simplan.ranks import free_port, rank_processes, supervise
-    from simplan.runtime.launch import run_watch
+    def collect(out: Path) -> tuple[tuple[dict[str, Any], ...], Any]:
+        path = out / "profile0.json"
+        return read_ranks(out, job.nprocs), read_profile(path) if path.is_file() else None
 
-    world = job.nprocs
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="simplan-mtl-") as tmp:
-        init = f"tcp://127.0.0.1:{free_port()}"
-        with rank_processes(
-            _rank_entry, lambda r: (r, world, init, job, tmp), world, mp.get_context("spawn")
-        ) as procs:
-            supervise(procs, run_watch(Path(tmp), world), job.timeout_s)
-        ranks = tuple(read_json(Path(tmp) / f"rank{r}.json") for r in range(world))
-        path = Path(tmp) / "profile0.json"
-        profile = read_profile(path) if path.is_file() else None
+    ranks, profile = run_gloo_ranks(
+        _rank_entry, job, job.nprocs, job.timeout_s, "simplan-mtl-", collect
+    )
     wall_s = time.perf_counter() - started
     return MtlMeasurement(job=job, ranks=ranks, wall_s=wall_s, profile=profile)
