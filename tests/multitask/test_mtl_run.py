@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from simplan.ranks import RankFailure
-from simplan.runtime.mtl_run import MtlJob, build_parts, run_mtl
+from simplan.runtime.mtl_run import MtlJob, build_parts, flush_denormals, run_mtl
 from simplan.runtime.mtl_steps import local_step, step_rows
 from simplan.runtime.task_weights import make_weighting
 
@@ -42,6 +42,27 @@ def test_both_tasks_losses_decrease_on_the_shapes_data():
         first = statistics.fmean(x[k] for x in losses[:3])
         last = statistics.fmean(x[k] for x in losses[-3:])
         assert last < 0.5 * first, (k, first, last)
+
+
+def _can_flush() -> bool:
+    """Whether this CPU flushes subnormal floats (this process keeps them)."""
+    try:
+        return flush_denormals(True)
+    finally:
+        flush_denormals(False)
+
+
+def test_flushing_denormals_turns_a_subnormal_product_into_zero():
+    """2**-140 is subnormal in fp32 (the smallest normal is 2**-126): kept, x * 1 is x;
+    flushed, it is 0."""
+    x = torch.tensor([2.0**-140])
+    try:
+        if not flush_denormals(True):
+            pytest.skip("this CPU cannot flush subnormal floats")
+        assert float(x * 1.0) == 0.0
+    finally:
+        assert not flush_denormals(False)
+    assert float(x * 1.0) == 2.0**-140
 
 
 @pytest.mark.distributed
@@ -85,6 +106,7 @@ def test_replicated_run_records_every_step_of_every_task():
     for curve in doc["tasks"].values():
         assert len(curve["losses"]) == 3 and all(g > 0 for g in curve["grad_norms"])
     assert len(doc["per_rank_step_s"]) == 2
+    assert doc["flush_denormal"] == [_can_flush()] * 2
     assert not multiprocessing.active_children()
 
 
