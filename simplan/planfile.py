@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simplan.devices import STACKS
 from simplan.errors import SimplanError
 from simplan.io import read_versioned_json, schema_header, write_json_atomic
 from simplan.limits import (
@@ -108,6 +109,7 @@ PLAN_DOCUMENT = Table(
                 "spec": Str(nonempty=True),
                 "nodes": Nullable(Int(min=1, max=MAX_NODES)),
                 "gpus_per_node": Nullable(Int(min=1, max=MAX_DEVICES_PER_NODE)),
+                "stack": Nullable(Str(choices=STACKS)),
             },
             required=("spec",),
             fix="regenerate the file with simplan plan",
@@ -134,11 +136,22 @@ class ClusterRef:
     spec: str
     nodes: int | None = None
     gpus_per_node: int | None = None
+    stack: str | None = None  # the training stack (devices.STACKS); None: the spec's own
 
     def load(self) -> Any:
         from simplan.topology import load_cluster
 
-        return load_cluster(self.spec, nodes=self.nodes, gpus_per_node=self.gpus_per_node)
+        return load_cluster(
+            self.spec, nodes=self.nodes, gpus_per_node=self.gpus_per_node, stack=self.stack
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "spec": self.spec,
+            "nodes": self.nodes,
+            "gpus_per_node": self.gpus_per_node,
+        }
+        return out | ({"stack": self.stack} if self.stack else {})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,11 +167,7 @@ class PlanFile:
         return {
             "schema": schema_header("plan", PLAN_SCHEMA_VERSION),
             "model": self.model,
-            "cluster": {
-                "spec": self.cluster.spec,
-                "nodes": self.cluster.nodes,
-                "gpus_per_node": self.cluster.gpus_per_node,
-            },
+            "cluster": self.cluster.to_dict(),
             "config": self.config.to_dict(),
             "placement": list(self.placement),
             "predicted": self.predicted,
@@ -193,6 +202,7 @@ def plan_from_dict(data: Any, origin: str) -> PlanFile:
             spec=cluster["spec"],
             nodes=cluster.get("nodes"),
             gpus_per_node=cluster.get("gpus_per_node"),
+            stack=cluster.get("stack"),
         ),
         config=parallel,
         placement=tuple(data.get("placement", [])),

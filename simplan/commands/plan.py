@@ -27,6 +27,7 @@ from simplan.commands.distill_flags import add_teacher_flags, check_teacher_flag
 from simplan.commands.flag_rules import check_seq_len
 from simplan.commands.model_flags import add_model_knob_flags, model_spec
 from simplan.commands.task_flags import plan_heads_for, print_heads_choice
+from simplan.devices import STACKS
 from simplan.errors import SimplanError
 from simplan.headroom import describe_overheads
 from simplan.limits import MAX_DEVICES, MAX_GLOBAL_BATCH
@@ -91,6 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="preset, model.toml or file.py:factory")
     add_model_knob_flags(p)
     p.add_argument("--cluster", required=True, help="cluster preset or TOML file")
+    p.add_argument(
+        "--stack",
+        choices=STACKS,
+        help="the training stack the GPUs' rates describe: 'fitted' (the presets as fitted on "
+        "llm-foundry's 2023 MPT runs; the default) or 'kernels' (matrix kernels at the GPU's "
+        "measured maximum matmul rate, 5 us per operation: Megatron-Core with Transformer "
+        "Engine); see simplan simulate --help",
+    )
     p.add_argument("--nodes", type=NODES, help="scale the cluster to N nodes")
     p.add_argument("--gpus-per-node", type=GPUS_PER_NODE, help="use G devices of each node")
     add_config_flags(p, ("global_batch", "seq_len", "dtype"), required=("global_batch",))
@@ -237,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
     options = SearchOptions(
         global_batch=args.global_batch, seq_len=args.seq_len or None, top=args.top,
         time_limit_s=args.time_limit, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        stack=args.stack,
         dtype=args.dtype, progress=progress, deadline=deadline, tp=args.tp, pp=args.pp,
         dp=args.dp, micro_batch=args.micro_batch,
         zero=tuple(int(z) for z in args.zero) if args.zero else None, schedules=args.schedules,

@@ -36,15 +36,17 @@ def search(model: ModelGraph | str, cluster: Any, options: SearchOptions) -> Sea
         if why is not None:  # a model the framework cannot train: no search
             raise SimplanError(f"--framework {options.framework}: {why}")
     if isinstance(cluster, str):
-        from simplan.topology import load_cluster
-
-        ref = ClusterRef(spec=cluster, nodes=options.nodes, gpus_per_node=options.gpus_per_node)
-        cluster_obj = load_cluster(
-            cluster, nodes=options.nodes, gpus_per_node=options.gpus_per_node
+        ref = ClusterRef(
+            spec=cluster,
+            nodes=options.nodes,
+            gpus_per_node=options.gpus_per_node,
+            stack=options.stack,
         )
+        cluster_obj = ref.load()
     else:
         cluster_obj = cluster
-        ref = ClusterRef(spec=cluster.name, nodes=cluster.nodes)
+        stack = cluster.spec.stack if cluster.spec.stack != "fitted" else None
+        ref = ClusterRef(spec=cluster.name, nodes=cluster.nodes, stack=stack)
     if isinstance(model, ModelGraph):
         graph, name = model, model.meta.get("spec", model.name)
     else:

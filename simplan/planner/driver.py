@@ -84,6 +84,7 @@ class SearchOptions:
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     nodes: int | None = None
     gpus_per_node: int | None = None
+    stack: str | None = None  # the training stack of a cluster given by name (devices.STACKS)
     dtype: str = "bf16"
     space: SearchSpace = field(default_factory=SearchSpace)
     progress: ProgressFn | None = field(default=None, compare=False)
@@ -348,10 +349,10 @@ class Search:
             per = self.cluster.gpus_per_node
             if world < per:
                 sub = load_cluster(self.cluster.spec, nodes=1, gpus_per_node=world)
-                ref = ClusterRef(spec=self.ref.spec, nodes=1, gpus_per_node=world)
+                ref = replace(self.ref, nodes=1, gpus_per_node=world)
             else:
                 sub = load_cluster(self.cluster.spec, nodes=world // per)
-                ref = ClusterRef(spec=self.ref.spec, nodes=world // per)
+                ref = replace(self.ref, nodes=world // per, gpus_per_node=None)
             self._subclusters[world] = (sub, ref)
         return self._subclusters[world]
 

@@ -65,3 +65,25 @@ def test_simulate_stack_flag_changes_the_step_and_is_refused_beside_a_plan() -> 
     assert_one_line_error(run_cli(*SIMULATE, "--stack", "fast"), "--stack")
     refused = run_cli("simulate", "--plan", "no-such-plan.json", "--stack", "kernels")
     assert_one_line_error(refused, "--stack")
+
+
+def test_plan_stack_is_written_to_the_plan_file_and_read_back(tmp_path: Path) -> None:
+    import json
+
+    plan = run_cli(
+        "plan", "--model", "gpt3-1.3b", "--cluster", "dgx-h100", "--global-batch", "64",
+        "--seq-len", "2048", "--stack", "kernels", "--out", str(tmp_path / "k"),
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads((tmp_path / "k" / "plan.json").read_text(encoding="utf-8"))
+    assert doc["cluster"]["stack"] == "kernels"
+    planned_s = doc["predicted"]["step_time_s"]
+    again = run_cli("simulate", "--plan", str(tmp_path / "k" / "plan.json"))
+    assert again.returncode == 0, again.stderr
+    assert _step_ms(again.stdout) == pytest.approx(1e3 * planned_s, rel=1e-3)
+    # the same plan without its stack simulates under the presets' fitted stack: slower
+    del doc["cluster"]["stack"]
+    (tmp_path / "fitted.json").write_text(json.dumps(doc), encoding="utf-8")
+    fitted = run_cli("simulate", "--plan", str(tmp_path / "fitted.json"))
+    assert fitted.returncode == 0, fitted.stderr
+    assert _step_ms(fitted.stdout) > 1.2 * _step_ms(again.stdout)
