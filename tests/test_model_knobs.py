@@ -233,3 +233,39 @@ def test_pruning_leaves_only_the_pruned_model_alive() -> None:
         )  # fmt: skip
     tensors = [*model.parameters(), *model.buffers(), *(x for x in inputs if torch.is_tensor(x))]
     assert tracker.current_bytes == sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_pruned_resnet50_matches_a_hand_count() -> None:
+    """ResNet-50 with 30% of its channels pruned, counted by hand: every prunable channel group
+    keeps kept(c, 0.3) channels (the stem's 64, each block's inner widths, each stage's residual
+    stream, which the shortcut additions couple); the 1,000 classes stay. Parameters: the
+    convolutions (no bias), two per BatchNorm channel, the classifier; forward FLOPs per sample:
+    2 per multiply-add of the convolutions at their output size and of the classifier."""
+    pytest.importorskip("torch_pruning")
+    from models.resnet50 import EXPANSION, STAGES
+
+    graph = load_model("resnet50#prune=channels:0.3")
+    stem = kept(64, 0.3)
+    params = 3 * 49 * stem + 2 * stem
+    side = 112  # the 7x7 stride-2 stem on 224x224 images
+    flops = 2 * side * side * 3 * 49 * stem
+    side //= 2  # the max pool
+    cin = stem
+    for width, count, stride in STAGES:
+        w, out = kept(width, 0.3), kept(width * EXPANSION, 0.3)
+        for i in range(count):
+            s = stride if i == 0 else 1
+            inner = side // s
+            params += cin * w + 2 * w + w * 9 * w + 2 * w + w * out + 2 * out
+            flops += 2 * (side * side * cin * w + inner * inner * (w * 9 * w + w * out))
+            if i == 0:  # the projection shortcut
+                params += cin * out + 2 * out
+                flops += 2 * inner * inner * cin * out
+            side, cin = inner, out
+    params += cin * 1000 + 1000
+    flops += 2 * cin * 1000
+    assert (stem, kept(512, 0.3), kept(2048, 0.3)) == (44, 358, 1433)
+    assert graph.params == params
+    assert graph.fwd_flops == flops
+    whole = load_model("resnet50")
+    assert whole.params == 25_557_032 and graph.params < 0.55 * whole.params
