@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# the same tasks, outputs in the order forward returns them, as mtl-vision (simplan/tasks.py)
+from .mtl_vision import OUTPUTS as OUTPUTS
+from .mtl_vision import TASKS as TASKS
 from .mtl_vision import trunk
 from .resnet50 import EXPANSION, STAGES, Classifier, Stem
 
@@ -24,12 +27,6 @@ ANCHORS = 9  # RetinaNet: 3 scales x 3 aspect ratios a location
 DET_CLASSES = 1203  # LVIS v1
 WIDTH = 256  # RetinaNet's subnet and pyramid width
 SUBNET_CONVS = 4  # 3x3 convolutions before a subnet's final one
-# task declarations (simplan/tasks.py): outputs in the order forward returns them
-OUTPUTS = ["cls_head", "det_box", "det_cls"]
-TASKS = [
-    {"name": "classify", "outputs": ["cls_head"], "loss": "cross_entropy"},
-    {"name": "detect", "outputs": ["det_box", "det_cls"], "loss": "detection"},
-]
 
 
 class PyramidLevel(nn.Module):

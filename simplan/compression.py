@@ -21,6 +21,7 @@ for the matmuls).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -100,6 +101,7 @@ class PowerSGDSplit:
         return sum(m * n for m, n, _ in self.matrices)
 
 
+@functools.lru_cache(maxsize=4096)
 def powersgd_split(shapes: tuple[Shape, ...], rank: int) -> PowerSGDSplit:
     """torch's powerSGD_hook's split of a bucket's gradients (its _should_compress)."""
     plain, matrices = 0, []

@@ -115,7 +115,7 @@ def _mlp_elements(layer: Layer, backward: bool) -> float:
     a = layer.attrs
     h = a.get("hidden_size", 0)
     gated = 2 if a.get("activation") == "swiglu" else 1
-    if not a.get("num_experts"):
+    if not layer.is_moe:
         ffn = a.get("ffn_hidden_size", 4 * h)
         return gated * ffn + h if backward else h + ffn
     f, k = a.get("moe_ffn_hidden_size", 0), a.get("moe_top_k", 0)
@@ -128,7 +128,7 @@ def _mlp_elements(layer: Layer, backward: bool) -> float:
 def _cast_weights(layer: Layer, tp: int, expert_shards: int) -> float:
     """Weight elements one rank casts per micro-batch: its TP shard of the layer, and of an
     MoE block's routed experts its expert-parallel shard (ep x etp ranks)."""
-    experts = float(layer.attrs.get("expert_params", 0)) if layer.attrs.get("num_experts") else 0
+    experts = float(layer.attrs.get("expert_params", 0)) if layer.is_moe else 0
     return (layer.params - experts) / tp + experts / expert_shards
 
 

@@ -166,6 +166,11 @@ class Layer:
             if getattr(self, attr) < 0:
                 raise ValueError(f"layer {self.name}: {attr} must be >= 0")
 
+    @property
+    def is_moe(self) -> bool:
+        """A mixture-of-experts layer (its attrs name the experts)."""
+        return bool(self.attrs.get("num_experts"))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["fwd_ops"] = self.fwd_ops.to_dict()

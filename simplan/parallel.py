@@ -420,7 +420,7 @@ def check_config_for_model(config: ParallelConfig, graph: ModelGraph) -> None:
 
 def ep_mismatch(graph: ModelGraph, ep: int, etp: int) -> str:
     """Why expert degrees ep and etp cannot split the model's MoE layers ("" if they can)."""
-    experts = [x for x in graph.layers if x.attrs.get("num_experts")]
+    experts = [x for x in graph.layers if x.is_moe]
     if not experts:
         if ep > 1 or etp > 1:
             return (

@@ -542,7 +542,7 @@ def run_search(
 
 def refuse_experts(graph: ModelGraph) -> None:
     """The search does not choose expert-parallel degrees: refuse MoE models in one line."""
-    experts = next((x.attrs["num_experts"] for x in graph.layers if x.attrs.get("num_experts")), 0)
+    experts = next((x.attrs["num_experts"] for x in graph.layers if x.is_moe), 0)
     if experts:
         raise SimplanError(
             f"simplan plan does not search expert parallelism: {graph.name} has "

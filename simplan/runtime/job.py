@@ -180,7 +180,7 @@ def runtime_refusal(config: ParallelConfig, graph: ModelGraph, cuda: bool | None
     blocks = bool(block_attrs)
     heads = {(a.get("num_heads", 1), a.get("num_kv_heads", 1)) for a in block_attrs}
     names = [layer.name for layer in graph.layers]
-    moe = any(a.get("num_experts") for a in block_attrs)
+    moe = any(layer.is_moe for layer in graph.layers)
     checks = (
         (config_refusal(config) or offload_refusal(config, cuda), ""),
         (

@@ -57,7 +57,7 @@ Collective = tuple[str, float]  # (op, nbytes per rank)
 
 
 def is_moe(layer: Layer) -> bool:
-    return bool(layer.attrs.get("num_experts"))
+    return layer.is_moe
 
 
 def expert_matrices(layer: Layer) -> int:

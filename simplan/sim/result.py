@@ -156,42 +156,45 @@ def _device_dict(d: DeviceStats) -> dict[str, Any]:
     }
 
 
-def chrome_trace(result: SimResult) -> dict[str, Any]:
-    """Chrome trace format (opens in Perfetto): a process per stage's representative device,
-    a thread per stream; events named by layer chunk, stage and micro-batch."""
-    streams = {"compute": 0, "comm": 1, "p2p": 2, "tp": 3, "host": 4}  # tp: overlapped TP
+def trace_events(
+    processes: list[tuple[int, str]],
+    streams: dict[str, int],
+    spans: Any,
+    other_tid: int,
+) -> list[dict[str, Any]]:
+    """Chrome trace events: a named process per (pid, name), a named thread per stream in each,
+    and a complete event per (pid, stream, name, category, start_s, end_s) span (a stream not
+    in `streams` goes to thread `other_tid`)."""
     events: list[dict[str, Any]] = []
-    for d in result.devices:
-        events.append(
-            {
-                "ph": "M",
-                "name": "process_name",
-                "pid": d.stage,
-                "args": {"name": f"stage {d.stage} (device {d.device}, {d.device_name})"},
-            }
-        )
+    for pid, label in processes:
+        events.append({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": label}})
         for stream, tid in streams.items():
             events.append(
-                {
-                    "ph": "M",
-                    "name": "thread_name",
-                    "pid": d.stage,
-                    "tid": tid,
-                    "args": {"name": stream},
-                }
+                {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": stream}}
             )
-    for rank, stream, name, cat, start, end in result.events:
+    for pid, stream, name, cat, start, end in spans:
         events.append(
             {
                 "ph": "X",
                 "name": name,
                 "cat": cat,
-                "pid": rank,
-                "tid": streams.get(stream, 3),
+                "pid": pid,
+                "tid": streams.get(stream, other_tid),
                 "ts": start * 1e6,
                 "dur": (end - start) * 1e6,
             }
         )
+    return events
+
+
+def chrome_trace(result: SimResult) -> dict[str, Any]:
+    """Chrome trace format (opens in Perfetto): a process per stage's representative device,
+    a thread per stream; events named by layer chunk, stage and micro-batch."""
+    streams = {"compute": 0, "comm": 1, "p2p": 2, "tp": 3, "host": 4}  # tp: overlapped TP
+    processes = [
+        (d.stage, f"stage {d.stage} (device {d.device}, {d.device_name})") for d in result.devices
+    ]
+    events = trace_events(processes, streams, result.events, other_tid=3)
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",

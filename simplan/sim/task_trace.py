@@ -8,38 +8,14 @@ from typing import Any
 
 from simplan.io import write_json_atomic
 from simplan.sim.multitask import TaskStepResult
+from simplan.sim.result import trace_events
 
 STREAMS = {"compute": 0, "comm": 1, "p2p": 2}
 
 
 def task_chrome_trace(result: TaskStepResult) -> dict[str, Any]:
-    events: list[dict[str, Any]] = []
-    for d in result.devices:
-        pid = d["device"]
-        events.append(
-            {
-                "ph": "M",
-                "name": "process_name",
-                "pid": pid,
-                "args": {"name": f"device {pid} ({d['role']})"},
-            }
-        )
-        for stream, tid in STREAMS.items():
-            events.append(
-                {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": stream}}
-            )
-    for device, stream, name, cat, start, end in result.events:
-        events.append(
-            {
-                "ph": "X",
-                "name": name,
-                "cat": cat,
-                "pid": device,
-                "tid": STREAMS.get(stream, 1),
-                "ts": start * 1e6,
-                "dur": (end - start) * 1e6,
-            }
-        )
+    processes = [(d["device"], f"device {d['device']} ({d['role']})") for d in result.devices]
+    events = trace_events(processes, STREAMS, result.events, other_tid=1)
     return {
         "traceEvents": events,
         "displayTimeUnit": "ms",
