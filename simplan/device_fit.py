@@ -7,6 +7,11 @@ precision) at the listed micro-batch, gradient accumulation and activation check
 come from llmfoundry_mpt_model_configs.csv (ALiBi, so no position embedding; no biases; tied
 embeddings; vocab 50368).
 
+The 8-GPU rows of the same section from 16384 tokens on (up to 65536), where attention is most of
+the work, identify a fourth constant, `stack_attention_efficiency`: the share of the matrix rate
+that the stack's fused attention kernels (llm-foundry's triton flash attention) reach. The two
+fits alternate until that share stays (simplan.device_fit.fit_efficiencies).
+
 Each row is simulated on one node (`dgx-a100`, or `dgx-h100` for the H100 fit of the section
 "H100 80GB BF16"). The GEMM rate is not fitted here: it is the device's, the full-tile efficiency
 at which the GEMM model reproduces the family's Maximum Achievable Matmul FLOPS
@@ -25,8 +30,8 @@ logits, whose up-cast and log-softmax stream several times the logits' bytes) ri
 output layer, dropout is the fused kernel. The H100 section has 5 rows, which do not identify
 the memory efficiency; it shares the A100's. The A100 fit serves a100-80gb and a100-40gb; the
 H100 fit serves h100-sxm and h200 (same chip, faster memory) until a profile of the target GPU
-replaces the model. The other rows of the same sections (other sequence lengths and GPU counts,
-and the A100 40GB section) and Megatron-LM's tables are held out as checks
+replaces the model. The other rows of the same sections (sequence lengths 512 to 8192 but 2048,
+other GPU counts, and the A100 40GB section) and Megatron-LM's tables are held out as checks
 (benchmarks/calibrate_devices.py prints them).
 
 Run `python benchmarks/calibrate_devices.py` to re-derive and store the result in
