@@ -6,8 +6,9 @@ section has too few rows to identify it) and the per-operation overhead on the f
 seq-2048 MPT rows of simplan/data/reference/llmfoundry_mpt_throughput.csv, and
 stack_attention_efficiency on its 8-GPU rows from 16384 tokens on (see simplan/device_fit.py),
 then predicts the rows it did not see: the other sequence lengths (512 to 8192) and GPU counts of
-the same section, and the A100 40GB section with the A100 fit. Prints tables and writes simplan/data/gpu_calibration.json
-(what simplan.devices reads) and benchmarks/results/calibrate_devices.json.
+the same section, and the A100 40GB section with the A100 fit. Prints tables and writes
+simplan/data/gpu_calibration.json (what simplan.devices reads) and
+benchmarks/results/calibrate_devices.json.
 
     python benchmarks/calibrate_devices.py            # fit, check, write
     python benchmarks/calibrate_devices.py --check    # check the stored constants only
