@@ -3,11 +3,12 @@
 For each family (A100, H100), with the GEMM rate at the family's measured MAMF, fits what the
 llm-foundry stack loses: stack_gemm_efficiency, mem_efficiency (the H100 shares the A100's: its
 section has too few rows to identify it) and the per-operation overhead on the family's 8-GPU,
-seq-2048 MPT rows of
-simplan/data/reference/llmfoundry_mpt_throughput.csv (see simplan/device_fit.py), then predicts
-the rows it did not see: the other sequence lengths and GPU counts of the same section, and the
-A100 40GB section with the A100 fit. Prints tables and writes simplan/data/gpu_calibration.json
-(what simplan.devices reads) and benchmarks/results/calibrate_devices.json.
+seq-2048 MPT rows of simplan/data/reference/llmfoundry_mpt_throughput.csv, and
+stack_attention_efficiency on its 8-GPU rows from 16384 tokens on (see simplan/device_fit.py),
+then predicts the rows it did not see: the other sequence lengths (512 to 8192) and GPU counts of
+the same section, and the A100 40GB section with the A100 fit. Prints tables and writes
+simplan/data/gpu_calibration.json (what simplan.devices reads) and
+benchmarks/results/calibrate_devices.json.
 
     python benchmarks/calibrate_devices.py            # fit, check, write
     python benchmarks/calibrate_devices.py --check    # check the stored constants only
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from simplan.device_fit import (
+    ATTENTION_SEQ,
     CALIBRATION_FILE,
     FITS,
     RowSimulator,
@@ -32,7 +34,13 @@ from simplan.device_fit import (
 from simplan.devices import get_device
 from simplan.io import write_json_atomic
 
-CONSTANTS = ("gemm_efficiency", "stack_gemm_efficiency", "mem_efficiency", "kernel_overhead_s")
+CONSTANTS = (
+    "gemm_efficiency",
+    "stack_gemm_efficiency",
+    "mem_efficiency",
+    "kernel_overhead_s",
+    "stack_attention_efficiency",
+)
 HELD_OUT = {  # family: (section, cluster, device preset)
     "a100": [
         (FITS["a100"][0], "dgx-a100", "a100-80gb"),
@@ -79,13 +87,19 @@ def print_rows(title: str, rows: list[dict[str, Any]], limit: int = 12) -> dict[
     return summary
 
 
+def is_fit_length(seq_len: int) -> bool:
+    """Whether an 8-GPU row of a fit section is a fit row: seq 2048 (the stack) or from
+    ATTENTION_SEQ tokens on (its attention kernels)."""
+    return seq_len == 2048 or seq_len >= ATTENTION_SEQ
+
+
 def held_out(family: str, fit: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, cluster, device in HELD_OUT[family]:
         rows = [
             r
             for r in mpt_rows(section, gpus=None, seq_len=None)
-            if not (section == FITS[family][0] and r.gpus == 8 and r.seq_len == 2048)
+            if not (section == FITS[family][0] and r.gpus == 8 and is_fit_length(r.seq_len))
         ]
         table = evaluate(rows, cluster, device, fit)
         summary = print_rows(f"held out, {family} fit on '{section}' ({device}):", table)
@@ -104,6 +118,8 @@ def main(argv: list[str]) -> int:
         print(f"{family}: " + ", ".join(f"{k} {fit[k]}" for k in CONSTANTS))
         print(f"  source: {fit['source']}")
         print_rows(f"fit rows ({family}):", fit["rows"])
+        print(f"  attention: {fit['attention_source']}")
+        print_rows(f"attention fit rows ({family}):", fit["attention_rows"])
         calibration[family] = fit
         report[family] = {"fit": fit, "held_out": held_out(family, fit)}
     if not check:

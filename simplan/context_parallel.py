@@ -100,7 +100,7 @@ def attention_core_s(
     """Seconds of the attention core of one pass (ops: the whole layer's) for a micro-batch,
     on one of `share` ranks that split it (tp * cp)."""
     return sum(
-        n * device.gemm_time_s(f * micro_batch / share, dtype)
+        n * device.attention_time_s(f * micro_batch / share, 0.0, dtype)
         for f, nbytes, n in ops.gemms
         if is_attention_core(layer, (f, nbytes, n))
     )

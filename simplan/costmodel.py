@@ -96,12 +96,23 @@ def shaped_time_s(
     return sum(mm[5] * mm_time_s(mm, device, dtype, micro_batch) for mm in mms)
 
 
-def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) -> float:
+def fused_attention(layer: Layer) -> bool:
+    """Whether the layer's matrix work outside the GEMM model is a fused attention kernel: in a
+    transformer block every linear and unfused-attention product is a recorded shape, so what
+    remains is the flash-attention kernel."""
+    return layer.kind == "transformer_block"
+
+
+def pass_time_s(
+    ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int, attention: bool = False
+) -> float:
     """Time of one pass (forward or backward) of a layer for a micro-batch: products of known
     shape through the GEMM model, other matrix operations and memory-bound ones on the
-    roofline."""
+    roofline; with `attention`, those other matrix operations are fused attention kernels
+    (DeviceModel.attention_time_s)."""
     b = micro_batch
-    gemm = sum(n * device.roofline_time_s(f * b, nbytes * b, dtype) for f, nbytes, n in ops.gemms)
+    roofline = device.attention_time_s if attention else device.roofline_time_s
+    gemm = sum(n * roofline(f * b, nbytes * b, dtype) for f, nbytes, n in ops.gemms)
     gemm += shaped_time_s(ops.mm_shapes, device, dtype, b)
     if ops.mem_ops == 0:
         return gemm
@@ -110,9 +121,10 @@ def pass_time_s(ops: OpCost, device: DeviceModel, dtype: str, micro_batch: int) 
 
 
 def model_cost(layer: Layer, device: DeviceModel, dtype: str, micro_batch: int) -> LayerCost:
+    attention = fused_attention(layer)
     return LayerCost(
-        fwd_s=pass_time_s(layer.fwd_ops, device, dtype, micro_batch),
-        bwd_s=pass_time_s(layer.bwd_ops, device, dtype, micro_batch),
+        fwd_s=pass_time_s(layer.fwd_ops, device, dtype, micro_batch, attention),
+        bwd_s=pass_time_s(layer.bwd_ops, device, dtype, micro_batch, attention),
         source=MODEL,
     )
 

@@ -7,6 +7,11 @@ precision) at the listed micro-batch, gradient accumulation and activation check
 come from llmfoundry_mpt_model_configs.csv (ALiBi, so no position embedding; no biases; tied
 embeddings; vocab 50368).
 
+The 8-GPU rows of the same section from 16384 tokens on (up to 65536), where attention is most of
+the work, identify a fourth constant, `stack_attention_efficiency`: the share of the matrix rate
+that the stack's fused attention kernels (llm-foundry's triton flash attention) reach. The two
+fits alternate until that share stays (simplan.device_fit.fit_efficiencies).
+
 Each row is simulated on one node (`dgx-a100`, or `dgx-h100` for the H100 fit of the section
 "H100 80GB BF16"). The GEMM rate is not fitted here: it is the device's, the full-tile efficiency
 at which the GEMM model reproduces the family's Maximum Achievable Matmul FLOPS
@@ -25,8 +30,8 @@ logits, whose up-cast and log-softmax stream several times the logits' bytes) ri
 output layer, dropout is the fused kernel. The H100 section has 5 rows, which do not identify
 the memory efficiency; it shares the A100's. The A100 fit serves a100-80gb and a100-40gb; the
 H100 fit serves h100-sxm and h200 (same chip, faster memory) until a profile of the target GPU
-replaces the model. The other rows of the same sections (other sequence lengths and GPU counts,
-and the A100 40GB section) and Megatron-LM's tables are held out as checks
+replaces the model. The other rows of the same sections (sequence lengths 512 to 8192 but 2048,
+other GPU counts, and the A100 40GB section) and Megatron-LM's tables are held out as checks
 (benchmarks/calibrate_devices.py prints them).
 
 Run `python benchmarks/calibrate_devices.py` to re-derive and store the result in
@@ -57,6 +62,11 @@ MEM_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(15))  # 0.3 .. 1.0
 # seconds per operation; the first is the prior (simplan.devices.KERNEL_OVERHEAD_S, a launch),
 # kept when the rows cannot tell the values apart (their operations are all far longer)
 OVERHEAD_GRID = (5e-6, 2e-6, 10e-6, 20e-6, 40e-6)
+# the fused attention kernels' share of the matrix rate, fitted on the rows from ATTENTION_SEQ
+# tokens on (MPT-125m at 16384 tokens: attention is 3.6x the block's other matrix work)
+ATTENTION_GRID = tuple(round(0.40 + 0.05 * i, 2) for i in range(13))  # 0.40 .. 1.00
+ATTENTION_SEQ = 16384
+ATTENTION_ROUNDS = 4
 # family: (section of the fit table, cluster preset, device preset); the A100 is fitted first
 FITS = {
     "a100": ("A100 80GB with 1600 Gbps node-node interconnect (RoCE)", "dgx-a100", "a100-80gb"),
@@ -216,27 +226,20 @@ def mamf_efficiency(family: str) -> tuple[float, str]:
     return float(levels[family]), source
 
 
-def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[str, Any]:
-    """Fit what llm-foundry's stack loses on one device family ('a100' or 'h100'), on the
-    section's 8-GPU, seq-2048 rows, the GEMM rate held at the family's MAMF (mamf_efficiency).
-    With mem_efficiency given, only the stack's GEMM share and the overhead are fitted: the H100
-    section has 5 such rows, too few to tell memory-bound work from matrix work apart (its
-    best-fit memory efficiency would make the H100 stream memory slower than the A100), so it
-    takes the A100's HBM streaming efficiency."""
-    from simplan.devices import get_device
+def attention_rows(section: str) -> list[ThroughputRow]:
+    """The section's 8-GPU rows from ATTENTION_SEQ tokens on: attention is most of their work."""
+    return [r for r in mpt_rows(section, seq_len=None) if r.seq_len >= ATTENTION_SEQ]
 
-    section, cluster, preset = FITS[family]
-    gemm, gemm_source = mamf_efficiency(family)
-    base = get_device(preset).with_(gemm_efficiency=gemm)
-    rows = mpt_rows(section)
-    sim = RowSimulator(rows, cluster)
+
+def _fit_stack(
+    sim: RowSimulator, base: DeviceModel, matrices: list[float], mem_grid: tuple[float, ...]
+) -> tuple[float, float, float, float]:
+    """(loss, stack share, memory efficiency, overhead) with the least loss on the grid."""
     best: tuple[float, float, float, float] | None = None
-    mem_grid = MEM_GRID if mem_efficiency is None else (mem_efficiency,)
-    matrices = [matrix for matrix in MATRIX_GRID if matrix <= gemm]
-    stacks = [matrix / gemm for matrix in matrices]
     for overhead in OVERHEAD_GRID:
         for mem in mem_grid:
-            for stack in stacks:
+            for matrix in matrices:
+                stack = matrix / base.gemm_efficiency
                 candidate = base.with_(
                     stack_gemm_efficiency=stack, mem_efficiency=mem, kernel_overhead_s=overhead
                 )
@@ -244,9 +247,48 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
                 if best is None or loss < best[0] - 1e-12:
                     best = (loss, stack, mem, overhead)
     assert best is not None
-    loss, stack, mem, overhead = best
-    fitted = base.with_(stack_gemm_efficiency=stack, mem_efficiency=mem, kernel_overhead_s=overhead)
+    return best
+
+
+def _fit_attention(sim: RowSimulator, device: DeviceModel) -> float:
+    """The attention share on the grid with the least loss over the long-sequence rows."""
+    losses = {a: sim.loss(device.with_(stack_attention_efficiency=a)) for a in ATTENTION_GRID}
+    return min(ATTENTION_GRID, key=lambda a: (losses[a], -a))
+
+
+def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[str, Any]:
+    """Fit what llm-foundry's stack loses on one device family ('a100' or 'h100'), the GEMM rate
+    held at the family's MAMF (mamf_efficiency): its matrix kernels' share of that rate, memory
+    efficiency and per-operation overhead on the section's 8-GPU, seq-2048 rows, and its fused
+    attention kernels' share on the section's 8-GPU rows from ATTENTION_SEQ tokens on (where
+    attention is most of the work). The two fits alternate until the attention share stays.
+    With mem_efficiency given, only the stack's GEMM share and the overhead are fitted: the H100
+    section has 5 seq-2048 rows, too few to tell memory-bound work from matrix work apart (its
+    best-fit memory efficiency would make the H100 stream memory slower than the A100), so it
+    takes the A100's HBM streaming efficiency."""
+    from simplan.devices import get_device
+
+    section, cluster, preset = FITS[family]
+    gemm, gemm_source = mamf_efficiency(family)
+    base = get_device(preset).with_(gemm_efficiency=gemm, stack_attention_efficiency=1.0)
+    rows, long_rows = mpt_rows(section), attention_rows(section)
+    sim, long_sim = RowSimulator(rows, cluster), RowSimulator(long_rows, cluster)
+    mem_grid = MEM_GRID if mem_efficiency is None else (mem_efficiency,)
+    matrices = [matrix for matrix in MATRIX_GRID if matrix <= gemm]
+    attention = 1.0
+    for _ in range(ATTENTION_ROUNDS):
+        start = base.with_(stack_attention_efficiency=attention)
+        loss, stack, mem, overhead = _fit_stack(sim, start, matrices, mem_grid)
+        fitted = start.with_(
+            stack_gemm_efficiency=stack, mem_efficiency=mem, kernel_overhead_s=overhead
+        )
+        attention, previous = _fit_attention(long_sim, fitted), attention
+        if attention == previous:
+            break
+    fitted = fitted.with_(stack_attention_efficiency=attention)
+    loss = sim.loss(fitted)
     table = sim.table(fitted)
+    long_loss = long_sim.loss(fitted)
     spread = [sim.loss(fitted.with_(kernel_overhead_s=o)) for o in OVERHEAD_GRID]
     identified = max(spread) - min(spread) > 1e-9
     return {
@@ -255,6 +297,15 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
         "stack_gemm_efficiency": stack,
         "mem_efficiency": mem,
         "kernel_overhead_s": overhead,
+        "stack_attention_efficiency": attention,
+        "attention_source": (
+            f"simplan/data/reference/{FIT_FILE}: least-squares (log) fit over the "
+            f"{len(long_rows)} '{section}', 8-GPU MPT rows of {ATTENTION_SEQ}-65536 tokens "
+            f"(llm-foundry's triton flash attention), grid {ATTENTION_GRID[0]}-"
+            f"{ATTENTION_GRID[-1]}, alternating with the fit of the other constants"
+        ),
+        "attention_rms_log_error": round(math.sqrt(long_loss / len(long_rows)), 5),
+        "attention_rows": long_sim.table(fitted),
         "source": (
             f"simplan/data/reference/{FIT_FILE}: least-squares (log) fit over the {len(rows)} "
             f"'{section}', 8-GPU, seq-2048 MPT rows (llm-foundry, FSDP FULL_SHARD, bf16, fp32 "

@@ -17,7 +17,10 @@ the software stack that trains on it: `stack_gemm_efficiency`, the share of that
 kernels reach (an older GEMM library, gaps between back-to-back products), and
 `kernel_overhead_s`, the least time one operation of the stack costs (launch, and in an eager
 framework the host-side dispatch). Matrix work runs at `gemm_efficiency *
-stack_gemm_efficiency` of peak (`matrix_efficiency`). The presets carry the stack fitted end to
+stack_gemm_efficiency` of peak (`matrix_efficiency`); the stack's fused attention kernels (flash
+attention: the matrix work of a transformer block outside the GEMM model) at
+`stack_attention_efficiency` of that (their inner products are one head wide, and the softmax
+between them runs on the same SM). The presets carry the stack fitted end to
 end on llm-foundry's MPT runs of 2023 (simplan/device_fit.py); `kernels_only` gives the device
 with a stack that loses nothing beyond each kernel's launch.
 """
@@ -65,6 +68,8 @@ class DeviceModel:
     kernel_overhead_s: float = 5e-6
     # share of gemm_efficiency the training stack's matrix kernels reach (module doc)
     stack_gemm_efficiency: float = 1.0
+    # share of that matrix rate the stack's fused attention kernels reach (module doc)
+    stack_attention_efficiency: float = 1.0
     sm_count: int = 0
     fp8_flops: float = 0.0
     # GEMM thread-block tiles (rows x columns of the output) its libraries use for 16-bit
@@ -87,7 +92,12 @@ class DeviceModel:
             raise ValueError(f"device {self.name}: fp8_flops must be >= 0")
         if self.memory_bytes <= 0 or self.memory_bandwidth_Bps <= 0:
             raise ValueError(f"device {self.name}: memory and bandwidth must be > 0")
-        for attr in ("gemm_efficiency", "mem_efficiency", "stack_gemm_efficiency"):
+        for attr in (
+            "gemm_efficiency",
+            "mem_efficiency",
+            "stack_gemm_efficiency",
+            "stack_attention_efficiency",
+        ):
             if not 0 < getattr(self, attr) <= 1:
                 raise ValueError(f"device {self.name}: {attr} must be in (0, 1]")
 
@@ -116,6 +126,14 @@ class DeviceModel:
     def roofline_time_s(self, flops: float, nbytes: float, dtype: str) -> float:
         """A matrix operation: bound by compute or by moving its operands, plus the overhead."""
         compute = flops / (self.peak(dtype) * self.matrix_efficiency)
+        memory = nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency)
+        return max(compute, memory, self.kernel_overhead_s)
+
+    def attention_time_s(self, flops: float, nbytes: float, dtype: str) -> float:
+        """A fused attention kernel (flash attention): the roofline at the share of the matrix
+        rate the stack's attention kernels reach."""
+        compute = flops / (self.peak(dtype) * self.matrix_efficiency)
+        compute /= self.stack_attention_efficiency
         memory = nbytes / (self.memory_bandwidth_Bps * self.mem_efficiency)
         return max(compute, memory, self.kernel_overhead_s)
 
@@ -234,6 +252,7 @@ def _datasheet_gpu(name: str) -> DeviceModel:
         mem_efficiency=efficiency["mem_efficiency"],
         kernel_overhead_s=efficiency["kernel_overhead_s"],
         stack_gemm_efficiency=efficiency["stack_gemm_efficiency"],
+        stack_attention_efficiency=efficiency["stack_attention_efficiency"],
     )
 
 
@@ -268,11 +287,13 @@ def _efficiency(name: str) -> tuple[dict[str, float], dict[str, str]]:
         "mem_efficiency": float(fit.get("mem_efficiency", 0.7)),
         "kernel_overhead_s": float(fit.get("kernel_overhead_s", KERNEL_OVERHEAD_S)),
         "stack_gemm_efficiency": float(fit.get("stack_gemm_efficiency", 1.0)),
+        "stack_attention_efficiency": float(fit.get("stack_attention_efficiency", 1.0)),
     }
     sources = {
         "gemm_efficiency": str(fit.get("gemm_source", source)),
         "mem_efficiency": source,
         "stack_gemm_efficiency": source,
+        "stack_attention_efficiency": str(fit.get("attention_source", source)),
         "kernel_overhead_s": source if fit.get("kernel_overhead_identified") else OVERHEAD_SOURCE,
     }
     return values, sources
@@ -286,10 +307,14 @@ def kernels_only(device: DeviceModel) -> DeviceModel:
     sources = {
         **device.sources,
         "stack_gemm_efficiency": "1: matrix kernels at the device's measured rate",
+        "stack_attention_efficiency": "1: fused attention at the device's measured GEMM rate",
         "kernel_overhead_s": OVERHEAD_SOURCE,
     }
     return device.with_(
-        stack_gemm_efficiency=1.0, kernel_overhead_s=KERNEL_OVERHEAD_S, sources=sources
+        stack_gemm_efficiency=1.0,
+        stack_attention_efficiency=1.0,
+        kernel_overhead_s=KERNEL_OVERHEAD_S,
+        sources=sources,
     )
 
 

@@ -180,8 +180,8 @@ def fp8_pass_time_s(
         f, nbytes, n = gemm
         if gemm in linear:
             total += n * fp8_device.roofline_time_s(f * b, nbytes * b * narrow, dtype)
-        else:
-            total += n * device.roofline_time_s(f * b, nbytes * b, dtype)
+        else:  # the attention core stays in dtype, a fused kernel
+            total += n * device.attention_time_s(f * b, nbytes * b, dtype)
     # recorded products (simplan.gemm): a weight's product (its per-sample axis is the tokens)
     # runs in FP8 on the GEMM model at the FP8 peak; batched ones (attention) stay in dtype
     from simplan.costmodel import (

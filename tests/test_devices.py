@@ -67,6 +67,8 @@ def test_stored_calibration_reproduces_its_fit() -> None:
         assert device.mem_efficiency == fit["mem_efficiency"]
         assert device.kernel_overhead_s == fit["kernel_overhead_s"]
         assert device.stack_gemm_efficiency == fit["stack_gemm_efficiency"]
+        assert device.stack_attention_efficiency == fit["stack_attention_efficiency"]
+        assert "flash attention" in device.sources["stack_attention_efficiency"]
         rows = mpt_rows(section)[:3]
         sim = RowSimulator(rows, cluster)
         recorded = {
@@ -100,6 +102,37 @@ def test_gemm_rate_is_the_devices_mamf_and_the_stack_takes_its_share() -> None:
         h100.with_(stack_gemm_efficiency=0.0)
 
 
+def test_fused_attention_runs_at_the_stacks_attention_share() -> None:
+    """A transformer block's flash-attention kernel (its matrix work outside the GEMM model)
+    runs at stack_attention_efficiency of the matrix rate; its linear products do not. By hand:
+    at share 0.5 the block's pass time grows by exactly the attention kernel's time at share 1,
+    4 s^2 h FLOPs per sample forward and 10 s^2 h backward (torch's count of the flash
+    backward, which recomputes the scores)."""
+    from simplan.costmodel import fused_attention
+
+    g = load_model("gpt3-125m", dtype="bf16")
+    block = next(layer for layer in g.layers if layer.kind == "transformer_block")
+    assert fused_attention(block)
+    assert not any(fused_attention(x) for x in g.layers if x.kind != "transformer_block")
+    s, h = block.attrs["seq_len"], block.attrs["hidden_size"]
+    full = get_device("h100-sxm").with_(stack_attention_efficiency=1.0, kernel_overhead_s=1e-9)
+    half = full.with_(stack_attention_efficiency=0.5)
+    rate = full.peak("bf16") * full.matrix_efficiency
+    b = 2
+    for unit, one, other in (
+        (4, model_cost(block, full, "bf16", b).fwd_s, model_cost(block, half, "bf16", b).fwd_s),
+        (10, model_cost(block, full, "bf16", b).bwd_s, model_cost(block, half, "bf16", b).bwd_s),
+    ):
+        assert other - one == pytest.approx(unit * s * s * h * b / rate, rel=1e-6)
+    # a layer without attention is unchanged; the fitted presets carry a share below 1
+    head = next(layer for layer in g.layers if layer.kind == "lm_head")
+    assert model_cost(head, half, "bf16", b) == model_cost(head, full, "bf16", b)
+    for preset in ("a100-80gb", "h100-sxm"):
+        assert 0 < get_device(preset).stack_attention_efficiency < 1
+    with pytest.raises(ValueError, match="stack_attention_efficiency"):
+        full.with_(stack_attention_efficiency=1.5)
+
+
 def test_kernels_only_drops_the_fitted_stack() -> None:
     """kernels_only: matrix kernels at the device's own rate and a launch as the least cost of
     an operation; a datasheet device (no stack fitted) is unchanged."""
@@ -107,6 +140,7 @@ def test_kernels_only_drops_the_fitted_stack() -> None:
 
     h100 = kernels_only(get_device("h100-sxm"))
     assert h100.matrix_efficiency == get_device("h100-sxm").gemm_efficiency
+    assert h100.stack_attention_efficiency == 1.0
     assert h100.kernel_overhead_s == KERNEL_OVERHEAD_S
     assert "assumed" in h100.sources["kernel_overhead_s"]
     small = 1e6  # a 1 MFLOP product: under any launch, so it costs the floor

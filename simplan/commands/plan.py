@@ -193,9 +193,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         const=FROM_FRAMEWORK,
         choices=(*EXPORTS, FROM_FRAMEWORK),
         metavar="{" + ",".join(EXPORTS) + "}",
-        help="the best plan as a framework's job (see simplan export --help): on stdout alone "
-        "(the table goes to stderr), in --export-out FILE, or in --json's document; with no "
-        "name (or 'framework'), the --framework's",
+        help="the best plan the framework can run, as its job (see simplan export --help): on "
+        "stdout alone (the table goes to stderr), in --export-out FILE, or in --json's "
+        "document; with no name (or 'framework'), the --framework's",
     )
     p.add_argument("--export-out", metavar="FILE", help="write --export's job to FILE")
     p.set_defaults(func=run)
@@ -220,9 +220,11 @@ def run(args: argparse.Namespace) -> int:
             )
         args.export = args.framework
     if args.export:
-        from simplan.planner.export import check_model
+        from simplan.planner.export import RULES, check_model
 
         check_model(args.model, args.export)  # a model the framework cannot train: no search
+        # a plan exported to a framework is one it can run: search only those
+        args.framework = args.framework or RULES.get(args.export, args.export)
     sources = _efficiency_sources(args)
     _check_teacher(args)  # a teacher whose logits do not match: no search
     bars: dict[str, Progress] = {}

@@ -17,7 +17,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from simplan.context_parallel import attention_core_s, cp_collectives, ring_merge_s, split_ops
-from simplan.costmodel import LayerCost, MmShape, layer_cost, pass_time_s, ratio
+from simplan.costmodel import (
+    LayerCost,
+    MmShape,
+    fused_attention,
+    layer_cost,
+    pass_time_s,
+    ratio,
+)
 from simplan.devices import DeviceModel
 from simplan.errors import SimplanError
 from simplan.fp8 import (
@@ -145,8 +152,9 @@ def _sharded_cost(
         fwd = shard_ops(fwd, tp, rep)
         bwd = shard_ops(bwd, tp, 2 * rep, forward=False)
     fwd, bwd = split_ops(fwd, config.cp), split_ops(bwd, config.cp)
-    base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b)
-    base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b)
+    attention = fused_attention(layer)
+    base_f = pass_time_s(layer.fwd_ops, device, config.dtype, b, attention)
+    base_b = pass_time_s(layer.bwd_ops, device, config.dtype, b, attention)
     if fp8:
         shards = config.ep * config.etp
         part_f = fp8_pass_time_s(layer, fwd, device, config.dtype, config.fp8, b,
@@ -154,8 +162,8 @@ def _sharded_cost(
         part_b = fp8_pass_time_s(layer, bwd, device, config.dtype, config.fp8, b,
                                  backward=True, tp=tp, expert_shards=shards)  # fmt: skip
     else:
-        part_f = pass_time_s(fwd, device, config.dtype, b)
-        part_b = pass_time_s(bwd, device, config.dtype, b)
+        part_f = pass_time_s(fwd, device, config.dtype, b, attention)
+        part_b = pass_time_s(bwd, device, config.dtype, b, attention)
     return LayerCost(
         fwd_s=whole.fwd_s * ratio(part_f, base_f),
         bwd_s=whole.bwd_s * ratio(part_b, base_b),
@@ -210,7 +218,11 @@ def _attention_core(layer: Layer, config: ParallelConfig, device: DeviceModel, b
     if layer.attrs.get("head_dim"):  # heads wider than hidden / heads
         h = layer.attrs["head_dim"] * layer.attrs.get("num_heads", 0)
     flops = 4.0 * s * s * h * b / config.tp
-    return device.gemm_time_s(flops, config.dtype) if flops else 0.0
+    if not flops:
+        return 0.0
+    if layer.attrs.get("attention") == "math":
+        return device.gemm_time_s(flops, config.dtype)
+    return device.attention_time_s(flops, 0.0, config.dtype)
 
 
 def _activations(layer: Layer, config: ParallelConfig, b: int) -> float:
@@ -269,8 +281,9 @@ def _per_op(
             f"cp {config.cp}); use --recompute selective or full"
         )
     saved, again = op_checkpoint(layer)
-    whole = pass_time_s(layer.fwd_ops, device, config.dtype, b)
-    recompute = cost.fwd_s * ratio(pass_time_s(again, device, config.dtype, b), whole)
+    attention = fused_attention(layer)
+    whole = pass_time_s(layer.fwd_ops, device, config.dtype, b, attention)
+    recompute = cost.fwd_s * ratio(pass_time_s(again, device, config.dtype, b, attention), whole)
     return recompute, (layer.input_bytes + saved) * b
 
 

@@ -492,6 +492,8 @@ def test_plan_export_prints_the_export_alone(capsys, tmp_path) -> None:
     assert code == 0
     assert out == Plan.read(tmp_path / "plan.json").export("megatron")
     assert "best plan's stages" in err  # the table went to stderr
+    # the search kept to plans Megatron-LM runs (as --framework megatron would)
+    assert json.loads((tmp_path / "plan.json").read_text())["framework"] == "megatron"
     code, out, _ = _run(capsys, *argv, "--json")
     doc = json.loads(out)
     assert doc["export"]["text"] == Plan.read(tmp_path / "plan.json").export("megatron")
