@@ -114,6 +114,13 @@ def main(argv: list[str]) -> int:
     report: dict[str, Any] = {}
     for family in FITS:
         shared = None if family == "a100" else float(calibration["a100"]["mem_efficiency"])
+        if not check:
+            print(
+                f"fitting {family}: the stack on the seq-2048 rows and the attention share on the "
+                "long-sequence rows, in turn (a few minutes)",
+                file=sys.stderr,
+                flush=True,
+            )
         fit = stored[family] if check else fit_efficiencies(family, shared)
         print(f"{family}: " + ", ".join(f"{k} {fit[k]}" for k in CONSTANTS))
         print(f"  source: {fit['source']}")
