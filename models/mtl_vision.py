@@ -57,16 +57,25 @@ def trunk() -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
+TRUNK_OUT = STAGES[2][0] * EXPANSION  # channels out of the trunk
+
+
 class MultiTaskVision(nn.Module):
-    def __init__(self, classes: int = 1000) -> None:
+    """The trunk, the classifier and a detection head: (neck, box branch, class branch), by
+    default the light one above."""
+
+    def __init__(
+        self, classes: int = 1000, detection: tuple[nn.Module, nn.Module, nn.Module] | None = None
+    ) -> None:
         super().__init__()
         self.stem = Stem()
         self.trunk = trunk()
-        trunk_out = STAGES[2][0] * EXPANSION
-        self.cls_head = Classifier(trunk_out, classes)
-        self.det_neck = DetNeck(trunk_out)
-        self.det_box = DetBranch(256, ANCHORS * 4)
-        self.det_cls = DetBranch(256, ANCHORS * DET_CLASSES)
+        self.cls_head = Classifier(TRUNK_OUT, classes)
+        self.det_neck, self.det_box, self.det_cls = detection or (
+            DetNeck(TRUNK_OUT),
+            DetBranch(256, ANCHORS * 4),
+            DetBranch(256, ANCHORS * DET_CLASSES),
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = self.trunk(self.stem(x))

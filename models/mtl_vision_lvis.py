@@ -19,8 +19,7 @@ from torch import nn
 # the same tasks, outputs in the order forward returns them, as mtl-vision (simplan/tasks.py)
 from .mtl_vision import OUTPUTS as OUTPUTS
 from .mtl_vision import TASKS as TASKS
-from .mtl_vision import trunk
-from .resnet50 import EXPANSION, STAGES, Classifier, Stem
+from .mtl_vision import TRUNK_OUT, MultiTaskVision
 
 DESCRIPTION = "mtl-vision trunk + classifier + RetinaNet head (Lin et al. 2017), LVIS 1,203 classes"
 ANCHORS = 9  # RetinaNet: 3 scales x 3 aspect ratios a location
@@ -62,21 +61,14 @@ class RetinaSubnet(nn.Module):
         return self.out(x)
 
 
-class MultiTaskVisionLVIS(nn.Module):
+class MultiTaskVisionLVIS(MultiTaskVision):
     def __init__(self, classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = Stem()
-        self.trunk = trunk()
-        trunk_out = STAGES[2][0] * EXPANSION
-        self.cls_head = Classifier(trunk_out, classes)
-        self.det_neck = PyramidLevel(trunk_out)
-        self.det_box = RetinaSubnet(ANCHORS * 4)
-        self.det_cls = RetinaSubnet(ANCHORS * DET_CLASSES)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        features = self.trunk(self.stem(x))
-        neck = self.det_neck(features)
-        return self.cls_head(features), self.det_box(neck), self.det_cls(neck)
+        detection = (
+            PyramidLevel(TRUNK_OUT),
+            RetinaSubnet(ANCHORS * 4),
+            RetinaSubnet(ANCHORS * DET_CLASSES),
+        )
+        super().__init__(classes, detection)
 
 
 def build(batch: int = 1, image_size: int = 224) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:

@@ -231,6 +231,13 @@ def attention_rows(section: str) -> list[ThroughputRow]:
     return [r for r in mpt_rows(section, seq_len=None) if r.seq_len >= ATTENTION_SEQ]
 
 
+def table_loss(table: list[dict[str, Any]]) -> float:
+    """RowSimulator.loss of rows already simulated (RowSimulator.table)."""
+    return sum(
+        math.log(r["predicted_samples_per_s"] / r["measured_samples_per_s"]) ** 2 for r in table
+    )
+
+
 def _fit_stack(
     sim: RowSimulator, base: DeviceModel, matrices: list[float], mem_grid: tuple[float, ...]
 ) -> tuple[float, float, float, float]:
@@ -286,9 +293,8 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
         if attention == previous:
             break
     fitted = fitted.with_(stack_attention_efficiency=attention)
-    loss = sim.loss(fitted)
-    table = sim.table(fitted)
-    long_loss = long_sim.loss(fitted)
+    table, long_table = sim.table(fitted), long_sim.table(fitted)
+    loss, long_loss = table_loss(table), table_loss(long_table)
     spread = [sim.loss(fitted.with_(kernel_overhead_s=o)) for o in OVERHEAD_GRID]
     identified = max(spread) - min(spread) > 1e-9
     return {
@@ -305,7 +311,7 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
             f"{ATTENTION_GRID[-1]}, alternating with the fit of the other constants"
         ),
         "attention_rms_log_error": round(math.sqrt(long_loss / len(long_rows)), 5),
-        "attention_rows": long_sim.table(fitted),
+        "attention_rows": long_table,
         "source": (
             f"simplan/data/reference/{FIT_FILE}: least-squares (log) fit over the {len(rows)} "
             f"'{section}', 8-GPU, seq-2048 MPT rows (llm-foundry, FSDP FULL_SHARD, bf16, fp32 "

@@ -33,6 +33,15 @@ PROFILE_WARMUP, PROFILE_REPEATS = 5, 30
 MAX_STEPS = 5000  # the most timed steps a short step is given to fill the minimum time
 
 
+def write_in_run_profile(profile: Profile, beside: Path, tag: str) -> Path:
+    """An in-run profile, written as a new file per run beside the standalone profile `beside`
+    (`<stem>-<tag>-in-run-<time>-<id>.json`), as its record is: a record's profile is never
+    replaced by a later run."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    name = f"{beside.stem}-{tag}-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
+    return write_profile(profile, beside.with_name(name))
+
+
 def timed_steps(steps: int, min_timed_s: float, predicted_step_s: float) -> int:
     """At least `steps`; more when steps are short, so that the timed steps last about
     `min_timed_s` (by the prediction) and their median is steady; at most MAX_STEPS."""
@@ -240,10 +249,7 @@ def validate(
     measured = run_job(job)
     result, profile_path = standalone, alone_path
     if measured.profile is not None:
-        # a new file per run, as its record: a record's profile is never replaced by a later run
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        name = f"{alone_path.stem}-x{config.world_size}-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
-        profile_path = write_profile(measured.profile, alone_path.with_name(name))
+        profile_path = write_in_run_profile(measured.profile, alone_path, f"x{config.world_size}")
         result = predict(model, job.config, measured.profile, cluster)
     record = make_record(job, result, measured, profile_path)
     record["calibration"] = calibration_summary(cluster)

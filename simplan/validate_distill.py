@@ -11,8 +11,6 @@ does); the communication is the localhost-cpu cluster's calibration (`simplan be
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from simplan.validate import (
     local_cluster,
     profile_for,
     timed_steps,
+    write_in_run_profile,
     write_record,
 )
 
@@ -169,12 +168,11 @@ def _write_in_run_profiles(
 ) -> dict[str, str]:
     """The run's in-run profiles, each a new file beside the standalone one (as
     simplan.validate keeps them): role -> path."""
-    from simplan.profiles import default_profile_path, write_profile
+    from simplan.profiles import default_profile_path
 
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    out = {}
-    for role, profile in profiles.items():
-        base = default_profile_path(profile)
-        name = f"{base.stem}-t1-x{world}-distill-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
-        out[role] = str(write_profile(profile, base.with_name(name)))
-    return out
+    return {
+        role: str(
+            write_in_run_profile(profile, default_profile_path(profile), f"t1-x{world}-distill")
+        )
+        for role, profile in profiles.items()
+    }

@@ -14,15 +14,13 @@ localhost-cpu cluster's calibration (`simplan bench-comm`).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import uuid
 from pathlib import Path
 from typing import Any
 
 from simplan.environment import environment
 from simplan.io import schema_header
 from simplan.parallel import ParallelConfig
-from simplan.profiles import Profile, write_profile
+from simplan.profiles import Profile
 from simplan.runtime.mtl_run import MtlJob
 from simplan.validate import (
     PROFILE_REPEATS,
@@ -31,6 +29,7 @@ from simplan.validate import (
     local_cluster,
     profile_for,
     timed_steps,
+    write_in_run_profile,
     write_record,
 )
 
@@ -76,9 +75,7 @@ def validate_mtl(
     measured = run_mtl(job)
     predicted, profile_path = standalone, alone_path
     if measured.profile is not None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        name = f"{alone_path.stem}-x{job.nprocs}-mtl-in-run-{stamp}-{uuid.uuid4().hex[:8]}.json"
-        profile_path = write_profile(measured.profile, alone_path.with_name(name))
+        profile_path = write_in_run_profile(measured.profile, alone_path, f"x{job.nprocs}-mtl")
         predicted = predict_mtl(job, measured.profile, cluster)
     pred, meas = predicted.step_s, measured.step_time_s
     record = {
