@@ -3,11 +3,19 @@
 Reference: simplan/data/reference/megatron_a100_weak_scaling_2021.csv (Narayanan et al., SC'21,
 Table 1; DGX A100 80GB, seq 2048, vocab 51200). Each row runs on `dgx-a100` with the table's TP,
 PP, DP = GPUs / (TP * PP) and global batch, the 1F1B schedule, full activation recomputation,
-bf16, and what Megatron-LM ran then: its local DDP (`--DDP-impl local`, the default) all-reduces
-the fp32 main-gradient buffer once the backward passes of all micro-batches are done (no
-overlap); attention is unfused (the s x s scores are written by one matmul, soft-maxed by the
-fused scale-mask-softmax kernel, dropped out and read back by a second matmul: ATTENTION = "math");
-attention and hidden dropout are 0.1 (Megatron-LM's defaults); the loss is an fp32 cross-entropy.
+fp16, and what Megatron-LM ran then: its local DDP (`--DDP-impl local`, the default) all-reduces
+the fp16 gradients once the backward passes of all micro-batches are done (no overlap);
+attention is unfused (the s x s scores are written by one matmul, soft-maxed by the fused causal
+scale-mask-softmax kernel, dropped out and read back by a second matmul: ATTENTION = "math";
+simplan.nets.fused); attention and hidden dropout are 0.1 (Megatron-LM's defaults), the hidden
+dropout fused with the residual add; the loss is an fp32 cross-entropy.
+
+Why fp16 (PRECISION_2021): the README that publishes the table (Megatron-LM @ 50a4b5fa, April
+2021) calls its utilisation "half precision", and its only GPT-3 training script trains with
+`--fp16`; bf16 reached Megatron-LM on 2021-03-08 (b4bc51b1e7, "Bfloat with fp32 grad acc"),
+after the table's first version (152aab304d, January 2021, the same shapes). With fp16 and the
+local DDP's defaults the gradients accumulate and are all-reduced in fp16 (bf16 would force
+fp32 accumulation and all-reduce: twice the bytes).
 
 Throughput is counted as the paper counts it (four passes, with recomputation):
 F = 96 B s l h^2 (1 + s / 6h + V / 16 l h) per step.
@@ -18,15 +26,18 @@ a user would pick (the fastest that fits in memory), and micro-batch 1 beside it
 A second table holds out Megatron-LM's 2020 README measurements
 (simplan/data/reference/megatron_2020_gpt2_model_parallel_scaling.csv, the DGX A100 rows):
 GPT-2 1.2B to 8.3B at seq 1024 with tensor parallelism 1 to 8 inside one node (batch 16), and
-the same models with 128-way data parallelism (global batch 2048). Megatron-LM 2020 trained in
-fp16 with activation checkpointing (its TFLOP/s are the four-pass count), one micro-batch of 16
-per replica, and its local DDP all-reduced the fp16 gradients after the backward
-(`--fp32-allreduce` off).
+the same models with 128-way data parallelism (global batch 2048). They ran in September 2020,
+before the A100 80GB existed (announced November 2020): the DGX A100 then held A100 40GB GPUs
+(1.555 TB/s of HBM2 against the 80GB's 2.039 TB/s), so these rows run on `dgx-a100` with
+`a100-40gb` devices (DEVICE_2020). Megatron-LM 2020 trained in fp16 with activation
+checkpointing (its TFLOP/s are the four-pass count), one micro-batch of 16 per replica, and its
+local DDP all-reduced the fp16 gradients after the backward (`--fp32-allreduce` off).
 
 A third table holds out Table 2 of the same paper
 (simplan/data/reference/megatron_ptdp_vs_zero3_2021.csv): GPT-3 175B and 530B with PTD parallelism
 (TP 8, PP 12 or 35: the split the file's *_llm_analysis columns give) and with ZeRO-3 without
-model parallelism, 384 to 2240 GPUs, at the published micro-batch. Shapes are the 2021 table's
+model parallelism, 384 to 2240 GPUs, at the published micro-batch, in the same precision as
+Table 1. Shapes are the 2021 table's
 (175B: h 12288, 96 layers, 96 heads; 530B: h 20480, 105 layers, 128 heads). ZeRO-3 runs overlap
 their gathers and gradient reduction with compute, as an FSDP implementation does. The ZeRO-3
 rows are a known gap: the measured runs take about 67 s per step at 768 and 1536 GPUs whatever
@@ -42,6 +53,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +64,7 @@ from simplan.model_graph import ModelGraph
 from simplan.parallel import ParallelConfig
 from simplan.sim.run import simulate
 from simplan.topology import load_cluster
+from simplan.topology.cluster_spec import PRESET_DIR
 from simplan.transformer_shape import TransformerSpec
 
 TABLE = "megatron_a100_weak_scaling_2021.csv"
@@ -61,6 +74,16 @@ SHAPES = {"174.6": (12288, 96, 96), "529.6": (20480, 105, 128)}  # hidden, layer
 MICRO_BATCHES = (1, 2, 4, 8)
 ATTENTION = "math"
 DROPOUT = 0.1
+PRECISION_2021 = "fp16"  # of Tables 1 and 2 (module doc: the README and its training script)
+DEVICE_2020 = "a100-40gb"  # the DGX A100 of September 2020 (module doc)
+
+
+def dgx_a100(device: str) -> dict[str, Any]:
+    """The dgx-a100 preset with another A100 in its nodes."""
+    spec = tomllib.loads((PRESET_DIR / "dgx-a100.toml").read_text(encoding="utf-8"))
+    for group in spec["node_group"]:
+        group["device"] = device
+    return spec
 
 
 def paper_flops(batch: int, s: int, layers: int, h: int, vocab: int) -> float:
@@ -92,7 +115,9 @@ def run_row(row: dict[str, str]) -> dict[str, Any]:
     heads, gpus = int(row["attention_heads[P]"]), int(row["num_gpus[R]"])
     tp, pp = int(row["tensor_parallel[P]"]), int(row["pipeline_parallel[P]"])
     batch = int(row["global_batch_size_sequences[R]"])
-    graph = megatron_gpt(f"gpt-{row['model_size_label[R]']}", h, layers, heads, 2048, "bf16")
+    graph = megatron_gpt(
+        f"gpt-{row['model_size_label[R]']}", h, layers, heads, 2048, PRECISION_2021
+    )
     cluster = load_cluster("dgx-a100", nodes=gpus // 8)
     dp = gpus // (tp * pp)
     results: dict[int, dict[str, Any]] = {}
@@ -107,9 +132,9 @@ def run_row(row: dict[str, str]) -> dict[str, Any]:
             global_batch=batch,
             schedule="1f1b",
             recompute="full",
-            dtype="bf16",
+            dtype=PRECISION_2021,
             overlap_grad_reduce=False,
-            reduce_dtype="fp32",
+            reduce_dtype=PRECISION_2021,
         )
         t0 = time.perf_counter()
         r = simulate(graph, cluster, config, record=False)
@@ -149,7 +174,7 @@ def run_2020_row(row: dict[str, str]) -> dict[str, Any]:
     heads = int(row["attention_heads"])
     graph = megatron_gpt(f"gpt2-{row['case']}", h, layers, heads, seq, "fp16")
     nodes, per = (gpus // 8, None) if gpus >= 8 else (1, gpus)
-    cluster = load_cluster("dgx-a100", nodes=nodes, gpus_per_node=per)
+    cluster = load_cluster(dgx_a100(DEVICE_2020), nodes=nodes, gpus_per_node=per)
     dp = gpus // tp
     config = ParallelConfig(
         dp=dp,
@@ -181,7 +206,7 @@ def run_2020_row(row: dict[str, str]) -> dict[str, Any]:
 
 
 def print_2020(rows: list[dict[str, Any]]) -> None:
-    print(f"\nheld out: {TABLE_2020} (DGX A100 rows; fp16, seq 1024, micro-batch 16)")
+    print(f"\nheld out: {TABLE_2020} (DGX A100 rows, {DEVICE_2020}; fp16, seq 1024, mb 16)")
     print(
         f"{'table':>22} {'model':>5} {'GPUs':>5} {'TP':>3} {'DP':>4} {'paper ms':>8} "
         f"{'pred ms':>8} {'paper TF':>8} {'pred TF':>8} {'error':>7}"
@@ -214,12 +239,12 @@ def run_table2_row(row: dict[str, str]) -> dict[str, Any]:
         global_batch=batch,
         schedule="1f1b",
         recompute="full",
-        dtype="bf16",
+        dtype=PRECISION_2021,
         zero=3 if zero3 else 0,
         overlap_grad_reduce=zero3,
-        reduce_dtype="fp32",
+        reduce_dtype=PRECISION_2021,
     )
-    graph = megatron_gpt(f"gpt-{row['params_billion']}b", h, layers, heads, 2048, "bf16")
+    graph = megatron_gpt(f"gpt-{row['params_billion']}b", h, layers, heads, 2048, PRECISION_2021)
     r = simulate(graph, load_cluster("dgx-a100", nodes=gpus // 8), config, record=False)
     tflops = paper_tflops(r.step_time_s, batch, 2048, layers, h, gpus)
     published = float(row["achieved_tflops_per_gpu"])
@@ -239,7 +264,7 @@ def run_table2_row(row: dict[str, str]) -> dict[str, Any]:
 
 
 def print_table2(rows: list[dict[str, Any]]) -> None:
-    print(f"\nheld out: {TABLE_ZERO} (PTD parallelism vs ZeRO-3, bf16, seq 2048)")
+    print(f"\nheld out: {TABLE_ZERO} (PTD parallelism vs ZeRO-3, {PRECISION_2021}, seq 2048)")
     print(
         f"{'scheme':>34} {'params':>6} {'GPUs':>5} {'TP':>3} {'PP':>3} {'mb':>3} "
         f"{'paper TF':>8} {'pred TF':>8} {'error':>7}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ FREE_OPS = {
     "ones_like",
     "lift_fresh",
     "alias",
+    "_unsafe_view",  # matmul's reshape of its own output: an alias, no kernel
     "full",
     "arange",
     "new_empty",
@@ -48,6 +49,18 @@ FREE_OPS = {
 
 
 SHAPED = {"mm", "addmm", "bmm", "baddbmm"}
+# Operations whose kernel moves other bytes than its operands' sizes (a fused kernel that reads
+# part of an input, see simplan.nets.transformer): the op's name -> bytes(args, outputs)
+Traffic = Callable[[tuple[Any, ...], Any], float]
+OP_TRAFFIC: dict[str, Traffic] = {}
+
+
+def register_traffic(name: str, traffic: Traffic) -> None:
+    """Count `name` (as str(op): 'namespace.op.overload') by `traffic` instead of the sizes of
+    its operands and results."""
+    OP_TRAFFIC[name] = traffic
+
+
 MmKey = tuple[int, int, int, int, int]  # g, m, n, k, batch axis
 
 
@@ -113,6 +126,9 @@ class OpRecorder(TorchDispatchMode):
             flops = flop_registry[packet](*args, **kwargs, out_val=out)
             moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
             self.gemms[(float(flops), float(moved))] += 1
+        elif str(func) in OP_TRAFFIC:
+            self.mem_bytes += OP_TRAFFIC[str(func)](args, out)
+            self.mem_ops += 1
         elif not func.is_view and packet.__name__ not in FREE_OPS:
             moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
             if moved:

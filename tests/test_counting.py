@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from simplan.build import graph_from_spec
 from simplan.sources import load_model
@@ -98,16 +99,79 @@ def test_output_layer_carries_the_fp32_loss() -> None:
 
 def test_dropout_counts_as_the_fused_kernel() -> None:
     """Attention dropout on the s x s probabilities reads them and writes the output (bf16) and
-    a one-byte mask: 5 bytes per score, where torch's composite path on meta would count 14."""
+    a one-byte mask: 5 bytes per score, where torch's composite path on meta would count 14.
+    The two hidden dropouts are fused with their residual adds (simplan.nets.fused): the add's
+    kernel (read 2 x 2 bytes, write 2) also writes the one-byte mask, 1 byte more per element
+    and no kernel more."""
     s, heads = 128, 4
     scores = heads * s * s
     plain = graph_from_spec(_tiny_spec(attention="math"), dtype="bf16").layer("blocks.0")
     dropped = graph_from_spec(_tiny_spec(attention="math", dropout=0.1), dtype="bf16")
     block = dropped.layer("blocks.0")
-    hidden = s * 64  # the two hidden dropouts on (s, h) activations, 5 bytes per element each
+    hidden = s * 64
     extra = block.fwd_ops.mem_bytes - plain.fwd_ops.mem_bytes
-    assert extra == pytest.approx(5 * scores + 2 * 5 * hidden)
-    assert block.fwd_ops.mem_ops - plain.fwd_ops.mem_ops == 3
+    assert extra == pytest.approx(5 * scores + 2 * 1 * hidden)
+    assert block.fwd_ops.mem_ops - plain.fwd_ops.mem_ops == 1
+    # backward: each dropout reads the gradient (2) and the mask (1) and writes the gradient (2)
+    extra_bwd = block.bwd_ops.mem_bytes - plain.bwd_ops.mem_bytes
+    assert extra_bwd == pytest.approx(5 * scores + 2 * 5 * hidden)
+
+
+def test_unfused_attention_counts_the_kernels_a_gpu_runs() -> None:
+    """A math-attention block's forward (bf16, s 128, h 64, 4 heads) runs seven memory-bound
+    kernels: two LayerNorms, the fused causal softmax, the copy that makes the heads' outputs
+    contiguous, GELU and two residual adds. matmul's reshape of its own output
+    (aten._unsafe_view) aliases it and runs no kernel."""
+    block = graph_from_spec(_tiny_spec(attention="math"), dtype="bf16").layer("blocks.0")
+    assert block.fwd_ops.mem_ops == 7
+
+
+def test_causal_softmax_reads_the_triangle_it_uses() -> None:
+    """Megatron-LM's fused causal softmax (16-bit scores, rows up to 2048) reads each row up to
+    the diagonal and writes it whole: forward (s + 1) / 2s of the scores read plus the
+    probabilities written; backward the gradient and the probabilities read on the triangle and
+    the gradient written. Over a whole s x s matrix per head, bf16: s(s+1) + 2 s^2 bytes forward,
+    2 s(s+1) + 2 s^2 backward. In fp32, or for rows over 2048, PyTorch's scale, mask and softmax
+    run: three kernels reading and writing every score."""
+    s, heads = 128, 4
+    flash = graph_from_spec(_tiny_spec(), dtype="bf16").layer("blocks.0")
+    math = graph_from_spec(_tiny_spec(attention="math"), dtype="bf16").layer("blocks.0")
+    # the math block's kernels beyond the flash block's (whose attention kernel is a matrix op,
+    # not a memory one): the softmax and the copy of the heads' outputs
+    copy = 2 * 2 * s * 64  # read and write (s, h) in bf16
+    softmax = heads * (s * (s + 1) + 2 * s * s)
+    extra = math.fwd_ops.mem_bytes - flash.fwd_ops.mem_bytes
+    assert extra == pytest.approx(softmax + copy)
+    fp32 = graph_from_spec(_tiny_spec(attention="math"), dtype="fp32").layer("blocks.0")
+    assert fp32.fwd_ops.mem_ops == math.fwd_ops.mem_ops + 2  # scale and mask on their own
+    long = graph_from_spec(_tiny_spec(attention="math", seq_len=4096), dtype="bf16")
+    assert long.layer("blocks.0").fwd_ops.mem_ops == math.fwd_ops.mem_ops + 2
+
+
+def test_fused_ops_compute_what_the_unfused_ones_do() -> None:
+    """The fused ops' values and gradients are PyTorch's: the causal softmax is the masked
+    softmax, dropout_add at p = 0.5 keeps or zeroes each element of the branch (kept ones
+    doubled) and passes the gradient to the residual unchanged."""
+    from simplan.nets import fused
+
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(5, 5, dtype=torch.bool).triu(1)
+    expected = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+    got = fused.causal_softmax(scores)
+    assert torch.allclose(got, expected)
+    weights = torch.randn_like(got)
+    (g_fused,) = torch.autograd.grad((got * weights).sum(), scores)
+    (g_plain,) = torch.autograd.grad((expected * weights).sum(), scores)
+    assert torch.allclose(g_fused, g_plain)
+    x = torch.randn(4, 6, requires_grad=True)
+    residual = torch.randn(4, 6, requires_grad=True)
+    out, keep = fused.dropout_add(x, residual, 0.5)
+    assert keep.dtype == torch.bool
+    assert torch.allclose(out, residual + torch.where(keep, 2 * x, torch.zeros_like(x)))
+    gx, gr = torch.autograd.grad(out.sum(), (x, residual))
+    assert torch.equal(gr, torch.ones_like(gr))
+    assert torch.allclose(gx, keep.float() * 2)
 
 
 def test_a_tensor_saved_by_two_neighbours_is_counted_once() -> None:

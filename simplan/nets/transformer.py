@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from simplan.nets import fused
 from simplan.transformer_shape import TransformerSpec
 
 
@@ -71,20 +72,31 @@ def math_attention(
 ) -> torch.Tensor:
     """Unfused causal attention, as Megatron-LM ran before fused attention kernels: the s x s
     scores are written to memory by one matmul, scaled, masked and soft-maxed by one fused kernel,
-    dropped out, and read back by a second matmul. On the meta device the fused
-    scale-mask-softmax kernel is counted as the one softmax it is (the mask changes values, not
-    costs)."""
+    dropped out, and read back by a second matmul. On the meta device the fused kernel is
+    counted as Megatron-LM's causal one (simplan.nets.fused: it reads each row only up to the
+    diagonal) where that kernel applies (16-bit scores, rows up to 2048); elsewhere Megatron-LM
+    falls back to PyTorch's scale, mask and softmax, three kernels, counted as such."""
     if k.shape[1] != q.shape[1]:
         repeat = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
     scores = torch.matmul(q, k.transpose(-2, -1))
-    if q.device.type != "meta":
+    if q.device.type == "meta" and fused.fused_causal_softmax(scores):
+        probs = fused.causal_softmax(scores)
+    else:
         s = q.shape[-2]
-        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+        mask = _causal_mask(s, q.device)
         scores = (scores * q.shape[-1] ** -0.5).masked_fill(mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
+        probs = torch.softmax(scores, dim=-1)
     probs = dropout_(probs, dropout, training)
     return torch.matmul(probs, v)
+
+
+def _causal_mask(s: int, device: torch.device) -> torch.Tensor:
+    """True above the diagonal. Built once per model by a training stack, so on the meta device
+    it is an empty tensor (no kernel counted)."""
+    if device.type == "meta":
+        return torch.empty(s, s, dtype=torch.bool, device=device)
+    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1)
 
 
 def dropout_(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -254,8 +266,16 @@ class Block(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x)))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        x = self._residual(x, self.attn(self.norm1(x)))
+        return self._residual(x, self.mlp(self.norm2(x)))
+
+    def _residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """x + dropout(branch). On the meta device, with dropout, the one fused kernel a
+        training stack runs for it (simplan.nets.fused)."""
+        p = self.drop.p if isinstance(self.drop, Dropout) else 0.0
+        if p and self.training and x.device.type == "meta":
+            return fused.dropout_add(branch, x, p)[0]
+        return x + self.drop(branch)
 
 
 class Head(nn.Module):
