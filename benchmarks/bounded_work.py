@@ -16,6 +16,7 @@ and writes benchmarks/results/bounded_work.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -151,4 +152,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help: what it measures; it takes no options
     sys.exit(main())

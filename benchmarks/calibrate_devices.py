@@ -16,6 +16,7 @@ benchmarks/results/calibrate_devices.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -108,7 +109,15 @@ def held_out(family: str, fit: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    check = "--check" in argv
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="predict with the stored constants (seconds) instead of fitting them (minutes)",
+    )
+    check = parser.parse_args(argv).check
     stored = json.loads(CALIBRATION_FILE.read_text()) if CALIBRATION_FILE.is_file() else {}
     calibration: dict[str, Any] = {}
     report: dict[str, Any] = {}

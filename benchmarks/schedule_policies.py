@@ -17,6 +17,7 @@ Prints a table and writes benchmarks/results/schedule_policies.json.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -73,4 +74,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help: what it measures; it takes no options
     sys.exit(main())

@@ -11,6 +11,7 @@ Usage: python benchmarks/schedule_scale.py [policy,policy,...] [jobs]
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -55,9 +56,20 @@ def warm(workload: Workload) -> None:
         rigid_size(job, state)
 
 
-def main() -> int:
-    names = sys.argv[1].split(",") if len(sys.argv) > 1 else list(POLICY_NAMES)
-    jobs = int(sys.argv[2]) if len(sys.argv) > 2 else JOBS
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "policies", nargs="?", default=",".join(POLICY_NAMES), help="comma-separated policies"
+    )
+    parser.add_argument("jobs", nargs="?", type=int, default=JOBS, help="jobs in the workload")
+    args = parser.parse_args(argv)
+    names = args.policies.split(",")
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown:
+        parser.error(f"unknown policy {unknown[0]!r}: use {', '.join(POLICY_NAMES)}")
+    jobs = args.jobs
     spec = load_spec("dgx-a100", nodes=NODES)
     workload = synthetic_workload(spec, jobs, seed=0)
     warm(workload)

@@ -54,6 +54,7 @@ Prints the tables and writes benchmarks/results/sim_megatron.json.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -330,4 +331,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help: what it measures; it takes no options
     sys.exit(main())

@@ -8,6 +8,7 @@ five runs, with and without recording the timeline, and writes benchmarks/result
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -67,4 +68,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()  # --help: what it measures; it takes no options
     sys.exit(main())
