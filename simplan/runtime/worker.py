@@ -82,7 +82,11 @@ def train(
 
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
-    scheduling = enter_realtime(job.realtime and not cuda)  # before any thread starts
+    # before any thread starts; not under PowerSGD: its hook's callbacks run on gloo's threads,
+    # and a rank busy-waiting at SCHED_FIFO priority starved them (about one run in 20 of
+    # tests/runtime/test_sync_knobs.py stalled for the full no-progress limit; none in 70
+    # without the real-time policy)
+    scheduling = enter_realtime(job.realtime and not cuda and job.config.compress != "powersgd")
     local = rank if local_rank is None else local_rank
     device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if cuda else "cpu")
     if cuda:

@@ -53,6 +53,8 @@ def test_compressed_ddp_trains(knobs: dict) -> None:
     assert measured.job.strategy == "ddp+" + (
         "powersgd-r2" if "powersgd_rank" in knobs else knobs["compress"]
     )
+    if "powersgd_rank" in knobs:  # PowerSGD's ranks keep the default policy (worker.train)
+        assert {r.scheduling for r in measured.ranks} == {"default"}
 
 
 def test_refusals_are_one_line() -> None:
