@@ -83,7 +83,7 @@ def train(
     torch.set_num_threads(job.threads)
     cuda = torch.cuda.is_available()
     # before any thread starts; not under PowerSGD: its hook's callbacks run on gloo's threads,
-    # and a rank busy-waiting at SCHED_FIFO priority starved them (about one run in 20 of
+    # and a rank busy-waiting at SCHED_FIFO priority starved them (5 of 57 runs of
     # tests/runtime/test_sync_knobs.py stalled for the full no-progress limit; none in 70
     # without the real-time policy)
     scheduling = enter_realtime(job.realtime and not cuda and job.config.compress != "powersgd")
