@@ -50,7 +50,7 @@ FREE_OPS = {
 
 SHAPED = {"mm", "addmm", "bmm", "baddbmm"}
 # Operations whose kernel moves other bytes than its operands' sizes (a fused kernel that reads
-# part of an input, see simplan.nets.transformer): the op's name -> bytes(args, outputs)
+# part of an input, see simplan.nets.fused): the op's name -> bytes(args, outputs)
 Traffic = Callable[[tuple[Any, ...], Any], float]
 OP_TRAFFIC: dict[str, Traffic] = {}
 
@@ -126,8 +126,8 @@ class OpRecorder(TorchDispatchMode):
             flops = flop_registry[packet](*args, **kwargs, out_val=out)
             moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))
             self.gemms[(float(flops), float(moved))] += 1
-        elif str(func) in OP_TRAFFIC:
-            self.mem_bytes += OP_TRAFFIC[str(func)](args, out)
+        elif (traffic := OP_TRAFFIC.get(str(func))) is not None:
+            self.mem_bytes += traffic(args, out)
             self.mem_ops += 1
         elif not func.is_view and packet.__name__ not in FREE_OPS:
             moved = sum(t.nbytes for t in tensors_in((args, kwargs, out)))

@@ -39,14 +39,18 @@ def fused_causal_softmax(scores: torch.Tensor) -> bool:
     )
 
 
-def _causal_mask(s: int, device: torch.device) -> torch.Tensor:
+def causal_mask(s: int, device: torch.device) -> torch.Tensor:
+    """True above the diagonal. Built once per model by a training stack, so on the meta device
+    it is an empty tensor (no kernel counted)."""
+    if device.type == "meta":
+        return torch.empty(s, s, dtype=torch.bool, device=device)
     return torch.ones(s, s, dtype=torch.bool, device=device).triu(1)
 
 
 @torch.library.custom_op("simplan::causal_softmax", mutates_args=())
 def causal_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Soft-max of each row up to its diagonal, zeros above it (scores already scaled)."""
-    mask = _causal_mask(scores.shape[-1], scores.device)
+    mask = causal_mask(scores.shape[-1], scores.device)
     return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
 
 

@@ -84,19 +84,11 @@ def math_attention(
         probs = fused.causal_softmax(scores)
     else:
         s = q.shape[-2]
-        mask = _causal_mask(s, q.device)
+        mask = fused.causal_mask(s, q.device)
         scores = (scores * q.shape[-1] ** -0.5).masked_fill(mask, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
     probs = dropout_(probs, dropout, training)
     return torch.matmul(probs, v)
-
-
-def _causal_mask(s: int, device: torch.device) -> torch.Tensor:
-    """True above the diagonal. Built once per model by a training stack, so on the meta device
-    it is an empty tensor (no kernel counted)."""
-    if device.type == "meta":
-        return torch.empty(s, s, dtype=torch.bool, device=device)
-    return torch.ones(s, s, dtype=torch.bool, device=device).triu(1)
 
 
 def dropout_(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
