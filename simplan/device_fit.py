@@ -68,8 +68,10 @@ REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
 MATRIX_GRID = tuple(round(0.40 + 0.02 * i, 2) for i in range(28))  # 0.40 .. 0.94
 MEM_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(15))  # 0.3 .. 1.0
 # seconds per operation; the first is the prior (simplan.devices.KERNEL_OVERHEAD_S, a launch),
-# kept when the rows cannot tell the values apart (their operations are all far longer)
+# kept unless another value lowers the fit's loss by more than OVERHEAD_TOLERANCE (relative):
+# the rows' operations are mostly far longer than any of them
 OVERHEAD_GRID = (5e-6, 2e-6, 10e-6, 20e-6, 40e-6)
+OVERHEAD_TOLERANCE = 0.01
 # the fused attention kernels' share of the matrix rate, fitted on the rows from ATTENTION_SEQ
 # tokens on (MPT-125m at 16384 tokens: attention is 3.6x the block's other matrix work)
 ATTENTION_GRID = tuple(round(0.40 + 0.05 * i, 2) for i in range(13))  # 0.40 .. 1.00
@@ -317,16 +319,21 @@ def _joint_search(fit: JointFit, grids: Grids, overhead: float) -> tuple[float, 
     return fit.best(sorted(fine), overhead)[0]
 
 
-def _fit_joint(fit: JointFit, grids: Grids) -> tuple[float, Point, float]:
-    """(loss, point, overhead): the joint search at the prior overhead, the overhead chosen at
-    that point, and the search again where the overhead moved."""
+def _fit_joint(fit: JointFit, grids: Grids) -> tuple[float, Point, float, bool]:
+    """(loss, point, overhead, whether the rows identify the overhead): the joint search at
+    the prior overhead (a launch), then the overhead at that point: another value of the grid
+    replaces the prior only where it lowers the loss by more than OVERHEAD_TOLERANCE (the
+    rows' operations are mostly far longer than any of the values), and the search runs again
+    there."""
     prior = OVERHEAD_GRID[0]
     _, point = _joint_search(fit, grids, prior)
     losses = {o: fit.loss(point, o) for o in OVERHEAD_GRID}
-    overhead = min(OVERHEAD_GRID, key=lambda o: losses[o] - (1e-12 if o == prior else 0.0))
+    best = min(OVERHEAD_GRID, key=lambda o: losses[o])
+    identified = losses[best] < losses[prior] * (1 - OVERHEAD_TOLERANCE)
+    overhead = best if identified else prior
     if overhead != prior:
         _, point = _joint_search(fit, grids, overhead)
-    return fit.loss(point, overhead), point, overhead
+    return fit.loss(point, overhead), point, overhead, identified
 
 
 def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[str, Any]:
@@ -356,7 +363,7 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
     sets += others.values()
     mem_grid = MEM_GRID if mem_efficiency is None else (mem_efficiency,)
     matrices = tuple(matrix for matrix in MATRIX_GRID if matrix <= gemm)
-    _, point, overhead = _fit_joint(
+    _, point, overhead, identified = _fit_joint(
         JointFit(sims=tuple(sets)), (matrices, mem_grid, ATTENTION_GRID)
     )
     matrix, mem, attention = point
@@ -364,8 +371,6 @@ def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[s
     fitted = JointFit.device(base, point, overhead)
     table, long_table = sim.table(fitted), long_sim.table(fitted)
     loss, long_loss = table_loss(table), table_loss(long_table)
-    spread = [sim.loss(fitted.with_(kernel_overhead_s=o)) for o in OVERHEAD_GRID]
-    identified = max(spread) - min(spread) > 1e-9
     also = "".join(
         f" and the {len(other_sim.rows)} such rows of '{name}' (on {other_base.name})"
         for name, (other_sim, other_base) in others.items()

@@ -218,3 +218,36 @@ def test_joint_search_finds_the_grid_optimum_where_turns_stop_short() -> None:
             point = min(options, key=lambda p: fit.loss(p, 0.0))
     assert point == (0.9, 0.75, 0.85)
     assert fit.loss(point, 0.0) > 10 * fit.loss(brute, 0.0)
+
+
+def test_the_overhead_moves_off_its_prior_only_where_the_rows_tell() -> None:
+    """A per-operation overhead that changes the loss by a few parts in a million (the fit rows'
+    operations are far longer) stays at the prior, a launch; one the loss clearly prefers is
+    taken, and the constants searched again there."""
+    from dataclasses import dataclass
+
+    from simplan.device_fit import (
+        ATTENTION_GRID,
+        MATRIX_GRID,
+        MEM_GRID,
+        OVERHEAD_GRID,
+        JointFit,
+        Point,
+        _fit_joint,
+    )
+
+    @dataclass(frozen=True)
+    class Bowl(JointFit):
+        weight: float = 0.0
+
+        def loss(self, point: Point, overhead: float) -> float:
+            matrix, mem, attention = point
+            flat = (matrix - 0.7) ** 2 + (mem - 0.65) ** 2 + (attention - 0.9) ** 2 + 0.01
+            return flat * (1 + self.weight * (overhead - 20e-6) ** 2 / 20e-6**2)
+
+    grids = (MATRIX_GRID, MEM_GRID, ATTENTION_GRID)
+    loss, point, overhead, identified = _fit_joint(Bowl(sims=(), weight=1e-5), grids)
+    assert (point, overhead, identified) == ((0.7, 0.65, 0.9), OVERHEAD_GRID[0], False)
+    assert loss == pytest.approx(0.01, rel=1e-4)
+    _, point, overhead, identified = _fit_joint(Bowl(sims=(), weight=1.0), grids)
+    assert (point, overhead, identified) == ((0.7, 0.65, 0.9), 20e-6, True)
