@@ -2,11 +2,12 @@
 
 For each family (A100, H100), with the GEMM rate at the family's measured MAMF, fits what the
 llm-foundry stack loses: stack_gemm_efficiency, mem_efficiency (the H100 shares the A100's: its
-section has too few rows to identify it) and the per-operation overhead on the family's 8-GPU,
-seq-2048 MPT rows of simplan/data/reference/llmfoundry_mpt_throughput.csv, and
-stack_attention_efficiency on its 8-GPU rows from 16384 tokens on (see simplan/device_fit.py),
-then predicts the rows it did not see: the other sequence lengths (512 to 8192) and GPU counts of
-the same section, and the A100 40GB section with the A100 fit. Prints tables and writes
+section has too few rows to identify it), the per-operation overhead and
+stack_attention_efficiency, jointly over the 8-GPU MPT rows of
+simplan/data/reference/llmfoundry_mpt_throughput.csv at seq 2048 and from 16384 tokens on, of the
+family's sections (the A100: its 80GB and 40GB sections, the same chip with other memory; see
+simplan/device_fit.py), then predicts the rows it did not see: the other sequence lengths (512 to
+8192) and GPU counts of the same sections. Prints tables and writes
 simplan/data/gpu_calibration.json (what simplan.devices reads) and
 benchmarks/results/calibrate_devices.json.
 
@@ -24,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from simplan.device_fit import (
-    ATTENTION_SEQ,
     CALIBRATION_FILE,
     FITS,
     RowSimulator,
     ThroughputRow,
     fit_efficiencies,
+    fit_sections,
+    is_fit_row,
     mpt_rows,
 )
 from simplan.devices import get_device
@@ -88,19 +90,12 @@ def print_rows(title: str, rows: list[dict[str, Any]], limit: int = 12) -> dict[
     return summary
 
 
-def is_fit_length(seq_len: int) -> bool:
-    """Whether an 8-GPU row of a fit section is a fit row: seq 2048 (the stack) or from
-    ATTENTION_SEQ tokens on (its attention kernels)."""
-    return seq_len == 2048 or seq_len >= ATTENTION_SEQ
-
-
 def held_out(family: str, fit: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, cluster, device in HELD_OUT[family]:
+        fitted = section in {name for name, _, _ in fit_sections(family)}
         rows = [
-            r
-            for r in mpt_rows(section, gpus=None, seq_len=None)
-            if not (section == FITS[family][0] and r.gpus == 8 and is_fit_length(r.seq_len))
+            r for r in mpt_rows(section, gpus=None, seq_len=None) if not (fitted and is_fit_row(r))
         ]
         table = evaluate(rows, cluster, device, fit)
         summary = print_rows(f"held out, {family} fit on '{section}' ({device}):", table)
@@ -125,8 +120,8 @@ def main(argv: list[str]) -> int:
         shared = None if family == "a100" else float(calibration["a100"]["mem_efficiency"])
         if not check:
             print(
-                f"fitting {family}: the stack on the seq-2048 rows and the attention share on the "
-                "long-sequence rows, in turn (a few minutes)",
+                f"fitting {family}: the stack's constants and its attention share, jointly over "
+                "the seq-2048 and the long-sequence rows (a few minutes)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -136,6 +131,8 @@ def main(argv: list[str]) -> int:
         print_rows(f"fit rows ({family}):", fit["rows"])
         print(f"  attention: {fit['attention_source']}")
         print_rows(f"attention fit rows ({family}):", fit["attention_rows"])
+        for name, table in fit.get("other_sections", {}).items():
+            print_rows(f"fit rows of '{name}' ({family}):", table)
         calibration[family] = fit
         report[family] = {"fit": fit, "held_out": held_out(family, fit)}
     if not check:

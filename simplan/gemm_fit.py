@@ -33,7 +33,6 @@ XLA_KEYS = {
     "NVIDIA sm_90 (compute capability key)": "h100",
     "NVIDIA sm_100 (compute capability key)": "b200",
 }
-MEM_EFFICIENCY_B200 = 0.75  # the A100 fit's HBM streaming efficiency (gpu_calibration.json)
 LAUNCH_GRID = tuple(x * 0.5e-6 for x in range(2, 21))
 TILE_OVERHEAD_GRID = tuple(x * 0.1e-6 for x in range(0, 31))
 SMALL_TILE_GRID = tuple(x / 100 for x in range(50, 101, 5))
@@ -54,6 +53,12 @@ class GemmCase:
     group: str
 
 
+def a100_mem_efficiency() -> float:
+    """The A100 fit's HBM streaming efficiency (simplan/data/gpu_calibration.json), which the
+    B200, without a fit of its own, borrows here."""
+    return get_device("a100-80gb").mem_efficiency
+
+
 def family_hardware(family: str, efficiency: float) -> GemmHardware:
     """The A100 and H100 from their presets; the B200 from device_specs.csv (no preset here)."""
     if family in ("a100", "h100"):
@@ -72,7 +77,7 @@ def family_hardware(family: str, efficiency: float) -> GemmHardware:
         tiles=TILES_16BIT,
         peak_flops=float(row["bf16_dense_tflops"]) * TFLOP,
         efficiency=efficiency,
-        memory_Bps=float(row["hbm_bandwidth_TBps"]) * TB * MEM_EFFICIENCY_B200,
+        memory_Bps=float(row["hbm_bandwidth_TBps"]) * TB * a100_mem_efficiency(),
         elem_bytes=2,
     )
 

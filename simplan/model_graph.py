@@ -229,6 +229,17 @@ class ModelGraph:
         except KeyError:
             raise SimplanError(f"model {self.name} has no layer {name!r}") from None
 
+    @cached_property
+    def has_blocks(self) -> bool:
+        """Whether the model is built of transformer blocks."""
+        return any(layer.kind == "transformer_block" for layer in self.layers)
+
+    def checkpointed(self, layer: Layer) -> bool:
+        """Whether full recomputation checkpoints this layer: each transformer block (the
+        embedding and the head keep their activations, as Megatron-LM, torchtitan and
+        llm-foundry checkpoint only the blocks), or every layer of a model without blocks."""
+        return not self.has_blocks or layer.kind == "transformer_block"
+
     def predecessors(self, name: str) -> list[str]:
         return [s for s, d in self.edges if d == name]
 

@@ -73,7 +73,10 @@ class ParallelConfig:
     zero: 0 (DDP), 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters, FSDP).
     recompute: activation recomputation, 'none', 'selective' (Megatron-LM's: the attention
         core), 'op' (torchtitan's per-op selective checkpointing: each block keeps its input
-        and the outputs of attention and of every other aten.mm, simplan.op_policy) or 'full'.
+        and the outputs of attention and of every other aten.mm, simplan.op_policy) or 'full'
+        (each transformer block keeps only its input and runs its forward again before its
+        backward; the embedding and the head keep their activations, as in Megatron-LM,
+        torchtitan and llm-foundry; a model without blocks: every layer).
     dtype: 'bf16', 'fp16' (mixed precision with fp32 master weights) or 'fp32'.
     sequence_parallel: Megatron sequence parallelism inside TP groups.
     bucket_bytes: DDP gradient bucket size (torch's default is 25 MiB).

@@ -178,3 +178,76 @@ def test_measured_names_find_their_preset() -> None:
     ]:
         found = preset_for(measured)
         assert found is not None and found.name == preset
+
+
+def test_joint_search_finds_the_grid_optimum_where_turns_stop_short() -> None:
+    """The device fit searches its constants jointly. On a loss whose constants trade off (a
+    narrow valley along matrix - mem = 0.1, minimum at (0.76, 0.6, 0.85)), fitting one constant
+    at a time from the start stops at once; the joint search finds the grid's minimum, the one
+    a brute force over the whole grid finds."""
+    import itertools
+
+    from simplan.device_fit import (
+        ATTENTION_GRID,
+        MATRIX_GRID,
+        MEM_GRID,
+        JointFit,
+        Point,
+        _joint_search,
+    )
+
+    class Valley(JointFit):
+        def loss(self, point: Point, overhead: float) -> float:
+            matrix, mem, attention = point
+            return (
+                100 * (matrix - mem - 0.16) ** 2
+                + (matrix + mem - 1.36) ** 2
+                + (attention - 0.85) ** 2
+            )
+
+    fit = Valley(sims=())
+    grids = (MATRIX_GRID, MEM_GRID, ATTENTION_GRID)
+    brute = min(itertools.product(*grids), key=lambda p: fit.loss(p, 0.0))
+    assert brute == (0.76, 0.6, 0.85)
+    assert _joint_search(fit, grids, 0.0) == (fit.loss(brute, 0.0), brute)
+    # one constant at a time from (0.7, 0.75, 0.95), until none moves: stuck in the valley
+    point: Point = (0.7, 0.75, 0.95)
+    for _ in range(20):
+        for i, grid in enumerate(grids):
+            options = [(*point[:i], x, *point[i + 1 :]) for x in grid]
+            point = min(options, key=lambda p: fit.loss(p, 0.0))
+    assert point == (0.9, 0.75, 0.85)
+    assert fit.loss(point, 0.0) > 10 * fit.loss(brute, 0.0)
+
+
+def test_the_overhead_moves_off_its_prior_only_where_the_rows_tell() -> None:
+    """A per-operation overhead that changes the loss by a few parts in a million (the fit rows'
+    operations are far longer) stays at the prior, a launch; one the loss clearly prefers is
+    taken, and the constants searched again there."""
+    from dataclasses import dataclass
+
+    from simplan.device_fit import (
+        ATTENTION_GRID,
+        MATRIX_GRID,
+        MEM_GRID,
+        OVERHEAD_GRID,
+        JointFit,
+        Point,
+        _fit_joint,
+    )
+
+    @dataclass(frozen=True)
+    class Bowl(JointFit):
+        weight: float = 0.0
+
+        def loss(self, point: Point, overhead: float) -> float:
+            matrix, mem, attention = point
+            flat = (matrix - 0.7) ** 2 + (mem - 0.65) ** 2 + (attention - 0.9) ** 2 + 0.01
+            return flat * (1 + self.weight * (overhead - 20e-6) ** 2 / 20e-6**2)
+
+    grids = (MATRIX_GRID, MEM_GRID, ATTENTION_GRID)
+    loss, point, overhead, identified = _fit_joint(Bowl(sims=(), weight=1e-5), grids)
+    assert (point, overhead, identified) == ((0.7, 0.65, 0.9), OVERHEAD_GRID[0], False)
+    assert loss == pytest.approx(0.01, rel=1e-4)
+    _, point, overhead, identified = _fit_joint(Bowl(sims=(), weight=1.0), grids)
+    assert (point, overhead, identified) == ((0.7, 0.65, 0.9), 20e-6, True)

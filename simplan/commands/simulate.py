@@ -68,10 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--stack",
         choices=STACKS,
         help="the training stack the GPUs' rates describe: 'fitted' (the presets as fitted, "
-        "end to end, on llm-foundry's 2023 MPT runs: matrix kernels at 0.52 (H100) / 0.72 "
-        "(A100) of peak, 40 us per operation; the default) or 'kernels' (matrix kernels at the "
-        "GPU's measured maximum achievable matmul rate and 5 us per operation: stacks of fused "
-        "kernels and CUDA graphs such as Megatron-Core with Transformer Engine); a cluster "
+        "end to end, on llm-foundry's 2023 MPT runs: matrix kernels at 0.54 (H100) / 0.72 "
+        "(A100) of peak, its fused attention at 0.70 / 0.90 of that; the default) or 'kernels' "
+        "(matrix and attention kernels at the GPU's measured maximum achievable matmul rate: "
+        "stacks of fused kernels and CUDA graphs such as Megatron-Core with Transformer "
+        "Engine); both pay at least a 5 us launch per operation; a cluster "
         "file may set it with stack = ...",
     )
     p.add_argument(

@@ -35,13 +35,12 @@ class LayerTable:
 
     def transient_bytes(self, recompute: str, spans: list[tuple[int, int]]) -> float:
         """What recomputation brings back for one layer's backward, the most over the layers
-        of the spans: all of it ('full'), the part per-op checkpointing did not keep ('op');
-        the attention core that 'selective' brings back is not counted here."""
+        of the spans: what the layer did not keep ('full': all but its input, in the layers it
+        recomputes; 'op': what per-op checkpointing did not save); the attention core that
+        'selective' brings back is not counted here."""
         if recompute not in ("full", "op"):
             return 0.0
         raw, kept = self.raw_act_bytes, self.act_bytes
-        if recompute == "full":
-            return max(max(raw[lo:hi]) for lo, hi in spans)
         return max(max(raw[i] - kept[i] for i in range(lo, hi)) for lo, hi in spans)
 
 
@@ -98,7 +97,7 @@ class CostContext:
         steps = layer_steps(self.graph, model, cfg, match_profile(self.profile, model))
         ops = []
         for s in steps:
-            again = s.tp_fwd if recompute == "full" else ()
+            again = s.tp_fwd if s.recomputed else ()
             ops.append(tuple(s.tp_fwd) + tuple(s.tp_bwd) + tuple(again))
         raw = tuple(_activations(layer, cfg, mb) for layer in self.graph.layers)
         return LayerTable(

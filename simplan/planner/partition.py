@@ -12,21 +12,34 @@ from simplan.units import MiB
 
 def default_bounds(ctx: CostContext, config: ParallelConfig, layout: Layout) -> tuple[int, ...]:
     """The first guess: Megatron's even split of the blocks when it applies, else cuts where
-    stage 0's cumulative layer time crosses k / chunks of the total (O(n))."""
+    stage 0's cumulative layer time crosses k / chunks of the total (O(n)). Where the pipeline
+    ranks run on different devices (a mixed cluster), each chunk's share of stage 0's time is
+    its rank's speed over the sum of the chunks' speeds (a rank's speed: 1 / the model's time on
+    its devices), so that the guess, and the estimate that ranks the candidates for the
+    partition ILP, do not load a slow rank as much as a fast one."""
+    pp = config.pp
+    totals = [ctx.prefix(config, layout, rank).time[-1] for rank in range(pp)]
+    if pp > 1 and min(totals) > 0 and max(totals) > min(totals) * (1 + 1e-9):
+        speeds = [1.0 / totals[c % pp] for c in range(config.chunks)]
+        shares = [speed / sum(speeds) for speed in speeds]
+        return quantile_bounds(ctx.prefix(config, layout, 0).time, config.chunks, shares)
     bounds = megatron_bounds(ctx.graph, config.chunks)
     if bounds is not None:
         return bounds
     return quantile_bounds(ctx.prefix(config, layout, 0).time, config.chunks)
 
 
-def quantile_bounds(prefix: tuple[float, ...], chunks: int) -> tuple[int, ...]:
-    """Boundaries at the k/chunks quantiles of a prefix sum, each chunk non-empty."""
+def quantile_bounds(
+    prefix: tuple[float, ...], chunks: int, shares: list[float] | None = None
+) -> tuple[int, ...]:
+    """Boundaries where a prefix sum crosses the cumulative shares of its total (k/chunks
+    each by default), each chunk non-empty."""
     n = len(prefix) - 1
     total = prefix[-1]
     bounds = [0]
     j = 1
     for k in range(1, chunks):
-        target = total * k / chunks
+        target = total * (sum(shares[:k]) if shares is not None else k / chunks)
         j = max(j, bounds[-1] + 1)
         while j < n - (chunks - k) and prefix[j] < target:
             j += 1

@@ -192,7 +192,7 @@ def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
     # as a data loader gives it
     inputs = tuple(x[lo : lo + per_replica].clone() for x in inputs)
     target = target[lo : lo + per_replica].clone()
-    vocab_parallel = cfg.tp > 1 and cfg.pp == 1 and _has_blocks(graph)
+    vocab_parallel = cfg.tp > 1 and cfg.pp == 1 and graph.has_blocks
     if cfg.tp > 1:
         from simplan.runtime.tensor_parallel import parallelize
 
@@ -210,10 +210,6 @@ def build_trainer(job: JobSpec, device: torch.device) -> Trainer:
     return _plain_trainer(*trainer_args, vocab_parallel)
 
 
-def _has_blocks(graph: ModelGraph) -> bool:
-    return any(layer.kind == "transformer_block" for layer in graph.layers)
-
-
 def apply_recompute(model: nn.Module, graph: ModelGraph, mode: str) -> None:
     """'selective': each block's attention core; 'full': each transformer block (each layer
     of a model without blocks) wrapped by checkpoint_wrapper; 'op': each transformer block
@@ -228,9 +224,8 @@ def apply_recompute(model: nn.Module, graph: ModelGraph, mode: str) -> None:
         return
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
-    blocks = _has_blocks(graph)
     for layer in graph.layers:
-        if blocks and layer.kind != "transformer_block":
+        if not graph.checkpointed(layer):
             continue
         parent, _, name = layer.name.rpartition(".")
         owner = model.get_submodule(parent) if parent else model

@@ -484,7 +484,7 @@ class Assembler:
             fwd_tp_hidden_s=fwd_hidden,
             bwd_tp_hidden_s=bwd_hidden,
             recompute_s=sum(s.recompute_s for s in steps),
-            recompute_tp_s=fwd_tp if cfg.recompute == "full" else 0.0,
+            recompute_tp_s=self.recompute_tp(steps, rank, fwd_tp),
             send_fwd_s=self.send_time(index, hi, forward=True),
             send_bwd_s=self.send_time(index, lo, forward=False),
             activation_bytes=sum(s.activation_bytes for s in steps),
@@ -502,6 +502,14 @@ class Assembler:
             fwd_p2p_framework_s=self.p2p_framework_time(index),
             bwd_p2p_framework_s=self.p2p_framework_time(index),
         )
+
+    def recompute_tp(self, steps: tuple[LayerStep, ...], rank: int, fwd_tp: float) -> float:
+        """The forward transfers full recomputation runs again: the chunk's (fwd_tp) less
+        those of the layers it does not recompute (the embedding, the head)."""
+        if self.config.recompute != "full":
+            return 0.0
+        kept = tuple(s for s in steps if not s.recomputed)
+        return max(fwd_tp - self.comm_times(kept, rank, True)[0], 0.0) if kept else fwd_tp
 
     def p2p_framework_time(self, index: int) -> float:
         """The pipeline framework's work on the compute stream for one forward (or backward)

@@ -88,6 +88,9 @@ class LayerStep:
     expert_params: float = 0.0  # of params: routed experts (gradients synced over edp)
     # frozen quantized weights held (simplan.quantize), not in params: no gradient, no optimizer
     frozen_bytes: float = 0.0
+    # full recomputation runs this layer's forward again, its TP collectives included
+    # (ModelGraph.checkpointed: the blocks, not the embedding or the head)
+    recomputed: bool = False
 
 
 def _tp_split(layer: Layer, tp: int) -> bool:
@@ -299,7 +302,7 @@ def layer_steps(
     for layer in graph.layers:
         key = (layer.identity, linear_index % 2 if layer.kind == "linear" else 0)
         if key not in cache:
-            step = _step(layer, device, config, b, profile, linear_index)
+            step = _step(layer, device, config, b, profile, linear_index, graph.checkpointed(layer))
             cache[key] = _context_parallel(step, layer, device, config, b)
         steps.append(dataclasses.replace(cache[key], name=layer.name))
         if layer.kind == "linear":
@@ -350,6 +353,7 @@ def _step(
     b: int,
     profile: Profile | None,
     linear_index: int,
+    checkpointed: bool = True,
 ) -> LayerStep:
     cost = _sharded_cost(layer, device, config, b, profile)
     cost = _imbalance_cost(layer, device, config, b, cost)
@@ -371,7 +375,8 @@ def _step(
     recompute = 0.0
     full = acts
     shard_in = config.tp if split and config.sequence_parallel else 1
-    if config.recompute == "full":
+    recomputed = config.recompute == "full" and checkpointed
+    if recomputed:
         recompute = cost.fwd_s
         acts = layer.input_bytes * b / shard_in
     elif config.recompute == "selective" and layer.kind == "transformer_block":
@@ -403,6 +408,7 @@ def _step(
         fp8_copy_bytes=params * FP8_COPY_BYTES_PER_PARAM if fp8_applies(layer, config.fp8) else 0.0,
         tp_fwd_gemm_s=hide,
         tp_bwd_gemm_s=tuple(reversed(hide)),  # the backward meets the pairs in reverse
+        recomputed=recomputed,
     )
 
 

@@ -122,3 +122,28 @@ def test_search_options_refuse_what_no_search_can_do(fields, needle: str) -> Non
 
     with pytest.raises(SimplanError, match=needle):
         SearchOptions(**fields)
+
+
+def test_first_guess_on_mixed_devices_loads_the_faster_rank_more(gpt125m) -> None:
+    """On one A100 node and one H100 node with pp 2, the first split of each layout (the one
+    that ranks the candidates for the partition ILP) gives the H100 rank more than half of the
+    model's work, where Megatron's even split of the blocks ignores the devices."""
+    from simplan.planner.estimate import megatron_bounds
+    from simplan.planner.partition import default_bounds
+
+    cluster = load_cluster("mixed-a100-h100")
+    options = SearchOptions(global_batch=32, space=SMALL, deadline=Deadline.never())
+    s = Search(gpt125m, cluster, "gpt3-125m", ClusterRef(spec=cluster.name), options)
+    config = next(c for c in candidates(gpt125m, cluster, 32, SMALL)[0] if c.pp == 2 and c.dp == 8)
+    even = megatron_bounds(gpt125m, 2)
+    assert even is not None
+    for layout in s.layouts(config.dp, config.tp, config.pp):
+        prefixes = [s.ctx.prefix(config, layout, rank).time for rank in range(2)]
+        fast = min(range(2), key=lambda rank: prefixes[rank][-1])
+        guess = default_bounds(s.ctx, config, layout)
+
+        work = prefixes[0]  # the model's layers, timed on one device type
+        share = (work[guess[fast + 1]] - work[guess[fast]]) / work[-1]
+        assert share > 0.5
+        # Megatron's even split gives the H100 rank 6 of the 12 blocks, before or after the head
+        assert guess != even

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simplan.parallel import ParallelConfig
+from simplan.sim.costs import layer_steps
 from simplan.sim.run import simulate
 from simplan.sources import load_model
 from simplan.topology import load_cluster
@@ -27,7 +28,7 @@ def test_first_stage_holds_p_or_m_microbatches(schedule: str, expected: str) -> 
     assert last == pytest.approx(1 if schedule == "1f1b" else m)
 
 
-def test_full_recompute_keeps_only_layer_inputs() -> None:
+def test_full_recompute_keeps_only_block_inputs() -> None:
     graph = load_model("gpt3-125m", seq_len=512, dtype="bf16")
     cluster = h100s(1)
     base = ParallelConfig(micro_batch=4, global_batch=4, dtype="bf16")
@@ -35,16 +36,25 @@ def test_full_recompute_keeps_only_layer_inputs() -> None:
     full = simulate(graph, cluster, base.replace(recompute="full"))
     # the first layer's input is the data (a buffer of the step, not an activation)
     first = graph.layers[0]
-    inputs = 4 * sum(layer.input_bytes for layer in graph.layers[1:])
+    data = 4 * min(first.activation_bytes, first.input_bytes)
     assert none.devices[0].saved_activation_bytes == pytest.approx(
-        4 * sum(layer.activation_bytes for layer in graph.layers)
-        - 4 * min(first.activation_bytes, first.input_bytes)
+        4 * sum(layer.activation_bytes for layer in graph.layers) - data
     )
-    assert full.devices[0].saved_activation_bytes == pytest.approx(inputs)
-    # the peak holds the inputs and, during a layer's backward, its recomputed activations
-    assert inputs < full.devices[0].memory["activations"] < none.devices[0].memory["activations"]
+    # the blocks keep their inputs; the embedding and the head are not checkpointed
+    blocks = [layer for layer in graph.layers if layer.kind == "transformer_block"]
+    others = [layer for layer in graph.layers if layer.kind != "transformer_block"]
+    assert [layer.kind for layer in others] == ["embedding", "lm_head"]
+    kept = 4 * sum(layer.input_bytes for layer in blocks)
+    kept += 4 * sum(layer.activation_bytes for layer in others) - data
+    assert full.devices[0].saved_activation_bytes == pytest.approx(kept)
+    # the peak holds those and, during a block's backward, its recomputed activations
+    assert kept < full.devices[0].memory["activations"] < none.devices[0].memory["activations"]
     assert full.peak_memory_bytes < none.peak_memory_bytes
-    assert full.devices[0].recompute_s > 0 and none.devices[0].recompute_s == 0
+    # only the blocks run their forward again (one micro-batch)
+    steps = layer_steps(graph, cluster.device_model(0), base)
+    again = sum(s.fwd_s for s, layer in zip(steps, graph.layers, strict=True) if layer in blocks)
+    assert full.devices[0].recompute_s == pytest.approx(again)
+    assert 0 < again < sum(s.fwd_s for s in steps) and none.devices[0].recompute_s == 0
 
 
 def test_zero3_divides_model_states_by_dp() -> None:
