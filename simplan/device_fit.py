@@ -326,14 +326,13 @@ def _fit_joint(fit: JointFit, grids: Grids) -> tuple[float, Point, float, bool]:
     rows' operations are mostly far longer than any of the values), and the search runs again
     there."""
     prior = OVERHEAD_GRID[0]
-    _, point = _joint_search(fit, grids, prior)
-    losses = {o: fit.loss(point, o) for o in OVERHEAD_GRID}
+    loss, point = _joint_search(fit, grids, prior)
+    losses = {o: fit.loss(point, o) if o != prior else loss for o in OVERHEAD_GRID}
     best = min(OVERHEAD_GRID, key=lambda o: losses[o])
-    identified = losses[best] < losses[prior] * (1 - OVERHEAD_TOLERANCE)
-    overhead = best if identified else prior
-    if overhead != prior:
-        _, point = _joint_search(fit, grids, overhead)
-    return fit.loss(point, overhead), point, overhead, identified
+    if losses[best] >= losses[prior] * (1 - OVERHEAD_TOLERANCE):
+        return loss, point, prior, False
+    loss, point = _joint_search(fit, grids, best)
+    return loss, point, best, True
 
 
 def fit_efficiencies(family: str, mem_efficiency: float | None = None) -> dict[str, Any]:

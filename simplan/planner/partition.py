@@ -3,6 +3,8 @@ stage's device speed, memory and the links its cuts cross."""
 
 from __future__ import annotations
 
+import itertools
+
 from simplan.parallel import ParallelConfig
 from simplan.planner.estimate import CostContext, inflight, megatron_bounds
 from simplan.planner.ilp import PartitionProblem, SolveRecord, solve_partition
@@ -18,8 +20,8 @@ def default_bounds(ctx: CostContext, config: ParallelConfig, layout: Layout) -> 
     its devices), so that the guess, and the estimate that ranks the candidates for the
     partition ILP, do not load a slow rank as much as a fast one."""
     pp = config.pp
-    totals = [ctx.prefix(config, layout, rank).time[-1] for rank in range(pp)]
-    if pp > 1 and min(totals) > 0 and max(totals) > min(totals) * (1 + 1e-9):
+    if len({ctx.stage_model(layout, rank).name for rank in range(pp)}) > 1:
+        totals = [ctx.prefix(config, layout, rank).time[-1] for rank in range(pp)]
         speeds = [1.0 / totals[c % pp] for c in range(config.chunks)]
         shares = [speed / sum(speeds) for speed in speeds]
         return quantile_bounds(ctx.prefix(config, layout, 0).time, config.chunks, shares)
@@ -36,10 +38,11 @@ def quantile_bounds(
     each by default), each chunk non-empty."""
     n = len(prefix) - 1
     total = prefix[-1]
+    reached = list(itertools.accumulate(shares)) if shares is not None else None
     bounds = [0]
     j = 1
     for k in range(1, chunks):
-        target = total * (sum(shares[:k]) if shares is not None else k / chunks)
+        target = total * (reached[k - 1] if reached is not None else k / chunks)
         j = max(j, bounds[-1] + 1)
         while j < n - (chunks - k) and prefix[j] < target:
             j += 1

@@ -353,7 +353,7 @@ def _step(
     b: int,
     profile: Profile | None,
     linear_index: int,
-    checkpointed: bool = True,
+    checkpointed: bool,
 ) -> LayerStep:
     cost = _sharded_cost(layer, device, config, b, profile)
     cost = _imbalance_cost(layer, device, config, b, cost)
